@@ -1,0 +1,328 @@
+"""Bytes → `ParsedMessage`, once, with limits, never raising on bad mail.
+
+Hostile or broken MIME is normal input for a gateway. Everything here degrades instead of
+failing: undecodable headers fall back through charsets, nesting beyond `max_depth` is not
+followed, and a message the parser cannot read at all still yields a model carrying the
+`MIME_UNPARSEABLE` defect (which policy quarantines by default).
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import email.header
+import email.utils
+import hashlib
+import re
+from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
+from email.policy import compat32
+from urllib.parse import urlsplit
+
+from mailmoat.message.model import Address, Attachment, Envelope, ParsedMessage, Url
+
+log = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 1_000_000  # per body kind; checks never need more to judge a message
+MAX_HEADER_VALUE = 64 * 1024
+MAX_URLS = 2000
+
+_URL_RE = re.compile(r"""(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+""")
+_TRAILING_PUNCT = ".,;:!?)]}>'\""
+_CHARSET_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "cp936": "gb18030",
+                    "ks_c_5601-1987": "cp949", "unknown-8bit": "utf-8", "x-unknown": "utf-8"}
+
+try:  # libmagic is optional at import time; without it detected_type stays ""
+    import magic as _magic
+
+    def _detect_type(data: bytes) -> str:
+        try:
+            return str(_magic.from_buffer(data[:8192], mime=True))
+        except Exception:  # libmagic errors must not break parsing
+            return ""
+except Exception:  # pragma: no cover - depends on the system library
+    def _detect_type(data: bytes) -> str:
+        return ""
+
+
+def decode_bytes(data: bytes, charset: str | None) -> str:
+    """Decode with the declared charset, then sensible fallbacks; never raises."""
+    candidates = []
+    if charset:
+        cs = charset.strip().strip('"').lower()
+        candidates.append(_CHARSET_ALIASES.get(cs, cs))
+    candidates += ["utf-8", "gb18030", "cp1252"]
+    for cs in candidates:
+        try:
+            codecs.lookup(cs)
+            return data.decode(cs)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return data.decode("latin-1")
+
+
+def decode_header_value(value: object) -> str:
+    """RFC 2047-decode a header value, repairing raw 8-bit bytes."""
+    if value is None:
+        return ""
+    if isinstance(value, email.header.Header):
+        value = str(value)
+    text = str(value)
+    if any("\udc80" <= ch <= "\udcff" for ch in text):
+        # compat32 carries raw 8-bit header bytes as surrogates: recover and guess the charset.
+        text = decode_bytes(text.encode("ascii", "surrogateescape"), None)
+    if "=?" in text:
+        try:
+            parts = email.header.decode_header(text)
+            out = []
+            for chunk, cs in parts:
+                out.append(decode_bytes(chunk, cs) if isinstance(chunk, bytes) else chunk)
+            text = "".join(out)
+        except Exception:  # malformed encoded-words: keep the raw text
+            pass
+    text = text.replace("\r", "").replace("\n", " ").replace("\x00", "")
+    return text[:MAX_HEADER_VALUE]
+
+
+def parse_addresses(values: list[str]) -> tuple[Address, ...]:
+    out = []
+    try:
+        pairs = email.utils.getaddresses(values)
+    except Exception:
+        pairs = []
+    for name, addr in pairs:
+        addr = addr.strip().lower()
+        if not name and not addr:
+            continue
+        out.append(Address(display_name=name.strip(), address=addr if "@" in addr else ""))
+    return tuple(out)
+
+
+def make_url(raw: str, source: str, display_text: str = "", tag: str = "") -> Url | None:
+    raw = raw.strip().strip(_TRAILING_PUNCT) if source == "text" else raw.strip()
+    if not raw:
+        return None
+    candidate = raw
+    if candidate.lower().startswith("www."):
+        candidate = "http://" + candidate
+    try:
+        parts = urlsplit(candidate)
+        scheme = parts.scheme.lower()
+        raw_host = (parts.hostname or "").lower().rstrip(".")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        path = parts.path
+    except ValueError:
+        return None
+    if not scheme:
+        return None
+    host = raw_host
+    if "xn--" in host:
+        labels = []
+        for label in host.split("."):
+            if label.startswith("xn--"):
+                try:
+                    label = label.encode("ascii").decode("idna")
+                except UnicodeError:
+                    pass
+            labels.append(label)
+        host = ".".join(labels)
+    return Url(url=raw[:4096], scheme=scheme, host=host, port=port, path=path[:2048],
+               source=source, display_text=display_text[:500], tag=tag, raw_host=raw_host)
+
+
+def urls_in_text(text: str, source: str = "text") -> list[Url]:
+    found = []
+    for m in _URL_RE.finditer(text):
+        u = make_url(m.group(0), source)
+        if u is not None:
+            found.append(u)
+        if len(found) >= MAX_URLS:
+            break
+    return found
+
+
+_HTML_URL_ATTRS = (("a", "href"), ("area", "href"), ("form", "action"), ("img", "src"),
+                   ("iframe", "src"), ("script", "src"), ("link", "href"), ("meta", "content"))
+
+
+def html_to_text_and_urls(html: str) -> tuple[str, list[Url]]:
+    """Visible text of an HTML body and the URLs it links to (with anchor text)."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    try:
+        tree = LexborHTMLParser(html)
+    except Exception:
+        return re.sub(r"<[^>]+>", " ", html), []
+    urls: list[Url] = []
+    for tag, attr in _HTML_URL_ATTRS:
+        for node in tree.css(tag):
+            value = node.attributes.get(attr)
+            if not value:
+                continue
+            if tag == "meta":  # <meta http-equiv=refresh content="0; url=…">
+                m = re.search(r"url\s*=\s*['\"]?([^'\"\s>]+)", value, re.I)
+                if not m:
+                    continue
+                value = m.group(1)
+            text = node.text(separator=" ", strip=True) if tag == "a" else ""
+            u = make_url(value, "html", display_text=text, tag=tag)
+            if u is not None:
+                urls.append(u)
+            if len(urls) >= MAX_URLS:
+                break
+    for node in tree.css("script, style, head, noscript"):
+        node.decompose()
+    body = tree.body or tree.root
+    text = body.text(separator=" ") if body is not None else ""
+    text = re.sub(r"[ \t\r\f\v]+", " ", text)
+    text = re.sub(r"\n\s*\n+", "\n\n", text)
+    return text.strip(), urls
+
+
+def _walk(root: Message, max_depth: int, max_parts: int, defects: list[str]) -> list[tuple[Message, int]]:
+    """Iterative MIME walk (no recursion: 1,000-deep nesting must not blow the stack)."""
+    leaves: list[tuple[Message, int]] = []
+    stack: list[tuple[Message, int]] = [(root, 0)]
+    seen = 0
+    while stack:
+        part, depth = stack.pop()
+        seen += 1
+        if seen > max_parts:
+            defects.append("MIME_TOO_MANY_PARTS")
+            break
+        for d in getattr(part, "defects", []) or []:
+            defects.append("MIME_" + _defect_name(d))
+        payload = part.get_payload()
+        if part.is_multipart() and isinstance(payload, list):
+            if depth >= max_depth:
+                defects.append("MIME_TOO_DEEP")
+                continue
+            for sub in reversed(payload):
+                if isinstance(sub, Message):
+                    stack.append((sub, depth + 1))
+        else:
+            leaves.append((part, depth))
+    return leaves
+
+
+def _defect_name(defect: object) -> str:
+    name = type(defect).__name__.replace("Defect", "")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper() or "DEFECT"
+
+
+def _filename(part: Message) -> str:
+    try:
+        name = part.get_filename()
+    except Exception:
+        name = None
+    if not name:
+        try:
+            name = part.get_param("name")
+        except Exception:
+            name = None
+        if isinstance(name, tuple):  # RFC 2231 triple
+            name = email.utils.collapse_rfc2231_value(name)
+    return decode_header_value(name)[:255] if name else ""
+
+
+def parse_message(raw: bytes, envelope: Envelope | None = None, *, max_depth: int = 30,
+                  max_parts: int = 1000) -> ParsedMessage:
+    """Build the message model. Never raises for bad input."""
+    envelope = envelope or Envelope(mail_from="", rcpt_tos=())
+    defects: list[str] = []
+    if b"\x00" in raw:
+        defects.append("MIME_NUL_BYTES")
+    try:
+        msg = BytesParser(policy=compat32).parsebytes(raw)
+    except RecursionError:
+        # The stdlib parser recurses per nesting level; absurd nesting (a known evasion and
+        # DoS trick) exhausts the stack. Keep the headers, mark the body unparseable.
+        defects += ["MIME_TOO_DEEP", "MIME_UNPARSEABLE"]
+        try:
+            msg = BytesHeaderParser(policy=compat32).parsebytes(raw)
+        except Exception:
+            return _unparseable(raw, envelope, defects)
+    except Exception:  # the stdlib parser is tolerant; this is the last line of defence
+        return _unparseable(raw, envelope, defects)
+    try:
+        return _build(raw, envelope, msg, defects, max_depth, max_parts)
+    except RecursionError:
+        defects.append("MIME_TOO_DEEP")
+        return _unparseable(raw, envelope, defects)
+    except Exception:  # a parser bug must not lose the message: log it, quarantine the mail
+        log.exception("could not build the message model")
+        return _unparseable(raw, envelope, defects)
+
+
+def _build(raw: bytes, envelope: Envelope, msg: Message, defects: list[str], max_depth: int,
+           max_parts: int) -> ParsedMessage:
+    headers = tuple((k, decode_header_value(v)) for k, v in msg.raw_items())
+    if not headers:
+        defects.append("MIME_NO_HEADERS")
+    if any(len(v) >= MAX_HEADER_VALUE for _, v in headers):
+        defects.append("MIME_HUGE_HEADER")
+
+    def hdr_all(name: str) -> list[str]:
+        return [v for k, v in headers if k.lower() == name]
+
+    texts: list[str] = []
+    htmls: list[str] = []
+    attachments: list[Attachment] = []
+    leaves = _walk(msg, max_depth, max_parts, defects)
+    max_seen_depth = max((d for _, d in leaves), default=0)
+    for part, depth in leaves:
+        ctype = (part.get_content_type() or "text/plain").lower()
+        disposition = (part.get_content_disposition() or "").lower()
+        filename = _filename(part)
+        try:
+            payload = part.get_payload(decode=True)
+        except Exception:
+            payload = None
+            defects.append("MIME_UNDECODABLE_PART")
+        if payload is None:
+            p = part.get_payload()
+            payload = p.encode("utf-8", "surrogateescape") if isinstance(p, str) else b""
+        is_body = ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename
+        if is_body:
+            text = decode_bytes(payload, part.get_content_charset())
+            (texts if ctype == "text/plain" else htmls).append(text[:MAX_TEXT_CHARS])
+            continue
+        if ctype.startswith("multipart/"):
+            continue  # an empty multipart container, already counted as a defect
+        attachments.append(Attachment(
+            filename=filename, declared_type=ctype, detected_type=_detect_type(payload),
+            size=len(payload), sha256=hashlib.sha256(payload).hexdigest(), content=payload,
+            depth=depth, disposition=disposition))
+
+    text = "\n".join(texts)[:MAX_TEXT_CHARS]
+    html = "\n".join(htmls)[:MAX_TEXT_CHARS]
+    html_text, html_urls = html_to_text_and_urls(html) if html else ("", [])
+    urls = urls_in_text(text) + html_urls
+    # Bare URLs that only appear in HTML text (not in an href) still count.
+    if html_text:
+        known = {u.url for u in urls}
+        urls += [u for u in urls_in_text(html_text) if u.url not in known]
+    sender = parse_addresses(hdr_all("sender"))
+    return ParsedMessage(
+        raw=raw, envelope=envelope, headers=headers,
+        from_=parse_addresses(hdr_all("from")), reply_to=parse_addresses(hdr_all("reply-to")),
+        to=parse_addresses(hdr_all("to")), cc=parse_addresses(hdr_all("cc")),
+        sender=sender[0] if sender else None,
+        subject=(hdr_all("subject") or [""])[0], message_id=(hdr_all("message-id") or [""])[0].strip(),
+        date=(hdr_all("date") or [""])[0], text=text, html=html, html_text=html_text,
+        urls=tuple(urls[:MAX_URLS]), attachments=tuple(attachments),
+        defects=tuple(dict.fromkeys(defects)), mime_depth=max_seen_depth,
+        part_count=len(leaves), content_type=(msg.get_content_type() or "text/plain").lower())
+
+
+def _unparseable(raw: bytes, envelope: Envelope, defects: list[str]) -> ParsedMessage:
+    defects.append("MIME_UNPARSEABLE")
+    text = decode_bytes(raw[:MAX_TEXT_CHARS], None)
+    return ParsedMessage(
+        raw=raw, envelope=envelope, headers=(), from_=(), reply_to=(), to=(), cc=(), sender=None,
+        subject="", message_id="", date="", text=text, html="", html_text="",
+        urls=tuple(urls_in_text(text)[:MAX_URLS]), attachments=(),
+        defects=tuple(dict.fromkeys(defects)), mime_depth=0, part_count=0, content_type="")

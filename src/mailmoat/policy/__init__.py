@@ -1,0 +1,1 @@
+"""Policy: thresholds, lists and overrides that turn a score into an action."""

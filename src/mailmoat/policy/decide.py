@@ -1,0 +1,91 @@
+"""Policy: a pure function from (scan result, policy, recipient, direction) to a verdict.
+
+Checks never decide delivery; this does. Thresholds come from `[policy]`, overridden for
+the direction (`[policy.outbound]`, `[policy.internal]`), then the recipient's domain
+(`[policy.domains."example.test"]`), then the recipient (`[policy.recipients."a@b"]`);
+the most specific wins. A forced action (virus, GTUBE, unparseable mail) is applied after
+thresholds, and only ever makes the verdict stricter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mailmoat.config import PolicySettings
+from mailmoat.message.model import Direction, domain_of
+from mailmoat.scan.base import Action, Category, ScanResult
+
+_THRESHOLD_KEYS = ("tag_threshold", "quarantine_threshold", "reject_threshold", "subject_prefix")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    tag: float
+    quarantine: float
+    reject: float
+    subject_prefix: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: Action
+    score: float
+    category: Category
+    reason: str  # one sentence: why this action
+    subject_prefix: str = ""  # set for tagged mail when configured
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"action": self.action.value, "score": self.score,
+                "category": self.category.value, "reason": self.reason}
+
+
+def thresholds_for(policy: PolicySettings, recipient: str | None,
+                   direction: Direction = Direction.INBOUND) -> Thresholds:
+    values: dict[str, Any] = {k: getattr(policy, k) for k in _THRESHOLD_KEYS}
+    layers: list[dict[str, Any]] = []
+    if direction is Direction.OUTBOUND:
+        layers.append(policy.outbound)
+    elif direction is Direction.INTERNAL:
+        layers.append(policy.internal)
+    if recipient:
+        layers.append(policy.domains.get(domain_of(recipient), {}))
+        layers.append(policy.recipients.get(recipient.lower(), {}))
+    for layer in layers:
+        for key in _THRESHOLD_KEYS:
+            if key in layer:
+                values[key] = layer[key]
+    return Thresholds(tag=float(values["tag_threshold"]),
+                      quarantine=float(values["quarantine_threshold"]),
+                      reject=float(values["reject_threshold"]),
+                      subject_prefix=str(values["subject_prefix"]))
+
+
+def decide(result: ScanResult, policy: PolicySettings, recipient: str | None = None,
+           direction: Direction = Direction.INBOUND) -> Verdict:
+    """Map a scan result to the action for one recipient (or the message when None)."""
+    t = thresholds_for(policy, recipient, direction)
+    score = result.score
+    category = result.category
+    if score >= t.reject:
+        action, reason = Action.REJECT, f"score {score:g} reaches the reject threshold {t.reject:g}"
+    elif score >= t.quarantine:
+        action, reason = Action.QUARANTINE, f"score {score:g} reaches the quarantine threshold {t.quarantine:g}"
+    elif score >= t.tag:
+        action, reason = Action.TAG, f"score {score:g} reaches the tag threshold {t.tag:g}"
+    else:
+        action, reason = Action.ACCEPT, f"score {score:g} is below every threshold"
+    if result.forced is not None and result.forced[0].severity > action.severity:
+        action, reason = result.forced[0], result.forced[1]
+    if action is Action.ACCEPT:
+        category = Category.CLEAN
+    elif category is Category.CLEAN:
+        category = Category.POLICY
+    prefix = t.subject_prefix if action is Action.TAG else ""
+    return Verdict(action=action, score=score, category=category, reason=reason,
+                   subject_prefix=prefix)
+
+
+def strictest(verdicts: list[Verdict]) -> Verdict:
+    """The message-level verdict when recipients differ: the most severe one."""
+    return max(verdicts, key=lambda v: (v.action.severity, v.score))

@@ -1,0 +1,1 @@
+"""Checks and the pipeline that runs them."""

@@ -1,0 +1,149 @@
+"""The check interface: symbols → score → action.
+
+A check is a small class in `scan/<family>.py`. It declares the symbols it may emit
+(`SymbolSpec`: weight, category, description) and, in `run()`, only calls
+`result.add(SYMBOL, reason=…)`. It never decides delivery: policy maps the total score to an
+action. The single exception is `result.force(Action.REJECT, reason)` for verdicts that no
+score should outvote (a virus, GTUBE), as Rspamd's passthrough results do.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mailmoat.message.model import ParsedMessage
+
+if TYPE_CHECKING:
+    from mailmoat.config import Config
+
+
+class Action(str, enum.Enum):
+    ACCEPT = "accept"
+    TAG = "tag"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+
+    @property
+    def severity(self) -> int:
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Action.ACCEPT: 0, Action.TAG: 1, Action.QUARANTINE: 2, Action.REJECT: 3}
+
+
+class Category(str, enum.Enum):
+    """What kind of threat a symbol speaks for; a message's category is the strongest."""
+
+    CLEAN = "clean"
+    SPAM = "spam"
+    PHISHING = "phishing"
+    MALWARE = "malware"
+    BEC = "bec"
+    POLICY = "policy"  # allow/block lists, malformed mail, size: the admin's rules
+
+
+@dataclass(frozen=True)
+class SymbolSpec:
+    weight: float
+    description: str  # one sentence for humans: what it means when this symbol fires
+    category: Category = Category.SPAM
+    group: str = ""  # family name; per-group caps may apply
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    score: float
+    category: Category
+    reason: str  # plain language, specific to this message
+    group: str = ""
+    options: tuple[str, ...] = ()
+
+
+class UndeclaredSymbol(Exception):
+    pass
+
+
+@dataclass
+class ScanResult:
+    """Accumulates symbols while checks run; policy reads it afterwards."""
+
+    specs: Mapping[str, SymbolSpec]
+    weight_overrides: Mapping[str, float] = field(default_factory=dict)
+    symbols: list[Symbol] = field(default_factory=list)
+    forced: tuple[Action, str, Category] | None = None
+    # Facts checks share with later checks and with the header writer, e.g.
+    # "auth_results" (list of Authentication-Results clauses), "ml_spam_probability".
+    annotations: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # check name -> seconds
+
+    def add(self, name: str, reason: str, factor: float = 1.0, options: tuple[str, ...] = ()) -> Symbol:
+        spec = self.specs.get(name)
+        if spec is None:
+            raise UndeclaredSymbol(f"symbol {name} is not declared by any check")
+        weight = self.weight_overrides.get(name, spec.weight)
+        sym = Symbol(name=name, score=round(weight * factor, 3), category=spec.category,
+                     reason=reason, group=spec.group, options=options)
+        self.symbols.append(sym)
+        return sym
+
+    def force(self, action: Action, reason: str, category: Category = Category.POLICY) -> None:
+        """Force an action no score can outvote; the most severe forced action wins."""
+        if self.forced is None or action.severity > self.forced[0].severity:
+            self.forced = (action, reason, category)
+
+    def has(self, name: str) -> bool:
+        return any(s.name == name for s in self.symbols)
+
+    def get(self, name: str) -> Symbol | None:
+        return next((s for s in self.symbols if s.name == name), None)
+
+    @property
+    def score(self) -> float:
+        return round(sum(s.score for s in self.symbols), 3)
+
+    @property
+    def category(self) -> Category:
+        """The category whose symbols add up to the most, or the forced one."""
+        if self.forced is not None and self.forced[2] is not Category.POLICY:
+            return self.forced[2]
+        totals: dict[Category, float] = {}
+        for s in self.symbols:
+            if s.score > 0 and s.category is not Category.CLEAN:
+                totals[s.category] = totals.get(s.category, 0.0) + s.score
+        if not totals:
+            return self.forced[2] if self.forced else Category.CLEAN
+        return max(totals.items(), key=lambda kv: kv[1])[0]
+
+
+@dataclass
+class BuildContext:
+    """What a family gets when the pipeline is built: config, and shared services if any."""
+
+    config: Config
+    network: bool = True  # False for offline `mailmoat scan` unless --network
+    database: Any = None  # mailmoat.store.db.Database when a store is available
+    redis: Any = None  # redis.asyncio.Redis when [redis] url is set
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Check:
+    """Base class of every check. Subclasses set the class attributes and implement run()."""
+
+    name: ClassVar[str] = ""  # unique, lower-case, e.g. "spf"
+    family: ClassVar[str] = ""  # module family, e.g. "auth"; the *_FAIL symbol uses it
+    symbols: ClassVar[dict[str, SymbolSpec]] = {}
+    # Checks in a lower stage finish before a higher stage starts, so later checks can read
+    # earlier results (the deep model only looks at mail the fast model found uncertain).
+    stage: ClassVar[int] = 0
+    timeout: float = 10.0  # seconds; may be set per instance from config
+    needs_network: ClassVar[bool] = False
+
+    async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Release sockets, pools or models held by the check."""

@@ -1,0 +1,9 @@
+"""Check family `lists`: not implemented yet (its issue owns it)."""
+
+from __future__ import annotations
+
+from mailmoat.scan.base import BuildContext, Check
+
+
+def build(ctx: BuildContext) -> list[Check]:
+    return []

@@ -1,0 +1,73 @@
+"""The scan pipeline: ordered stages of checks, concurrent within a stage, each on a budget.
+
+A check that raises or runs out of time never breaks the scan: it yields `<FAMILY>_FAIL`
+with the reason, and the message goes on to policy with what the other checks found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from mailmoat.message.model import ParsedMessage
+from mailmoat.scan.base import Category, Check, ScanResult, SymbolSpec
+
+log = logging.getLogger(__name__)
+
+
+def fail_symbol(family: str) -> str:
+    return f"{family.upper()}_FAIL"
+
+
+class Pipeline:
+    def __init__(self, checks: Sequence[Check], weight_overrides: dict[str, float] | None = None):
+        names = [c.name for c in checks]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate check names: {sorted(dupes)}")
+        self.checks = list(checks)
+        self.weight_overrides = dict(weight_overrides or {})
+        specs: dict[str, SymbolSpec] = {}
+        for check in self.checks:
+            for sym, spec in check.symbols.items():
+                if sym in specs and specs[sym] != spec:
+                    raise ValueError(f"symbol {sym} declared twice with different specs")
+                specs[sym] = spec
+            fam = check.family or check.name
+            specs.setdefault(fail_symbol(fam), SymbolSpec(
+                0.0, f"The {fam} check failed or timed out; its verdict is missing.",
+                Category.POLICY, fam))
+        self.specs = specs
+        self.stages = sorted({c.stage for c in self.checks})
+
+    async def scan(self, msg: ParsedMessage) -> ScanResult:
+        result = ScanResult(specs=self.specs, weight_overrides=self.weight_overrides)
+        for stage in self.stages:
+            batch = [c for c in self.checks if c.stage == stage]
+            await asyncio.gather(*(self._run_one(c, msg, result) for c in batch))
+        return result
+
+    async def _run_one(self, check: Check, msg: ParsedMessage, result: ScanResult) -> None:
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(check.run(msg, result), timeout=check.timeout)
+        except asyncio.TimeoutError:
+            result.add(fail_symbol(check.family or check.name),
+                       reason=f"check {check.name} did not finish within {check.timeout:g}s")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken check must never lose or block mail
+            log.exception("check %s failed", check.name)
+            result.add(fail_symbol(check.family or check.name),
+                       reason=f"check {check.name} failed: {type(exc).__name__}: {exc}"[:300])
+        finally:
+            result.timings[check.name] = time.perf_counter() - started
+
+    async def close(self) -> None:
+        for check in self.checks:
+            try:
+                await check.close()
+            except Exception:
+                log.exception("closing check %s", check.name)

@@ -1,0 +1,1 @@
+"""Message log, delivery index, quarantine store and audit (SQLAlchemy)."""

@@ -1,0 +1,139 @@
+"""Tables of the message log, delivery index and quarantine store.
+
+One schema for SQLite (default) and PostgreSQL. The message log doubles as the delivery
+index that recall searches (Message-ID, sender, recipients, URL domains, attachment hashes),
+so those columns are indexed. JSON columns hold what is read as a whole (symbols, URLs).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MessageRow(Base):
+    """One message as received: envelope, client, verdict, and what the checks found."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the X-Mailmoat-ID
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    direction: Mapped[str] = mapped_column(String(16), index=True)
+    client_ip: Mapped[str] = mapped_column(String(64), default="", index=True)
+    client_name: Mapped[str] = mapped_column(String(255), default="")
+    helo: Mapped[str] = mapped_column(String(255), default="")
+    auth_user: Mapped[str] = mapped_column(String(255), default="")
+    mail_from: Mapped[str] = mapped_column(String(512), default="", index=True)
+    from_header: Mapped[str] = mapped_column(String(512), default="", index=True)
+    from_domain: Mapped[str] = mapped_column(String(255), default="", index=True)
+    subject: Mapped[str] = mapped_column(String(1000), default="")
+    message_id: Mapped[str] = mapped_column(String(998), default="", index=True)
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    action: Mapped[str] = mapped_column(String(16), index=True)
+    category: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    symbols: Mapped[list] = mapped_column(JSON, default=list)  # [{name, score, category, reason}]
+    urls: Mapped[list] = mapped_column(JSON, default=list)  # [url, …] (capped)
+    url_domains: Mapped[list] = mapped_column(JSON, default=list)
+    attachments: Mapped[list] = mapped_column(JSON, default=list)  # [{filename, type, size, sha256}]
+    headers: Mapped[dict] = mapped_column(JSON, default=dict)  # headers of interest
+    scan_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    node: Mapped[str] = mapped_column(String(255), default="")
+
+    recipients: Mapped[list[RecipientRow]] = relationship(
+        back_populates="message", cascade="all, delete-orphan", order_by="RecipientRow.id")
+
+    __table_args__ = (
+        Index("ix_messages_category_received", "category", "received_at"),
+        Index("ix_messages_action_received", "action", "received_at"),
+    )
+
+
+class RecipientRow(Base):
+    """Per-recipient verdict and delivery state; `status` follows the delivery lifecycle:
+    queued → delivered | deferred → … | failed (bounced) | quarantined | rejected | released."""
+
+    __tablename__ = "recipients"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(512), index=True)
+    domain: Mapped[str] = mapped_column(String(255), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_response: Mapped[str] = mapped_column(Text, default="")
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    message: Mapped[MessageRow] = relationship(back_populates="recipients")
+
+
+class DeliveryEventRow(Base):
+    """History of every delivery attempt, for the message page and for debugging."""
+
+    __tablename__ = "delivery_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(512))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16))
+    response: Mapped[str] = mapped_column(Text, default="")
+
+
+class QuarantineRow(Base):
+    """A held message: its bytes live in data_dir/quarantine/<id>.eml (or in `content` for
+    shared-storage deployments on PostgreSQL)."""
+
+    __tablename__ = "quarantine"
+
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), default="")
+    quarantined_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    released_by: Mapped[str] = mapped_column(String(255), default="")
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    mail_from: Mapped[str] = mapped_column(String(512), default="")
+    rcpt_tos: Mapped[list] = mapped_column(JSON, default=list)
+    # Which recipients the quarantine holds it for (a message may be held for some only).
+    held_for: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class AuditRow(Base):
+    """Every administrative action: who, what, on which object, when."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(1024), default="")
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class SenderMemoryRow(Base):
+    """How often a sender has written to a recipient, and how it was judged: the basis of
+    first-contact and known-correspondent signals (reputation and BEC checks)."""
+
+    __tablename__ = "sender_memory"
+
+    sender: Mapped[str] = mapped_column(String(512), primary_key=True)
+    recipient: Mapped[str] = mapped_column(String(512), primary_key=True)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    clean: Mapped[int] = mapped_column(Integer, default=0)
+    bad: Mapped[int] = mapped_column(Integer, default=0)
+    # True when the recipient here is an outside party our user wrote to (we sent to them).
+    outbound: Mapped[bool] = mapped_column(Boolean, default=False)

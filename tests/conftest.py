@@ -1,0 +1,87 @@
+"""Shared test helpers: build messages, scan them with a config, assert on symbols."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from mailmoat.config import Config, config_from_dict
+from mailmoat.message.model import Direction, Envelope
+from mailmoat.scan.base import BuildContext
+from mailmoat.scan.engine import ScanOutcome, Scanner
+
+
+def make_email(*, subject: str = "Hello", body: str = "Hi there,\nsee you tomorrow.\n",
+               html: str | None = None, sender: str = "Alice <alice@sender.test>",
+               to: str = "bob@example.test", headers: dict[str, str] | None = None,
+               attachments: list[tuple[str, str, bytes]] | None = None) -> bytes:
+    """A well-formed RFC 5322 message as bytes; attachments are (filename, mime, data)."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = "Sat, 28 Nov 2026 10:00:00 +0000"
+    msg["Message-ID"] = "<test-1@sender.test>"
+    for k, v in (headers or {}).items():
+        msg[k] = v
+    msg.set_content(body)
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
+    for filename, mime, data in attachments or []:
+        maintype, subtype = mime.split("/", 1)
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
+    return msg.as_bytes()
+
+
+def make_config(**sections: dict[str, Any]) -> Config:
+    """A config for tests: data under a temp dir is the caller's job; network off."""
+    data: dict[str, Any] = {"scan": {"network": False}}
+    data.update(sections)
+    return config_from_dict(data)
+
+
+async def scan_bytes(raw: bytes, config: Config | None = None, *, mail_from: str = "alice@sender.test",
+                     rcpts: tuple[str, ...] = ("bob@example.test",), client_ip: str = "192.0.2.10",
+                     direction: Direction = Direction.INBOUND, network: bool = False,
+                     **extras: Any) -> ScanOutcome:
+    config = config or make_config()
+    scanner = Scanner(BuildContext(config=config, network=network, extras=extras))
+    try:
+        env = Envelope(mail_from=mail_from, rcpt_tos=rcpts, client_ip=client_ip, helo="mail.sender.test",
+                       direction=direction)
+        return await scanner.scan(raw, env)
+    finally:
+        await scanner.close()
+
+
+def symbol_names(outcome: ScanOutcome) -> set[str]:
+    return {s.name for s in outcome.result.symbols}
+
+
+@pytest.fixture
+def email_factory():
+    return make_email
+
+
+SRC_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent / "src"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for running `python -m mailmoat` from this checkout (not an installed copy)."""
+    import os
+    import sys
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC_DIR), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["MAILMOAT_PYTHON"] = sys.executable
+    env.update(extra)
+    return env
+
+
+def mailmoat_cmd(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "mailmoat", *args]

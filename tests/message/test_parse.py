@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from mailmoat.message.parse import parse_message
+from tests.conftest import make_email
+
+
+def test_parses_headers_bodies_urls_and_attachments():
+    raw = make_email(
+        subject="=?utf-8?b?5L2g5aW9?= invoice",
+        body="Visit https://example.org/path?a=1, thanks.",
+        html='<p>Click <a href="http://203.0.113.7/login">paypal.com</a></p><script>x()</script>',
+        attachments=[("report.pdf", "application/pdf", b"%PDF-1.4 test")])
+    m = parse_message(raw)
+    assert m.subject == "你好 invoice"
+    assert m.from_addr is not None and m.from_addr.address == "alice@sender.test"
+    assert m.from_domain == "sender.test"
+    assert "Visit" in m.text
+    assert "Click" in m.html_text and "x()" not in m.html_text
+    hosts = {u.host for u in m.urls}
+    assert {"example.org", "203.0.113.7"} <= hosts
+    link = next(u for u in m.urls if u.host == "203.0.113.7")
+    assert link.display_text == "paypal.com" and link.source == "html" and link.tag == "a"
+    (att,) = m.attachments
+    assert att.filename == "report.pdf" and att.declared_type == "application/pdf"
+    assert att.detected_type == "application/pdf"
+    assert len(att.sha256) == 64 and att.size == len(b"%PDF-1.4 test")
+    assert m.defects == ()
+
+
+def test_punycode_host_is_decoded_but_raw_kept():
+    m = parse_message(make_email(body="go to http://xn--pypal-4ve.com/x now"))
+    (u,) = m.urls
+    assert u.raw_host == "xn--pypal-4ve.com" and u.host != u.raw_host
+
+
+def test_thousand_deep_nesting_does_not_crash():
+    depth = 1000
+    head = b"From: a@b.test\r\nTo: c@d.test\r\nSubject: deep\r\n"
+    parts = []
+    for i in range(depth):
+        parts.append(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i))
+    body = b"".join(parts) + b"Content-Type: text/plain\r\n\r\nleaf\r\n"
+    m = parse_message(head + body)
+    assert "MIME_TOO_DEEP" in m.defects
+
+
+def test_nul_bytes_and_8bit_headers():
+    raw = b"From: \xe5\xbc\xa0\xe4\xb8\x89 <z@x.test>\r\nSubject: \xc4\xe3\xba\xc3\r\n\r\nbody\x00more"
+    m = parse_message(raw)
+    assert "MIME_NUL_BYTES" in m.defects
+    assert m.from_addr is not None and m.from_addr.display_name == "张三"
+
+
+def test_missing_boundary_is_a_defect_not_a_crash():
+    raw = b"From: a@b.test\r\nContent-Type: multipart/mixed\r\n\r\nno boundary here\r\n"
+    m = parse_message(raw)
+    assert any(d.startswith("MIME_") for d in m.defects)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=4000))
+def test_arbitrary_bytes_never_raise(data: bytes):
+    m = parse_message(data)
+    assert m.raw == data
