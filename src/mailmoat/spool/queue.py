@@ -1,0 +1,147 @@
+"""The durable spool: directories with a lifecycle, never pickle.
+
+A message is two files: `<id>.eml` (the exact bytes) and `<id>.json` (envelope and state,
+versioned). Writing goes tmp → fsync → rename → fsync(dir), so after `put()` returns the
+message survives a crash or power loss; only then does SMTP answer 250.
+
+    incoming/  accepted, not yet claimed by a delivery worker
+    active/    claimed by a worker (renamed there, so two workers never take one file)
+    deferred/  waiting for a retry; `next_attempt` in the sidecar says when
+    done/      delivered, bounced or handed to quarantine (kept briefly for tracing)
+    shunt/     a bug hit this message: kept for an administrator, never dropped
+
+On start, anything left in active/ (a crash mid-delivery) goes back to incoming/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mailmoat.errors import SpoolError
+
+STATES = ("incoming", "active", "deferred", "done", "shunt")
+SIDECAR_VERSION = 1
+
+
+def new_message_id() -> str:
+    """Unique, sortable by time, unguessable: 10 hex digits of ms time + 16 random hex."""
+    return f"{int(time.time() * 1000):011x}{secrets.token_hex(8)}"
+
+
+@dataclass
+class SpoolEntry:
+    """The sidecar: what the delivery worker needs besides the bytes."""
+
+    id: str
+    mail_from: str
+    rcpt_tos: list[str]
+    received_at: float
+    client_ip: str = ""
+    helo: str = ""
+    auth_user: str = ""
+    direction: str = "inbound"
+    # Recipients still to deliver (the others are done, bounced or held).
+    pending: list[str] = field(default_factory=list)
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_error: str = ""
+    scanned: bool = False  # True when the bytes already carry our verdict headers
+    extra: dict[str, Any] = field(default_factory=dict)
+    version: int = SIDECAR_VERSION
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SpoolEntry:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+class Spool:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        for state in STATES:
+            (self.root / state).mkdir(parents=True, exist_ok=True)
+
+    def dir(self, state: str) -> Path:
+        return self.root / state
+
+    def put(self, entry: SpoolEntry, raw: bytes, state: str = "incoming") -> str:
+        """Write a message durably into `state`. Returns its id. Raises SpoolError."""
+        if not entry.pending:
+            entry.pending = list(entry.rcpt_tos)
+        d = self.dir(state)
+        try:
+            # Bytes first, sidecar last: a sidecar without its .eml never exists.
+            _write_durably(d / f"{entry.id}.eml", raw)
+            _write_durably(d / f"{entry.id}.json", json.dumps(asdict(entry)).encode())
+            _fsync_dir(d)
+        except OSError as exc:
+            raise SpoolError(f"cannot spool message {entry.id}: {exc}") from exc
+        return entry.id
+
+    def read(self, state: str, msg_id: str) -> tuple[SpoolEntry, bytes]:
+        d = self.dir(state)
+        entry = SpoolEntry.from_json(json.loads((d / f"{msg_id}.json").read_text()))
+        return entry, (d / f"{msg_id}.eml").read_bytes()
+
+    def update(self, state: str, entry: SpoolEntry) -> None:
+        d = self.dir(state)
+        _write_durably(d / f"{entry.id}.json", json.dumps(asdict(entry)).encode())
+
+    def move(self, msg_id: str, src: str, dst: str) -> bool:
+        """Atomically move a message between states; False if another worker took it."""
+        s, d = self.dir(src), self.dir(dst)
+        try:
+            os.rename(s / f"{msg_id}.json", d / f"{msg_id}.json")  # the claim
+        except FileNotFoundError:
+            return False
+        os.rename(s / f"{msg_id}.eml", d / f"{msg_id}.eml")
+        _fsync_dir(d)
+        return True
+
+    def ids(self, state: str) -> list[str]:
+        """Ids in a state, oldest first (ids sort by time)."""
+        return sorted(p.stem for p in self.dir(state).glob("*.json"))
+
+    def recover(self) -> int:
+        """After a crash: messages left in active/ go back to incoming/. Returns how many."""
+        n = 0
+        for msg_id in self.ids("active"):
+            if self.move(msg_id, "active", "incoming"):
+                n += 1
+        # A crash between the .eml and .json writes leaves a lone .eml: it was never
+        # acknowledged with 250, so removing it loses nothing.
+        for state in STATES:
+            for eml in self.dir(state).glob("*.eml"):
+                if not eml.with_suffix(".json").exists():
+                    eml.unlink(missing_ok=True)
+            for tmp in self.dir(state).glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+        return n
