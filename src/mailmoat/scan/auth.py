@@ -313,6 +313,11 @@ def _verify_dkim_sync(raw: bytes, count: int, keys: dict[str, KeyFetch],
         except dkim.DnsTimeoutError as exc:
             out.append(DkimOutcome(domain, selector, "temperror", str(exc), algo))
             continue
+        except dkim.ValidationError as exc:  # body hash mismatch and the like: a real fail
+            why = ("the body was changed after signing (body hash mismatch)"
+                   if "body hash mismatch" in str(exc) else str(exc))
+            out.append(DkimOutcome(domain, selector, "fail", why, algo))
+            continue
         except dkim.DKIMException as exc:
             out.append(DkimOutcome(domain, selector, "permerror", str(exc), algo))
             continue
@@ -604,19 +609,22 @@ class AuthCheck(Check):
 
     @staticmethod
     def _sealer_saw_pass(aar: str, from_domain: str) -> str:
-        """What in the sealer's results vouches for the From domain, or ""."""
+        """What in the sealer's results vouches for the From domain, or "".
+
+        A dmarc=pass is the best evidence; an aligned dkim or spf pass is DMARC's own test."""
+        found: dict[str, str] = {}
         for method, res, props in _aar_clauses(aar):
-            if res != "pass":
+            if res != "pass" or method in found:
                 continue
             if method == "dmarc" and aligned(props.get("header.from", from_domain),
                                              from_domain, "r"):
-                return f"dmarc=pass for {from_domain}"
-            if method == "dkim" and aligned(props.get("header.d", ""), from_domain, "r"):
-                return f"an aligned dkim=pass by {props['header.d']}"
-            if method == "spf" and aligned(props.get("smtp.mailfrom", "").rsplit("@", 1)[-1],
-                                           from_domain, "r"):
-                return f"an aligned spf=pass for {props['smtp.mailfrom']}"
-        return ""
+                found[method] = f"dmarc=pass for {from_domain}"
+            elif method == "dkim" and aligned(props.get("header.d", ""), from_domain, "r"):
+                found[method] = f"an aligned dkim=pass by {props['header.d']}"
+            elif method == "spf" and aligned(
+                    props.get("smtp.mailfrom", "").rsplit("@", 1)[-1], from_domain, "r"):
+                found[method] = f"an aligned spf=pass for {props['smtp.mailfrom']}"
+        return next((found[m] for m in ("dmarc", "dkim", "spf") if m in found), "")
 
     # DMARC ----------------------------------------------------------------------------------
 
