@@ -19,6 +19,7 @@ several character-strings, as real zones do. `dns_server` is a pytest fixture; u
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -135,8 +136,6 @@ class TestDnsServer:
         return self.resolver.queries
 
     def start(self) -> TestDnsServer:
-        import threading
-
         for s in self._servers:
             # A short poll interval keeps shutdown (and so fixture teardown) fast.
             threading.Thread(target=s.server.serve_forever, kwargs={"poll_interval": 0.05},

@@ -113,7 +113,7 @@ def sign_message(raw: bytes, domain: str, key: SigningKey) -> bytes:
     """Return `raw` with a DKIM-Signature header prepended."""
     linesep = b"\r\n" if b"\r\n" in raw[:4096] else b"\n"
     d = dkim.DKIM(raw, signature_algorithm=key.algorithm.encode(), linesep=linesep)
-    present = {name.lower() for name, _ in d.headers}
+    present = {name.decode("ascii", "replace").lower() for name, _ in d.headers}
     include = [h.encode() for h in SIGNED_HEADERS if h in present] + [b"from"]
     sig = d.sign(key.selector.encode(), domain.encode(), key.private,
                  canonicalize=(b"relaxed", b"relaxed"), include_headers=include)
