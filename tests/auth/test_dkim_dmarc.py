@@ -204,3 +204,16 @@ def test_org_domain():
     assert aligned("mail.example.com", "example.com", "r")
     assert not aligned("mail.example.com", "example.com", "s")
     assert not aligned("evil.co.uk", "example.co.uk", "r")
+
+
+async def test_authentication_results_header_value(dns_server):
+    from mailmoat.scan.auth import authentication_results_header
+
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 ip4:192.0.2.10 -all"]}
+    dns_server.zones["_dmarc.sender.test"] = {"TXT": ["v=DMARC1; p=none"]}
+    out = await scan_auth(_msg(), dns_server)
+    value = authentication_results_header("mx.example.test", out.result.annotations)
+    assert value.startswith("mx.example.test; spf=pass smtp.mailfrom=sender.test;")
+    assert "dkim=none" in value and "dmarc=pass header.from=sender.test" in value
+    assert "arc=none" in value
+    assert authentication_results_header("mx.example.test", {}) is None

@@ -494,6 +494,11 @@ class AuthCheck(Check):
         except asyncio.TimeoutError:
             return SpfOutcome("temperror", identity, domain,
                               f"SPF evaluation took longer than {budget:g}s", env.client_ip)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # pyspf on input it did not expect: judged, not crashed on
+            return SpfOutcome("permerror", identity, domain,
+                              f"{type(exc).__name__}: {exc}", env.client_ip)
         return SpfOutcome(res, identity, domain, exp, env.client_ip)
 
     def _emit_spf(self, out: SpfOutcome, result: ScanResult, clauses: list[str]) -> float:
@@ -722,6 +727,16 @@ def _dmarc_fail_reason(from_domain: str, spf_out: SpfOutcome | None,
 
 async def _none() -> None:
     return None
+
+
+def authentication_results_header(authserv_id: str, annotations: dict[str, Any]) -> str | None:
+    """The Authentication-Results value the gateway adds to delivered mail (RFC 8601), or
+    None when the auth check did not run. The gateway should first remove any
+    Authentication-Results claiming our authserv_id that arrived with the message."""
+    clauses = annotations.get("auth_results")
+    if not clauses:
+        return None
+    return f"{authserv_id}; " + ";\r\n\t".join(clauses)
 
 
 def shared_resolver(ctx: BuildContext) -> Resolver:
