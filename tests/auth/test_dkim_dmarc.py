@@ -217,3 +217,9 @@ async def test_authentication_results_header_value(dns_server):
     assert "dkim=none" in value and "dmarc=pass header.from=sender.test" in value
     assert "arc=none" in value
     assert authentication_results_header("mx.example.test", {}) is None
+    import authres
+
+    parsed = authres.AuthenticationResultsHeader.parse(
+        "Authentication-Results: " + value.replace("\r\n\t", " "))
+    assert parsed.authserv_id == "mx.example.test"
+    assert {r.method for r in parsed.results} == {"spf", "dkim", "dmarc", "arc"}
