@@ -92,3 +92,34 @@ async def test_arc_temperror_when_seal_key_unreachable(dns_server, rsa_pem):
     out = await scan_auth(_forwarded(rsa_pem), dns_server, mail_from="bounce@lists.test",
                           client_ip="198.51.100.7")
     assert "ARC_TEMPERROR" in names(out)
+
+
+async def test_our_arc_seal_lets_a_downstream_trust_us_after_we_changed_the_subject(
+        dns_server, rsa_pem, tmp_path):
+    from mailmoat.config import config_from_dict
+    from mailmoat.dkimsign import ArcSealer
+    from mailmoat.scan.auth import authentication_results_header
+
+    publish_key(dns_server, "s1", "sender.test", rsa_pem)
+    publish_key(dns_server, "gw", "gw.example.test", rsa_pem)
+    dns_server.zones["_dmarc.sender.test"] = {"TXT": ["v=DMARC1; p=reject"]}
+    original = sign(make_email(subject="Invoice"), "sender.test", "s1", rsa_pem)
+    ours = await scan_auth(original, dns_server)
+    assert "DMARC_PASS" in names(ours)
+
+    (tmp_path / "gw.pem").write_bytes(rsa_pem)
+    sealer = ArcSealer.from_config(config_from_dict({
+        "smtp": {"hostname": "mx.example.test"},
+        "arc_sealing": {"enabled": True, "domain": "gw.example.test", "selector": "gw",
+                        "key_file": str(tmp_path / "gw.pem")}}))
+    tagged = original.replace(b"Subject: Invoice", b"Subject: [SPAM?] Invoice")
+    sealed = sealer.seal(tagged, authentication_results_header("mx.example.test",
+                                                               ours.result.annotations))
+    assert sealed.startswith(b"ARC-Seal:")
+
+    downstream = await scan_auth(sealed, dns_server, client_ip="198.51.100.20",
+                                 auth={"trusted_arc_sealers": ["example.test"]})
+    got = names(downstream)
+    assert {"DKIM_FAIL", "DMARC_POLICY_REJECT", "ARC_PASS", "ARC_TRUSTED_OVERRIDE"} <= got
+    assert "gw.example.test" in downstream.result.get("ARC_TRUSTED_OVERRIDE").reason
+    assert downstream.result.score < 1

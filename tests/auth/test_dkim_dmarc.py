@@ -223,3 +223,15 @@ async def test_authentication_results_header_value(dns_server):
         "Authentication-Results: " + value.replace("\r\n\t", " "))
     assert parsed.authserv_id == "mx.example.test"
     assert {r.method for r in parsed.results} == {"spf", "dkim", "dmarc", "arc"}
+
+
+async def test_garbled_headers_are_judged_not_crashed_on(dns_server):
+    raw = (b"DKIM-Signature: v=1; a=rsa-sha256; d=sender.test; s=s1; h=from; bh=eA==; b=eQ==\n"
+           b"ARC-Seal: i=1; a=rsa-sha256; cv=none; d=lists.test; s=arc; b=eQ==\n"
+           b"From: a@sender.test\n"
+           b"this line is not a header\n"
+           b"\nbody\n")
+    out = await scan_auth(raw, dns_server)
+    assert "AUTH_FAIL" not in names(out)
+    assert names(out) & {"DKIM_PERMERROR", "DKIM_FAIL"}
+    assert "ARC_FAIL" in names(out)

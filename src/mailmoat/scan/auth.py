@@ -281,7 +281,10 @@ class DkimOutcome:
 def _verify_dkim_sync(raw: bytes, count: int, keys: dict[str, KeyFetch],
                       minkey: int) -> list[DkimOutcome]:
     out: list[DkimOutcome] = []
-    d = dkim.DKIM(raw, minkey=minkey)
+    try:
+        d = dkim.DKIM(raw, minkey=minkey)
+    except Exception as exc:  # dkimpy cannot even split the headers
+        return [DkimOutcome("", "", "permerror", f"message unreadable for DKIM: {exc}")]
     sigs = [v for k, v in d.headers if k.lower() == b"dkim-signature"][:count]
     dnsfunc = _dnsfunc(keys)
     for idx, value in enumerate(sigs):
@@ -343,7 +346,10 @@ class ArcOutcome:
 
 
 def _verify_arc_sync(raw: bytes, keys: dict[str, KeyFetch], minkey: int) -> ArcOutcome:
-    cv, results, reason = dkim.arc_verify(raw, dnsfunc=_dnsfunc(keys), minkey=minkey)
+    try:
+        cv, results, reason = dkim.arc_verify(raw, dnsfunc=_dnsfunc(keys), minkey=minkey)
+    except Exception as exc:  # dkimpy on a message it cannot parse
+        return ArcOutcome("fail", f"message unreadable for ARC: {exc}")
     sealer = ""
     aar = ""
     if results:
