@@ -155,7 +155,13 @@ class Resolver:
         del self.stats.queries[:-50]
         s = self.settings
         try:
-            ans = await self._res.resolve(dns.name.from_text(name), rdtype,
+            qname = dns.name.from_text(name)
+        except (dns.exception.DNSException, UnicodeError):
+            # Not a valid DNS name (empty label, label over 63 bytes, bad IDNA): it cannot
+            # exist, which is an answer, not a failure.
+            return Answer(name, rdtype, nxdomain=True), s.negative_ttl
+        try:
+            ans = await self._res.resolve(qname, rdtype,
                                           raise_on_no_answer=False, search=False)
         except dns.resolver.NXDOMAIN as exc:
             return Answer(name, rdtype, nxdomain=True), self._negative_ttl(_nx_response(exc))

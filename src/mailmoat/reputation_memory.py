@@ -14,6 +14,7 @@ synchronous SQLAlchemy; async callers run them in a thread.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -72,6 +73,10 @@ class SenderMemory:
         """Record one judged message; call after each verdict (see module docstring)."""
         self.observe(sender_identity(msg), msg.envelope.rcpt_tos, verdict_category,
                      msg.envelope.direction, message_id=msg.message_id)
+
+    async def aobserve_message(self, msg: ParsedMessage, verdict_category: str) -> None:
+        """`observe_message` from async code (the database calls run in a thread)."""
+        await asyncio.to_thread(self.observe_message, msg, verdict_category)
 
     def observe(self, sender: str, recipients: Iterable[str], verdict_category: str,
                 direction: Direction | str, message_id: str = "",

@@ -76,3 +76,10 @@ async def test_temporary_failures_raise_and_are_not_cached(dns_server, failure):
         await r.txt("bad.test")
     dns_server.zones["bad.test"] = {"TXT": ["ok now"]}
     assert await r.txt("bad.test") == [b"ok now"]
+
+
+async def test_invalid_names_are_answered_not_sent(dns_server):
+    r = _resolver(dns_server)
+    assert (await r.query("foo..bar.test", "TXT")).nxdomain
+    assert (await r.query("x" * 70 + ".test", "A")).nxdomain
+    assert dns_server.queries == []

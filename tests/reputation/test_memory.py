@@ -130,3 +130,12 @@ async def test_no_database_no_memory_check():
 def test_message_ids_in():
     assert message_ids_in("<a@b> junk <c.d@e>") == ["a@b", "c.d@e"]
     assert message_ids_in("") == []
+
+
+async def test_async_observe(database):
+    mem = SenderMemory(database)
+    msg = parse_message(make_email(sender=PARTNER), Envelope(mail_from="pat@partner.test",
+                                                             rcpt_tos=("bob@example.test",)))
+    await mem.aobserve_message(msg, "clean")
+    facts = mem.recall("pat@partner.test", ["bob@example.test"])
+    assert facts.history["bob@example.test"].clean == 1 and not facts.first_contact

@@ -201,6 +201,13 @@ def _spf_lookup_via(resolver: Resolver, loop: asyncio.AbstractEventLoop,
     return lookup
 
 
+@lru_cache(maxsize=1)
+def _spf_pool() -> concurrent.futures.ThreadPoolExecutor:
+    # SPF threads spend their life waiting for DNS answers from the event loop; a pool of
+    # their own keeps them from starving the default executor (DKIM hashing, database).
+    return concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="spf")
+
+
 @dataclass
 class SpfOutcome:
     result: str  # pass fail softfail neutral none temperror permerror
@@ -495,7 +502,8 @@ class AuthCheck(Check):
         budget = self.settings.spf_timeout
         try:
             res, exp = await asyncio.wait_for(
-                asyncio.to_thread(_run_spf, env.client_ip, sender, helo, lookup, budget),
+                loop.run_in_executor(_spf_pool(), _run_spf, env.client_ip, sender, helo,
+                                     lookup, budget),
                 timeout=budget + 1.0)
         except asyncio.TimeoutError:
             return SpfOutcome("temperror", identity, domain,

@@ -83,7 +83,7 @@ SYMBOLS: dict[str, SymbolSpec] = {
     "DNSBL_TEMPERROR": SymbolSpec(0.0, "A blocklist could not be queried (DNS failure or the "
                                   "list refused our resolver).", Category.POLICY, _G),
     "REP_FIRST_CONTACT": SymbolSpec(0.5, "The sender has never written to these recipients "
-                                    "and they never wrote to the sender.", Category.BEC, _G),
+                                    "and they never wrote to the sender.", Category.SPAM, _G),
     "REP_KNOWN_CORRESPONDENT": SymbolSpec(-1.5, "The sender has written to these recipients "
                                           "before and that mail was clean.", Category.CLEAN, _G),
     "REP_REPLY_TO_OUR_MAIL": SymbolSpec(-2.0, "The message answers mail we sent, or comes "
