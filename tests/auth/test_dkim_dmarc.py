@@ -12,9 +12,11 @@ def _msg(sender: str = "Alice <alice@sender.test>") -> bytes:
     return make_email(sender=sender, subject="Quarterly numbers", body="Numbers attached.\n")
 
 
-async def test_dkim_rsa_pass(dns_server, rsa_pem):
+@pytest.mark.parametrize("crlf", [False, True])
+async def test_dkim_rsa_pass(dns_server, rsa_pem, crlf):
     publish_key(dns_server, "s1", "sender.test", rsa_pem)
-    out = await scan_auth(sign(_msg(), "sender.test", "s1", rsa_pem), dns_server)
+    raw = _msg().replace(b"\n", b"\r\n") if crlf else _msg()
+    out = await scan_auth(sign(raw, "sender.test", "s1", rsa_pem), dns_server)
     assert "DKIM_PASS" in names(out)
     assert "sender.test" in out.result.get("DKIM_PASS").reason
     assert "dkim=pass header.d=sender.test header.s=s1" in out.result.annotations["auth_results"]

@@ -108,3 +108,25 @@ async def test_outbound_and_authenticated_mail_is_skipped(dns_server):
     assert not {n for n in names(out) if n.startswith(("SPF", "DKIM", "DMARC", "ARC"))}
     assert "outbound" in out.result.annotations["auth_skipped"]
     assert dns_server.queries == []
+
+
+async def test_spf_macros_and_exists(dns_server):
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 exists:%{i}.%{l}._spf.sender.test -all"]}
+    dns_server.zones["192.0.2.10.alice._spf.sender.test"] = {"A": ["127.0.0.2"]}
+    out = await scan_auth(RAW, dns_server)
+    assert "SPF_PASS" in names(out)
+    out = await scan_auth(RAW, dns_server, mail_from="mallory@sender.test")
+    assert "SPF_FAIL" in names(out)
+
+
+async def test_spf_redirect_and_lookup_limit(dns_server):
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 redirect=_spf.sender.test"]}
+    dns_server.zones["_spf.sender.test"] = {"TXT": ["v=spf1 ip4:192.0.2.10 -all"]}
+    out = await scan_auth(RAW, dns_server)
+    assert "SPF_PASS" in names(out)
+    chain = {f"l{i}.sender.test": {"TXT": [f"v=spf1 include:l{i + 1}.sender.test -all"]}
+             for i in range(12)}
+    dns_server.zones.update(chain)
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 include:l0.sender.test -all"]}
+    out = await scan_auth(RAW, dns_server)
+    assert "SPF_PERMERROR" in names(out)

@@ -117,3 +117,14 @@ async def test_offline_scan_builds_no_network_check(dns_server):
     scanner = Scanner(BuildContext(config=cfg, network=False))
     assert not {c.name for c in scanner.pipeline.checks} & {"dnsbl", "auth"}
     await scanner.close()
+
+
+def test_bad_return_code_in_config_is_a_clear_error():
+    import pytest
+
+    from mailmoat.errors import ConfigError
+    from mailmoat.scan.reputation import ReputationSettings
+
+    cfg = make_config(reputation={"dnsbl": [{"zone": "z.example", "codes": {"10.0.0.2": "x"}}]})
+    with pytest.raises(ConfigError, match="127.0.0.0/8"):
+        cfg.section("reputation", ReputationSettings)

@@ -22,7 +22,7 @@ import asyncio
 import ipaddress
 import logging
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mailmoat.config import Section
 from mailmoat.dns import DnsTempError, Resolver
@@ -48,6 +48,18 @@ class ListZone(BaseModel):
     bitmask: bool = Field(
         False, description="the last octet is a bit field (SURBL/URIBL style): each set bit "
         "is looked up in codes as 127.0.0.<bit>")
+
+    @field_validator("codes")
+    @classmethod
+    def _codes_are_loopback(cls, codes: dict[str, str]) -> dict[str, str]:
+        for code in codes:
+            try:
+                ok = ipaddress.IPv4Address(code) in ipaddress.IPv4Network("127.0.0.0/8")
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"return code {code!r} is not an address in 127.0.0.0/8")
+        return codes
 
     @property
     def label(self) -> str:
