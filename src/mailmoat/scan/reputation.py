@@ -8,9 +8,12 @@ local memory of who has written to whom.
   factor, so one symbol name serves every list. Answers outside 127.0.0.0/8 are ignored
   (wildcarding resolvers); 127.255.255.x is a list refusing our resolver, reported as
   `DNSBL_TEMPERROR` like any DNS failure.
-* `sender_memory` (local, stage 1, needs the database): first contact, known correspondent,
-  reply to our mail, bad history. It runs after stage 0 so it can refuse to trust a
-  "known" sender whose authentication failed (a forged From of a regular correspondent).
+* `sender_memory` (local, stage 0, needs the database): one look-up; first contact and bad
+  history, and the facts in `annotations["sender_memory"]` / `["first_contact"]` for
+  later stages (the BEC check).
+* `sender_trust` (local, stage 1): known correspondent and reply to our mail. It runs after
+  the auth family so it can refuse to trust a "known" sender whose authentication failed
+  (a forged From of a regular correspondent).
   The gateway feeds the memory: `SenderMemory.observe_message()` after each verdict.
 
 Inbound mail only; our own users' mail (outbound/internal, SMTP AUTH) is not looked up.
@@ -255,11 +258,13 @@ def sender_authenticated(result: ScanResult, from_domain: str) -> bool | None:
 
 
 class SenderMemoryCheck(Check):
+    """Stage 0: one database look-up; first contact and bad history need no authentication,
+    so later stages (the BEC check) can read `annotations["first_contact"]` already."""
+
     name = "sender_memory"
     family = "reputation"
-    symbols = {k: SYMBOLS[k] for k in ("REP_FIRST_CONTACT", "REP_KNOWN_CORRESPONDENT",
-                                       "REP_REPLY_TO_OUR_MAIL", "REP_BAD_HISTORY")}
-    stage = 1  # after auth: see the module docstring
+    symbols = {k: SYMBOLS[k] for k in ("REP_FIRST_CONTACT", "REP_BAD_HISTORY")}
+    stage = 0
     needs_network = False
 
     def __init__(self, settings: ReputationSettings, memory: SenderMemory) -> None:
@@ -274,41 +279,64 @@ class SenderMemoryCheck(Check):
         facts: Correspondence = await asyncio.to_thread(self.memory.recall_message, msg)
         if not facts.sender:
             return
-        s = self.settings
         who = facts.sender
         result.annotations["first_contact"] = facts.first_contact
         result.annotations["sender_memory"] = {
-            r: {"messages": row.messages, "clean": row.clean, "bad": row.bad}
-            for r, row in facts.history.items()}
+            "sender": who,
+            "history": {r: {"messages": row.messages, "clean": row.clean, "bad": row.bad,
+                            "first_seen": row.first_seen.strftime("%Y-%m-%d")}
+                        for r, row in facts.history.items()},
+            "wrote_to_sender": facts.wrote_to_sender,
+            "replied_ids": facts.replied_ids,
+        }
         if facts.first_contact:
             rcpts = ", ".join(env.rcpt_tos[:3]) + (" …" if len(env.rcpt_tos) > 3 else "")
             result.add("REP_FIRST_CONTACT", reason=f"first message from {who} to {rcpts}; "
                        "nobody here has corresponded with them", options=(who,))
             return
         bad = [(r, row) for r, row in facts.history.items()
-               if row.bad >= s.bad_min and row.bad > row.clean]
+               if row.bad >= self.settings.bad_min and row.bad > row.clean]
         if bad:
             r, row = bad[0]
             result.add("REP_BAD_HISTORY", reason=f"{row.bad} of {row.messages} earlier "
                        f"messages from {who} to {r} were judged bad", options=(who,))
+
+
+class SenderTrustCheck(Check):
+    """Stage 1, after auth: the negative memory symbols, only for a sender who
+    authenticated, so a forged From of a regular correspondent earns no trust."""
+
+    name = "sender_trust"
+    family = "reputation"
+    symbols = {k: SYMBOLS[k] for k in ("REP_KNOWN_CORRESPONDENT", "REP_REPLY_TO_OUR_MAIL")}
+    stage = 1
+    needs_network = False
+
+    def __init__(self, settings: ReputationSettings) -> None:
+        self.settings = settings
+        self.timeout = settings.timeout
+
+    async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
+        mem = result.annotations.get("sender_memory")
+        if not mem or result.annotations.get("first_contact") or \
+                result.has("REP_BAD_HISTORY"):
             return
-        trusted = True
-        if s.require_auth_for_trust:
-            trusted = sender_authenticated(result, msg.from_domain) is not False
-        if not trusted:
+        s = self.settings
+        who = mem["sender"]
+        if s.require_auth_for_trust and sender_authenticated(result, msg.from_domain) is False:
             result.annotations["known_sender_unauthenticated"] = True
             return
-        if facts.replied_ids or facts.wrote_to_sender:
-            why = (f"it answers our message <{facts.replied_ids[0]}>" if facts.replied_ids
-                   else f"{facts.wrote_to_sender[0]} wrote to {who} before")
+        if mem["replied_ids"] or mem["wrote_to_sender"]:
+            why = (f"it answers our message <{mem['replied_ids'][0]}>" if mem["replied_ids"]
+                   else f"{mem['wrote_to_sender'][0]} wrote to {who} before")
             result.add("REP_REPLY_TO_OUR_MAIL", reason=f"{who}: {why}", options=(who,))
             return
-        known = [(r, row) for r, row in facts.history.items()
-                 if row.clean >= s.known_min_clean and row.bad == 0]
+        known = [(r, h) for r, h in mem["history"].items()
+                 if h["clean"] >= s.known_min_clean and h["bad"] == 0]
         if known:
-            r, row = known[0]
-            result.add("REP_KNOWN_CORRESPONDENT", reason=f"{who} has sent {row.clean} clean "
-                       f"messages to {r} since {row.first_seen:%Y-%m-%d}", options=(who,))
+            r, h = known[0]
+            result.add("REP_KNOWN_CORRESPONDENT", reason=f"{who} has sent {h['clean']} clean "
+                       f"messages to {r} since {h['first_seen']}", options=(who,))
 
 
 def build(ctx: BuildContext) -> list[Check]:
@@ -319,5 +347,6 @@ def build(ctx: BuildContext) -> list[Check]:
     if settings.dnsbl or settings.uribl:
         checks.append(DnsblCheck(settings, shared_resolver(ctx), ctx.config.internal_domains))
     if settings.memory and ctx.database is not None:
-        checks.append(SenderMemoryCheck(settings, SenderMemory(ctx.database)))
+        checks += [SenderMemoryCheck(settings, SenderMemory(ctx.database)),
+                   SenderTrustCheck(settings)]
     return checks
