@@ -164,7 +164,8 @@ async def test_dmarc_policy_discovery_falls_back_to_org_domain_and_uses_sp(dns_s
 
 
 async def test_dmarc_no_record(dns_server):
-    out = await scan_auth(_msg(), dns_server)
+    dns_server.zones["_dmarc.sender.test"] = {"TXT": ["v=dmarc1; p=reject", "some text"]}
+    out = await scan_auth(_msg(), dns_server)  # not exactly v=DMARC1: not a DMARC record
     assert "DMARC_NA" in names(out)
     assert out.result.annotations["dmarc"] == "none"
     assert "dmarc=none header.from=sender.test" in out.result.annotations["auth_results"]

@@ -434,7 +434,8 @@ async def discover_dmarc(resolver: Resolver, from_domain: str) -> DmarcRecord | 
     org = org_domain(from_domain)
     for domain in dict.fromkeys([from_domain, org]):
         txts = [t.decode("utf-8", "replace").strip() for t in await resolver.txt(f"_dmarc.{domain}")]
-        records = [t for t in txts if re.match(r"v\s*=\s*DMARC1\s*(;|$)", t, re.I)]
+        # RFC 7489 6.6.3: only records starting exactly with v=DMARC1 count; others are ignored
+        records = [t for t in txts if re.match(r"v\s*=\s*DMARC1\s*(;|$)", t)]
         if len(records) > 1:
             raise DmarcRecordError(f"_dmarc.{domain} publishes {len(records)} DMARC records")
         if records:
