@@ -137,3 +137,14 @@ class SenderMemoryRow(Base):
     bad: Mapped[int] = mapped_column(Integer, default=0)
     # True when the recipient here is an outside party our user wrote to (we sent to them).
     outbound: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SentMessageRow(Base):
+    """Message-IDs of mail our users sent out, so a reply to it can be recognised
+    (In-Reply-To / References) by the reputation memory."""
+
+    __tablename__ = "sent_message_ids"
+
+    message_id: Mapped[str] = mapped_column(String(998), primary_key=True)  # without <>
+    sender: Mapped[str] = mapped_column(String(512), default="")
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -1,0 +1,132 @@
+"""SPF (RFC 7208) against a real DNS server on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.auth.conftest import names, scan_auth
+from tests.conftest import make_email
+
+RAW = make_email()
+
+
+@pytest.mark.parametrize("record, symbol, clause", [
+    ("v=spf1 ip4:192.0.2.0/24 -all", "SPF_PASS", "spf=pass smtp.mailfrom=sender.test"),
+    ("v=spf1 ip4:198.51.100.1 -all", "SPF_FAIL", "spf=fail smtp.mailfrom=sender.test"),
+    ("v=spf1 ip4:198.51.100.1 ~all", "SPF_SOFTFAIL", "spf=softfail smtp.mailfrom=sender.test"),
+    ("v=spf1 ip4:198.51.100.1 ?all", "SPF_NEUTRAL", "spf=neutral smtp.mailfrom=sender.test"),
+    ("v=spf1 ip4:192.0.2.x -all", "SPF_PERMERROR", "spf=permerror smtp.mailfrom=sender.test"),
+    ("v=spf1 frobnicate:1 -all", "SPF_PERMERROR", "spf=permerror smtp.mailfrom=sender.test"),
+])
+async def test_spf_results(dns_server, record, symbol, clause):
+    dns_server.zones["sender.test"] = {"TXT": [record, "google-site-verification=abc"]}
+    out = await scan_auth(RAW, dns_server)
+    assert symbol in names(out)
+    assert clause in out.result.annotations["auth_results"]
+    sym = out.result.get(symbol)
+    assert "sender.test" in sym.reason
+    if symbol != "SPF_PERMERROR":
+        assert "192.0.2.10" in sym.reason
+
+
+async def test_spf_none_when_domain_has_no_record(dns_server):
+    dns_server.zones["sender.test"] = {"A": ["192.0.2.10"], "TXT": ["some other text"]}
+    out = await scan_auth(RAW, dns_server)
+    assert "SPF_NONE" in names(out)
+    assert out.result.annotations["spf"]["result"] == "none"
+
+
+async def test_spf_two_records_is_permerror(dns_server):
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 -all", "v=spf1 +all"]}
+    out = await scan_auth(RAW, dns_server)
+    assert "SPF_PERMERROR" in names(out)
+    assert "Two or more" in out.result.get("SPF_PERMERROR").reason
+
+
+@pytest.mark.parametrize("failure", ["SERVFAIL", "REFUSED", "TIMEOUT"])
+async def test_spf_temperror_on_dns_failure(dns_server, failure):
+    dns_server.zones["sender.test"] = failure
+    out = await scan_auth(RAW, dns_server)
+    assert "SPF_TEMPERROR" in names(out)
+    assert "AUTH_FAIL" not in names(out)  # a DNS failure is a result, not a crash
+
+
+async def test_spf_include_mx_and_a_mechanisms(dns_server):
+    dns_server.zones.update({
+        "sender.test": {"TXT": ["v=spf1 include:_spf.provider.test mx -all"],
+                        "MX": ["10 mx1.sender.test"]},
+        "mx1.sender.test": {"A": ["203.0.113.5"]},
+        "_spf.provider.test": {"TXT": ["v=spf1 a:out.provider.test -all"]},
+        "out.provider.test": {"A": ["192.0.2.10"]},
+    })
+    out = await scan_auth(RAW, dns_server)
+    assert "SPF_PASS" in names(out)
+    out = await scan_auth(RAW, dns_server, client_ip="203.0.113.5")
+    assert "SPF_PASS" in names(out)
+    out = await scan_auth(RAW, dns_server, client_ip="203.0.113.6")
+    assert "SPF_FAIL" in names(out)
+
+
+async def test_spf_ipv6_client(dns_server):
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 ip6:2001:db8::/32 -all"]}
+    out = await scan_auth(RAW, dns_server, client_ip="2001:db8::25")
+    assert "SPF_PASS" in names(out)
+
+
+async def test_spf_uses_helo_identity_for_null_sender(dns_server):
+    dns_server.zones["mail.sender.test"] = {"TXT": ["v=spf1 ip4:192.0.2.10 -all"]}
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 -all"]}
+    out = await scan_auth(RAW, dns_server, mail_from="")
+    assert "SPF_PASS" in names(out)
+    assert "spf=pass smtp.helo=mail.sender.test" in out.result.annotations["auth_results"]
+    assert out.result.annotations["spf"]["identity"] == "helo"
+
+
+async def test_spf_answers_are_cached_between_messages(dns_server):
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 ip4:192.0.2.10 -all"]}
+    from mailmoat.dns import DnsSettings, Resolver
+    from mailmoat.scan.auth import AuthCheck, AuthSettings
+    from mailmoat.scan.pipeline import Pipeline
+    from mailmoat.message.model import Envelope
+    from mailmoat.message.parse import parse_message
+
+    resolver = Resolver(DnsSettings(nameservers=[dns_server.nameserver]))
+    pipe = Pipeline([AuthCheck(AuthSettings(dkim_verify=False, dmarc=False, arc=False), resolver)])
+    env = Envelope(mail_from="alice@sender.test", rcpt_tos=("b@example.test",),
+                   client_ip="192.0.2.10", helo="x.test")
+    for _ in range(3):
+        res = await pipe.scan(parse_message(RAW, env))
+        assert res.has("SPF_PASS")
+    assert dns_server.queries.count(("sender.test", "TXT")) == 1
+
+
+async def test_outbound_and_authenticated_mail_is_skipped(dns_server):
+    from mailmoat.message.model import Direction
+
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 -all"]}
+    out = await scan_auth(RAW, dns_server, direction=Direction.OUTBOUND)
+    assert not {n for n in names(out) if n.startswith(("SPF", "DKIM", "DMARC", "ARC"))}
+    assert "outbound" in out.result.annotations["auth_skipped"]
+    assert dns_server.queries == []
+
+
+async def test_spf_macros_and_exists(dns_server):
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 exists:%{i}.%{l}._spf.sender.test -all"]}
+    dns_server.zones["192.0.2.10.alice._spf.sender.test"] = {"A": ["127.0.0.2"]}
+    out = await scan_auth(RAW, dns_server)
+    assert "SPF_PASS" in names(out)
+    out = await scan_auth(RAW, dns_server, mail_from="mallory@sender.test")
+    assert "SPF_FAIL" in names(out)
+
+
+async def test_spf_redirect_and_lookup_limit(dns_server):
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 redirect=_spf.sender.test"]}
+    dns_server.zones["_spf.sender.test"] = {"TXT": ["v=spf1 ip4:192.0.2.10 -all"]}
+    out = await scan_auth(RAW, dns_server)
+    assert "SPF_PASS" in names(out)
+    chain = {f"l{i}.sender.test": {"TXT": [f"v=spf1 include:l{i + 1}.sender.test -all"]}
+             for i in range(12)}
+    dns_server.zones.update(chain)
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 include:l0.sender.test -all"]}
+    out = await scan_auth(RAW, dns_server)
+    assert "SPF_PERMERROR" in names(out)

@@ -1,0 +1,161 @@
+"""A small authoritative DNS server on loopback for tests (dnslib), UDP and TCP on one port.
+
+Zones are plain dicts, name → type → values, and can be changed while the server runs:
+
+    zones = {
+        "sender.test": {"TXT": ["v=spf1 ip4:192.0.2.10 -all"], "A": ["192.0.2.10"],
+                        "MX": ["10 mx.sender.test"]},
+        "_dmarc.sender.test": {"TXT": ["v=DMARC1; p=reject"]},
+        "broken.test": "SERVFAIL",       # a whole name answers SERVFAIL
+        "refusing.test": "REFUSED",
+        "slow.test": "TIMEOUT",          # never answered: the client times out
+    }
+
+Names not in the dict (and with no name below them) are NXDOMAIN; a name that exists with
+other types answers NOERROR with no data. TXT values longer than 255 bytes are split into
+several character-strings, as real zones do. `dns_server` is a pytest fixture; use
+`server.nameserver` ("127.0.0.1:PORT") in `[dns] nameservers`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, SOA, TXT, A, DNSError, DNSRecord
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+ZoneData = dict[str, Any]
+
+_RDATA = {"A": A, "AAAA": AAAA, "CNAME": CNAME, "PTR": PTR}
+
+
+def _txt(value: str | bytes) -> TXT:
+    raw = value.encode() if isinstance(value, str) else value
+    return TXT([raw[i:i + 255] for i in range(0, len(raw), 255)] or [b""])
+
+
+def _rdata(rtype: str, value: Any) -> Any:
+    if rtype == "TXT":
+        return _txt(value)
+    if rtype == "MX":
+        pref, host = str(value).split(None, 1)
+        return MX(host, int(pref))
+    return _RDATA[rtype](value)
+
+
+class ZoneResolver(BaseResolver):
+    def __init__(self, zones: ZoneData, ttl: int = 60) -> None:
+        self.zones = zones
+        self.ttl = ttl
+        self.queries: list[tuple[str, str]] = []
+
+    def _lookup(self, name: str) -> Any:
+        for key, value in self.zones.items():
+            if key.lower().rstrip(".") == name:
+                return value
+        return None
+
+    def _exists_below(self, name: str) -> bool:
+        return any(k.lower().rstrip(".").endswith("." + name) for k in self.zones)
+
+    def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
+        qname = str(request.q.qname).lower().rstrip(".")
+        qtype = QTYPE[request.q.qtype]
+        self.queries.append((qname, qtype))
+        reply = request.reply()
+        data = self._lookup(qname)
+        if data == "TIMEOUT":
+            raise DNSError("dropped on purpose: the client should time out")
+        if isinstance(data, str):  # SERVFAIL / REFUSED
+            reply.header.rcode = getattr(RCODE, data)
+            return reply
+        if data is None:
+            if not self._exists_below(qname):
+                reply.header.rcode = RCODE.NXDOMAIN
+            reply.add_auth(RR(qname, QTYPE.SOA, ttl=self.ttl,
+                              rdata=SOA("ns.test", "hostmaster.test", (1, 60, 60, 60, self.ttl))))
+            return reply
+        types = {k.upper(): v for k, v in data.items()}
+        if "CNAME" in types and qtype != "CNAME":
+            target = types["CNAME"][0] if isinstance(types["CNAME"], list) else types["CNAME"]
+            reply.add_answer(RR(qname, QTYPE.CNAME, ttl=self.ttl, rdata=CNAME(target)))
+            tdata = self._lookup(str(target).lower().rstrip("."))
+            if isinstance(tdata, dict):
+                for value in {k.upper(): v for k, v in tdata.items()}.get(qtype, []):
+                    reply.add_answer(RR(target, getattr(QTYPE, qtype), ttl=self.ttl,
+                                        rdata=_rdata(qtype, value)))
+            return reply
+        values = types.get(qtype, [])
+        if isinstance(values, (str, bytes)):
+            values = [values]
+        for value in values:
+            reply.add_answer(RR(qname, getattr(QTYPE, qtype), ttl=self.ttl,
+                                rdata=_rdata(qtype, value)))
+        if not values:
+            reply.add_auth(RR(qname, QTYPE.SOA, ttl=self.ttl,
+                              rdata=SOA("ns.test", "hostmaster.test", (1, 60, 60, 60, self.ttl))))
+        return reply
+
+
+class TestDnsServer:
+    """UDP + TCP servers on one free loopback port, serving `zones` (a mutable dict)."""
+
+    __test__ = False  # not a test class, despite the name
+
+    def __init__(self, zones: ZoneData | None = None) -> None:
+        self.zones: ZoneData = zones if zones is not None else {}
+        self.resolver = ZoneResolver(self.zones)
+        logger = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data",
+                           prefix=False, logf=lambda _s: None)
+        last_error: OSError | None = None
+        for _ in range(20):
+            udp = DNSServer(self.resolver, address="127.0.0.1", port=0, logger=logger)
+            port = udp.server.server_address[1]
+            try:
+                tcp = DNSServer(self.resolver, address="127.0.0.1", port=port, tcp=True,
+                                logger=logger)
+            except OSError as exc:  # the port is taken for TCP: try another
+                last_error = exc
+                udp.server.server_close()
+                continue
+            self.port = port
+            self._servers = (udp, tcp)
+            break
+        else:
+            raise RuntimeError(f"no free UDP+TCP port for the test DNS server: {last_error}")
+
+    @property
+    def nameserver(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def queries(self) -> list[tuple[str, str]]:
+        return self.resolver.queries
+
+    def start(self) -> TestDnsServer:
+        for s in self._servers:
+            # A short poll interval keeps shutdown (and so fixture teardown) fast.
+            threading.Thread(target=s.server.serve_forever, kwargs={"poll_interval": 0.05},
+                             daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        for s in self._servers:
+            s.server.shutdown()
+            s.server.server_close()
+
+    def __enter__(self) -> TestDnsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def dns_server() -> Iterator[TestDnsServer]:
+    """A running test DNS server with empty zones; tests fill `dns_server.zones`."""
+    with TestDnsServer() as server:
+        yield server

@@ -1,0 +1,1 @@
+from tests.dnsserver import dns_server  # noqa: F401  (fixture)

@@ -1,0 +1,141 @@
+"""Local sender memory: first contact, known correspondent, reply to our mail, bad history,
+on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from mailmoat.message.model import Direction, Envelope
+from mailmoat.message.parse import parse_message
+from mailmoat.reputation_memory import SenderMemory, message_ids_in
+from mailmoat.scan.base import BuildContext
+from mailmoat.scan.engine import Scanner
+from mailmoat.store.db import Database
+from tests.conftest import make_config, make_email
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database(request, tmp_path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        db = Database(f"sqlite:///{tmp_path / 'mm.db'}")
+        db.create_schema()
+        yield db
+        db.dispose()
+        return
+    psycopg = pytest.importorskip("psycopg")
+    name = f"mm_auth_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {exc}")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    db = Database(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
+    try:
+        db.create_schema()
+        yield db
+    finally:
+        db.dispose()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+PARTNER = "Pat Partner <pat@partner.test>"
+
+
+async def _scan(db: Database, raw: bytes, *, mail_from="pat@partner.test",
+                rcpts=("bob@example.test",), network=False, config=None):
+    cfg = config or make_config(reputation={"known_min_clean": 2})
+    scanner = Scanner(BuildContext(config=cfg, network=network, database=db))
+    try:
+        return await scanner.scan(raw, Envelope(mail_from=mail_from, rcpt_tos=rcpts,
+                                                client_ip="192.0.2.10", helo="mx.partner.test"))
+    finally:
+        await scanner.close()
+
+
+def _names(out) -> set[str]:
+    return {s.name for s in out.result.symbols if s.name.startswith("REP_")}
+
+
+async def test_first_contact_then_known_correspondent(database):
+    mem = SenderMemory(database)
+    raw = make_email(sender=PARTNER, subject="Hello")
+    out = await _scan(database, raw)
+    assert _names(out) == {"REP_FIRST_CONTACT"}
+    assert out.result.annotations["first_contact"] is True
+    assert "pat@partner.test" in out.result.get("REP_FIRST_CONTACT").reason
+
+    mem.observe_message(out.message, "clean")
+    out = await _scan(database, raw)
+    assert _names(out) == set()  # one clean message: no longer new, not yet "known"
+    assert out.result.annotations["first_contact"] is False
+
+    mem.observe_message(out.message, "clean")
+    out = await _scan(database, raw)
+    assert _names(out) == {"REP_KNOWN_CORRESPONDENT"}
+    sym = out.result.get("REP_KNOWN_CORRESPONDENT")
+    assert sym.score < 0 and "2 clean messages" in sym.reason
+
+    # another recipient of ours has never heard from pat
+    out = await _scan(database, raw, rcpts=("carol@example.test",))
+    assert _names(out) == {"REP_FIRST_CONTACT"}
+
+
+async def test_bad_history(database):
+    mem = SenderMemory(database)
+    mem.observe("pat@partner.test", ["bob@example.test"], "phishing", Direction.INBOUND)
+    mem.observe("pat@partner.test", ["bob@example.test"], "spam", "inbound")
+    out = await _scan(database, make_email(sender=PARTNER))
+    assert _names(out) == {"REP_BAD_HISTORY"}
+    assert "2 of 2" in out.result.get("REP_BAD_HISTORY").reason
+
+
+async def test_reply_to_a_message_we_sent(database):
+    mem = SenderMemory(database)
+    raw = make_email(sender="Bob <bob@example.test>", to="x@far.test").replace(
+        b"<test-1@sender.test>", b"<out-77@example.test>")
+    sent = parse_message(raw,
+                         Envelope(mail_from="bob@example.test", rcpt_tos=("x@far.test",),
+                                  direction=Direction.OUTBOUND))
+    mem.observe_message(sent, "clean")
+    reply = make_email(sender="X <x@elsewhere.test>", subject="Re: hi",
+                       headers={"In-Reply-To": "<out-77@example.test>",
+                                "References": "<a@b.test> <out-77@example.test>"})
+    out = await _scan(database, reply, mail_from="x@elsewhere.test")
+    assert _names(out) == {"REP_REPLY_TO_OUR_MAIL"}
+    assert "out-77@example.test" in out.result.get("REP_REPLY_TO_OUR_MAIL").reason
+    assert out.result.annotations["first_contact"] is False
+
+
+async def test_sender_our_user_wrote_to(database):
+    mem = SenderMemory(database)
+    mem.observe("bob@example.test", ["pat@partner.test"], "clean", Direction.OUTBOUND)
+    out = await _scan(database, make_email(sender=PARTNER))
+    assert _names(out) == {"REP_REPLY_TO_OUR_MAIL"}
+    assert "bob@example.test wrote to pat@partner.test" in out.result.get("REP_REPLY_TO_OUR_MAIL").reason
+
+
+async def test_no_database_no_memory_check():
+    cfg = make_config()
+    scanner = Scanner(BuildContext(config=cfg, network=False, database=None))
+    assert "sender_memory" not in {c.name for c in scanner.pipeline.checks}
+    await scanner.close()
+
+
+def test_message_ids_in():
+    assert message_ids_in("<a@b> junk <c.d@e>") == ["a@b", "c.d@e"]
+    assert message_ids_in("") == []
+
+
+async def test_async_observe(database):
+    mem = SenderMemory(database)
+    msg = parse_message(make_email(sender=PARTNER), Envelope(mail_from="pat@partner.test",
+                                                             rcpt_tos=("bob@example.test",)))
+    await mem.aobserve_message(msg, "clean")
+    facts = mem.recall("pat@partner.test", ["bob@example.test"])
+    assert facts.history["bob@example.test"].clean == 1 and not facts.first_contact
