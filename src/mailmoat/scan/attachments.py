@@ -1,9 +1,589 @@
-"""Check family `attachments`: not implemented yet (its issue owns it)."""
+"""Check family `attachments`: what the files in a message are, and what they can do.
+
+Runs after parsing (the parser already decoded every attachment, hashed it and asked libmagic
+what it is). For each attachment, and for every file found inside archives (see
+`scan/archives.py`), it looks at:
+
+* the name: executable/script extensions, double extensions (`invoice.pdf.exe`), padding
+  before the real extension, and bidi control characters that reverse how the name displays;
+* the type: declared (Content-Type, extension) against detected (libmagic), above all an
+  executable dressed as something else;
+* the content, only where it can act: Office macros (oletools' olevba keyword analysis),
+  encrypted Office files, PDFs with JavaScript / launch actions / embedded files, HTML with
+  forms or scripts, and YARA rules (yara-x; a built-in set plus `[attachments] yara_dir`).
+
+Plain text and images get magic + hash and nothing more, so ordinary mail stays cheap. Every
+file's SHA-256 goes into `result.annotations["attachment_hashes"]` for the message log, recall
+and threat-intel matching. ClamAV is the separate `antivirus` family.
+"""
 
 from __future__ import annotations
 
-from mailmoat.scan.base import BuildContext, Check
+import asyncio
+import hashlib
+import io
+import logging
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from mailmoat.config import Section
+from mailmoat.errors import ConfigError
+from mailmoat.message.model import ParsedMessage
+from mailmoat.scan.archives import ArchiveLimits, WalkReport, archive_kind, walk
+from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
+
+log = logging.getLogger(__name__)
+
+_G = "attachments"
+M = Category.MALWARE
+
+DEFAULT_DANGEROUS = [
+    "exe", "scr", "com", "pif", "cpl", "msi", "msp", "msc", "dll", "sys", "drv", "ocx",
+    "bat", "cmd", "ps1", "psm1", "psd1", "vbs", "vbe", "js", "jse", "wsf", "wsh", "wsc",
+    "hta", "sct", "jar", "lnk", "scf", "inf", "reg", "chm", "hlp", "iso", "img", "vhd",
+    "vhdx", "one", "onepkg", "xll", "appx", "appxbundle", "msix", "application", "gadget",
+    "appref-ms", "settingcontent-ms", "library-ms", "url", "diagcab", "cab", "apk",
+]
+
+SYMBOLS: dict[str, SymbolSpec] = {
+    "ATTACH_DANGEROUS_EXT": SymbolSpec(
+        6.0, "An attachment has an executable or script file extension.", M, _G),
+    "ATTACH_DOUBLE_EXT": SymbolSpec(
+        6.0, "An attachment name hides an executable extension behind a harmless-looking one "
+        "(invoice.pdf.exe, or spaces before the real extension).", M, _G),
+    "ATTACH_BIDI_NAME": SymbolSpec(
+        8.0, "An attachment name contains a right-to-left override or other bidi control "
+        "character, so it displays differently from what it is.", M, _G),
+    "ATTACH_HIDDEN_EXECUTABLE": SymbolSpec(
+        9.0, "A file's content is a program although its name and declared type say "
+        "otherwise.", M, _G),
+    "ATTACH_TYPE_MISMATCH": SymbolSpec(
+        1.5, "An attachment's declared type differs from the type its content shows.", M, _G),
+    "ARCHIVE_EXECUTABLE": SymbolSpec(
+        8.0, "An archive holds an executable, script or other dangerous file.", M, _G),
+    "ARCHIVE_BOMB": SymbolSpec(
+        10.0, "An archive expands far beyond its size or holds too many files: a "
+        "decompression bomb. It was not expanded.", M, _G),
+    "ARCHIVE_TOO_DEEP": SymbolSpec(
+        3.0, "Archives are nested deeper than the configured limit; the innermost were not "
+        "opened.", M, _G),
+    "ARCHIVE_ENCRYPTED": SymbolSpec(
+        4.0, "A password-protected archive: its content cannot be scanned.", M, _G),
+    "ARCHIVE_UNREADABLE": SymbolSpec(
+        1.0, "An archive could not be opened (corrupt, or a format without a backend here).",
+        M, _G),
+    "OFFICE_MACRO": SymbolSpec(
+        2.0, "An Office document contains VBA macros.", M, _G),
+    "OFFICE_MACRO_AUTOEXEC": SymbolSpec(
+        4.0, "Office macros run automatically when the document is opened or closed.", M, _G),
+    "OFFICE_MACRO_SUSPICIOUS": SymbolSpec(
+        4.0, "Office macros use keywords typical of malware (shell, download, obfuscation).",
+        M, _G),
+    "OFFICE_ENCRYPTED": SymbolSpec(
+        3.0, "An Office document is encrypted with a password, so it cannot be scanned.", M, _G),
+    "PDF_JAVASCRIPT": SymbolSpec(
+        3.0, "A PDF contains JavaScript.", M, _G),
+    "PDF_AUTO_JAVASCRIPT": SymbolSpec(
+        4.0, "A PDF runs JavaScript automatically when opened (OpenAction / AA with JS).", M, _G),
+    "PDF_LAUNCH": SymbolSpec(
+        6.0, "A PDF has a /Launch action that starts a program or opens a file.", M, _G),
+    "PDF_EMBEDDED_FILE": SymbolSpec(
+        1.5, "A PDF carries an embedded file.", M, _G),
+    "ATTACH_HTML_FORM": SymbolSpec(
+        4.0, "An HTML attachment contains a form (a local credential-phishing page).",
+        Category.PHISHING, _G),
+    "ATTACH_HTML_SCRIPT": SymbolSpec(
+        3.0, "An HTML or SVG attachment contains script.", Category.PHISHING, _G),
+    "YARA_MATCH": SymbolSpec(
+        6.0, "A file matches one of the configured YARA rules.", M, _G),
+}
+
+
+class AttachmentSettings(Section):
+    enabled: bool = Field(True, description="run the attachment checks")
+    yara_dir: str = Field("", description="folder of *.yar / *.yara rule files compiled at "
+                          "start-up (relative to the config file); empty: built-in rules only")
+    builtin_yara: bool = Field(True, description="load mailmoat's built-in YARA rules")
+    yara_max_bytes: int = Field(20 * 1024 * 1024, description="larger files are not YARA-scanned")
+    dangerous_extensions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DANGEROUS),
+        description="extensions (no dot) treated as executable or script")
+    archive_max_depth: int = Field(5, description="archives nested deeper are not opened")
+    archive_max_ratio: float = Field(100.0, description="largest expansion of one member")
+    archive_max_total_mb: int = Field(100, description="uncompressed MB per message, all archives")
+    archive_max_files: int = Field(1000, description="files per message, all archives")
+    pdf_max_inflate_mb: int = Field(10, description="MB of PDF streams inflated to look inside")
+    macros: bool = Field(True, description="analyse Office macros with olevba")
+
+
+# --- names --------------------------------------------------------------------------------
+
+_BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+                          "\u200e\u200f\u061c"), None)
+_DECOY_EXTS = {"pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "txt", "rtf", "jpg",
+               "jpeg", "png", "gif", "bmp", "tif", "tiff", "mp3", "mp4", "avi", "mov", "wav",
+               "zip", "rar", "7z", "htm", "html", "csv", "odt", "ods", "eml", "msg", "xml"}
+
+
+def _ext(name: str) -> str:
+    base = name.rsplit("/", 1)[-1].rsplit("\\", 1)[-1].lower().rstrip(". ")
+    return base.rsplit(".", 1)[1].strip() if "." in base else ""
+
+
+def displayed_name(name: str) -> str:
+    """Roughly how a mail client shows a name with a right-to-left override: the text after
+    U+202E is drawn reversed ("invoice\u202efdp.exe" shows as "invoiceexe.pdf")."""
+    if "\u202e" not in name:
+        return name.translate(_BIDI)
+    head, _, tail = name.partition("\u202e")
+    return head.translate(_BIDI) + tail.translate(_BIDI)[::-1]
+
+
+# --- types --------------------------------------------------------------------------------
+
+_EXE_TYPES = ("application/x-dosexec", "application/x-msdownload", "application/x-executable",
+              "application/x-elf", "application/x-mach-binary", "application/x-sharedlib",
+              "application/vnd.microsoft.portable-executable", "application/x-pie-executable",
+              "application/x-ms-shortcut")
+_EXE_EXTS = {"exe", "dll", "scr", "com", "pif", "cpl", "sys", "drv", "ocx", "msi", "lnk",
+             "efi", "elf", "bin", "so", "dylib", "xll"}
+
+_EXT_FAMILY = {
+    "pdf": "pdf", "zip": "zip", "docx": "zip", "xlsx": "zip", "pptx": "zip", "docm": "zip",
+    "xlsm": "zip", "pptm": "zip", "jar": "zip", "odt": "zip", "ods": "zip", "odp": "zip",
+    "doc": "ole", "xls": "ole", "ppt": "ole", "msg": "ole", "dot": "ole", "xlt": "ole",
+    "jpg": "image", "jpeg": "image", "png": "image", "gif": "image", "bmp": "image",
+    "tif": "image", "tiff": "image", "webp": "image", "7z": "7z", "rar": "rar", "gz": "gzip",
+    "tgz": "gzip", "txt": "text", "csv": "text", "htm": "html", "html": "html", "rtf": "rtf",
+    "exe": "exe", "dll": "exe", "scr": "exe", "com": "exe", "msi": "ole",
+}
+
+
+def type_family(mime: str) -> str:
+    """A coarse family for a MIME type, so spelling variants do not count as mismatches."""
+    m = mime.lower().split(";")[0].strip()
+    if not m or m in ("application/octet-stream", "binary/octet-stream",
+                      "application/x-empty", "inode/x-empty", "application/unknown"):
+        return ""
+    if m in _EXE_TYPES:
+        return "exe"
+    if m in ("application/pdf", "application/x-pdf"):
+        return "pdf"
+    if m in ("application/zip", "application/x-zip-compressed", "application/x-zip",
+             "application/java-archive") or m.startswith(
+                 ("application/vnd.openxmlformats", "application/vnd.oasis.opendocument",
+                  "application/vnd.ms-word.", "application/vnd.ms-excel.sheet.macro",
+                  "application/vnd.ms-powerpoint.presentation.macro")):
+        return "zip"
+    if m in ("application/msword", "application/vnd.ms-excel", "application/vnd.ms-powerpoint",
+             "application/x-ole-storage", "application/cdfv2", "application/vnd.ms-outlook",
+             "application/x-msi", "application/vnd.ms-office") or "cdfv2" in m:
+        return "ole"
+    if m.startswith("image/"):
+        return "image"
+    if m in ("text/html", "application/xhtml+xml"):
+        return "html"
+    if m in ("application/rtf", "text/rtf"):
+        return "rtf"
+    if m.startswith("text/"):
+        return "text"
+    if m in ("application/x-7z-compressed",):
+        return "7z"
+    if m in ("application/x-rar", "application/vnd.rar", "application/x-rar-compressed"):
+        return "rar"
+    if m in ("application/gzip", "application/x-gzip"):
+        return "gzip"
+    return "other:" + m
+
+
+# Families a sender may legitimately mix up; not worth a symbol.
+_COMPATIBLE = {frozenset({"text", "html"}), frozenset({"zip", "ole"}),
+               frozenset({"text", "rtf"}), frozenset({"text", "other:application/json"}),
+               frozenset({"text", "other:application/xml"})}
+
+
+# --- results of looking at one file ------------------------------------------------------
+
+@dataclass
+class Findings:
+    """Symbol → list of (reason, file) found in one message; each symbol is added once."""
+
+    hits: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    hashes: list[dict[str, Any]] = field(default_factory=list)
+    factors: dict[str, float] = field(default_factory=dict)
+
+    def add(self, symbol: str, reason: str, filename: str, factor: float = 1.0) -> None:
+        self.hits.setdefault(symbol, []).append((reason, filename))
+        self.factors[symbol] = max(self.factors.get(symbol, 1.0), factor)
+
+
+@dataclass(frozen=True)
+class _File:
+    name: str  # display path: "a.zip > b.exe" for archive members
+    ext: str
+    declared_type: str  # Content-Type, or "" for archive members
+    detected_type: str
+    data: bytes
+    container: str  # "" for top-level attachments
+
+
+def _detect(data: bytes) -> str:
+    from mailmoat.message.parse import _detect_type  # the same libmagic wrapper as the parser
+
+    return _detect_type(data) if data else ""
+
+
+class AttachmentsCheck(Check):
+    name = "attachments"
+    family = "attachments"
+    symbols = SYMBOLS
+
+    def __init__(self, settings: AttachmentSettings, yara_rules: Any = None) -> None:
+        self.settings = settings
+        self.dangerous = {e.lower().lstrip(".") for e in settings.dangerous_extensions}
+        self.limits = ArchiveLimits(
+            max_depth=settings.archive_max_depth, max_ratio=settings.archive_max_ratio,
+            max_total_bytes=settings.archive_max_total_mb * 1024 * 1024,
+            max_files=settings.archive_max_files)
+        self.yara_rules = yara_rules
+
+    async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
+        if not msg.attachments:
+            return
+        # Archives, PDFs, Office files and YARA on big files are CPU work: keep the event loop
+        # (and so the SMTP sessions) responsive by doing it in a thread. Small plain files are
+        # cheaper to judge inline than to hand over.
+        if any(self._heavy(a.content, a.size)
+               for a in msg.attachments):
+            findings = await asyncio.to_thread(self.analyze, msg)
+        else:
+            findings = self.analyze(msg)
+        result.annotations["attachment_hashes"] = findings.hashes
+        for symbol, items in findings.hits.items():
+            files = tuple(dict.fromkeys(f for _, f in items))
+            reasons = list(dict.fromkeys(r for r, _ in items))
+            reason = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more"
+                                                if len(reasons) > 3 else "")
+            result.add(symbol, reason=reason[:500], factor=findings.factors.get(symbol, 1.0),
+                       options=files[:10])
+
+    @staticmethod
+    def _heavy(data: bytes, size: int) -> bool:
+        return size > 256 * 1024 or bool(archive_kind(data)) or data[:5] == b"%PDF-" or \
+            data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+
+    # The synchronous part, also used directly by tests and benchmarks.
+    def analyze(self, msg: ParsedMessage) -> Findings:
+        findings = Findings()
+        report = WalkReport()
+        files: list[_File] = []
+        from mailmoat.scan.archives import _Budget
+
+        budget = _Budget(self.limits)
+        for att in msg.attachments:
+            name = att.filename or "(unnamed)"
+            files.append(_File(name, _ext(att.filename), att.declared_type, att.detected_type,
+                               att.content, ""))
+            if archive_kind(att.content):
+                before = len(report.members)
+                walk(name, att.content, self.limits, report, budget)
+                for m in report.members[before:]:
+                    files.append(_File(m.path, _ext(m.name), "", _detect(m.data), m.data,
+                                       m.container))
+        for bomb in report.bombs:
+            findings.add("ARCHIVE_BOMB", bomb, bomb.split(" ", 1)[0])
+        for path in report.encrypted:
+            findings.add("ARCHIVE_ENCRYPTED", f"{path} is password-protected", path)
+        for path in report.too_deep:
+            findings.add("ARCHIVE_TOO_DEEP", f"{path} is nested deeper than "
+                         f"{self.limits.max_depth} archives and was not opened", path)
+        for why in report.unreadable:
+            findings.add("ARCHIVE_UNREADABLE", why, why.split(":", 1)[0])
+        for f in files:
+            findings.hashes.append({
+                "filename": f.name.rsplit(" > ", 1)[-1], "sha256": hashlib.sha256(f.data).hexdigest(),
+                "size": len(f.data), "type": f.detected_type or f.declared_type,
+                "container": f.container})
+            self._inspect(f, findings)
+        return findings
+
+    def _inspect(self, f: _File, out: Findings) -> None:
+        base = f.name.rsplit(" > ", 1)[-1]
+        where = f" (inside {f.container})" if f.container else ""
+        # Names.
+        if base != base.translate(_BIDI):
+            out.add("ATTACH_BIDI_NAME", f'"{base.translate(_BIDI)}"{where} contains a bidi '
+                    f'control character and displays as "{displayed_name(base)}"', f.name)
+        clean = base.translate(_BIDI)
+        ext = _ext(clean)
+        det_fam = type_family(f.detected_type)
+        is_exe_content = det_fam == "exe"
+        dangerous = ext in self.dangerous
+        if dangerous:
+            if f.container:
+                out.add("ARCHIVE_EXECUTABLE", f"{f.container} holds {base!r}, a .{ext} file",
+                        f.name)
+            else:
+                out.add("ATTACH_DANGEROUS_EXT", f"attachment {base!r} is a .{ext} file", f.name)
+            stem = clean.lower().rstrip(". ")[: -len(ext) - 1]
+            if re.search(r"\s{2,}$|[\s_]\.?$", stem) or stem.endswith("\u3000"):
+                out.add("ATTACH_DOUBLE_EXT", f"{base!r}{where} pads the name with spaces before "
+                        f"its real extension .{ext}", f.name)
+            elif "." in stem and _ext(stem) in _DECOY_EXTS:
+                out.add("ATTACH_DOUBLE_EXT", f"{base!r}{where} looks like a .{_ext(stem)} file "
+                        f"but is a .{ext}", f.name)
+        elif is_exe_content and ext not in _EXE_EXTS:
+            if f.container:
+                out.add("ARCHIVE_EXECUTABLE", f"{f.container} holds {base!r}, which is a "
+                        f"program ({f.detected_type})", f.name)
+            out.add("ATTACH_HIDDEN_EXECUTABLE", f"{base!r}{where} is a program "
+                    f"({f.detected_type}) but is named "
+                    f"{'.' + ext if ext else 'without extension'}"
+                    f"{' and declared ' + f.declared_type if f.declared_type else ''}", f.name)
+        # Declared vs detected type.
+        # A dangerous extension is already flagged; its content type adds nothing.
+        decl_fam = type_family(f.declared_type) or ("" if dangerous else _EXT_FAMILY.get(ext, ""))
+        if (decl_fam and det_fam and decl_fam != det_fam and not is_exe_content
+                and frozenset({decl_fam, det_fam}) not in _COMPATIBLE):
+            said = f.declared_type if type_family(f.declared_type) else f"the .{ext} name"
+            out.add("ATTACH_TYPE_MISMATCH", f"{base!r}{where} is declared as {said} but its "
+                    f"content is {f.detected_type}", f.name)
+        data = f.data
+        # Content that can act: only the types that can.
+        if data[:5] == b"%PDF-" or (data[:1024].find(b"%PDF-") >= 0 and det_fam == "pdf"):
+            self._pdf(f, out, where)
+        if data[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+            self._office_encrypted(f, out, where)
+        if self.settings.macros and _macro_candidate(f):
+            self._macros(f, out, where)
+        if det_fam == "html" or ext in ("htm", "html", "xhtml", "shtml", "svg", "mht"):
+            _html(f, out, where)
+        if self.yara_rules is not None and 0 < len(data) <= self.settings.yara_max_bytes:
+            try:
+                names = [r.identifier for r in self.yara_rules.scan(data).matching_rules]
+            except Exception as exc:  # a scan timeout on a hostile file is not a crash
+                log.warning("YARA scan of %s failed: %s", f.name, exc)
+                names = []
+            if names:
+                out.add("YARA_MATCH", f"{base!r}{where} matches YARA rule"
+                        f"{'s' if len(names) > 1 else ''} {', '.join(names)}", f.name)
+
+    # --- PDFs -----------------------------------------------------------------------------
+
+    def _pdf(self, f: _File, out: Findings, where: str) -> None:
+        text = _pdf_text(f.data, self.settings.pdf_max_inflate_mb * 1024 * 1024)
+        base = f.name.rsplit(" > ", 1)[-1]
+        has_js = bool(_PDF_JS.search(text))
+        if _PDF_LAUNCH.search(text):
+            out.add("PDF_LAUNCH", f"PDF {base!r}{where} has a /Launch action", f.name)
+        if has_js:
+            out.add("PDF_JAVASCRIPT", f"PDF {base!r}{where} contains JavaScript", f.name)
+            if _PDF_AUTO.search(text):
+                out.add("PDF_AUTO_JAVASCRIPT", f"PDF {base!r}{where} runs JavaScript when "
+                        "opened (/OpenAction or /AA)", f.name)
+        if _PDF_EMBED.search(text):
+            out.add("PDF_EMBEDDED_FILE", f"PDF {base!r}{where} carries an embedded file", f.name)
+
+    # --- Office ---------------------------------------------------------------------------
+
+    def _office_encrypted(self, f: _File, out: Findings, where: str) -> None:
+        base = f.name.rsplit(" > ", 1)[-1]
+        if _office_is_encrypted(f.data):
+            out.add("OFFICE_ENCRYPTED", f"Office file {base!r}{where} is password-encrypted",
+                    f.name)
+
+    def _macros(self, f: _File, out: Findings, where: str) -> None:
+        base = f.name.rsplit(" > ", 1)[-1]
+        try:
+            autoexec, suspicious = analyze_macros(base, f.data)
+        except _NoMacros:
+            return
+        except Exception as exc:  # olevba on a hostile file: note it, go on
+            log.info("olevba could not read %s: %s", f.name, exc)
+            return
+        out.add("OFFICE_MACRO", f"{base!r}{where} contains VBA macros", f.name)
+        if autoexec:
+            out.add("OFFICE_MACRO_AUTOEXEC", f"macros in {base!r}{where} run automatically "
+                    f"({', '.join(autoexec[:5])})", f.name)
+        if suspicious:
+            out.add("OFFICE_MACRO_SUSPICIOUS", f"macros in {base!r}{where} use "
+                    f"{', '.join(suspicious[:6])}", f.name,
+                    factor=1.5 if len(suspicious) >= 3 else 1.0)
+
+
+# --- helpers that need no check state -----------------------------------------------------
+
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_MACRO_TEXT_EXTS = {"bas", "cls", "frm", "vba", "vbs"}
+_MACRO_DOC_EXTS = {"doc", "dot", "docm", "dotm", "xls", "xlt", "xlsm", "xltm", "xlsb", "xlam",
+                   "xla", "ppt", "pot", "pptm", "potm", "ppsm", "sldm", "mht", "mhtml", "xml"}
+
+
+def _macro_candidate(f: _File) -> bool:
+    data = f.data
+    if data[:8] == _OLE_MAGIC:
+        return True
+    if data[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                return any(n.lower().endswith(("vbaproject.bin", ".bin")) and "vba" in n.lower()
+                           for n in zf.namelist()[:500])
+        except Exception:
+            return False
+    head = data[:8192]
+    if f.ext in _MACRO_TEXT_EXTS and b"\x00" not in head:
+        return True
+    if f.ext in _MACRO_DOC_EXTS and (b"schemas.microsoft.com/office/word/2003/wordml" in head
+                                     or b"ActiveMime" in data[:200_000]
+                                     or b"office/2006/xmlPackage" in head):
+        return True
+    return False
+
+
+class _NoMacros(Exception):
+    pass
+
+
+def analyze_macros(filename: str, data: bytes) -> tuple[list[str], list[str]]:
+    """olevba's own analysis: (auto-exec keywords, suspicious keywords). Raises _NoMacros."""
+    from oletools.olevba import VBA_Parser
+
+    vp = VBA_Parser(filename, data=data, relaxed=True, disable_pcode=True)
+    try:
+        if not vp.detect_vba_macros():
+            raise _NoMacros()
+        autoexec: list[str] = []
+        suspicious: list[str] = []
+        for kw_type, keyword, _desc in vp.analyze_macros() or []:
+            if kw_type == "AutoExec":
+                autoexec.append(str(keyword))
+            elif kw_type == "Suspicious":
+                suspicious.append(str(keyword))
+        return list(dict.fromkeys(autoexec)), list(dict.fromkeys(suspicious))
+    finally:
+        vp.close()
+
+
+def _office_is_encrypted(data: bytes) -> bool:
+    try:
+        import olefile
+
+        ole = olefile.OleFileIO(io.BytesIO(data))
+    except Exception:
+        return False
+    try:
+        # Encrypted OOXML (docx/xlsx/pptx with a password) is an OLE file holding these two.
+        if ole.exists("EncryptionInfo") and ole.exists("EncryptedPackage"):
+            return True
+    finally:
+        ole.close()
+    try:  # legacy .doc/.xls/.ppt: msoffcrypto-tool reads the format-specific flags
+        import msoffcrypto
+
+        return bool(msoffcrypto.OfficeFile(io.BytesIO(data)).is_encrypted())
+    except Exception:
+        return False
+
+
+_PDF_NAME_ESC = re.compile(rb"#([0-9A-Fa-f]{2})")
+_PDF_JS = re.compile(rb"/(?:JavaScript|JS)(?![A-Za-z0-9])")
+_PDF_AUTO = re.compile(rb"/(?:OpenAction|AA)(?![A-Za-z0-9])")
+_PDF_LAUNCH = re.compile(rb"/Launch(?![A-Za-z0-9])")
+_PDF_EMBED = re.compile(rb"/EmbeddedFiles?(?![A-Za-z0-9])")
+_PDF_STREAM = re.compile(rb"stream\r?\n")
+
+
+def _pdf_text(data: bytes, max_inflate: int) -> bytes:
+    """The PDF's bytes plus its inflated streams (object streams hide names), names un-escaped
+    (/J#61vaScript is /JavaScript). Inflation is bounded: at most `max_inflate` bytes."""
+    parts = [data]
+    budget = max_inflate
+    pos = 0
+    streams = 0
+    while budget > 0 and streams < 500:
+        m = _PDF_STREAM.search(data, pos)
+        if not m:
+            break
+        start = m.end()
+        end = data.find(b"endstream", start)
+        if end < 0:
+            break
+        pos = end + 9
+        streams += 1
+        if b"FlateDecode" not in data[max(0, m.start() - 300):m.start()]:
+            continue
+        d = zlib.decompressobj()
+        try:
+            inflated = d.decompress(data[start:end], budget)
+        except zlib.error:
+            continue
+        budget -= len(inflated)
+        parts.append(inflated)
+    text = b"\n".join(parts)
+    if b"#" in text:
+        text = _PDF_NAME_ESC.sub(lambda m: bytes([int(m.group(1), 16)]), text)
+    return text
+
+
+_HTML_FORM = re.compile(rb"<form\b", re.I)
+_HTML_PASSWORD = re.compile(rb"""<input\b[^>]*type\s*=\s*["']?password""", re.I)
+_HTML_SCRIPT = re.compile(rb"<script\b|\bon(?:load|error|click|mouseover|focus)\s*=|javascript:",
+                          re.I)
+
+
+def _html(f: _File, out: Findings, where: str) -> None:
+    base = f.name.rsplit(" > ", 1)[-1]
+    data = f.data[:5_000_000]
+    if _HTML_FORM.search(data):
+        if _HTML_PASSWORD.search(data):
+            out.add("ATTACH_HTML_FORM", f"HTML attachment {base!r}{where} holds a form asking "
+                    "for a password", f.name, factor=1.5)
+        else:
+            out.add("ATTACH_HTML_FORM", f"HTML attachment {base!r}{where} holds a form",
+                    f.name)
+    if _HTML_SCRIPT.search(data):
+        out.add("ATTACH_HTML_SCRIPT", f"HTML attachment {base!r}{where} contains script", f.name)
+
+
+# --- YARA ---------------------------------------------------------------------------------
+
+BUILTIN_YARA_DIR = Path(__file__).resolve().parent.parent / "data" / "yara"
+
+
+def compile_yara(dirs: list[Path]) -> Any:
+    """Compile every *.yar/*.yara file of the folders once; a broken rule file is a config
+    error at start-up, not a scan-time surprise."""
+    import yara_x
+
+    compiler = yara_x.Compiler()
+    count = 0
+    for d in dirs:
+        if not d.is_dir():
+            raise ConfigError(f"[attachments] yara_dir {d} is not a folder")
+        for path in sorted(list(d.glob("*.yar")) + list(d.glob("*.yara"))):
+            try:
+                compiler.new_namespace(path.stem)
+                compiler.add_source(path.read_text(encoding="utf-8"), origin=str(path))
+            except Exception as exc:
+                raise ConfigError(f"YARA rules in {path} do not compile: {exc}") from exc
+            count += 1
+    if count == 0:
+        return None
+    return compiler.build()
 
 
 def build(ctx: BuildContext) -> list[Check]:
-    return []
+    settings = ctx.config.section("attachments", AttachmentSettings)
+    if not settings.enabled:
+        return []
+    dirs = [BUILTIN_YARA_DIR] if settings.builtin_yara else []
+    if settings.yara_dir:
+        dirs.append(ctx.config.resolve_path(settings.yara_dir))
+    rules = compile_yara(dirs) if dirs else None
+    return [AttachmentsCheck(settings, rules)]
