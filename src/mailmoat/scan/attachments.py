@@ -183,7 +183,8 @@ def type_family(mime: str) -> str:
         return "zip"
     if m in ("application/msword", "application/vnd.ms-excel", "application/vnd.ms-powerpoint",
              "application/x-ole-storage", "application/cdfv2", "application/vnd.ms-outlook",
-             "application/x-msi", "application/vnd.ms-office") or "cdfv2" in m:
+             "application/x-msi", "application/vnd.ms-office",
+             "application/encrypted") or "cdfv2" in m:  # encrypted OOXML is an OLE file
         return "ole"
     if m.startswith("image/"):
         return "image"
@@ -446,14 +447,24 @@ def _macro_candidate(f: _File) -> bool:
     return False
 
 
+def _olevba() -> Any:
+    # olevba builds its pyparsing grammar at import time with names pyparsing 3 deprecates;
+    # those warnings are about oletools, not about the mail, so keep them out of our logs.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from oletools import olevba
+    return olevba
+
+
 class _NoMacros(Exception):
     pass
 
 
 def analyze_macros(filename: str, data: bytes) -> tuple[list[str], list[str]]:
     """olevba's own analysis: (auto-exec keywords, suspicious keywords). Raises _NoMacros."""
-    from oletools.olevba import VBA_Parser
-
+    VBA_Parser = _olevba().VBA_Parser
     vp = VBA_Parser(filename, data=data, relaxed=True, disable_pcode=True)
     try:
         if not vp.detect_vba_macros():

@@ -1,0 +1,275 @@
+"""The attachments family on files the tests build: names, types, archives, bombs, macros,
+PDFs, HTML, YARA and the recorded hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+
+import pytest
+
+from mailmoat.errors import ConfigError
+from mailmoat.scan.base import BuildContext
+from tests.attachments import fixtures as fx
+from tests.conftest import make_config, make_email, scan_bytes, symbol_names
+
+
+async def scan_files(*files: tuple[str, str, bytes], **settings: object):
+    raw = make_email(subject="documents", attachments=list(files))
+    return await scan_bytes(raw, make_config(attachments=dict(settings)))
+
+
+def reason(outcome, name: str) -> str:
+    sym = outcome.result.get(name)
+    assert sym is not None, f"{name} not in {sorted(symbol_names(outcome))}"
+    return sym.reason
+
+
+# --- ordinary mail stays quiet ------------------------------------------------------------
+
+async def test_ordinary_attachments_raise_nothing():
+    png = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
+           b"\x00\x00\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00"
+           b"\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
+    out = await scan_files(("notes.txt", "text/plain", b"meeting at ten\n"),
+                           ("logo.png", "image/png", png),
+                           ("report.pdf", "application/pdf", fx.pdf_plain()),
+                           ("letter.docx", "application/vnd.openxmlformats-officedocument."
+                            "wordprocessingml.document", fx.docx_plain()),
+                           ("docs.zip", "application/zip",
+                            fx.zip_bytes({"a.txt": b"hello", "b.pdf": fx.pdf_plain()})))
+    assert symbol_names(out) == set()
+    assert out.verdict.action.value == "accept"
+
+
+# --- names --------------------------------------------------------------------------------
+
+async def test_dangerous_extension():
+    out = await scan_files(("setup.exe", "application/octet-stream", fx.PE))
+    assert "'setup.exe' is a .exe file" in reason(out, "ATTACH_DANGEROUS_EXT")
+
+
+@pytest.mark.parametrize("filename", ["invoice.pdf.exe", "Scan_2024.JPG.js",
+                                      "report.doc          .scr"])
+async def test_double_extension(filename):
+    out = await scan_files((filename, "application/octet-stream", b"payload"))
+    assert out.result.has("ATTACH_DANGEROUS_EXT")
+    assert filename in reason(out, "ATTACH_DOUBLE_EXT")
+
+
+async def test_rtlo_filename_shows_the_displayed_name():
+    name = "invoice\u202efdp.exe"  # shows as "invoiceexe.pdf"
+    out = await scan_files((name, "application/pdf", fx.PE))
+    assert 'displays as "invoiceexe.pdf"' in reason(out, "ATTACH_BIDI_NAME")
+    assert out.result.has("ATTACH_DANGEROUS_EXT")
+
+
+# --- types --------------------------------------------------------------------------------
+
+async def test_executable_declared_as_pdf():
+    out = await scan_files(("statement.pdf", "application/pdf", fx.PE))
+    r = reason(out, "ATTACH_HIDDEN_EXECUTABLE")
+    assert "'statement.pdf' is a program" in r and "application/pdf" in r
+    assert out.verdict.action.value in ("tag", "quarantine", "reject")
+
+
+async def test_declared_type_mismatch():
+    out = await scan_files(("photo.jpg", "image/jpeg", fx.pdf_plain()))
+    r = reason(out, "ATTACH_TYPE_MISMATCH")
+    assert "declared as image/jpeg" in r and "application/pdf" in r
+
+
+# --- archives -----------------------------------------------------------------------------
+
+async def test_eicar_zip_in_zip_is_found_inside():
+    inner = fx.zip_bytes({"eicar.com": fx.EICAR})
+    outer = fx.zip_bytes({"eicar_com.zip": inner})
+    out = await scan_files(("eicarcom2.zip", "application/zip", outer))
+    assert "eicarcom2.zip > eicar_com.zip holds 'eicar.com'" in reason(out, "ARCHIVE_EXECUTABLE")
+    assert "EICAR_Test_File" in reason(out, "YARA_MATCH")
+    hashes = out.result.annotations["attachment_hashes"]
+    leaf = [h for h in hashes if h["filename"] == "eicar.com"]
+    assert leaf == [{"filename": "eicar.com", "sha256": hashlib.sha256(fx.EICAR).hexdigest(),
+                     "size": 68, "type": leaf[0]["type"],
+                     "container": "eicarcom2.zip > eicar_com.zip"}]
+    assert [h["filename"] for h in hashes] == ["eicarcom2.zip", "eicar_com.zip", "eicar.com"]
+
+
+async def test_program_with_harmless_name_inside_archive():
+    out = await scan_files(("photos.zip", "application/zip",
+                            fx.zip_bytes({"holiday.jpg": fx.PE})))
+    assert "photos.zip holds 'holiday.jpg', which is a program" in reason(out, "ARCHIVE_EXECUTABLE")
+
+
+@pytest.mark.parametrize("name,data", [
+    ("bundle.tar.gz", lambda: fx.tar_bytes({"run.vbs": b"WScript.Echo 1"}, "w:gz")),
+    ("bundle.tar.bz2", lambda: fx.tar_bytes({"run.vbs": b"WScript.Echo 1"}, "w:bz2")),
+    ("bundle.tar.xz", lambda: fx.tar_bytes({"run.vbs": b"WScript.Echo 1"}, "w:xz")),
+    ("bundle.7z", lambda: fx.seven_zip({"run.vbs": b"WScript.Echo 1"})),
+])
+async def test_other_archive_formats_are_opened(name, data):
+    out = await scan_files((name, "application/octet-stream", data()))
+    assert "'run.vbs', a .vbs file" in reason(out, "ARCHIVE_EXECUTABLE")
+
+
+async def test_zip_bomb_is_caught_not_expanded():
+    bomb = fx.zip_bomb()
+    started = time.perf_counter()
+    out = await scan_files(("backup.zip", "application/zip", bomb))
+    elapsed = time.perf_counter() - started
+    r = reason(out, "ARCHIVE_BOMB")
+    assert "backup.zip > data.bin expands more than 100 times" in r
+    assert elapsed < 5  # stopped after ~100x the packed size, not 32 MB later
+    assert out.verdict.action.value in ("quarantine", "reject")
+
+
+async def test_gzip_bomb_is_caught():
+    out = await scan_files(("log.gz", "application/gzip", fx.gzip_bomb()))
+    assert "log.gz expands more than" in reason(out, "ARCHIVE_BOMB")
+
+
+async def test_total_size_and_file_count_limits():
+    many = fx.zip_bytes({f"f{i}.txt": b"x" for i in range(30)})
+    out = await scan_files(("many.zip", "application/zip", many), archive_max_files=20)
+    assert "more than 20 files" in reason(out, "ARCHIVE_BOMB")
+    big = fx.zip_bytes({"a.bin": bytes(range(256)) * 4096 * 2})  # 2 MB, barely compressible
+    out = await scan_files(("big.zip", "application/zip", big), archive_max_total_mb=1)
+    assert "more than 1 MB uncompressed" in reason(out, "ARCHIVE_BOMB")
+
+
+async def test_nesting_beyond_the_depth_limit():
+    out = await scan_files(("deep.zip", "application/zip", fx.nested_zip(8)))
+    assert "nested deeper than 5" in reason(out, "ARCHIVE_TOO_DEEP")
+    ok = await scan_files(("deep.zip", "application/zip", fx.nested_zip(4)))
+    assert not ok.result.has("ARCHIVE_TOO_DEEP")
+
+
+async def test_encrypted_zip_and_7z():
+    out = await scan_files(("invoice.zip", "application/zip",
+                            fx.encrypted_zip({"invoice.pdf": fx.pdf_plain()})))
+    assert "invoice.zip is password-protected" in reason(out, "ARCHIVE_ENCRYPTED")
+    out = await scan_files(("a.7z", "application/x-7z-compressed",
+                            fx.seven_zip({"a.txt": b"x"}, password="pw")))
+    assert out.result.has("ARCHIVE_ENCRYPTED")
+    out = await scan_files(("b.7z", "application/x-7z-compressed",
+                            fx.seven_zip({"a.txt": b"x"}, password="pw", header_encryption=True)))
+    assert "b.7z is password-protected" in reason(out, "ARCHIVE_ENCRYPTED")
+
+
+async def test_corrupt_archive_is_unreadable_not_a_crash():
+    broken = fx.zip_bytes({"a.txt": b"hello" * 100})[:60]
+    out = await scan_files(("broken.zip", "application/zip", broken))
+    assert "broken.zip" in reason(out, "ARCHIVE_UNREADABLE")
+    assert not out.result.has("ATTACHMENTS_FAIL")
+
+
+# --- Office -------------------------------------------------------------------------------
+
+async def test_macro_source_is_analysed_by_olevba():
+    out = await scan_files(("ThisDocument.bas", "text/plain", fx.MACRO_VBA))
+    assert out.result.has("OFFICE_MACRO")
+    assert "AutoOpen" in reason(out, "OFFICE_MACRO_AUTOEXEC")
+    r = reason(out, "OFFICE_MACRO_SUSPICIOUS")
+    assert "Shell" in r and "CreateObject" in r
+    assert "Script_Download_Cradle" in reason(out, "YARA_MATCH")
+
+
+async def test_benign_macro_is_only_a_macro():
+    out = await scan_files(("Module1.bas", "text/plain", fx.BENIGN_VBA))
+    assert out.result.has("OFFICE_MACRO")
+    assert not out.result.has("OFFICE_MACRO_AUTOEXEC")
+    assert not out.result.has("OFFICE_MACRO_SUSPICIOUS")
+
+
+async def test_encrypted_office_document():
+    pytest.importorskip("msoffcrypto", reason="msoffcrypto-tool builds the encrypted fixture")
+    out = await scan_files(("salary.docx", "application/vnd.openxmlformats-officedocument."
+                            "wordprocessingml.document", fx.docx_encrypted()))
+    assert "'salary.docx' is password-encrypted" in reason(out, "OFFICE_ENCRYPTED")
+    assert not out.result.has("ATTACH_TYPE_MISMATCH")
+
+
+# --- PDF ----------------------------------------------------------------------------------
+
+async def test_pdf_open_action_javascript():
+    out = await scan_files(("form.pdf", "application/pdf", fx.pdf_open_action_js()))
+    assert out.result.has("PDF_JAVASCRIPT")
+    assert "runs JavaScript when opened" in reason(out, "PDF_AUTO_JAVASCRIPT")
+    assert not out.result.has("PDF_LAUNCH")
+
+
+async def test_pdf_javascript_hidden_in_compressed_object_stream():
+    out = await scan_files(("scan.pdf", "application/pdf", fx.pdf_hidden_in_object_stream()))
+    assert out.result.has("PDF_JAVASCRIPT")
+    assert out.result.has("PDF_AUTO_JAVASCRIPT")
+    assert out.result.has("PDF_EMBEDDED_FILE")
+
+
+async def test_pdf_launch_action():
+    out = await scan_files(("doc.pdf", "application/pdf", fx.pdf_launch()))
+    assert "/Launch" in reason(out, "PDF_LAUNCH")
+
+
+# --- HTML ---------------------------------------------------------------------------------
+
+async def test_html_credential_form():
+    out = await scan_files(("Secure_Message.html", "text/html", fx.PHISH_HTML))
+    assert "form asking for a password" in reason(out, "ATTACH_HTML_FORM")
+    assert out.result.get("ATTACH_HTML_FORM").score == 6.0  # 4 x 1.5 for the password field
+    assert not out.result.has("ATTACH_HTML_SCRIPT")
+
+
+async def test_html_script_and_smuggling_rule():
+    out = await scan_files(("invoice.htm", "text/html", fx.SCRIPT_HTML))
+    assert out.result.has("ATTACH_HTML_SCRIPT")
+    assert "HTML_Smuggling" in reason(out, "YARA_MATCH")
+
+
+# --- YARA configuration -------------------------------------------------------------------
+
+async def test_yara_rules_from_a_directory(tmp_path):
+    (tmp_path / "corp.yar").write_text(
+        'rule Corp_Secret_Marker { strings: $a = "PROJECT-NIGHTJAR" condition: $a }\n')
+    raw = make_email(attachments=[("plan.txt", "text/plain", b"about PROJECT-NIGHTJAR")])
+    cfg = make_config(attachments={"yara_dir": str(tmp_path), "builtin_yara": False})
+    out = await scan_bytes(raw, cfg)
+    assert "Corp_Secret_Marker" in reason(out, "YARA_MATCH")
+
+
+def test_broken_yara_rule_is_a_config_error(tmp_path):
+    from mailmoat.scan.attachments import build
+
+    (tmp_path / "bad.yar").write_text("rule Broken { condition: $nope }\n")
+    with pytest.raises(ConfigError, match="bad.yar"):
+        build(BuildContext(config=make_config(attachments={"yara_dir": str(tmp_path)})))
+    with pytest.raises(ConfigError, match="not a folder"):
+        build(BuildContext(config=make_config(attachments={"yara_dir": str(tmp_path / "x")})))
+
+
+def test_disabled_family_builds_nothing():
+    from mailmoat.scan.attachments import build
+
+    assert build(BuildContext(config=make_config(attachments={"enabled": False}))) == []
+
+
+async def test_7z_bomb_is_caught():
+    bomb = fx.seven_zip({"zeros.bin": bytes(8 * 1024 * 1024)})
+    assert len(bomb) < 10_000
+    out = await scan_files(("archive.7z", "application/x-7z-compressed", bomb))
+    assert "archive.7z expands more than 100 times" in reason(out, "ARCHIVE_BOMB")
+
+
+def test_walker_reads_bounded_and_never_trusts_declared_sizes():
+    from mailmoat.scan.archives import ArchiveLimits, walk
+
+    bomb = fx.zip_bomb()
+    limits = ArchiveLimits()
+    report = walk("x.zip", bomb, limits)
+    assert report.bombs and not report.members  # nothing half-expanded is handed on
+    # A member whose central directory claims 2 GB: reading stops at the real data.
+    lying = bytearray(fx.zip_bytes({"a.txt": b"A" * 1000}, method=0))
+    cd = lying.find(b"PK\x01\x02")
+    lying[cd + 24:cd + 28] = (0x7FFFFFFF).to_bytes(4, "little")
+    report = walk("y.zip", bytes(lying), limits)
+    assert all(len(m.data) <= 1000 for m in report.members)
+    assert report.members or report.unreadable
