@@ -124,16 +124,18 @@ class ClamdClient:
         async def exchange() -> str:
             reader, writer = await self._connect()
             try:
-                writer.write(b"z" + command + b"\0")
+                # Each frame (length + chunk, and the command with the first one) goes out as
+                # one write: small separate segments invite Nagle/delayed-ACK stalls on TCP.
+                pending = b"z" + command + b"\0"
                 for data in payloads:
-                    view = memoryview(data)
-                    for off in range(0, len(view), self.chunk_size):
-                        chunk = view[off:off + self.chunk_size]
-                        writer.write(struct.pack(">I", len(chunk)))
-                        writer.write(chunk)
+                    for off in range(0, len(data), self.chunk_size):
+                        chunk = data[off:off + self.chunk_size]
+                        writer.write(pending + struct.pack(">I", len(chunk)) + chunk)
+                        pending = b""
                         await writer.drain()  # respect clamd's pace: bounded buffering
                 if payloads:
-                    writer.write(struct.pack(">I", 0))
+                    pending += struct.pack(">I", 0)
+                writer.write(pending)
                 await writer.drain()
                 reply = await reader.readuntil(b"\0")
                 return reply.rstrip(b"\0").decode("utf-8", "replace").strip()
