@@ -11,6 +11,7 @@ import pytest
 from mailmoat.errors import ConfigError
 from mailmoat.scan.base import BuildContext
 from tests.attachments import fixtures as fx
+from tests.attachments import vba_doc
 from tests.conftest import make_config, make_email, scan_bytes, symbol_names
 
 
@@ -172,6 +173,47 @@ async def test_macro_source_is_analysed_by_olevba():
     r = reason(out, "OFFICE_MACRO_SUSPICIOUS")
     assert "Shell" in r and "CreateObject" in r
     assert "Script_Download_Cradle" in reason(out, "YARA_MATCH")
+
+
+@pytest.mark.parametrize("filename,mime,build", [
+    ("Invoice.doc", "application/msword", lambda m: vba_doc.vba_project(m)),
+    ("Invoice.docm", "application/vnd.ms-word.document.macroEnabled.12",
+     lambda m: vba_doc.docm(m)),
+])
+async def test_macro_documents_ole_and_ooxml(filename, mime, build):
+    # Real compound files with a VBA project (tests/attachments/vba_doc.py), read by olevba
+    # through its OLE and OpenXML paths, decompressing the MS-OVBA module streams.
+    data = build({"ThisDocument": fx.MACRO_VBA.decode(), "Module1": fx.BENIGN_VBA.decode()})
+    out = await scan_files((filename, mime, data))
+    assert f"{filename!r} contains VBA macros" in reason(out, "OFFICE_MACRO")
+    assert "AutoOpen" in reason(out, "OFFICE_MACRO_AUTOEXEC")
+    assert "WScript.Shell" in reason(out, "OFFICE_MACRO_SUSPICIOUS")
+    assert not out.result.has("ATTACH_TYPE_MISMATCH")
+    assert not out.result.has("OFFICE_ENCRYPTED")
+
+
+async def test_macro_document_inside_a_zip():
+    data = fx.zip_bytes({"Order.docm": vba_doc.docm({"ThisDocument": fx.MACRO_VBA.decode()})})
+    out = await scan_files(("order.zip", "application/zip", data))
+    r = reason(out, "OFFICE_MACRO_AUTOEXEC")
+    assert "macros in 'Order.docm' (inside order.zip) run automatically (AutoOpen)" in r
+
+
+async def test_document_without_macros_is_not_flagged():
+    out = await scan_files(("letter.docx", "application/vnd.openxmlformats-officedocument."
+                            "wordprocessingml.document", fx.docx_plain()))
+    assert not any(n.startswith("OFFICE_") for n in symbol_names(out))
+
+
+def test_keyword_tables_match_olevba_own_detection():
+    from oletools import olevba
+
+    from mailmoat.scan.attachments import _find_keywords, _keyword_patterns
+
+    code = fx.MACRO_VBA.decode() + "\nPrivate Sub Workbook_Open()\nx = Chr(65) & Environ(1)\n"
+    auto, susp, plain = _keyword_patterns()
+    assert set(_find_keywords(code, auto, ())) == {k for k, _ in olevba.detect_autoexec(code)}
+    assert set(_find_keywords(code, susp, plain)) == {k for k, _ in olevba.detect_suspicious(code)}
 
 
 async def test_benign_macro_is_only_a_macro():
