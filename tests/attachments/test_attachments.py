@@ -120,6 +120,7 @@ async def test_zip_bomb_is_caught_not_expanded():
     elapsed = time.perf_counter() - started
     r = reason(out, "ARCHIVE_BOMB")
     assert "backup.zip > data.bin expands more than 100 times" in r
+    assert out.result.get("ARCHIVE_BOMB").options == ("backup.zip",)
     assert elapsed < 5  # stopped after ~100x the packed size, not 32 MB later
     assert out.verdict.action.value in ("quarantine", "reject")
 
@@ -259,6 +260,30 @@ async def test_html_credential_form():
     assert "form asking for a password" in reason(out, "ATTACH_HTML_FORM")
     assert out.result.get("ATTACH_HTML_FORM").score == 6.0  # 4 x 1.5 for the password field
     assert not out.result.has("ATTACH_HTML_SCRIPT")
+
+
+async def test_newsletter_form_is_not_flagged_but_login_fields_are():
+    search = b'<html><body><form action="/search"><input name="q"><input type=submit></form>'
+    out = await scan_files(("weather.htm", "text/html", search))
+    assert not out.result.has("ATTACH_HTML_FORM")
+    login = search.replace(b'name="q"', b'name="user_email"')
+    out = await scan_files(("weather.htm", "text/html", login))
+    assert "asking for 'user_email'" in reason(out, "ATTACH_HTML_FORM")
+    assert out.result.get("ATTACH_HTML_FORM").score == 4.0
+
+
+async def test_web_page_dressed_as_a_document():
+    out = await scan_files(("PO45638 - PO76483.Xls.htm", "text/html", fx.PHISH_HTML))
+    assert "looks like a .xls file but is a web page (.htm)" in reason(out, "ATTACH_DOUBLE_EXT")
+    assert out.result.get("ATTACH_DOUBLE_EXT").score == 3.0
+    assert not out.result.has("ATTACH_DANGEROUS_EXT")
+
+
+async def test_sloppy_text_types_are_not_a_mismatch():
+    out = await scan_files(("fix.patch", "application/x-patch", b"--- a/x\n+++ b/x\n@@ -1 +1 @@\n"),
+                           ("notes", "video/mng", b"plain words here\n"),
+                           ("conf.yml", "application/x-yaml", b"key: value\n"))
+    assert not out.result.has("ATTACH_TYPE_MISMATCH")
 
 
 async def test_html_script_and_smuggling_rule():

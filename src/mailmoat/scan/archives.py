@@ -55,6 +55,7 @@ class Member:
 class WalkReport:
     members: list[Member] = field(default_factory=list)
     bombs: list[str] = field(default_factory=list)  # plain-language reasons
+    bomb_paths: list[str] = field(default_factory=list)  # the archive each reason is about
     encrypted: list[str] = field(default_factory=list)  # archive paths (or member paths)
     too_deep: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)  # "path: why"
@@ -141,6 +142,7 @@ def walk(name: str, data: bytes, limits: ArchiveLimits, report: WalkReport | Non
             children = list(_open(kind, path, blob, limits, budget, report))
         except _LimitHit as exc:
             report.bombs.append(str(exc))
+            report.bomb_paths.append(path)
             return report  # the whole message is over budget: stop walking anything
         except Exception as exc:  # a corrupt archive is a finding, not a crash
             report.unreadable.append(f"{path}: {type(exc).__name__}: {exc}"[:300])
