@@ -65,7 +65,7 @@ class _LimitHit(Exception):
     """A limit was crossed; the message says which, in words."""
 
 
-class _Budget:
+class Budget:
     """Uncompressed bytes and file count left for the whole message."""
 
     def __init__(self, limits: ArchiveLimits) -> None:
@@ -120,14 +120,14 @@ def is_zip_document(data: bytes) -> bool:
 
 
 def walk(name: str, data: bytes, limits: ArchiveLimits, report: WalkReport | None = None,
-         budget: _Budget | None = None) -> WalkReport:
+         budget: Budget | None = None) -> WalkReport:
     """Walk one attachment (if it is an archive), appending what is found to `report`.
 
     Pass the same `report` and a shared budget for every attachment of a message so the total
     and count limits hold per message. Never raises on hostile or broken input.
     """
     report = report if report is not None else WalkReport()
-    budget = budget or _Budget(limits)
+    budget = budget or Budget(limits)
     # Iterative depth-first walk: (display path, data, depth of this container).
     stack: list[tuple[str, bytes, int]] = [(name or "(unnamed)", data, 0)]
     while stack:
@@ -155,7 +155,7 @@ def walk(name: str, data: bytes, limits: ArchiveLimits, report: WalkReport | Non
     return report
 
 
-def _open(kind: str, path: str, blob: bytes, limits: ArchiveLimits, budget: _Budget,
+def _open(kind: str, path: str, blob: bytes, limits: ArchiveLimits, budget: Budget,
           report: WalkReport) -> Iterator[tuple[str, bytes]]:
     if kind == "zip":
         yield from _zip_members(path, blob, limits, budget, report)
@@ -179,7 +179,7 @@ def _open(kind: str, path: str, blob: bytes, limits: ArchiveLimits, budget: _Bud
             report.encrypted.append(path)
 
 
-def _zip_members(path: str, blob: bytes, limits: ArchiveLimits, budget: _Budget,
+def _zip_members(path: str, blob: bytes, limits: ArchiveLimits, budget: Budget,
                  report: WalkReport) -> Iterator[tuple[str, bytes]]:
     with zipfile.ZipFile(io.BytesIO(blob)) as zf:
         for info in zf.infolist():
@@ -203,7 +203,7 @@ def _zip_members(path: str, blob: bytes, limits: ArchiveLimits, budget: _Budget,
 
 
 def _bounded_read(read: object, path: str, packed: int, limits: ArchiveLimits,
-                  budget: _Budget) -> bytes:
+                  budget: Budget) -> bytes:
     """Read a member chunk by chunk, stopping at the ratio or the message budget."""
     out = bytearray()
     reader = read  # a callable taking a size
@@ -220,7 +220,7 @@ def _bounded_read(read: object, path: str, packed: int, limits: ArchiveLimits,
 
 
 def _decompress_stream(kind: str, path: str, blob: bytes, limits: ArchiveLimits,
-                       budget: _Budget) -> bytes:
+                       budget: Budget) -> bytes:
     """gzip/bzip2/xz with max_length-bounded steps: never more than a chunk past the limit."""
     if kind == "gzip":
         d: object = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -249,7 +249,7 @@ def _decompress_stream(kind: str, path: str, blob: bytes, limits: ArchiveLimits,
             return bytes(out)
 
 
-def _tar_members(path: str, blob: bytes, budget: _Budget) -> Iterator[tuple[str, bytes]]:
+def _tar_members(path: str, blob: bytes, budget: Budget) -> Iterator[tuple[str, bytes]]:
     # The tar is already in memory and within budget (it came from a bounded read), so its
     # members cannot be larger than it; they still count against the file limit.
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r:") as tf:
@@ -263,7 +263,7 @@ def _tar_members(path: str, blob: bytes, budget: _Budget) -> Iterator[tuple[str,
             yield ti.name, fh.read(len(blob))
 
 
-def _7z_members(path: str, blob: bytes, limits: ArchiveLimits, budget: _Budget,
+def _7z_members(path: str, blob: bytes, limits: ArchiveLimits, budget: Budget,
                 report: WalkReport) -> Iterator[tuple[str, bytes]]:
     import py7zr
     from py7zr.exceptions import PasswordRequired

@@ -35,7 +35,7 @@ from pydantic import Field
 from mailmoat.config import Section
 from mailmoat.errors import ConfigError
 from mailmoat.message.model import ParsedMessage
-from mailmoat.scan.archives import ArchiveLimits, WalkReport, archive_kind, walk
+from mailmoat.scan.archives import ArchiveLimits, Budget, WalkReport, archive_kind, walk
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,15 @@ _DECOY_EXTS = {"pdf", "doc", "docx", "xls", "xlsx", "ppt", "pptx", "txt", "rtf",
 def _ext(name: str) -> str:
     base = name.rsplit("/", 1)[-1].rsplit("\\", 1)[-1].lower().rstrip(". ")
     return base.rsplit(".", 1)[1].strip() if "." in base else ""
+
+
+_WEB_EXTS = {"htm", "html", "shtml", "xhtml", "svg"}
+
+
+def _stem(name: str) -> str:
+    """The name without its last extension ("a.pdf  .exe" -> "a.pdf  ")."""
+    base = name.rsplit("/", 1)[-1].rsplit("\\", 1)[-1].rstrip(". ")
+    return base.rsplit(".", 1)[0] if "." in base else ""
 
 
 def displayed_name(name: str) -> str:
@@ -355,9 +364,7 @@ class AttachmentsCheck(Check):
         findings = Findings()
         report = WalkReport()
         files: list[_File] = []
-        from mailmoat.scan.archives import _Budget
-
-        budget = _Budget(self.limits)
+        budget = Budget(self.limits)
         for att in msg.attachments:
             name = att.filename or "(unnamed)"
             files.append(_File(name, _ext(att.filename), att.declared_type, att.detected_type,
@@ -403,19 +410,17 @@ class AttachmentsCheck(Check):
                         f.name)
             else:
                 out.add("ATTACH_DANGEROUS_EXT", f"attachment {base!r} is a .{ext} file", f.name)
-            stem = clean.lower().rstrip(". ")[: -len(ext) - 1]
-            if re.search(r"\s{2,}$|[\s_]\.?$", stem) or stem.endswith("\u3000"):
+            stem = _stem(clean)
+            if stem != stem.rstrip():  # "report.pdf      .exe": the tail scrolls out of view
                 out.add("ATTACH_DOUBLE_EXT", f"{base!r}{where} pads the name with spaces before "
                         f"its real extension .{ext}", f.name)
             elif "." in stem and _ext(stem) in _DECOY_EXTS:
                 out.add("ATTACH_DOUBLE_EXT", f"{base!r}{where} looks like a .{_ext(stem)} file "
                         f"but is a .{ext}", f.name)
-        elif ext in ("htm", "html", "shtml", "xhtml", "svg") and "." in clean.rstrip(". ")[
-                : -len(ext) - 1] and _ext(clean.rstrip(". ")[: -len(ext) - 1]) in (
-                _DECOY_EXTS - {"htm", "html", "xml"}):
+        elif ext in _WEB_EXTS and _ext(_stem(clean)) in _DECOY_EXTS - _WEB_EXTS - {"xml"}:
             # "PO45638.Xls.htm": a local phishing page dressed as a document (half weight: a
             # web page cannot run by itself, it can only ask for a password)
-            decoy = _ext(clean.rstrip(". ")[: -len(ext) - 1])
+            decoy = _ext(_stem(clean))
             out.add("ATTACH_DOUBLE_EXT", f"{base!r}{where} looks like a .{decoy} file but is "
                     f"a web page (.{ext})", f.name, factor=0.5)
         if not dangerous and is_exe_content and ext not in _EXE_EXTS:
