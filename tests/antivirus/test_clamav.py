@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import socket
 import zipfile
 from pathlib import Path
@@ -81,9 +82,22 @@ async def test_sigtool_md5_signature_alone_finds_zip_in_zip(tmp_path):
             clean = (CORPUS / "messages" / "clean_control_attachment.eml").read_bytes()
             assert (await client.instream(nested) or "").startswith("eicar.com")
             assert await client.instream(clean) is None
+        # the fixture stops what it started: no clamd left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(server.pid, 0)
+        assert not Path(server.socket_path).exists() or not _accepts(server.socket_path)
     finally:
         import shutil
         shutil.rmtree(short, ignore_errors=True)
+
+
+def _accepts(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def _zip(name: str, data: bytes) -> bytes:

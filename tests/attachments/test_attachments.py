@@ -380,3 +380,16 @@ def _has_msoffcrypto() -> bool:
     except ImportError:
         return False
     return True
+
+
+async def test_rar_is_recognised_and_encryption_read_from_headers():
+    # RAR 4 main header with MHD_PASSWORD (0x0080), RAR 5 with an encryption header first.
+    rar4 = b"Rar!\x1a\x07\x00" + b"\x00\x00" + b"\x73" + (0x0080).to_bytes(2, "little") + bytes(20)
+    rar5 = b"Rar!\x1a\x07\x01\x00" + b"\x00\x00\x00\x00" + b"\x0c" + b"\x04" + bytes(20)
+    plain5 = b"Rar!\x1a\x07\x01\x00" + b"\x00\x00\x00\x00" + b"\x0c" + b"\x01" + bytes(20)
+    out = await scan_files(("a.rar", "application/vnd.rar", rar4),
+                           ("b.rar", "application/vnd.rar", rar5),
+                           ("c.rar", "application/vnd.rar", plain5))
+    assert out.result.get("ARCHIVE_ENCRYPTED").options == ("a.rar", "b.rar")
+    assert "no unrar backend" in reason(out, "ARCHIVE_UNREADABLE")
+    assert set(out.result.get("ARCHIVE_UNREADABLE").options) == {"a.rar", "b.rar", "c.rar"}
