@@ -124,6 +124,10 @@ async def test_quarantine_action_and_per_attachment_scan(clamd_server):
     sym = outcome.result.get("AV_VIRUS_FOUND")
     assert sym is not None and "attachment 'b.bin'" in sym.reason
     assert "a.txt" not in sym.reason
+    assert outcome.result.annotations["antivirus"] == {
+        "engine": "clamav", "scanned": ["attachment 'a.txt'", "attachment 'b.bin'"],
+        "found": [{"where": "attachment 'b.bin'",
+                   "signature": "Mailmoat.Test.EICAR-String.UNOFFICIAL"}]}
     assert outcome.verdict.action is Action.QUARANTINE
 
 
@@ -205,3 +209,14 @@ def test_address_parsing_and_config_errors():
         build(BuildContext(config=make_config(antivirus={"clamd": "tcp:127.0.0.1:1",
                                                          "action": "bounce"})))
     assert build(BuildContext(config=make_config())) == []  # empty address: off
+
+
+async def test_scan_both_with_many_attachments(clamd_server):
+    files = [(f"part{i}.txt", "text/plain", f"harmless part {i}\n".encode()) for i in range(11)]
+    files.append(("z.bin", "application/octet-stream", EICAR))
+    cfg = av_config(clamd_server.unix_address, scan="both")
+    outcome = await scan_bytes(make_email(attachments=files), cfg)
+    av = outcome.result.annotations["antivirus"]
+    assert len(av["scanned"]) == 13  # the message and its 12 attachments
+    assert [f["where"] for f in av["found"]] == ["the message", "attachment 'z.bin'"]
+    assert "in the message, attachment 'z.bin'" in outcome.result.get("AV_VIRUS_FOUND").reason

@@ -207,8 +207,16 @@ class ClamavCheck(Check):
         if self.settings.scan in ("attachments", "both"):
             targets += [(f"attachment {a.filename or '(unnamed)'!r}", a.content)
                         for a in msg.attachments if a.content]
+        # At most four streams per message at once: a message with 200 attachments must not
+        # take 200 of clamd's connection slots.
+        gate = asyncio.Semaphore(4)
+
+        async def scan_one(data: bytes) -> str | None:
+            async with gate:
+                return await self.client.instream(data)
+
         try:
-            verdicts = await asyncio.gather(*(self.client.instream(d) for _, d in targets))
+            verdicts = await asyncio.gather(*(scan_one(d) for _, d in targets))
         except ClamdError as exc:
             result.add("AV_UNAVAILABLE", reason=f"not scanned for viruses: {exc}")
             if self.settings.fail_closed:
@@ -216,6 +224,10 @@ class ClamavCheck(Check):
                              Category.POLICY)
             return
         found = [(what, sig) for (what, _), sig in zip(targets, verdicts) if sig]
+        # for the message log: what was scanned and what was found
+        result.annotations["antivirus"] = {
+            "engine": "clamav", "scanned": [what for what, _ in targets],
+            "found": [{"where": what, "signature": sig} for what, sig in found]}
         if not found:
             return
         sigs = tuple(dict.fromkeys(sig for _, sig in found))
