@@ -158,6 +158,14 @@ async def test_encrypted_zip_and_7z():
     assert "b.7z is password-protected" in reason(out, "ARCHIVE_ENCRYPTED")
 
 
+async def test_encrypted_zip_without_the_zip_binary(monkeypatch):
+    # The fixture's fallback (flag bit set by hand) must be judged the same as `zip -P`.
+    monkeypatch.setattr(fx.shutil, "which", lambda name: None)
+    data = fx.encrypted_zip({"invoice.pdf": fx.pdf_plain()})
+    out = await scan_files(("invoice.zip", "application/zip", data))
+    assert "invoice.zip is password-protected" in reason(out, "ARCHIVE_ENCRYPTED")
+
+
 async def test_corrupt_archive_is_unreadable_not_a_crash():
     broken = fx.zip_bytes({"a.txt": b"hello" * 100})[:60]
     out = await scan_files(("broken.zip", "application/zip", broken))
