@@ -401,3 +401,22 @@ async def test_rar_is_recognised_and_encryption_read_from_headers():
     assert out.result.get("ARCHIVE_ENCRYPTED").options == ("a.rar", "b.rar")
     assert "no unrar backend" in reason(out, "ARCHIVE_UNREADABLE")
     assert set(out.result.get("ARCHIVE_UNREADABLE").options) == {"a.rar", "b.rar", "c.rar"}
+
+
+def test_costly_steps_are_budgeted_per_message():
+    """1,000 small members must not each take the most expensive path."""
+    from mailmoat.message.parse import parse_message
+    from mailmoat.scan.attachments import build
+
+    check = build(BuildContext(config=make_config()))[0]
+    members = {f"m{i}.bas": fx.BENIGN_VBA for i in range(40)}
+    members.update({f"b{i}.dat": bytes([i, 0, 1, 2]) * 200 for i in range(150)})
+    msg = parse_message(make_email(attachments=[("many.zip", "application/zip",
+                                                 fx.zip_bytes(members))]))
+    started = time.perf_counter()
+    findings = check.analyze(msg)
+    elapsed = time.perf_counter() - started
+    assert len(findings.hashes) == 191  # every file is still hashed
+    assert findings.macro_left == 0 and findings.magic_left == 0
+    assert len(findings.hits["OFFICE_MACRO"]) == 20
+    assert elapsed < 10

@@ -234,6 +234,11 @@ class Findings:
     hits: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     hashes: list[dict[str, Any]] = field(default_factory=list)
     factors: dict[str, float] = field(default_factory=dict)
+    # Work left for this message. Archives bound the bytes, these bound the costly steps per
+    # file, so 1,000 small members cannot each take the most expensive path.
+    magic_left: int = 100  # libmagic calls for members no signature identifies (1-3 ms each)
+    macro_left: int = 20  # olevba analyses (5-30 ms each)
+    pdf_inflate_left: int = 50 * 1024 * 1024  # bytes of PDF streams inflated, all PDFs
 
     def add(self, symbol: str, reason: str, filename: str, factor: float = 1.0) -> None:
         self.hits.setdefault(symbol, []).append((reason, filename))
@@ -293,13 +298,14 @@ def sniff_type(data: bytes) -> str:
     return ""
 
 
-def _detect(data: bytes) -> str:
+def _detect(data: bytes, work: Findings) -> str:
     """Type of an archive member (the parser did this for top-level attachments)."""
     if not data:
         return ""
     sniffed = sniff_type(data)
-    if sniffed:
+    if sniffed or work.magic_left <= 0:
         return sniffed
+    work.magic_left -= 1
     from mailmoat.message.parse import _detect_type  # the same libmagic wrapper as the parser
 
     return _detect_type(data)
@@ -373,7 +379,7 @@ class AttachmentsCheck(Check):
                 before = len(report.members)
                 walk(name, att.content, self.limits, report, budget)
                 for m in report.members[before:]:
-                    files.append(_File(m.path, _ext(m.name), "", _detect(m.data), m.data,
+                    files.append(_File(m.path, _ext(m.name), "", _detect(m.data, findings), m.data,
                                        m.container))
         for bomb, path in zip(report.bombs, report.bomb_paths):
             findings.add("ARCHIVE_BOMB", bomb, path)
@@ -463,7 +469,9 @@ class AttachmentsCheck(Check):
     # --- PDFs -----------------------------------------------------------------------------
 
     def _pdf(self, f: _File, out: Findings, where: str) -> None:
-        text = _pdf_text(f.data, self.settings.pdf_max_inflate_mb * 1024 * 1024)
+        allowance = min(self.settings.pdf_max_inflate_mb * 1024 * 1024, out.pdf_inflate_left)
+        text = _pdf_text(f.data, allowance)
+        out.pdf_inflate_left -= max(0, len(text) - len(f.data))
         base = f.name.rsplit(" > ", 1)[-1]
         has_js = bool(_PDF_JS.search(text))
         if _PDF_LAUNCH.search(text):
@@ -486,6 +494,10 @@ class AttachmentsCheck(Check):
 
     def _macros(self, f: _File, out: Findings, where: str) -> None:
         base = f.name.rsplit(" > ", 1)[-1]
+        if out.macro_left <= 0:
+            log.info("macro analysis budget spent; %s not analysed", f.name)
+            return
+        out.macro_left -= 1
         try:
             autoexec, suspicious = analyze_macros(base, f.data)
         except _NoMacros:
