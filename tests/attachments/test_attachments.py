@@ -158,6 +158,16 @@ async def test_encrypted_zip_and_7z():
     assert "b.7z is password-protected" in reason(out, "ARCHIVE_ENCRYPTED")
 
 
+async def test_encrypted_archive_with_the_password_in_the_text():
+    data = fx.encrypted_zip({"invoice.pdf": fx.pdf_plain()})
+    raw = make_email(body="Please find the invoice attached.\nPassword: 4471\n",
+                     attachments=[("invoice.zip", "application/zip", data)])
+    out = await scan_bytes(raw, make_config())
+    r = reason(out, "ARCHIVE_ENCRYPTED")
+    assert "message text gives the password ('Password: 4471')" in r
+    assert out.result.get("ARCHIVE_ENCRYPTED").score == 6.0
+
+
 async def test_encrypted_zip_without_the_zip_binary(monkeypatch):
     # The fixture's fallback (flag bit set by hand) must be judged the same as `zip -P`.
     monkeypatch.setattr(fx.shutil, "which", lambda name: None)

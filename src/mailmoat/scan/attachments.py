@@ -383,8 +383,16 @@ class AttachmentsCheck(Check):
                                        m.container))
         for bomb, path in zip(report.bombs, report.bomb_paths):
             findings.add("ARCHIVE_BOMB", bomb, path)
+        # An encrypted archive whose password is in the message is the classic way to get
+        # malware past scanners: the recipient can open it, the gateway cannot.
+        told = _PASSWORD_IN_TEXT.search(msg.body_text[:200_000]) if report.encrypted else None
         for path in report.encrypted:
-            findings.add("ARCHIVE_ENCRYPTED", f"{path} is password-protected", path)
+            if told:
+                findings.add("ARCHIVE_ENCRYPTED", f"{path} is password-protected and the "
+                             f"message text gives the password ({told.group(0).strip()!r})",
+                             path, factor=1.5)
+            else:
+                findings.add("ARCHIVE_ENCRYPTED", f"{path} is password-protected", path)
         for path in report.too_deep:
             findings.add("ARCHIVE_TOO_DEEP", f"{path} is nested deeper than "
                          f"{self.limits.max_depth} archives and was not opened", path)
@@ -695,6 +703,9 @@ def _pdf_text(data: bytes, max_inflate: int) -> bytes:
     return text
 
 
+_PASSWORD_IN_TEXT = re.compile(
+    r"(?i)\b(?:password|passwort|passwd|pwd|pass ?code|mot de passe|contrase(?:ñ|n)a|"
+    r"senha|wachtwoord|hasło|пароль|密码)\s*(?:is|ist|est|:|=|-)?\s*[:=]?\s*\S{3,40}")
 _HTML_FORM = re.compile(rb"<form\b", re.I)
 _HTML_PASSWORD = re.compile(rb"""<input\b[^>]*type\s*=\s*["']?password""", re.I)
 _HTML_CREDENTIAL_FIELD = re.compile(
