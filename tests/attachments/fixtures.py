@@ -153,6 +153,18 @@ def pdf_hidden_in_object_stream() -> bytes:
                 b"<< /Type /EmbeddedFile /Length 3 >>\nstream\nabc\nendstream"])
 
 
+def pdf_with_attachment(name: bytes, data: bytes) -> bytes:
+    """A PDF carrying a file in its EmbeddedFiles name tree (as "attach file" tools write)."""
+    packed = zlib.compress(data)
+    return pdf([b"<< /Type /Catalog /Pages 2 0 R /Names << /EmbeddedFiles << /Names [(%s) 4 0 R]"
+                b" >> >> >>" % name,
+                b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
+                b"<< /Type /Filespec /F (%s) /UF (%s) /EF << /F 5 0 R >> >>" % (name, name),
+                b"<< /Type /EmbeddedFile /Filter /FlateDecode /Length %d >>\nstream\n"
+                % len(packed) + packed + b"\nendstream"])
+
+
 def pdf_launch() -> bytes:
     return pdf([b"<< /Type /Catalog /Pages 2 0 R /OpenAction 4 0 R >>",
                 b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",

@@ -266,6 +266,23 @@ async def test_pdf_javascript_hidden_in_compressed_object_stream():
     assert out.result.has("PDF_EMBEDDED_FILE")
 
 
+async def test_files_embedded_in_a_pdf_get_the_same_checks():
+    doc = fx.pdf_with_attachment(b"invoice.pdf.exe", fx.PE)
+    out = await scan_files(("statement.pdf", "application/pdf", doc))
+    assert out.result.has("PDF_EMBEDDED_FILE")
+    assert "statement.pdf holds 'invoice.pdf.exe', a .exe file" in reason(out, "ARCHIVE_EXECUTABLE")
+    assert "'invoice.pdf.exe' (inside statement.pdf) looks like a .pdf file" in reason(
+        out, "ATTACH_DOUBLE_EXT")
+    hashes = out.result.annotations["attachment_hashes"]
+    assert hashes[1] == {"filename": "invoice.pdf.exe", "sha256": hashlib.sha256(fx.PE).hexdigest(),
+                         "size": len(fx.PE), "type": "application/x-dosexec",
+                         "container": "statement.pdf"}
+    # an archive inside a PDF is opened too
+    doc = fx.pdf_with_attachment(b"tools.zip", fx.zip_bytes({"run.js": b"WScript.Echo(1)"}))
+    out = await scan_files(("report.pdf", "application/pdf", doc))
+    assert "report.pdf > tools.zip holds 'run.js'" in reason(out, "ARCHIVE_EXECUTABLE")
+
+
 async def test_pdf_launch_action():
     out = await scan_files(("doc.pdf", "application/pdf", fx.pdf_launch()))
     assert "/Launch" in reason(out, "PDF_LAUNCH")

@@ -67,7 +67,8 @@ SYMBOLS: dict[str, SymbolSpec] = {
     "ATTACH_TYPE_MISMATCH": SymbolSpec(
         1.5, "An attachment's declared type differs from the type its content shows.", M, _G),
     "ARCHIVE_EXECUTABLE": SymbolSpec(
-        8.0, "An archive holds an executable, script or other dangerous file.", M, _G),
+        8.0, "An archive (or a PDF, as an embedded file) holds an executable, script or "
+        "other dangerous file.", M, _G),
     "ARCHIVE_BOMB": SymbolSpec(
         10.0, "An archive expands far beyond its size or holds too many files: a "
         "decompression bomb. It was not expanded.", M, _G),
@@ -227,25 +228,6 @@ _COMPATIBLE = {frozenset({"text", "html"}), frozenset({"zip", "ole"}), frozenset
 
 # --- results of looking at one file ------------------------------------------------------
 
-@dataclass
-class Findings:
-    """Symbol → list of (reason, file) found in one message; each symbol is added once."""
-
-    hits: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    hashes: list[dict[str, Any]] = field(default_factory=list)
-    factors: dict[str, float] = field(default_factory=dict)
-    # Work left for this message. Archives bound the bytes, these bound the costly steps per
-    # file, so 1,000 small members cannot each take the most expensive path.
-    magic_left: int = 100  # libmagic calls for members no signature identifies (1-3 ms each)
-    macro_left: int = 20  # olevba analyses (5-30 ms each)
-    pdf_inflate_left: int = 50 * 1024 * 1024  # bytes of PDF streams inflated, all PDFs
-
-    def add(self, symbol: str, reason: str, filename: str, factor: float = 1.0) -> None:
-        self.hits.setdefault(symbol, []).append((reason, filename))
-        self.factors[symbol] = max(self.factors[symbol], factor) if symbol in self.factors \
-            else factor
-
-
 @dataclass(frozen=True)
 class _File:
     name: str  # display path: "a.zip > b.exe" for archive members
@@ -254,6 +236,7 @@ class _File:
     detected_type: str
     data: bytes
     container: str  # "" for top-level attachments
+    expanded: bool = False  # an archive member: the walk already opened what it holds
 
 
 # Signatures checked in Python before asking libmagic: libmagic's soft-magic pass costs 1-3 ms
@@ -296,6 +279,27 @@ def sniff_type(data: bytes) -> str:
                 return ""
         return "text/html" if _HTML_START.match(head) else "text/plain"
     return ""
+
+
+@dataclass
+class Findings:
+    """Symbol → list of (reason, file) found in one message; each symbol is added once."""
+
+    hits: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    hashes: list[dict[str, Any]] = field(default_factory=list)
+    factors: dict[str, float] = field(default_factory=dict)
+    # Work left for this message. Archives bound the bytes, these bound the costly steps per
+    # file, so 1,000 small members cannot each take the most expensive path.
+    magic_left: int = 100  # libmagic calls for members no signature identifies (1-3 ms each)
+    macro_left: int = 20  # olevba analyses (5-30 ms each)
+    pdf_inflate_left: int = 50 * 1024 * 1024  # bytes of PDF streams inflated, all PDFs
+    embedded_left: int = 20  # files taken out of PDFs
+    pending: list[_File] = field(default_factory=list)  # files found inside files (PDFs)
+
+    def add(self, symbol: str, reason: str, filename: str, factor: float = 1.0) -> None:
+        self.hits.setdefault(symbol, []).append((reason, filename))
+        self.factors[symbol] = max(self.factors[symbol], factor) if symbol in self.factors \
+            else factor
 
 
 def _detect(data: bytes, work: Findings) -> str:
@@ -369,18 +373,27 @@ class AttachmentsCheck(Check):
     def analyze(self, msg: ParsedMessage) -> Findings:
         findings = Findings()
         report = WalkReport()
-        files: list[_File] = []
         budget = Budget(self.limits)
-        for att in msg.attachments:
-            name = att.filename or "(unnamed)"
-            files.append(_File(name, _ext(att.filename), att.declared_type, att.detected_type,
-                               att.content, ""))
-            if archive_kind(att.content):
+        queue = [_File(att.filename or "(unnamed)", _ext(att.filename), att.declared_type,
+                       att.detected_type, att.content, "") for att in msg.attachments]
+        i = 0
+        while i < len(queue):  # grows: archive members, then files taken out of PDFs
+            f = queue[i]
+            i += 1
+            if not f.expanded and archive_kind(f.data):
                 before = len(report.members)
-                walk(name, att.content, self.limits, report, budget)
-                for m in report.members[before:]:
-                    files.append(_File(m.path, _ext(m.name), "", _detect(m.data, findings), m.data,
-                                       m.container))
+                walk(f.name, f.data, self.limits, report, budget)
+                queue[i:i] = [_File(m.path, _ext(m.name), "", _detect(m.data, findings), m.data,
+                                    m.container, expanded=True)
+                              for m in report.members[before:]]
+            findings.hashes.append({
+                "filename": f.name.rsplit(" > ", 1)[-1], "sha256": hashlib.sha256(f.data).hexdigest(),
+                "size": len(f.data), "type": f.detected_type or f.declared_type,
+                "container": f.container})
+            self._inspect(f, findings)
+            if findings.pending:
+                queue[i:i] = findings.pending
+                findings.pending = []
         for bomb, path in zip(report.bombs, report.bomb_paths):
             findings.add("ARCHIVE_BOMB", bomb, path)
         # An encrypted archive whose password is in the message is the classic way to get
@@ -398,12 +411,6 @@ class AttachmentsCheck(Check):
                          f"{self.limits.max_depth} archives and was not opened", path)
         for why in report.unreadable:
             findings.add("ARCHIVE_UNREADABLE", why, why.split(":", 1)[0])
-        for f in files:
-            findings.hashes.append({
-                "filename": f.name.rsplit(" > ", 1)[-1], "sha256": hashlib.sha256(f.data).hexdigest(),
-                "size": len(f.data), "type": f.detected_type or f.declared_type,
-                "container": f.container})
-            self._inspect(f, findings)
         return findings
 
     def _inspect(self, f: _File, out: Findings) -> None:
@@ -478,8 +485,12 @@ class AttachmentsCheck(Check):
 
     def _pdf(self, f: _File, out: Findings, where: str) -> None:
         allowance = min(self.settings.pdf_max_inflate_mb * 1024 * 1024, out.pdf_inflate_left)
-        text = _pdf_text(f.data, allowance)
-        out.pdf_inflate_left -= max(0, len(text) - len(f.data))
+        text, embedded, used = _pdf_scan(f.data, allowance)
+        out.pdf_inflate_left -= used
+        for ename, blob in embedded[:max(0, out.embedded_left)]:
+            out.embedded_left -= 1
+            out.pending.append(_File(f"{f.name} > {ename}", _ext(ename), "",
+                                     _detect(blob, out), blob, f.name))
         base = f.name.rsplit(" > ", 1)[-1]
         has_js = bool(_PDF_JS.search(text))
         if _PDF_LAUNCH.search(text):
@@ -669,16 +680,20 @@ _PDF_AUTO = re.compile(rb"/(?:OpenAction|AA)(?![A-Za-z0-9])")
 _PDF_LAUNCH = re.compile(rb"/Launch(?![A-Za-z0-9])")
 _PDF_EMBED = re.compile(rb"/EmbeddedFiles?(?![A-Za-z0-9])")
 _PDF_STREAM = re.compile(rb"stream\r?\n")
+_PDF_EMBED_STREAM = re.compile(rb"/Type\s*/EmbeddedFile(?![A-Za-z0-9])")
+_PDF_FILESPEC_NAME = re.compile(rb"/Type\s*/Filespec[^>]*?/(?:UF|F)\s*\(((?:[^()\\]|\\.){1,255})\)")
 
 
-def _pdf_text(data: bytes, max_inflate: int) -> bytes:
+def _pdf_scan(data: bytes, max_inflate: int) -> tuple[bytes, list[tuple[str, bytes]], int]:
     """The PDF's bytes plus its inflated streams (object streams hide names), names un-escaped
-    (/J#61vaScript is /JavaScript). Inflation is bounded: at most `max_inflate` bytes."""
+    (/J#61vaScript is /JavaScript); the embedded files with their names; and the bytes
+    inflated. Inflation is bounded: at most `max_inflate` bytes in all."""
     parts = [data]
     budget = max_inflate
     pos = 0
     streams = 0
-    while budget > 0 and streams < 500:
+    blobs: list[bytes] = []
+    while streams < 500:
         m = _PDF_STREAM.search(data, pos)
         if not m:
             break
@@ -688,19 +703,37 @@ def _pdf_text(data: bytes, max_inflate: int) -> bytes:
             break
         pos = end + 9
         streams += 1
-        if b"FlateDecode" not in data[max(0, m.start() - 300):m.start()]:
-            continue
-        d = zlib.decompressobj()
-        try:
-            inflated = d.decompress(data[start:end], budget)
-        except zlib.error:
-            continue
-        budget -= len(inflated)
-        parts.append(inflated)
+        head = data[max(0, m.start() - 400):m.start()]
+        if b"#" in head:
+            head = _PDF_NAME_ESC.sub(lambda x: bytes([int(x.group(1), 16)]), head)
+        head = head[head.rfind(b"obj") + 3:] if b"obj" in head else head  # this object only
+        body = data[start:end].rstrip(b"\r\n")
+        if b"FlateDecode" in head and budget > 0:
+            try:
+                body = zlib.decompressobj().decompress(body, budget)
+            except zlib.error:
+                continue
+            budget -= len(body)
+            parts.append(body)
+        if _PDF_EMBED_STREAM.search(head):
+            blobs.append(body)
     text = b"\n".join(parts)
     if b"#" in text:
         text = _PDF_NAME_ESC.sub(lambda m: bytes([int(m.group(1), 16)]), text)
-    return text
+    names = [_pdf_string(n) for n in _PDF_FILESPEC_NAME.findall(text)]
+    names = list(dict.fromkeys(n for n in names if n))
+    # Filespecs and their streams are written in the same order by the PDF libraries we
+    # know; when the counts differ the names are not trusted.
+    if len(names) != len(blobs):
+        names = [f"embedded-{i + 1}" for i in range(len(blobs))]
+    return text, list(zip(names, blobs)), max_inflate - budget
+
+
+def _pdf_string(raw: bytes) -> str:
+    raw = re.sub(rb"\\([()\\])", rb"\1", raw)
+    if raw.startswith(b"\xfe\xff"):
+        return raw[2:].decode("utf-16-be", "replace").strip("\x00")[:255]
+    return raw.decode("latin-1")[:255]
 
 
 _PASSWORD_IN_TEXT = re.compile(
