@@ -100,7 +100,8 @@ def write_database(dbdir: Path, kinds: tuple[str, ...] = ("hdb", "ndb")) -> None
 
 @contextlib.contextmanager
 def running_clamd(workdir: Path | None = None, startup_timeout: float = 60.0,
-                  signatures: tuple[str, ...] = ("hdb", "ndb")) -> Iterator[Clamd]:
+                  signatures: tuple[str, ...] = ("hdb", "ndb"),
+                  stream_max: str = "30M") -> Iterator[Clamd]:
     binary = clamd_binary()
     if binary is None:
         raise RuntimeError("clamd is not installed (Debian: apt-get install clamav-daemon)")
@@ -128,7 +129,7 @@ def running_clamd(workdir: Path | None = None, startup_timeout: float = 60.0,
             "ScanOLE2 yes",
             "Bytecode no",
             "MaxThreads 4",
-            "StreamMaxLength 30M",
+            f"StreamMaxLength {stream_max}",
             "SelfCheck 0",
             "",
         ]))

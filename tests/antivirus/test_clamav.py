@@ -131,6 +131,24 @@ async def test_quarantine_action_and_per_attachment_scan(clamd_server):
     assert outcome.verdict.action is Action.QUARANTINE
 
 
+async def test_stream_over_clamd_limit_is_unavailable_not_clean(tmp_path):
+    short = Path("/tmp") / f"mm-lim-{tmp_path.name[-12:]}"
+    short.mkdir()
+    try:
+        with running_clamd(short, stream_max="1M") as server:
+            big = make_email(attachments=[("big.bin", "application/octet-stream",
+                                           bytes(range(256)) * 8192)])  # 2 MB
+            outcome = await scan_bytes(big, av_config(server.unix_address))
+            sym = outcome.result.get("AV_UNAVAILABLE")
+            assert sym is not None, symbol_names(outcome)
+            # either clamd said so, or it reset the connection and we name the likely cause
+            assert "size limit exceeded" in sym.reason or "StreamMaxLength" in sym.reason
+            assert outcome.verdict.action is Action.ACCEPT  # fail-open by default
+    finally:
+        import shutil
+        shutil.rmtree(short, ignore_errors=True)
+
+
 def _dead_unix_socket(tmp_path: Path) -> str:
     path = tmp_path / "dead.sock"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -144,8 +144,12 @@ class ClamdClient:
                 raise ClamdError(f"clamd at {self.address} closed the connection"
                                  + (f": {partial}" if partial else "")) from exc
             except (ConnectionError, OSError) as exc:
-                # clamd drops the connection when a stream passes its StreamMaxLength
-                raise ClamdError(f"clamd at {self.address}: {exc}") from exc
+                # clamd resets the connection when a stream passes its StreamMaxLength; its
+                # "size limit exceeded" line is lost with the reset, so say what it likely is.
+                hint = (" while receiving the stream; is the message larger than clamd's "
+                        "StreamMaxLength?" if payloads else "")
+                raise ClamdError(f"clamd at {self.address} dropped the connection ({exc})"
+                                 f"{hint}") from exc
             finally:
                 writer.close()
                 try:
