@@ -241,11 +241,17 @@ class ImpersonationCheck(Check):
             self._names(fa, from_reg, add)
             self._lookalike(fa, from_reg, add)
         self._diversion(msg, fa, from_reg, add, listed)
-        topics, phrases = payment_language(msg.subject + "\n" + msg.body_text[:20000])
+        first_contact = bool(result.annotations.get("first_contact"))
+        # Payment talk is everyday business; it is only reported next to another sign (or a
+        # first contact), which also spares the language scan for most mail.
+        topics: list[str] = []
+        phrases: list[str] = []
+        if fired or first_contact:
+            topics, phrases = payment_language(msg.subject + "\n" + msg.body_text[:20000])
         if topics:
             add("BEC_PAYMENT_LANGUAGE", f"talks about {', '.join(topics)} "
                                         f"({', '.join(repr(p) for p in phrases[:3])})")
-            if result.annotations.get("first_contact"):
+            if first_contact:
                 add("BEC_FIRST_CONTACT_PAYMENT",
                     f"{fa.address if fa else 'the sender'} has not written to this recipient "
                     f"before and talks about {', '.join(topics)}")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field
@@ -408,7 +408,8 @@ class UrlCheck(Check):
         urls: list[Url] = list(msg.urls)
         for att, html in self._html_attachments(msg):
             self._check_html_attachment(att, html, from_reg, hits)
-            urls.extend(html_to_text_and_urls(html)[1][:200])
+            urls.extend(replace(u, source="attachment")
+                        for u in html_to_text_and_urls(html)[1][:200])
         seen: set[str] = set()
         for u in urls:
             if u.url in seen:
@@ -646,7 +647,15 @@ def _public_ip(host: str) -> bool:
         ip = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return True  # dotless/hex forms: only ever used to hide an address
-    return ip.is_global
+    # Intranet and loopback addresses are where admins and developers link to; everything
+    # else (including the documentation ranges, which no honest mail links to) counts.
+    if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+        return False
+    return not any(ip in net for net in _INTRANET)
+
+
+_INTRANET = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
 
 
 def _host_of(url: str) -> str:
