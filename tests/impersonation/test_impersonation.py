@@ -192,3 +192,30 @@ async def test_reply_to_the_list_address_in_to_is_not_diversion():
 
 async def test_disabled_family_builds_nothing():
     assert build_bec(BuildContext(config=make_config(bec={"enabled": False}))) == []
+
+
+async def test_internal_names_from_the_message_log(tmp_path):
+    from datetime import datetime, timezone
+
+    from mailmoat.store.db import Database
+    from mailmoat.store.models import MessageRow
+
+    db = Database(f"sqlite:///{tmp_path / 'log.db'}")
+    db.create_schema()
+    with db.session() as s:
+        for i, (direction, header) in enumerate([
+                ("outbound", "Maria Garcia <maria.garcia@example.test>"),
+                ("inbound", "Eve Outsider <eve@elsewhere.test>")]):
+            s.add(MessageRow(id=f"m{i}", received_at=datetime.now(timezone.utc),
+                             direction=direction, from_header=header, action="accept",
+                             category="clean"))
+    try:
+        config = make_config()
+        checks = build_bec(BuildContext(config=config, network=False, database=db))
+        pipeline = Pipeline(checks)
+        r = await pipeline.scan(parse_message(make_email(sender="Maria Garcia <mg@yahoo.com>")))
+        assert "internal person Maria Garcia" in r.get("BEC_FREEMAIL_INTERNAL_NAME").reason
+        r = await pipeline.scan(parse_message(make_email(sender="Eve Outsider <eve@gmail.com>")))
+        assert not r.symbols  # inbound senders are not internal people
+    finally:
+        db.dispose()

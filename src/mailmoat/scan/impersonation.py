@@ -183,6 +183,7 @@ SYMBOLS: dict[str, SymbolSpec] = {
 _IMPERSONATION = {"BEC_VIP_IMPERSONATION", "BEC_INTERNAL_NAME_EXTERNAL", "BEC_FREEMAIL_INTERNAL_NAME",
                   "BEC_DISPLAY_NAME_ADDRESS", "BEC_LOOKALIKE_DOMAIN"}
 _DIVERSION = {"BEC_REPLYTO_DIVERSION", "BEC_REPLYTO_FREEMAIL", "BEC_RETURN_PATH_FREEMAIL"}
+_STRONG_DIVERSION = {"BEC_REPLYTO_FREEMAIL", "BEC_RETURN_PATH_FREEMAIL"}
 _CONTEXT = {"BEC_FIRST_CONTACT_PAYMENT", "BEC_THREAD_HIJACK"}
 
 
@@ -257,7 +258,8 @@ class ImpersonationCheck(Check):
                     f"before and talks about {', '.join(topics)}")
         if _REPLY_PREFIX.match(msg.subject) and "in-reply-to" not in present \
                 and "references" not in present and not (fa and self.is_ours(from_dom)) \
-                and not listed and not _QUOTED.search(msg.body_text[:20000]):
+                and not listed and msg.body_text.strip() \
+                and not _QUOTED.search(msg.body_text[:20000]):
             add("BEC_THREAD_HIJACK", f"subject {msg.subject[:60]!r} claims to be a reply but the "
                                      "message has no In-Reply-To or References")
         # Category bec when the signs combine.
@@ -266,9 +268,10 @@ class ImpersonationCheck(Check):
         div = names & _DIVERSION
         ctx = names & _CONTEXT
         pay = bool(topics)
-        # A fake reply alone plus payment talk is common in honest forum and list mail; it
-        # only counts next to impersonation or diversion.
-        if (pay and (imp or div or "BEC_FIRST_CONTACT_PAYMENT" in names)) or (imp and (div or ctx)):
+        # A fake reply or a Reply-To in another company domain plus payment talk is common in
+        # honest mail; they only count next to impersonation.
+        if (pay and (imp or names & _STRONG_DIVERSION or "BEC_FIRST_CONTACT_PAYMENT" in names)) \
+                or (imp and (div or ctx)):
             parts = sorted(imp | div | ctx | ({"BEC_PAYMENT_LANGUAGE"} if pay else set()))
             add("BEC_COMBINED", "combined signs: " + ", ".join(parts) + " — "
                 + "; ".join(fired[n][0] for n in parts if n in fired)[:400])
@@ -321,7 +324,8 @@ class ImpersonationCheck(Check):
             return
         recipients = {a.address for a in msg.to + msg.cc}
         for rt in msg.reply_to:
-            if not rt.address or rt.address in recipients or rt.address == fa.address:
+            if not rt.address or rt.address in recipients or rt.local_part == fa.local_part:
+                # the same person at another of their addresses is not a diversion
                 continue  # mailing lists set Reply-To to the list address, which is also in To
             rt_reg = registrable(rt.domain)
             if not rt_reg or rt_reg == from_reg:

@@ -197,6 +197,9 @@ class Protected:
     labels: tuple[str, ...]  # registrable labels to protect: ("paypal",), ("example",)
     domains: frozenset[str]  # registrable domains that legitimately belong to it
     full_keys: tuple[str, ...] = ()  # "exampletest" for example.test: catches example-test.com
+    # For names that are ordinary words ("ledger", "booking"): only look-alike characters
+    # count, not typos or the name inside a longer label (sql-ledger.org is not Ledger).
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,8 @@ class LookalikeIndex:
             for label in p.labels:
                 sk = skeleton(label)
                 self.by_skel.setdefault(sk, []).append((p, label))
+                if p.strict:
+                    continue
                 if len(sk) >= min_typo_len:
                     for i in range(len(sk)):
                         self.deletes.setdefault(sk[:i] + sk[i + 1:], []).append((p, label, sk))
@@ -318,6 +323,6 @@ class LookalikeIndex:
             return None
         for lab in parts.subdomain.split("."):
             for p, _ in self.by_skel.get(skeleton(lab), ()):
-                if len(lab) >= 4 or p.kind != "brand":
+                if not p.strict and (len(lab) >= 4 or p.kind != "brand"):
                     return p
         return None

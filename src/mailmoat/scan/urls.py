@@ -51,6 +51,7 @@ class Brand:
     # Names that are also surnames or words ("Norton", "Chase"): only a display name that is
     # exactly this names the brand.
     exact: tuple[str, ...] = ()
+    strict: bool = False  # the name is an ordinary word: only homoglyph lookalikes count
 
 
 # Commonly phished brands (APWG / vendor reports), Western and Chinese. Keywords are matched
@@ -82,7 +83,7 @@ BUILTIN_BRANDS: tuple[Brand, ...] = (
     Brand("dhl", ("dhl.com", "dhl.de", "dhl.co.uk", "dhl.fr", "dhl.nl", "dpdhl.com",
                   "dhlparcel.nl", "dhl-news.com", "dhl.com.cn"), ("dhl", "dhl express")),
     Brand("fedex", ("fedex.com",), ("fedex",)),
-    Brand("ups", ("ups.com",), ("ups", "ups my choice")),
+    Brand("ups", ("ups.com",), ("ups", "ups my choice"), strict=True),
     Brand("usps", ("usps.com", "usps.gov"), ("usps", "us postal service")),
     Brand("docusign", ("docusign.com", "docusign.net"), ("docusign",)),
     Brand("adobe", ("adobe.com", "adobesign.com", "echosign.com", "adobelogin.com",
@@ -93,7 +94,7 @@ BUILTIN_BRANDS: tuple[Brand, ...] = (
     Brand("chase", ("chase.com", "jpmorganchase.com", "jpmorgan.com", "jpmchase.com",
                     "chasebank.com"), ("chase bank", "chase online", "jpmorgan chase",
                                        "chase alerts", "chase card"), ("chasebank",),
-          ("chase",)),
+          ("chase",), True),
     Brand("bankofamerica", ("bankofamerica.com", "bofa.com", "ml.com", "merrilledge.com",
                             "bac.com"), ("bank of america", "bankofamerica")),
     Brand("citibank", ("citi.com", "citibank.com", "citigroup.com", "citibankonline.com"),
@@ -120,8 +121,9 @@ BUILTIN_BRANDS: tuple[Brand, ...] = (
     Brand("metamask", ("metamask.io",), ("metamask",)),
     Brand("irs", ("irs.gov",), ("internal revenue service",)),
     Brand("steam", ("steampowered.com", "steamcommunity.com"), ("steam support", "steam community"),
-          ("steampowered", "steamcommunity")),
-    Brand("zoom", ("zoom.us", "zoom.com", "zoomgov.com"), ("zoom meetings", "zoom video")),
+          ("steamcommunity",)),
+    Brand("zoom", ("zoom.us", "zoom.com", "zoomgov.com"), ("zoom meetings", "zoom video"),
+          strict=True),
     Brand("wetransfer", ("wetransfer.com",), ("wetransfer",)),
     Brand("alipay", ("alipay.com", "alibaba.com", "taobao.com", "tmall.com", "aliyun.com",
                      "alibaba-inc.com", "alipayobjects.com", "alicdn.com", "1688.com"),
@@ -140,19 +142,19 @@ BUILTIN_BRANDS: tuple[Brand, ...] = (
           ("wechat", "weixin")),
     Brand("jd", ("jd.com", "360buy.com", "jdpay.com"), ("京东",), ("360buy",)),
     Brand("ledger", ("ledger.com",), ("ledger live", "ledger wallet", "ledger support"),
-          ("ledgerlive",), ("ledger",)),
+          ("ledgerlive",), ("ledger",), True),
     Brand("trezor", ("trezor.io",), ("trezor",)),
     Brand("norton", ("norton.com", "nortonlifelock.com", "gen.com"), ("norton 360", "norton antivirus",
                                                                        "norton security",
                                                                        "nortonlifelock"),
-          (), ("norton",)),
+          (), ("norton",), True),
     Brand("mcafee", ("mcafee.com",), ("mcafee",)),
     Brand("geeksquad", ("geeksquad.com", "bestbuy.com"), ("geek squad",)),
     Brand("att", ("att.com", "att.net"), ("at&t",)),
     Brand("verizon", ("verizon.com", "verizonwireless.com", "verizon.net"), ("verizon",)),
     Brand("xfinity", ("xfinity.com", "comcast.com", "comcast.net"), ("xfinity", "comcast")),
     Brand("spotify", ("spotify.com",), ("spotify",)),
-    Brand("booking", ("booking.com",), ("booking.com",)),
+    Brand("booking", ("booking.com",), ("booking.com",), strict=True),
     Brand("airbnb", ("airbnb.com",), ("airbnb",)),
     Brand("walmart", ("walmart.com",), ("walmart",)),
     Brand("costco", ("costco.com",), ("costco",)),
@@ -310,7 +312,7 @@ SYMBOLS: dict[str, SymbolSpec] = {
     "URL_OPEN_REDIRECT": SymbolSpec(
         2.0, "A link goes through a redirector that forwards to another site.", _P, _G),
     "URL_DATA_URI": SymbolSpec(3.0, "A link or frame carries a data: URL with a page in it.", _P, _G),
-    "URL_JAVASCRIPT": SymbolSpec(3.0, "A link runs javascript: code instead of opening a page.",
+    "URL_JAVASCRIPT": SymbolSpec(1.5, "A link runs javascript: code instead of opening a page.",
                                  _P, _G),
     "URL_PHISHLIST": SymbolSpec(8.0, "A link is on a configured phishing URL list.", _P, _G),
     "PHISH_FORM_PASSWORD": SymbolSpec(
@@ -348,7 +350,7 @@ class UrlCheck(Check):
             regs = frozenset(registrable(d) for d in b.domains)
             labels = tuple(dict.fromkeys([split_domain(d).label for d in b.domains[:1]]
                                          + list(b.labels)))
-            protected.append(Protected(b.name, "brand", labels, regs))
+            protected.append(Protected(b.name, "brand", labels, regs, strict=b.strict))
         self.company = frozenset(registrable(d) for d in company_domains if d)
         self.partners = frozenset(registrable(d) for d in partner_domains if d) - self.company
         for kind, doms in (("company", self.company), ("partner", self.partners)):
