@@ -159,7 +159,15 @@ async def test_vip_writing_from_own_domain_is_clean():
                                       subject="Payroll run",
                                       body="Please release the payment for payroll today, urgent."),
                            cfg(), mail_from="jane.smith@example.test")
-    assert not bec_symbols(out)
+    assert not {n for n in symbol_names(out) if n.startswith(("BEC_", "URL_", "PHISH_"))}
+    assert out.result.category is Category.CLEAN
+
+
+async def test_lookalike_envelope_sender():
+    out = await scan_bytes(make_email(sender="Accounts <ap@supplier.test>"), cfg(),
+                           mail_from="bounce@examp1e.test")
+    assert "envelope sender domain examp1e.test uses look-alike characters for example" in \
+        reason(out, "BEC_LOOKALIKE_DOMAIN")
 
 
 async def test_normal_reply_thread_is_clean():

@@ -205,3 +205,38 @@ async def test_extra_shorteners():
     cfg = make_config(phishing={"shorteners_extra": ["sho.rt"]})
     out = await scan_bytes(make_email(body="https://sho.rt/abc\n"), cfg)
     assert out.result.has("URL_SHORTENER")
+
+
+async def test_same_href_again_with_brand_text_is_still_checked():
+    bad = "http://taboufashions.test.com/secure/"
+    html = (f'<a href="{bad}"><img src="https://images.paypal.com/logo.gif"></a>'
+            f'<a href="{bad}">https://www.paypal.com/us/</a>')
+    out = await scan_bytes(make_email(html=html))
+    assert reason(out, "URL_HREF_MISMATCH_BRAND") == \
+        "link text shows www.paypal.com (paypal) but points to taboufashions.test.com"
+
+
+async def test_brand_sender_whose_links_all_go_elsewhere():
+    html = ('<img src="https://images.paypal.com/logo.gif">'
+            '<a href="http://joeypc.test.com/restore">Click here to restore your account</a>')
+    out = await scan_bytes(make_email(sender='"PayPal" <service@paypal.com>', html=html))
+    assert reason(out, "PHISH_BRAND_SENDER_FOREIGN_LINKS") == \
+        "mail from paypal.com (paypal) links only to test.com"
+
+
+async def test_obfuscated_lure_words_in_subject_and_display_name():
+    out = await scan_bytes(make_email(subject="Someone tried to Iog in to your account"))
+    assert reason(out, "PHISH_OBFUSCATED_WORD") == (
+        "subject 'Someone tried to Iog in to your account' spells 'log in' as 'Iog in'")
+    out = await scan_bytes(make_email(sender='"Microsоft Support" <a@b.test>'))  # Cyrillic о
+    assert "spells 'microsoft'" in reason(out, "PHISH_OBFUSCATED_WORD")
+    out = await scan_bytes(make_email(subject="Blog in progress: account update for the café"))
+    assert not out.result.has("PHISH_OBFUSCATED_WORD")
+
+
+async def test_brand_lure_without_a_sender_domain():
+    raw = make_email(subject="Microsoft account unusual sign-in activity",
+                     body="We detected unusual activity. Verify your password now.",
+                     sender="undisclosed-recipients:;")
+    out = await scan_bytes(raw)
+    assert "comes from no sender domain" in reason(out, "PHISH_BRAND_LURE")

@@ -345,6 +345,12 @@ class ImpersonationCheck(Check):
         if not env_from:
             env_from = _strip_angle(msg.header("return-path") or "")
         env_dom = domain_of(env_from)
+        env_reg = registrable(env_dom) if env_dom else ""
+        if env_reg and env_reg != from_reg and env_reg not in self.ours:
+            lk = self.index.match(env_reg)
+            if lk is not None:
+                add("BEC_LOOKALIKE_DOMAIN", f"envelope sender domain {lk.describe()} "
+                                            f"({lk.protected.kind} domain {lk.protected.name})")
         if env_dom and self.is_freemail(env_dom) and not self.is_freemail(from_reg) \
                 and registrable(env_dom) != from_reg:
             add("BEC_RETURN_PATH_FREEMAIL",

@@ -174,6 +174,21 @@ BUILTIN_BRANDS: tuple[Brand, ...] = (
     Brand("laposte", ("laposte.fr", "laposte.net"), ("la poste",)),
     Brand("canadapost", ("canadapost.ca", "canadapost-postescanada.ca"), ("canada post",)),
     Brand("auspost", ("auspost.com.au",), ("australia post",)),
+    Brand("deutschebank", ("deutsche-bank.de", "db.com", "deutschebank.de"), ("deutsche bank",),
+          ("deutschebank",)),
+    Brand("postbank", ("postbank.de",), ("postbank",)),
+    Brand("commerzbank", ("commerzbank.de", "commerzbank.com"), ("commerzbank",)),
+    Brand("sparkasse", ("sparkasse.de",), ("sparkasse",)),
+    Brand("barclays", ("barclays.co.uk", "barclays.com"), ("barclays",)),
+    Brand("lloyds", ("lloydsbank.com", "lloydsbank.co.uk"), ("lloyds bank",), ("lloydsbank",)),
+    Brand("natwest", ("natwest.com",), ("natwest",)),
+    Brand("citizensbank", ("citizensbank.com",), ("citizens bank",)),
+    Brand("usbank", ("usbank.com",), ("u.s. bank", "us bank"), strict=True),
+    Brand("suntrust", ("suntrust.com", "truist.com"), ("suntrust", "truist")),
+    Brand("regions", ("regions.com",), ("regions bank",), strict=True),
+    Brand("lasalle", ("lasallebank.com", "lasalle.com"), ("lasalle bank",), ("lasallebank",)),
+    Brand("washingtonmutual", ("wamu.com",), ("washington mutual", "wamu")),
+    Brand("ripple", ("ripple.com",), ("ripple",), strict=True),
     Brand("unionpay", ("unionpay.com", "95516.com"), ("银联", "unionpay", "95516"), ("95516",)),
 )
 
@@ -230,6 +245,11 @@ _LURE_WORDS = ("verify", "verification", "suspend", "locked", "unlock", "unusual
                "account access", "account review", "limited access", "restricted", "security alert",
                "expire", "reactivate", "账户", "账号", "帐户", "验证", "冻结", "登录", "密码", "异常",
                "过期")
+
+
+_OBFUSCATION_WORDS = ("log in", "login", "sign in", "sign-in", "account", "verify", "password",
+                      "security", "suspended", "unusual", "payment", "invoice", "urgent",
+                      "user id", "mailbox", "storage", "cloud", "alert", "update")
 
 
 def _brand_from_config(entry: str, builtin: dict[str, Brand]) -> Brand:
@@ -329,6 +349,12 @@ SYMBOLS: dict[str, SymbolSpec] = {
         3.0, "The From display name names a brand the sending domain does not belong to.", _P, _G),
     "PHISH_BRAND_LOOKALIKE_SENDER": SymbolSpec(
         5.0, "The From domain imitates a protected brand's domain.", _P, _G),
+    "PHISH_BRAND_SENDER_FOREIGN_LINKS": SymbolSpec(
+        2.0, "The From address claims a brand's domain but every link leads to other domains.",
+        _P, _G),
+    "PHISH_OBFUSCATED_WORD": SymbolSpec(
+        2.0, "The subject or display name spells a lure word or brand with look-alike "
+        "characters.", _P, _G),
     "PHISH_BRAND_LURE": SymbolSpec(
         1.0, "The message names a brand next to account-lure words, but the sender is not that "
         "brand.", _P, _G),
@@ -370,6 +396,10 @@ class UrlCheck(Check):
                 words[skeleton(k)] = b
         self._kw_brand = words
         self._exact = {skeleton(k): b for b in self.brands for k in b.exact}
+        lure_words = set(_OBFUSCATION_WORDS) | {k for b in self.brands for k in b.keywords
+                                                if k.isascii() and len(k) >= 5}
+        # skeleton -> word; one- and two-word phrases, looked up per token of the subject.
+        self._obfuscation_words = {skeleton(w): w for w in sorted(lure_words)}
         latin = sorted((k for k in words if k.isascii()), key=len, reverse=True)
         other = sorted((k for k in words if not k.isascii()), key=len, reverse=True)
         parts = []
@@ -415,9 +445,13 @@ class UrlCheck(Check):
         seen: set[str] = set()
         for u in urls:
             if u.url in seen:
+                # The same href again: only its anchor text is new.
+                if u.tag == "a" and u.display_text and u.host:
+                    self._check_mismatch(u, split_domain(u.host).registrable, from_reg, hits)
                 continue
             seen.add(u.url)
             self._check_url(u, from_reg, hits)
+        self._check_brand_sender_links(msg, from_reg, hits)
         if msg.html and _has_form(msg.html):
             self._check_forms(msg.html, from_reg, hits)
         self._check_sender(msg, from_reg, hits)
@@ -601,9 +635,31 @@ class UrlCheck(Check):
 
     # -- sender and brand names ---------------------------------------------------------------
 
+    def _check_brand_sender_links(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
+        """Mail claiming a brand's domain whose clickable links all lead somewhere else."""
+        owner = self.index.owner(from_reg) if from_reg else None
+        if owner is None or owner.kind != "brand":
+            return
+        foreign: list[str] = []
+        own = 0
+        for u in msg.urls:
+            if u.tag != "a" or u.scheme not in ("http", "https") or not u.host:
+                continue
+            reg = split_domain(u.host).registrable
+            o = self.index.owner(reg)
+            if o is not None and o.name == owner.name:
+                own += 1
+            elif reg not in foreign:
+                foreign.append(reg)
+        if foreign and own == 0:
+            hits.add("PHISH_BRAND_SENDER_FOREIGN_LINKS",
+                     f"mail from {from_reg} ({owner.name}) links only to {', '.join(foreign[:3])}")
+
     def _check_sender(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
         fa = msg.from_addr
+        self._check_obfuscated(msg, hits)
         if fa is None or not from_reg:
+            self._check_lure(msg, "", hits)
             return
         if from_reg in self.company:
             return  # our own mail is judged by the outbound and BEC checks
@@ -622,15 +678,39 @@ class UrlCheck(Check):
                      f"display name {fa.display_name[:60]!r} names {brand.name} but the address "
                      f"is {fa.address}")
             return
+        self._check_lure(msg, from_reg, hits)
+
+    def _check_lure(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
         head = (msg.subject + "\n" + msg.body_text[:2000]).lower()
         lures = [w for w in _LURE_WORDS if w in head]
         if len(lures) < 2:
             return
         brand = self._brand_named(head)
-        if brand is not None and not self._belongs(brand, from_reg):
+        if brand is not None and not (from_reg and self._belongs(brand, from_reg)):
             hits.add("PHISH_BRAND_LURE",
                      f"names {brand.name} next to {', '.join(repr(w) for w in lures[:3])} but "
-                     f"comes from {from_reg}")
+                     f"comes from {from_reg or 'no sender domain'}")
+
+    def _check_obfuscated(self, msg: ParsedMessage, hits: _Hits) -> None:
+        """Lure words and brand names spelled with look-alike characters ("Iog in", "PayPaI",
+        "Microsоft" with a Cyrillic о) in the subject or the From display name: honest senders
+        have no reason to do that; filter evasion does."""
+        fa = msg.from_addr
+        for where, text in (("subject", msg.subject), ("display name", fa.display_name if fa else "")):
+            if not text:
+                continue
+            tokens = [t.strip(".,:;!?()[]\"'") for t in text.split()]
+            for i, tok in enumerate(tokens):
+                if not tok:
+                    continue
+                for cand in (tok, f"{tok} {tokens[i + 1]}" if i + 1 < len(tokens) else ""):
+                    if not cand:
+                        continue
+                    word = self._obfuscation_words.get(skeleton(cand))
+                    if word is not None and cand.lower() != word:
+                        hits.add("PHISH_OBFUSCATED_WORD",
+                                 f"{where} {text[:60]!r} spells {word!r} as {cand!r}")
+                        return
 
 
 def _has_form(html: str) -> bool:
