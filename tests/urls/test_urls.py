@@ -222,6 +222,9 @@ async def test_brand_sender_whose_links_all_go_elsewhere():
     out = await scan_bytes(make_email(sender='"PayPal" <service@paypal.com>', html=html))
     assert reason(out, "PHISH_BRAND_SENDER_FOREIGN_LINKS") == \
         "mail from paypal.com (paypal) links only to test.com"
+    # A person writing from gmail.com is not Google.
+    out = await scan_bytes(make_email(sender="Ann <ann@gmail.com>", html=html))
+    assert not out.result.has("PHISH_BRAND_SENDER_FOREIGN_LINKS")
 
 
 async def test_obfuscated_lure_words_in_subject_and_display_name():

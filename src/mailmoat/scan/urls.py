@@ -33,7 +33,7 @@ from mailmoat.config import Section
 from mailmoat.message.model import ParsedMessage, Url
 from mailmoat.message.parse import decode_bytes, html_to_text_and_urls
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
-from mailmoat.scan.impersonation import BecSettings
+from mailmoat.scan.impersonation import FREEMAIL, BecSettings
 from mailmoat.scan.lookalike import (LookalikeIndex, Protected, is_ip, is_mixed_script, registrable,
                                      skeleton, split_domain)
 from mailmoat.scan.phishlist import PhishList
@@ -638,8 +638,8 @@ class UrlCheck(Check):
     def _check_brand_sender_links(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
         """Mail claiming a brand's domain whose clickable links all lead somewhere else."""
         owner = self.index.owner(from_reg) if from_reg else None
-        if owner is None or owner.kind != "brand":
-            return
+        if owner is None or owner.kind != "brand" or from_reg in FREEMAIL:
+            return  # people write from gmail.com and link to anything
         foreign: list[str] = []
         own = 0
         for u in msg.urls:
