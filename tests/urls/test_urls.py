@@ -158,6 +158,11 @@ async def test_brand_display_name_from_the_brand_itself_is_fine():
     assert not ours(out)
 
 
+async def test_brand_country_domain_counts_as_the_brand():
+    out = await scan_bytes(make_email(sender='"eBay" <news@ebay.com.cn>'))
+    assert not out.result.has("PHISH_BRAND_DISPLAY_NAME")
+
+
 async def test_surname_that_is_a_brand_is_not_the_brand():
     out = await scan_bytes(make_email(sender='"Scott Norton" <scott.norton@gmail.com>'))
     assert not ours(out)

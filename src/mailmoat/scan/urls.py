@@ -386,6 +386,7 @@ class UrlCheck(Check):
         # links to foo.com from mail about foo.org are normal.
         self.index = LookalikeIndex(protected, other_tld_kinds=())
         self._brand_by_name = {b.name: b for b in self.brands}
+        self._brand_labels = {p.name: frozenset(p.labels) for p in protected if p.kind == "brand"}
         self.shorteners = frozenset(s.lower() for s in shorteners)
         self.phishlist = phishlist
         # Brand keywords: one regex over the skeleton of the text, whole words for Latin,
@@ -423,7 +424,11 @@ class UrlCheck(Check):
 
     def _belongs(self, brand: Brand, domain_reg: str) -> bool:
         owner = self.index.owner(domain_reg)
-        return owner is not None and owner.name == brand.name
+        if owner is not None:
+            return owner.name == brand.name
+        # A brand's name under another suffix (ebay.com.cn, paypal.de) is its country site,
+        # as in the lookalike rules.
+        return split_domain(domain_reg).label in self._brand_labels.get(brand.name, ())
 
     def _protected_owner(self, domain_reg: str) -> str:
         """Name of the brand/company a registrable domain belongs to, '' if none."""
