@@ -323,7 +323,7 @@ class LookalikeIndex:
             return None
         for lab in parts.subdomain.split("."):
             for p, _ in self.by_skel.get(skeleton(lab), ()):
-                # Short brand names ("citi", "ups") are too often a department or a word.
-                if not p.strict and (len(lab) >= 5 or p.kind != "brand"):
+                # Three-letter brand names ("dhl", "ups") are too often a department or a word.
+                if not p.strict and (len(lab) >= 4 or p.kind != "brand"):
                     return p
         return None

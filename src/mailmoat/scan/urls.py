@@ -97,7 +97,8 @@ BUILTIN_BRANDS: tuple[Brand, ...] = (
           ("chase",), True),
     Brand("bankofamerica", ("bankofamerica.com", "bofa.com", "ml.com", "merrilledge.com",
                             "bac.com"), ("bank of america", "bankofamerica")),
-    Brand("citibank", ("citi.com", "citibank.com", "citigroup.com", "citibankonline.com"),
+    # citibank.com first: "citi" alone is a common subdomain (www.citi.umich.edu).
+    Brand("citibank", ("citibank.com", "citi.com", "citigroup.com", "citibankonline.com"),
           ("citibank", "citi bank", "citi cards")),
     Brand("americanexpress", ("americanexpress.com", "aexp.com", "amex.com"),
           ("american express", "amex")),
