@@ -31,7 +31,7 @@ from pydantic import Field
 
 from mailmoat.config import Section
 from mailmoat.message.model import ParsedMessage, Url
-from mailmoat.message.parse import decode_bytes, html_to_text_and_urls
+from mailmoat.message.parse import decode_bytes, html_to_text_and_urls, make_url
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
 from mailmoat.scan.impersonation import FREEMAIL, BecSettings
 from mailmoat.scan.lookalike import (LookalikeIndex, Protected, is_ip, is_mixed_script, registrable,
@@ -489,8 +489,6 @@ class UrlCheck(Check):
         if wrapped and depth == 0:
             inner = _param_url(u.url, (wrapped,))
             if inner:
-                from mailmoat.message.parse import make_url
-
                 iu = make_url(inner, u.source, u.display_text, u.tag)
                 if iu is not None:
                     self._check_url(iu, from_reg, hits, depth=1)
@@ -526,7 +524,8 @@ class UrlCheck(Check):
         if target:
             t_reg = registrable(_host_of(target))
             if t_reg and t_reg != reg and t_reg != from_reg:
-                known = any(reg == d and u.path.startswith(p) for d, p in KNOWN_REDIRECTORS)
+                known = any(reg == dom and u.path.startswith(prefix)
+                            for dom, prefix in KNOWN_REDIRECTORS)
                 # Tracking links of mailing services also carry url=…; only known open
                 # redirectors get the full weight.
                 hits.add("URL_OPEN_REDIRECT",
