@@ -248,3 +248,12 @@ async def test_brand_lure_without_a_sender_domain():
                      sender="undisclosed-recipients:;")
     out = await scan_bytes(raw)
     assert "comes from no sender domain" in reason(out, "PHISH_BRAND_LURE")
+
+
+async def test_safelinks_wrapper_is_looked_through():
+    from urllib.parse import quote
+
+    inner = "http://198.51.100.77/owa/login"
+    wrapped = f"https://eur01.safelinks.protection.outlook.com/?url={quote(inner, safe='')}&data=x"
+    out = await scan_bytes(make_email(html=f'<a href="{wrapped}">Open document</a>'))
+    assert "198.51.100.77" in reason(out, "URL_IP_HOST")

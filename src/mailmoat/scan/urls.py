@@ -485,7 +485,8 @@ class UrlCheck(Check):
         parts = split_domain(host)
         reg = parts.registrable
         # Look through security-gateway wrappers at the real target.
-        wrapped = _WRAPPERS.get(reg) or _WRAPPERS.get(host)
+        wrapped = next((param for key, param in _WRAPPERS.items()
+                        if host == key or host.endswith("." + key)), None)
         if wrapped and depth == 0:
             inner = _param_url(u.url, (wrapped,))
             if inner:
