@@ -1,9 +1,800 @@
-"""Check family `urls`: not implemented yet (its issue owns it)."""
+"""Check family `urls`: phishing signs in links, forms and brand use.
+
+Runs on the parsed model only (no network), except for refreshing configured phishing URL
+lists. What it looks for, each with its own symbol so an administrator can see and weigh it:
+
+- links whose visible text shows one domain while the href goes to another;
+- IP-literal hosts, non-standard ports, punycode and mixed-script hosts;
+- hosts that imitate a protected brand, the company's own domains or a partner's
+  (skeleton and edit-distance comparison, see `lookalike.py`), or carry a brand as a
+  subdomain of a foreign domain (`paypal.com.account-verify.xyz`);
+- URL shorteners, open redirectors, `data:` and `javascript:` links;
+- credential-harvesting forms in HTML bodies and HTML attachments;
+- a brand named in the From display name, or named next to account-lure language, while
+  the sender's domain does not belong to that brand;
+- URLs, hosts or domains on a configured phishing list.
+
+Everything that does not depend on the message (brand tables, regexes, the lookalike index)
+is built once in `build()`; per message the work is a pass over its URLs with memoised
+per-host answers.
+"""
 
 from __future__ import annotations
 
-from mailmoat.scan.base import BuildContext, Check
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from pydantic import Field
+
+from mailmoat.config import Section
+from mailmoat.message.model import ParsedMessage, Url
+from mailmoat.message.parse import decode_bytes, html_to_text_and_urls, make_url
+from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
+from mailmoat.scan.impersonation import FREEMAIL, BecSettings
+from mailmoat.scan.lookalike import (LookalikeIndex, Protected, is_ip, is_mixed_script, registrable,
+                                     skeleton, split_domain)
+from mailmoat.scan.phishlist import PhishList
+
+_G = "urls"
+_P = Category.PHISHING
+
+
+@dataclass(frozen=True)
+class Brand:
+    name: str
+    domains: tuple[str, ...]  # registrable domains it legitimately sends from and links to
+    keywords: tuple[str, ...] = ()  # how it is named in display names and text
+    labels: tuple[str, ...] = ()  # extra domain labels to protect ("95559", "office365")
+    # Names that are also surnames or words ("Norton", "Chase"): only a display name that is
+    # exactly this names the brand.
+    exact: tuple[str, ...] = ()
+    strict: bool = False  # the name is an ordinary word: only homoglyph lookalikes count
+
+
+# Commonly phished brands (APWG / vendor reports), Western and Chinese. Keywords are matched
+# as whole words on the skeleton of the text; CJK keywords as substrings.
+BUILTIN_BRANDS: tuple[Brand, ...] = (
+    Brand("paypal", ("paypal.com", "paypal.me", "paypalobjects.com", "paypal-communication.com",
+                     "paypal-community.com", "xoom.com", "venmo.com"), ("paypal",)),
+    Brand("microsoft", ("microsoft.com", "microsoftonline.com", "office.com", "office365.com",
+                        "office.net", "outlook.com", "live.com", "hotmail.com", "sharepoint.com",
+                        "onmicrosoft.com", "azure.com", "windows.net", "windows.com", "msn.com",
+                        "skype.com", "bing.com", "microsoftstore.com", "msft.net",
+                        "microsoft365.com", "onedrive.com", "xbox.com", "msauth.net",
+                        "mcas.ms", "azureedge.net", "live.net", "outlook.office.com",
+                        "cloud.microsoft", "office365.us", "sway.cloud.microsoft"),
+              ("microsoft", "office 365", "office365", "microsoft 365", "onedrive", "sharepoint",
+               "outlook team", "microsoft outlook", "windows live", "hotmail team"),
+              ("office365", "onedrive", "sharepoint", "microsoftonline", "hotmail")),
+    Brand("apple", ("apple.com", "icloud.com", "me.com", "mac.com", "itunes.com", "apple.news",
+                    "cdn-apple.com", "apple.co"), ("apple", "icloud", "itunes", "apple id",
+                                                   "app store"), ("icloud", "itunes", "appleid")),
+    Brand("amazon", ("amazon.com", "amazonses.com", "amazonaws.com", "a2z.com", "amazon.co.uk",
+                     "amazon.de", "amazon.fr", "amazon.co.jp", "amazon.cn", "amazon.ca",
+                     "amazon.in", "amazon.it", "amazon.es", "amazon.com.au", "media-amazon.com",
+                     "ssl-images-amazon.com", "primevideo.com", "awscloud.com", "aws.com",
+                     "amazon.jobs", "amazonpay.com", "audible.com", "kindle.com"),
+           ("amazon", "amazon prime", "prime video", "aws"), ("amazonprime",)),
+    Brand("netflix", ("netflix.com", "netflix.net", "nflxext.com", "nflximg.net", "nflxso.net"),
+          ("netflix",)),
+    Brand("dhl", ("dhl.com", "dhl.de", "dhl.co.uk", "dhl.fr", "dhl.nl", "dpdhl.com",
+                  "dhlparcel.nl", "dhl-news.com", "dhl.com.cn"), ("dhl", "dhl express")),
+    Brand("fedex", ("fedex.com",), ("fedex",)),
+    Brand("ups", ("ups.com",), ("ups", "ups my choice"), strict=True),
+    Brand("usps", ("usps.com", "usps.gov"), ("usps", "us postal service")),
+    Brand("docusign", ("docusign.com", "docusign.net"), ("docusign",)),
+    Brand("adobe", ("adobe.com", "adobesign.com", "echosign.com", "adobelogin.com",
+                    "adobe.io"), ("adobe", "adobe sign", "adobe acrobat", "adobe document cloud")),
+    Brand("dropbox", ("dropbox.com", "dropboxmail.com", "dropboxusercontent.com"), ("dropbox",)),
+    Brand("wellsfargo", ("wellsfargo.com", "wf.com", "wellsfargoemail.com"),
+          ("wells fargo", "wellsfargo")),
+    Brand("chase", ("chase.com", "jpmorganchase.com", "jpmorgan.com", "jpmchase.com",
+                    "chasebank.com"), ("chase bank", "chase online", "jpmorgan chase",
+                                       "chase alerts", "chase card"), ("chasebank",),
+          ("chase",), True),
+    Brand("bankofamerica", ("bankofamerica.com", "bofa.com", "ml.com", "merrilledge.com",
+                            "bac.com"), ("bank of america", "bankofamerica")),
+    # citibank.com first: "citi" alone is a common subdomain (www.citi.umich.edu).
+    Brand("citibank", ("citibank.com", "citi.com", "citigroup.com", "citibankonline.com"),
+          ("citibank", "citi bank", "citi cards")),
+    Brand("americanexpress", ("americanexpress.com", "aexp.com", "amex.com"),
+          ("american express", "amex")),
+    Brand("hsbc", ("hsbc.com", "hsbc.co.uk", "hsbc.com.hk", "hsbc.com.cn"), ("hsbc",)),
+    Brand("google", ("google.com", "gmail.com", "googlemail.com", "youtube.com", "goo.gl",
+                     "googleusercontent.com", "gstatic.com", "google.co.uk", "google.de",
+                     "googlegroups.com", "withgoogle.com", "g.co", "google.cn", "googleapis.com",
+                     "googlepages.com", "googlevideo.com", "googletagmanager.com",
+                     "googlesyndication.com", "googleadservices.com", "google-analytics.com",
+                     "googleblog.com", "googlesource.com", "googlecode.com", "blogspot.com"),
+          ("google", "gmail", "google drive", "google workspace", "g suite"),
+          ("gmail", "googledrive")),
+    Brand("facebook", ("facebook.com", "facebookmail.com", "fb.com", "meta.com", "instagram.com",
+                       "fbcdn.net", "messenger.com", "whatsapp.com"),
+          ("facebook", "instagram", "meta business", "meta for business", "whatsapp")),
+    Brand("linkedin", ("linkedin.com", "licdn.com", "lnkd.in"), ("linkedin",)),
+    Brand("ebay", ("ebay.com", "ebay.co.uk", "ebay.de", "ebay.fr", "ebay.ca", "ebay.com.au",
+                   "ebaystatic.com", "ebayimg.com", "ebay.it", "ebay.es"), ("ebay",)),
+    Brand("coinbase", ("coinbase.com",), ("coinbase",)),
+    Brand("binance", ("binance.com",), ("binance",)),
+    Brand("metamask", ("metamask.io",), ("metamask",)),
+    Brand("irs", ("irs.gov",), ("internal revenue service",)),
+    Brand("steam", ("steampowered.com", "steamcommunity.com"), ("steam support", "steam community"),
+          ("steamcommunity",)),
+    Brand("zoom", ("zoom.us", "zoom.com", "zoomgov.com"), ("zoom meetings", "zoom video"),
+          strict=True),
+    Brand("wetransfer", ("wetransfer.com",), ("wetransfer",)),
+    Brand("alipay", ("alipay.com", "alibaba.com", "taobao.com", "tmall.com", "aliyun.com",
+                     "alibaba-inc.com", "alipayobjects.com", "alicdn.com", "1688.com"),
+          ("alipay", "支付宝", "淘宝", "taobao", "阿里巴巴", "天猫"), ("taobao", "alibaba")),
+    Brand("icbc", ("icbc.com.cn", "icbc.com", "icbc-ltd.com"), ("icbc", "工商银行", "工行", "95588"),
+          ("95588",)),
+    Brand("bankcomm", ("bankcomm.com", "bankcomm.com.cn"), ("交通银行", "bankcomm", "95559"),
+          ("95559",)),
+    Brand("ccb", ("ccb.com", "ccb.cn"), ("建设银行", "建行", "95533"), ("95533",)),
+    Brand("boc", ("boc.cn", "bankofchina.com"), ("中国银行", "bank of china", "95566"),
+          ("bankofchina", "95566")),
+    Brand("abchina", ("abchina.com",), ("农业银行", "农行", "95599"), ("95599",)),
+    Brand("cmbchina", ("cmbchina.com", "cmbc.com.cn"), ("招商银行", "招行", "95555"), ("95555",)),
+    Brand("tencent", ("qq.com", "tencent.com", "wechat.com", "weixin.qq.com", "foxmail.com",
+                      "gtimg.com", "qpic.cn"), ("腾讯", "微信", "wechat", "tencent", "qq邮箱"),
+          ("wechat", "weixin")),
+    Brand("jd", ("jd.com", "360buy.com", "jdpay.com"), ("京东",), ("360buy",)),
+    Brand("ledger", ("ledger.com",), ("ledger live", "ledger wallet", "ledger support"),
+          ("ledgerlive",), ("ledger",), True),
+    Brand("trezor", ("trezor.io",), ("trezor",)),
+    Brand("norton", ("norton.com", "nortonlifelock.com", "gen.com"), ("norton 360", "norton antivirus",
+                                                                       "norton security",
+                                                                       "nortonlifelock"),
+          (), ("norton",), True),
+    Brand("mcafee", ("mcafee.com",), ("mcafee",)),
+    Brand("geeksquad", ("geeksquad.com", "bestbuy.com"), ("geek squad",)),
+    Brand("att", ("att.com", "att.net"), ("at&t",)),
+    Brand("verizon", ("verizon.com", "verizonwireless.com", "verizon.net"), ("verizon",)),
+    Brand("xfinity", ("xfinity.com", "comcast.com", "comcast.net"), ("xfinity", "comcast")),
+    Brand("spotify", ("spotify.com",), ("spotify",)),
+    Brand("booking", ("booking.com",), ("booking.com",), strict=True),
+    Brand("airbnb", ("airbnb.com",), ("airbnb",)),
+    Brand("walmart", ("walmart.com",), ("walmart",)),
+    Brand("costco", ("costco.com",), ("costco",)),
+    Brand("bradesco", ("bradesco.com.br", "bradesco"), ("bradesco",)),
+    Brand("itau", ("itau.com.br",), ("itaú", "itau")),
+    Brand("santander", ("santander.com", "santander.com.br", "santander.co.uk", "santander.es"),
+          ("santander",)),
+    Brand("caixa", ("caixa.gov.br",), ("caixa economica", "caixa econômica")),
+    Brand("nubank", ("nubank.com.br",), ("nubank",)),
+    Brand("correios", ("correios.com.br",), ("correios",)),
+    Brand("mercadolivre", ("mercadolivre.com.br", "mercadolibre.com", "mercadopago.com"),
+          ("mercado livre", "mercado libre", "mercado pago"), ("mercadopago",)),
+    Brand("dpd", ("dpd.com", "dpd.de", "dpd.co.uk"), ("dpd",)),
+    Brand("postnl", ("postnl.nl",), ("postnl",)),
+    Brand("royalmail", ("royalmail.com",), ("royal mail",)),
+    Brand("deutschepost", ("deutschepost.de",), ("deutsche post",)),
+    Brand("laposte", ("laposte.fr", "laposte.net"), ("la poste",)),
+    Brand("canadapost", ("canadapost.ca", "canadapost-postescanada.ca"), ("canada post",)),
+    Brand("auspost", ("auspost.com.au",), ("australia post",)),
+    Brand("deutschebank", ("deutsche-bank.de", "db.com", "deutschebank.de"), ("deutsche bank",),
+          ("deutschebank",)),
+    Brand("postbank", ("postbank.de",), ("postbank",)),
+    Brand("commerzbank", ("commerzbank.de", "commerzbank.com"), ("commerzbank",)),
+    Brand("sparkasse", ("sparkasse.de",), ("sparkasse",)),
+    Brand("barclays", ("barclays.co.uk", "barclays.com"), ("barclays",)),
+    Brand("lloyds", ("lloydsbank.com", "lloydsbank.co.uk"), ("lloyds bank",), ("lloydsbank",)),
+    Brand("natwest", ("natwest.com",), ("natwest",)),
+    Brand("citizensbank", ("citizensbank.com",), ("citizens bank",)),
+    Brand("usbank", ("usbank.com",), ("u.s. bank", "us bank"), strict=True),
+    Brand("suntrust", ("suntrust.com", "truist.com"), ("suntrust", "truist")),
+    Brand("regions", ("regions.com",), ("regions bank",), strict=True),
+    Brand("lasalle", ("lasallebank.com", "lasalle.com"), ("lasalle bank",), ("lasallebank",)),
+    Brand("washingtonmutual", ("wamu.com",), ("washington mutual", "wamu")),
+    Brand("ripple", ("ripple.com",), ("ripple",), strict=True),
+    Brand("unionpay", ("unionpay.com", "95516.com"), ("银联", "unionpay", "95516"), ("95516",)),
+)
+
+# Public URL shorteners: the target is hidden until clicked.
+SHORTENERS = frozenset("""
+bit.ly bitly.com bit.do tinyurl.com goo.gl ow.ly is.gd buff.ly cutt.ly rebrand.ly t.ly
+shorturl.at rb.gy tiny.cc s.id v.gd bl.ink short.io shorte.st adf.ly clck.ru qr.net
+t.cn dwz.cn url.cn suo.im sina.lt u.to x.co lnkd.in db.tt y2u.be trib.al tiny.one
+urlz.fr 2.gp soo.gd clicky.me t2m.io shrtco.de gg.gg inx.lv u.nu smarturl.it hyperurl.co
+t.co mcaf.ee qrco.de l.ead.me""".split())
+
+# Free web hosting and app platforms where phishing pages are put up in minutes. Honest mail
+# links there too (a project page on github.io), so alone this weighs little.
+FREE_HOSTING = frozenset("""
+firebaseapp.com web.app run.app appspot.com azurewebsites.net windows.net r2.dev pages.dev
+workers.dev netlify.app vercel.app herokuapp.com github.io glitch.me weebly.com wixsite.com
+000webhostapp.com ipfs.io dweb.link fleek.co repl.co replit.app onrender.com surge.sh
+firebasestorage.googleapis.com storage.googleapis.com sites.google.com forms.gle
+blogspot.com godaddysites.com square.site webflow.io framer.app""".split())
+# Sender domains that are hosting defaults nobody runs a business from.
+FREE_HOSTING_SENDERS = frozenset({"firebaseapp.com", "web.app", "onmicrosoft.com", "run.app",
+                                  "appspot.com", "azurewebsites.net", "herokuapp.com"})
+
+# Services that forward to any URL given in a parameter, as (registrable domain, path prefix).
+KNOWN_REDIRECTORS: tuple[tuple[str, str], ...] = (
+    ("google.com", "/url"), ("google.com", "/amp/"), ("google.co.uk", "/url"),
+    ("youtube.com", "/redirect"), ("facebook.com", "/l.php"), ("bing.com", "/ck/a"),
+    ("linkedin.com", "/redir"), ("tumblr.com", "/redirect"), ("vk.com", "/away"),
+    ("baidu.com", "/link"), ("yandex.ru", "/redirect"), ("doubleclick.net", "/"),
+    ("slack-redir.net", "/link"), ("mandrillapp.com", "/track"), ("adnxs.com", "/"),
+)
+_REDIRECT_PARAMS = frozenset({"url", "u", "q", "redirect", "redirect_uri", "redirect_url", "redir",
+                              "target", "dest", "destination", "next", "goto", "link", "return",
+                              "returnurl", "return_url", "r", "to", "out", "continue", "rurl",
+                              "location", "go", "site", "adurl"})
+# URL wrappers of security gateways: look through them at the real target.
+_WRAPPERS = {"safelinks.protection.outlook.com": "url", "urldefense.proofpoint.com": "u",
+             "linkprotect.cudasvc.com": "a"}
+
+_DOMAIN_IN_TEXT = re.compile(
+    r"(?i)(?:https?://)?(?:[a-z0-9\u00a1-\uffff](?:[a-z0-9\u00a1-\uffff-]{0,62})\.)+"
+    r"(?:[a-z\u00a1-\uffff]{2,63}|xn--[a-z0-9-]{2,59})(?![a-z0-9-])")
+_FORM_MARKS = ("<form", "<FORM", "<Form", "<input", "<INPUT", "<Input")
+_SCRIPT_TRICKS = re.compile(
+    r"(?i)\b(?:atob\s*\(|unescape\s*\(|eval\s*\(|String\.fromCharCode|document\.write\s*\(|"
+    r"window\.location|location\.(?:href|replace|assign)|decodeURIComponent\s*\(\s*escape)|"
+    r"http-equiv\s*=\s*['\"]?refresh")
+_EMAIL_FIELD = re.compile(r"(?i)e-?mail|user|login|account|userid|邮箱|账号|帐号|用户名")
+_PASS_FIELD = re.compile(r"(?i)pass|pwd|passwd|密码|口令")
+# Account-lure words, found by plain substring search (cheap on long bodies).
+_LURE_WORDS = ("verify", "verification", "suspend", "locked", "unlock", "unusual activity",
+               "unusual sign", "confirm your", "update your", "validate", "sign in", "sign-in",
+               "log in", "login", "password", "billing information", "payment information",
+               "account access", "account review", "limited access", "restricted", "security alert",
+               "expire", "reactivate", "账户", "账号", "帐户", "验证", "冻结", "登录", "密码", "异常",
+               "过期")
+
+
+_OBFUSCATION_WORDS = ("log in", "login", "sign in", "sign-in", "account", "verify", "password",
+                      "security", "suspended", "unusual", "payment", "invoice", "urgent",
+                      "user id", "mailbox", "storage", "cloud", "alert", "update")
+
+
+def _brand_from_config(entry: str, builtin: dict[str, Brand]) -> Brand:
+    """`paypal` picks a built-in; `Acme Bank: acmebank.com, acme.com` defines one."""
+    name, sep, rest = entry.partition(":")
+    name = name.strip()
+    if not sep:
+        b = builtin.get(name.lower())
+        if b is None:
+            raise ValueError(f"unknown built-in brand {name!r}; write it as "
+                             f"'{name}: domain.example, other.example'")
+        return b
+    domains = tuple(d.strip().lower() for d in rest.split(",") if d.strip())
+    if not domains:
+        raise ValueError(f"brand {name!r} lists no domains")
+    return Brand(name.lower(), domains, (name.lower(),))
+
+
+class PhishingSettings(Section):
+    enabled: bool = Field(True, description="run the phishing URL checks")
+    brands: list[str] | None = Field(
+        None, description="brands to protect: built-in names (`paypal`) or `Name: dom1, dom2`; "
+        "unset: the built-in list")
+    brands_extra: list[str] = Field(default_factory=list, description="added to `brands`")
+    lists: list[str] = Field(
+        default_factory=list, description="phishing URL lists: file paths, file:… or http(s) URLs")
+    refresh_interval: float = Field(3600.0, description="seconds between list refreshes")
+    fetch_timeout: float = Field(30.0, description="seconds allowed for one list download")
+    shorteners_extra: list[str] = Field(default_factory=list, description="more shortener domains")
+
+
+@dataclass
+class _Hits:
+    """First evidence per symbol, plus how many more, so each symbol fires once per message."""
+
+    first: dict[str, tuple[str, float]] = field(default_factory=dict)
+    more: dict[str, int] = field(default_factory=dict)
+
+    def add(self, name: str, reason: str, factor: float = 1.0) -> None:
+        if name in self.first:
+            prev = self.first[name]
+            if factor > prev[1]:
+                self.first[name] = (reason, factor)
+            self.more[name] = self.more.get(name, 0) + 1
+        else:
+            self.first[name] = (reason, factor)
+
+    def emit(self, result: ScanResult) -> None:
+        for name, (reason, factor) in self.first.items():
+            n = self.more.get(name, 0)
+            if n:
+                reason += f" (and {n} more)"
+            result.add(name, reason=reason, factor=factor)
+
+
+SYMBOLS: dict[str, SymbolSpec] = {
+    "URL_HREF_MISMATCH": SymbolSpec(
+        1.5, "A link's visible text shows one domain but the link goes to another.", _P, _G),
+    "URL_HREF_MISMATCH_BRAND": SymbolSpec(
+        5.0, "A link's text shows a protected brand's or the company's domain but the link goes "
+        "elsewhere.", _P, _G),
+    "URL_IP_HOST": SymbolSpec(2.5, "A link points to a bare IP address instead of a name.", _P, _G),
+    "URL_NONSTANDARD_PORT": SymbolSpec(1.0, "A web link uses an unusual port.", _P, _G),
+    "URL_PUNYCODE": SymbolSpec(0.5, "A link's host is an internationalised (punycode) name.", _P, _G),
+    "URL_MIXED_SCRIPT": SymbolSpec(
+        4.0, "A link's host mixes letters of different scripts (e.g. Latin and Cyrillic).", _P, _G),
+    "URL_LOOKALIKE_BRAND": SymbolSpec(
+        5.0, "A link's domain imitates a protected brand's domain.", _P, _G),
+    "URL_LOOKALIKE_COMPANY": SymbolSpec(
+        6.0, "A link's domain imitates the company's own or a partner's domain.", _P, _G),
+    "URL_BRAND_IN_SUBDOMAIN": SymbolSpec(
+        3.0, "A link puts a brand's name in front of an unrelated domain.", _P, _G),
+    "URL_FREE_HOSTING": SymbolSpec(
+        0.5, "A link goes to a free web-hosting or app platform often used for phishing pages.",
+        _P, _G),
+    "PHISH_SENDER_FREE_HOSTING": SymbolSpec(
+        1.0, "The From address is on a hosting platform's default domain.", _P, _G),
+    "URL_SHORTENER": SymbolSpec(1.0, "A link goes through a URL shortener that hides its target.",
+                                _P, _G),
+    "URL_OPEN_REDIRECT": SymbolSpec(
+        2.0, "A link goes through a redirector that forwards to another site.", _P, _G),
+    "URL_DATA_URI": SymbolSpec(3.0, "A link or frame carries a data: URL with a page in it.", _P, _G),
+    "URL_JAVASCRIPT": SymbolSpec(1.5, "A link runs javascript: code instead of opening a page.",
+                                 _P, _G),
+    "URL_PHISHLIST": SymbolSpec(8.0, "A link is on a configured phishing URL list.", _P, _G),
+    "PHISH_FORM_PASSWORD": SymbolSpec(
+        5.0, "The HTML body holds a form with a password field.", _P, _G),
+    "PHISH_FORM_CREDENTIALS": SymbolSpec(
+        3.0, "The HTML body holds a form asking for login or email with a password.", _P, _G),
+    "PHISH_FORM_FOREIGN_ACTION": SymbolSpec(
+        1.5, "A form in the HTML body submits to a domain other than the sender's.", _P, _G),
+    "PHISH_HTML_ATTACHMENT_FORM": SymbolSpec(
+        6.0, "An HTML attachment holds a login form or posts data to another site.", _P, _G),
+    "PHISH_HTML_ATTACHMENT_SCRIPT": SymbolSpec(
+        3.0, "An HTML attachment redirects the browser or decodes hidden script.", _P, _G),
+    "PHISH_BRAND_DISPLAY_NAME": SymbolSpec(
+        3.0, "The From display name names a brand the sending domain does not belong to.", _P, _G),
+    "PHISH_BRAND_LOOKALIKE_SENDER": SymbolSpec(
+        5.0, "The From domain imitates a protected brand's domain.", _P, _G),
+    "PHISH_BRAND_SENDER_FOREIGN_LINKS": SymbolSpec(
+        2.0, "The From address claims a brand's domain but every link leads to other domains.",
+        _P, _G),
+    "PHISH_OBFUSCATED_WORD": SymbolSpec(
+        2.0, "The subject or display name spells a lure word or brand with look-alike "
+        "characters.", _P, _G),
+    "PHISH_BRAND_LURE": SymbolSpec(
+        1.0, "The message names a brand next to account-lure words, but the sender is not that "
+        "brand.", _P, _G),
+}
+
+
+class UrlCheck(Check):
+    name = "urls"
+    family = "urls"
+    symbols = SYMBOLS
+
+    def __init__(self, brands: Iterable[Brand], company_domains: Iterable[str],
+                 partner_domains: Iterable[str], shorteners: Iterable[str],
+                 phishlist: PhishList | None = None) -> None:
+        self.brands = list(brands)
+        protected: list[Protected] = []
+        self._brand_of: dict[str, Brand] = {}
+        for b in self.brands:
+            regs = frozenset(registrable(d) for d in b.domains)
+            labels = tuple(dict.fromkeys([split_domain(d).label for d in b.domains[:1]]
+                                         + list(b.labels)))
+            protected.append(Protected(b.name, "brand", labels, regs, strict=b.strict))
+        self.company = frozenset(registrable(d) for d in company_domains if d)
+        self.partners = frozenset(registrable(d) for d in partner_domains if d) - self.company
+        for kind, doms in (("company", self.company), ("partner", self.partners)):
+            for d in sorted(doms):
+                protected.append(Protected(d, kind, (split_domain(d).label,), frozenset({d}), (d,)))
+        # Same name under another suffix is a lookalike only for the sender checks (BEC);
+        # links to foo.com from mail about foo.org are normal.
+        self.index = LookalikeIndex(protected, other_tld_kinds=())
+        self._brand_by_name = {b.name: b for b in self.brands}
+        self._brand_labels = {p.name: frozenset(p.labels) for p in protected if p.kind == "brand"}
+        self.shorteners = frozenset(s.lower() for s in shorteners)
+        self.phishlist = phishlist
+        # Brand keywords: one regex over the skeleton of the text, whole words for Latin,
+        # substrings for CJK and digits-only keywords.
+        words: dict[str, Brand] = {}
+        for b in self.brands:
+            for k in b.keywords or (b.name,):
+                words[skeleton(k)] = b
+        self._kw_brand = words
+        self._exact = {skeleton(k): b for b in self.brands for k in b.exact}
+        lure_words = set(_OBFUSCATION_WORDS) | {k for b in self.brands for k in b.keywords
+                                                if k.isascii() and len(k) >= 5}
+        # skeleton -> word; one- and two-word phrases, looked up per token of the subject.
+        self._obfuscation_words = {skeleton(w): w for w in sorted(lure_words)}
+        latin = sorted((k for k in words if k.isascii()), key=len, reverse=True)
+        other = sorted((k for k in words if not k.isascii()), key=len, reverse=True)
+        parts = []
+        if latin:
+            parts.append(r"(?<![a-z0-9])(?:" + "|".join(re.escape(k) for k in latin) + r")(?![a-z0-9])")
+        if other:
+            parts.append("(?:" + "|".join(re.escape(k) for k in other) + ")")
+        self._kw_re = re.compile("|".join(parts)) if parts else None
+
+    async def close(self) -> None:
+        if self.phishlist is not None:
+            await self.phishlist.close()
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _brand_named(self, text: str) -> Brand | None:
+        if not text or self._kw_re is None:
+            return None
+        m = self._kw_re.search(skeleton(text))
+        return self._kw_brand.get(m.group(0)) if m else None
+
+    def _belongs(self, brand: Brand, domain_reg: str) -> bool:
+        owner = self.index.owner(domain_reg)
+        if owner is not None:
+            return owner.name == brand.name
+        # A brand's name under another suffix (ebay.com.cn, paypal.de) is its country site,
+        # as in the lookalike rules.
+        return split_domain(domain_reg).label in self._brand_labels.get(brand.name, ())
+
+    def _protected_owner(self, domain_reg: str) -> str:
+        """Name of the brand/company a registrable domain belongs to, '' if none."""
+        owner = self.index.owner(domain_reg)
+        return owner.name if owner else ""
+
+    # -- the check -------------------------------------------------------------------------
+
+    async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
+        if self.phishlist is not None:
+            self.phishlist.start()
+        hits = _Hits()
+        from_reg = registrable(msg.from_domain) if msg.from_domain else ""
+        urls: list[Url] = list(msg.urls)
+        for att, html in self._html_attachments(msg):
+            self._check_html_attachment(att, html, from_reg, hits)
+            urls.extend(replace(u, source="attachment")
+                        for u in html_to_text_and_urls(html)[1][:200])
+        seen: set[str] = set()
+        for u in urls:
+            if u.url in seen:
+                # The same href again: only its anchor text is new.
+                if u.tag == "a" and u.display_text and u.host:
+                    self._check_mismatch(u, split_domain(u.host).registrable, from_reg, hits)
+                continue
+            seen.add(u.url)
+            self._check_url(u, from_reg, hits)
+        self._check_brand_sender_links(msg, from_reg, hits)
+        if msg.html and _has_form(msg.html):
+            self._check_forms(msg.html, from_reg, hits)
+        self._check_sender(msg, from_reg, hits)
+        hits.emit(result)
+
+    def _check_url(self, u: Url, from_reg: str, hits: _Hits, depth: int = 0) -> None:
+        where = "attached HTML" if u.source == "attachment" else "link"
+        if u.scheme == "javascript":
+            hits.add("URL_JAVASCRIPT", f"{where} runs code: {u.url[:80]}")
+            return
+        if u.scheme == "data":
+            head = u.url[5:40].lower()
+            if u.tag in ("a", "area", "form", "iframe", "meta") or head.startswith(
+                    ("text/html", "application/", "text/javascript")):
+                hits.add("URL_DATA_URI", f"{u.tag or where} carries a data: URL ({u.url[:40]}…)")
+            return
+        if u.scheme not in ("http", "https", "ftp") or not u.host:
+            return
+        host = u.host
+        if self.phishlist is not None:
+            hit = self.phishlist.match(u)
+            if hit is not None:
+                hits.add("URL_PHISHLIST", f"{u.url[:120]} is on phishing list {hit.source} "
+                                          f"({hit.kind} {hit.entry})")
+        parts = split_domain(host)
+        reg = parts.registrable
+        # Look through security-gateway wrappers at the real target.
+        wrapped = next((param for key, param in _WRAPPERS.items()
+                        if host == key or host.endswith("." + key)), None)
+        if wrapped and depth == 0:
+            inner = _param_url(u.url, (wrapped,))
+            if inner:
+                iu = make_url(inner, u.source, u.display_text, u.tag)
+                if iu is not None:
+                    self._check_url(iu, from_reg, hits, depth=1)
+            return
+        if is_ip(host):
+            if _public_ip(host):
+                hits.add("URL_IP_HOST", f"{where} points to the IP address {host}: {u.url[:100]}")
+        elif "." not in host:
+            return  # intranet names, localhost: not a phishing target
+        if u.port is not None and u.port not in (80, 443, 8080, 8443) and not (
+                u.scheme == "ftp" and u.port == 21) and (not is_ip(host) or _public_ip(host)):
+            hits.add("URL_NONSTANDARD_PORT", f"{where} to {host} uses port {u.port}")
+        if "xn--" in u.raw_host:
+            hits.add("URL_PUNYCODE", f"{where} host {u.raw_host} is punycode for {host}")
+        if not host.isascii() and any(is_mixed_script(lab) for lab in host.split(".")):
+            hits.add("URL_MIXED_SCRIPT", f"{where} host {host} mixes scripts")
+        lk = self.index.match(reg)
+        if lk is not None:
+            sym = "URL_LOOKALIKE_BRAND" if lk.protected.kind == "brand" else "URL_LOOKALIKE_COMPANY"
+            factor = 0.6 if lk.how == "embedded" else 1.0
+            hits.add(sym, f"{where} domain {lk.describe()}"
+                          f" ({lk.protected.kind} {lk.protected.name})", factor)
+        else:
+            p = self.index.names_in_subdomain(host)
+            if p is not None and reg != from_reg:
+                hits.add("URL_BRAND_IN_SUBDOMAIN",
+                         f"{where} host {host} puts {p.name} in front of unrelated {reg}")
+        if reg in FREE_HOSTING or host in FREE_HOSTING:
+            hits.add("URL_FREE_HOSTING", f"{where} goes to {host} on free hosting")
+        if reg in self.shorteners or host in self.shorteners:
+            hits.add("URL_SHORTENER", f"{where} goes through the shortener {host}")
+        target = _param_url(u.url, _REDIRECT_PARAMS)
+        if target:
+            t_reg = registrable(_host_of(target))
+            if t_reg and t_reg != reg and t_reg != from_reg:
+                known = any(reg == dom and u.path.startswith(prefix)
+                            for dom, prefix in KNOWN_REDIRECTORS)
+                # Tracking links of mailing services also carry url=…; only known open
+                # redirectors get the full weight.
+                hits.add("URL_OPEN_REDIRECT",
+                         f"{where} on {host} redirects to {t_reg}: {u.url[:100]}",
+                         1.0 if known else 0.5)
+        if u.tag == "a" and u.display_text:
+            self._check_mismatch(u, reg, from_reg, hits)
+
+    def _check_mismatch(self, u: Url, reg: str, from_reg: str, hits: _Hits) -> None:
+        text = u.display_text.strip()
+        if len(text) > 200 or "@" in text:
+            return
+        m = _DOMAIN_IN_TEXT.search(text)
+        if not m:
+            return
+        shown = m.group(0)
+        shown_host = shown.split("://", 1)[-1].lower().rstrip(".")
+        sparts = split_domain(shown_host)
+        if not _known_suffix(shown_host):
+            return  # "file.pdf", "readme.txt": not a domain
+        shown_reg = sparts.registrable
+        if shown_reg == reg or sparts.label == split_domain(reg).label:
+            return
+        shown_owner = self._protected_owner(shown_reg)
+        if shown_owner and shown_owner == self._protected_owner(reg):
+            return  # apple.com text linking to icloud.com
+        dest = u.host
+        if shown_owner:
+            hits.add("URL_HREF_MISMATCH_BRAND",
+                     f"link text shows {shown_host} ({shown_owner}) but points to {dest}")
+        else:
+            hits.add("URL_HREF_MISMATCH", f"link text shows {shown_host} but points to {dest}")
+
+    # -- forms and HTML attachments -----------------------------------------------------------
+
+    def _forms(self, html: str, from_reg: str) -> tuple[list[str], list[str], list[str]]:
+        """(password evidence, credential-field evidence, foreign-action evidence)."""
+        from selectolax.lexbor import LexborHTMLParser
+
+        try:
+            tree = LexborHTMLParser(html)
+        except Exception:
+            return [], [], []
+        password, creds, foreign = [], [], []
+        inputs = tree.css("input")
+        names = []
+        for node in inputs:
+            a = node.attributes
+            itype = (a.get("type") or "text").lower()
+            label = " ".join(filter(None, (a.get("name"), a.get("id"), a.get("placeholder"))))
+            if itype == "password":
+                password.append(label or "password")
+            elif itype in ("hidden", "submit", "button", "image", "checkbox", "radio"):
+                continue
+            names.append((itype, label))
+        has_user = any(t == "email" or _EMAIL_FIELD.search(lbl) for t, lbl in names)
+        has_pass = password or any(_PASS_FIELD.search(lbl) for _, lbl in names)
+        if has_user and has_pass:
+            creds.append(", ".join(lbl for _, lbl in names if lbl)[:120] or "login fields")
+        for form in tree.css("form"):
+            action = (form.attributes.get("action") or "").strip()
+            if not action.lower().startswith(("http://", "https://", "//")):
+                continue
+            fields = [" ".join(filter(None, (i.attributes.get("type"), i.attributes.get("name"),
+                                             i.attributes.get("id"),
+                                             i.attributes.get("placeholder"))))
+                      for i in form.css("input")]
+            if not any(_EMAIL_FIELD.search(f) or _PASS_FIELD.search(f) for f in fields):
+                continue  # a search box or a survey, not a credential form
+            a_reg = registrable(_host_of(action if "://" in action else "http:" + action))
+            if a_reg and a_reg != from_reg:
+                foreign.append(a_reg)
+        return password, creds, foreign
+
+    def _check_forms(self, html: str, from_reg: str, hits: _Hits) -> None:
+        password, creds, foreign = self._forms(html, from_reg)
+        if password:
+            hits.add("PHISH_FORM_PASSWORD", f"the HTML body has a password field ({password[0]})")
+        if creds:
+            hits.add("PHISH_FORM_CREDENTIALS", f"the HTML body asks for credentials ({creds[0]})")
+        if foreign:
+            hits.add("PHISH_FORM_FOREIGN_ACTION",
+                     f"a form in the body submits to {foreign[0]}, not the sender's "
+                     f"{from_reg or 'domain'}")
+
+    def _check_html_attachment(self, att: str, html: str, from_reg: str, hits: _Hits) -> None:
+        if _has_form(html):
+            password, creds, foreign = self._forms(html, from_reg)
+            if password or creds or foreign:
+                what = ("a password field" if password else "login fields" if creds
+                        else f"a form posting to {foreign[0]}")
+                hits.add("PHISH_HTML_ATTACHMENT_FORM", f"attachment {att} holds {what}")
+        m = _SCRIPT_TRICKS.search(html)
+        if m:
+            hits.add("PHISH_HTML_ATTACHMENT_SCRIPT",
+                     f"attachment {att} uses {m.group(0).strip()[:40]!r} to redirect or decode "
+                     "hidden content")
+
+    @staticmethod
+    def _html_attachments(msg: ParsedMessage) -> list[tuple[str, str]]:
+        out = []
+        for a in msg.attachments:
+            ext = a.extension
+            if ext in ("htm", "html", "shtml", "xhtml", "svg") or a.declared_type in (
+                    "text/html", "application/xhtml+xml", "image/svg+xml") or \
+                    a.detected_type == "text/html":
+                out.append((a.filename or a.declared_type, decode_bytes(a.content[:2_000_000],
+                                                                         None)))
+            if len(out) >= 5:
+                break
+        return out
+
+    # -- sender and brand names ---------------------------------------------------------------
+
+    def _check_brand_sender_links(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
+        """Mail claiming a brand's domain whose clickable links all lead somewhere else."""
+        owner = self.index.owner(from_reg) if from_reg else None
+        if owner is None or owner.kind != "brand" or from_reg in FREEMAIL:
+            return  # people write from gmail.com and link to anything
+        foreign: list[str] = []
+        own = 0
+        for u in msg.urls:
+            if u.tag != "a" or u.scheme not in ("http", "https") or not u.host:
+                continue
+            reg = split_domain(u.host).registrable
+            o = self.index.owner(reg)
+            if o is not None and o.name == owner.name:
+                own += 1
+            elif reg not in foreign:
+                foreign.append(reg)
+        if foreign and own == 0:
+            hits.add("PHISH_BRAND_SENDER_FOREIGN_LINKS",
+                     f"mail from {from_reg} ({owner.name}) links only to {', '.join(foreign[:3])}")
+
+    def _check_sender(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
+        fa = msg.from_addr
+        self._check_obfuscated(msg, hits)
+        if fa is None or not from_reg:
+            self._check_lure(msg, "", hits)
+            return
+        if from_reg in self.company:
+            return  # our own mail is judged by the outbound and BEC checks
+        if from_reg in FREE_HOSTING_SENDERS:
+            hits.add("PHISH_SENDER_FREE_HOSTING",
+                     f"sender {fa.address} is on {from_reg}, a hosting default domain")
+        lk = self.index.match(from_reg)
+        if lk is not None and lk.protected.kind == "brand":
+            hits.add("PHISH_BRAND_LOOKALIKE_SENDER",
+                     f"sender domain {lk.describe()} ({lk.protected.name})",
+                     0.6 if lk.how == "embedded" else 1.0)
+        brand = self._brand_named(fa.display_name) or self._exact.get(
+            skeleton(fa.display_name.strip().strip("'\"")))
+        if brand is not None and not self._belongs(brand, from_reg):
+            hits.add("PHISH_BRAND_DISPLAY_NAME",
+                     f"display name {fa.display_name[:60]!r} names {brand.name} but the address "
+                     f"is {fa.address}")
+            return
+        self._check_lure(msg, from_reg, hits)
+
+    def _check_lure(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
+        head = (msg.subject + "\n" + msg.body_text[:2000]).lower()
+        lures = [w for w in _LURE_WORDS if w in head]
+        if len(lures) < 2:
+            return
+        brand = self._brand_named(head)
+        if brand is not None and not (from_reg and self._belongs(brand, from_reg)):
+            hits.add("PHISH_BRAND_LURE",
+                     f"names {brand.name} next to {', '.join(repr(w) for w in lures[:3])} but "
+                     f"comes from {from_reg or 'no sender domain'}")
+
+    def _check_obfuscated(self, msg: ParsedMessage, hits: _Hits) -> None:
+        """Lure words and brand names spelled with look-alike characters ("Iog in", "PayPaI",
+        "Microsоft" with a Cyrillic о) in the subject or the From display name: honest senders
+        have no reason to do that; filter evasion does."""
+        fa = msg.from_addr
+        for where, text in (("subject", msg.subject), ("display name", fa.display_name if fa else "")):
+            if not text:
+                continue
+            tokens = [t.strip(".,:;!?()[]\"'") for t in text.split()]
+            for i, tok in enumerate(tokens):
+                if not tok:
+                    continue
+                for cand in (tok, f"{tok} {tokens[i + 1]}" if i + 1 < len(tokens) else ""):
+                    if not cand:
+                        continue
+                    word = self._obfuscation_words.get(skeleton(cand))
+                    if word is not None and cand.lower() != word:
+                        hits.add("PHISH_OBFUSCATED_WORD",
+                                 f"{where} {text[:60]!r} spells {word!r} as {cand!r}")
+                        return
+
+
+def _has_form(html: str) -> bool:
+    # Substring tests: a case-insensitive regex over a 1 MB body costs milliseconds.
+    return any(mark in html for mark in _FORM_MARKS)
+
+
+def _known_suffix(host: str) -> bool:
+    from mailmoat.scan.lookalike import _EXTRACT
+
+    return bool(_EXTRACT(host).suffix)
+
+
+def _public_ip(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return True  # dotless/hex forms: only ever used to hide an address
+    # Intranet and loopback addresses are where admins and developers link to; everything
+    # else (including the documentation ranges, which no honest mail links to) counts.
+    if ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified:
+        return False
+    return not any(ip in net for net in _INTRANET)
+
+
+_INTRANET = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))
+
+
+def _host_of(url: str) -> str:
+    if url.startswith("//"):
+        url = "http:" + url
+    elif url.lower().startswith("www."):
+        url = "http://" + url
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def _param_url(url: str, names: Iterable[str]) -> str:
+    """The first query parameter in `names` whose value is itself a URL."""
+    if "?" not in url and "/amp/" not in url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    names = set(names)
+    for k, v in parse_qsl(parts.query, keep_blank_values=False):
+        if k.lower() in names:
+            v = unquote(v).strip() if "%" in v else v.strip()
+            if v.lower().startswith(("http://", "https://", "//", "www.")):
+                return v
+    if parts.path.startswith("/amp/s/"):
+        return "https://" + parts.path[len("/amp/s/"):]
+    return ""
 
 
 def build(ctx: BuildContext) -> list[Check]:
-    return []
+    cfg = ctx.config.section("phishing", PhishingSettings)
+    if not cfg.enabled:
+        return []
+    bec = ctx.config.section("bec", BecSettings)
+    builtin = {b.name: b for b in BUILTIN_BRANDS}
+    try:
+        brands = ([_brand_from_config(e, builtin) for e in cfg.brands] if cfg.brands is not None
+                  else list(BUILTIN_BRANDS))
+        brands += [_brand_from_config(e, builtin) for e in cfg.brands_extra]
+    except ValueError as exc:
+        from mailmoat.errors import ConfigError
+
+        raise ConfigError(f"[phishing] brands: {exc}") from exc
+    plist = None
+    if cfg.lists:
+        base = ctx.config.resolve_path(".") if ctx.config.source else None
+        plist = PhishList(cfg.lists, refresh_interval=cfg.refresh_interval,
+                          fetch_timeout=cfg.fetch_timeout, network=ctx.network, base_dir=base)
+    check = UrlCheck(brands, ctx.config.internal_domains, bec.protected_domains,
+                     SHORTENERS | {s.lower() for s in cfg.shorteners_extra}, plist)
+    return [check]

