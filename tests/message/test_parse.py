@@ -64,3 +64,12 @@ def test_missing_boundary_is_a_defect_not_a_crash():
 def test_arbitrary_bytes_never_raise(data: bytes):
     m = parse_message(data)
     assert m.raw == data
+
+
+def test_multipart_that_lost_its_boundaries_keeps_its_text():
+    # Seen in real corpora: the boundary lines were stripped, the body is plain GB2312 text.
+    raw = ("From: a@b.test\r\nContent-Type: multipart/alternative; boundary=\"x\"\r\n\r\n"
+           "你好，明天开会\r\n").encode("gb18030")
+    m = parse_message(raw)
+    assert "你好" in m.text
+    assert "MIME_START_BOUNDARY_NOT_FOUND" in m.defects
