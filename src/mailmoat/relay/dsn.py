@@ -14,16 +14,16 @@ import time
 
 from mailmoat.relay.headers import split_message
 
-_STATUS = re.compile(r"^\s*(\d)\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b")
-_CODE = re.compile(r"^\s*([245])\d\d\b")
+_STATUS = re.compile(r"(?:^|\s)([245])\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b")
+_CODE = re.compile(r"(?:^|\s)([245])\d\d\b")
 
 
 def status_code(response: str, default: str = "5.0.0") -> str:
     """The enhanced status code in an SMTP reply, or one derived from its basic code."""
-    m = _STATUS.match(response)
+    m = _STATUS.search(response)
     if m:
         return m.group(2)
-    m = _CODE.match(response)
+    m = _CODE.search(response)
     if m:
         return f"{m.group(1)}.0.0"
     return default
