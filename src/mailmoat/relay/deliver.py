@@ -28,6 +28,7 @@ import aiosmtplib
 
 from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
+from mailmoat.errors import RelayError
 from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.dsn import build_dsn, status_code
 from mailmoat.relay.headers import add_gateway_headers
@@ -65,46 +66,133 @@ def route_for(config: Config, rcpt: str) -> tuple[str, int]:
     return parse_hostport(d.downstream)
 
 
-async def send_to_route(config: Config, host: str, port: int, mail_from: str, rcpts: list[str],
-                        raw: bytes) -> dict[str, RcptResult]:
-    """One SMTP transaction; every recipient comes back with its own outcome."""
-    d = config.delivery
-    client = aiosmtplib.SMTP(hostname=host, port=port, timeout=d.connect_timeout,
-                             local_hostname=config.smtp.hostname, start_tls=False,
-                             validate_certs=False)
-    where = f"{host}:{port}"
-    try:
-        try:
-            await client.connect()
+class ConnectionPool:
+    """Open SMTP connections per next hop, reused across messages (as Postfix does).
+
+    A connection is reused at most MAX_USES times and for at most IDLE_SECONDS of idleness,
+    so a downstream that times idle clients out does not see us hold stale sockets.
+    """
+
+    MAX_USES = 100
+    IDLE_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        self.idle: dict[tuple[str, int], list[tuple[aiosmtplib.SMTP, float, int]]] = {}
+
+    async def acquire(self, config: Config, host: str, port: int) -> tuple[aiosmtplib.SMTP, int]:
+        stack = self.idle.get((host, port), [])
+        now = time.monotonic()
+        while stack:
+            client, last, uses = stack.pop()
+            if client.is_connected and now - last < self.IDLE_SECONDS:
+                return client, uses
+            _drop(client)
+        d = config.delivery
+        client = aiosmtplib.SMTP(hostname=host, port=port, timeout=d.connect_timeout,
+                                 local_hostname=config.smtp.hostname, start_tls=False,
+                                 validate_certs=False)
+        await client.connect()
+        await client.ehlo()
+        if d.tls != "none" and client.supports_extension("starttls"):
+            await client.starttls(validate_certs=False)
             await client.ehlo()
-            if d.tls != "none" and client.supports_extension("starttls"):
-                await client.starttls(validate_certs=False)
-            elif d.tls == "required":
-                return _all(rcpts, "deferred", f"{where} does not offer STARTTLS and "
-                                               f"[delivery] tls is required")
-            options = []
-            if any(b > 127 for b in raw) and client.supports_extension("8bitmime"):
-                options.append("BODY=8BITMIME")
-            if any(not a.isascii() for a in [mail_from, *rcpts]):
-                options.append("SMTPUTF8")
-            errors, response = await client.sendmail(mail_from, rcpts, raw,
-                                                     mail_options=options)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            return {r.recipient: _classify(r.code, r.message, where) for r in exc.recipients}
-        except aiosmtplib.SMTPResponseException as exc:
-            return _all(rcpts, *_kind(exc.code, exc.message, where))
+        elif d.tls == "required":
+            _drop(client)
+            raise RelayError(f"{host}:{port} does not offer STARTTLS and [delivery] tls is "
+                             f"required")
+        return client, 0
+
+    def release(self, host: str, port: int, client: aiosmtplib.SMTP, uses: int) -> None:
+        if uses + 1 >= self.MAX_USES or not client.is_connected:
+            _quit_later(client)
+            return
+        self.idle.setdefault((host, port), []).append((client, time.monotonic(), uses + 1))
+
+    async def close(self) -> None:
+        for stack in self.idle.values():
+            for client, _, _ in stack:
+                try:
+                    await asyncio.wait_for(client.quit(), 2)
+                except Exception:
+                    _drop(client)
+        self.idle.clear()
+
+
+def _drop(client: aiosmtplib.SMTP) -> None:
+    try:
+        client.close()
+    except Exception:
+        pass
+
+
+def _quit_later(client: aiosmtplib.SMTP) -> None:
+    async def bye() -> None:
+        try:
+            await asyncio.wait_for(client.quit(), 5)
+        except Exception:
+            _drop(client)
+
+    asyncio.get_running_loop().create_task(bye())
+
+
+async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpts: list[str], raw: bytes,
+                       where: str) -> dict[str, RcptResult]:
+    options = []
+    if not raw.isascii() and client.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")
+    if not all(a.isascii() for a in [mail_from, *rcpts]):
+        options.append("SMTPUTF8")
+    out: dict[str, RcptResult] = {}
+    try:
+        await client.mail(mail_from, options=options)
+    except aiosmtplib.SMTPResponseException as exc:
+        await client.rset()
+        return _all(rcpts, *_kind(exc.code, exc.message, where))
+    accepted = []
+    for rcpt in rcpts:
+        try:
+            await client.rcpt(rcpt)
+            accepted.append(rcpt)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            out[rcpt] = _classify(exc.code, exc.message, where)
+    if not accepted:
+        await client.rset()
+        return out
+    try:
+        response = await client.data(raw)
+    except aiosmtplib.SMTPResponseException as exc:
+        out.update(_all(accepted, *_kind(exc.code, exc.message, where)))
+        return out
+    out.update({r: RcptResult("delivered", f"{where}: {response.code} {response.message}")
+                for r in accepted})
+    return out
+
+
+async def send_to_route(config: Config, host: str, port: int, mail_from: str, rcpts: list[str],
+                        raw: bytes, pool: ConnectionPool | None = None) -> dict[str, RcptResult]:
+    """One SMTP transaction; every recipient comes back with its own outcome."""
+    pool = pool or ConnectionPool()
+    where = f"{host}:{port}"
+    for attempt in (1, 2):
+        try:
+            client, uses = await pool.acquire(config, host, port)
+        except RelayError as exc:
+            return _all(rcpts, "deferred", str(exc))
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             return _all(rcpts, "deferred", f"{where}: {type(exc).__name__}: {exc}")
-        out = {r: RcptResult("delivered", f"{where}: {response}") for r in rcpts}
-        for rcpt, resp in errors.items():
-            out[rcpt] = _classify(resp.code, resp.message, where)
-        return out
-    finally:
         try:
-            if client.is_connected:
-                await asyncio.wait_for(client.quit(), 5)
-        except Exception:
-            client.close()
+            result = await _transaction(client, mail_from, rcpts, raw, where)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            _drop(client)
+            if uses and attempt == 1:
+                continue  # a reused connection the server had closed: once more, fresh
+            return _all(rcpts, "deferred", f"{where}: {type(exc).__name__}: {exc}")
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            _drop(client)
+            return _all(rcpts, "deferred", f"{where}: {type(exc).__name__}: {exc}")
+        pool.release(host, port, client, uses)
+        return result
+    raise AssertionError("unreachable")
 
 
 def _kind(code: int, message: str, where: str) -> tuple[str, str]:
@@ -134,6 +222,7 @@ class DeliveryManager:
         self.scanner = scanner
         self.signer = signer or DkimSigner.from_config(config)
         self.sender = sender
+        self.pool = ConnectionPool()
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self._deferred: list[tuple[float, str]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -171,6 +260,7 @@ class DeliveryManager:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self.pool.close()
 
     def wake(self, msg_id: str) -> None:
         if msg_id not in self._queued:
@@ -361,7 +451,8 @@ class DeliveryManager:
         for r in rcpts:
             groups.setdefault(route_for(self.config, r), []).append(r)
         results: dict[str, RcptResult] = {}
-        outs = await asyncio.gather(*(self.sender(self.config, host, port, entry.mail_from, rs, raw)
+        outs = await asyncio.gather(*(self.sender(self.config, host, port, entry.mail_from, rs, raw,
+                                                  pool=self.pool)
                                       for (host, port), rs in groups.items()))
         for out in outs:
             results.update(out)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from mailmoat.message.model import domain_of
@@ -79,19 +79,24 @@ def message_log_data(*, mailmoat_id: str, envelope: Any, outcome: Any, node: str
     return data
 
 
+_MESSAGE_COLUMNS = frozenset(MessageRow.__table__.columns.keys())
+
+
 def write_message(s: Session, data: dict[str, Any]) -> bool:
     """Insert the message and its recipients; False when it is already logged (a message
-    recovered after a crash is logged once)."""
-    if s.get(MessageRow, data["id"]) is not None:
+    recovered after a crash is logged once). Core statements, not ORM objects: this runs
+    for every message, on the one writer thread."""
+    if s.execute(select(MessageRow.id).where(MessageRow.id == data["id"])).first() is not None:
         return False
-    fields = {k: v for k, v in data.items() if k in MessageRow.__table__.columns.keys()}
+    fields = {k: v for k, v in data.items() if k in _MESSAGE_COLUMNS}
     fields["received_at"] = _ts(data["received_at"])
-    row = MessageRow(**fields)
-    for addr, action in data["recipients"].items():
-        status = {"reject": "rejected", "quarantine": "queued"}.get(action, "queued")
-        row.recipients.append(RecipientRow(address=addr, domain=domain_of(addr), action=action,
-                                           status=status, attempts=0))
-    s.add(row)
+    s.execute(insert(MessageRow), [fields])
+    rows = [{"message_id": data["id"], "address": addr, "domain": domain_of(addr),
+             "action": action, "status": "rejected" if action == "reject" else "queued",
+             "attempts": 0, "last_response": ""}
+            for addr, action in data["recipients"].items()]
+    if rows:
+        s.execute(insert(RecipientRow), rows)
     return True
 
 
@@ -99,26 +104,21 @@ def record_delivery(s: Session, message_id: str, address: str, status: str, resp
                     attempts: int | None = None, next_attempt: float | None = None) -> None:
     """A delivery attempt's outcome: one history event, and the recipient's current state."""
     now = datetime.now(UTC)
-    if s.get(MessageRow, message_id) is None:
-        log.warning("no message-log row for %s; delivery event for %s not recorded",
-                    message_id, address)
-        return
-    s.add(DeliveryEventRow(message_id=message_id, address=address, at=now, status=status,
-                           response=response[:2000]))
-    rec = s.scalars(select(RecipientRow).where(RecipientRow.message_id == message_id,
-                                               RecipientRow.address == address)).first()
-    if rec is None:
-        rec = RecipientRow(message_id=message_id, address=address, domain=domain_of(address),
-                           action="accept", status=status)
-        s.add(rec)
-    rec.status = status
-    rec.last_response = response[:2000]
-    rec.last_attempt_at = now
+    s.execute(insert(DeliveryEventRow), [{"message_id": message_id, "address": address, "at": now,
+                                          "status": status, "response": response[:2000]}])
+    values: dict[str, Any] = {"status": status, "last_response": response[:2000],
+                              "last_attempt_at": now,
+                              "next_attempt_at": _ts(next_attempt) if status == "deferred" else None}
     if attempts is not None:
-        rec.attempts = attempts
-    rec.next_attempt_at = _ts(next_attempt) if status == "deferred" else None
+        values["attempts"] = attempts
     if status == "delivered":
-        rec.delivered_at = now
+        values["delivered_at"] = now
+    done = s.execute(update(RecipientRow).where(RecipientRow.message_id == message_id,
+                                                RecipientRow.address == address).values(**values))
+    if done.rowcount == 0:  # e.g. a recipient added by release to an older message
+        s.execute(insert(RecipientRow), [{"message_id": message_id, "address": address,
+                                          "domain": domain_of(address), "action": "accept",
+                                          **values}])
 
 
 class LogWriter:
@@ -165,7 +165,6 @@ class LogWriter:
             with self.db.session() as s:
                 for fn, _ in batch:
                     results.append(fn(s))
-                    s.flush()
             for (_, fut), res in zip(batch, results):
                 fut.set_result(res)
             return
