@@ -17,12 +17,13 @@ An unexpected exception moves the message to shunt/ for an administrator: never 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import heapq
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosmtplib
 
@@ -36,10 +37,11 @@ from mailmoat.scan.base import Action
 from mailmoat.smtp.server import parse_hostport
 from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
 from mailmoat.store.db import Database
-from mailmoat.store.log import LogWriter, message_log_data, record_delivery, write_message
+from mailmoat.store.log import LogWriter, message_log_data
 from mailmoat.store.quarantine import quarantine_message
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DONE_RETENTION = 24 * 3600  # seconds a finished message stays in done/ for tracing
 SCHEDULER_TICK = 0.5
@@ -214,7 +216,8 @@ class DeliveryManager:
     def __init__(self, config: Config, spool: Spool, db: Database | None = None,
                  log_writer: LogWriter | None = None, scanner: Any = None,
                  signer: DkimSigner | None = None,
-                 sender: Callable[..., Any] = send_to_route) -> None:
+                 sender: Callable[..., Any] = send_to_route,
+                 io_executor: concurrent.futures.Executor | None = None) -> None:
         self.config = config
         self.spool = spool
         self.db = db
@@ -223,6 +226,7 @@ class DeliveryManager:
         self.signer = signer or DkimSigner.from_config(config)
         self.sender = sender
         self.pool = ConnectionPool()
+        self.io_executor = io_executor
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self._deferred: list[tuple[float, str]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -262,6 +266,10 @@ class DeliveryManager:
         self._tasks = []
         await self.pool.close()
 
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Spool file work (fsync) off the event loop, on the spool's own threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.io_executor, fn, *args)
+
     def wake(self, msg_id: str) -> None:
         if msg_id not in self._queued:
             self._queued.add(msg_id)
@@ -277,13 +285,13 @@ class DeliveryManager:
             now = time.time()
             while self._deferred and self._deferred[0][0] <= now:
                 _, msg_id = heapq.heappop(self._deferred)
-                if await asyncio.to_thread(self.spool.move, msg_id, "deferred", "incoming"):
+                if await self._io(self.spool.move, msg_id, "deferred", "incoming"):
                     self.wake(msg_id)
             if now - self._last_sweep > SWEEP_INTERVAL:
                 # Other processes (the CLI, the console) release quarantined mail by writing
                 # into incoming/; pick those up too.
                 self._last_sweep = now
-                for msg_id in await asyncio.to_thread(self.spool.ids, "incoming"):
+                for msg_id in await self._io(self.spool.ids, "incoming"):
                     self.wake(msg_id)
             if now - self._last_cleanup > 600:
                 self._last_cleanup = now
@@ -306,15 +314,21 @@ class DeliveryManager:
             self._queued.discard(msg_id)
             self._busy += 1
             try:
-                if not await asyncio.to_thread(self.spool.move, msg_id, "incoming", "active"):
+                try:
+                    claimed = await self._io(self.spool.claim, msg_id)
+                except (OSError, ValueError):
+                    log.exception("message %s is unreadable; moved to shunt/", msg_id)
+                    await self._io(self._shunt, msg_id)
+                    continue
+                if claimed is None:
                     continue  # another worker took it, or it was already handled
                 try:
-                    await self.process(msg_id)
+                    await self.process(msg_id, *claimed)
                 except asyncio.CancelledError:
                     raise  # left in active/: recovered on the next start
                 except Exception:
                     log.exception("delivery of %s failed unexpectedly; moved to shunt/", msg_id)
-                    await asyncio.to_thread(self._shunt, msg_id)
+                    await self._io(self._shunt, msg_id)
             finally:
                 self._busy -= 1
 
@@ -327,15 +341,17 @@ class DeliveryManager:
 
     # -- one message -----------------------------------------------------------------------
 
-    async def process(self, msg_id: str) -> None:
-        entry, raw = await asyncio.to_thread(self.spool.read, "active", msg_id)
+    async def process(self, msg_id: str, entry: SpoolEntry, raw: bytes) -> None:
         log_id = str(entry.extra.get("mailmoat_id", entry.id))
         if not entry.scanned:
             raw = await self._scan_late(entry, raw)
-        if "log" in entry.extra and not entry.extra.get("logged"):
-            data = entry.extra["log"]
-            if await self._log(lambda s: write_message(s, data), f"logging {log_id}"):
+        if "log" in entry.extra and not entry.extra.get("logged") and self.log_writer:
+            try:
+                await asyncio.wrap_future(self.log_writer.log_message(entry.extra["log"]))
                 entry.extra["logged"] = True
+            except Exception:
+                log.exception("logging %s failed (the message itself is safe in the spool)",
+                              log_id)
         plan: dict[str, str] = entry.extra.get("plan", {})
         events: list[tuple[str, str, str]] = []
         hold = [r for r in entry.pending if plan.get(r) == "quarantine"]
@@ -370,13 +386,15 @@ class DeliveryManager:
         self._record(log_id, events, entry)
         if failures:
             await self._bounce(entry, raw, failures)
-        await asyncio.to_thread(self._finish, entry)
+        await self._io(self._finish, entry)
         if entry.pending:
             heapq.heappush(self._deferred, (entry.next_attempt, entry.id))
 
     def _finish(self, entry: SpoolEntry) -> None:
-        self.spool.update("active", entry)
-        self.spool.move(entry.id, "active", "deferred" if entry.pending else "done")
+        # A deferred message's retry state is worth an fsync; a finished one's is not.
+        sync = bool(entry.pending)
+        self.spool.update("active", entry, sync=sync)
+        self.spool.move(entry.id, "active", "deferred" if entry.pending else "done", sync=sync)
 
     async def _scan_late(self, entry: SpoolEntry, raw: bytes) -> bytes:
         """Mail spooled while the scanner was broken is scanned before it goes anywhere;
@@ -397,31 +415,14 @@ class DeliveryManager:
         entry.extra["log"] = message_log_data(mailmoat_id=entry.id, envelope=env, outcome=outcome,
                                               node=self.config.smtp.hostname)
         entry.scanned = True
-        await asyncio.to_thread(self.spool.put, entry, raw, "active")
+        await self._io(self.spool.put, entry, raw, "active")
         return raw
-
-    async def _log(self, fn: Callable[[Any], Any], what: str) -> bool:
-        if self.log_writer is None:
-            return False
-        try:
-            await self.log_writer.run(fn)
-            return True
-        except Exception:
-            log.exception("%s failed (the message itself is safe in the spool)", what)
-            return False
 
     def _record(self, log_id: str, events: list[tuple[str, str, str]], entry: SpoolEntry) -> None:
         if self.log_writer is None or not events:
             return
         attempts = entry.attempts + (0 if entry.pending else 1)
-        nxt = entry.next_attempt
-
-        def write(s: Any) -> None:
-            for rcpt, status, response in events:
-                record_delivery(s, log_id, rcpt, status, response, attempts=attempts,
-                                next_attempt=nxt)
-
-        fut = self.log_writer.submit(write)
+        fut = self.log_writer.log_delivery(log_id, events, attempts, entry.next_attempt)
         fut.add_done_callback(lambda f: f.exception() and log.error(
             "recording delivery of %s failed: %s", log_id, f.exception()))
 
@@ -478,5 +479,5 @@ class DeliveryManager:
                                       "plan": {entry.mail_from: "deliver"}})
         raw_dsn = add_gateway_headers(dsn, mailmoat_id=dsn_id, verdict=None, result=None,
                                       hostname=host)
-        await asyncio.to_thread(self.spool.put, dsn_entry, raw_dsn)
+        await self._io(self.spool.put, dsn_entry, raw_dsn)
         self.wake(dsn_id)

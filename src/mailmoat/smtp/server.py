@@ -14,6 +14,7 @@ phase, a 421 before hanging up on a silent client, and enhanced status codes on 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import logging
 import socket
@@ -61,12 +62,14 @@ class GatewayHandler:
 
     def __init__(self, config: Config, scanner: Scanner | None, spool: Spool,
                  on_spooled: Callable[[str], None] = lambda _id: None,
-                 on_rejected: Callable[[dict[str, Any]], None] = lambda _data: None) -> None:
+                 on_rejected: Callable[[dict[str, Any]], None] = lambda _data: None,
+                 io_executor: concurrent.futures.Executor | None = None) -> None:
         self.config = config
         self.scanner = scanner
         self.spool = spool
         self.on_spooled = on_spooled
         self.on_rejected = on_rejected
+        self.io_executor = io_executor
         smtp = config.smtp
         self.relay_domains = frozenset(d.lower() for d in smtp.relay_domains)
         self.internal_domains = frozenset(config.internal_domains)
@@ -186,7 +189,8 @@ class GatewayHandler:
                            direction=direction.value, scanned=outcome is not None,
                            extra={"plan": plan, "log": data, "tls": tls, "received": received})
         try:
-            await asyncio.to_thread(self.spool.put, entry, delivered)
+            await asyncio.get_running_loop().run_in_executor(self.io_executor, self.spool.put,
+                                                             entry, delivered)
         except Exception:
             log.exception("spooling %s failed", mid)
             return R.S451_SPOOL_FAILED

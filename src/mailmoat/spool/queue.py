@@ -69,7 +69,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
+def _write_durably(path: Path, data: bytes, sync: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -77,7 +77,8 @@ def _write_durably(path: Path, data: bytes) -> None:
         while view:
             n = os.write(fd, view)
             view = view[n:]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)
@@ -111,20 +112,33 @@ class Spool:
         entry = SpoolEntry.from_json(json.loads((d / f"{msg_id}.json").read_text()))
         return entry, (d / f"{msg_id}.eml").read_bytes()
 
-    def update(self, state: str, entry: SpoolEntry) -> None:
+    def update(self, state: str, entry: SpoolEntry, sync: bool = True) -> None:
+        """Rewrite the sidecar atomically; `sync=False` skips fsync where losing the update
+        to a power cut only repeats work (never loses mail)."""
         d = self.dir(state)
-        _write_durably(d / f"{entry.id}.json", json.dumps(asdict(entry)).encode())
+        _write_durably(d / f"{entry.id}.json", json.dumps(asdict(entry)).encode(), sync)
 
-    def move(self, msg_id: str, src: str, dst: str) -> bool:
-        """Atomically move a message between states; False if another worker took it."""
+    def move(self, msg_id: str, src: str, dst: str, sync: bool = True) -> bool:
+        """Atomically move a message between states; False if another worker took it.
+
+        `sync=False` skips the directory fsync: right for a worker's claim (a lost rename
+        leaves the message in incoming/, where it is delivered anyway) and for done/ (a
+        lost rename means a repeat delivery, never a lost one)."""
         s, d = self.dir(src), self.dir(dst)
         try:
             os.rename(s / f"{msg_id}.json", d / f"{msg_id}.json")  # the claim
         except FileNotFoundError:
             return False
         os.rename(s / f"{msg_id}.eml", d / f"{msg_id}.eml")
-        _fsync_dir(d)
+        if sync:
+            _fsync_dir(d)
         return True
+
+    def claim(self, msg_id: str) -> tuple[SpoolEntry, bytes] | None:
+        """incoming/ → active/ and read it, for a delivery worker; None if taken."""
+        if not self.move(msg_id, "incoming", "active", sync=False):
+            return None
+        return self.read("active", msg_id)
 
     def ids(self, state: str) -> list[str]:
         """Ids in a state, oldest first (ids sort by time)."""

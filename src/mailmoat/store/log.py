@@ -17,10 +17,11 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from mailmoat.message.model import domain_of
@@ -100,41 +101,94 @@ def write_message(s: Session, data: dict[str, Any]) -> bool:
     return True
 
 
-def record_delivery(s: Session, message_id: str, address: str, status: str, response: str = "",
-                    attempts: int | None = None, next_attempt: float | None = None) -> None:
-    """A delivery attempt's outcome: one history event, and the recipient's current state."""
+@dataclass
+class _Op:
+    kind: str  # "message" | "delivery" | "fn"
+    payload: Any
+    fut: concurrent.futures.Future[Any]
+
+
+_RCPT = RecipientRow.__table__
+_UPDATE_RECIPIENT = (
+    update(_RCPT)
+    .where(_RCPT.c.message_id == bindparam("b_mid"), _RCPT.c.address == bindparam("b_addr"))
+    .values(status=bindparam("b_status"), last_response=bindparam("b_resp"),
+            last_attempt_at=bindparam("b_at"), next_attempt_at=bindparam("b_next"),
+            attempts=bindparam("b_attempts"), delivered_at=bindparam("b_delivered")))
+
+
+def _write_messages(s: Session, items: list[dict[str, Any]]) -> list[bool]:
+    """Many messages in three statements: which exist, insert messages, insert recipients."""
+    ids = [d["id"] for d in items]
+    existing = set(s.scalars(select(MessageRow.id).where(MessageRow.id.in_(ids))))
+    fresh, seen, out = [], set(), []
+    for d in items:
+        new = d["id"] not in existing and d["id"] not in seen
+        seen.add(d["id"])
+        out.append(new)
+        if new:
+            fresh.append(d)
+    if fresh:
+        s.execute(insert(MessageRow), [
+            {**{k: v for k, v in d.items() if k in _MESSAGE_COLUMNS},
+             "received_at": _ts(d["received_at"])} for d in fresh])
+        rows = [{"message_id": d["id"], "address": addr, "domain": domain_of(addr),
+                 "action": action, "status": "rejected" if action == "reject" else "queued",
+                 "attempts": 0, "last_response": ""}
+                for d in fresh for addr, action in d["recipients"].items()]
+        if rows:
+            s.execute(insert(RecipientRow), rows)
+    return out
+
+
+def _write_deliveries(s: Session, items: list[tuple[str, list[tuple[str, str, str]], int, float]]) -> None:
     now = datetime.now(UTC)
-    s.execute(insert(DeliveryEventRow), [{"message_id": message_id, "address": address, "at": now,
-                                          "status": status, "response": response[:2000]}])
-    values: dict[str, Any] = {"status": status, "last_response": response[:2000],
-                              "last_attempt_at": now,
-                              "next_attempt_at": _ts(next_attempt) if status == "deferred" else None}
-    if attempts is not None:
-        values["attempts"] = attempts
-    if status == "delivered":
-        values["delivered_at"] = now
-    done = s.execute(update(RecipientRow).where(RecipientRow.message_id == message_id,
-                                                RecipientRow.address == address).values(**values))
-    if done.rowcount == 0:  # e.g. a recipient added by release to an older message
-        s.execute(insert(RecipientRow), [{"message_id": message_id, "address": address,
-                                          "domain": domain_of(address), "action": "accept",
-                                          **values}])
+    events, updates = [], []
+    for message_id, outcomes, attempts, next_attempt in items:
+        for address, status, response in outcomes:
+            events.append({"message_id": message_id, "address": address, "at": now,
+                           "status": status, "response": response[:2000]})
+            updates.append({"b_mid": message_id, "b_addr": address, "b_status": status,
+                            "b_resp": response[:2000], "b_at": now,
+                            "b_next": _ts(next_attempt) if status == "deferred" else None,
+                            "b_attempts": attempts,
+                            "b_delivered": now if status == "delivered" else None})
+    if events:
+        s.execute(insert(DeliveryEventRow), events)
+        s.execute(_UPDATE_RECIPIENT, updates)
 
 
 class LogWriter:
-    """One thread owns every message-log write; callers submit `fn(session)`."""
+    """One thread owns every message-log write.
+
+    `log_message` and `log_delivery` are the hot path: whatever is queued when the thread
+    wakes goes into one transaction with one statement per kind (executemany), which is
+    what lets the log keep up with hundreds of messages a second on SQLite. `submit(fn)`
+    runs any other `fn(session)` in the same order.
+    """
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._q: queue.Queue[tuple[Callable[[Session], Any], concurrent.futures.Future[Any]] | None] = (
-            queue.Queue())
+        self._q: queue.Queue[_Op | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="mailmoat-log-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[Session], T]) -> concurrent.futures.Future[T]:
-        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._q.put((fn, fut))
+    def _put(self, kind: str, payload: Any) -> concurrent.futures.Future[Any]:
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._q.put(_Op(kind, payload, fut))
         return fut
+
+    def submit(self, fn: Callable[[Session], T]) -> concurrent.futures.Future[T]:
+        return self._put("fn", fn)
+
+    def log_message(self, data: dict[str, Any]) -> concurrent.futures.Future[bool]:
+        """Insert a message (from `message_log_data`); resolves False if already logged."""
+        return self._put("message", data)
+
+    def log_delivery(self, message_id: str, outcomes: list[tuple[str, str, str]],
+                     attempts: int, next_attempt: float = 0.0) -> concurrent.futures.Future[None]:
+        """Record (address, status, response) outcomes of one attempt."""
+        return self._put("delivery", (message_id, outcomes, attempts, next_attempt))
 
     async def run(self, fn: Callable[[Session], T]) -> T:
         return await asyncio.wrap_future(self.submit(fn))
@@ -159,32 +213,39 @@ class LogWriter:
             if stop:
                 return
 
-    def _commit(self, batch: list[tuple[Callable[[Session], Any], concurrent.futures.Future[Any]]]) -> None:
+    def _apply(self, s: Session, batch: list[_Op]) -> list[Any]:
+        results: dict[int, Any] = {}
+        # Messages first: a delivery in the same batch refers to its message's rows.
+        msgs = [(i, op) for i, op in enumerate(batch) if op.kind == "message"]
+        if msgs:
+            for (i, _), res in zip(msgs, _write_messages(s, [op.payload for _, op in msgs])):
+                results[i] = res
+        dels = [(i, op) for i, op in enumerate(batch) if op.kind == "delivery"]
+        if dels:
+            _write_deliveries(s, [op.payload for _, op in dels])
+            for i, _ in dels:
+                results[i] = None
+        for i, op in enumerate(batch):
+            if op.kind == "fn":
+                results[i] = op.payload(s)
+        return [results[i] for i in range(len(batch))]
+
+    def _commit(self, batch: list[_Op]) -> None:
         try:
-            results = []
             with self.db.session() as s:
-                for fn, _ in batch:
-                    results.append(fn(s))
-            for (_, fut), res in zip(batch, results):
-                fut.set_result(res)
-            return
-        except Exception:
+                results = self._apply(s, batch)
+        except Exception as exc:
             if len(batch) == 1:
-                log.exception("message-log write failed")
-                batch[0][1].set_exception(_current_exc())
+                log.error("message-log write failed: %s", exc)
+                batch[0].fut.set_exception(exc)
                 return
-        # One bad write must not sink the others: retry them one by one.
-        for item in batch:
-            self._commit([item])
+            # One bad write must not sink the others: retry them one by one.
+            for op in batch:
+                self._commit([op])
+            return
+        for op, res in zip(batch, results):
+            op.fut.set_result(res)
 
     def close(self) -> None:
         self._q.put(None)
         self._thread.join(timeout=30)
-
-
-def _current_exc() -> BaseException:
-    import sys
-
-    exc = sys.exc_info()[1]
-    assert exc is not None
-    return exc
