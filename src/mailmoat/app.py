@@ -24,7 +24,8 @@ from mailmoat.relay.deliver import DeliveryManager
 from mailmoat.scan.base import BuildContext
 from mailmoat.scan.engine import Scanner
 from mailmoat.smtp.limits import ConnectionLimiter, make_limiter
-from mailmoat.smtp.server import GatewayHandler, parse_hostport, start_smtp_server
+from mailmoat.relay.routes import parse_hostport
+from mailmoat.smtp.server import GatewayHandler, start_smtp_server
 from mailmoat.smtp.tls import server_context
 from mailmoat.spool.queue import Spool
 from mailmoat.store.db import Database

@@ -326,3 +326,21 @@ async def test_auth_plain_refused_before_tls(tmp_path, sink):
         code, _ = await c.execute_command(b"AUTH", b"PLAIN", token.encode())
         assert code == 538
         await c.quit()
+
+
+async def test_recipient_verification_at_the_downstream(tmp_path, sink):
+    sink.rcpt_replies = {"ghost@example.test": "550 5.1.1 unknown user",
+                         "busy@example.test": "450 4.2.1 mailbox busy"}
+    cfg = gateway_config(tmp_path, sink.port, smtp={"verify_recipients_downstream": True})
+    async with running_gateway(cfg) as gw:
+        c = await client(gw.smtp_port)
+        await c.mail("a@sender.test")
+        await c.rcpt("bob@example.test")
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as exc:
+            await c.rcpt("ghost@example.test")
+        assert exc.value.code == 550 and "5.1.1" in exc.value.message
+        with pytest.raises(aiosmtplib.SMTPRecipientRefused) as exc:
+            await c.rcpt("busy@example.test")
+        assert exc.value.code == 450
+        await c.quit()
+        assert ("ghost@example.test" in gw.handler._verified)  # answered from cache next time

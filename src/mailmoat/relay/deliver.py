@@ -34,7 +34,7 @@ from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.dsn import build_dsn, status_code
 from mailmoat.relay.headers import add_gateway_headers
 from mailmoat.scan.base import Action
-from mailmoat.smtp.server import parse_hostport
+from mailmoat.relay.routes import route_for
 from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
 from mailmoat.store.db import Database
 from mailmoat.store.log import LogWriter, message_log_data
@@ -52,20 +52,6 @@ SWEEP_INTERVAL = 2.0  # seconds between looks at incoming/ for mail spooled by o
 class RcptResult:
     status: str  # delivered | deferred | failed
     response: str
-
-
-def route_for(config: Config, rcpt: str) -> tuple[str, int]:
-    """Next hop for a recipient: explicit route, then our domains → downstream, then
-    foreign domains → outbound_relay (or downstream when none is set)."""
-    d = config.delivery
-    domain = domain_of(rcpt)
-    if domain in d.routes:
-        return parse_hostport(d.routes[domain])
-    local = domain in {x.lower() for x in config.smtp.relay_domains} or \
-        domain in config.internal_domains
-    if not local and d.outbound_relay:
-        return parse_hostport(d.outbound_relay)
-    return parse_hostport(d.downstream)
 
 
 class ConnectionPool:

@@ -11,6 +11,7 @@ S421_TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address, t
 S421_DATA_TIMEOUT = "421 4.4.2 Data timeout, closing connection"
 S421_SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 S451_SPOOL_FAILED = "451 4.3.0 Temporary failure storing the message, try again later"
+S450_VERIFY_LATER = "450 4.1.1 <{rcpt}>: Recipient address not verified, try again later"
 S452_TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 S500_LINE_TOO_LONG = "500 5.5.2 Line too long"
 S550_NO_SUCH_USER = "550 5.1.1 <{rcpt}>: Recipient address rejected: no such user"

@@ -18,16 +18,19 @@ import concurrent.futures
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 from mailmoat.config import Config
 from mailmoat.errors import ConfigError
 from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.headers import add_gateway_headers, received_value
+from mailmoat.relay.routes import parse_hostport, route_for
 from mailmoat.scan.base import Action
 from mailmoat.scan.engine import Scanner
 from mailmoat.smtp import replies as R
@@ -39,14 +42,7 @@ from mailmoat.store.log import message_log_data
 log = logging.getLogger(__name__)
 
 NULL_SENDER = "<>"
-
-
-def parse_hostport(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    try:
-        return host.strip("[]") or "127.0.0.1", int(port)
-    except ValueError as exc:
-        raise ConfigError(f"expected host:port, got {value!r}") from exc
+VERIFY_CACHE_SECONDS = 600.0
 
 
 def load_recipients(path: Path) -> frozenset[str]:
@@ -78,6 +74,7 @@ class GatewayHandler:
             if smtp.auth_users_file else None
         self.recipients = load_recipients(config.resolve_path(smtp.recipients_file)) \
             if smtp.recipients_file else None
+        self._verified: dict[str, tuple[float, str | None]] = {}
 
     # -- who is this client --------------------------------------------------------------
 
@@ -108,6 +105,44 @@ class GatewayHandler:
                  "ok" if ok else "failed")
         return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
+    async def verify_downstream(self, address: str) -> str | None:
+        """Ask the next hop whether it knows the recipient (RCPT TO, then RSET). A refusal
+        comes back as our reply; an unreachable or undecided downstream accepts the
+        recipient, so verification can delay nothing and lose nothing."""
+        key = address.lower()
+        now = time.monotonic()
+        hit = self._verified.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        host, port = route_for(self.config, address)
+        client = aiosmtplib.SMTP(hostname=host, port=port, timeout=10, start_tls=False,
+                                 local_hostname=self.config.smtp.hostname)
+        verdict: str | None = None
+        try:
+            await client.connect()
+            await client.ehlo()
+            await client.mail("")
+            await client.rcpt(address)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            if 500 <= exc.code < 600:
+                verdict = R.S550_NO_SUCH_USER.format(rcpt=address)
+            else:
+                verdict = R.S450_VERIFY_LATER.format(rcpt=address)
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            log.info("recipient verification of %s at %s:%d failed (%s); accepting",
+                     address, host, port, exc)
+            return None
+        finally:
+            try:
+                if client.is_connected:
+                    await asyncio.wait_for(client.quit(), 5)
+            except Exception:
+                client.close()
+        self._verified[key] = (now + VERIFY_CACHE_SECONDS, verdict)
+        if len(self._verified) > 100_000:
+            self._verified.clear()
+        return verdict
+
     # -- hooks ---------------------------------------------------------------------------
 
     async def handle_EHLO(self, server: SMTP, session: Any, envelope: Any, hostname: str,
@@ -129,6 +164,10 @@ class GatewayHandler:
             if self.recipients is not None and address.lower() not in self.recipients \
                     and f"@{domain}" not in self.recipients:
                 return R.S550_NO_SUCH_USER.format(rcpt=address)
+            if self.config.smtp.verify_recipients_downstream:
+                refusal = await self.verify_downstream(address)
+                if refusal:
+                    return refusal
         elif not self.internal_sender(session):
             log.info("relay denied: %s -> %s from %s", envelope.mail_from, address,
                      _peer_ip(session))
@@ -291,4 +330,4 @@ async def start_smtp_server(config: Config, handler: GatewayHandler,
     return await loop.create_server(factory, host=host, port=port, reuse_address=True)
 
 
-__all__ = ["GatewayHandler", "GatewaySMTP", "parse_hostport", "start_smtp_server"]
+__all__ = ["GatewayHandler", "GatewaySMTP", "start_smtp_server"]
