@@ -156,7 +156,9 @@ enabled = false
 network = false
 """)
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    gw = subprocess.Popen([sys.executable, "-m", "mailmoat", "serve", "--config", str(cfg),
+    prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] \
+        if os.environ.get("BENCH_PROFILE") else []  # profile the gateway's main thread
+    gw = subprocess.Popen([sys.executable, *prof, "-m", "mailmoat", "serve", "--config", str(cfg),
                            "--log-level", "WARNING"], env=env)
     try:
         for _ in range(300):

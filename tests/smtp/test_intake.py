@@ -344,3 +344,24 @@ async def test_recipient_verification_at_the_downstream(tmp_path, sink):
         assert exc.value.code == 450
         await c.quit()
         assert ("ghost@example.test" in gw.handler._verified)  # answered from cache next time
+
+
+def test_fast_address_parsing_matches_aiosmtpd():
+    import asyncio as _asyncio
+
+    from aiosmtpd.smtp import SMTP
+
+    from mailmoat.smtp.limits import MemoryLimiter
+    from mailmoat.smtp.server import GatewaySMTP
+
+    loop = _asyncio.new_event_loop()
+    try:
+        ours = GatewaySMTP(object(), limiter=MemoryLimiter(1), data_timeout=1,
+                           max_line_length=1000, loop=loop)
+        theirs = SMTP(object(), loop=loop)
+        for arg in ["<a@b.test>", " <a.b+c@sub.example.test> SIZE=100 BODY=8BITMIME", "<>",
+                    "<\"x y\"@b.test>", "a@b.test", "<a@b.test", "<müller@b.test>",
+                    "<" + "l" * 70 + "@b.test>"]:
+            assert ours._getaddr(arg) == theirs._getaddr(arg), arg
+    finally:
+        loop.close()
