@@ -82,10 +82,22 @@ class Gateway:
                 yield
 
         host, port = parse_hostport(self.config.web.listen)
-        app = create_app(self.config, self.db)
-        self.web_server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                 lifespan="auto"))
-        self._web_task = asyncio.create_task(self.web_server.serve(), name="web")
+        try:
+            app = create_app(self.config, self.db)
+        except Exception:  # the console is optional; mail keeps flowing without it
+            log.exception("web console failed to start; serving SMTP only")
+            return
+        server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                        lifespan="auto"))
+
+        async def serve_web() -> None:
+            try:
+                await server.serve()
+            except (Exception, SystemExit):  # uvicorn exits the process on bind errors
+                log.exception("web console stopped; SMTP and delivery carry on")
+
+        self.web_server = server
+        self._web_task = asyncio.create_task(serve_web(), name="web")
         log.info("web console on http://%s:%d", host, port)
 
     async def stop(self) -> None:

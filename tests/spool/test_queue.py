@@ -40,3 +40,26 @@ def test_ids_sort_by_time():
     a = new_message_id()
     b = new_message_id()
     assert len(a) == 27 and a[:11] <= b[:11]
+
+
+def test_recover_reunites_a_move_cut_short_by_a_crash(tmp_path):
+    """kill -9 between a move's two renames: sidecar in active/, bytes still in incoming/."""
+    spool = Spool(tmp_path)
+    a, b = _entry(), _entry()
+    spool.put(a, b"bytes of a")
+    spool.put(b, b"bytes of b", state="active")
+    (tmp_path / "incoming" / f"{a.id}.json").rename(tmp_path / "active" / f"{a.id}.json")
+    (tmp_path / "active" / f"{b.id}.eml").rename(tmp_path / "done" / f"{b.id}.eml")
+    assert spool.recover() == 2
+    assert sorted(spool.ids("incoming")) == sorted([a.id, b.id])
+    assert spool.read("incoming", a.id)[1] == b"bytes of a"
+    assert spool.read("incoming", b.id)[1] == b"bytes of b"
+
+
+def test_move_finds_bytes_left_behind(tmp_path):
+    spool = Spool(tmp_path)
+    a = _entry()
+    spool.put(a, b"payload")
+    (tmp_path / "incoming" / f"{a.id}.eml").rename(tmp_path / "deferred" / f"{a.id}.eml")
+    assert spool.move(a.id, "incoming", "active")
+    assert spool.read("active", a.id)[1] == b"payload"

@@ -29,7 +29,7 @@ import aiosmtplib
 
 from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
-from mailmoat.errors import RelayError
+from mailmoat.errors import RelayError, SpoolError
 from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.dsn import build_dsn, status_code
 from mailmoat.relay.headers import add_gateway_headers
@@ -302,7 +302,7 @@ class DeliveryManager:
             try:
                 try:
                     claimed = await self._io(self.spool.claim, msg_id)
-                except (OSError, ValueError):
+                except (OSError, ValueError, SpoolError):
                     log.exception("message %s is unreadable; moved to shunt/", msg_id)
                     await self._io(self._shunt, msg_id)
                     continue

@@ -151,7 +151,13 @@ class Spool:
             os.rename(s / f"{msg_id}.json", d / f"{msg_id}.json")  # the claim
         except FileNotFoundError:
             return False
-        os.rename(s / f"{msg_id}.eml", d / f"{msg_id}.eml")
+        try:
+            os.rename(s / f"{msg_id}.eml", d / f"{msg_id}.eml")
+        except FileNotFoundError:
+            # An earlier move of this message was cut short after its sidecar moved
+            # (see recover()); the bytes are wherever that left them.
+            if not self._reunite(msg_id, dst):
+                raise SpoolError(f"message {msg_id}: bytes missing from the spool") from None
         if sync:
             _fsync_dir(d)
         return True
@@ -166,18 +172,40 @@ class Spool:
         """Ids in a state, oldest first (ids sort by time)."""
         return sorted(p.stem for p in self.dir(state).glob("*.json"))
 
+    def _reunite(self, msg_id: str, state: str) -> bool:
+        """Bring a message's .eml next to its sidecar in `state`, from wherever an
+        interrupted move left it. False when the bytes exist nowhere."""
+        target = self.dir(state) / f"{msg_id}.eml"
+        if target.exists():
+            return True
+        for other in STATES:
+            src = self.dir(other) / f"{msg_id}.eml"
+            if other != state and src.exists():
+                os.rename(src, target)
+                return True
+        return False
+
     def recover(self) -> int:
-        """After a crash: messages left in active/ go back to incoming/. Returns how many."""
+        """After a crash: messages left in active/ go back to incoming/. Returns how many.
+
+        A move renames the sidecar, then the bytes; a crash in between leaves the two in
+        different states, so halves are reunited (next to the sidecar) before anything
+        else. Only then is a .eml with no sidecar anywhere removed: put() writes the
+        bytes before the sidecar, so such a file was never acknowledged with 250."""
+        sidecars = {p.stem: state for state in STATES for p in self.dir(state).glob("*.json")}
+        for state in STATES:
+            for eml in self.dir(state).glob("*.eml"):
+                home = sidecars.get(eml.stem)
+                if home is None:
+                    eml.unlink(missing_ok=True)
+                elif home != state:
+                    os.rename(eml, self.dir(home) / eml.name)
+            for tmp in self.dir(state).glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         n = 0
         for msg_id in self.ids("active"):
             if self.move(msg_id, "active", "incoming"):
                 n += 1
-        # A crash between the .eml and .json writes leaves a lone .eml: it was never
-        # acknowledged with 250, so removing it loses nothing.
         for state in STATES:
-            for eml in self.dir(state).glob("*.eml"):
-                if not eml.with_suffix(".json").exists():
-                    eml.unlink(missing_ok=True)
-            for tmp in self.dir(state).glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+            _fsync_dir(self.dir(state))
         return n
