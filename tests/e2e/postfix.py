@@ -122,12 +122,20 @@ relay_transport = error:no outside delivery in tests
         raise RuntimeError(f"postfix did not listen on {self.port}: {self.log()[-2000:]}")
 
     def stop(self) -> None:
-        self._run("stop")
-        # Give the master a moment to take its children down.
         pidfile = self.queue / "pid" / "master.pid"
+        try:
+            pid = int(pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pid = 0
+        self._run("stop")
+        # `postfix stop` only signals the master; wait for it to take its children down.
         deadline = time.monotonic() + 10
-        while pidfile.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        while pid and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
 
     def log(self) -> str:
         p = self.root / "maillog"
