@@ -191,3 +191,28 @@ async def test_manager_without_database_still_delivers(tmp_path, sink):
     finally:
         await mgr.stop()
     assert spool.ids("done") == [mid]
+
+
+async def test_outbound_mail_is_signed_for_the_from_domain(tmp_path, sink):
+    from mailmoat.dkimsign import DkimSigner
+
+    class Recorder(DkimSigner):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def sign(self, raw, domain):
+            self.calls.append(domain)
+            return b"X-Signed-For: " + domain.encode() + b"\r\n" + raw
+
+    cfg = gateway_config(tmp_path, sink.port, smtp={"trusted_networks": ["127.0.0.0/8"]},
+                         delivery={"outbound_relay": f"127.0.0.1:{sink.port}"})
+    async with running_gateway(cfg) as gw:
+        gw.delivery.signer = Recorder()
+        await send(gw.smtp_port, "bounces@mailer.example.test", ["dave@elsewhere.test"],
+                   make_email(sender="Carol <carol@example.test>"))
+        await send(gw.smtp_port, "x@sender.test", ["bob@example.test"], make_email())
+        await sink.wait_for(2)
+        assert gw.delivery.signer.calls == ["example.test"]  # only the outbound one
+    signed = [m for m in sink.parsed() if m["X-Signed-For"]]
+    assert len(signed) == 1 and signed[0]["X-Signed-For"] == "example.test"

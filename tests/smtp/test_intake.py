@@ -365,3 +365,14 @@ def test_fast_address_parsing_matches_aiosmtpd():
             assert ours._getaddr(arg) == theirs._getaddr(arg), arg
     finally:
         loop.close()
+
+
+async def test_duplicate_recipient_is_delivered_once(tmp_path, sink):
+    cfg = gateway_config(tmp_path, sink.port)
+    async with running_gateway(cfg) as gw:
+        c = await client(gw.smtp_port)
+        await c.sendmail("a@sender.test", ["bob@example.test", "Bob@example.test"], make_email())
+        await c.quit()
+        await sink.wait_for(1)
+        await asyncio.sleep(0.3)
+    assert len(sink.messages) == 1 and sink.messages[0][1] == ["bob@example.test"]

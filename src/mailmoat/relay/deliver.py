@@ -428,7 +428,9 @@ class DeliveryManager:
 
     async def _deliver(self, entry: SpoolEntry, raw: bytes, rcpts: list[str]) -> dict[str, RcptResult]:
         if entry.direction == Direction.OUTBOUND.value and not entry.extra.get("dsn"):
-            domain = domain_of(entry.mail_from)
+            # Sign for the From header's domain (what DMARC aligns with), else the sender's.
+            domain = str(entry.extra.get("log", {}).get("from_domain") or "") or \
+                domain_of(entry.mail_from)
             try:
                 raw = self.signer.sign(raw, domain)
             except Exception:

@@ -159,6 +159,8 @@ class GatewayHandler:
 
     async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
+        if any(r.lower() == address.lower() for r in envelope.rcpt_tos):
+            return "250 2.1.5 Ok (duplicate recipient, delivered once)"
         if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
             return R.S452_TOO_MANY_RECIPIENTS
         domain = domain_of(address)
