@@ -380,3 +380,19 @@ async def test_duplicate_recipient_is_delivered_once(tmp_path, sink):
         await sink.wait_for(1)
         await asyncio.sleep(0.3)
     assert len(sink.messages) == 1 and sink.messages[0][1] == ["bob@example.test"]
+
+
+async def test_smtputf8_and_8bit_mail_pass_through(tmp_path, sink):
+    cfg = gateway_config(tmp_path, sink.port)
+    raw = ("From: Jürgen <jürgen@sender.test>\r\nTo: bob@example.test\r\nSubject: Grüße\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+           "Schöne Grüße aus Köln\r\n").encode()
+    async with running_gateway(cfg) as gw:
+        c = await client(gw.smtp_port)
+        await c.sendmail("jürgen@sender.test", ["bob@example.test"], raw,
+                         mail_options=["SMTPUTF8"])
+        await c.quit()
+        await sink.wait_for(1)
+    mail_from, rcpts, got = sink.messages[0]
+    assert mail_from == "jürgen@sender.test"
+    assert got.endswith("Schöne Grüße aus Köln\r\n".encode())

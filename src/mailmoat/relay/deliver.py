@@ -126,20 +126,26 @@ def _quit_later(client: aiosmtplib.SMTP) -> None:
 async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpts: list[str], raw: bytes,
                        where: str) -> dict[str, RcptResult]:
     options = []
+    encoding = "ascii"
     if not raw.isascii() and client.supports_extension("8bitmime"):
         options.append("BODY=8BITMIME")
     if not all(a.isascii() for a in [mail_from, *rcpts]):
+        if not client.supports_extension("smtputf8"):
+            # RFC 6531: the next hop cannot take internationalised addresses at all.
+            return _all(rcpts, "failed", f"{where}: 553 5.6.7 the next hop does not "
+                                         f"support SMTPUTF8 for non-ASCII addresses")
         options.append("SMTPUTF8")
+        encoding = "utf-8"
     out: dict[str, RcptResult] = {}
     try:
-        await client.mail(mail_from, options=options)
+        await client.mail(mail_from, options=options, encoding=encoding)
     except aiosmtplib.SMTPResponseException as exc:
         await client.rset()
         return _all(rcpts, *_kind(exc.code, exc.message, where))
     accepted = []
     for rcpt in rcpts:
         try:
-            await client.rcpt(rcpt)
+            await client.rcpt(rcpt, encoding=encoding)
             accepted.append(rcpt)
         except aiosmtplib.SMTPRecipientRefused as exc:
             out[rcpt] = _classify(exc.code, exc.message, where)
