@@ -133,6 +133,7 @@ class WebSettings(Section):
 
 class RedisSettings(Section):
     url: str = Field("", description="redis://host:port/db for shared counters; empty: in-memory")
+    key_prefix: str = Field("mailmoat:", description="prefix of every Redis key mailmoat writes")
 
 
 class ScanSettings(Section):

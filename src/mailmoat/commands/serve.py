@@ -1,9 +1,38 @@
-"""`mailmoat` sub-commands of the serve area: not implemented yet (its issue owns it)."""
+"""`mailmoat serve --config FILE`: SMTP intake, delivery workers and the web console."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
 import typer
+
+from mailmoat.config import load_config, write_default_config
+from mailmoat.errors import MailmoatError
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    @app.command()
+    def serve(
+        config: Path = typer.Option(Path("mailmoat.toml"), "--config", "-c",
+                                    help="TOML config; written with defaults if missing"),
+        log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING…"),
+    ) -> None:
+        """Run the gateway until SIGTERM or SIGINT."""
+        from mailmoat.app import run
+
+        logging.basicConfig(level=log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # aiosmtpd logs every command at INFO; that is a debugging aid, not a mail log.
+        logging.getLogger("mail.log").setLevel(max(logging.WARNING, logging.getLogger().level))
+        if not config.exists():
+            write_default_config(config)
+            typer.echo(f"wrote default configuration to {config}", err=True)
+        try:
+            cfg = load_config(config)
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            asyncio.run(run(cfg))
+        except MailmoatError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc

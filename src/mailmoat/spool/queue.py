@@ -15,9 +15,10 @@ On start, anything left in active/ (a crash mid-delivery) goes back to incoming/
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import secrets
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,9 +30,29 @@ STATES = ("incoming", "active", "deferred", "done", "shunt")
 SIDECAR_VERSION = 1
 
 
+class _RandomPool:
+    """os.urandom in 4 KiB reads: the getrandom() call costs ~0.3 ms on a busy VM, and the
+    intake takes one id per message."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buf = b""
+
+    def hex(self, nbytes: int) -> str:
+        with self._lock:
+            if len(self._buf) < nbytes:
+                self._buf = os.urandom(4096)
+            out, self._buf = self._buf[:nbytes], self._buf[nbytes:]
+        return out.hex()
+
+
+_random = _RandomPool()
+_tmp_counter = itertools.count()
+
+
 def new_message_id() -> str:
-    """Unique, sortable by time, unguessable: 10 hex digits of ms time + 16 random hex."""
-    return f"{int(time.time() * 1000):011x}{secrets.token_hex(8)}"
+    """Unique, sortable by time, unguessable: 11 hex digits of ms time + 16 random hex."""
+    return f"{int(time.time() * 1000):011x}{_random.hex(8)}"
 
 
 @dataclass
@@ -69,15 +90,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+def _write_durably(path: Path, data: bytes, sync: bool = True) -> None:
+    # Unique across threads (counter) and processes (pid); it need not be unguessable.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{next(_tmp_counter)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         view = memoryview(data)
         while view:
             n = os.write(fd, view)
             view = view[n:]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.rename(tmp, path)
@@ -111,37 +134,78 @@ class Spool:
         entry = SpoolEntry.from_json(json.loads((d / f"{msg_id}.json").read_text()))
         return entry, (d / f"{msg_id}.eml").read_bytes()
 
-    def update(self, state: str, entry: SpoolEntry) -> None:
+    def update(self, state: str, entry: SpoolEntry, sync: bool = True) -> None:
+        """Rewrite the sidecar atomically; `sync=False` skips fsync where losing the update
+        to a power cut only repeats work (never loses mail)."""
         d = self.dir(state)
-        _write_durably(d / f"{entry.id}.json", json.dumps(asdict(entry)).encode())
+        _write_durably(d / f"{entry.id}.json", json.dumps(asdict(entry)).encode(), sync)
 
-    def move(self, msg_id: str, src: str, dst: str) -> bool:
-        """Atomically move a message between states; False if another worker took it."""
+    def move(self, msg_id: str, src: str, dst: str, sync: bool = True) -> bool:
+        """Atomically move a message between states; False if another worker took it.
+
+        `sync=False` skips the directory fsync: right for a worker's claim (a lost rename
+        leaves the message in incoming/, where it is delivered anyway) and for done/ (a
+        lost rename means a repeat delivery, never a lost one)."""
         s, d = self.dir(src), self.dir(dst)
         try:
             os.rename(s / f"{msg_id}.json", d / f"{msg_id}.json")  # the claim
         except FileNotFoundError:
             return False
-        os.rename(s / f"{msg_id}.eml", d / f"{msg_id}.eml")
-        _fsync_dir(d)
+        try:
+            os.rename(s / f"{msg_id}.eml", d / f"{msg_id}.eml")
+        except FileNotFoundError:
+            # An earlier move of this message was cut short after its sidecar moved
+            # (see recover()); the bytes are wherever that left them.
+            if not self._reunite(msg_id, dst):
+                raise SpoolError(f"message {msg_id}: bytes missing from the spool") from None
+        if sync:
+            _fsync_dir(d)
         return True
+
+    def claim(self, msg_id: str) -> tuple[SpoolEntry, bytes] | None:
+        """incoming/ → active/ and read it, for a delivery worker; None if taken."""
+        if not self.move(msg_id, "incoming", "active", sync=False):
+            return None
+        return self.read("active", msg_id)
 
     def ids(self, state: str) -> list[str]:
         """Ids in a state, oldest first (ids sort by time)."""
         return sorted(p.stem for p in self.dir(state).glob("*.json"))
 
+    def _reunite(self, msg_id: str, state: str) -> bool:
+        """Bring a message's .eml next to its sidecar in `state`, from wherever an
+        interrupted move left it. False when the bytes exist nowhere."""
+        target = self.dir(state) / f"{msg_id}.eml"
+        if target.exists():
+            return True
+        for other in STATES:
+            src = self.dir(other) / f"{msg_id}.eml"
+            if other != state and src.exists():
+                os.rename(src, target)
+                return True
+        return False
+
     def recover(self) -> int:
-        """After a crash: messages left in active/ go back to incoming/. Returns how many."""
+        """After a crash: messages left in active/ go back to incoming/. Returns how many.
+
+        A move renames the sidecar, then the bytes; a crash in between leaves the two in
+        different states, so halves are reunited (next to the sidecar) before anything
+        else. Only then is a .eml with no sidecar anywhere removed: put() writes the
+        bytes before the sidecar, so such a file was never acknowledged with 250."""
+        sidecars = {p.stem: state for state in STATES for p in self.dir(state).glob("*.json")}
+        for state in STATES:
+            for eml in self.dir(state).glob("*.eml"):
+                home = sidecars.get(eml.stem)
+                if home is None:
+                    eml.unlink(missing_ok=True)
+                elif home != state:
+                    os.rename(eml, self.dir(home) / eml.name)
+            for tmp in self.dir(state).glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         n = 0
         for msg_id in self.ids("active"):
             if self.move(msg_id, "active", "incoming"):
                 n += 1
-        # A crash between the .eml and .json writes leaves a lone .eml: it was never
-        # acknowledged with 250, so removing it loses nothing.
         for state in STATES:
-            for eml in self.dir(state).glob("*.eml"):
-                if not eml.with_suffix(".json").exists():
-                    eml.unlink(missing_ok=True)
-            for tmp in self.dir(state).glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+            _fsync_dir(self.dir(state))
         return n

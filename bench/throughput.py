@@ -1,0 +1,210 @@
+"""End-to-end throughput of the gateway, next to the same client sending straight to the sink.
+
+    client → mailmoat intake (scan, spool fsync, 250) → delivery worker → aiosmtpd sink
+    client → aiosmtpd sink                                   (baseline, same run)
+
+For each concurrency (client connections, each sending back to back) it reports messages
+per second until the sink has them all, the end-to-end latency per message (client send
+start → sink receipt) at p50/p99 for both paths and the difference ("added"), and the
+gateway process's peak RSS (VmHWM). The gateway runs as `mailmoat serve` in a subprocess
+with the built-in checks, SQLite message log and the default spool.
+
+    nice python bench/throughput.py [--messages 600] [--concurrency 1 8 32]
+
+Prints a table and writes bench/results/throughput.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from aiosmtpd.controller import Controller
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.received: dict[str, float] = {}
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        seq = BytesHeaderParser().parsebytes(envelope.original_content).get("X-Bench-Seq", "")
+        with self.lock:
+            self.received.setdefault(seq, time.perf_counter())
+        return "250 2.0.0 ok"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def message(run: str, seq: int) -> bytes:
+    return (f"From: Alice <alice@sender.test>\r\nTo: bob@example.test\r\n"
+            f"Subject: Meeting notes {seq}\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\n"
+            f"Message-ID: <{run}-{seq}@sender.test>\r\nX-Bench-Seq: {run}-{seq}\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            f"Hi Bob,\r\n\r\nhere are the notes from today's meeting. The next one is on\r\n"
+            f"Tuesday; the agenda is at https://wiki.sender.test/meetings/{seq}.\r\n\r\n"
+            f"Alice\r\n").encode()
+
+
+async def send_all(port: int, run: str, n: int, conc: int, starts: dict[str, float]) -> None:
+    seqs = iter(range(n))
+
+    async def one() -> None:
+        c = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=60)
+        await c.connect()
+        for seq in seqs:
+            starts[f"{run}-{seq}"] = time.perf_counter()
+            await c.sendmail("alice@sender.test", ["bob@example.test"], message(run, seq))
+        await c.quit()
+
+    await asyncio.gather(*(one() for _ in range(conc)))
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User+system CPU of a process (the gateway), or of this one (client and sink)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(port: int, sink: Sink, run: str, n: int, conc: int,
+            gw_pid: int | None = None) -> dict[str, float]:
+    starts: dict[str, float] = {}
+    t0 = time.perf_counter()
+    cpu0 = cpu_seconds(gw_pid) if gw_pid else 0.0
+    asyncio.run(send_all(port, run, n, conc, starts))
+    keys = [f"{run}-{i}" for i in range(n)]
+    deadline = time.monotonic() + 300
+    while True:
+        with sink.lock:
+            done = sum(1 for k in keys if k in sink.received)
+        if done == n or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    with sink.lock:
+        ends = {k: sink.received[k] for k in keys if k in sink.received}
+    if len(ends) < n:
+        raise RuntimeError(f"{run}: only {len(ends)} of {n} messages arrived")
+    elapsed = max(ends.values()) - t0
+    lat = sorted((ends[k] - starts[k]) * 1000 for k in keys)
+    out = {"msgs_per_s": n / elapsed, "p50_ms": statistics.median(lat),
+           "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))], "seconds": elapsed}
+    if gw_pid:
+        # CPU the gateway spent per message: independent of how loaded the machine is.
+        out["gateway_cpu_ms_per_msg"] = (cpu_seconds(gw_pid) - cpu0) / n * 1000
+    return out
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--messages", type=int, default=600)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
+    args = ap.parse_args()
+
+    sink = Sink()
+    sink_port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=sink_port, ready_timeout=10)
+    controller.start()
+    tmp = Path(tempfile.mkdtemp(prefix="mailmoat-bench-"))
+    gw_port = free_port()
+    cfg = tmp / "mailmoat.toml"
+    cfg.write_text(f"""
+[smtp]
+listen = "127.0.0.1:{gw_port}"
+relay_domains = ["example.test"]
+trusted_networks = []
+max_connections_per_ip = 500
+[delivery]
+downstream = "127.0.0.1:{sink_port}"
+workers = 32
+[storage]
+data_dir = "{tmp / 'data'}"
+[web]
+enabled = false
+[scan]
+network = false
+""")
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] \
+        if os.environ.get("BENCH_PROFILE") else []  # profile the gateway's main thread
+    gw = subprocess.Popen([sys.executable, *prof, "-m", "mailmoat", "serve", "--config", str(cfg),
+                           "--log-level", "WARNING"], env=env)
+    try:
+        for _ in range(300):
+            try:
+                with socket.create_connection(("127.0.0.1", gw_port), timeout=0.5) as s:
+                    if s.recv(100).startswith(b"220"):
+                        break
+            except OSError:
+                time.sleep(0.1)
+        # warm-up: imports, first connections, SQLite schema
+        measure(gw_port, sink, "warm", 50, 4)
+        rows = []
+        for conc in args.concurrency:
+            direct = measure(sink_port, sink, f"direct-c{conc}", args.messages, conc)
+            through = measure(gw_port, sink, f"gateway-c{conc}", args.messages, conc, gw.pid)
+            rows.append({"concurrency": conc, "messages": args.messages,
+                         "gateway": through, "direct": direct,
+                         "ratio": through["msgs_per_s"] / direct["msgs_per_s"],
+                         "added_p50_ms": through["p50_ms"] - direct["p50_ms"],
+                         "added_p99_ms": through["p99_ms"] - direct["p99_ms"]})
+        rss = peak_rss_mib(gw.pid)
+        if os.environ.get("BENCH_THREADS"):
+            for task in sorted(Path(f"/proc/{gw.pid}/task").iterdir()):
+                name = (task / "comm").read_text().strip()
+                f = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                print(f"thread {name}: {(int(f[11]) + int(f[12])) / os.sysconf('SC_CLK_TCK'):.2f}s")
+    finally:
+        gw.terminate()
+        gw.wait(30)
+        controller.stop()
+    result = {"cpus": os.cpu_count(), "python": platform.python_version(),
+              "load_avg_at_end": os.getloadavg(), "gateway_peak_rss_mib": rss, "rows": rows,
+              "command": " ".join(["python", "bench/throughput.py", *sys.argv[1:]])}
+    print(f"{'conc':>4} {'gateway msg/s':>14} {'direct msg/s':>13} {'ratio':>6} "
+          f"{'gw p50 ms':>9} {'gw p99 ms':>9} {'added p50':>9} {'added p99':>9} "
+          f"{'gw cpu ms/msg':>13}")
+    for r in rows:
+        g, d = r["gateway"], r["direct"]
+        print(f"{r['concurrency']:>4} {g['msgs_per_s']:>14.1f} {d['msgs_per_s']:>13.1f} "
+              f"{r['ratio']:>6.2f} {g['p50_ms']:>9.1f} {g['p99_ms']:>9.1f} "
+              f"{r['added_p50_ms']:>9.1f} {r['added_p99_ms']:>9.1f} "
+              f"{g['gateway_cpu_ms_per_msg']:>13.2f}")
+    print(f"gateway peak RSS: {rss:.1f} MiB; load average at end: {os.getloadavg()}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,477 @@
+"""Delivery: spooled mail → the next hop for each recipient, with retries and bounces.
+
+Workers claim a message by renaming it incoming/ → active/ (two workers never take one
+file), then for the recipients still pending:
+
+    1. log it (first time only; a logging failure is reported, never fatal)
+    2. hand recipients whose verdict is quarantine to the quarantine store
+    3. group the others by route ([delivery] routes → downstream, outbound_relay for
+       foreign domains) and relay each group with aiosmtplib
+    4. 2xx: delivered; 4xx or no connection: try again per [delivery] retry_schedule
+       (deferred/); 5xx, or too old to retry ([delivery] max_age): a DSN to the sender
+    5. done/ when nobody is pending, deferred/ otherwise
+
+An unexpected exception moves the message to shunt/ for an administrator: never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import heapq
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiosmtplib
+
+from mailmoat.config import Config
+from mailmoat.dkimsign import DkimSigner
+from mailmoat.errors import RelayError, SpoolError
+from mailmoat.message.model import Direction, Envelope, domain_of
+from mailmoat.relay.dsn import build_dsn, status_code
+from mailmoat.relay.headers import add_gateway_headers
+from mailmoat.scan.base import Action
+from mailmoat.relay.routes import route_for
+from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
+from mailmoat.store.db import Database
+from mailmoat.store.log import LogWriter, message_log_data
+from mailmoat.store.quarantine import quarantine_message
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DONE_RETENTION = 24 * 3600  # seconds a finished message stays in done/ for tracing
+SCHEDULER_TICK = 0.5
+SWEEP_INTERVAL = 2.0  # seconds between looks at incoming/ for mail spooled by other processes
+
+
+@dataclass(frozen=True)
+class RcptResult:
+    status: str  # delivered | deferred | failed
+    response: str
+
+
+class ConnectionPool:
+    """Open SMTP connections per next hop, reused across messages (as Postfix does).
+
+    A connection is reused at most MAX_USES times and for at most IDLE_SECONDS of idleness,
+    so a downstream that times idle clients out does not see us hold stale sockets.
+    """
+
+    MAX_USES = 100
+    IDLE_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        self.idle: dict[tuple[str, int], list[tuple[aiosmtplib.SMTP, float, int]]] = {}
+
+    async def acquire(self, config: Config, host: str, port: int) -> tuple[aiosmtplib.SMTP, int]:
+        stack = self.idle.get((host, port), [])
+        now = time.monotonic()
+        while stack:
+            client, last, uses = stack.pop()
+            if client.is_connected and now - last < self.IDLE_SECONDS:
+                return client, uses
+            _drop(client)
+        d = config.delivery
+        client = aiosmtplib.SMTP(hostname=host, port=port, timeout=d.connect_timeout,
+                                 local_hostname=config.smtp.hostname, start_tls=False,
+                                 validate_certs=False)
+        await client.connect()
+        await client.ehlo()
+        if d.tls != "none" and client.supports_extension("starttls"):
+            await client.starttls(validate_certs=False)
+            await client.ehlo()
+        elif d.tls == "required":
+            _drop(client)
+            raise RelayError(f"{host}:{port} does not offer STARTTLS and [delivery] tls is "
+                             f"required")
+        return client, 0
+
+    def release(self, host: str, port: int, client: aiosmtplib.SMTP, uses: int) -> None:
+        if uses + 1 >= self.MAX_USES or not client.is_connected:
+            _quit_later(client)
+            return
+        self.idle.setdefault((host, port), []).append((client, time.monotonic(), uses + 1))
+
+    async def close(self) -> None:
+        for stack in self.idle.values():
+            for client, _, _ in stack:
+                try:
+                    await asyncio.wait_for(client.quit(), 2)
+                except Exception:
+                    _drop(client)
+        self.idle.clear()
+
+
+def _drop(client: aiosmtplib.SMTP) -> None:
+    try:
+        client.close()
+    except Exception:
+        pass
+
+
+def _quit_later(client: aiosmtplib.SMTP) -> None:
+    async def bye() -> None:
+        try:
+            await asyncio.wait_for(client.quit(), 5)
+        except Exception:
+            _drop(client)
+
+    asyncio.get_running_loop().create_task(bye())
+
+
+async def _transaction(client: aiosmtplib.SMTP, mail_from: str, rcpts: list[str], raw: bytes,
+                       where: str) -> dict[str, RcptResult]:
+    options = []
+    encoding = "ascii"
+    if not raw.isascii() and client.supports_extension("8bitmime"):
+        options.append("BODY=8BITMIME")
+    if not all(a.isascii() for a in [mail_from, *rcpts]):
+        if not client.supports_extension("smtputf8"):
+            # RFC 6531: the next hop cannot take internationalised addresses at all.
+            return _all(rcpts, "failed", f"{where}: 553 5.6.7 the next hop does not "
+                                         f"support SMTPUTF8 for non-ASCII addresses")
+        options.append("SMTPUTF8")
+        encoding = "utf-8"
+    out: dict[str, RcptResult] = {}
+    try:
+        await client.mail(mail_from, options=options, encoding=encoding)
+    except aiosmtplib.SMTPResponseException as exc:
+        await client.rset()
+        return _all(rcpts, *_kind(exc.code, exc.message, where))
+    accepted = []
+    for rcpt in rcpts:
+        try:
+            await client.rcpt(rcpt, encoding=encoding)
+            accepted.append(rcpt)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            out[rcpt] = _classify(exc.code, exc.message, where)
+    if not accepted:
+        await client.rset()
+        return out
+    try:
+        response = await client.data(raw)
+    except aiosmtplib.SMTPResponseException as exc:
+        out.update(_all(accepted, *_kind(exc.code, exc.message, where)))
+        return out
+    out.update({r: RcptResult("delivered", f"{where}: {response.code} {response.message}")
+                for r in accepted})
+    return out
+
+
+async def send_to_route(config: Config, host: str, port: int, mail_from: str, rcpts: list[str],
+                        raw: bytes, pool: ConnectionPool | None = None) -> dict[str, RcptResult]:
+    """One SMTP transaction; every recipient comes back with its own outcome."""
+    pool = pool or ConnectionPool()
+    where = f"{host}:{port}"
+    for attempt in (1, 2):
+        try:
+            client, uses = await pool.acquire(config, host, port)
+        except RelayError as exc:
+            return _all(rcpts, "deferred", str(exc))
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            return _all(rcpts, "deferred", f"{where}: {type(exc).__name__}: {exc}")
+        try:
+            result = await _transaction(client, mail_from, rcpts, raw, where)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            _drop(client)
+            if uses and attempt == 1:
+                continue  # a reused connection the server had closed: once more, fresh
+            return _all(rcpts, "deferred", f"{where}: {type(exc).__name__}: {exc}")
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            _drop(client)
+            return _all(rcpts, "deferred", f"{where}: {type(exc).__name__}: {exc}")
+        pool.release(host, port, client, uses)
+        return result
+    raise AssertionError("unreachable")
+
+
+def _kind(code: int, message: str, where: str) -> tuple[str, str]:
+    text = f"{where}: {code} {message}"
+    return ("failed", text) if 500 <= code < 600 else ("deferred", text)
+
+
+def _classify(code: int, message: str, where: str) -> RcptResult:
+    return RcptResult(*_kind(code, message, where))
+
+
+def _all(rcpts: list[str], status: str, text: str) -> dict[str, RcptResult]:
+    return {r: RcptResult(status, text) for r in rcpts}
+
+
+class DeliveryManager:
+    """The workers that drain the spool. `wake(id)` after a message is spooled."""
+
+    def __init__(self, config: Config, spool: Spool, db: Database | None = None,
+                 log_writer: LogWriter | None = None, scanner: Any = None,
+                 signer: DkimSigner | None = None,
+                 sender: Callable[..., Any] = send_to_route,
+                 io_executor: concurrent.futures.Executor | None = None) -> None:
+        self.config = config
+        self.spool = spool
+        self.db = db
+        self.log_writer = log_writer
+        self.scanner = scanner
+        self.signer = signer or DkimSigner.from_config(config)
+        self.sender = sender
+        self.pool = ConnectionPool()
+        self.io_executor = io_executor
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self._deferred: list[tuple[float, str]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._busy = 0
+        self._last_cleanup = 0.0
+        self._last_sweep = 0.0
+        self._queued: set[str] = set()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for msg_id in self.spool.ids("incoming"):
+            self.wake(msg_id)
+        for msg_id in self.spool.ids("deferred"):
+            try:
+                entry, _ = self.spool.read("deferred", msg_id)
+                heapq.heappush(self._deferred, (entry.next_attempt, msg_id))
+            except (OSError, ValueError) as exc:
+                log.error("deferred message %s unreadable (%s); moving it to shunt/", msg_id, exc)
+                self.spool.move(msg_id, "deferred", "shunt")
+        n = max(1, self.config.delivery.workers)
+        self._tasks = [asyncio.create_task(self._worker(i), name=f"delivery-{i}") for i in range(n)]
+        self._tasks.append(asyncio.create_task(self._scheduler(), name="delivery-scheduler"))
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Let workers finish the message in hand (so nothing is sent twice), then stop."""
+        self._stopping = True
+        for _ in self._tasks:
+            self.queue.put_nowait("")
+        deadline = time.monotonic() + grace
+        while self._busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.pool.close()
+
+    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Spool file work (fsync) off the event loop, on the spool's own threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.io_executor, fn, *args)
+
+    def wake(self, msg_id: str) -> None:
+        if msg_id not in self._queued:
+            self._queued.add(msg_id)
+            self.queue.put_nowait(msg_id)
+
+    def idle(self) -> bool:
+        return self.queue.empty() and not self._busy
+
+    # -- loops -----------------------------------------------------------------------------
+
+    async def _scheduler(self) -> None:
+        while not self._stopping:
+            now = time.time()
+            while self._deferred and self._deferred[0][0] <= now:
+                _, msg_id = heapq.heappop(self._deferred)
+                if await self._io(self.spool.move, msg_id, "deferred", "incoming"):
+                    self.wake(msg_id)
+            if now - self._last_sweep > SWEEP_INTERVAL:
+                # Other processes (the CLI, the console) release quarantined mail by writing
+                # into incoming/; pick those up too.
+                self._last_sweep = now
+                for msg_id in await self._io(self.spool.ids, "incoming"):
+                    self.wake(msg_id)
+            if now - self._last_cleanup > 600:
+                self._last_cleanup = now
+                await asyncio.to_thread(self._cleanup_done, now)
+            await asyncio.sleep(SCHEDULER_TICK)
+
+    def _cleanup_done(self, now: float) -> None:
+        for p in self.spool.dir("done").glob("*"):
+            try:
+                if now - p.stat().st_mtime > DONE_RETENTION:
+                    p.unlink()
+            except OSError:
+                pass
+
+    async def _worker(self, n: int) -> None:
+        while True:
+            msg_id = await self.queue.get()
+            if self._stopping or not msg_id:
+                return
+            self._queued.discard(msg_id)
+            self._busy += 1
+            try:
+                try:
+                    claimed = await self._io(self.spool.claim, msg_id)
+                except (OSError, ValueError, SpoolError):
+                    log.exception("message %s is unreadable; moved to shunt/", msg_id)
+                    await self._io(self._shunt, msg_id)
+                    continue
+                if claimed is None:
+                    continue  # another worker took it, or it was already handled
+                try:
+                    await self.process(msg_id, *claimed)
+                except asyncio.CancelledError:
+                    raise  # left in active/: recovered on the next start
+                except Exception:
+                    log.exception("delivery of %s failed unexpectedly; moved to shunt/", msg_id)
+                    await self._io(self._shunt, msg_id)
+            finally:
+                self._busy -= 1
+
+    def _shunt(self, msg_id: str) -> None:
+        try:
+            self.spool.move(msg_id, "active", "shunt")
+        except OSError:
+            log.exception("could not shunt %s; it stays in active/ and is recovered on restart",
+                          msg_id)
+
+    # -- one message -----------------------------------------------------------------------
+
+    async def process(self, msg_id: str, entry: SpoolEntry, raw: bytes) -> None:
+        log_id = str(entry.extra.get("mailmoat_id", entry.id))
+        if not entry.scanned:
+            raw = await self._scan_late(entry, raw)
+        if "log" in entry.extra and not entry.extra.get("logged") and self.log_writer:
+            try:
+                await asyncio.wrap_future(self.log_writer.log_message(entry.extra["log"]))
+                entry.extra["logged"] = True
+            except Exception:
+                log.exception("logging %s failed (the message itself is safe in the spool)",
+                              log_id)
+        plan: dict[str, str] = entry.extra.get("plan", {})
+        events: list[tuple[str, str, str]] = []
+        hold = [r for r in entry.pending if plan.get(r) == "quarantine"]
+        if hold:
+            if await self._quarantine(entry, log_id, raw, hold):
+                entry.pending = [r for r in entry.pending if r not in hold]
+                events += [(r, "quarantined", "held in quarantine") for r in hold]
+        failures: list[tuple[str, str, str]] = []
+        targets = [r for r in entry.pending if r not in hold]
+        if targets:
+            results = await self._deliver(entry, raw, targets)
+            for rcpt, res in results.items():
+                events.append((rcpt, res.status, res.response))
+                if res.status == "delivered":
+                    entry.pending.remove(rcpt)
+                elif res.status == "failed":
+                    entry.pending.remove(rcpt)
+                    failures.append((rcpt, status_code(res.response), res.response))
+                else:
+                    entry.last_error = res.response
+        now = time.time()
+        if entry.pending and now - entry.received_at >= self.config.delivery.max_age:
+            for rcpt in entry.pending:
+                why = f"gave up after {int(now - entry.received_at)}s: {entry.last_error}"
+                failures.append((rcpt, "4.4.7", why))
+                events.append((rcpt, "failed", why))
+            entry.pending = []
+        if entry.pending:
+            entry.attempts += 1
+            sched = self.config.delivery.retry_schedule or [300]
+            entry.next_attempt = now + sched[min(entry.attempts - 1, len(sched) - 1)]
+        self._record(log_id, events, entry)
+        if failures:
+            await self._bounce(entry, raw, failures)
+        await self._io(self._finish, entry)
+        if entry.pending:
+            heapq.heappush(self._deferred, (entry.next_attempt, entry.id))
+
+    def _finish(self, entry: SpoolEntry) -> None:
+        # A deferred message's retry state is worth an fsync; a finished one's is not.
+        sync = bool(entry.pending)
+        self.spool.update("active", entry, sync=sync)
+        self.spool.move(entry.id, "active", "deferred" if entry.pending else "done", sync=sync)
+
+    async def _scan_late(self, entry: SpoolEntry, raw: bytes) -> bytes:
+        """Mail spooled while the scanner was broken is scanned before it goes anywhere;
+        if the scanner is still broken the exception shunts it for an administrator."""
+        if self.scanner is None:
+            raise RuntimeError("message was spooled unscanned and no scanner is available")
+        env = Envelope(mail_from=entry.mail_from, rcpt_tos=tuple(entry.rcpt_tos),
+                       client_ip=entry.client_ip or None, helo=entry.helo or None,
+                       auth_user=entry.auth_user or None, direction=Direction(entry.direction),
+                       received_at=entry.received_at)
+        outcome = await self.scanner.scan(raw, env)
+        plan = {r: ("quarantine" if v.action in (Action.QUARANTINE, Action.REJECT) else "deliver")
+                for r, v in outcome.per_recipient.items()}
+        raw = add_gateway_headers(raw, mailmoat_id=entry.id, verdict=outcome.verdict,
+                                  result=outcome.result, hostname=self.config.smtp.hostname,
+                                  received=str(entry.extra.get("received", "")))
+        entry.extra["plan"] = plan
+        entry.extra["log"] = message_log_data(mailmoat_id=entry.id, envelope=env, outcome=outcome,
+                                              node=self.config.smtp.hostname)
+        entry.scanned = True
+        await self._io(self.spool.put, entry, raw, "active")
+        return raw
+
+    def _record(self, log_id: str, events: list[tuple[str, str, str]], entry: SpoolEntry) -> None:
+        if self.log_writer is None or not events:
+            return
+        attempts = entry.attempts + (0 if entry.pending else 1)
+        fut = self.log_writer.log_delivery(log_id, events, attempts, entry.next_attempt)
+        fut.add_done_callback(lambda f: f.exception() and log.error(
+            "recording delivery of %s failed: %s", log_id, f.exception()))
+
+    async def _quarantine(self, entry: SpoolEntry, log_id: str, raw: bytes,
+                          hold: list[str]) -> bool:
+        if self.db is None:
+            log.error("message %s should be quarantined but no database is configured", log_id)
+            return False
+        try:
+            await asyncio.to_thread(quarantine_message, self.config, self.db, log_id, raw,
+                                    entry.mail_from, list(entry.rcpt_tos), hold)
+            return True
+        except Exception as exc:  # kept pending: the next attempt tries again
+            entry.last_error = f"quarantine failed: {exc}"
+            log.exception("quarantining %s failed; will retry", log_id)
+            return False
+
+    async def _deliver(self, entry: SpoolEntry, raw: bytes, rcpts: list[str]) -> dict[str, RcptResult]:
+        if entry.direction == Direction.OUTBOUND.value and not entry.extra.get("dsn"):
+            # Sign for the From header's domain (what DMARC aligns with), else the sender's.
+            domain = str(entry.extra.get("log", {}).get("from_domain") or "") or \
+                domain_of(entry.mail_from)
+            try:
+                raw = self.signer.sign(raw, domain)
+            except Exception:
+                log.exception("DKIM signing of %s for %s failed; sending unsigned",
+                              entry.id, domain)
+        groups: dict[tuple[str, int], list[str]] = {}
+        for r in rcpts:
+            groups.setdefault(route_for(self.config, r), []).append(r)
+        results: dict[str, RcptResult] = {}
+        outs = await asyncio.gather(*(self.sender(self.config, host, port, entry.mail_from, rs, raw,
+                                                  pool=self.pool)
+                                      for (host, port), rs in groups.items()))
+        for out in outs:
+            results.update(out)
+        return results
+
+    async def _bounce(self, entry: SpoolEntry, raw: bytes, failures: list[tuple[str, str, str]]) -> None:
+        if not entry.mail_from or entry.extra.get("dsn"):
+            log.info("not sending a DSN for %s (null sender or itself a DSN)", entry.id)
+            return
+        host = self.config.smtp.hostname
+        dsn = build_dsn(reporting_mta=host, original_id=str(entry.extra.get("mailmoat_id", entry.id)),
+                        mail_from=entry.mail_from, received_at=entry.received_at,
+                        failures=failures, original=raw)
+        dsn_id = new_message_id()
+        env = Envelope(mail_from="", rcpt_tos=(entry.mail_from,), helo=host,
+                       direction=Direction.INTERNAL)
+        data = message_log_data(mailmoat_id=dsn_id, envelope=env, outcome=None, node=host)
+        data.update(reason="delivery status notification", subject="Undelivered Mail Returned to Sender")
+        dsn_entry = SpoolEntry(id=dsn_id, mail_from="", rcpt_tos=[entry.mail_from],
+                               received_at=time.time(), helo=host,
+                               direction=Direction.INTERNAL.value, scanned=True,
+                               extra={"dsn": True, "dsn_for": entry.id, "log": data,
+                                      "plan": {entry.mail_from: "deliver"}})
+        raw_dsn = add_gateway_headers(dsn, mailmoat_id=dsn_id, verdict=None, result=None,
+                                      hostname=host)
+        await self._io(self.spool.put, dsn_entry, raw_dsn)
+        self.wake(dsn_id)
