@@ -55,7 +55,7 @@ def test_no_documented_key_is_stale():
         assert set(keys) <= set(models[section].model_fields), f"[{section}] documents unknown keys"
 
 
-def test_sample_config_in_docs_is_valid():
+def test_default_config_is_valid():
     from mailmoat.config import DEFAULT_CONFIG_TOML, config_from_dict
     import tomllib
 

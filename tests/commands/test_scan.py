@@ -118,6 +118,17 @@ def test_invalid_config_exits_2(tmp_path):
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_config_refused_by_a_family_exits_2(tmp_path, workers):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[policy]\nblock_ips = ["10.0.0.300"]\n')
+    (tmp_path / "m.eml").write_bytes(CLEAN)
+    proc = _run("--config", str(cfg), "--workers", workers, str(tmp_path / "m.eml"))
+    assert proc.returncode == 2, proc.stderr
+    assert "10.0.0.300" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
 def test_config_thresholds_apply(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[policy]\nblock_senders = ["@sender.test"]\nblock_action = "quarantine"\n')
@@ -138,7 +149,7 @@ def test_file_vanishing_before_it_is_read_is_reported_and_others_scanned(tmp_pat
     (tmp_path / "c.mbox").write_bytes(b"")  # truncated after it was listed
     rows = list(scan_items(items, make_config()))
     assert [Path(r["path"]).name for r in rows] == ["a.eml", "b.eml", "c.mbox#1"]
-    assert "FileNotFoundError" in rows[0]["error"]
+    assert "FileNotFoundError" in rows[0]["error"] and set(rows[0]) == {"path", "error"}
     assert rows[1]["action"] == "accept"
     assert "error" in rows[2]
 

@@ -44,6 +44,9 @@ def test_bad_sender_entries_are_config_errors(bad):
     {"block_senders": "a@b.test"},  # a string, not a list
     {"block_action": "discard"},
     {"domains": {"example.test": {"block_action": "bounce"}}},
+    {"outbound": {"reject_threshold": "high"}},
+    {"recipients": {"a@example.test": {"tag_threshold": True}}},
+    {"domains": {"example.test": {"subject_prefix": 5}}},
 ])
 def test_bad_list_config_is_refused(policy):
     with pytest.raises(ConfigError):

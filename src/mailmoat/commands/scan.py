@@ -8,15 +8,16 @@ message or mbox). One result per message on stdout, in input order; mbox message
 `file.mbox#N` with N counting from 1. The same `Scanner` as the SMTP intake does the work,
 with network look-ups off unless `--network` is given.
 
-Exit codes: 0 when every message was scanned (whatever the verdicts), 1 when some file could
-not be read (each is named on stderr, the others are still scanned), 2 for a usage error: a
-missing path or an invalid config, reported before anything is scanned.
+Exit codes: 0 when every message was scanned (whatever the verdicts), 1 when some message
+could not be read or scanned (each is named on stderr, the others are still scanned), 2 for a
+usage error: a missing path or an invalid config, reported before anything is scanned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import mailbox
 import re
@@ -161,8 +162,11 @@ def _close_worker() -> None:
 
 def _scan_one(display: str, raw: bytes) -> dict[str, Any]:
     scanner = _worker["scanner"]
-    env = envelope_for(raw, _worker["config"])
-    outcome = _worker["loop"].run_until_complete(scanner.scan(raw, env))
+    try:
+        env = envelope_for(raw, _worker["config"])
+        outcome = _worker["loop"].run_until_complete(scanner.scan(raw, env))
+    except Exception as exc:  # a scanner bug: report this message, go on with the others
+        return {"path": display, "error": f"scan failed: {type(exc).__name__}: {exc}"}
     d = outcome.as_dict()
     d["path"] = display
     return {k: d[k] for k in OUTPUT_KEYS}
@@ -174,7 +178,7 @@ def _error(display: str, exc: Exception) -> dict[str, Any]:
 
 def scan_items(items: list[ScanItem], config: Config, *, network: bool = False,
                workers: int = 1) -> Iterator[dict[str, Any]]:
-    """Results in input order. An item that cannot be read yields {"path", "error"}."""
+    """Results in input order. An item that cannot be read or scanned yields {"path", "error"}."""
     reader = _Reader()
     try:
         if workers <= 1:
@@ -250,6 +254,17 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: cannot read input: {exc}", err=True)
             raise typer.Exit(2) from None
 
+        if workers > 1:
+            # Families validate their config when built: fail here, before forking, rather
+            # than as a broken worker pool.
+            try:
+                _init_worker(cfg, network)
+            except ConfigError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            finally:
+                if "scanner" in _worker:
+                    _close_worker()
         failed = 0
         progress = None
         if sys.stderr.isatty():
@@ -260,10 +275,16 @@ def register(app: typer.Typer) -> None:
             progress.start()
             task = progress.add_task("scanning", total=len(items))
         try:
-            for r in scan_items(items, cfg, network=network, workers=workers):
+            results = scan_items(items, cfg, network=network, workers=workers)
+            try:
+                first = next(results, None)
+            except ConfigError as exc:  # a family refused its config while being built
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            for r in itertools.chain([first] if first is not None else [], results):
                 if "error" in r:
                     failed += 1
-                    typer.echo(f"error: cannot read {r['path']}: {r['error']}", err=True)
+                    typer.echo(f"error: {r['path']}: {r['error']}", err=True)
                 else:
                     typer.echo(json.dumps(r, ensure_ascii=False) if format == "json" else format_text(r))
                 if progress is not None:

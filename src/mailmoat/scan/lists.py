@@ -275,8 +275,28 @@ class ListsCheck(Check):
             forced_for[r] = (action, reason, Category.POLICY)
 
 
+_NUMERIC_OVERRIDES = ("tag_threshold", "quarantine_threshold", "reject_threshold")
+
+
+def validate_overrides(policy: Any) -> None:
+    """Threshold overrides are free-form tables in config.py; check the values policy reads,
+    so a typo'd number fails at start instead of on the first message."""
+    tables: list[tuple[str, Mapping[str, Any]]] = [("outbound", policy.outbound),
+                                                   ("internal", policy.internal)]
+    tables += [(f'domains."{k}"', v) for k, v in policy.domains.items()]
+    tables += [(f'recipients."{k}"', v) for k, v in policy.recipients.items()]
+    for name, table in tables:
+        for key in _NUMERIC_OVERRIDES:
+            if key in table and (isinstance(table[key], bool)
+                                 or not isinstance(table[key], int | float)):
+                raise ConfigError(f"[policy.{name}] {key} must be a number, not {table[key]!r}")
+        if "subject_prefix" in table and not isinstance(table["subject_prefix"], str):
+            raise ConfigError(f"[policy.{name}] subject_prefix must be a string")
+
+
 def build(ctx: BuildContext) -> list[Check]:
     policy = ctx.config.policy
+    validate_overrides(policy)
     global_lists = Lists.from_mapping("global", {k: getattr(policy, k) for k in LIST_KEYS})
     action = BLOCK_ACTIONS.get(policy.block_action.lower())
     if action is None:
