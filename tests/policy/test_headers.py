@@ -83,6 +83,20 @@ def test_authentication_results_claiming_our_hostname_are_stripped(ar, kept):
     assert (ar in out) is kept
 
 
+@pytest.mark.parametrize("raw", [
+    b"From: a@b.test\nFrom mallory Sat Nov 28 10:00:00 2026\nX-Mailmoat-ID: forged\n\nbody\n",
+    b"From: a@b.test\n: empty name\nX-Mailmoat-ID: forged\n\nbody\n",
+    b"From: a@b.test\nX-Mailmoat-Verdict : forged-accept\nX-Mailmoat-ID: forged\n\nbody\n",
+])
+def test_forgeries_behind_odd_lines_are_stripped(raw):
+    out = _rewrite(raw)
+    assert b"forged" not in out
+    assert out.endswith(b"\n\nbody\n")
+    import email as _email
+
+    assert _email.message_from_bytes(out).get_all("X-Mailmoat-ID") == ["0190abcdef0123456789abcdef"]
+
+
 def test_verdict_id_and_symbols_headers():
     out = _rewrite(make_email(), _result("BIG", "SMALL", "GOOD"),
                    _verdict(Action.TAG, 4.5, "[SPAM]"))

@@ -14,6 +14,9 @@ What senders must not be able to forge is stripped first:
 
 Header parsing follows Python's email parser: the header block ends at the first empty line
 or at the first line that is neither a field nor a continuation; everything after is body.
+Two deliberate differences, both towards stripping more: blanks before the colon
+(`X-Mailmoat-ID : x`, obsolete RFC 822 syntax some readers still accept) make a field, and
+a misplaced `From ` line inside the headers does not end them.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ OUR_PREFIX = b"x-mailmoat-"
 FOLD_WIDTH = 78
 
 # A field name is printable US-ASCII except ":"; some senders put blanks before the colon.
-_FIELD_RE = re.compile(rb"^([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_FIELD_RE = re.compile(rb"^([\x21-\x39\x3b-\x7e]*)[ \t]*:")
 _SAFE_ID_RE = re.compile(r"^[A-Za-z0-9._@+=-]{1,128}$")
 
 
@@ -73,7 +76,11 @@ def split_header_block(raw: bytes) -> tuple[bytes, list[_Field], bytes]:
         line = raw[pos:line_end]
         if line in (b"\n", b"\r\n"):
             break  # the separator: it belongs to the rest
-        if line[:1] in (b" ", b"\t"):
+        if line.startswith(b"From ") and fields:
+            # A misplaced mbox line among the headers: Python's parser skips it and goes on
+            # reading headers, and so must we, or a forged field below it would survive.
+            fields.append(_Field(b"", [line]))
+        elif line[:1] in (b" ", b"\t"):
             if fields:
                 fields[-1].lines.append(line)
             else:
