@@ -97,6 +97,14 @@ def test_forgeries_behind_odd_lines_are_stripped(raw):
     assert _email.message_from_bytes(out).get_all("X-Mailmoat-ID") == ["0190abcdef0123456789abcdef"]
 
 
+def test_leading_continuation_cannot_fold_into_our_headers():
+    raw = b" , FAKE_GOOD(-100)\nFrom: a@b.test\n\nbody\n"
+    out = _rewrite(raw, _result("BIG"))
+    assert b"FAKE_GOOD" not in out
+    assert " ".join(_headers(out)["X-Mailmoat-Symbols"].split()) == "BIG(6)"
+    assert out.endswith(b"From: a@b.test\n\nbody\n")
+
+
 def test_verdict_id_and_symbols_headers():
     out = _rewrite(make_email(), _result("BIG", "SMALL", "GOOD"),
                    _verdict(Action.TAG, 4.5, "[SPAM]"))
@@ -220,3 +228,34 @@ def test_huge_header_block_is_fast():
     out = _rewrite(raw, verdict=_verdict(Action.TAG, 6, "[SPAM]"))
     assert time.perf_counter() - t < 2.0
     assert out.endswith(b"\nbody\n")
+
+
+# --- properties over generated header blocks --------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_names = st.sampled_from([b"From", b"Subject", b"X-Mailmoat-ID", b"x-mailmoat-verdict", b"X-Mailmoat-ID ",
+                          b"Authentication-Results", b"Received", b"To", b"X-Other", b""])
+_values = st.one_of(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")),
+                    st.sampled_from([b"mx.example.test; spf=pass", b" (c) MX.EXAMPLE.TEST ; x", b"[SPAM] hi"]))
+_line = st.one_of(st.tuples(_names, _values).map(lambda t: t[0] + b": " + t[1]),
+                  st.binary(max_size=30).map(lambda b: b" " + b.replace(b"\n", b"")),
+                  st.just(b"From someone else"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_line, max_size=10), st.sampled_from([b"\n", b"\r\n"]), st.binary(max_size=200))
+def test_generated_header_blocks(lines, eol, body):
+    raw = eol.join(lines) + eol + eol + body
+    verdict = _verdict(Action.TAG, 6, "[SPAM]")
+    out = _rewrite(raw, _result("BIG", auth=["spf=pass"]), verdict)
+    assert out.endswith(eol + body)  # the body, byte for byte
+    _prefix, fields, _rest = split_header_block(out)
+    ours = [f for f in fields if f.lname.startswith(b"x-mailmoat-")]
+    assert [f.lname for f in ours] == [b"x-mailmoat-id", b"x-mailmoat-verdict", b"x-mailmoat-symbols"]
+    claims = [f for f in fields if f.lname == b"authentication-results"
+              and b"mx.example.test" in f.value.lower().split(b";")[0]]
+    assert len(claims) == 1  # only ours
+    again = _rewrite(out, _result("BIG", auth=["spf=pass"]), verdict)
+    assert again == out  # rewriting delivered mail changes nothing (prefix not doubled)

@@ -94,13 +94,16 @@ def split_header_block(raw: bytes) -> tuple[bytes, list[_Field], bytes]:
     return prefix, fields, raw[pos:]
 
 
-def _eol_of(fields: list[_Field], prefix: bytes) -> bytes:
-    sample = fields[0].lines[0] if fields else prefix
-    if sample.endswith(b"\r\n"):
-        return b"\r\n"
-    if sample.endswith(b"\n"):
-        return b"\n"
-    return b"\r\n"
+def _eol_of(fields: list[_Field], prefix: bytes, rest: bytes) -> bytes:
+    """The message's own line ending (CRLF when it has none yet)."""
+    if fields:
+        sample = fields[0].lines[0]
+    elif prefix:
+        sample = prefix
+    else:
+        end = rest.find(b"\n")
+        sample = rest[: end + 1] if end >= 0 else b""
+    return b"\n" if sample.endswith(b"\n") and not sample.endswith(b"\r\n") else b"\r\n"
 
 
 def _authserv_id(value: bytes) -> str:
@@ -184,12 +187,16 @@ def rewrite_for_delivery(raw: bytes, *, mailmoat_id: str, verdict: Verdict, resu
     if not host or " " in host or ";" in host:
         raise ValueError(f"not a valid hostname: {hostname!r}")
     prefix, fields, rest = split_header_block(raw)
-    eol = _eol_of(fields, prefix)
+    eol = _eol_of(fields, prefix, rest)
     if fields and not fields[-1].lines[-1].endswith(b"\n"):
         fields[-1].lines[-1] += eol  # header block without any line ending: close it
 
+    # A continuation line before the first field belongs to no header (Python's parser drops
+    # it as a defect). Kept, it would fold into our last header when we prepend ours: a way
+    # to append forged text to X-Mailmoat-Symbols. So it goes.
     kept = [f for f in fields
-            if not f.lname.startswith(OUR_PREFIX)
+            if not (f.name == b"" and f.lines[0][:1] in (b" ", b"\t"))
+            and not f.lname.startswith(OUR_PREFIX)
             and not (f.lname == b"authentication-results" and _authserv_id(f.value) == host)]
 
     if verdict.action is Action.TAG and verdict.subject_prefix.strip():
