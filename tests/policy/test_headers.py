@@ -87,6 +87,7 @@ def test_authentication_results_claiming_our_hostname_are_stripped(ar, kept):
     b"From: a@b.test\nFrom mallory Sat Nov 28 10:00:00 2026\nX-Mailmoat-ID: forged\n\nbody\n",
     b"From: a@b.test\n: empty name\nX-Mailmoat-ID: forged\n\nbody\n",
     b"From: a@b.test\nX-Mailmoat-Verdict : forged-accept\nX-Mailmoat-ID: forged\n\nbody\n",
+    b"From: a@b.test\rX-Mailmoat-ID: forged\r\n\nbody\n",  # a bare CR ends a line for parsers
 ])
 def test_forgeries_behind_odd_lines_are_stripped(raw):
     out = _rewrite(raw)
@@ -245,7 +246,7 @@ _line = st.one_of(st.tuples(_names, _values).map(lambda t: t[0] + b": " + t[1]),
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_line, max_size=10), st.sampled_from([b"\n", b"\r\n"]), st.binary(max_size=200))
+@given(st.lists(_line, max_size=10), st.sampled_from([b"\n", b"\r\n", b"\r"]), st.binary(max_size=200))
 def test_generated_header_blocks(lines, eol, body):
     raw = eol.join(lines) + eol + eol + body
     verdict = _verdict(Action.TAG, 6, "[SPAM]")

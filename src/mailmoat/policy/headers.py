@@ -36,6 +36,9 @@ FOLD_WIDTH = 78
 
 # A field name is printable US-ASCII except ":"; some senders put blanks before the colon.
 _FIELD_RE = re.compile(rb"^([\x21-\x39\x3b-\x7e]*)[ \t]*:")
+# Python's parser ends a line at CRLF, LF or a bare CR; so do we, or a field hidden behind a
+# bare CR would escape stripping yet be read as a header downstream.
+_EOL_RE = re.compile(rb"\r\n|\r|\n")
 _SAFE_ID_RE = re.compile(r"^[A-Za-z0-9._@+=-]{1,128}$")
 
 
@@ -53,7 +56,7 @@ class _Field:
         """Unfolded raw value (after the colon), without line endings."""
         raw = b"".join(self.lines)
         raw = raw.split(b":", 1)[1] if b":" in raw else raw
-        return re.sub(rb"\r?\n(?=[ \t])", b"", raw).rstrip(b"\r\n")
+        return re.sub(rb"(?:\r\n|\r|\n)(?=[ \t])", b"", raw).rstrip(b"\r\n")
 
 
 def split_header_block(raw: bytes) -> tuple[bytes, list[_Field], bytes]:
@@ -66,15 +69,15 @@ def split_header_block(raw: bytes) -> tuple[bytes, list[_Field], bytes]:
     pos = 0
     n = len(raw)
     if raw.startswith(b"From "):  # an mbox envelope line is not a header: keep it first
-        end = raw.find(b"\n")
-        pos = n if end < 0 else end + 1
+        m_eol = _EOL_RE.search(raw)
+        pos = n if m_eol is None else m_eol.end()
         prefix = raw[:pos]
     fields: list[_Field] = []
     while pos < n:
-        end = raw.find(b"\n", pos)
-        line_end = n if end < 0 else end + 1
+        m_eol = _EOL_RE.search(raw, pos)
+        line_end = n if m_eol is None else m_eol.end()
         line = raw[pos:line_end]
-        if line in (b"\n", b"\r\n"):
+        if line in (b"\n", b"\r\n", b"\r"):
             break  # the separator: it belongs to the rest
         if line.startswith(b"From ") and fields:
             # A misplaced mbox line among the headers: Python's parser skips it and goes on
@@ -188,7 +191,7 @@ def rewrite_for_delivery(raw: bytes, *, mailmoat_id: str, verdict: Verdict, resu
         raise ValueError(f"not a valid hostname: {hostname!r}")
     prefix, fields, rest = split_header_block(raw)
     eol = _eol_of(fields, prefix, rest)
-    if fields and not fields[-1].lines[-1].endswith(b"\n"):
+    if fields and not fields[-1].lines[-1].endswith((b"\n", b"\r")):
         fields[-1].lines[-1] += eol  # header block without any line ending: close it
 
     # A continuation line before the first field belongs to no header (Python's parser drops
@@ -198,6 +201,11 @@ def rewrite_for_delivery(raw: bytes, *, mailmoat_id: str, verdict: Verdict, resu
             if not (f.name == b"" and f.lines[0][:1] in (b" ", b"\t"))
             and not f.lname.startswith(OUR_PREFIX)
             and not (f.lname == b"authentication-results" and _authserv_id(f.value) == host)]
+
+    for f in kept:
+        # A header line ending in a bare CR could merge with the LF of whatever follows once
+        # a field between them is gone; give it the message's own line ending.
+        f.lines = [ln[:-1] + eol if ln.endswith(b"\r") else ln for ln in f.lines]
 
     if verdict.action is Action.TAG and verdict.subject_prefix.strip():
         _subject_field(kept, verdict.subject_prefix, eol)
