@@ -74,6 +74,12 @@ CASES = [
     # the envelope sender fails SPF: no allow by it, nor by the same-domain From
     ({"allow_senders": ["alice@sender.test"]}, {}, None, {"spf": "fail"}, set(), Action.ACCEPT),
     ({"allow_senders": ["alice@sender.test"]}, {}, None, {"spf": "softfail"}, set(), Action.ACCEPT),
+    # the auth family's shape: a dict with the result
+    ({"allow_senders": ["alice@sender.test"]}, {}, None,
+     {"spf": {"result": "fail", "domain": "sender.test", "identity": "mailfrom"}}, set(), Action.ACCEPT),
+    ({"allow_senders": ["alice@sender.test"]}, {}, None,
+     {"spf": {"result": "pass", "domain": "sender.test", "identity": "mailfrom"}, "dmarc": "none"},
+     {"POLICY_ALLOW_SENDER"}, Action.ACCEPT),
     # DMARC failed: a same-domain From does not count either
     ({"allow_senders": ["@partner.test"]}, {"mail_from": "b@partner.test"}, "C <ceo@partner.test>",
      {"dmarc": "fail", "spf": "fail"}, set(), Action.ACCEPT),

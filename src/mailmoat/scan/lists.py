@@ -14,8 +14,8 @@ either. An allow must not let a forged From walk past every other check, so a Fr
 counts for an allow only when DMARC passed (`result.annotations["dmarc"] == "pass"`, set by
 the auth family) or when the envelope sender's domain equals the From domain (and neither
 DMARC nor SPF failed); an envelope sender counts only when SPF did not fail
-(`annotations["spf"]` not "fail"/"softfail"). Without the auth family these annotations are
-absent and an allow trusts the envelope sender as claimed: run the auth checks.
+(`annotations["spf"]["result"]` not "fail"/"softfail"). Without the auth family these
+annotations are absent and an allow trusts the envelope sender as claimed: run the auth checks.
 
 A block forces `block_action` (reject by default, or quarantine) rather than adding score, so
 no negative symbol can outvote it; an allow adds a large negative weight, so a virus or GTUBE
@@ -151,6 +151,13 @@ def _first_net(nets: Iterable[IpNet], ip: ipaddress.IPv4Address | ipaddress.IPv6
     return next((n for n in nets if ip.version == n.version and ip in n), None)
 
 
+def _spf_result(value: Any) -> str:
+    """The auth family records SPF as {"result": "pass", "domain": …}; a plain string works too."""
+    if isinstance(value, Mapping):
+        value = value.get("result", "")
+    return str(value or "").lower()
+
+
 class ListsCheck(Check):
     name = "lists"
     family = "lists"
@@ -206,7 +213,7 @@ class ListsCheck(Check):
         net = _first_net(layer.allow_ips, ip)
         if net is not None:
             allows.append(_Match("POLICY_ALLOW_IP", f"client {ip} is in allow_ips entry {net}{where}"))
-        spf = str(result.annotations.get("spf", "")).lower()
+        spf = _spf_result(result.annotations.get("spf"))
         dmarc = str(result.annotations.get("dmarc", "")).lower()
         pat = _first_pattern(layer.allow_senders, env_from)
         if pat is not None and spf not in ("fail", "softfail"):
