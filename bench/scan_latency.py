@@ -36,9 +36,11 @@ from mailmoat.message.parse import parse_message  # noqa: E402
 from mailmoat.scan.base import BuildContext  # noqa: E402
 from mailmoat.scan.engine import Scanner  # noqa: E402
 
-WORDS = ("invoice payment account meeting report please review attached schedule quarter "
-         "budget team update project customer order shipping delivery confirm password "
-         "security notice thanks regards tomorrow office").split()
+WORDS = (
+    "invoice payment account meeting report please review attached schedule quarter "
+    "budget team update project customer order shipping delivery confirm password "
+    "security notice thanks regards tomorrow office"
+).split()
 
 
 def make_message(target: int, seed: int) -> bytes:
@@ -48,10 +50,17 @@ def make_message(target: int, seed: int) -> bytes:
     while sum(len(w) + 1 for w in words) < text_len:
         words.append(rnd.choice(WORDS))
     text = " ".join(words)
-    links = [f"https://{rnd.choice(['shop', 'mail', 'docs'])}{rnd.randrange(99)}.example.com/p/{rnd.randrange(10**6)}"
-             for _ in range(5)]
-    html = ("<html><body><p>" + text.replace(" please ", " <b>please</b> ") + "</p>"
-            + "".join(f'<p><a href="{u}">{u.split("/")[2]}</a></p>' for u in links) + "</body></html>")
+    links = [
+        f"https://{rnd.choice(['shop', 'mail', 'docs'])}{rnd.randrange(99)}.example.com/p/{rnd.randrange(10**6)}"
+        for _ in range(5)
+    ]
+    html = (
+        "<html><body><p>"
+        + text.replace(" please ", " <b>please</b> ")
+        + "</p>"
+        + "".join(f'<p><a href="{u}">{u.split("/")[2]}</a></p>' for u in links)
+        + "</body></html>"
+    )
     msg = EmailMessage()
     msg["From"] = f"Sender {seed} <sender{seed}@partner.test>"
     msg["To"] = "bob@example.test"
@@ -62,8 +71,12 @@ def make_message(target: int, seed: int) -> bytes:
     msg.add_alternative(html, subtype="html")
     so_far = len(msg.as_bytes())
     attach = max(64, int((target - so_far) * 0.74))  # base64 grows 4/3
-    msg.add_attachment(b"%PDF-1.4\n" + rnd.randbytes(attach), maintype="application", subtype="pdf",
-                       filename=f"report-{seed}.pdf")
+    msg.add_attachment(
+        b"%PDF-1.4\n" + rnd.randbytes(attach),
+        maintype="application",
+        subtype="pdf",
+        filename=f"report-{seed}.pdf",
+    )
     return msg.as_bytes()
 
 
@@ -74,19 +87,30 @@ def pct(values: list[float], q: float) -> float:
 
 def summarise(times: list[float]) -> dict[str, float]:
     total = sum(times)
-    return {"p50_ms": round(pct(times, 0.50) * 1000, 3), "p99_ms": round(pct(times, 0.99) * 1000, 3),
-            "mean_ms": round(statistics.fmean(times) * 1000, 3), "msgs_per_s": round(len(times) / total, 1)}
+    return {
+        "p50_ms": round(pct(times, 0.50) * 1000, 3),
+        "p99_ms": round(pct(times, 0.99) * 1000, 3),
+        "mean_ms": round(statistics.fmean(times) * 1000, 3),
+        "msgs_per_s": round(len(times) / total, 1),
+    }
 
 
 async def run(n: int) -> dict:
-    config = config_from_dict({
-        "scan": {"network": False},
-        "policy": {"allow_senders": ["@trusted.test"], "block_senders": ["@blocked.test"],
-                   "block_ips": ["203.0.113.0/24"]},
-    })
+    config = config_from_dict(
+        {
+            "scan": {"network": False},
+            "policy": {
+                "allow_senders": ["@trusted.test"],
+                "block_senders": ["@blocked.test"],
+                "block_ips": ["203.0.113.0/24"],
+            },
+        }
+    )
     scanner = Scanner(BuildContext(config=config, network=False))
     checks = [c.name for c in scanner.pipeline.checks]
-    env = Envelope(mail_from="bounce@partner.test", rcpt_tos=("bob@example.test",), client_ip="192.0.2.10")
+    env = Envelope(
+        mail_from="bounce@partner.test", rcpt_tos=("bob@example.test",), client_ip="192.0.2.10"
+    )
     results = {}
     for label, size in (("2KB", 2_000), ("20KB", 20_000), ("100KB", 100_000)):
         msgs = [make_message(size, i) for i in range(n)]
@@ -96,20 +120,32 @@ async def run(n: int) -> dict:
         parse_t, scan_t = [], []
         for raw in msgs:
             t = time.perf_counter()
-            parse_message(raw, env, max_depth=config.scan.max_parse_depth, max_parts=config.scan.max_parts)
+            parse_message(
+                raw, env, max_depth=config.scan.max_parse_depth, max_parts=config.scan.max_parts
+            )
             parse_t.append(time.perf_counter() - t)
             t = time.perf_counter()
             await scanner.scan(raw, env)
             scan_t.append(time.perf_counter() - t)
         p, s = summarise(parse_t), summarise(scan_t)
-        results[label] = {"bytes_mean": round(statistics.fmean(len(m) for m in msgs)), "n": n,
-                          "parse_only": p, "parse_and_scan": s,
-                          "scan_over_parse_p50": round(s["p50_ms"] / p["p50_ms"], 2)}
+        results[label] = {
+            "bytes_mean": round(statistics.fmean(len(m) for m in msgs)),
+            "n": n,
+            "parse_only": p,
+            "parse_and_scan": s,
+            "scan_over_parse_p50": round(s["p50_ms"] / p["p50_ms"], 2),
+        }
     await scanner.close()
-    return {"checks": checks, "network": False, "results": results,
-            "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": "nice -n 10 env PYTHONPATH=src python bench/scan_latency.py --n %d" % n}
+    return {
+        "checks": checks,
+        "network": False,
+        "results": results,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "nice -n 10 env PYTHONPATH=src python bench/scan_latency.py --n %d" % n,
+    }
 
 
 def main() -> None:
@@ -121,12 +157,16 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"checks: {', '.join(report['checks'])} (network off)")
-    print(f"{'size':>6} {'bytes':>7} | {'parse p50':>9} {'p99':>7} {'msg/s':>7} | "
-          f"{'scan p50':>9} {'p99':>7} {'msg/s':>7} | scan/parse")
+    print(
+        f"{'size':>6} {'bytes':>7} | {'parse p50':>9} {'p99':>7} {'msg/s':>7} | "
+        f"{'scan p50':>9} {'p99':>7} {'msg/s':>7} | scan/parse"
+    )
     for label, r in report["results"].items():
         p, s = r["parse_only"], r["parse_and_scan"]
-        print(f"{label:>6} {r['bytes_mean']:>7} | {p['p50_ms']:>9} {p['p99_ms']:>7} {p['msgs_per_s']:>7} | "
-              f"{s['p50_ms']:>9} {s['p99_ms']:>7} {s['msgs_per_s']:>7} | {r['scan_over_parse_p50']}")
+        print(
+            f"{label:>6} {r['bytes_mean']:>7} | {p['p50_ms']:>9} {p['p99_ms']:>7} {p['msgs_per_s']:>7} | "
+            f"{s['p50_ms']:>9} {s['p99_ms']:>7} {s['msgs_per_s']:>7} | {r['scan_over_parse_p50']}"
+        )
 
 
 if __name__ == "__main__":

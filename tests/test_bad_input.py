@@ -25,8 +25,10 @@ from tests.conftest import SRC_DIR, make_config, make_email, scan_bytes, symbol_
 
 def _deep(depth: int) -> bytes:
     head = b"From: a@b.test\r\nTo: c@example.test\r\nSubject: deep\r\nMIME-Version: 1.0\r\n"
-    opens = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
-                     for i in range(depth))
+    opens = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
+        for i in range(depth)
+    )
     closes = b"".join(b"\r\n--b%d--\r\n" % i for i in reversed(range(depth)))
     return head + opens + b"Content-Type: text/plain\r\n\r\nleaf\r\n" + closes
 
@@ -39,7 +41,7 @@ BAD = {
     "NUL bytes": b"From: a@b.test\x00\nSubject: \x00x\x00\n\nbo\x00dy\x00\n",
     "invalid addresses": b'From: <<<@@@>>>, "unterminated <x@\nTo: ,,,;;;:::\nReply-To: =?utf-8?b?!!!?= <a@b>\nSender: @\n\nx\n',
     "bad encoded words": b"From: =?utf-8?q?=ZZ=?= <a@b.test>\nSubject: =?bogus?x?abc?= =?utf-8?b?####?=\n\nx\n",
-    "bad charset": b"From: a@b.test\nContent-Type: text/plain; charset=\"x-nonexistent-\xff\"\n\nhello \xff\n",
+    "bad charset": b'From: a@b.test\nContent-Type: text/plain; charset="x-nonexistent-\xff"\n\nhello \xff\n',
     "bad base64": b"From: a@b.test\nContent-Type: application/pdf\nContent-Transfer-Encoding: base64\n\n!!!!@@@@====\n",
     "bad RFC 2231": b"From: a@b.test\nContent-Type: application/octet-stream; name*0*=utf-8''%ff%fe; name*1*=%zz\nContent-Disposition: attachment; filename*=bogus''%E2%82\n\nabc\n",
     "header without colon": b"From: a@b.test\nthis is not a header\nSubject: lost\n\nbody\n",
@@ -48,7 +50,8 @@ BAD = {
     "bare From_ line": b"From someone Sat Nov 28 10:00:00 2026\nFrom: a@b.test\n\nbody\n",
     "nested message/rfc822 garbage": b"From: a@b.test\nContent-Type: message/rfc822\n\n\xff\x00\xfe not a message",
     "huge part count": b'From: a@b.test\nContent-Type: multipart/mixed; boundary="p"\n\n'
-                       + b"--p\nContent-Type: text/plain\n\nx\n" * 3000 + b"--p--\n",
+    + b"--p\nContent-Type: text/plain\n\nx\n" * 3000
+    + b"--p--\n",
     "deep 50": _deep(50),
 }
 
@@ -65,8 +68,13 @@ async def _scan(raw: bytes, **policy: object) -> ScanOutcome:
 
 def _delivers(out: ScanOutcome) -> bytes:
     """Headers for delivery work on whatever came in."""
-    return rewrite_for_delivery(out.message.raw, mailmoat_id="0190abcdef0123456789abcdef",
-                                verdict=out.verdict, result=out.result, hostname="mx.example.test")
+    return rewrite_for_delivery(
+        out.message.raw,
+        mailmoat_id="0190abcdef0123456789abcdef",
+        verdict=out.verdict,
+        result=out.result,
+        hostname="mx.example.test",
+    )
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
@@ -87,11 +95,18 @@ async def test_unparseable_mail_is_quarantined_by_default(name):
     assert out.message.raw == UNPARSEABLE[name]  # the bytes are kept for the quarantine
 
 
-@pytest.mark.parametrize("setting,action", [("reject", Action.REJECT), ("quarantine", Action.QUARANTINE),
-                                            ("accept", Action.ACCEPT)])
+@pytest.mark.parametrize(
+    "setting,action",
+    [("reject", Action.REJECT), ("quarantine", Action.QUARANTINE), ("accept", Action.ACCEPT)],
+)
 async def test_malformed_action_setting(setting, action):
-    out = await _scan(UNPARSEABLE["random bytes"], malformed_action=setting,
-                      tag_threshold=100, quarantine_threshold=200, reject_threshold=300)
+    out = await _scan(
+        UNPARSEABLE["random bytes"],
+        malformed_action=setting,
+        tag_threshold=100,
+        quarantine_threshold=200,
+        reject_threshold=300,
+    )
     assert out.verdict.action is action
 
 
@@ -117,11 +132,19 @@ async def test_one_megabyte_folded_header():
 
 
 async def test_invalid_envelope_addresses():
-    scanner = Scanner(BuildContext(make_config(policy={"block_senders": ["@evil.test"],
-                                                       "block_ips": ["10.0.0.0/8"]}), network=False))
+    scanner = Scanner(
+        BuildContext(
+            make_config(policy={"block_senders": ["@evil.test"], "block_ips": ["10.0.0.0/8"]}),
+            network=False,
+        )
+    )
     try:
-        env = Envelope(mail_from="<<not an address>>", rcpt_tos=("", "@@", "x@" + "a" * 300),
-                       client_ip="999.1.1.1", helo="\x00")
+        env = Envelope(
+            mail_from="<<not an address>>",
+            rcpt_tos=("", "@@", "x@" + "a" * 300),
+            client_ip="999.1.1.1",
+            helo="\x00",
+        )
         out = await scanner.scan(make_email(), env)
     finally:
         await scanner.close()
@@ -156,8 +179,12 @@ BIG_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_fifty_megabyte_body_in_bounded_memory():
-    proc = subprocess.run([sys.executable, "-c", BIG_SCRIPT, str(SRC_DIR)], capture_output=True,
-                          text=True, timeout=240)
+    proc = subprocess.run(
+        [sys.executable, "-c", BIG_SCRIPT, str(SRC_DIR)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr
     action, text_len, size_mb, grown_mb, _secs = proc.stdout.split()
     assert action == "accept" and int(size_mb) >= 49
@@ -169,26 +196,67 @@ def test_fifty_megabyte_body_in_bounded_memory():
 
 # --- generated messages ---------------------------------------------------------------------
 
-_header_name = st.sampled_from(["From", "To", "Cc", "Subject", "Reply-To", "Sender", "Date",
-                                "Message-ID", "Content-Type", "Content-Transfer-Encoding",
-                                "Content-Disposition", "X-Mailmoat-ID", "Authentication-Results",
-                                "Received", "MIME-Version"])
+_header_name = st.sampled_from(
+    [
+        "From",
+        "To",
+        "Cc",
+        "Subject",
+        "Reply-To",
+        "Sender",
+        "Date",
+        "Message-ID",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "Content-Disposition",
+        "X-Mailmoat-ID",
+        "Authentication-Results",
+        "Received",
+        "MIME-Version",
+    ]
+)
 _header_value = st.one_of(
     st.binary(max_size=80).map(lambda b: b.replace(b"\n", b" ").replace(b"\r", b" ")),
-    st.sampled_from([b"multipart/mixed", b'multipart/alternative; boundary="b"', b"base64",
-                     b"quoted-printable", b"text/html; charset=utf-8", b"attachment; filename=a.exe",
-                     b"=?utf-8?b?w6k=?=", b"<a@b.test>", b"message/rfc822", b"a@@b", b"<>"]),
+    st.sampled_from(
+        [
+            b"multipart/mixed",
+            b'multipart/alternative; boundary="b"',
+            b"base64",
+            b"quoted-printable",
+            b"text/html; charset=utf-8",
+            b"attachment; filename=a.exe",
+            b"=?utf-8?b?w6k=?=",
+            b"<a@b.test>",
+            b"message/rfc822",
+            b"a@@b",
+            b"<>",
+        ]
+    ),
 )
 _header = st.tuples(_header_name, _header_value).map(lambda t: t[0].encode() + b": " + t[1])
 _body_piece = st.one_of(
     st.binary(max_size=200),
-    st.sampled_from([b"--b\n", b"--b--\n", b"--x\nContent-Type: text/plain\n\n", b"\n\n",
-                     b"<a href='http://xn--e1a.test/%zz'>x</a>", b"=\n=ZZ", b"http://[::1/",
-                     b"begin 644 a.txt\n", b"\x00\x00", b"From - x\n"]),
+    st.sampled_from(
+        [
+            b"--b\n",
+            b"--b--\n",
+            b"--x\nContent-Type: text/plain\n\n",
+            b"\n\n",
+            b"<a href='http://xn--e1a.test/%zz'>x</a>",
+            b"=\n=ZZ",
+            b"http://[::1/",
+            b"begin 644 a.txt\n",
+            b"\x00\x00",
+            b"From - x\n",
+        ]
+    ),
 )
-_message = st.tuples(st.lists(_header, max_size=12), st.sampled_from([b"\n", b"\r\n", b""]),
-                     st.lists(_body_piece, max_size=12)).map(
-    lambda t: b"\n".join(t[0]) + b"\n" + t[1] + b"".join(t[2]))
+_message = st.tuples(
+    st.lists(_header, max_size=12),
+    st.sampled_from([b"\n", b"\r\n", b""]),
+    st.lists(_body_piece, max_size=12),
+).map(lambda t: b"\n".join(t[0]) + b"\n" + t[1] + b"".join(t[2]))
+
 
 def _sync_scan(raw: bytes) -> ScanOutcome:
     loop = asyncio.new_event_loop()
@@ -200,8 +268,11 @@ def _sync_scan(raw: bytes) -> ScanOutcome:
         loop.close()
 
 
-@settings(max_examples=int(os.environ.get("MAILMOAT_FUZZ_EXAMPLES", "100")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("MAILMOAT_FUZZ_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(_message)
 def test_generated_mail_always_gets_a_verdict(raw: bytes):
     out = _sync_scan(raw)

@@ -18,8 +18,11 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 
 
 def _core_sections() -> list[tuple[str, type[BaseModel]]]:
-    return [(name, f.annotation) for name, f in Config.model_fields.items()
-            if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)]
+    return [
+        (name, f.annotation)
+        for name, f in Config.model_fields.items()
+        if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)
+    ]
 
 
 def _documented() -> dict[str, str]:
@@ -45,7 +48,9 @@ def test_field_is_documented_in_its_section(section, key):
 @pytest.mark.parametrize("section,key", FIELDS, ids=[f"{s}.{k}" for s, k in FIELDS])
 def test_field_has_a_description(section, key):
     model = dict(_core_sections())[section]
-    assert (model.model_fields[key].description or "").strip(), f"[{section}] {key} has no description"
+    assert (model.model_fields[key].description or "").strip(), (
+        f"[{section}] {key} has no description"
+    )
 
 
 def test_no_documented_key_is_stale():

@@ -38,15 +38,26 @@ def mail_tree(tmp_path: Path) -> Path:
 
 
 def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(mailmoat_cmd("scan", *args), env=subprocess_env(), cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        mailmoat_cmd("scan", *args),
+        env=subprocess_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_collect_walks_directories_and_mbox_in_stable_order(mail_tree):
     items = collect([mail_tree])
     rel = [i.display.replace(str(mail_tree) + "/", "") for i in items]
-    assert rel == ["a.eml", "sub/b.eml", "sub/deeper/box.mbox#1", "sub/deeper/box.mbox#2",
-                   "sub/deeper/box.mbox#3"]
+    assert rel == [
+        "a.eml",
+        "sub/b.eml",
+        "sub/deeper/box.mbox#1",
+        "sub/deeper/box.mbox#2",
+        "sub/deeper/box.mbox#3",
+    ]
 
 
 def test_collect_reports_missing_paths(tmp_path):
@@ -69,7 +80,13 @@ def test_cli_json_lines(mail_tree):
     proc = _run(str(mail_tree / "a.eml"), str(mail_tree / "sub"), "--format", "json")
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [Path(r["path"]).name for r in rows] == ["a.eml", "b.eml", "box.mbox#1", "box.mbox#2", "box.mbox#3"]
+    assert [Path(r["path"]).name for r in rows] == [
+        "a.eml",
+        "b.eml",
+        "box.mbox#1",
+        "box.mbox#2",
+        "box.mbox#3",
+    ]
     assert [r["category"] for r in rows] == ["clean", "spam", "clean", "spam", "clean"]
     assert rows[1]["symbols"][0]["name"] == "GTUBE"
     assert proc.stderr == ""  # no progress bar when stderr is not a terminal
@@ -93,14 +110,19 @@ def test_workers_keep_output_order(tmp_path):
 
 def test_workers_in_process_match_single_process(mail_tree):
     items = collect([mail_tree])
-    assert list(scan_items(items, make_config(), workers=2)) == list(scan_items(items, make_config()))
+    assert list(scan_items(items, make_config(), workers=2)) == list(
+        scan_items(items, make_config())
+    )
 
 
-@pytest.mark.parametrize("args,message", [
-    (["/definitely/not/here.eml"], "no such file or directory: /definitely/not/here.eml"),
-    (["--config", "/definitely/not/here.toml", "."], "config file not found"),
-    (["--format", "xml", "."], "--format must be json or text"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["/definitely/not/here.eml"], "no such file or directory: /definitely/not/here.eml"),
+        (["--config", "/definitely/not/here.toml", "."], "config file not found"),
+        (["--format", "xml", "."], "--format must be json or text"),
+    ],
+)
 def test_usage_errors_exit_2(args, message):
     proc = _run(*args)
     assert proc.returncode == 2
@@ -160,8 +182,13 @@ def test_progress_bar_on_a_terminal(tmp_path):
     (tmp_path / "m.eml").write_bytes(CLEAN)
     master, slave = pty.openpty()
     try:
-        proc = subprocess.run(mailmoat_cmd("scan", str(tmp_path)), env=subprocess_env(TERM="xterm"),
-                              stdout=subprocess.PIPE, stderr=slave, timeout=120)
+        proc = subprocess.run(
+            mailmoat_cmd("scan", str(tmp_path)),
+            env=subprocess_env(TERM="xterm"),
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            timeout=120,
+        )
         os.close(slave)
         err = b""
         while True:
@@ -179,14 +206,25 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert json.loads(proc.stdout)["action"] == "accept"
 
 
-@pytest.mark.parametrize("headers,mail_from,ip,direction", [
-    (b"Return-Path: <Bounce@Lists.test>\nReceived: from x (x [198.51.100.7]) by mx\nFrom: a@b.test\n",
-     "bounce@lists.test", "198.51.100.7", Direction.INBOUND),
-    (b"From: Boss <boss@example.test>\n", "boss@example.test", None, Direction.OUTBOUND),
-    (b"Received: from x ([IPv6:2001:db8::1]) by mx\nFrom: a@b.test\n", "a@b.test", "2001:db8::1",
-     Direction.INBOUND),
-    (b"\xff\xfe garbage\n", "", None, Direction.INBOUND),
-])
+@pytest.mark.parametrize(
+    "headers,mail_from,ip,direction",
+    [
+        (
+            b"Return-Path: <Bounce@Lists.test>\nReceived: from x (x [198.51.100.7]) by mx\nFrom: a@b.test\n",
+            "bounce@lists.test",
+            "198.51.100.7",
+            Direction.INBOUND,
+        ),
+        (b"From: Boss <boss@example.test>\n", "boss@example.test", None, Direction.OUTBOUND),
+        (
+            b"Received: from x ([IPv6:2001:db8::1]) by mx\nFrom: a@b.test\n",
+            "a@b.test",
+            "2001:db8::1",
+            Direction.INBOUND,
+        ),
+        (b"\xff\xfe garbage\n", "", None, Direction.INBOUND),
+    ],
+)
 def test_envelope_from_stored_headers(headers, mail_from, ip, direction):
     env = envelope_for(headers + b"\nbody\n", make_config())
     assert (env.mail_from, env.client_ip, env.direction) == (mail_from, ip, direction)

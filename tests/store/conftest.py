@@ -23,8 +23,9 @@ PG_ADMIN_DB = "test"
 def _pg_admin():
     import psycopg
 
-    return psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{PG_ADMIN_DB}", autocommit=True,
-                           connect_timeout=3)
+    return psycopg.connect(
+        f"postgresql://postgres@127.0.0.1:5432/{PG_ADMIN_DB}", autocommit=True, connect_timeout=3
+    )
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,8 @@ def test_models_and_migrations_agree(db):
     diff = migrate.drift(db.engine)
     assert diff == [], (
         "store/models.py and the migrations differ; add a revision "
-        f"(mailmoat.store.migrate.revision('…')): {diff}")
+        f"(mailmoat.store.migrate.revision('…')): {diff}"
+    )
 
 
 def test_every_model_table_exists_after_upgrade(db):
@@ -88,8 +89,12 @@ def test_database_made_before_migrations_is_stamped_then_upgraded(tmp_path):
     engine = make_engine(url)
     Base.metadata.create_all(engine)  # how the skeleton created schemas
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO audit_log (at, actor, action, target, details) "
-                          "VALUES ('2026-01-01 00:00:00', 'a', 'b', 'c', '{}')"))
+        conn.execute(
+            text(
+                "INSERT INTO audit_log (at, actor, action, target, details) "
+                "VALUES ('2026-01-01 00:00:00', 'a', 'b', 'c', '{}')"
+            )
+        )
     engine.dispose()
     db = Database(url)
     try:

@@ -76,7 +76,7 @@ def collect(paths: Iterable[Path]) -> list[ScanItem]:
         raise FileNotFoundError(", ".join(missing))
     items: list[ScanItem] = []
     for p in paths:
-        for f in (_files_under(p) if p.is_dir() else [p]):
+        for f in _files_under(p) if p.is_dir() else [p]:
             if is_mbox(f):
                 box = mailbox.mbox(f, create=False)
                 try:
@@ -134,8 +134,12 @@ def envelope_for(raw: bytes, config: Config) -> Envelope:
     direction = Direction.INBOUND
     if sender and domain_of(sender) in config.internal_domains:
         direction = Direction.OUTBOUND
-    return Envelope(mail_from=sender.lower(), rcpt_tos=(), client_ip=m.group(1).decode() if m else None,
-                    direction=direction)
+    return Envelope(
+        mail_from=sender.lower(),
+        rcpt_tos=(),
+        client_ip=m.group(1).decode() if m else None,
+        direction=direction,
+    )
 
 
 # --- one scanner per process ---------------------------------------------------------------
@@ -176,8 +180,9 @@ def _error(display: str, exc: Exception) -> dict[str, Any]:
     return {"path": display, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def scan_items(items: list[ScanItem], config: Config, *, network: bool = False,
-               workers: int = 1) -> Iterator[dict[str, Any]]:
+def scan_items(
+    items: list[ScanItem], config: Config, *, network: bool = False, workers: int = 1
+) -> Iterator[dict[str, Any]]:
     """Results in input order. An item that cannot be read or scanned yields {"path", "error"}."""
     reader = _Reader()
     try:
@@ -197,9 +202,12 @@ def scan_items(items: list[ScanItem], config: Config, *, network: bool = False,
         # A bounded window of in-flight messages keeps memory flat on big mailboxes while
         # every worker stays busy; results come back in submission order.
         window = workers * 4
-        pending: collections.deque[tuple[ScanItem, Future[dict[str, Any]] | Exception]] = collections.deque()
-        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                                 initargs=(config, network)) as pool:
+        pending: collections.deque[tuple[ScanItem, Future[dict[str, Any]] | Exception]] = (
+            collections.deque()
+        )
+        with ProcessPoolExecutor(
+            max_workers=workers, initializer=_init_worker, initargs=(config, network)
+        ) as pool:
             it = iter(items)
             while True:
                 while len(pending) < window:
@@ -224,17 +232,27 @@ def format_text(r: dict[str, Any]) -> str:
     if "error" in r:
         return f"{r['path']}: ERROR {r['error']}"
     syms = " ".join(f"{s['name']}({s['score']:g})" for s in r["symbols"])
-    return f"{r['path']}: {r['action']} score={r['score']:g} category={r['category']} {syms}".rstrip()
+    return (
+        f"{r['path']}: {r['action']} score={r['score']:g} category={r['category']} {syms}".rstrip()
+    )
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def scan(
         paths: Annotated[list[Path], typer.Argument(help=".eml files, mbox files or directories")],
-        config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML config file")] = None,
-        format: Annotated[str, typer.Option("--format", "-f", help="json (one object per line) or text")] = "json",
-        network: Annotated[bool, typer.Option("--network", help="allow DNS and other look-ups")] = False,
-        workers: Annotated[int, typer.Option("--workers", "-w", min=1, help="scanner processes")] = 1,
+        config: Annotated[
+            Path | None, typer.Option("--config", "-c", help="TOML config file")
+        ] = None,
+        format: Annotated[
+            str, typer.Option("--format", "-f", help="json (one object per line) or text")
+        ] = "json",
+        network: Annotated[
+            bool, typer.Option("--network", help="allow DNS and other look-ups")
+        ] = False,
+        workers: Annotated[
+            int, typer.Option("--workers", "-w", min=1, help="scanner processes")
+        ] = 1,
     ) -> None:
         """Scan stored mail offline and print one verdict per message."""
         if format not in ("json", "text"):
@@ -286,7 +304,9 @@ def register(app: typer.Typer) -> None:
                     failed += 1
                     typer.echo(f"error: {r['path']}: {r['error']}", err=True)
                 else:
-                    typer.echo(json.dumps(r, ensure_ascii=False) if format == "json" else format_text(r))
+                    typer.echo(
+                        json.dumps(r, ensure_ascii=False) if format == "json" else format_text(r)
+                    )
                 if progress is not None:
                     progress.advance(task)
         finally:

@@ -172,7 +172,7 @@ def _subject_field(fields: list[_Field], prefix: str, eol: bytes) -> None:
         first = f.lines[0]
         m = re.match(rb"^[^:]*:[ \t]*", first)
         assert m is not None  # every named field has a colon
-        head, tail = first[: m.end()], first[m.end():]
+        head, tail = first[: m.end()], first[m.end() :]
         if not head.endswith((b" ", b"\t")):
             head += b" "
         gap = b" " if tail.strip(b"\r\n") else b""
@@ -181,8 +181,9 @@ def _subject_field(fields: list[_Field], prefix: str, eol: bytes) -> None:
     fields.append(_Field(b"Subject", [b"Subject: " + _encode_prefix(prefix) + eol]))
 
 
-def rewrite_for_delivery(raw: bytes, *, mailmoat_id: str, verdict: Verdict, result: ScanResult,
-                         hostname: str) -> bytes:
+def rewrite_for_delivery(
+    raw: bytes, *, mailmoat_id: str, verdict: Verdict, result: ScanResult, hostname: str
+) -> bytes:
     """The message as it is delivered: forgeable headers removed, ours added, body untouched."""
     if not _SAFE_ID_RE.match(mailmoat_id):
         raise ValueError(f"not a valid mailmoat id: {mailmoat_id!r}")
@@ -197,10 +198,13 @@ def rewrite_for_delivery(raw: bytes, *, mailmoat_id: str, verdict: Verdict, resu
     # A continuation line before the first field belongs to no header (Python's parser drops
     # it as a defect). Kept, it would fold into our last header when we prepend ours: a way
     # to append forged text to X-Mailmoat-Symbols. So it goes.
-    kept = [f for f in fields
-            if not (f.name == b"" and f.lines[0][:1] in (b" ", b"\t"))
-            and not f.lname.startswith(OUR_PREFIX)
-            and not (f.lname == b"authentication-results" and _authserv_id(f.value) == host)]
+    kept = [
+        f
+        for f in fields
+        if not (f.name == b"" and f.lines[0][:1] in (b" ", b"\t"))
+        and not f.lname.startswith(OUR_PREFIX)
+        and not (f.lname == b"authentication-results" and _authserv_id(f.value) == host)
+    ]
 
     for f in kept:
         # A header line ending in a bare CR could merge with the LF of whatever follows once
@@ -214,11 +218,20 @@ def rewrite_for_delivery(raw: bytes, *, mailmoat_id: str, verdict: Verdict, resu
     auth = result.annotations.get("auth_results")
     if auth is not None:
         clauses = [c for c in (_ascii_clean(str(c)).rstrip(";") for c in auth) if c] or ["none"]
-        ours.append(_fold("Authentication-Results", [host + ";", *[c + ";" for c in clauses[:-1]],
-                                                     clauses[-1]], "", eol))
+        ours.append(
+            _fold(
+                "Authentication-Results",
+                [host + ";", *[c + ";" for c in clauses[:-1]], clauses[-1]],
+                "",
+                eol,
+            )
+        )
     ours.append(f"X-Mailmoat-ID: {mailmoat_id}".encode("ascii") + eol)
-    ours.append(f"X-Mailmoat-Verdict: action={verdict.action.value}; score={_num(verdict.score)}; "
-                f"category={verdict.category.value}".encode("ascii") + eol)
+    ours.append(
+        f"X-Mailmoat-Verdict: action={verdict.action.value}; score={_num(verdict.score)}; "
+        f"category={verdict.category.value}".encode("ascii")
+        + eol
+    )
     symbols = symbols_header_value(result.symbols)
     if symbols:
         ours.append(_fold("X-Mailmoat-Symbols", symbols, ",", eol))

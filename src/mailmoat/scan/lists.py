@@ -44,15 +44,23 @@ BLOCK_ACTIONS = {"reject": Action.REJECT, "quarantine": Action.QUARANTINE}
 
 SYMBOLS: dict[str, SymbolSpec] = {
     "POLICY_ALLOW_SENDER": SymbolSpec(
-        -20.0, "The sender is on an allow list (and the match is authenticated).",
-        Category.CLEAN, _G),
+        -20.0,
+        "The sender is on an allow list (and the match is authenticated).",
+        Category.CLEAN,
+        _G,
+    ),
     "POLICY_ALLOW_IP": SymbolSpec(
-        -20.0, "The connecting client IP is on an allow list.", Category.CLEAN, _G),
+        -20.0, "The connecting client IP is on an allow list.", Category.CLEAN, _G
+    ),
     "POLICY_BLOCK_SENDER": SymbolSpec(
-        10.0, "The sender is on a block list; the block action is forced.", Category.POLICY, _G),
+        10.0, "The sender is on a block list; the block action is forced.", Category.POLICY, _G
+    ),
     "POLICY_BLOCK_IP": SymbolSpec(
-        10.0, "The connecting client IP is on a block list; the block action is forced.",
-        Category.POLICY, _G),
+        10.0,
+        "The connecting client IP is on a block list; the block action is forced.",
+        Category.POLICY,
+        _G,
+    ),
 }
 
 
@@ -115,20 +123,32 @@ class Lists:
             return list(value)
 
         try:
-            senders = {k: tuple(SenderPattern.parse(e) for e in strings(k))
-                       for k in ("allow_senders", "block_senders")}
-            ips = {k: tuple(ipaddress.ip_network(e.strip(), strict=False) for e in strings(k))
-                   for k in ("allow_ips", "block_ips")}
+            senders = {
+                k: tuple(SenderPattern.parse(e) for e in strings(k))
+                for k in ("allow_senders", "block_senders")
+            }
+            ips = {
+                k: tuple(ipaddress.ip_network(e.strip(), strict=False) for e in strings(k))
+                for k in ("allow_ips", "block_ips")
+            }
         except ValueError as exc:
             raise ConfigError(f"[policy] {name}: {exc}") from exc
         action = None
         if "block_action" in data:
             action = BLOCK_ACTIONS.get(str(data["block_action"]).lower())
             if action is None:
-                raise ConfigError(f"[policy] {name}: block_action must be reject or quarantine, "
-                                  f"not {data['block_action']!r}")
-        return cls(name, senders["allow_senders"], senders["block_senders"], ips["allow_ips"],
-                   ips["block_ips"], action)
+                raise ConfigError(
+                    f"[policy] {name}: block_action must be reject or quarantine, "
+                    f"not {data['block_action']!r}"
+                )
+        return cls(
+            name,
+            senders["allow_senders"],
+            senders["block_senders"],
+            ips["allow_ips"],
+            ips["block_ips"],
+            action,
+        )
 
     @property
     def empty(self) -> bool:
@@ -145,7 +165,9 @@ def _first_pattern(patterns: Iterable[SenderPattern], address: str) -> SenderPat
     return next((p for p in patterns if address and p.matches(address)), None)
 
 
-def _first_net(nets: Iterable[IpNet], ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> IpNet | None:
+def _first_net(
+    nets: Iterable[IpNet], ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+) -> IpNet | None:
     if ip is None:
         return None
     return next((n for n in nets if ip.version == n.version and ip in n), None)
@@ -164,8 +186,13 @@ class ListsCheck(Check):
     symbols = SYMBOLS
     stage = 1  # after auth (stage 0), whose DMARC/SPF results decide whether an allow counts
 
-    def __init__(self, global_lists: Lists, domains: dict[str, Lists], recipients: dict[str, Lists],
-                 block_action: Action) -> None:
+    def __init__(
+        self,
+        global_lists: Lists,
+        domains: dict[str, Lists],
+        recipients: dict[str, Lists],
+        block_action: Action,
+    ) -> None:
         self.global_lists = global_lists
         self.domains = domains
         self.recipients = recipients
@@ -199,12 +226,18 @@ class ListsCheck(Check):
         blocks: list[_Match] = []
         net = _first_net(layer.block_ips, ip)
         if net is not None:
-            blocks.append(_Match("POLICY_BLOCK_IP", f"client {ip} is in block_ips entry {net}{where}"))
+            blocks.append(
+                _Match("POLICY_BLOCK_IP", f"client {ip} is in block_ips entry {net}{where}")
+            )
         for label, addr in [("envelope sender", env_from)] + [("From", a) for a in froms]:
             pat = _first_pattern(layer.block_senders, addr)
             if pat is not None:
-                blocks.append(_Match("POLICY_BLOCK_SENDER",
-                                     f"{label} {addr} matches block_senders entry {pat.text!r}{where}"))
+                blocks.append(
+                    _Match(
+                        "POLICY_BLOCK_SENDER",
+                        f"{label} {addr} matches block_senders entry {pat.text!r}{where}",
+                    )
+                )
                 break
         if blocks:
             return blocks
@@ -212,13 +245,19 @@ class ListsCheck(Check):
         allows: list[_Match] = []
         net = _first_net(layer.allow_ips, ip)
         if net is not None:
-            allows.append(_Match("POLICY_ALLOW_IP", f"client {ip} is in allow_ips entry {net}{where}"))
+            allows.append(
+                _Match("POLICY_ALLOW_IP", f"client {ip} is in allow_ips entry {net}{where}")
+            )
         spf = _spf_result(result.annotations.get("spf"))
         dmarc = str(result.annotations.get("dmarc", "")).lower()
         pat = _first_pattern(layer.allow_senders, env_from)
         if pat is not None and spf not in ("fail", "softfail"):
-            allows.append(_Match("POLICY_ALLOW_SENDER",
-                                 f"envelope sender {env_from} matches allow_senders entry {pat.text!r}{where}"))
+            allows.append(
+                _Match(
+                    "POLICY_ALLOW_SENDER",
+                    f"envelope sender {env_from} matches allow_senders entry {pat.text!r}{where}",
+                )
+            )
         else:
             for addr in froms:
                 pat = _first_pattern(layer.allow_senders, addr)
@@ -226,17 +265,27 @@ class ListsCheck(Check):
                     continue
                 if dmarc == "pass":
                     why = "DMARC passed"
-                elif (env_from and domain_of(env_from) == domain_of(addr)
-                      and dmarc != "fail" and spf not in ("fail", "softfail")):
+                elif (
+                    env_from
+                    and domain_of(env_from) == domain_of(addr)
+                    and dmarc != "fail"
+                    and spf not in ("fail", "softfail")
+                ):
                     why = "the envelope sender is in the same domain"
                 else:
                     continue  # unauthenticated From: a forger could write anything there
-                allows.append(_Match("POLICY_ALLOW_SENDER",
-                                     f"From {addr} matches allow_senders entry {pat.text!r} and {why}{where}"))
+                allows.append(
+                    _Match(
+                        "POLICY_ALLOW_SENDER",
+                        f"From {addr} matches allow_senders entry {pat.text!r} and {why}{where}",
+                    )
+                )
                 break
         return allows
 
-    def _outcome(self, recipient: str | None, msg: ParsedMessage, result: ScanResult) -> tuple[_Match, ...]:
+    def _outcome(
+        self, recipient: str | None, msg: ParsedMessage, result: ScanResult
+    ) -> tuple[_Match, ...]:
         for layer in self.layers_for(recipient):
             matches = self._judge(layer, msg, result)
             if matches:
@@ -262,8 +311,13 @@ class ListsCheck(Check):
         for (matches, action), group in groups.items():
             self._emit(result, matches, action, group)
 
-    def _emit(self, result: ScanResult, matches: tuple[_Match, ...], action: Action | None,
-              recipients: list[str] | None) -> None:
+    def _emit(
+        self,
+        result: ScanResult,
+        matches: tuple[_Match, ...],
+        action: Action | None,
+        recipients: list[str] | None,
+    ) -> None:
         if not matches:
             return
         options = tuple(f"rcpt={r}" for r in recipients) if recipients else ()
@@ -288,14 +342,17 @@ _NUMERIC_OVERRIDES = ("tag_threshold", "quarantine_threshold", "reject_threshold
 def validate_overrides(policy: Any) -> None:
     """Threshold overrides are free-form tables in config.py; check the values policy reads,
     so a typo'd number fails at start instead of on the first message."""
-    tables: list[tuple[str, Mapping[str, Any]]] = [("outbound", policy.outbound),
-                                                   ("internal", policy.internal)]
+    tables: list[tuple[str, Mapping[str, Any]]] = [
+        ("outbound", policy.outbound),
+        ("internal", policy.internal),
+    ]
     tables += [(f'domains."{k}"', v) for k, v in policy.domains.items()]
     tables += [(f'recipients."{k}"', v) for k, v in policy.recipients.items()]
     for name, table in tables:
         for key in _NUMERIC_OVERRIDES:
-            if key in table and (isinstance(table[key], bool)
-                                 or not isinstance(table[key], int | float)):
+            if key in table and (
+                isinstance(table[key], bool) or not isinstance(table[key], int | float)
+            ):
                 raise ConfigError(f"[policy.{name}] {key} must be a number, not {table[key]!r}")
         if "subject_prefix" in table and not isinstance(table["subject_prefix"], str):
             raise ConfigError(f"[policy.{name}] subject_prefix must be a string")
@@ -307,9 +364,16 @@ def build(ctx: BuildContext) -> list[Check]:
     global_lists = Lists.from_mapping("global", {k: getattr(policy, k) for k in LIST_KEYS})
     action = BLOCK_ACTIONS.get(policy.block_action.lower())
     if action is None:
-        raise ConfigError(f"[policy] block_action must be reject or quarantine, not {policy.block_action!r}")
-    domains = {d.lower().rstrip("."): Lists.from_mapping(f"domain {d}", v) for d, v in policy.domains.items()}
-    recipients = {r.lower(): Lists.from_mapping(f"recipient {r}", v) for r, v in policy.recipients.items()}
+        raise ConfigError(
+            f"[policy] block_action must be reject or quarantine, not {policy.block_action!r}"
+        )
+    domains = {
+        d.lower().rstrip("."): Lists.from_mapping(f"domain {d}", v)
+        for d, v in policy.domains.items()
+    }
+    recipients = {
+        r.lower(): Lists.from_mapping(f"recipient {r}", v) for r, v in policy.recipients.items()
+    }
     if global_lists.empty and all(x.empty for x in (*domains.values(), *recipients.values())):
         return []  # nothing configured: no check to run
     return [ListsCheck(global_lists, domains, recipients, action)]

@@ -27,8 +27,16 @@ from sqlalchemy.engine import Connection, Engine
 
 from mailmoat.store.models import Base
 
-__all__ = ["INITIAL_REVISION", "alembic_config", "current_revision", "drift", "head_revision",
-           "revision", "upgrade", "upgrade_engine"]
+__all__ = [
+    "INITIAL_REVISION",
+    "alembic_config",
+    "current_revision",
+    "drift",
+    "head_revision",
+    "revision",
+    "upgrade",
+    "upgrade_engine",
+]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 INITIAL_REVISION = "0001_initial"
@@ -78,8 +86,11 @@ def upgrade(database_url: str, target: str = "head") -> None:
 def drift(engine: Engine) -> list[Any]:
     """Differences between the migrated database and store/models.py; [] when in step."""
     with engine.connect() as conn:
-        return list(compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
-                                     Base.metadata))
+        return list(
+            compare_metadata(
+                MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+            )
+        )
 
 
 def revision(message: str, database_url: str = "sqlite://") -> None:

@@ -23,19 +23,29 @@ __all__ = ["purge_old_messages"]
 BATCH = 500
 
 
-def purge_old_messages(db: Database, days: int, now: datetime | None = None,
-                       batch: int = BATCH) -> int:
+def purge_old_messages(
+    db: Database, days: int, now: datetime | None = None, batch: int = BATCH
+) -> int:
     """Delete message-log rows received more than `days` days before `now`; returns how many."""
     if days < 0:
         raise ValueError("days must not be negative")
     cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
-    held = exists().where(QuarantineRow.message_id == MessageRow.id,
-                          QuarantineRow.deleted_at.is_(None), QuarantineRow.released_at.is_(None))
+    held = exists().where(
+        QuarantineRow.message_id == MessageRow.id,
+        QuarantineRow.deleted_at.is_(None),
+        QuarantineRow.released_at.is_(None),
+    )
     total = 0
     while True:
         with db.session() as s:
-            ids = list(s.scalars(select(MessageRow.id).where(MessageRow.received_at < cutoff, ~held)
-                                 .order_by(MessageRow.received_at).limit(batch)))
+            ids = list(
+                s.scalars(
+                    select(MessageRow.id)
+                    .where(MessageRow.received_at < cutoff, ~held)
+                    .order_by(MessageRow.received_at)
+                    .limit(batch)
+                )
+            )
             if not ids:
                 return total
             s.execute(delete(MessageRow).where(MessageRow.id.in_(ids)))
