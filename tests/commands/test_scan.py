@@ -228,3 +228,19 @@ def test_progress_bar_on_a_terminal(tmp_path):
 def test_envelope_from_stored_headers(headers, mail_from, ip, direction):
     env = envelope_for(headers + b"\nbody\n", make_config())
     assert (env.mail_from, env.client_ip, env.direction) == (mail_from, ip, direction)
+
+
+@pytest.mark.parametrize("network", [False, True])
+def test_network_flag_reaches_the_scanner(network):
+    # Checked on the built scanner, not by scanning: a look-up must never leave loopback.
+    from mailmoat.commands import scan as scan_cmd
+
+    scan_cmd._init_worker(make_config(), network)
+    try:
+        ctx = scan_cmd._worker["scanner"].ctx
+        assert ctx.network is network
+        checks = scan_cmd._worker["scanner"].pipeline.checks
+        assert network or not any(c.needs_network for c in checks)
+    finally:
+        scan_cmd._close_worker()
+    assert scan_cmd._worker == {}
