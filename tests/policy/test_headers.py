@@ -333,3 +333,35 @@ def test_generated_header_blocks(lines, eol, body):
     assert len(claims) == 1  # only ours
     again = _rewrite(out, _result("BIG", auth=["spf=pass"]), verdict)
     assert again == out  # rewriting delivered mail changes nothing (prefix not doubled)
+
+
+def test_received_goes_first_and_is_folded():
+    received = (
+        "from mail.sender.test ([192.0.2.10]) by mx.example.test (mailmoat) with ESMTPS "
+        "id 0190abcdef0123456789abcdef for <bob@example.test>;\r\n Sat, 28 Nov 2026 10:00:00 +0000"
+    )
+    out = rewrite_for_delivery(
+        make_email(),
+        mailmoat_id="0190abcdef0123456789abcdef",
+        verdict=_verdict(),
+        result=_result(auth=["spf=pass"]),
+        hostname=HOST,
+        received=received,
+    )
+    assert out.startswith(b"Received: from mail.sender.test ([192.0.2.10]) by mx.example.test")
+    first = out.split(b"\nAuthentication-Results:")[0]
+    assert all(len(line) <= 78 for line in first.split(b"\n"))
+    assert " ".join(_headers(out)["Received"].split()) == " ".join(received.split())
+    assert (
+        out.index(b"Received:")
+        < out.index(b"Authentication-Results:")
+        < out.index(b"X-Mailmoat-ID:")
+    )
+
+
+def test_without_a_scan_only_the_id_is_written():
+    raw = b"X-Mailmoat-Verdict: forged\nSubject: bounce\n\nbody\n"
+    out = rewrite_for_delivery(
+        raw, mailmoat_id="0190abcdef0123456789abcdef", verdict=None, result=None, hostname=HOST
+    )
+    assert out == b"X-Mailmoat-ID: 0190abcdef0123456789abcdef\nSubject: bounce\n\nbody\n"

@@ -182,9 +182,20 @@ def _subject_field(fields: list[_Field], prefix: str, eol: bytes) -> None:
 
 
 def rewrite_for_delivery(
-    raw: bytes, *, mailmoat_id: str, verdict: Verdict, result: ScanResult, hostname: str
+    raw: bytes,
+    *,
+    mailmoat_id: str,
+    verdict: Verdict | None,
+    result: ScanResult | None,
+    hostname: str,
+    received: str = "",
 ) -> bytes:
-    """The message as it is delivered: forgeable headers removed, ours added, body untouched."""
+    """The message as it is delivered: forgeable headers removed, ours added, body untouched.
+
+    `received` is a ready Received value; it goes first, above our other headers, as trace
+    fields do. `verdict` and `result` may be None (mail passed on without a scan, such as a
+    bounce we generate): then only the id, and the trace field, are written.
+    """
     if not _SAFE_ID_RE.match(mailmoat_id):
         raise ValueError(f"not a valid mailmoat id: {mailmoat_id!r}")
     host = _ascii_clean(hostname).lower().rstrip(".")
@@ -211,11 +222,13 @@ def rewrite_for_delivery(
         # a field between them is gone; give it the message's own line ending.
         f.lines = [ln[:-1] + eol if ln.endswith(b"\r") else ln for ln in f.lines]
 
-    if verdict.action is Action.TAG and verdict.subject_prefix.strip():
+    if verdict is not None and verdict.action is Action.TAG and verdict.subject_prefix.strip():
         _subject_field(kept, verdict.subject_prefix, eol)
 
     ours: list[bytes] = []
-    auth = result.annotations.get("auth_results")
+    if received.strip():
+        ours.append(_fold("Received", _ascii_clean(received).split(), "", eol))
+    auth = result.annotations.get("auth_results") if result is not None else None
     if auth is not None:
         clauses = [c for c in (_ascii_clean(str(c)).rstrip(";") for c in auth) if c] or ["none"]
         ours.append(
@@ -227,16 +240,17 @@ def rewrite_for_delivery(
             )
         )
     ours.append(f"X-Mailmoat-ID: {mailmoat_id}".encode("ascii") + eol)
-    ours.append(
-        f"X-Mailmoat-Verdict: action={verdict.action.value}; score={_num(verdict.score)}; "
-        f"category={verdict.category.value}".encode("ascii")
-        + eol
-    )
-    symbols = symbols_header_value(result.symbols)
+    if verdict is not None:
+        ours.append(
+            f"X-Mailmoat-Verdict: action={verdict.action.value}; score={_num(verdict.score)}; "
+            f"category={verdict.category.value}".encode("ascii")
+            + eol
+        )
+    symbols = symbols_header_value(result.symbols) if result is not None else []
     if symbols:
         ours.append(_fold("X-Mailmoat-Symbols", symbols, ",", eol))
 
-    if not fields and not rest.startswith((b"\n", b"\r\n")):
+    if not fields and not rest.startswith((b"\n", b"\r")):
         # No header block at all: the separator must come before the body we keep.
         rest = eol + rest
     return prefix + b"".join(ours) + b"".join(b"".join(f.lines) for f in kept) + rest
