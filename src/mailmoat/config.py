@@ -101,6 +101,9 @@ class PolicySettings(Section):
     block_senders: list[str] = Field(default_factory=list, description="addresses or @domains")
     allow_ips: list[str] = Field(default_factory=list, description="client IPs or CIDRs")
     block_ips: list[str] = Field(default_factory=list, description="client IPs or CIDRs")
+    block_action: str = Field(
+        "reject", description="action forced for block-listed mail: reject | quarantine"
+    )
     scores: dict[str, float] = Field(
         default_factory=dict, description="symbol -> weight, overriding the built-in weight"
     )

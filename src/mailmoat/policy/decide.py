@@ -65,7 +65,7 @@ def decide(result: ScanResult, policy: PolicySettings, recipient: str | None = N
            direction: Direction = Direction.INBOUND) -> Verdict:
     """Map a scan result to the action for one recipient (or the message when None)."""
     t = thresholds_for(policy, recipient, direction)
-    score = result.score
+    score, forced = _for_recipient(result, recipient)
     category = result.category
     if score >= t.reject:
         action, reason = Action.REJECT, f"score {score:g} reaches the reject threshold {t.reject:g}"
@@ -75,8 +75,8 @@ def decide(result: ScanResult, policy: PolicySettings, recipient: str | None = N
         action, reason = Action.TAG, f"score {score:g} reaches the tag threshold {t.tag:g}"
     else:
         action, reason = Action.ACCEPT, f"score {score:g} is below every threshold"
-    if result.forced is not None and result.forced[0].severity > action.severity:
-        action, reason = result.forced[0], result.forced[1]
+    if forced is not None and forced[0].severity > action.severity:
+        action, reason = forced[0], forced[1]
     if action is Action.ACCEPT:
         category = Category.CLEAN
     elif category is Category.CLEAN:
@@ -84,6 +84,27 @@ def decide(result: ScanResult, policy: PolicySettings, recipient: str | None = N
     prefix = t.subject_prefix if action is Action.TAG else ""
     return Verdict(action=action, score=score, category=category, reason=reason,
                    subject_prefix=prefix)
+
+
+def _for_recipient(result: ScanResult, recipient: str | None
+                   ) -> tuple[float, tuple[Action, str, Category] | None]:
+    """Score and forced action for one recipient.
+
+    A symbol whose options name recipients (`rcpt=<address>`, from per-recipient lists)
+    counts only for them; `annotations["forced_for"]` holds forced actions per recipient.
+    """
+    forced = result.forced
+    scoped = [s for s in result.symbols if any(o.startswith("rcpt=") for o in s.options)]
+    forced_for = result.annotations.get("forced_for") or {}
+    if not scoped and not forced_for:
+        return result.score, forced
+    mine = f"rcpt={recipient.lower()}" if recipient else None
+    score = round(sum(s.score for s in result.symbols
+                      if s not in scoped or (mine is not None and mine in s.options)), 3)
+    extra = forced_for.get(recipient.lower()) if recipient else None
+    if extra is not None and (forced is None or extra[0].severity > forced[0].severity):
+        forced = extra
+    return score, forced
 
 
 def strictest(verdicts: list[Verdict]) -> Verdict:
