@@ -109,9 +109,9 @@ async def test_busy_model_gives_fail_within_budget(model_future):
 
 async def test_end_to_end_through_scanner(model_future):
     outcome = await scan_bytes(make_email(subject="Mailbox storage alert", body=PHISH),
-                               make_config(deep={"mode": "all"}))
+                               make_config(deep={"mode": "all", "timeout_ms": 10000}))
     assert symbol_names(outcome) & {"DEEP_PHISH", "DEEP_SPAM"}
-    assert outcome.result.timings["deep"] < 5
+    assert outcome.result.timings["deep"] < 10
 
 
 async def test_off_builds_nothing_and_bad_head_fails_visibly(tmp_path):

@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Literal
 
+import httpx
 from pydantic import Field
 
 from mailmoat.config import Section
@@ -250,7 +251,10 @@ class LlmCheck(Check):
         self.redis = redis if settings.redis_cache else None
         self.requests_sent = 0
         self._sem: asyncio.Semaphore | None = None
-        self._client: Any = None
+        # Built here, not on first use: making the TLS context costs tens of milliseconds of
+        # blocking work, which must not eat into a message's timeout.
+        # trust_env=False: proxy variables must not reroute mail content elsewhere.
+        self._client: httpx.AsyncClient | None = httpx.AsyncClient(trust_env=False)
         self.url = settings.endpoint.rstrip("/") + "/chat/completions"
 
     # Why ask: returns a short phrase for the reason, or None to stay quiet.
@@ -304,8 +308,6 @@ class LlmCheck(Check):
                    f"{label}, confidence {confidence:.2f}: {reason}")
 
     async def _ask(self, messages: list[dict[str, str]]) -> tuple[str, float, str]:
-        import httpx
-
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.settings.max_concurrency)
         async with self._sem:
@@ -314,8 +316,7 @@ class LlmCheck(Check):
                 raise Unavailable(f"rate budget of {self.settings.rate_per_minute:g} "
                                   "requests/minute spent")
             if self._client is None:
-                # trust_env=False: proxy variables must not reroute mail content elsewhere.
-                self._client = httpx.AsyncClient(trust_env=False)
+                raise Unavailable("the check is closed")
             headers = {"Content-Type": "application/json"}
             key = os.environ.get(self.settings.api_key_env, "") if self.settings.api_key_env else ""
             if key:
