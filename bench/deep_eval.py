@@ -88,20 +88,29 @@ def main() -> int:
     pr = head.proba(np.stack([cache[r.sha256] for r in test]))
     p2 = pr[:, 1] + pr[:, 2]
     bad = np.array([r.label != "ham" for r in test])
-    lo, hi = a.band
-    band = (p1 >= lo) & (p1 <= hi)
-    replaced = np.where(band, p2, p1)
-    mean = np.where(band, (p1 + p2) / 2, p1)
-    out = {
+    out: dict[str, object] = {
         "test_messages": len(test), "labels": dict(Counter(r.label for r in test)),
-        "band": [lo, hi], "in_band": int(band.sum()),
-        "band_share": round(float(band.mean()), 4),
-        "on_band": {"tier1": metrics(p1[band], bad[band]), "tier2": metrics(p2[band], bad[band]),
-                    "mean_1_2": metrics(mean[band], bad[band])},
-        "overall": {"tier1": metrics(p1, bad), "tier1+tier2_on_band": metrics(replaced, bad),
-                    "tier1+mean_on_band": metrics(mean, bad), "tier2_alone": metrics(p2, bad)},
         "head": head.meta.get("head"), "tier1": "proxy: HashingVectorizer(1-2 grams)+SGD log-loss",
+        "tier2_alone": metrics(p2, bad),
     }
+    for lo, hi in (tuple(a.band), (0.05, 0.95)):
+        band = (p1 >= lo) & (p1 <= hi)
+        replaced = np.where(band, p2, p1)
+        mean = np.where(band, (p1 + p2) / 2, p1)
+        out[f"band {lo:g}-{hi:g}"] = {
+            "in_band": int(band.sum()), "band_share": round(float(band.mean()), 4),
+            "on_band": {"tier1": metrics(p1[band], bad[band]),
+                        "tier2": metrics(p2[band], bad[band]),
+                        "mean_1_2": metrics(mean[band], bad[band])},
+            "overall": {"tier1": metrics(p1, bad), "tier2_replaces_on_band": metrics(replaced, bad),
+                        "mean_on_band": metrics(mean, bad)},
+        }
+    cells: dict[str, list[tuple[bool, bool]]] = {}
+    for r, q1, q2, b in zip(test, p1, p2, bad, strict=True):
+        cells.setdefault(f"{r.corpus}/{r.label}", []).append(((q1 >= 0.5) == b, (q2 >= 0.5) == b))
+    out["accuracy_by_corpus"] = {k: {"n": len(v), "tier1": round(sum(x[0] for x in v) / len(v), 3),
+                                     "tier2": round(sum(x[1] for x in v) / len(v), 3)}
+                                 for k, v in sorted(cells.items())}
     print(json.dumps(out, indent=2))
     return 0
 

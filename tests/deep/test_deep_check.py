@@ -176,3 +176,10 @@ def test_event_loop_unused_by_encoder(model_future):
         return ticks
 
     assert asyncio.run(main()) >= 1
+
+
+def test_onnx_engine_needs_a_path():
+    from mailmoat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="onnx_path"):
+        deep.build(_ctx({"engine": "onnx"}))

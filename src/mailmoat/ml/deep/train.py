@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import sys
 import time
 from pathlib import Path
@@ -74,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         cache = load_cache(Path(a.cache), a.max_tokens)
         rows = [r for r in rows if r.sha256 in cache]
     else:
-        cache = embed_rows(rows, enc.encode, root=Path(a.cache), max_tokens=a.max_tokens)
+        # Interleave corpora and labels, so an interrupted run leaves a usable cache
+        # (`--cached-only` then trains on what is there).
+        order = list(rows)
+        random.Random(7).shuffle(order)
+        cache = embed_rows(order, enc.encode, root=Path(a.cache), max_tokens=a.max_tokens)
     test = [r for r in rows if is_test_group(r.group)]
     train_all = [r for r in rows if not is_test_group(r.group)]
     val = [r for r in train_all if is_test_group(r.group + "/val")]
