@@ -71,6 +71,8 @@ def main() -> int:
     ap.add_argument("--corpus", default="/tmp/corpus")
     ap.add_argument("--messages", type=int, default=400)
     ap.add_argument("--timeout-ms", type=int, default=250)
+    ap.add_argument("--onnx", nargs="*", default=[],
+                    help="exported .onnx files to time against the numpy encoder")
     a = ap.parse_args()
     proc = psutil.Process()
     rss0 = proc.memory_info().rss
@@ -83,6 +85,7 @@ def main() -> int:
     msgs = [parse_message(b) for b in raws]
     parse_ms = (time.perf_counter() - t) / len(msgs) * 1000
     rss_tier1 = proc.memory_info().rss
+    rss_before_model = proc.memory_info().rss
     fut = DeepModel.preload()
     model = fut.result()
     rss_deep = proc.memory_info().rss
@@ -110,22 +113,37 @@ def main() -> int:
     out = asyncio.run(run())
     long_text = "The quarterly invoice is attached, please confirm the payment details. " * 40
     enc = model.encoder
-    enc.encode([long_text])
-    reps = 20
-    t = time.perf_counter()
-    for _ in range(reps):
-        enc.encode([long_text])
-    one = (time.perf_counter() - t) / reps * 1000
-    t = time.perf_counter()
-    enc.encode([long_text] * 32)
-    batch = (time.perf_counter() - t) / 32 * 1000
+    engines = {"numpy": enc}
+    for path in a.onnx:
+        from mailmoat.ml.deep.encoder import MiniLMEncoder
+
+        engines[f"onnx:{Path(path).name}"] = MiniLMEncoder(max_tokens=enc.max_tokens,
+                                                           threads=1, onnx_path=path)
+    timing: dict[str, dict[str, float]] = {}
+    for e in engines.values():
+        e.encode([long_text])
+    for _round in range(3):  # interleaved rounds: a loaded machine hurts every engine alike
+        for name, e in engines.items():
+            t = time.perf_counter()
+            for _ in range(5):
+                e.encode([long_text])
+            timing.setdefault(name, {"batch1": [], "batch32": []})["batch1"].append(
+                (time.perf_counter() - t) / 5 * 1000)
+            t = time.perf_counter()
+            e.encode([long_text] * 32)
+            timing[name]["batch32"].append((time.perf_counter() - t) / 32 * 1000)
+    enc_ms = {name: {k: round(float(np.median(v)), 1) for k, v in d.items()}
+              for name, d in timing.items()}
+    for name in enc_ms:
+        enc_ms[name]["ratio_vs_numpy_batch1"] = round(
+            enc_ms[name]["batch1"] / enc_ms["numpy"]["batch1"], 2)
     out.update({
         "messages": len(msgs), "max_size_bytes": max(len(b) for b in raws),
         "mean_size_bytes": int(sum(len(b) for b in raws) / len(raws)),
         "parse_ms_mean": round(parse_ms, 2),
-        "encoder_ms_per_message_128_tokens": {"batch1": round(one, 1), "batch32": round(batch, 1),
-                                              "blas_threads": enc.threads},
+        "encoder_ms_per_message_128_tokens_1_thread": enc_ms,
         "rss_mb": {"start": rss0 >> 20, "with_tier1_proxy": rss_tier1 >> 20,
+                   "before_deep_model": rss_before_model >> 20,
                    "with_deep_model": rss_deep >> 20, "end": proc.memory_info().rss >> 20},
         "cpu": f"{psutil.cpu_count()} cores, load average {psutil.getloadavg()[0]:.1f}",
     })

@@ -61,6 +61,8 @@ async def test_uncertain_band_runs_and_names_pattern(model_future):
     (sym,) = r.symbols
     assert sym.name in ("DEEP_PHISH", "DEEP_SPAM") and sym.score > 0
     assert r.annotations["deep_probability"] >= 0.5
+    assert r.annotations["deep_combined_probability"] == pytest.approx(
+        (r.annotations["deep_probability"] + 0.5) / 2, abs=1e-3)
     assert "nearest known pattern: '" in sym.reason and "tier 1 was uncertain at 0.50" in sym.reason
     names = {p[1] for p in PROTOTYPES}
     assert any(f"'{n}'" in sym.reason for n in names)

@@ -291,3 +291,16 @@ async def test_redis_cache_shared_between_checks(fake):
         async for k in client.scan_iter(match=prefix + "*"):
             await client.delete(k)
         await client.aclose()
+
+
+async def test_combined_tier12_probability_decides_first(fake):
+    check = LlmCheck(settings(fake))
+    confident = uncertain_result(0.5)
+    confident.annotations.update(deep_probability=0.5, deep_combined_probability=0.9)
+    await check.run(msg(), confident)
+    unsure = uncertain_result(0.95)
+    unsure.annotations.update(deep_probability=0.1, deep_combined_probability=0.52)
+    await check.run(msg(), unsure)
+    await check.close()
+    assert confident.symbols == []
+    assert "deep_combined_probability 0.52" in unsure.get("LLM_HAM").reason

@@ -155,6 +155,11 @@ class DeepCheck(Check):
         p = pred.p_bad
         result.annotations["deep_probability"] = round(p, 4)
         result.annotations["deep_phish_probability"] = round(pred.p_phish, 4)
+        p1 = result.annotations.get("ml_spam_probability")
+        if isinstance(p1, (int, float)):
+            # Tier 2 is a second vote, not a replacement: on held-out mail the mean of both
+            # beat either alone on the band (docs/deep.md), so this is what tier 3 reads.
+            result.annotations["deep_combined_probability"] = round((p + float(p1)) / 2, 4)
         pattern = f"nearest known pattern: '{pred.pattern}'"
         if p >= self.settings.threshold:
             phish = pred.p_phish >= pred.p_spam

@@ -70,7 +70,8 @@ class LlmSettings(Section):
     ask_when: Literal["uncertain_or_bec", "uncertain", "bec", "always"] = Field(
         "uncertain_or_bec", description="which mail the LLM is asked about")
     band: tuple[float, float] = Field((0.2, 0.8), description="uncertain band of the spam "
-                                      "probability (tier 2's, else tier 1's)")
+                                      "probability (tiers 1+2 combined, else tier 2's, else "
+                                      "tier 1's)")
     max_body_chars: int = Field(3000, ge=100, description="characters of body text sent")
     cache_size: int = Field(2048, ge=0, description="answers kept in the in-memory LRU")
     cache_ttl: float = Field(86400.0, ge=0, description="seconds an answer stays cached")
@@ -269,7 +270,7 @@ class LlmCheck(Check):
             if result.annotations.get("bec_suspect"):
                 return "BEC-suspect"
         if s.ask_when in ("uncertain_or_bec", "uncertain"):
-            for key in ("deep_probability", "ml_spam_probability"):
+            for key in ("deep_combined_probability", "deep_probability", "ml_spam_probability"):
                 p = result.annotations.get(key)
                 if isinstance(p, (int, float)):
                     lo, hi = s.band
