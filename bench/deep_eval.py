@@ -77,6 +77,9 @@ def main() -> int:
     ap.add_argument("--per-cell", type=int, default=700)
     ap.add_argument("--band", type=float, nargs=2, default=(0.2, 0.8))
     ap.add_argument("--rebuild-proxy", action="store_true")
+    ap.add_argument("--onnx", default="", help="also score --onnx-n test messages with this "
+                    "exported graph (e.g. int8) and compare with the numpy embeddings")
+    ap.add_argument("--onnx-n", type=int, default=300)
     a = ap.parse_args()
 
     head = Head.load(a.head or None)
@@ -111,6 +114,24 @@ def main() -> int:
     out["accuracy_by_corpus"] = {k: {"n": len(v), "tier1": round(sum(x[0] for x in v) / len(v), 3),
                                      "tier2": round(sum(x[1] for x in v) / len(v), 3)}
                                  for k, v in sorted(cells.items())}
+    if a.onnx:
+        from mailmoat.ml.deep.cache import read_text
+        from mailmoat.ml.deep.encoder import MiniLMEncoder
+
+        sub = test[: a.onnx_n]
+        enc = MiniLMEncoder(max_tokens=head.max_tokens, threads=1, onnx_path=a.onnx)
+        eo = enc.encode([read_text(r) for r in sub])
+        en = np.stack([cache[r.sha256] for r in sub])
+        po, pn = head.proba(eo), head.proba(en)
+        sb = bad[: len(sub)]
+        out["onnx_engine_check"] = {
+            "model": Path(a.onnx).name, "messages": len(sub),
+            "cosine_to_numpy_min": round(float((eo * en).sum(1).min()), 4),
+            "cosine_to_numpy_mean": round(float((eo * en).sum(1).mean()), 4),
+            "tier2_numpy": metrics(pn[:, 1] + pn[:, 2], sb),
+            "tier2_onnx": metrics(po[:, 1] + po[:, 2], sb),
+            "decisions_changed": int(((po[:, 1] + po[:, 2] >= 0.5)
+                                      != (pn[:, 1] + pn[:, 2] >= 0.5)).sum())}
     print(json.dumps(out, indent=2))
     return 0
 

@@ -101,9 +101,9 @@ class DeepModel:
         the first message waits (within its budget) only for what is left of the load."""
         return _EXECUTOR.submit(cls.get, head_path, model_dir, threads, onnx_path)
 
-    def score(self, text: str) -> Any:
+    def score(self, text: str, threshold: float = 0.5) -> Any:
         emb = self.encoder.encode([text])[0]
-        return self.head.predict(emb)
+        return self.head.predict(emb, threshold)
 
 
 # One encoder at a time per process: tier 2 must never take every core from the gateway.
@@ -145,8 +145,8 @@ class DeepCheck(Check):
             model = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self.model)),
                                            self.budget)
             left = self.budget - (loop.time() - started)
-            pred = await asyncio.wait_for(loop.run_in_executor(_EXECUTOR, model.score, text),
-                                          max(left, 0.001))
+            job = loop.run_in_executor(_EXECUTOR, model.score, text, self.settings.threshold)
+            pred = await asyncio.wait_for(job, max(left, 0.001))
         except asyncio.TimeoutError:
             what = "score the message" if self.model.done() else "finish loading"
             result.add("DEEP_FAIL", reason=f"deep model did not {what} within "

@@ -137,10 +137,10 @@ class Head:
         e = np.exp(h)
         return e / e.sum(axis=1, keepdims=True)
 
-    def predict(self, emb: np.ndarray) -> Prediction:
+    def predict(self, emb: np.ndarray, threshold: float = 0.5) -> Prediction:
+        """Probabilities and the closest prototype of the side of `threshold` it falls on."""
         p = self.proba(emb[None, :])[0]
-        winner = CLASSES[int(np.argmax(p))] if p[0] < 0.5 else "ham"
-        if winner == "ham":
+        if p[1] + p[2] < threshold:
             cls_idx = [i for i, lab in enumerate(self.proto_label) if lab == "ham"]
         else:
             # For spam-like mail, name the closest spam or phish pattern.
