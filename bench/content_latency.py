@@ -1,0 +1,165 @@
+"""Latency of the content stage with tier 2 on the uncertain band, and memory.
+
+    nice python bench/content_latency.py --corpus /tmp/corpus [--messages 400]
+
+Runs a pipeline of two checks on held-out corpus messages up to 100 KB: a tier-1 PROXY
+(HashingVectorizer + SGD from bench/deep_eval.py, which sets `ml_spam_probability` like the
+real tier 1 will) and the real tier-2 `DeepCheck` in band mode. For each message it times
+`Pipeline.scan` (the content stage; parsing is timed apart) and reports p50/p99 with and
+without tier 2 (the baseline: the same pipeline without the deep check, same messages, same
+run), the share of messages tier 2 ran on, tier 2's own p50/p99 on those, the encoder alone
+in ms/message at full length (128 word pieces) for batch 1 and batch 32, and the process
+RSS before and after loading the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from deep_eval import train_tier1_proxy  # noqa: E402
+
+from mailmoat.message.model import ParsedMessage  # noqa: E402
+from mailmoat.message.parse import parse_message  # noqa: E402
+from mailmoat.ml.deep.corpus import is_test_group, read_index  # noqa: E402
+from mailmoat.scan.base import Check, ScanResult, SymbolSpec  # noqa: E402
+from mailmoat.scan.deep import DeepCheck, DeepModel, DeepSettings  # noqa: E402
+from mailmoat.scan.pipeline import Pipeline  # noqa: E402
+
+
+class Tier1Proxy(Check):
+    name = "content"
+    family = "content"
+    symbols: dict[str, SymbolSpec] = {}
+
+    def __init__(self, vec, clf) -> None:  # type: ignore[no-untyped-def]
+        self.vec, self.clf = vec, clf
+
+    async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
+        text = f"{msg.subject}\n{msg.from_domain}\n{msg.body_text[:20000]}"
+        result.annotations["ml_spam_probability"] = float(
+            self.clf.predict_proba(self.vec.transform([text]))[0, 1])
+
+
+def pct(xs: list[float], q: float) -> float:
+    return round(float(np.percentile(np.array(xs) * 1000, q)), 2) if xs else float("nan")
+
+
+async def scan_all(pipe: Pipeline, msgs: list[ParsedMessage]) -> tuple[list[float], list[ScanResult]]:
+    times, results = [], []
+    for m in msgs:
+        t = time.perf_counter()
+        r = await pipe.scan(m)
+        times.append(time.perf_counter() - t)
+        results.append(r)
+    return times, results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", default="/tmp/corpus")
+    ap.add_argument("--messages", type=int, default=400)
+    ap.add_argument("--timeout-ms", type=int, default=250)
+    ap.add_argument("--big", type=int, default=20, help="extra messages padded to ~100 KB")
+    ap.add_argument("--onnx", nargs="*", default=[],
+                    help="exported .onnx files to time against the numpy encoder")
+    a = ap.parse_args()
+    proc = psutil.Process()
+    rss0 = proc.memory_info().rss
+    vec, clf = train_tier1_proxy(a.corpus)
+    rows = [r for r in read_index(a.corpus) if is_test_group(r.group)]
+    random.Random(5).shuffle(rows)
+    raws = [b for b in (r.path.read_bytes() for r in rows[: a.messages * 2]) if len(b) <= 100_000]
+    raws = raws[: a.messages]
+    # Held-out mail is mostly small; add messages padded to just under 100 KB (their own
+    # text repeated), so the size limit of the target is exercised too.
+    for b in raws[: a.big]:
+        head_, _, body = b.partition(b"\n\n")
+        reps = max(1, 99_000 // max(1, len(body)))
+        raws.append((head_ + b"\n\n" + body * reps)[:100_000])
+    t = time.perf_counter()
+    msgs = [parse_message(b) for b in raws]
+    parse_ms = (time.perf_counter() - t) / len(msgs) * 1000
+    rss_tier1 = proc.memory_info().rss
+    rss_before_model = proc.memory_info().rss
+    fut = DeepModel.preload()
+    model = fut.result()
+    rss_deep = proc.memory_info().rss
+
+    base = Pipeline([Tier1Proxy(vec, clf)])
+    deep = DeepCheck(DeepSettings(timeout_ms=a.timeout_ms), fut)
+    full = Pipeline([Tier1Proxy(vec, clf), deep])
+
+    async def run() -> dict[str, object]:
+        await scan_all(full, msgs[:20])  # warm-up
+        tb, _ = await scan_all(base, msgs)
+        tf, res = await scan_all(full, msgs)
+        ran = [i for i, r in enumerate(res) if "deep_probability" in r.annotations
+               or r.has("DEEP_FAIL")]
+        deep_t = [res[i].timings["deep"] for i in ran]
+        fails = sum(1 for r in res if r.has("DEEP_FAIL"))
+        return {"tier1_only": {"p50_ms": pct(tb, 50), "p99_ms": pct(tb, 99)},
+                "tier1+tier2_on_band": {"p50_ms": pct(tf, 50), "p99_ms": pct(tf, 99),
+                                        "max_ms": pct(tf, 100)},
+                "p99_ratio_vs_tier1_only": round(pct(tf, 99) / pct(tb, 99), 1),
+                "tier2_ran_on": len(ran), "tier2_share": round(len(ran) / len(msgs), 4),
+                "tier2_deep_fail_over_budget": fails,
+                "tier2_on_band": {"p50_ms": pct(deep_t, 50), "p99_ms": pct(deep_t, 99)}}
+
+    out = asyncio.run(run())
+    rss_after_scans = proc.memory_info().rss
+    long_text = "The quarterly invoice is attached, please confirm the payment details. " * 40
+    enc = model.encoder
+    engines = {"numpy": enc}
+    for path in a.onnx:
+        from mailmoat.ml.deep.encoder import MiniLMEncoder
+
+        engines[f"onnx:{Path(path).name}"] = MiniLMEncoder(max_tokens=enc.max_tokens,
+                                                           threads=1, onnx_path=path)
+    timing: dict[str, dict[str, float]] = {}
+    for e in engines.values():
+        e.encode([long_text])
+    for _round in range(3):  # interleaved rounds: a loaded machine hurts every engine alike
+        for name, e in engines.items():
+            t = time.perf_counter()
+            for _ in range(5):
+                e.encode([long_text])
+            timing.setdefault(name, {"batch1": [], "batch32": []})["batch1"].append(
+                (time.perf_counter() - t) / 5 * 1000)
+            t = time.perf_counter()
+            e.encode([long_text] * 32)
+            timing[name]["batch32"].append((time.perf_counter() - t) / 32 * 1000)
+    enc_ms = {name: {k: round(float(np.median(v)), 1) for k, v in d.items()}
+              for name, d in timing.items()}
+    for name in enc_ms:
+        enc_ms[name]["ratio_vs_numpy_batch1"] = round(
+            enc_ms[name]["batch1"] / enc_ms["numpy"]["batch1"], 2)
+    out.update({
+        "messages": len(msgs), "max_size_bytes": max(len(b) for b in raws),
+        "mean_size_bytes": int(sum(len(b) for b in raws) / len(raws)),
+        "messages_over_90kb": sum(1 for b in raws if len(b) > 90_000),
+        "parse_ms_mean": round(parse_ms, 2),
+        "encoder_ms_per_message_128_tokens_1_thread": enc_ms,
+        "rss_mb": {"start": rss0 >> 20, "with_tier1_proxy": rss_tier1 >> 20,
+                   "before_deep_model": rss_before_model >> 20,
+                   "with_deep_model": rss_deep >> 20, "after_scans": rss_after_scans >> 20,
+                   "end_after_engine_timings": proc.memory_info().rss >> 20},
+        "cpu": f"{psutil.cpu_count()} cores, load average {psutil.getloadavg()[0]:.1f}",
+    })
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

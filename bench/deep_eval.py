@@ -1,0 +1,140 @@
+"""What tier 2 adds over tier 1, on a grouped held-out split.
+
+    nice python bench/deep_eval.py --corpus /tmp/corpus [--band 0.2 0.8]
+
+Tier 1 here is a PROXY trained by this script (HashingVectorizer over subject + body words
+and bigrams → SGD logistic regression, trained on every training-side message of the
+index), because the real tier 1 (`scan/content.py`) is built on another branch. The split
+is the one the deep head was trained with (`mailmoat.ml.deep.corpus.is_test_group`, 20 % of
+groups), so no group is on both sides. The test set is the held-out part of the stratified
+sample the head was trained from (up to --per-cell messages per corpus and label) that
+has a cached embedding (/tmp/mldeep-cache); the numbers are therefore on a class mix that is
+not the corpus's natural one, and the script says how many messages of each label it used.
+
+Reported: accuracy, false positives (ham called spam) and false negatives on the uncertain
+band and overall, for tier 1 alone and tier 1 with tier 2 on the band (tier 2 replaces tier
+1's probability there, which is what the live check's symbols do in effect; and the mean).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from mailmoat.message.parse import parse_message  # noqa: E402
+from mailmoat.ml.deep.cache import DEFAULT_CACHE, load_cache  # noqa: E402
+from mailmoat.ml.deep.corpus import is_test_group, read_index, sample_rows  # noqa: E402
+from mailmoat.ml.deep.head import Head  # noqa: E402
+
+PROXY_PATH = DEFAULT_CACHE / "tier1-proxy.joblib"
+
+
+def tier1_text(raw: bytes) -> str:
+    m = parse_message(raw)
+    return f"{m.subject}\n{m.from_domain}\n{m.body_text[:20000]}"
+
+
+def train_tier1_proxy(corpus: str, rebuild: bool = False):  # type: ignore[no-untyped-def]
+    """HashingVectorizer + SGD on all training-side messages; cached as joblib."""
+    import joblib
+    from sklearn.feature_extraction.text import HashingVectorizer
+    from sklearn.linear_model import SGDClassifier
+
+    if PROXY_PATH.exists() and not rebuild:
+        return joblib.load(PROXY_PATH)
+    rows = [r for r in read_index(corpus) if not is_test_group(r.group)]
+    vec = HashingVectorizer(n_features=2**20, ngram_range=(1, 2), alternate_sign=False,
+                            norm="l2")
+    started = time.time()
+    texts = [tier1_text(r.path.read_bytes()) for r in rows]
+    y = np.array([0 if r.label == "ham" else 1 for r in rows])
+    clf = SGDClassifier(loss="log_loss", alpha=1e-6, max_iter=20, tol=None, random_state=0)
+    clf.fit(vec.transform(texts), y)
+    print(f"tier-1 proxy trained on {len(rows)} training-side messages in "
+          f"{time.time() - started:.0f}s", file=sys.stderr)
+    joblib.dump((vec, clf), PROXY_PATH)
+    return vec, clf
+
+
+def metrics(p: np.ndarray, bad: np.ndarray) -> dict[str, float]:
+    pred = p >= 0.5
+    return {"n": int(len(p)), "accuracy": round(float((pred == bad).mean()), 4) if len(p) else 0,
+            "fp": int((pred & ~bad).sum()), "fn": int((~pred & bad).sum())}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corpus", default="/tmp/corpus")
+    ap.add_argument("--head", default="")
+    ap.add_argument("--per-cell", type=int, default=700)
+    ap.add_argument("--band", type=float, nargs=2, default=(0.2, 0.8))
+    ap.add_argument("--rebuild-proxy", action="store_true")
+    ap.add_argument("--onnx", default="", help="also score --onnx-n test messages with this "
+                    "exported graph (e.g. int8) and compare with the numpy embeddings")
+    ap.add_argument("--onnx-n", type=int, default=300)
+    a = ap.parse_args()
+
+    head = Head.load(a.head or None)
+    cache = load_cache(DEFAULT_CACHE, head.max_tokens)
+    test = [r for r in sample_rows(read_index(a.corpus), a.per_cell)
+            if is_test_group(r.group) and r.sha256 in cache]
+    vec, clf = train_tier1_proxy(a.corpus, a.rebuild_proxy)
+    p1 = clf.predict_proba(vec.transform([tier1_text(r.path.read_bytes()) for r in test]))[:, 1]
+    pr = head.proba(np.stack([cache[r.sha256] for r in test]))
+    p2 = pr[:, 1] + pr[:, 2]
+    bad = np.array([r.label != "ham" for r in test])
+    out: dict[str, object] = {
+        "test_messages": len(test), "labels": dict(Counter(r.label for r in test)),
+        "head": head.meta.get("head"), "tier1": "proxy: HashingVectorizer(1-2 grams)+SGD log-loss",
+        "tier2_alone": metrics(p2, bad),
+    }
+    for lo, hi in (tuple(a.band), (0.05, 0.95)):
+        band = (p1 >= lo) & (p1 <= hi)
+        replaced = np.where(band, p2, p1)
+        mean = np.where(band, (p1 + p2) / 2, p1)
+        out[f"band {lo:g}-{hi:g}"] = {
+            "in_band": int(band.sum()), "band_share": round(float(band.mean()), 4),
+            "on_band": {"tier1": metrics(p1[band], bad[band]),
+                        "tier2": metrics(p2[band], bad[band]),
+                        "mean_1_2": metrics(mean[band], bad[band])},
+            "overall": {"tier1": metrics(p1, bad), "tier2_replaces_on_band": metrics(replaced, bad),
+                        "mean_on_band": metrics(mean, bad)},
+        }
+    cells: dict[str, list[tuple[bool, bool]]] = {}
+    for r, q1, q2, b in zip(test, p1, p2, bad, strict=True):
+        cells.setdefault(f"{r.corpus}/{r.label}", []).append(((q1 >= 0.5) == b, (q2 >= 0.5) == b))
+    out["accuracy_by_corpus"] = {k: {"n": len(v), "tier1": round(sum(x[0] for x in v) / len(v), 3),
+                                     "tier2": round(sum(x[1] for x in v) / len(v), 3)}
+                                 for k, v in sorted(cells.items())}
+    if a.onnx:
+        from mailmoat.ml.deep.cache import read_text
+        from mailmoat.ml.deep.encoder import MiniLMEncoder
+
+        sub = test[: a.onnx_n]
+        enc = MiniLMEncoder(max_tokens=head.max_tokens, threads=1, onnx_path=a.onnx)
+        eo = enc.encode([read_text(r) for r in sub])
+        en = np.stack([cache[r.sha256] for r in sub])
+        po, pn = head.proba(eo), head.proba(en)
+        sb = bad[: len(sub)]
+        out["onnx_engine_check"] = {
+            "model": Path(a.onnx).name, "messages": len(sub),
+            "cosine_to_numpy_min": round(float((eo * en).sum(1).min()), 4),
+            "cosine_to_numpy_mean": round(float((eo * en).sum(1).mean()), 4),
+            "tier2_numpy": metrics(pn[:, 1] + pn[:, 2], sb),
+            "tier2_onnx": metrics(po[:, 1] + po[:, 2], sb),
+            "decisions_changed": int(((po[:, 1] + po[:, 2] >= 0.5)
+                                      != (pn[:, 1] + pn[:, 2] >= 0.5)).sum())}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

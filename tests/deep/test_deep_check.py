@@ -1,0 +1,187 @@
+"""Tier 2 check: runs on the uncertain band only, within its budget, with a named pattern."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from mailmoat.message.parse import parse_message
+from mailmoat.ml.deep.head import PROTOTYPES, Head
+from mailmoat.scan import deep
+from mailmoat.scan.base import ScanResult
+from mailmoat.scan.deep import SYMBOLS, DeepCheck, DeepModel, DeepSettings
+from tests.conftest import make_config, make_email, scan_bytes, symbol_names
+
+PHISH = ("Dear user, your mailbox has exceeded its storage limit and you will stop receiving "
+         "mail. Click here to verify your account and upgrade your quota immediately or it "
+         "will be closed.")
+HAM = ("Hi Bob, thanks for the notes from yesterday. I updated the release checklist and moved "
+       "the code freeze to Friday; can you review the changelog before then? Cheers, Alice")
+
+
+@pytest.fixture(scope="module")
+def model_future():
+    fut = DeepModel.preload()
+    fut.result(timeout=120)
+    return fut
+
+
+def check(fut, **kw) -> DeepCheck:
+    s = DeepSettings(**({"timeout_ms": 5000} | kw))
+    return DeepCheck(s, fut)
+
+
+def result_with(p: float | None) -> ScanResult:
+    r = ScanResult(specs=SYMBOLS)
+    if p is not None:
+        r.annotations["ml_spam_probability"] = p
+    return r
+
+
+def msg(body: str, subject: str = "Hello"):
+    return parse_message(make_email(subject=subject, body=body))
+
+
+async def test_confident_tier1_is_not_rescored(model_future):
+    c = check(model_future)
+    for p in (0.0, 0.19, 0.81, 1.0):
+        r = result_with(p)
+        await c.run(msg(PHISH), r)
+        assert r.symbols == [] and "deep_probability" not in r.annotations
+
+
+async def test_uncertain_band_runs_and_names_pattern(model_future):
+    c = check(model_future)
+    r = result_with(0.5)
+    await c.run(msg(PHISH, "Mailbox storage alert"), r)
+    (sym,) = r.symbols
+    assert sym.name in ("DEEP_PHISH", "DEEP_SPAM") and sym.score > 0
+    assert r.annotations["deep_probability"] >= 0.5
+    assert r.annotations["deep_combined_probability"] == pytest.approx(
+        (r.annotations["deep_probability"] + 0.5) / 2, abs=1e-3)
+    assert "nearest known pattern: '" in sym.reason and "tier 1 was uncertain at 0.50" in sym.reason
+    names = {p[1] for p in PROTOTYPES}
+    assert any(f"'{n}'" in sym.reason for n in names)
+
+
+async def test_legitimate_mail_gets_ham_symbol(model_future):
+    c = check(model_future)
+    r = result_with(0.4)
+    await c.run(msg(HAM, "Release checklist"), r)
+    (sym,) = r.symbols
+    assert sym.name == "DEEP_HAM" and sym.score < 0
+    assert r.annotations["deep_probability"] < 0.5
+
+
+async def test_missing_tier1_probability(model_future):
+    r = result_with(None)
+    await check(model_future).run(msg(PHISH), r)
+    assert r.symbols == []  # default: skip
+    r = result_with(None)
+    await check(model_future, when_no_tier1="run").run(msg(PHISH), r)
+    assert "tier 1 gave no probability" in r.symbols[0].reason
+
+
+async def test_mode_all_scores_confident_mail_too(model_future):
+    r = result_with(0.99)
+    await check(model_future, mode="all").run(msg(HAM), r)
+    assert "deep_probability" in r.annotations and len(r.symbols) == 1
+
+
+async def test_busy_model_gives_fail_within_budget(model_future):
+    # Occupy the model's single worker: the check must give up at its budget, not wait.
+    gate = threading.Event()
+    blocker = deep._EXECUTOR.submit(gate.wait, 10)
+    try:
+        r = result_with(0.5)
+        started = time.perf_counter()
+        await check(model_future, timeout_ms=100).run(msg(PHISH), r)
+        elapsed = time.perf_counter() - started
+    finally:
+        gate.set()
+        blocker.result()
+    assert elapsed < 0.1 + 0.2
+    (sym,) = r.symbols
+    assert sym.name == "DEEP_FAIL" and sym.score == 0 and "within 100 ms" in sym.reason
+
+
+async def test_end_to_end_through_scanner(model_future):
+    outcome = await scan_bytes(make_email(subject="Mailbox storage alert", body=PHISH),
+                               make_config(deep={"mode": "all", "timeout_ms": 10000}))
+    assert symbol_names(outcome) & {"DEEP_PHISH", "DEEP_SPAM"}
+    assert outcome.result.timings["deep"] < 10
+
+
+async def test_off_builds_nothing_and_bad_head_fails_visibly(tmp_path):
+    assert deep.build(_ctx({"mode": "off"})) == []
+    outcome = await scan_bytes(make_email(), make_config(
+        deep={"mode": "all", "head_path": str(tmp_path / "missing.npz"), "timeout_ms": 3000}))
+    fail = outcome.result.get("DEEP_FAIL")
+    assert fail is not None and "missing.npz" in fail.reason
+
+
+def _ctx(section):
+    from mailmoat.scan.base import BuildContext
+
+    return BuildContext(config=make_config(deep=section), network=False)
+
+
+def test_head_roundtrip_and_probabilities(tmp_path):
+    rng = np.random.default_rng(0)
+    layers = [(rng.normal(size=(384, 8)).astype(np.float32), np.zeros(8, np.float32)),
+              (rng.normal(size=(8, 3)).astype(np.float32), np.zeros(3, np.float32))]
+    protos = rng.normal(size=(3, 384)).astype(np.float32)
+    head = Head(layers, protos, ["ham", "spam", "phish"], ["a", "b", "c"], {"max_tokens": 64})
+    head.save(tmp_path / "h.npz")
+    back = Head.load(tmp_path / "h.npz")
+    x = rng.normal(size=(5, 384)).astype(np.float32)
+    assert np.allclose(back.proba(x), head.proba(x), atol=1e-6)
+    assert np.allclose(back.proba(x).sum(axis=1), 1.0)
+    assert back.max_tokens == 64 and back.proto_name == ["a", "b", "c"]
+
+
+def test_bundled_head_is_small_and_documented():
+    head = Head.load()
+    assert deep.default_head_size() < 1_000_000
+    assert head.meta["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert "held_out" in head.meta and len(head.proto_name) == len(PROTOTYPES)
+
+
+def test_settings_validation():
+    from mailmoat.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        make_config(deep={"mode": "sometimes"}).section("deep", DeepSettings)
+    with pytest.raises(ConfigError):
+        make_config(deep={"timeout_ms": 1}).section("deep", DeepSettings)
+
+
+def test_event_loop_unused_by_encoder(model_future):
+    # The model runs in its own worker thread: the loop can serve other work meanwhile.
+    async def main() -> int:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.005)
+                ticks += 1
+
+        t = asyncio.create_task(ticker())
+        r = result_with(0.5)
+        await check(model_future).run(msg(HAM * 3), r)
+        t.cancel()
+        return ticks
+
+    assert asyncio.run(main()) >= 1
+
+
+def test_onnx_engine_needs_a_path():
+    from mailmoat.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="onnx_path"):
+        deep.build(_ctx({"engine": "onnx"}))
