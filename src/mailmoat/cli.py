@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mailmoat.commands.auth",        # dkim keygen
     "mailmoat.commands.ml",          # train, learn, evaluate
     "mailmoat.commands.web",         # user add/list, token
+    "mailmoat.commands.deep",        # train-deep: the tier-2 head
 )
 
 app = typer.Typer(help="mailmoat: an email security gateway.", no_args_is_help=True,
