@@ -188,10 +188,9 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
             p = p0
             while steps < settings.learn_steps and (p[target] < TARGET_P or int(np.argmax(p)) != target):
                 grad = p - onehot
-                # idx may repeat (hash collisions): np.add.at keeps each occurrence's share.
-                upd = np.zeros_like(w)
-                upd += settings.learn_rate * vals[:, None].astype(np.float64) * grad[None, :]
-                w = w - upd
+                # One row per token occurrence; two tokens of this message that share a
+                # bucket each get their own step, and the merge below adds both.
+                w = w - settings.learn_rate * vals[:, None].astype(np.float64) * grad[None, :]
                 steps += 1
                 p = probs(w)
         change = (w - current.weights[idx].astype(np.float64)).astype(np.float32)
