@@ -125,3 +125,17 @@ async def test_domain_bias_moves_the_probability(tmp_path):
     cfg = make_config(storage={"data_dir": str(tmp_path)}, content={"domain_bias": {"example.test": 3.0}})
     biased = await scan_bytes(HAM, cfg)
     assert biased.result.annotations["ml_spam_probability"] > base.result.annotations["ml_spam_probability"]
+
+
+async def test_link_text_mismatch_is_named_in_the_reason(tmp_path):
+    raw = make_email(
+        subject="Your account has been suspended - verify now",
+        body="Dear customer, your PayPal account has been limited. Verify your identity "
+             "within 24 hours or your account will be closed: https://www.paypal.com/verify\n",
+        html=("<p>Dear customer, your PayPal account has been limited. Verify your identity "
+              "within 24 hours or your account will be permanently closed.</p>"
+              "<a href='http://203.0.113.7/paypal/login.php'>https://www.paypal.com/verify</a>"),
+        sender="PayPal Service <service@paypa1-secure.example.top>")
+    out = await scan_bytes(raw, make_config(storage={"data_dir": str(tmp_path)}))
+    sym = next(s for s in out.result.symbols if s.name.startswith(("CONTENT_PHISH", "CONTENT_SPAM")))
+    assert "link text shows www.paypal.com but points to 203.0.113.7" in sym.reason, sym.reason
