@@ -34,9 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from mailmoat.ml.corpus import load_index  # noqa: E402
-from mailmoat.ml.evaluate import format_table, format_tradeoff, metrics  # noqa: E402
-from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y  # noqa: E402
+from mailmoat.ml.corpus import load_index
+from mailmoat.ml.evaluate import format_table, format_tradeoff, metrics
+from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
 
 
 def corpus_dir(arg: str | None) -> Path:

@@ -23,14 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
+import numpy as np
+import psutil
 
-from mailmoat.message.model import Envelope  # noqa: E402
-from mailmoat.message.parse import parse_message  # noqa: E402
-from mailmoat.ml.corpus import load_index, read_sample  # noqa: E402
-from mailmoat.ml.features import extract  # noqa: E402
-from mailmoat.ml.model import ContentModel, bundled_model_path  # noqa: E402
+from mailmoat.message.model import Envelope
+from mailmoat.message.parse import parse_message
+from mailmoat.ml.corpus import load_index, read_sample
+from mailmoat.ml.features import extract
+from mailmoat.ml.model import ContentModel, bundled_model_path
 
 
 def main() -> None:

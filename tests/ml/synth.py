@@ -8,15 +8,9 @@ from pathlib import Path
 
 from tests.conftest import make_email
 
-HAM_WORDS = ("meeting agenda tomorrow project review notes attached draft schedule team lunch "
-             "report budget quarterly minutes thanks regards colleague office patch release "
-             "build server config question answer thread list discussion").split()
-SPAM_WORDS = ("viagra cheap pills discount pharmacy offer limited winner prize casino "
-              "free money credit loan guaranteed act now click here unsubscribe bonus "
-              "replica watches lowest price order today").split()
-PHISH_WORDS = ("verify your account suspended password login security alert confirm "
-               "identity unusual activity bank update billing information immediately locked "
-               "mailbox storage expire").split()
+HAM_WORDS = ["meeting", "agenda", "tomorrow", "project", "review", "notes", "attached", "draft", "schedule", "team", "lunch", "report", "budget", "quarterly", "minutes", "thanks", "regards", "colleague", "office", "patch", "release", "build", "server", "config", "question", "answer", "thread", "list", "discussion"]
+SPAM_WORDS = ["viagra", "cheap", "pills", "discount", "pharmacy", "offer", "limited", "winner", "prize", "casino", "free", "money", "credit", "loan", "guaranteed", "act", "now", "click", "here", "unsubscribe", "bonus", "replica", "watches", "lowest", "price", "order", "today"]
+PHISH_WORDS = ["verify", "your", "account", "suspended", "password", "login", "security", "alert", "confirm", "identity", "unusual", "activity", "bank", "update", "billing", "information", "immediately", "locked", "mailbox", "storage", "expire"]
 
 
 def message(label: str, rng: random.Random, i: int) -> bytes:

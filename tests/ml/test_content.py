@@ -80,8 +80,9 @@ def test_training_reports_grouped_holdout(tiny_model):
 async def test_check_emits_explained_symbols(tiny_model, tmp_path):
     path, _ = tiny_model
     cfg = make_config(content={"model_path": str(path)}, storage={"data_dir": str(tmp_path)})
-    from tests.ml.synth import message
     import random
+
+    from tests.ml.synth import message
 
     spam = message("spam", random.Random(99), 999)
     out = await scan_bytes(spam, cfg)

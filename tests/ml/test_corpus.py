@@ -6,7 +6,13 @@ import mailbox
 
 import pytest
 
-from mailmoat.ml.corpus import CorpusError, load_index, load_labelled, read_sample, strip_path_headers
+from mailmoat.ml.corpus import (
+    CorpusError,
+    load_index,
+    load_labelled,
+    read_sample,
+    strip_path_headers,
+)
 from tests.conftest import make_email
 from tests.ml.synth import make_corpus
 

@@ -6,9 +6,9 @@ import hashlib
 import json
 import subprocess
 
-from mailmoat.ml.learn import audit_path, delta_path, learn, read_audit
+from mailmoat.ml.learn import delta_path, learn, read_audit
 from mailmoat.ml.model import bundled_model_path
-from tests.conftest import make_config, make_email, mailmoat_cmd, scan_bytes, subprocess_env
+from tests.conftest import mailmoat_cmd, make_config, make_email, scan_bytes, subprocess_env
 from tests.ml.synth import make_corpus
 
 NEWSLETTER = make_email(

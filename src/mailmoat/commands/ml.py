@@ -6,15 +6,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from mailmoat.errors import MailmoatError
 
 
-def _samples(corpus: Optional[Path], ham: list[Path], spam: list[Path], phish: list[Path],
-             corpora: Optional[str] = None):  # type: ignore[no-untyped-def]
+def _samples(corpus: Path | None, ham: list[Path], spam: list[Path], phish: list[Path],
+             corpora: str | None = None):  # type: ignore[no-untyped-def]
     from mailmoat.ml.corpus import load_index, load_labelled
 
     samples = []
@@ -30,8 +29,14 @@ def _samples(corpus: Optional[Path], ham: list[Path], spam: list[Path], phish: l
 
 
 def _progress(total: int, what: str):  # type: ignore[no-untyped-def]
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     prog = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
@@ -42,16 +47,16 @@ def _progress(total: int, what: str):  # type: ignore[no-untyped-def]
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
-        corpus: Optional[Path] = typer.Option(None, help="folder with index-*.tsv (an extracted shared corpus)"),
+        corpus: Path | None = typer.Option(None, help="folder with index-*.tsv (an extracted shared corpus)"),
         ham: list[Path] = typer.Option([], help="folder or mbox of ham (repeatable)"),
         spam: list[Path] = typer.Option([], help="folder or mbox of spam (repeatable)"),
         phish: list[Path] = typer.Option([], help="folder or mbox of phishing (repeatable)"),
-        corpora: Optional[str] = typer.Option(None, help="only these corpora of --corpus, comma-separated"),
+        corpora: str | None = typer.Option(None, help="only these corpora of --corpus, comma-separated"),
         out: Path = typer.Option(Path("content-model.npz"), help="where to write the model"),
         validate: bool = typer.Option(True, help="report on a grouped 20% hold-out first"),
         workers: int = typer.Option(1, help="processes that parse mail"),
         alpha: float = typer.Option(1e-6, help="L2 regularisation strength"),
-        cache: Optional[Path] = typer.Option(None, help="token cache folder (default /tmp/mlfast-cache; 'none' for no cache)"),
+        cache: Path | None = typer.Option(None, help="token cache folder (default /tmp/mlfast-cache; 'none' for no cache)"),
     ) -> None:
         """Train the tier-1 content model and print a validation report."""
         from mailmoat.ml.evaluate import format_table, format_tradeoff
@@ -88,9 +93,9 @@ def register(app: typer.Typer) -> None:
         ham: bool = typer.Option(False, "--ham", help="the files are legitimate mail"),
         spam: bool = typer.Option(False, "--spam", help="the files are spam"),
         phish: bool = typer.Option(False, "--phish", help="the files are phishing"),
-        domain: Optional[str] = typer.Option(None, help="learn for this recipient domain only"),
+        domain: str | None = typer.Option(None, help="learn for this recipient domain only"),
         actor: str = typer.Option("cli", help="who teaches (recorded in the audit)"),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="mailmoat.toml"),
+        config: Path | None = typer.Option(None, "--config", "-c", help="mailmoat.toml"),
     ) -> None:
         """Teach the content model (online) that FILES are ham, spam or phishing."""
         from mailmoat.config import load_config
@@ -117,16 +122,16 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def evaluate(
-        corpus: Optional[Path] = typer.Option(None, help="folder with index-*.tsv"),
+        corpus: Path | None = typer.Option(None, help="folder with index-*.tsv"),
         ham: list[Path] = typer.Option([], help="folder or mbox of ham (repeatable)"),
         spam: list[Path] = typer.Option([], help="folder or mbox of spam (repeatable)"),
         phish: list[Path] = typer.Option([], help="folder or mbox of phishing (repeatable)"),
-        corpora: Optional[str] = typer.Option(None, help="only these corpora, comma-separated"),
-        config: Optional[Path] = typer.Option(None, "--config", "-c", help="mailmoat.toml"),
+        corpora: str | None = typer.Option(None, help="only these corpora, comma-separated"),
+        config: Path | None = typer.Option(None, "--config", "-c", help="mailmoat.toml"),
         tier1_only: bool = typer.Option(False, "--tier1-only", help="only the content model"),
         strip_path_headers: bool = typer.Option(False, help="remove Received/X-*/ARC-*/… first"),
         limit: int = typer.Option(0, help="at most this many messages (a seeded sample)"),
-        json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results as JSON"),
+        json_out: Path | None = typer.Option(None, "--json", help="also write the results as JSON"),
     ) -> None:
         """Measure verdicts on labelled mail with the full local scanner (or tier 1 only)."""
         import random

@@ -22,8 +22,16 @@ from mailmoat.errors import MailmoatError
 
 LABELS: tuple[str, ...] = ("ham", "spam", "phish")
 
-__all__ = ["LABELS", "CorpusError", "Sample", "load_index", "load_labelled", "read_sample",
-           "strip_path_headers", "PATH_HEADER_PREFIXES"]
+__all__ = [
+    "LABELS",
+    "PATH_HEADER_PREFIXES",
+    "CorpusError",
+    "Sample",
+    "load_index",
+    "load_labelled",
+    "read_sample",
+    "strip_path_headers",
+]
 
 
 class CorpusError(MailmoatError):

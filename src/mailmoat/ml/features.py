@@ -279,10 +279,7 @@ _FIXED = {
 }
 
 
-_STOPWORDS = frozenset("""a an and are as at be but by do for from has have he her his i if in is
-it its me my no not of on or our she so than that the their them then there they this to us
-was we were what when which who will with you your re fw fwd http https www com html
-""".split())
+_STOPWORDS = frozenset(["a", "an", "and", "are", "as", "at", "be", "but", "by", "do", "for", "from", "has", "have", "he", "her", "his", "i", "if", "in", "is", "it", "its", "me", "my", "no", "not", "of", "on", "or", "our", "she", "so", "than", "that", "the", "their", "them", "then", "there", "they", "this", "to", "us", "was", "we", "were", "what", "when", "which", "who", "will", "with", "you", "your", "re", "fw", "fwd", "http", "https", "www", "com", "html"])
 _DULL_PREFIXES = ("att_n:", "rcpt:", "url_n:", "ct:", "mailer:none")
 
 

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from mailmoat.message.model import Envelope
 from mailmoat.message.parse import parse_message
 from mailmoat.ml.corpus import Sample, read_sample, strip_path_headers
-from mailmoat.ml.features import TOKEN_VERSION, N_FEATURES_BITS, Features, extract, vectorize
+from mailmoat.ml.features import N_FEATURES_BITS, TOKEN_VERSION, Features, extract, vectorize
 from mailmoat.ml.model import CLASSES, ContentModel
 
 DEFAULT_CACHE = Path(os.environ.get("MAILMOAT_ML_CACHE", "/tmp/mlfast-cache"))

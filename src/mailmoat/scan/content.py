@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import logging
 
+from mailmoat.config import Config
 from mailmoat.message.model import ParsedMessage, domain_of
 from mailmoat.ml.features import extract
 from mailmoat.ml.learn import get_model, has_domain_delta
-from mailmoat.ml.model import Contribution, ModelError, Prediction
+from mailmoat.ml.model import ModelError, Prediction
 from mailmoat.ml.scoring import WEIGHTS, ContentSettings, content_symbols
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
-from mailmoat.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ SYMBOLS["CONTENT_HAM"] = SymbolSpec(
 
 def explain(pred: Prediction, symbol: str) -> str:
     """The symbol's reason: probability, then the strongest features grouped by kind."""
-    p_bad, p_ph = pred.p_bad, pred.p_phish
+    p_bad = pred.p_bad
     if symbol == "CONTENT_HAM":
         head = f"content model: P(spam or phishing) {p_bad:.3f}"
         label = "legitimate-mail features"
@@ -72,7 +72,6 @@ def explain(pred: Prediction, symbol: str) -> str:
     extra = [n for t, n in pred.notes.items() if symbol != "CONTENT_HAM"
              and not any(c.token == t for c in pred.contributions)]
     body = "; ".join(parts + extra[:2])
-    _ = Contribution  # the contributions' type, documented in mailmoat.ml.model
     return f"{head}; {label}: {body}" if body else head
 
 
@@ -115,5 +114,7 @@ def build(ctx: BuildContext) -> list[Check]:
     try:
         return [ContentCheck(ctx.config, settings)]
     except ModelError:
-        log.exception("content model could not be loaded; the content check is off")
+        # A configured model that cannot be read is an operator error worth stopping for:
+        # running without the content model would silently let spam through.
+        log.exception("content model could not be loaded")
         raise
