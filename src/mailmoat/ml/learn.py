@@ -135,6 +135,9 @@ def get_model(config: Config, domain: str | None = None,
             m = base.copy()
             for p in deltas:
                 rows, vals = read_delta(p)
+                if len(rows) and (vals.shape[1] != len(m.classes) or rows.max() >= m.weights.shape[0]):
+                    raise ModelError(f"{p}: learned for a model of another shape; move it away "
+                                     "and learn again")
                 if len(rows):
                     m.weights[rows] += vals
         for k in [k for k in _model_cache if k[:2] == key[:2]]:
