@@ -1,0 +1,232 @@
+"""Online learning: `mailmoat learn`, and the console's "report as spam / not spam" buttons.
+
+The bundled model is never rewritten. What a deployment learns is a sparse *delta* over it:
+only the weight rows of the learned messages' tokens, stored in
+`data_dir/model/content-delta.npz` (or, for a per-domain lesson,
+`data_dir/model/domains/<domain>/content-delta.npz`, applied only to mail whose recipients
+are all in that domain). Each lesson takes a few gradient steps of the softmax log-loss on
+that one message until the model agrees with the label (P ≥ 0.9) or `learn_steps` run out,
+so one report moves the verdict for that message and its near-copies, and nothing else much.
+
+Every lesson is appended to `data_dir/model/learn-audit.jsonl`: time, actor, label, sha256
+of the message, domain, and the probability before and after.
+
+Python API (used by the web console): `learn(config, raw, label, actor, domain=None)`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mailmoat.message.model import Envelope
+from mailmoat.message.parse import parse_message
+from mailmoat.ml.corpus import LABELS
+from mailmoat.ml.features import extract, vectorize
+from mailmoat.ml.model import ContentModel, ModelError, bundled_model_path, softmax
+from mailmoat.ml.scoring import ContentSettings
+
+if TYPE_CHECKING:
+    from mailmoat.config import Config
+
+DELTA_NAME = "content-delta.npz"
+AUDIT_NAME = "learn-audit.jsonl"
+TARGET_P = 0.9
+_DOMAIN_RE = re.compile(r"^[a-z0-9.-]{1,253}$")
+
+_lock = threading.Lock()
+_base_cache: dict[tuple[str, float], ContentModel] = {}
+_model_cache: dict[tuple[str, str, float, float], ContentModel] = {}
+
+
+@dataclass(frozen=True)
+class LearnResult:
+    sha256: str
+    label: str
+    actor: str
+    domain: str
+    before: dict[str, float]
+    after: dict[str, float]
+    steps: int
+    time: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def model_dir(config: Config) -> Path:
+    return config.data_dir / "model"
+
+
+def delta_path(config: Config, domain: str | None = None) -> Path:
+    if domain:
+        d = domain.lower().strip(".")
+        if not _DOMAIN_RE.match(d) or ".." in d:
+            raise ValueError(f"not a domain name: {domain!r}")
+        return model_dir(config) / "domains" / d / DELTA_NAME
+    return model_dir(config) / DELTA_NAME
+
+
+def audit_path(config: Config) -> Path:
+    return model_dir(config) / AUDIT_NAME
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime_ns / 1e9
+    except OSError:
+        return 0.0
+
+
+def base_model_path(config: Config, settings: ContentSettings | None = None) -> Path:
+    s = settings or config.section("content", ContentSettings)
+    return config.resolve_path(s.model_path) if s.model_path else bundled_model_path()
+
+
+def _base(path: Path) -> ContentModel:
+    key = (str(path), _mtime(path))
+    m = _base_cache.get(key)
+    if m is None:
+        m = ContentModel.load(path)
+        _base_cache.clear()
+        _base_cache[key] = m
+    return m
+
+
+def read_delta(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, values) of a delta file; empty when there is none."""
+    if not path.exists():
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return z["rows"].astype(np.int64), z["values"].astype(np.float32)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ModelError(f"{path}: unreadable learned delta ({exc})") from exc
+
+
+def get_model(config: Config, domain: str | None = None,
+              settings: ContentSettings | None = None) -> ContentModel:
+    """The model the gateway uses: base + global delta (+ the domain's delta). Cached."""
+    base_path = base_model_path(config, settings)
+    gpath = delta_path(config)
+    dpath = delta_path(config, domain) if domain else None
+    key = (str(base_path), domain or "", _mtime(gpath), _mtime(dpath) if dpath else 0.0)
+    with _lock:
+        m = _model_cache.get(key)
+        if m is not None:
+            return m
+        base = _base(base_path)
+        deltas = [p for p in (gpath, dpath) if p is not None and p.exists()]
+        if not deltas:
+            m = base
+        else:
+            m = base.copy()
+            for p in deltas:
+                rows, vals = read_delta(p)
+                if len(rows) and (vals.shape[1] != len(m.classes) or rows.max() >= m.weights.shape[0]):
+                    raise ModelError(f"{p}: learned for a model of another shape; move it away "
+                                     "and learn again")
+                if len(rows):
+                    m.weights[rows] += vals
+        for k in [k for k in _model_cache if k[:2] == key[:2]]:
+            del _model_cache[k]
+        _model_cache[key] = m
+        return m
+
+
+def has_domain_delta(config: Config, domain: str) -> bool:
+    try:
+        return delta_path(config, domain).exists()
+    except ValueError:
+        return False
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
+          domain: str | None = None) -> LearnResult:
+    """Teach the model that `raw` is `label` (ham | spam | phish); returns what changed."""
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {', '.join(LABELS)}, not {label!r}")
+    settings = config.section("content", ContentSettings)
+    msg = parse_message(raw, Envelope(mail_from="", rcpt_tos=()),
+                        max_depth=config.scan.max_parse_depth, max_parts=config.scan.max_parts)
+    current = get_model(config, domain, settings)
+    idx, vals, _ = vectorize(extract(msg), current.n_bits)
+    path = delta_path(config, domain)
+    target = current.classes.index(label)
+    with _locked(path):
+        rows, dvals = read_delta(path)
+        w = current.weights[idx].astype(np.float64)
+        b = current.intercept.astype(np.float64)
+
+        def probs(w_: np.ndarray) -> np.ndarray:
+            return softmax(vals.astype(np.float64) @ w_ + b) if len(idx) else softmax(b)
+
+        p0 = probs(w)
+        steps = 0
+        if len(idx):
+            onehot = np.zeros(len(current.classes))
+            onehot[target] = 1.0
+            p = p0
+            while steps < settings.learn_steps and (p[target] < TARGET_P or int(np.argmax(p)) != target):
+                grad = p - onehot
+                # One row per token occurrence; two tokens of this message that share a
+                # bucket each get their own step, and the merge below adds both.
+                w = w - settings.learn_rate * vals[:, None].astype(np.float64) * grad[None, :]
+                steps += 1
+                p = probs(w)
+        change = (w - current.weights[idx].astype(np.float64)).astype(np.float32)
+        merged: dict[int, np.ndarray] = {}
+        for r, v in zip(rows.tolist(), dvals):
+            merged[r] = v.copy()
+        for r, v in zip(idx.tolist(), change):
+            merged[r] = merged.get(r, np.zeros(len(current.classes), np.float32)) + v
+        if steps:
+            keys = np.array(sorted(merged), dtype=np.int32)
+            values = np.stack([merged[int(k)] for k in keys]).astype(np.float32)
+            tmp = path.with_name(path.name + ".tmp.npz")
+            np.savez_compressed(tmp, rows=keys, values=values)
+            os.replace(tmp, path)
+        after_model = get_model(config, domain, settings)
+        p1 = softmax(vals.astype(np.float64) @ after_model.weights[idx].astype(np.float64)
+                     + after_model.intercept) if len(idx) else p0
+        result = LearnResult(
+            sha256=hashlib.sha256(raw).hexdigest(), label=label, actor=actor, domain=domain or "",
+            before={c: round(float(p0[i]), 6) for i, c in enumerate(current.classes)},
+            after={c: round(float(p1[i]), 6) for i, c in enumerate(current.classes)},
+            steps=steps, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        apath = audit_path(config)
+        with apath.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(result.as_dict(), sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    return result
+
+
+def read_audit(config: Config) -> list[dict[str, Any]]:
+    p = audit_path(config)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
