@@ -95,7 +95,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
                   description="REST API of the mailmoat email security gateway. Authenticate with "
                   "a session cookie (POST /api/v1/auth/login; writes then need the X-CSRF-Token "
                   "header) or `Authorization: Bearer <token>` (`mailmoat token create USER`).",
-                  docs_url="/api/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     app.state.config = config
     app.state.db = database
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
