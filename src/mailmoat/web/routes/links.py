@@ -57,6 +57,8 @@ def use_link(token: str, request: Request, config: ConfigDep, db: DbDep) -> HTML
         claims = read_token(config, token)
         if claims.action != "release":
             raise LinkError("this link does not release mail", 400)
+        if nonce_used(db, claims.nonce):
+            raise LinkError("this link was already used", 410)
         _held(db, claims)
         claim_nonce(db, claims)  # before releasing: a replay or a double click gets 410
         try:
