@@ -228,6 +228,16 @@ def held_for_user(s: Session, address: str) -> list[tuple[QuarantineRow, Message
 
 # ---- dashboard aggregates -------------------------------------------------------------
 
+def time_buckets(hours: int, now: datetime | None = None) -> list[str]:
+    """Every bucket label of the window, matching _bucket_expr's format (gaps show as 0)."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    if hours <= 72:
+        start = now.replace(minute=0, second=0, microsecond=0)
+        return [(start - timedelta(hours=i)).strftime("%Y-%m-%d %H:00") for i in range(hours - 1, -1, -1)]
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return [(start - timedelta(days=i)).strftime("%Y-%m-%d") for i in range(hours // 24, -1, -1)]
+
+
 def _bucket_expr(s: Session, hours: int) -> Any:
     if s.get_bind().dialect.name == "sqlite":
         fmt = "%Y-%m-%d %H:00" if hours <= 72 else "%Y-%m-%d"
@@ -241,6 +251,7 @@ def _bucket_expr(s: Session, hours: int) -> Any:
 class Stats:
     hours: int
     volume: list[tuple[str, str, int]] = field(default_factory=list)  # bucket, category, n
+    volume_action: list[tuple[str, str, int]] = field(default_factory=list)  # bucket, action, n
     by_action: list[tuple[str, int]] = field(default_factory=list)
     by_category: list[tuple[str, int]] = field(default_factory=list)
     top_recipients: list[tuple[str, int]] = field(default_factory=list)
@@ -269,6 +280,9 @@ def dashboard_stats(s: Session, scope: Scope, hours: int = 24, now: datetime | N
     st.volume = [(str(b), c, n) for b, c, n in s.execute(
         select(bucket, MessageRow.category, func.count()).where(*base)
         .group_by(bucket, MessageRow.category).order_by(bucket))]
+    st.volume_action = [(str(b), a, n) for b, a, n in s.execute(
+        select(bucket, MessageRow.action, func.count()).where(*base)
+        .group_by(bucket, MessageRow.action).order_by(bucket))]
     st.by_action = [(a, n) for a, n in s.execute(
         select(MessageRow.action, func.count()).where(*base).group_by(MessageRow.action)
         .order_by(func.count().desc()))]

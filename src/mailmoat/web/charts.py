@@ -14,9 +14,10 @@ def color(key: str, i: int = 0) -> str:
     return COLORS.get(key, _FALLBACK[i % len(_FALLBACK)])
 
 
-def stacked_bars(points: list[dict[str, object]], title: str, width: int = 720, height: int = 220) -> str:
+def stacked_bars(points: list[dict[str, object]], title: str, all_buckets: list[str] | None = None,
+                 width: int = 720, height: int = 220) -> str:
     """Volume over time: one bar per bucket, stacked by category."""
-    buckets: list[str] = []
+    buckets: list[str] = list(all_buckets or [])
     series: dict[str, dict[str, int]] = {}
     for p in points:
         b, c, n = str(p["bucket"]), str(p["category"]), int(p["count"])  # type: ignore[call-overload]
@@ -24,6 +25,7 @@ def stacked_bars(points: list[dict[str, object]], title: str, width: int = 720, 
             buckets.append(b)
         series.setdefault(c, {})[b] = n
     buckets.sort()
+    # Bars in data order; the x-axis labels every few buckets.
     pad_l, pad_b, pad_t = 40, 40, 24
     plot_w, plot_h = width - pad_l - 10, height - pad_b - pad_t
     totals = [sum(series[c].get(b, 0) for c in series) for b in buckets]
@@ -36,7 +38,7 @@ def stacked_bars(points: list[dict[str, object]], title: str, width: int = 720, 
     if not buckets:
         out.append(f'<text x="{pad_l + 10}" y="{pad_t + plot_h / 2}" font-size="12">no mail in this period</text>')
     slot = plot_w / max(len(buckets), 1)
-    bw = max(2.0, slot * 0.8)
+    bw = min(60.0, max(2.0, slot * 0.8))
     cats = sorted(series)
     for i, b in enumerate(buckets):
         y = pad_t + plot_h
@@ -50,7 +52,7 @@ def stacked_bars(points: list[dict[str, object]], title: str, width: int = 720, 
             out.append(f'<rect class="datapoint" data-bucket="{escape(b)}" data-category="{escape(c)}" '
                        f'data-count="{n}" x="{x:.1f}" y="{y:.1f}" width="{bw:.1f}" height="{h:.1f}" '
                        f'fill="{color(c, j)}"><title>{escape(b)} {escape(c)}: {n}</title></rect>')
-        if len(buckets) <= 12 or i % max(1, len(buckets) // 8) == 0:
+        if len(buckets) <= 12 or i % max(1, len(buckets) // 6) == 0:
             out.append(f'<text x="{x:.1f}" y="{height - 22}" font-size="9">{escape(b[5:])}</text>')
     for j, c in enumerate(cats):
         out.append(f'<rect x="{pad_l + j * 90}" y="{height - 12}" width="10" height="10" fill="{color(c, j)}"/>'

@@ -14,8 +14,12 @@ from email.parser import BytesParser
 
 import nh3
 
+# On the preview page itself: nothing may load but inline styles and data: images; its own
+# buttons may post back to us.
 PREVIEW_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-               "frame-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'")
+               "base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+# Inside the sandboxed iframe, as a second lock: not even forms.
+FRAME_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 
 _TAGS = {"a", "abbr", "b", "blockquote", "br", "caption", "center", "code", "col", "colgroup",
          "dd", "div", "dl", "dt", "em", "font", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i",
@@ -106,6 +110,6 @@ def build_preview(raw: bytes, max_chars: int = 200_000) -> Preview:
 def iframe_document(fragment: str) -> str:
     """The document placed in <iframe sandbox srcdoc>: its own CSP meta as a second lock."""
     return ("<!doctype html><html><head><meta charset=\"utf-8\">"
-            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{PREVIEW_CSP}\">"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{FRAME_CSP}\">"
             "<style>body{font-family:sans-serif;margin:8px;color:#222}</style></head>"
             f"<body>{fragment}</body></html>")

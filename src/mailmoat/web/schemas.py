@@ -249,7 +249,9 @@ class Count(BaseModel):
 class DashboardOut(BaseModel):
     hours: int
     total: int
+    buckets: list[str]
     volume: list[dict[str, Any]]
+    volume_by_action: list[dict[str, Any]]
     by_action: list[Count]
     by_category: list[Count]
     top_recipients: list[Count]

@@ -72,7 +72,9 @@ def dashboard(request: Request, user: PageUser, config: ConfigDep, db: DbDep, ho
         return [(c.key, c.count) for c in items]
 
     svgs = {
-        "volume": charts.stacked_bars(d.volume, f"Mail volume by category, last {hours} h"),
+        "volume": charts.stacked_bars(d.volume, f"Mail volume by category, last {hours} h", d.buckets),
+        "volume_action": charts.stacked_bars(d.volume_by_action, f"Mail volume by action, last {hours} h",
+                                             d.buckets),
         "action": charts.hbars(pairs(d.by_action), "By action"),
         "recipients": charts.hbars(pairs(d.top_recipients), "Top targeted recipients"),
         "senders": charts.hbars(pairs(d.top_blocked_senders), "Top blocked senders"),

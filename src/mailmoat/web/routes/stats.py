@@ -23,8 +23,10 @@ def dashboard_data(config: ConfigDep, db: DbDep, scope: queries.Scope, hours: in
     def c(items: list[tuple[str, int]]) -> list[Count]:
         return [Count(key=str(k or ""), count=int(n)) for k, n in items]
 
-    return DashboardOut(hours=hours, total=st.total,
+    return DashboardOut(hours=hours, total=st.total, buckets=queries.time_buckets(hours),
                         volume=[{"bucket": b, "category": cat, "count": n} for b, cat, n in st.volume],
+                        volume_by_action=[{"bucket": b, "category": a, "count": n}
+                                          for b, a, n in st.volume_action],
                         by_action=c(st.by_action), by_category=c(st.by_category),
                         top_recipients=c(st.top_recipients), top_blocked_senders=c(st.top_blocked_senders),
                         top_blocked_domains=c(st.top_blocked_domains), by_group=c(st.by_group),
