@@ -353,3 +353,43 @@ def test_dashboard_queue_audit_metrics(app, env):
     assert 'mailmoat_spool_messages{state="deferred"} 1.0' in m.text
     assert "mailmoat_quarantine_held 4.0" in m.text
     assert alice.get("/metrics").status_code == 403
+
+
+def test_lifespan_purges_expired_quarantine(tmp_path):
+    import time as _time
+
+    from mailmoat.web.app import create_app
+    from tests.web.fixtures import seed
+
+    env = seed(tmp_path / "d", console={"purge_on_start": True, "purge_interval_hours": 24})
+    with env.db.session() as s:
+        s.get(QuarantineRow, "m0001spamalice").expires_at = datetime.now(UTC) - timedelta(hours=1)
+    with TestClient(create_app(env.config, env.db)):
+        deadline = _time.time() + 10
+        while (env.config.data_dir / "quarantine" / "m0001spamalice.eml").exists() and _time.time() < deadline:
+            _time.sleep(0.05)
+    assert not (env.config.data_dir / "quarantine" / "m0001spamalice.eml").exists()
+    assert (env.config.data_dir / "quarantine" / "m0002phishbob.eml").exists()
+    assert ("system", "quarantine.purge", "") in audit_actions(env)
+    env.db.dispose()
+
+
+def test_digest_schedule_waits_for_the_configured_hour():
+    from mailmoat.web.app import seconds_until_hour
+
+    now = datetime(2026, 11, 28, 7, 30, tzinfo=UTC)
+    assert seconds_until_hour(8, now) == 30 * 60
+    assert seconds_until_hour(7, now) == 23.5 * 3600
+
+
+def test_bad_config_sections_are_clear_errors(tmp_path):
+    import pytest
+
+    from mailmoat.errors import ConfigError
+    from mailmoat.web.app import create_app
+    from tests.web.fixtures import make_env
+
+    config, db = make_env(tmp_path / "d", digest={"hour": 25})
+    with pytest.raises(ConfigError, match="digest"):
+        create_app(config, db)
+    db.dispose()
