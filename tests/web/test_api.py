@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
@@ -105,7 +104,7 @@ def test_users_admin_only(app, env):
 
 
 def test_search_scopes(app, env):
-    ids = lambda c, **q: [m["id"] for m in c.get("/api/v1/messages", params=q).json()["items"]]  # noqa: E731
+    ids = lambda c, **q: [m["id"] for m in c.get("/api/v1/messages", params=q).json()["items"]]
     admin, dadmin = bearer(app, env, "admin"), bearer(app, env, "dadmin")
     alice, bob = bearer(app, env, "alice"), bearer(app, env, "bob")
     assert len(ids(admin)) == 6
@@ -123,7 +122,7 @@ def test_search_scopes(app, env):
 
 def test_search_filters_and_keyset_paging(app, env):
     admin = bearer(app, env, "admin")
-    q = lambda **p: admin.get("/api/v1/messages", params=p).json()["items"]  # noqa: E731
+    q = lambda **p: admin.get("/api/v1/messages", params=p).json()["items"]
     assert [m["id"] for m in q(recipient="carol@a.test")] == ["m0003cleanalice"]
     assert [m["id"] for m in q(recipient="@b.test")] == ["m0006shared", "m0002phishbob"]
     assert [m["id"] for m in q(sender="@good.test")] == ["m0003cleanalice"]
@@ -184,7 +183,7 @@ def test_message_detail(app, env):
 
 
 def test_quarantine_list_scoped(app, env):
-    ids = lambda c: {i["message"]["id"] for i in c.get("/api/v1/quarantine").json()["items"]}  # noqa: E731
+    ids = lambda c: {i["message"]["id"] for i in c.get("/api/v1/quarantine").json()["items"]}
     assert ids(bearer(app, env, "admin")) == {"m0001spamalice", "m0002phishbob", "m0004hostile",
                                                "m0005malware", "m0006shared"}
     assert ids(bearer(app, env, "bob")) == {"m0002phishbob", "m0006shared"}
@@ -255,7 +254,7 @@ def test_download_and_preview(app, env):
 
 
 def test_report_without_learning_module_is_audited(app, env, monkeypatch):
-    import mailmoat.web.services as services
+    from mailmoat.web import services
 
     monkeypatch.setattr(services, "_learner", lambda: None)
     r = bearer(app, env, "alice").post("/api/v1/quarantine/m0001spamalice/report", json={"label": "spam"})
@@ -266,7 +265,7 @@ def test_report_without_learning_module_is_audited(app, env, monkeypatch):
 
 
 def test_report_feeds_learning_when_available(app, env, monkeypatch):
-    import mailmoat.web.services as services
+    from mailmoat.web import services
 
     calls = []
 

@@ -19,8 +19,8 @@ from mailmoat.web.auth import set_hash_cost
 # does not work with pytest 9), so the app is built here, in a temporary directory.
 set_hash_cost(1, 1024)
 _DIR = Path(tempfile.mkdtemp(prefix="mailmoat-fuzz-"))
-from tests.web.fixtures import seed  # noqa: E402
-from tests.web.sink import Sink  # noqa: E402
+from tests.web.fixtures import seed
+from tests.web.sink import Sink
 
 SINK = Sink().__enter__()  # digests go to a real SMTP sink, so sending them is a 200
 ENV = seed(_DIR, delivery={"downstream": f"127.0.0.1:{SINK.port}"})

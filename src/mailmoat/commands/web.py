@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", envvar="MAILMOAT_CONFIG",
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", envvar="MAILMOAT_CONFIG",
                                                    help="mailmoat.toml (default: built-in defaults)")]
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, exists, func, or_, select, tuple_
+from sqlalchemy import case, exists, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -43,6 +43,11 @@ def scope_clause(scope: Scope) -> ColumnElement[bool] | None:
     """A WHERE clause restricting messages to those with a recipient in scope."""
     if scope.all:
         return None
+    if scope.addresses and not scope.domains:
+        # One person's mail is a small set: drive the query from the recipients index.
+        return MessageRow.id.in_(select(RecipientRow.message_id).where(RecipientRow.address.in_(scope.addresses)))
+    # A domain is a large share of all mail: walk messages newest first and probe the
+    # (domain, message_id) index; the first page fills quickly.
     conds = []
     if scope.domains:
         conds.append(RecipientRow.domain.in_(scope.domains))
@@ -68,6 +73,9 @@ class SearchFilters:
     action: str = ""
     status: str = ""  # a recipient's delivery status
     quarantined: bool | None = None  # only messages currently held
+
+
+SUBJECT_WINDOW = timedelta(days=7)
 
 
 def encode_cursor(received_at: datetime, msg_id: str) -> str:
@@ -119,9 +127,15 @@ def search_messages(s: Session, scope: Scope, f: SearchFilters, limit: int = 50,
             q = q.where(or_(MessageRow.mail_from == v, MessageRow.from_header == v))
     if f.recipient:
         v = f.recipient.strip().lower()
-        q = q.where(_rcpt_exists(RecipientRow.domain == v[1:]) if v.startswith("@")
-                    else _rcpt_exists(RecipientRow.address == v))
+        if v.startswith("@"):
+            q = q.where(_rcpt_exists(RecipientRow.domain == v[1:]))
+        else:  # selective: drive from the recipients index (see scope_clause)
+            q = q.where(MessageRow.id.in_(select(RecipientRow.message_id).where(RecipientRow.address == v)))
     if f.subject:
+        # A substring cannot use a b-tree index: bound the scan to a recent window unless the
+        # caller gives one (SUBJECT_WINDOW; `since` widens it).
+        if not f.since:
+            q = q.where(MessageRow.received_at >= _when(datetime.now(UTC) - SUBJECT_WINDOW, sqlite))
         esc = f.subject.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         q = q.where(MessageRow.subject.ilike(f"%{esc}%", escape="\\"))
     if f.message_id:
@@ -152,11 +166,9 @@ def search_messages(s: Session, scope: Scope, f: SearchFilters, limit: int = 50,
     if cursor:
         at, last_id = decode_cursor(cursor)
         at = _when(at, sqlite)
-        if sqlite:
-            q = q.where(or_(MessageRow.received_at < at,
-                            and_(MessageRow.received_at == at, MessageRow.id < last_id)))
-        else:
-            q = q.where(tuple_(MessageRow.received_at, MessageRow.id) < tuple_(at, last_id))
+        # A row-value comparison is a range scan of ix_messages_received_id on both SQLite
+        # (3.15+) and PostgreSQL; the equivalent OR form makes SQLite scan from the top.
+        q = q.where(tuple_(MessageRow.received_at, MessageRow.id) < tuple_(at, last_id))
     q = q.order_by(MessageRow.received_at.desc(), MessageRow.id.desc()).limit(limit + 1)
     rows = list(s.scalars(q))
     nxt = None
@@ -201,8 +213,7 @@ def list_quarantine(s: Session, scope: Scope, limit: int = 50, cursor: str | Non
     if cursor:
         at, last_id = decode_cursor(cursor)
         at = _when(at, sqlite)
-        q = q.where(or_(QuarantineRow.quarantined_at < at,
-                        and_(QuarantineRow.quarantined_at == at, QuarantineRow.message_id < last_id)))
+        q = q.where(tuple_(QuarantineRow.quarantined_at, QuarantineRow.message_id) < tuple_(at, last_id))
     q = q.order_by(QuarantineRow.quarantined_at.desc(), QuarantineRow.message_id.desc()).limit(limit + 1)
     rows = [(qr, mr) for qr, mr in s.execute(q).all()]
     if not scope.all:

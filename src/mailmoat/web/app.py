@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.sessions import SessionMiddleware
@@ -137,7 +137,17 @@ def create_app(config: Config, database: Database) -> FastAPI:
 
         return Response(metrics.render(app.state.metrics), media_type=CONTENT_TYPE_LATEST)
 
-    from mailmoat.web.routes import auth, digest_api, links, messages, pages, policy, quarantine, stats, users
+    from mailmoat.web.routes import (
+        auth,
+        digest_api,
+        links,
+        messages,
+        pages,
+        policy,
+        quarantine,
+        stats,
+        users,
+    )
 
     for r in (auth.router, users.router, messages.router, quarantine.router, policy.router,
               stats.router, digest_api.router, links.router, pages.router):

@@ -32,8 +32,8 @@ _ATTRS = {"*": {"align", "title", "dir", "style"}, "a": {"href"}, "img": {"src",
 _STYLE_PROPS = {"color", "background-color", "font-weight", "font-style", "font-size",
                 "font-family", "text-align", "text-decoration", "margin", "padding", "border",
                 "width", "height", "line-height", "vertical-align", "white-space", "display"}
-_DANGEROUS_CSS = re.compile(r"url\s*\(|@import|expression\s*\(|image-set|\\", re.I)
-_DATA_IMAGE = re.compile(r"^data:image/(png|gif|jpeg|webp);base64,[a-z0-9+/=\s]+$", re.I)
+_DANGEROUS_CSS = re.compile(r"url\s*\(|@import|expression\s*\(|image-set|\\", re.IGNORECASE)
+_DATA_IMAGE = re.compile(r"^data:image/(png|gif|jpeg|webp);base64,[a-z0-9+/=\s]+$", re.IGNORECASE)
 
 
 def _attribute_filter(tag: str, attr: str, value: str) -> str | None:

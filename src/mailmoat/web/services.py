@@ -17,8 +17,14 @@ from mailmoat.store import queries
 from mailmoat.store.db import Database
 from mailmoat.store.quarantine import audit, delete_message, load_raw, release_message
 from mailmoat.store.queries import Scope
-from mailmoat.web.schemas import (ActionOut, DeliveryEventOut, MessageDetail, QuarantineInfo,
-                                  RecipientOut, SymbolOut)
+from mailmoat.web.schemas import (
+    ActionOut,
+    DeliveryEventOut,
+    MessageDetail,
+    QuarantineInfo,
+    RecipientOut,
+    SymbolOut,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +138,7 @@ async def report(config: Config, db: Database, actor: str, scope: Scope, msg_id:
             "this installation, so the model was not updated."))
     try:
         res = fn(config, raw, label, actor)
-        if inspect.isawaitable(res):
-            res = await res
-        elif asyncio.iscoroutine(res):  # pragma: no cover
+        if inspect.isawaitable(res) or asyncio.iscoroutine(res):
             res = await res
     except (MailmoatError, ValueError, OSError) as exc:
         audit(db, actor, "quarantine.report", msg_id, label=label, learned=False, error=str(exc))

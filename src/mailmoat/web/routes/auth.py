@@ -11,7 +11,15 @@ from sqlalchemy import select
 from mailmoat.store.webmodels import ApiTokenRow, UserRow
 from mailmoat.web.auth import authenticate, create_token, record_failure, throttled
 from mailmoat.web.deps import CurrentUser, DbDep, client_ip
-from mailmoat.web.schemas import LoginIn, LoginOut, TokenCreate, TokenCreated, TokenOut, UserPublic, utc
+from mailmoat.web.schemas import (
+    LoginIn,
+    LoginOut,
+    TokenCreate,
+    TokenCreated,
+    TokenOut,
+    UserPublic,
+    utc,
+)
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
 

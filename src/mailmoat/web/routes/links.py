@@ -9,11 +9,17 @@ from fastapi.responses import HTMLResponse
 
 from mailmoat.errors import StoreError
 from mailmoat.store import queries
-from mailmoat.store.quarantine import release_message
-from mailmoat.web.digest import LinkClaims, LinkError, claim_nonce, make_token, nonce_used, read_token
+from mailmoat.store.quarantine import load_raw, release_message
 from mailmoat.web.deps import ConfigDep, DbDep
+from mailmoat.web.digest import (
+    LinkClaims,
+    LinkError,
+    claim_nonce,
+    make_token,
+    nonce_used,
+    read_token,
+)
 from mailmoat.web.preview import PREVIEW_CSP, build_preview
-from mailmoat.store.quarantine import load_raw
 
 router = APIRouter(include_in_schema=False)
 

@@ -45,7 +45,8 @@ def run_search(db: DbDep, user: CurrentUser, f: queries.SearchFilters, limit: in
 def search(user: CurrentUser, db: DbDep,
            sender: Annotated[str, Query(max_length=512, description="address, or @domain")] = "",
            recipient: Annotated[str, Query(max_length=512, description="address, or @domain")] = "",
-           subject: Annotated[str, Query(max_length=500, description="substring")] = "",
+           subject: Annotated[str, Query(max_length=500, description=(
+               "substring, case-insensitive; searches the last 7 days unless `since` is given"))] = "",
            message_id: Annotated[str, Query(max_length=998)] = "",
            mailmoat_id: Annotated[str, Query(max_length=64)] = "",
            client_ip: Annotated[str, Query(max_length=64)] = "",

@@ -15,7 +15,15 @@ from mailmoat.errors import PolicyError, StoreError
 from mailmoat.store import queries
 from mailmoat.store.quarantine import audit
 from mailmoat.web import charts, policy_store, services
-from mailmoat.web.deps import ConfigDep, DbDep, PageAdmin, PageUser, check_csrf, csrf_token, scope_of
+from mailmoat.web.deps import (
+    ConfigDep,
+    DbDep,
+    PageAdmin,
+    PageUser,
+    check_csrf,
+    csrf_token,
+    scope_of,
+)
 from mailmoat.web.preview import PREVIEW_CSP, build_preview, iframe_document
 from mailmoat.web.routes.auth import login_session
 from mailmoat.web.routes.stats import dashboard_data
@@ -182,7 +190,7 @@ def _lines(v: str) -> list[str]:
 @router.post("/policy", response_class=HTMLResponse)
 async def policy_save(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep) -> Response:
     form = await request.form()
-    g = lambda k: str(form.get(k, ""))  # noqa: E731
+    g = lambda k: str(form.get(k, ""))
     try:
         try:
             domains = json.loads(g("domains") or "{}")

@@ -12,8 +12,17 @@ from mailmoat.store.quarantine import audit, purge_expired
 from mailmoat.web import services
 from mailmoat.web.deps import AdminUser, ConfigDep, CurrentUser, DbDep, scope_of
 from mailmoat.web.preview import PREVIEW_CSP, build_preview
-from mailmoat.web.schemas import (ActionOut, MessageSummary, PreviewOut, PurgeOut, QuarantineInfo,
-                                  QuarantineItem, QuarantinePage, ReleaseIn, ReportIn)
+from mailmoat.web.schemas import (
+    ActionOut,
+    MessageSummary,
+    PreviewOut,
+    PurgeOut,
+    QuarantineInfo,
+    QuarantineItem,
+    QuarantinePage,
+    ReleaseIn,
+    ReportIn,
+)
 
 router = APIRouter(prefix="/api/v1/quarantine", tags=["quarantine"])
 
