@@ -137,7 +137,11 @@ def search_messages(s: Session, scope: Scope, f: SearchFilters, limit: int = 50,
         if not f.since:
             q = q.where(MessageRow.received_at >= _when(datetime.now(UTC) - SUBJECT_WINDOW, sqlite))
         esc = f.subject.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        q = q.where(MessageRow.subject.ilike(f"%{esc}%", escape="\\"))
+        # SQLite's LIKE already ignores ASCII case (as its lower() does), without a function
+        # call per row; PostgreSQL needs ILIKE.
+        col = MessageRow.subject
+        pat = f"%{esc}%"
+        q = q.where(col.like(pat, escape="\\") if sqlite else col.ilike(pat, escape="\\"))
     if f.message_id:
         v = f.message_id.strip()
         v = v if v.startswith("<") else f"<{v}>"
