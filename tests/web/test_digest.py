@@ -99,3 +99,14 @@ def test_links_expire(env, monkeypatch):
     with pytest.raises(LinkError) as ei:
         read_token(env.config, tok)
     assert ei.value.status == 410
+
+
+def test_digest_escapes_hostile_subjects(env):
+    from tests.web.fixtures import add_message
+
+    add_message(env.config, env.db, "m0099xss", rcpts=["bob@b.test"], hold=True,
+                subject='<script>alert(1)</script><img src=x onerror=alert(2)>',
+                sender="evil@bad.test")
+    msg = {addr: m for addr, m, _ in collect(env.config, env.db)}["bob@b.test"]
+    html = msg.get_body(("html",)).get_content()
+    assert "<script>" not in html and "<img" not in html and "&lt;script&gt;" in html
