@@ -130,3 +130,12 @@ def test_logout(app, env):
     c, csrf = form_login(app, "alice@a.test")
     assert c.post("/logout", data={"csrf_token": csrf}).status_code == 303
     assert c.get("/messages").status_code == 401
+
+
+def test_audit_page_admin_only(app, env):
+    c, csrf = form_login(app, "admin@corp.test")
+    c.post("/quarantine/m0001spamalice/act", data={"op": "delete", "csrf_token": csrf})
+    page = c.get("/audit").text
+    assert "quarantine.delete" in page and "m0001spamalice" in page and "admin@corp.test" in page
+    u, _ = form_login(app, "alice@a.test")
+    assert u.get("/audit").status_code == 403

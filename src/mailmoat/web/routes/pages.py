@@ -223,3 +223,18 @@ def policy_rollback(version_id: int, user: PageAdmin, db: DbDep) -> Response:
                                     f"rollback to version {version_id}")
     audit(db, user.email, "policy.rollback", f"policy:{row.id}", to_version=version_id)
     return back("/policy", f"Rolled back to version {version_id} (saved as version {row.id}).")
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(request: Request, user: PageAdmin, db: DbDep, before_id: int | None = None) -> HTMLResponse:
+    from sqlalchemy import select
+
+    from mailmoat.store.models import AuditRow
+
+    q = select(AuditRow).order_by(AuditRow.id.desc()).limit(100)
+    if before_id is not None:
+        q = q.where(AuditRow.id < before_id)
+    with db.session() as s:
+        rows = list(s.scalars(q))
+    nxt = f"/audit?before_id={rows[-1].id}" if len(rows) == 100 else None
+    return render(request, "audit.html", user=user, rows=rows, next_url=nxt)
