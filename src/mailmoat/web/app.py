@@ -1,0 +1,156 @@
+"""The web console and REST API: one FastAPI app over the message log and quarantine store.
+
+`create_app(config, database)` builds it; `mailmoat serve` runs it with uvicorn. The REST API
+lives under /api/v1 (OpenAPI at /openapi.json); the console pages are server-rendered
+Jinja2 with no JavaScript needed; /healthz, the login page and digest links are the only
+things that answer without credentials. Background jobs (lifespan): purge expired
+quarantine on an interval, and send digests at the configured hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.middleware.sessions import SessionMiddleware
+
+import mailmoat.store.webmodels  # noqa: F401  (registers the web tables on Base)
+from mailmoat import __version__
+from mailmoat.config import Config
+from mailmoat.store.db import Database
+from mailmoat.store.quarantine import purge_expired
+from mailmoat.web import metrics
+from mailmoat.web.auth import secret_key
+from mailmoat.web.deps import AdminUser, LoginRequired, csrf_token, get_db
+from mailmoat.web.digest import ConsoleSettings, DigestSettings, send_digests
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).resolve().parent
+
+CONSOLE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+               "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+               "frame-ancestors 'none'")
+
+
+async def _purge_loop(config: Config, db: Database, every_s: float, at_start: bool) -> None:
+    if not at_start:
+        await asyncio.sleep(every_s)
+    while True:
+        try:
+            n = await asyncio.to_thread(purge_expired, config, db)
+            if n:
+                log.info("purged %d expired quarantined messages", n)
+        except Exception:  # keep the loop alive; the next run tries again
+            log.exception("quarantine purge failed")
+        await asyncio.sleep(every_s)
+
+
+def seconds_until_hour(hour: int, now: datetime | None = None) -> float:
+    now = now or datetime.now(UTC)
+    nxt = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    if nxt <= now:
+        nxt += timedelta(days=1)
+    return (nxt - now).total_seconds()
+
+
+async def _digest_loop(config: Config, db: Database, hour: int) -> None:
+    while True:
+        await asyncio.sleep(seconds_until_hour(hour))
+        try:
+            users, n = await asyncio.to_thread(send_digests, config, db)
+            log.info("sent %d digests listing %d messages", users, n)
+        except Exception:
+            log.exception("digest sending failed")
+
+
+def create_app(config: Config, database: Database) -> FastAPI:
+    database.create_schema()
+    console = config.section("console", ConsoleSettings)
+    digest = config.section("digest", DigestSettings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(_purge_loop(config, database, console.purge_interval_hours * 3600,
+                                                 console.purge_on_start))]
+        if digest.enabled:
+            tasks.append(asyncio.create_task(_digest_loop(config, database, digest.hour)))
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+
+    app = FastAPI(title="mailmoat", version=__version__, lifespan=lifespan,
+                  description="REST API of the mailmoat email security gateway. Authenticate with "
+                  "a session cookie (POST /api/v1/auth/login; writes then need the X-CSRF-Token "
+                  "header) or `Authorization: Bearer <token>` (`mailmoat token create USER`).",
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
+    app.state.config = config
+    app.state.db = database
+    app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
+    app.state.metrics = metrics.make_registry(config, database)
+    app.add_middleware(SessionMiddleware, secret_key=secret_key(config), session_cookie="mailmoat_session",
+                       max_age=12 * 3600, same_site="lax", https_only=config.web.session_cookie_secure)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response: Response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CONSOLE_CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        if not request.url.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> Response:
+        return app.state.templates.TemplateResponse(
+            request, "login.html", {"csrf": csrf_token(request), "error": "", "next": request.url.path,
+                                    "user": None}, status_code=401)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the app and its database answer")
+    def healthz(request: Request) -> JSONResponse:
+        db = get_db(request)
+        try:
+            with db.engine.connect() as c:
+                c.exec_driver_sql("SELECT 1")
+        except Exception as exc:
+            return JSONResponse({"ok": False, "error": str(exc)[:200]}, status_code=503)
+        return JSONResponse({"ok": True, "version": __version__})
+
+    @app.get("/metrics", tags=["health"], response_class=Response,
+             summary="Prometheus metrics (admin session or Bearer token)")
+    def prometheus(admin: AdminUser) -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.render(app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+
+    from mailmoat.web.routes import (
+        auth,
+        digest_api,
+        links,
+        messages,
+        pages,
+        policy,
+        quarantine,
+        stats,
+        users,
+    )
+
+    for r in (auth.router, users.router, messages.router, quarantine.router, policy.router,
+              stats.router, digest_api.router, links.router, pages.router):
+        app.include_router(r)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    return app

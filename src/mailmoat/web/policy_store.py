@@ -1,0 +1,226 @@
+"""The editable policy: a validated, versioned JSON document kept in `policy_versions`.
+
+The console and API write new versions (never update one in place), so every change has an
+author, a time and a comment, and a rollback is just a new version with an old document.
+Running workers pick changes up without a restart:
+
+    doc = current_overrides(db)             # the newest document, {} when none
+    live = apply_policy_document(config, doc)  # a new Config with the document merged in
+
+The gateway calls both periodically (or when `latest_version_id(db)` changes) and swaps the
+Config its scanner/policy use. Merging rules: thresholds and lists replace the TOML values;
+`domains` entries replace the TOML entry for that domain; `vips` and `protected_domains`
+go to the `[bec]` section.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import select
+
+from mailmoat.config import Config
+from mailmoat.errors import PolicyError
+from mailmoat.store.db import Database
+from mailmoat.store.webmodels import PolicyVersionRow
+
+
+def _check_senders(values: list[str]) -> list[str]:
+    out = []
+    for v in values:
+        v = v.strip().lower()
+        if not v:
+            continue
+        if v.startswith("@"):
+            if "." not in v[1:] or "@" in v[1:] or " " in v:
+                raise ValueError(f"not a domain entry: {v!r} (use @example.com)")
+        elif v.count("@") != 1 or " " in v or not v.split("@")[0] or "." not in v.split("@")[1]:
+            raise ValueError(f"not an address or @domain: {v!r}")
+        out.append(v)
+    return sorted(set(out))
+
+
+def _check_domains(values: list[str]) -> list[str]:
+    out = []
+    for v in values:
+        v = v.strip().lower().lstrip("@")
+        if not v:
+            continue
+        if "." not in v or " " in v or "@" in v or "/" in v:
+            raise ValueError(f"not a domain: {v!r}")
+        out.append(v)
+    return sorted(set(out))
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tag_threshold: float = Field(5.0, ge=-1000, le=1000)
+    quarantine_threshold: float = Field(10.0, ge=-1000, le=1000)
+    reject_threshold: float = Field(15.0, ge=-1000, le=1000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if not (self.tag_threshold <= self.quarantine_threshold <= self.reject_threshold):
+            raise ValueError("thresholds must be ordered: tag <= quarantine <= reject")
+        return self
+
+
+class DomainOverride(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tag_threshold: float | None = Field(None, ge=-1000, le=1000)
+    quarantine_threshold: float | None = Field(None, ge=-1000, le=1000)
+    reject_threshold: float | None = Field(None, ge=-1000, le=1000)
+    subject_prefix: str | None = Field(None, max_length=64)
+
+
+class PolicyDocument(BaseModel):
+    """What the console edits. Missing keys fall back to the TOML configuration."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+    allow_senders: list[str] = Field(default_factory=list, max_length=10000)
+    block_senders: list[str] = Field(default_factory=list, max_length=10000)
+    allow_ips: list[str] = Field(default_factory=list, max_length=10000)
+    block_ips: list[str] = Field(default_factory=list, max_length=10000)
+    vips: list[str] = Field(default_factory=list, max_length=10000,
+                            description="names or addresses of people impersonation checks protect")
+    protected_domains: list[str] = Field(default_factory=list, max_length=10000)
+    domains: dict[str, DomainOverride] = Field(default_factory=dict)
+
+    _senders = field_validator("allow_senders", "block_senders")(classmethod(
+        lambda cls, v: _check_senders(v)))
+    _doms = field_validator("protected_domains")(classmethod(lambda cls, v: _check_domains(v)))
+
+    @field_validator("allow_ips", "block_ips")
+    @classmethod
+    def _ips(cls, v: list[str]) -> list[str]:
+        out = []
+        for item in v:
+            item = item.strip()
+            if not item:
+                continue
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError as exc:
+                raise ValueError(f"not an IP address or CIDR: {item!r}") from exc
+        return sorted(set(out))
+
+    @field_validator("vips")
+    @classmethod
+    def _vips(cls, v: list[str]) -> list[str]:
+        out = [x.strip() for x in v if x.strip()]
+        for x in out:
+            if len(x) > 255:
+                raise ValueError("a VIP entry is at most 255 characters")
+        return sorted(set(out))
+
+    @field_validator("domains")
+    @classmethod
+    def _domain_keys(cls, v: dict[str, DomainOverride]) -> dict[str, DomainOverride]:
+        out = {}
+        for k, o in v.items():
+            (key,) = _check_domains([k]) or [""]
+            if not key:
+                raise ValueError("empty domain in per-domain overrides")
+            t = [x for x in (o.tag_threshold, o.quarantine_threshold, o.reject_threshold)]
+            known = [x for x in t if x is not None]
+            if known != sorted(known):
+                raise ValueError(f"{key}: thresholds must be ordered: tag <= quarantine <= reject")
+            out[key] = o
+        return out
+
+
+def document_from_config(config: Config) -> PolicyDocument:
+    """The TOML's policy as a document: the starting point before any version exists."""
+    p = config.policy
+    bec = (config.model_extra or {}).get("bec", {}) or {}
+    domains = {d: DomainOverride.model_validate(
+        {k: v for k, v in o.items() if k in DomainOverride.model_fields}) for d, o in p.domains.items()}
+    return PolicyDocument.model_validate({
+        "thresholds": {"tag_threshold": p.tag_threshold,
+                       "quarantine_threshold": p.quarantine_threshold,
+                       "reject_threshold": p.reject_threshold},
+        "allow_senders": p.allow_senders, "block_senders": p.block_senders,
+        "allow_ips": p.allow_ips, "block_ips": p.block_ips,
+        "vips": [str(v) for v in bec.get("vips", [])],
+        "protected_domains": list(bec.get("protected_domains", [])),
+        "domains": {k: v.model_dump(exclude_none=True) for k, v in domains.items()},
+    })
+
+
+def validate_document(data: dict[str, Any]) -> PolicyDocument:
+    try:
+        return PolicyDocument.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(f"invalid policy document: {exc}") from exc
+
+
+def save_version(db: Database, doc: PolicyDocument, author: str, comment: str = "") -> PolicyVersionRow:
+    with db.session() as s:
+        row = PolicyVersionRow(document=doc.model_dump(mode="json"), author=author,
+                               created_at=datetime.now(UTC), comment=comment[:2000])
+        s.add(row)
+        s.flush()
+        return row
+
+
+def list_versions(db: Database, limit: int = 100) -> list[PolicyVersionRow]:
+    with db.session() as s:
+        return list(s.scalars(select(PolicyVersionRow).order_by(PolicyVersionRow.id.desc()).limit(limit)))
+
+
+def get_version(db: Database, version_id: int) -> PolicyVersionRow | None:
+    with db.session() as s:
+        return s.get(PolicyVersionRow, version_id)
+
+
+def latest_version_id(db: Database) -> int | None:
+    with db.session() as s:
+        return s.scalar(select(PolicyVersionRow.id).order_by(PolicyVersionRow.id.desc()).limit(1))
+
+
+def current_overrides(db: Database) -> dict[str, Any]:
+    """The newest policy document as a dict, or {} when the console never saved one."""
+    with db.session() as s:
+        row = s.scalar(select(PolicyVersionRow).order_by(PolicyVersionRow.id.desc()).limit(1))
+        return dict(row.document) if row is not None else {}
+
+
+def current_document(config: Config, db: Database) -> PolicyDocument:
+    doc = current_overrides(db)
+    return validate_document(doc) if doc else document_from_config(config)
+
+
+def apply_policy_document(config: Config, doc: dict[str, Any]) -> Config:
+    """A new Config: the TOML config with the policy document merged over it."""
+    if not doc:
+        return config
+    d = validate_document(doc)
+    policy = config.policy.model_copy(deep=True)
+    policy.tag_threshold = d.thresholds.tag_threshold
+    policy.quarantine_threshold = d.thresholds.quarantine_threshold
+    policy.reject_threshold = d.thresholds.reject_threshold
+    policy.allow_senders = list(d.allow_senders)
+    policy.block_senders = list(d.block_senders)
+    policy.allow_ips = list(d.allow_ips)
+    policy.block_ips = list(d.block_ips)
+    domains = {k: dict(v) for k, v in policy.domains.items()}
+    for dom, o in d.domains.items():
+        domains[dom] = o.model_dump(exclude_none=True)
+    policy.domains = domains
+    new = config.model_copy(deep=True, update={"policy": policy})
+    extra = dict(new.model_extra or {})
+    bec = dict(extra.get("bec", {}) or {})
+    bec["vips"] = list(d.vips)
+    bec["protected_domains"] = list(d.protected_domains)
+    # model_extra is the live dict of extra fields: update it in place on the copy.
+    if new.model_extra is not None:
+        new.model_extra["bec"] = bec
+    new.source = config.source
+    return new

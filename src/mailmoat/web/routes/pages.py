@@ -1,0 +1,240 @@
+"""The console: server-rendered pages over the same services as the API. Forms post with a
+hidden CSRF token and redirect back (no JavaScript needed)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from mailmoat.errors import PolicyError, StoreError
+from mailmoat.store import queries
+from mailmoat.store.quarantine import audit
+from mailmoat.web import charts, policy_store, services
+from mailmoat.web.deps import (
+    ConfigDep,
+    DbDep,
+    PageAdmin,
+    PageUser,
+    check_csrf,
+    csrf_token,
+    scope_of,
+)
+from mailmoat.web.preview import PREVIEW_CSP, build_preview, iframe_document
+from mailmoat.web.routes.auth import login_session
+from mailmoat.web.routes.stats import dashboard_data
+from mailmoat.web.schemas import MessageSummary
+
+router = APIRouter(include_in_schema=False)
+
+
+def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    ctx.setdefault("user", None)
+    ctx.setdefault("flash", request.query_params.get("flash", ""))
+    ctx["csrf"] = csrf_token(request)
+    return request.app.state.templates.TemplateResponse(request, name, ctx, status_code=status)
+
+
+def back(url: str, flash: str) -> RedirectResponse:
+    sep = "&" if "?" in url else "?"
+    return RedirectResponse(f"{url}{sep}flash={quote(flash)}", status_code=303)
+
+
+def _safe_next(nxt: str) -> str:
+    return nxt if nxt.startswith("/") and not nxt.startswith("//") and "\\" not in nxt else "/"
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_page(request: Request, next: str = "/") -> HTMLResponse:
+    return render(request, "login.html", error="", next=_safe_next(next))
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login_form(request: Request, db: DbDep, email: Annotated[str, Form()] = "",
+                     password: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
+    await check_csrf(request)
+    try:
+        login_session(request, db, email, password)
+    except HTTPException as exc:
+        return render(request, "login.html", status=exc.status_code, error=str(exc.detail),
+                      next=_safe_next(next))
+    return RedirectResponse(_safe_next(next), status_code=303)
+
+
+@router.post("/logout")
+async def logout(request: Request, user: PageUser) -> Response:
+    request.session.clear()
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.get("/", response_class=HTMLResponse)
+def dashboard(request: Request, user: PageUser, config: ConfigDep, db: DbDep, hours: int = 24) -> HTMLResponse:
+    hours = max(1, min(hours, 24 * 90))
+    d = dashboard_data(config, db, scope_of(user), hours)
+
+    def pairs(items: list[Any]) -> list[tuple[str, int]]:
+        return [(c.key, c.count) for c in items]
+
+    svgs = {
+        "volume": charts.stacked_bars(d.volume, f"Mail volume by category, last {hours} h", d.buckets),
+        "volume_action": charts.stacked_bars(d.volume_by_action, f"Mail volume by action, last {hours} h",
+                                             d.buckets),
+        "action": charts.hbars(pairs(d.by_action), "By action"),
+        "recipients": charts.hbars(pairs(d.top_recipients), "Top targeted recipients"),
+        "senders": charts.hbars(pairs(d.top_blocked_senders), "Top blocked senders"),
+        "domains": charts.hbars(pairs(d.top_blocked_domains), "Top blocked sender domains"),
+        "groups": charts.hbars(pairs(d.by_group), "Detections by check family"),
+    }
+    if d.queue:
+        svgs["queue"] = charts.hbars(sorted(d.queue.items()), "Delivery queue (spool files)")
+    return render(request, "dashboard.html", user=user, d=d, svgs=svgs, hours=hours)
+
+
+@router.get("/messages", response_class=HTMLResponse)
+def messages(request: Request, user: PageUser, db: DbDep) -> HTMLResponse:
+    qp = request.query_params
+    keys = ("sender", "recipient", "subject", "message_id", "mailmoat_id", "client_ip",
+            "direction", "category", "action", "status", "since", "until")
+    form = {k: qp.get(k, "")[:500] for k in keys}
+    error = ""
+    rows: list[Any] = []
+    nxt = None
+    try:
+        f = queries.SearchFilters(**{k: v for k, v in form.items() if k not in ("since", "until")})
+        f.since = datetime.fromisoformat(form["since"]) if form["since"] else None
+        f.until = datetime.fromisoformat(form["until"]) if form["until"] else None
+        with db.session() as s:
+            rows, nxt = queries.search_messages(s, scope_of(user), f, limit=50, cursor=qp.get("cursor"))
+    except (ValueError, StoreError) as exc:
+        error = f"bad search: {exc}"
+    next_url = None
+    if nxt:
+        next_url = "/messages?" + urlencode({**{k: v for k, v in form.items() if v}, "cursor": nxt})
+    return render(request, "messages.html", user=user, form=form, error=error,
+                  rows=[MessageSummary.of(m) for m in rows], next_url=next_url)
+
+
+@router.get("/messages/{msg_id}", response_class=HTMLResponse)
+def message_page(msg_id: str, request: Request, user: PageUser, db: DbDep) -> HTMLResponse:
+    m = services.message_detail(db, scope_of(user), msg_id)
+    held = []
+    if m.quarantine and m.quarantine.deleted_at is None:
+        held = scope_of(user).filter_recipients(m.quarantine.held_for)
+    return render(request, "message.html", user=user, m=m, held=held)
+
+
+@router.get("/quarantine", response_class=HTMLResponse)
+def quarantine_page(request: Request, user: PageUser, db: DbDep, cursor: str | None = None) -> HTMLResponse:
+    try:
+        with db.session() as s:
+            rows, nxt = queries.list_quarantine(s, scope_of(user), 50, cursor)
+    except StoreError:
+        rows, nxt = [], None
+    items = [(MessageSummary.of(m), q) for q, m in rows]
+    return render(request, "quarantine.html", user=user, items=items,
+                  next_url=f"/quarantine?cursor={nxt}" if nxt else None)
+
+
+@router.get("/quarantine/{msg_id}/preview", response_class=HTMLResponse)
+def preview_page(msg_id: str, request: Request, user: PageUser, config: ConfigDep, db: DbDep,
+                 view: str = "text") -> HTMLResponse:
+    raw = services.raw_bytes(config, db, scope_of(user), msg_id)
+    p = build_preview(raw)
+    srcdoc = iframe_document(p.html_clean) if view == "html" and p.html_clean else ""
+    resp = render(request, "preview.html", user=user, p=p, msg_id=msg_id, view=view, srcdoc=srcdoc,
+                  held=scope_of(user).filter_recipients(services.held_entry(db, scope_of(user), msg_id)[1]))
+    resp.headers["Content-Security-Policy"] = PREVIEW_CSP
+    return resp
+
+
+@router.post("/quarantine/{msg_id}/act")
+async def quarantine_act(msg_id: str, request: Request, user: PageUser, config: ConfigDep, db: DbDep,
+                         op: Annotated[str, Form()] = "", back_to: Annotated[str, Form()] = "/quarantine") -> Response:
+    scope = scope_of(user)
+    target = _safe_next(back_to)
+    try:
+        if op in ("release", "release_ham"):
+            note = ""
+            if op == "release_ham":
+                note = " " + (await services.report(config, db, user.email, scope, msg_id, "ham")).message
+            got = services.release(config, db, user.email, scope, msg_id, None)
+            return back(target, f"Released {msg_id} to {', '.join(got)}.{note}")
+        if op == "delete":
+            services.delete(config, db, user.email, scope, msg_id)
+            return back(target if not target.startswith(f"/messages/{msg_id}") else "/quarantine",
+                        f"Deleted {msg_id}.")
+        if op == "report_spam":
+            return back(target, (await services.report(config, db, user.email, scope, msg_id, "spam")).message)
+    except HTTPException as exc:
+        return back(target, f"Could not {op.replace('_', ' ')} {msg_id}: {exc.detail}")
+    raise HTTPException(status_code=422, detail=f"unknown operation {op!r}")
+
+
+@router.get("/policy", response_class=HTMLResponse)
+def policy_page(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep) -> HTMLResponse:
+    doc = policy_store.current_document(config, db)
+    return render(request, "policy.html", user=user, doc=doc, error="",
+                  domains_json=json.dumps({k: v.model_dump(exclude_none=True) for k, v in doc.domains.items()},
+                                          indent=2),
+                  version=policy_store.latest_version_id(db), versions=policy_store.list_versions(db, 50))
+
+
+def _lines(v: str) -> list[str]:
+    return [x.strip() for x in v.replace(",", "\n").splitlines() if x.strip()]
+
+
+@router.post("/policy", response_class=HTMLResponse)
+async def policy_save(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep) -> Response:
+    form = await request.form()
+    g = lambda k: str(form.get(k, ""))
+    try:
+        try:
+            domains = json.loads(g("domains") or "{}")
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"per-domain overrides are not valid JSON: {exc}") from exc
+        data = {"thresholds": {"tag_threshold": g("tag_threshold"),
+                               "quarantine_threshold": g("quarantine_threshold"),
+                               "reject_threshold": g("reject_threshold")},
+                "allow_senders": _lines(g("allow_senders")), "block_senders": _lines(g("block_senders")),
+                "allow_ips": _lines(g("allow_ips")), "block_ips": _lines(g("block_ips")),
+                "vips": [x.strip() for x in g("vips").splitlines() if x.strip()],
+                "protected_domains": _lines(g("protected_domains")), "domains": domains}
+        doc = policy_store.validate_document(data)
+    except PolicyError as exc:
+        cur = policy_store.current_document(config, db)
+        return render(request, "policy.html", status=422, user=user, doc=cur, error=str(exc),
+                      domains_json=g("domains"), version=policy_store.latest_version_id(db),
+                      versions=policy_store.list_versions(db, 50))
+    row = policy_store.save_version(db, doc, user.email, g("comment"))
+    audit(db, user.email, "policy.save", f"policy:{row.id}", comment=g("comment"))
+    return back("/policy", f"Saved policy version {row.id}.")
+
+
+@router.post("/policy/rollback/{version_id}")
+def policy_rollback(version_id: int, user: PageAdmin, db: DbDep) -> Response:
+    r = policy_store.get_version(db, version_id)
+    if r is None:
+        raise HTTPException(status_code=404, detail="no such policy version")
+    row = policy_store.save_version(db, policy_store.validate_document(r.document), user.email,
+                                    f"rollback to version {version_id}")
+    audit(db, user.email, "policy.rollback", f"policy:{row.id}", to_version=version_id)
+    return back("/policy", f"Rolled back to version {version_id} (saved as version {row.id}).")
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(request: Request, user: PageAdmin, db: DbDep, before_id: int | None = None) -> HTMLResponse:
+    from sqlalchemy import select
+
+    from mailmoat.store.models import AuditRow
+
+    q = select(AuditRow).order_by(AuditRow.id.desc()).limit(100)
+    if before_id is not None:
+        q = q.where(AuditRow.id < before_id)
+    with db.session() as s:
+        rows = list(s.scalars(q))
+    nxt = f"/audit?before_id={rows[-1].id}" if len(rows) == 100 else None
+    return render(request, "audit.html", user=user, rows=rows, next_url=nxt)

@@ -1,0 +1,265 @@
+"""Request and response models of the REST API (they make /openapi.json)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mailmoat.store.models import DeliveryEventRow, MessageRow, QuarantineRow, RecipientRow
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they are UTC."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(max_length=512)
+    password: str = Field(max_length=1024)
+
+
+class UserPublic(BaseModel):
+    id: int
+    email: str
+    role: str
+    domains: list[str]
+    disabled: bool = False
+
+
+class LoginOut(BaseModel):
+    user: UserPublic
+    csrf_token: str
+
+
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(max_length=512, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    role: Literal["admin", "domain_admin", "user"]
+    domains: list[str] = Field(default_factory=list, max_length=1000)
+    password: str | None = Field(None, min_length=8, max_length=1024)
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("", max_length=255)
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked: bool = False
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="shown once; only its hash is stored")
+    name: str
+
+
+class SymbolOut(BaseModel):
+    name: str
+    score: float
+    category: str = ""
+    group: str = ""
+    reason: str = ""
+
+
+class RecipientOut(BaseModel):
+    address: str
+    domain: str
+    action: str
+    status: str
+    attempts: int
+    last_response: str
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, r: RecipientRow) -> RecipientOut:
+        return cls(address=r.address, domain=r.domain, action=r.action, status=r.status,
+                   attempts=r.attempts or 0, last_response=r.last_response or "",
+                   delivered_at=utc(r.delivered_at))
+
+
+class DeliveryEventOut(BaseModel):
+    address: str
+    at: datetime
+    status: str
+    response: str
+
+    @classmethod
+    def of(cls, e: DeliveryEventRow) -> DeliveryEventOut:
+        return cls(address=e.address, at=utc(e.at) or e.at, status=e.status, response=e.response or "")
+
+
+class MessageSummary(BaseModel):
+    id: str
+    received_at: datetime
+    direction: str
+    client_ip: str
+    mail_from: str
+    from_header: str
+    subject: str
+    message_id: str
+    score: float
+    action: str
+    category: str
+    size: int
+
+    @classmethod
+    def of(cls, m: MessageRow) -> MessageSummary:
+        return cls(id=m.id, received_at=utc(m.received_at) or m.received_at, direction=m.direction,
+                   client_ip=m.client_ip or "", mail_from=m.mail_from or "",
+                   from_header=m.from_header or "", subject=m.subject or "",
+                   message_id=m.message_id or "", score=m.score or 0.0, action=m.action,
+                   category=m.category, size=m.size or 0)
+
+
+class QuarantineInfo(BaseModel):
+    quarantined_at: datetime
+    expires_at: datetime
+    held_for: list[str]
+    released_at: datetime | None
+    released_by: str
+    deleted_at: datetime | None
+
+    @classmethod
+    def of(cls, q: QuarantineRow) -> QuarantineInfo:
+        return cls(quarantined_at=utc(q.quarantined_at) or q.quarantined_at,
+                   expires_at=utc(q.expires_at) or q.expires_at, held_for=list(q.held_for or []),
+                   released_at=utc(q.released_at), released_by=q.released_by or "",
+                   deleted_at=utc(q.deleted_at))
+
+
+class MessageDetail(MessageSummary):
+    client_name: str
+    helo: str
+    auth_user: str
+    reason: str
+    headers: dict[str, Any]
+    symbols: list[SymbolOut]
+    urls: list[str]
+    attachments: list[dict[str, Any]]
+    scan_ms: float
+    recipients: list[RecipientOut]
+    events: list[DeliveryEventOut]
+    quarantine: QuarantineInfo | None = None
+
+
+class MessagePage(BaseModel):
+    items: list[MessageSummary]
+    next_cursor: str | None = Field(None, description="pass as ?cursor= for the next page")
+
+
+class QuarantineItem(BaseModel):
+    message: MessageSummary
+    quarantine: QuarantineInfo
+
+
+class QuarantinePage(BaseModel):
+    items: list[QuarantineItem]
+    next_cursor: str | None = None
+
+
+class PreviewOut(BaseModel):
+    subject: str
+    from_: str = Field(alias="from")
+    to: str
+    date: str
+    text: str
+    html_sanitized: str = Field(description="nh3-cleaned HTML; never render it outside a sandbox")
+    attachments: list[dict[str, Any]]
+    error: str = ""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ReleaseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    recipients: list[str] | None = Field(None, max_length=1000,
+                                         description="default: every held recipient you may act for")
+    report_not_spam: bool = Field(False, description="also feed the message to learning as ham")
+
+
+class ActionOut(BaseModel):
+    ok: bool
+    message: str
+    recipients: list[str] = Field(default_factory=list)
+    learned: bool | None = None
+
+
+class ReportIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: Literal["spam", "ham"]
+
+
+class PurgeOut(BaseModel):
+    purged: int
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
+
+
+class PolicyOut(BaseModel):
+    version: int | None
+    document: dict[str, Any]
+
+
+class PolicyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    document: dict[str, Any]
+    comment: str = Field("", max_length=2000)
+
+
+class PolicyVersionOut(BaseModel):
+    id: int
+    author: str
+    created_at: datetime
+    comment: str
+    document: dict[str, Any] | None = None
+
+
+class RollbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    comment: str = Field("", max_length=2000)
+
+
+class DigestSendOut(BaseModel):
+    users: int
+    messages: int
+    dry_run: bool
+
+
+class Count(BaseModel):
+    key: str
+    count: int
+
+
+class DashboardOut(BaseModel):
+    hours: int
+    total: int
+    buckets: list[str]
+    volume: list[dict[str, Any]]
+    volume_by_action: list[dict[str, Any]]
+    by_action: list[Count]
+    by_category: list[Count]
+    top_recipients: list[Count]
+    top_blocked_senders: list[Count]
+    top_blocked_domains: list[Count]
+    by_group: list[Count]
+    scan_ms_avg: float
+    scan_ms_p95: float
+    failed_recipients: int
+    deferred_recipients: int
+    queue: dict[str, int]

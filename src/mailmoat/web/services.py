@@ -1,0 +1,159 @@
+"""What the API, the console and digest links do, in one place: look a message up within
+the caller's scope, release, delete, report (feeding learning), count the spool."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+from typing import Any
+
+from fastapi import HTTPException
+
+from mailmoat.config import Config
+from mailmoat.errors import MailmoatError, StoreError
+from mailmoat.store import queries
+from mailmoat.store.db import Database
+from mailmoat.store.quarantine import audit, delete_message, load_raw, release_message
+from mailmoat.store.queries import Scope
+from mailmoat.web.schemas import (
+    ActionOut,
+    DeliveryEventOut,
+    MessageDetail,
+    QuarantineInfo,
+    RecipientOut,
+    SymbolOut,
+)
+
+log = logging.getLogger(__name__)
+
+SPOOL_STATES = ("incoming", "active", "deferred", "shunt")
+
+
+def not_found(msg_id: str) -> HTTPException:
+    # The same answer whether the message does not exist or is outside the caller's scope.
+    return HTTPException(status_code=404, detail=f"no message {msg_id} visible to you")
+
+
+def message_detail(db: Database, scope: Scope, msg_id: str) -> MessageDetail:
+    with db.session() as s:
+        m = queries.message_visible(s, scope, msg_id)
+        if m is None:
+            raise not_found(msg_id)
+        rcpts = queries.recipients_of(s, msg_id)
+        events = queries.delivery_events(s, msg_id)
+        q = queries.quarantine_entry(s, msg_id)
+    if not scope.all:
+        rcpts = [r for r in rcpts if scope.allows_recipient(r.address)]
+        events = [e for e in events if scope.allows_recipient(e.address)]
+    syms = []
+    for sym in m.symbols or []:
+        if isinstance(sym, dict):
+            syms.append(SymbolOut(name=str(sym.get("name", "")), score=float(sym.get("score") or 0),
+                                  category=str(sym.get("category", "") or ""),
+                                  group=str(sym.get("group", "") or ""),
+                                  reason=str(sym.get("reason", "") or "")))
+    syms.sort(key=lambda x: -abs(x.score))
+    from mailmoat.web.schemas import MessageSummary
+
+    base = MessageSummary.of(m).model_dump()
+    return MessageDetail(**base, client_name=m.client_name or "", helo=m.helo or "",
+                         auth_user=m.auth_user or "", reason=m.reason or "",
+                         headers=dict(m.headers or {}), symbols=syms,
+                         urls=[str(u) for u in (m.urls or [])][:200],
+                         attachments=[a for a in (m.attachments or []) if isinstance(a, dict)],
+                         scan_ms=m.scan_ms or 0.0, recipients=[RecipientOut.of(r) for r in rcpts],
+                         events=[DeliveryEventOut.of(e) for e in events],
+                         quarantine=QuarantineInfo.of(q) if q is not None else None)
+
+
+def held_entry(db: Database, scope: Scope, msg_id: str) -> tuple[Any, list[str]]:
+    """The quarantine row and the held recipients the caller may act for; 404 otherwise."""
+    with db.session() as s:
+        m = queries.message_visible(s, scope, msg_id)
+        q = queries.quarantine_entry(s, msg_id)
+    if m is None or q is None or q.deleted_at is not None:
+        raise not_found(msg_id)
+    return q, scope.filter_recipients(list(q.held_for or []))
+
+
+def release(config: Config, db: Database, actor: str, scope: Scope, msg_id: str,
+            recipients: list[str] | None) -> list[str]:
+    q, mine = held_entry(db, scope, msg_id)
+    if not mine:
+        if q.released_at is not None or not q.held_for:
+            raise HTTPException(status_code=409, detail=f"message {msg_id} was already released")
+        raise HTTPException(status_code=403, detail="it is not held for anyone you may act for")
+    wanted = [r.lower() for r in recipients] if recipients else mine
+    outside = [r for r in wanted if r not in mine]
+    if outside:
+        raise HTTPException(status_code=403, detail=f"you may not release to {', '.join(outside)}")
+    try:
+        return release_message(config, db, msg_id, actor, wanted)
+    except StoreError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+
+
+def delete(config: Config, db: Database, actor: str, scope: Scope, msg_id: str) -> None:
+    q, mine = held_entry(db, scope, msg_id)
+    if not scope.all:
+        others = [r for r in (q.held_for or []) if r.lower() not in mine]
+        if others or not mine:
+            raise HTTPException(status_code=403,
+                                detail="it is also held for people outside your scope; ask an administrator")
+    try:
+        delete_message(config, db, msg_id, actor)
+    except StoreError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+
+
+def raw_bytes(config: Config, db: Database, scope: Scope, msg_id: str) -> bytes:
+    held_entry(db, scope, msg_id)
+    try:
+        return load_raw(config, db, msg_id)
+    except StoreError as exc:
+        raise HTTPException(status_code=410, detail=str(exc)) from exc
+
+
+def _learner() -> Any | None:
+    try:
+        mod = importlib.import_module("mailmoat.ml.learn")
+    except ImportError:
+        return None
+    fn = getattr(mod, "learn", None)
+    return fn if callable(fn) else None
+
+
+async def report(config: Config, db: Database, actor: str, scope: Scope, msg_id: str,
+                 label: str) -> ActionOut:
+    """Feed the held message to learning as `label` (spam|ham); always audited."""
+    raw = raw_bytes(config, db, scope, msg_id)
+    fn = _learner()
+    if fn is None:
+        audit(db, actor, "quarantine.report", msg_id, label=label, learned=False,
+              note="learning module mailmoat.ml.learn is not available")
+        return ActionOut(ok=True, learned=False, message=(
+            f"Reported as {label} and recorded in the audit log; learning is not available on "
+            "this installation, so the model was not updated."))
+    try:
+        res = fn(config, raw, label, actor)
+        if inspect.isawaitable(res) or asyncio.iscoroutine(res):
+            res = await res
+    except (MailmoatError, ValueError, OSError) as exc:
+        audit(db, actor, "quarantine.report", msg_id, label=label, learned=False, error=str(exc))
+        return ActionOut(ok=False, learned=False, message=f"Reported as {label}, but learning failed: {exc}")
+    audit(db, actor, "quarantine.report", msg_id, label=label, learned=True)
+    return ActionOut(ok=True, learned=True, message=f"Reported as {label}; the model learned from it.")
+
+
+def queue_depth(config: Config) -> dict[str, int]:
+    root = config.data_dir / "spool"
+    out = {}
+    for state in SPOOL_STATES:
+        d = root / state
+        try:
+            out[state] = sum(1 for p in d.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
+        except FileNotFoundError:
+            out[state] = 0
+    return out

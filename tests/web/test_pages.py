@@ -1,0 +1,141 @@
+"""Console pages over TestClient: form login with CSRF, search, message page, quarantine
+actions, preview safety headers, policy form, dashboard charts."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+
+from mailmoat.spool.queue import Spool
+from tests.web.fixtures import PASSWORD
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def form_login(app, email: str) -> tuple[TestClient, str]:
+    c = TestClient(app, follow_redirects=False)
+    page = c.get("/login")
+    r = c.post("/login", data={"email": email, "password": PASSWORD, "next": "/messages",
+                               "csrf_token": csrf_of(page.text)})
+    assert r.status_code == 303 and r.headers["location"] == "/messages"
+    page = c.get("/messages")
+    return c, csrf_of(page.text)
+
+
+def test_login_form_needs_csrf_and_right_password(app, anon):
+    page = anon.get("/login")
+    assert anon.post("/login", data={"email": "alice@a.test", "password": PASSWORD}).status_code == 403
+    r = anon.post("/login", data={"email": "alice@a.test", "password": "nope", "csrf_token": csrf_of(page.text)})
+    assert r.status_code == 401 and "wrong email or password" in r.text
+    r = anon.post("/login", data={"email": "alice@a.test", "password": PASSWORD, "next": "//evil.test/",
+                                  "csrf_token": csrf_of(page.text)}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/"
+
+
+def test_secret_key_generated_and_private(app, env):
+    key = env.config.data_dir / "web_secret"
+    assert key.exists() and (key.stat().st_mode & 0o777) == 0o600
+
+
+def test_search_and_message_page(app, env):
+    c, _ = form_login(app, "admin@corp.test")
+    r = c.get("/messages", params={"sender": "@good.test"})
+    assert r.status_code == 200 and "Meeting notes" in r.text and "Cheap pills" not in r.text
+    assert "Content-Security-Policy" in r.headers and "script-src 'self'" in r.headers["content-security-policy"]
+    r = c.get("/messages", params={"since": "not a date"})
+    assert "bad search" in r.text
+    page = c.get("/messages/m0001spamalice").text
+    assert "link text shows paypal.com but points to 203.0.113.7" in page
+    assert 'id="quarantine-actions"' in page
+    page = c.get("/messages/m0003cleanalice").text
+    assert "451 4.7.1 try later" in page and "250 2.0.0 Ok queued" in page
+    paged = c.get("/messages", params={"recipient": "@a.test"}).text
+    assert paged.count('class="result"') == 5
+
+
+def test_user_sees_only_own_mail_in_console(app, env):
+    c, _ = form_login(app, "bob@b.test")
+    assert "Cheap pills" not in c.get("/messages").text
+    assert c.get("/messages/m0001spamalice").status_code == 404
+    assert c.get("/policy").status_code == 403
+    assert c.get("/quarantine/m0001spamalice/preview").status_code == 404
+
+
+def test_release_from_console_form(app, env):
+    c, csrf = form_login(app, "alice@a.test")
+    r = c.post("/quarantine/m0001spamalice/act", data={"op": "release", "back_to": "/messages/m0001spamalice"})
+    assert r.status_code == 403  # no CSRF token
+    r = c.post("/quarantine/m0001spamalice/act", data={"op": "release", "csrf_token": csrf,
+                                                       "back_to": "/messages/m0001spamalice"})
+    assert r.status_code == 303 and "Released" in c.get(r.headers["location"]).text
+    sp = Spool(env.config.data_dir / "spool")
+    [mid] = sp.ids("incoming")
+    assert sp.read("incoming", mid)[0].rcpt_tos == ["alice@a.test"]
+    r = c.post("/quarantine/m0002phishbob/act", data={"op": "release", "csrf_token": csrf})
+    assert "Could not release" in c.get(r.headers["location"]).text
+    r = c.post("/quarantine/m0005malware/act", data={"op": "delete", "csrf_token": csrf})
+    assert "Deleted m0005malware" in c.get(r.headers["location"]).text
+
+
+def test_preview_page_is_locked_down(app, env):
+    c, _ = form_login(app, "alice@a.test")
+    r = c.get("/quarantine/m0004hostile/preview")
+    csp = r.headers["content-security-policy"]
+    assert csp.startswith("default-src 'none'; img-src data:; style-src 'unsafe-inline'")
+    assert 'id="text-preview"' in r.text and "<iframe" not in r.text
+    r = c.get("/quarantine/m0004hostile/preview", params={"view": "html"})
+    frame = re.search(r"<iframe[^>]*>", r.text).group(0)
+    assert " sandbox " in frame and "allow-" not in frame
+    srcdoc = re.search(r'srcdoc="([^"]*)"', frame).group(1)
+    assert "&lt;script" not in srcdoc and "onerror" not in srcdoc and "127.0.0.1:9" not in srcdoc
+
+
+def test_policy_form_saves_validates_and_rolls_back(app, env):
+    c, csrf = form_login(app, "admin@corp.test")
+    base = {"csrf_token": csrf, "tag_threshold": "4", "quarantine_threshold": "9", "reject_threshold": "20",
+            "allow_senders": "", "block_senders": "@evil.test\nboss@bad.test", "allow_ips": "",
+            "block_ips": "203.0.113.0/24", "vips": "Jane Doe", "protected_domains": "corp.test",
+            "domains": '{"a.test": {"quarantine_threshold": 7}}', "comment": "first"}
+    r = c.post("/policy", data=base)
+    assert r.status_code == 303
+    page = c.get("/policy").text
+    assert "(version 1)" in page and "boss@bad.test" in page
+    r = c.post("/policy", data=base | {"tag_threshold": "30"})
+    assert r.status_code == 422 and "ordered" in r.text
+    r = c.post("/policy", data=base | {"domains": "{nope"})
+    assert r.status_code == 422 and "not valid JSON" in r.text
+    c.post("/policy", data=base | {"vips": "Someone Else", "comment": "second"})
+    r = c.post("/policy/rollback/1", data={"csrf_token": csrf})
+    assert r.status_code == 303 and "Rolled back to version 1" in c.get(r.headers["location"]).text
+    from mailmoat.web.policy_store import current_overrides
+
+    assert current_overrides(env.db)["vips"] == ["Jane Doe"]
+
+
+def test_dashboard_renders_svg_charts(app, env):
+    c, _ = form_login(app, "admin@corp.test")
+    page = c.get("/").text
+    assert page.count("<svg") >= 6
+    bars = re.findall(r'class="datapoint"[^>]*data-count="(\d+)"', page)
+    volume = page.split('id="chart-volume"')[1].split("</svg>")[0]
+    assert bars and sum(map(int, re.findall(r'data-category="[^"]+" data-count="(\d+)"', volume))) == 6
+    assert volume.count("<text") > 5  # axis labels for the hourly buckets
+    assert "Top blocked sender domains" in page and "bad.test" in page
+
+
+def test_logout(app, env):
+    c, csrf = form_login(app, "alice@a.test")
+    assert c.post("/logout", data={"csrf_token": csrf}).status_code == 303
+    assert c.get("/messages").status_code == 401
+
+
+def test_audit_page_admin_only(app, env):
+    c, csrf = form_login(app, "admin@corp.test")
+    c.post("/quarantine/m0001spamalice/act", data={"op": "delete", "csrf_token": csrf})
+    page = c.get("/audit").text
+    assert "quarantine.delete" in page and "m0001spamalice" in page and "admin@corp.test" in page
+    u, _ = form_login(app, "alice@a.test")
+    assert u.get("/audit").status_code == 403
