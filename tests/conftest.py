@@ -35,9 +35,16 @@ def make_email(*, subject: str = "Hello", body: str = "Hi there,\nsee you tomorr
     return msg.as_bytes()
 
 
+# The content models run on every message; tests of other families switch them off unless
+# they ask for them, so each family's tests see only that family's symbols. tests/ml and
+# tests/deep turn them back on (their conftest.py).
+DEFAULT_SECTIONS: dict[str, dict[str, Any]] = {
+    "scan": {"network": False}, "content": {"enabled": False}, "deep": {"mode": "off"}}
+
+
 def make_config(**sections: dict[str, Any]) -> Config:
     """A config for tests: data under a temp dir is the caller's job; network off."""
-    data: dict[str, Any] = {"scan": {"network": False}}
+    data: dict[str, Any] = {k: dict(v) for k, v in DEFAULT_SECTIONS.items()}
     data.update(sections)
     return config_from_dict(data)
 

@@ -64,6 +64,9 @@ class DeepSettings(Section):
         "numpy", description="numpy: run the bundled weights directly; onnx: onnxruntime on a "
         "graph written by `python -m mailmoat.ml.deep.onnx_export` (optionally int8)")
     onnx_path: str = Field("", description="the exported .onnx file, for engine = onnx")
+    wait_for_load: bool = Field(True, description="building the scanner waits for the model "
+                                "(once per process) so the first messages get tier 2 too")
+    load_timeout: float = Field(60.0, gt=0, description="seconds to wait for the model to load")
     threshold: float = Field(0.5, gt=0, lt=1, description="deep probability at or above "
                              "which DEEP_SPAM/DEEP_PHISH fire; below it DEEP_HAM")
 
@@ -190,6 +193,13 @@ def build(ctx: BuildContext) -> list[Check]:
         onnx_path = str(ctx.config.resolve_path(settings.onnx_path))
     model = DeepModel.preload(str(head), str(mdir), settings.threads, onnx_path)
     model.add_done_callback(_log_load_failure)
+    if settings.wait_for_load:
+        # Judge the first messages like every later one: wait here (about a second, once
+        # per process) rather than let the first messages through without tier 2.
+        try:
+            model.result(timeout=settings.load_timeout)
+        except Exception:  # logged by the callback; each message then says DEEP_FAIL
+            pass
     return [DeepCheck(settings, model)]
 
 
