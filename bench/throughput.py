@@ -36,7 +36,7 @@ import aiosmtplib
 from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parent.parent
-SRC = ROOT / "src"
+SRC = Path(os.environ.get("BENCH_SRC", ROOT / "src"))  # BENCH_SRC: compare another checkout
 
 
 class Sink:
@@ -170,6 +170,15 @@ network = false
                 time.sleep(0.1)
         # warm-up: imports, first connections, SQLite schema
         measure(gw_port, sink, "warm", 50, 4)
+        spy = None
+        if os.environ.get("BENCH_PYSPY"):
+            # Sample every thread of the gateway (py-spy record --format raw: collapsed
+            # stacks, one line per distinct stack with its sample count).
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
+                                    "--pid", str(gw.pid), "--format", "raw", "--rate", "200",
+                                    "--threads", "-o", os.environ["BENCH_PYSPY"]],
+                                   stdout=subprocess.DEVNULL)
+            time.sleep(1)
         rows = []
         for conc in args.concurrency:
             direct = measure(sink_port, sink, f"direct-c{conc}", args.messages, conc)
@@ -180,6 +189,9 @@ network = false
                          "added_p50_ms": through["p50_ms"] - direct["p50_ms"],
                          "added_p99_ms": through["p99_ms"] - direct["p99_ms"]})
         rss = peak_rss_mib(gw.pid)
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
         if os.environ.get("BENCH_THREADS"):
             for task in sorted(Path(f"/proc/{gw.pid}/task").iterdir()):
                 name = (task / "comm").read_text().strip()

@@ -59,7 +59,7 @@ class GatewayHandler:
     """aiosmtpd handler: relay rules, limits, and the scan-then-spool DATA path."""
 
     def __init__(self, config: Config, scanner: Scanner | None, spool: Spool,
-                 on_spooled: Callable[[str], None] = lambda _id: None,
+                 on_spooled: Callable[..., None] = lambda _id, *_: None,
                  on_rejected: Callable[[dict[str, Any]], None] = lambda _data: None,
                  io_executor: concurrent.futures.Executor | None = None) -> None:
         self.config = config
@@ -237,7 +237,9 @@ class GatewayHandler:
         except Exception:
             log.exception("spooling %s failed", mid)
             return R.S451_SPOOL_FAILED
-        self.on_spooled(mid)
+        # The delivery side gets the entry and bytes in memory, so it does not read back
+        # and re-parse what was just written (the spool copy is the durable one).
+        self.on_spooled(mid, entry, delivered)
         return R.S250_QUEUED.format(id=mid)
 
 
