@@ -81,13 +81,28 @@ async def send_all(port: int, run: str, n: int, conc: int, starts: dict[str, flo
     await asyncio.gather(*(one() for _ in range(conc)))
 
 
+def family(pid: int) -> list[int]:
+    """The gateway and its children (`[smtp] processes` > 1 forks one per process)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    return [pid, *(int(k) for k in kids)]
+
+
 def cpu_seconds(pid: int | None) -> float:
-    """User+system CPU of a process (the gateway), or of this one (client and sink)."""
+    """User+system CPU of the gateway and its children, or of this process."""
     if pid is None:
         t = os.times()
         return t.user + t.system
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in family(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def measure(port: int, sink: Sink, run: str, n: int, conc: int,
@@ -119,16 +134,20 @@ def measure(port: int, sink: Sink, run: str, n: int, conc: int,
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Peak RSS (VmHWM) summed over the gateway's processes (shared pages count twice)."""
+    total = 0
+    for p in family(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=600)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--processes", type=int, default=1, help="[smtp] processes of the gateway")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
     args = ap.parse_args()
 
@@ -145,6 +164,7 @@ listen = "127.0.0.1:{gw_port}"
 relay_domains = ["example.test"]
 trusted_networks = []
 max_connections_per_ip = 500
+processes = {args.processes}
 [delivery]
 downstream = "127.0.0.1:{sink_port}"
 workers = 32
@@ -176,7 +196,7 @@ network = false
             # stacks, one line per distinct stack with its sample count).
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
                                     "--pid", str(gw.pid), "--format", "raw", "--rate", "200",
-                                    "--threads", "-o", os.environ["BENCH_PYSPY"]],
+                                    "--threads", "--subprocesses", "-o", os.environ["BENCH_PYSPY"]],
                                    stdout=subprocess.DEVNULL)
             time.sleep(1)
         rows = []
@@ -202,6 +222,7 @@ network = false
         gw.wait(30)
         controller.stop()
     result = {"cpus": os.cpu_count(), "python": platform.python_version(),
+              "processes": args.processes,
               "load_avg_at_end": os.getloadavg(), "gateway_peak_rss_mib": rss, "rows": rows,
               "command": " ".join(["python", "bench/throughput.py", *sys.argv[1:]])}
     print(f"{'conc':>4} {'gateway msg/s':>14} {'direct msg/s':>13} {'ratio':>6} "

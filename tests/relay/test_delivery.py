@@ -219,8 +219,8 @@ async def test_outbound_mail_is_signed_for_the_from_domain(tmp_path, sink):
 
 
 async def test_mail_handed_over_in_memory_is_delivered_once_without_reading_back(tmp_path, sink):
-    """The intake passes the entry and bytes with wake(); the worker claims by rename only
-    (the spool copy is still what a crash would recover)."""
+    """The intake spools into active/ and passes the entry and bytes with wake(); the
+    worker neither claims nor reads back (the spool copy is what a crash would recover)."""
     import time as _t
 
     from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
@@ -232,14 +232,14 @@ async def test_mail_handed_over_in_memory_is_delivered_once_without_reading_back
     entry = SpoolEntry(id=mid, mail_from="a@sender.test", rcpt_tos=["bob@example.test"],
                        received_at=_t.time(), scanned=True)
     raw = make_email()
-    spool.put(entry, raw)
+    spool.put(entry, raw, "active")
     reads = []
     real_read = spool.read
     spool.read = lambda *a: reads.append(a) or real_read(*a)  # type: ignore[method-assign]
     await mgr.start()
     try:
         mgr.wake(mid, entry, raw)
-        mgr.wake(mid)  # the periodic sweep finding the same file queues nothing twice
+        mgr.wake(mid)  # a second wake for the same id queues nothing twice
         await sink.wait_for(1)
         await wait_until(lambda: spool.ids("done") == [mid], what="moved to done")
     finally:

@@ -47,6 +47,8 @@ class _RandomPool:
 
 
 _random = _RandomPool()
+# A forked `mailmoat serve` child must not reuse random bytes its parent had buffered.
+os.register_at_fork(after_in_child=lambda: setattr(_random, "_buf", b""))
 _tmp_counter = itertools.count()
 
 
