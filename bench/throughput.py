@@ -164,7 +164,7 @@ listen = "127.0.0.1:{gw_port}"
 relay_domains = ["example.test"]
 trusted_networks = []
 max_connections_per_ip = 500
-processes = {args.processes}
+{f"processes = {args.processes}" if args.processes != 1 else ""}
 [delivery]
 downstream = "127.0.0.1:{sink_port}"
 workers = 32

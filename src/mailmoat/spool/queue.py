@@ -2,10 +2,13 @@
 
 A message is two files: `<id>.eml` (the exact bytes) and `<id>.json` (envelope and state,
 versioned). Writing goes tmp → fsync → rename → fsync(dir), so after `put()` returns the
-message survives a crash or power loss; only then does SMTP answer 250.
+message survives a crash or power loss; only then does SMTP answer 250. The directory
+fsync is group-committed: concurrent puts share one, each waiting for an fsync that
+began after its own renames.
 
     incoming/  accepted, not yet claimed by a delivery worker
-    active/    claimed by a worker (renamed there, so two workers never take one file)
+    active/    claimed by a worker (renamed there, so two workers never take one file),
+               or written there directly by the intake of the process that delivers it
     deferred/  waiting for a retry; `next_attempt` in the sidecar says when
     done/      delivered, bounced or handed to quarantine (kept briefly for tracing)
     shunt/     a bug hit this message: kept for an administrator, never dropped
