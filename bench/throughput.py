@@ -148,6 +148,8 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=600)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--processes", type=int, default=1, help="[smtp] processes of the gateway")
+    ap.add_argument("--disable", nargs="*", default=[],
+                    help="[scan] disabled_checks, to see what a check costs")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
     args = ap.parse_args()
 
@@ -174,6 +176,7 @@ data_dir = "{tmp / 'data'}"
 enabled = false
 [scan]
 network = false
+{"disabled_checks = " + json.dumps(args.disable) if args.disable else ""}
 """)
     env = dict(os.environ, PYTHONPATH=str(SRC))
     prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] \
@@ -222,7 +225,7 @@ network = false
         gw.wait(30)
         controller.stop()
     result = {"cpus": os.cpu_count(), "python": platform.python_version(),
-              "processes": args.processes,
+              "processes": args.processes, "disabled_checks": args.disable,
               "load_avg_at_end": os.getloadavg(), "gateway_peak_rss_mib": rss, "rows": rows,
               "command": " ".join(["python", "bench/throughput.py", *sys.argv[1:]])}
     print(f"{'conc':>4} {'gateway msg/s':>14} {'direct msg/s':>13} {'ratio':>6} "

@@ -418,10 +418,14 @@ class DeliveryManager:
                       "and is delivered again after a restart)", fut.exception())
 
     def _finish(self, entry: SpoolEntry) -> None:
-        # A deferred message's retry state is worth an fsync; a finished one's is not.
-        sync = bool(entry.pending)
-        self.spool.update("active", entry, sync=sync)
-        self.spool.move(entry.id, "active", "deferred" if entry.pending else "done", sync=sync)
+        # A deferred message's retry state is rewritten and fsync'd. A finished one just
+        # moves (two renames, no fsync): its outcome is in the message log, and done/
+        # keeps the bytes and the sidecar as accepted, for tracing.
+        if entry.pending:
+            self.spool.update("active", entry, sync=True)
+            self.spool.move(entry.id, "active", "deferred", sync=True)
+        else:
+            self.spool.move(entry.id, "active", "done", sync=False)
 
     async def _scan_late(self, entry: SpoolEntry, raw: bytes) -> bytes:
         """Mail spooled while the scanner was broken is scanned before it goes anywhere;
