@@ -204,7 +204,8 @@ def serve_processes(config: Config, n: int) -> int:
         log.warning("recovered %d message(s) left in delivery by a crash", recovered)
     server_context(config)  # creates the self-signed certificate once, if needed
     host, port = parse_hostport(config.smtp.listen)
-    sock = socket.create_server((host, port), backlog=1024)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=1024)
     sock.setblocking(False)
     children: dict[int, int] = {}
     for i in range(n):

@@ -11,8 +11,15 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from tests.e2e.gateway_proc import (CountingSink, free_port, sink_port, start_gateway,
-                                    start_sink_thread, stop_gateway, write_config)
+from tests.e2e.gateway_proc import (
+    CountingSink,
+    free_port,
+    sink_port,
+    start_gateway,
+    start_sink_thread,
+    stop_gateway,
+    write_config,
+)
 
 TOTAL = 200
 CONNECTIONS = 8
