@@ -36,7 +36,7 @@ import aiosmtplib
 from aiosmtpd.controller import Controller
 
 ROOT = Path(__file__).resolve().parent.parent
-SRC = ROOT / "src"
+SRC = Path(os.environ.get("BENCH_SRC", ROOT / "src"))  # BENCH_SRC: compare another checkout
 
 
 class Sink:
@@ -81,13 +81,28 @@ async def send_all(port: int, run: str, n: int, conc: int, starts: dict[str, flo
     await asyncio.gather(*(one() for _ in range(conc)))
 
 
+def family(pid: int) -> list[int]:
+    """The gateway and its children (`[smtp] processes` > 1 forks one per process)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    return [pid, *(int(k) for k in kids)]
+
+
 def cpu_seconds(pid: int | None) -> float:
-    """User+system CPU of a process (the gateway), or of this one (client and sink)."""
+    """User+system CPU of the gateway and its children, or of this process."""
     if pid is None:
         t = os.times()
         return t.user + t.system
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in family(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def measure(port: int, sink: Sink, run: str, n: int, conc: int,
@@ -119,16 +134,22 @@ def measure(port: int, sink: Sink, run: str, n: int, conc: int,
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Peak RSS (VmHWM) summed over the gateway's processes (shared pages count twice)."""
+    total = 0
+    for p in family(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=600)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--processes", type=int, default=1, help="[smtp] processes of the gateway")
+    ap.add_argument("--disable", nargs="*", default=[],
+                    help="[scan] disabled_checks, to see what a check costs")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
     args = ap.parse_args()
 
@@ -145,6 +166,7 @@ listen = "127.0.0.1:{gw_port}"
 relay_domains = ["example.test"]
 trusted_networks = []
 max_connections_per_ip = 500
+{f"processes = {args.processes}" if args.processes != 1 else ""}
 [delivery]
 downstream = "127.0.0.1:{sink_port}"
 workers = 32
@@ -154,6 +176,7 @@ data_dir = "{tmp / 'data'}"
 enabled = false
 [scan]
 network = false
+{"disabled_checks = " + json.dumps(args.disable) if args.disable else ""}
 """)
     env = dict(os.environ, PYTHONPATH=str(SRC))
     prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] \
@@ -170,6 +193,15 @@ network = false
                 time.sleep(0.1)
         # warm-up: imports, first connections, SQLite schema
         measure(gw_port, sink, "warm", 50, 4)
+        spy = None
+        if os.environ.get("BENCH_PYSPY"):
+            # Sample every thread of the gateway (py-spy record --format raw: collapsed
+            # stacks, one line per distinct stack with its sample count).
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
+                                    "--pid", str(gw.pid), "--format", "raw", "--rate", "200",
+                                    "--threads", "--subprocesses", "-o", os.environ["BENCH_PYSPY"]],
+                                   stdout=subprocess.DEVNULL)
+            time.sleep(1)
         rows = []
         for conc in args.concurrency:
             direct = measure(sink_port, sink, f"direct-c{conc}", args.messages, conc)
@@ -180,6 +212,9 @@ network = false
                          "added_p50_ms": through["p50_ms"] - direct["p50_ms"],
                          "added_p99_ms": through["p99_ms"] - direct["p99_ms"]})
         rss = peak_rss_mib(gw.pid)
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
         if os.environ.get("BENCH_THREADS"):
             for task in sorted(Path(f"/proc/{gw.pid}/task").iterdir()):
                 name = (task / "comm").read_text().strip()
@@ -190,6 +225,7 @@ network = false
         gw.wait(30)
         controller.stop()
     result = {"cpus": os.cpu_count(), "python": platform.python_version(),
+              "processes": args.processes, "disabled_checks": args.disable,
               "load_avg_at_end": os.getloadavg(), "gateway_peak_rss_mib": rss, "rows": rows,
               "command": " ".join(["python", "bench/throughput.py", *sys.argv[1:]])}
     print(f"{'conc':>4} {'gateway msg/s':>14} {'direct msg/s':>13} {'ratio':>6} "

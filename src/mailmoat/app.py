@@ -56,10 +56,14 @@ class Gateway:
         assert self.smtp_server is not None
         return int(self.smtp_server.sockets[0].getsockname()[1])
 
-    async def start(self, sock: socket.socket | None = None, web: bool = True) -> None:
-        recovered = await asyncio.to_thread(self.spool.recover)
-        if recovered:
-            log.warning("recovered %d message(s) left in delivery by a crash", recovered)
+    async def start(self, sock: socket.socket | None = None, web: bool = True,
+                    recover: bool = True) -> None:
+        """`recover=False` in a child of a multi-process serve: the parent recovered the
+        spool before forking, and a child must never take back a live sibling's active/."""
+        if recover:
+            recovered = await asyncio.to_thread(self.spool.recover)
+            if recovered:
+                log.warning("recovered %d message(s) left in delivery by a crash", recovered)
         await self.delivery.start()
         self.smtp_server = await start_smtp_server(
             self.config, self.handler, self.limiter, tls_context=server_context(self.config),
@@ -142,15 +146,20 @@ def build(config: Config) -> Gateway:
             "logging rejected message %s failed: %s", data["id"], f.exception()))
 
     handler = GatewayHandler(config, scanner, spool, on_spooled=delivery.wake,
-                             on_rejected=rejected, io_executor=io)
+                             on_rejected=rejected, io_executor=io, spool_state="active")
     limiter = make_limiter(config.smtp.max_connections_per_ip, config.redis.url,
                            config.redis.key_prefix)
     return Gateway(config=config, db=db, log_writer=writer, spool=spool, scanner=scanner,
                    delivery=delivery, handler=handler, limiter=limiter, io_executor=io)
 
 
-async def run(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or `stop` is set), then shut down in order."""
+async def run(config: Config, stop: asyncio.Event | None = None,
+              sock: socket.socket | None = None, child: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (or `stop` is set), then shut down in order.
+
+    `child` is set in the processes of a multi-process serve (`serve_processes`): they
+    accept on the inherited `sock`, skip spool recovery, and only child 0 runs the web
+    console."""
     stop = stop or asyncio.Event()
     # The loop's socket calls release the GIL; the log-writer and spool threads then hold
     # it for up to the switch interval (5 ms by default) before the loop gets it back, a
@@ -162,9 +171,87 @@ async def run(config: Config, stop: asyncio.Event | None = None) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     gateway = build(config)
-    await gateway.start()
+    await gateway.start(sock=sock, web=child in (None, 0), recover=child is None)
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
         await gateway.stop()
+
+
+def process_count(config: Config) -> int:
+    n = config.smtp.processes
+    return n if n > 0 else (os.cpu_count() or 1)
+
+
+def serve_processes(config: Config, n: int) -> int:
+    """Run `n` gateway processes on one listening socket and one spool; return an exit code.
+
+    The parent does, once, what the children would race on: the database schema, spool
+    recovery (moving a crashed run's active/ back to incoming/; a child never does this, so
+    it cannot take a live sibling's message), the self-signed certificate, and the
+    listening socket, which every child inherits and accepts on (the kernel spreads the
+    connections). Each child runs intake and delivery; a claim is a rename, so each
+    spooled message is delivered by exactly one of them. SIGTERM/SIGINT go to every child.
+    If a child dies on its own, the others are stopped too and the exit code is 1: its
+    active/ messages come back with the next start's recovery, never by a sibling.
+    """
+    db = Database(config.database_url)
+    db.create_schema()
+    db.dispose()
+    recovered = Spool(config.data_dir / "spool").recover()
+    if recovered:
+        log.warning("recovered %d message(s) left in delivery by a crash", recovered)
+    server_context(config)  # creates the self-signed certificate once, if needed
+    host, port = parse_hostport(config.smtp.listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=1024)
+    sock.setblocking(False)
+    children: dict[int, int] = {}
+    for i in range(n):
+        pid = os.fork()
+        if pid == 0:  # the child: serve, then leave without running the parent's cleanup
+            code = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                asyncio.run(run(config, sock=sock, child=i))
+            except BaseException:
+                log.exception("gateway process %d failed", i)
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children[pid] = i
+    sock.close()
+    log.info("serving with %d processes: %s", n, sorted(children))
+    stopping = False
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid not in children:
+            continue
+        i = children.pop(pid)
+        rc = os.waitstatus_to_exitcode(status)
+        if rc != 0 or not stopping:
+            code = 1
+            if not stopping:
+                log.error("gateway process %d (pid %d) exited with %s; stopping the others",
+                          i, pid, rc)
+                forward(signal.SIGTERM, None)
+    return code

@@ -60,6 +60,10 @@ class SmtpSettings(Section):
     verify_recipients_downstream: bool = Field(
         False, description="check unknown recipients with RCPT TO at the downstream"
     )
+    processes: int = Field(
+        1, ge=0, description="intake+delivery processes sharing the listener and the spool; "
+        "0: one per CPU"
+    )
 
 
 class DeliverySettings(Section):

@@ -217,3 +217,32 @@ async def test_outbound_mail_is_signed_for_the_from_domain(tmp_path, sink):
         assert gw.delivery.signer.calls == ["example.test"]  # only the outbound one
     signed = [m for m in sink.parsed() if m["X-Signed-For"]]
     assert len(signed) == 1 and signed[0]["X-Signed-For"] == "example.test"
+
+
+async def test_mail_handed_over_in_memory_is_delivered_once_without_reading_back(tmp_path, sink):
+    """The intake spools into active/ and passes the entry and bytes with wake(); the
+    worker neither claims nor reads back (the spool copy is what a crash would recover)."""
+    import time as _t
+
+    from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
+
+    cfg = gateway_config(tmp_path, sink.port)
+    spool = Spool(tmp_path / "spool")
+    mgr = DeliveryManager(cfg, spool)
+    mid = new_message_id()
+    entry = SpoolEntry(id=mid, mail_from="a@sender.test", rcpt_tos=["bob@example.test"],
+                       received_at=_t.time(), scanned=True)
+    raw = make_email()
+    spool.put(entry, raw, "active")
+    reads = []
+    real_read = spool.read
+    spool.read = lambda *a: reads.append(a) or real_read(*a)  # type: ignore[method-assign]
+    await mgr.start()
+    try:
+        mgr.wake(mid, entry, raw)
+        mgr.wake(mid)  # a second wake for the same id queues nothing twice
+        await sink.wait_for(1)
+        await wait_until(lambda: spool.ids("done") == [mid], what="moved to done")
+    finally:
+        await mgr.stop()
+    assert len(sink.messages) == 1 and reads == [] and mgr._handed == {}

@@ -63,3 +63,102 @@ def test_move_finds_bytes_left_behind(tmp_path):
     (tmp_path / "incoming" / f"{a.id}.eml").rename(tmp_path / "deferred" / f"{a.id}.eml")
     assert spool.move(a.id, "incoming", "active")
     assert spool.read("active", a.id)[1] == b"payload"
+
+
+def test_concurrent_puts_share_directory_fsyncs_and_all_survive(tmp_path):
+    """Group commit: 64 puts from 16 threads each wait for a directory fsync that started
+    after their renames, and together they issue fewer fsyncs than puts."""
+    import concurrent.futures
+    import threading
+    import time
+
+    import mailmoat.spool.queue as q
+
+    spool = Spool(tmp_path)
+    lock = threading.Lock()
+    real_fsync_dir = q._fsync_dir
+    fsync_starts = []
+
+    def slow_fsync_dir(path):  # a slow disk, so that callers pile up behind one fsync
+        with lock:
+            fsync_starts.append(path)
+        time.sleep(0.01)
+        real_fsync_dir(path)
+
+    q._fsync_dir = slow_fsync_dir
+    try:
+        entries = [_entry() for _ in range(64)]
+
+        def put(e):
+            spool.put(e, b"Subject: x\r\n\r\n" + e.id.encode())
+            return e.id
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            ids = list(pool.map(put, entries))
+    finally:
+        q._fsync_dir = real_fsync_dir
+    assert sorted(spool.ids("incoming")) == sorted(ids)
+    for e in entries:
+        assert spool.read("incoming", e.id)[1].endswith(e.id.encode())
+    assert 1 <= spool.dir_sync.fsyncs < 64
+    assert spool.dir_sync.fsyncs == len(fsync_starts)
+
+
+def test_group_dir_sync_retries_after_a_failed_fsync(tmp_path):
+    import mailmoat.spool.queue as q
+
+    spool = Spool(tmp_path)
+    real = q._fsync_dir
+    calls = []
+
+    def failing_once(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(5, "I/O error")
+        real(path)
+
+    q._fsync_dir = failing_once
+    try:
+        import pytest
+
+        from mailmoat.errors import SpoolError
+        with pytest.raises(SpoolError):
+            spool.put(_entry(), b"x")
+        e = _entry()
+        spool.put(e, b"y")  # the failure did not leave the directory marked busy
+    finally:
+        q._fsync_dir = real
+    assert e.id in spool.ids("incoming") and len(calls) == 2
+
+
+def test_group_dir_sync_never_counts_an_fsync_that_began_before_the_call(tmp_path):
+    """B asks while A's fsync is already running: B must wait for a second fsync."""
+    import threading
+
+    import mailmoat.spool.queue as q
+
+    started, release = threading.Event(), threading.Event()
+    calls = []
+
+    def fake_fsync_dir(path):
+        calls.append(path)
+        if len(calls) == 1:
+            started.set()
+            assert release.wait(5)
+
+    real = q._fsync_dir
+    q._fsync_dir = fake_fsync_dir
+    try:
+        sync = q._GroupDirSync()
+        a = threading.Thread(target=sync.sync, args=(tmp_path,))
+        a.start()
+        assert started.wait(5)
+        b_done = threading.Event()
+        b = threading.Thread(target=lambda: (sync.sync(tmp_path), b_done.set()))
+        b.start()
+        release.set()
+        a.join(5)
+        b.join(5)
+    finally:
+        q._fsync_dir = real
+    assert b_done.is_set() and len(calls) == 2 and sync.fsyncs == 2

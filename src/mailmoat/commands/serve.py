@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING…"),
     ) -> None:
         """Run the gateway until SIGTERM or SIGINT."""
-        from mailmoat.app import run
+        from mailmoat.app import process_count, run, serve_processes
 
         logging.basicConfig(level=log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -32,7 +32,13 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = load_config(config)
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
-            asyncio.run(run(cfg))
+            n = process_count(cfg)
+            if n > 1:
+                code = serve_processes(cfg, n)
+                if code:
+                    raise typer.Exit(code)
+            else:
+                asyncio.run(run(cfg))
         except MailmoatError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc

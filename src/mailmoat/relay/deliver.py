@@ -227,6 +227,11 @@ class DeliveryManager:
         self._last_cleanup = 0.0
         self._last_sweep = 0.0
         self._queued: set[str] = set()
+        # Messages handed over by the intake in this process: id → (sidecar, bytes), so a
+        # worker's claim is two renames instead of two reads and a JSON parse.
+        self._handed: dict[str, tuple[SpoolEntry, bytes]] = {}
+        self._finisher: concurrent.futures.ThreadPoolExecutor | None = None
+        self._finishing: set[asyncio.Future[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -240,6 +245,8 @@ class DeliveryManager:
             except (OSError, ValueError) as exc:
                 log.error("deferred message %s unreadable (%s); moving it to shunt/", msg_id, exc)
                 self.spool.move(msg_id, "deferred", "shunt")
+        self._finisher = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="mailmoat-finish")
         n = max(1, self.config.delivery.workers)
         self._tasks = [asyncio.create_task(self._worker(i), name=f"delivery-{i}") for i in range(n)]
         self._tasks.append(asyncio.create_task(self._scheduler(), name="delivery-scheduler"))
@@ -256,13 +263,23 @@ class DeliveryManager:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._finishing:
+            await asyncio.gather(*self._finishing, return_exceptions=True)
+        if self._finisher is not None:
+            self._finisher.shutdown(wait=True)
+            self._finisher = None
         await self.pool.close()
 
     async def _io(self, fn: Callable[..., T], *args: Any) -> T:
         """Spool file work (fsync) off the event loop, on the spool's own threads."""
         return await asyncio.get_running_loop().run_in_executor(self.io_executor, fn, *args)
 
-    def wake(self, msg_id: str) -> None:
+    def wake(self, msg_id: str, entry: SpoolEntry | None = None, raw: bytes | None = None) -> None:
+        """Queue a message spooled in incoming/. With `entry` and `raw`, the caller has
+        spooled it straight into active/ for this process (the intake does): the worker
+        neither claims nor reads it back. After a crash, recovery returns it to incoming/."""
+        if entry is not None and raw is not None:
+            self._handed[msg_id] = (entry, raw)
         if msg_id not in self._queued:
             self._queued.add(msg_id)
             self.queue.put_nowait(msg_id)
@@ -307,7 +324,11 @@ class DeliveryManager:
             self._busy += 1
             try:
                 try:
-                    claimed = await self._io(self.spool.claim, msg_id)
+                    # Mail the intake handed over was spooled straight into active/ (it is
+                    # ours already); anything else is claimed by rename from incoming/.
+                    handed = self._handed.pop(msg_id, None)
+                    claimed = handed if handed is not None \
+                        else await self._io(self.spool.claim, msg_id)
                 except (OSError, ValueError, SpoolError):
                     log.exception("message %s is unreadable; moved to shunt/", msg_id)
                     await self._io(self._shunt, msg_id)
@@ -378,15 +399,33 @@ class DeliveryManager:
         self._record(log_id, events, entry)
         if failures:
             await self._bounce(entry, raw, failures)
-        await self._io(self._finish, entry)
+        if entry.pending:
+            await self._io(self._finish, entry)  # the retry state is fsync'd first
+        else:
+            # Nothing depends on the move to done/ (a message lost in active/ is delivered
+            # again, never lost), so the worker does not wait for it: one thread does
+            # these in order, and stop() waits for them.
+            fut = asyncio.get_running_loop().run_in_executor(self._finisher, self._finish, entry)
+            self._finishing.add(fut)
+            fut.add_done_callback(self._finished)
         if entry.pending:
             heapq.heappush(self._deferred, (entry.next_attempt, entry.id))
 
+    def _finished(self, fut: asyncio.Future[None]) -> None:
+        self._finishing.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("moving a delivered message to done/ failed: %s (it stays in active/ "
+                      "and is delivered again after a restart)", fut.exception())
+
     def _finish(self, entry: SpoolEntry) -> None:
-        # A deferred message's retry state is worth an fsync; a finished one's is not.
-        sync = bool(entry.pending)
-        self.spool.update("active", entry, sync=sync)
-        self.spool.move(entry.id, "active", "deferred" if entry.pending else "done", sync=sync)
+        # A deferred message's retry state is rewritten and fsync'd. A finished one just
+        # moves (two renames, no fsync): its outcome is in the message log, and done/
+        # keeps the bytes and the sidecar as accepted, for tracing.
+        if entry.pending:
+            self.spool.update("active", entry, sync=True)
+            self.spool.move(entry.id, "active", "deferred", sync=True)
+        else:
+            self.spool.move(entry.id, "active", "done", sync=False)
 
     async def _scan_late(self, entry: SpoolEntry, raw: bytes) -> bytes:
         """Mail spooled while the scanner was broken is scanned before it goes anywhere;

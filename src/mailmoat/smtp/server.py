@@ -59,10 +59,14 @@ class GatewayHandler:
     """aiosmtpd handler: relay rules, limits, and the scan-then-spool DATA path."""
 
     def __init__(self, config: Config, scanner: Scanner | None, spool: Spool,
-                 on_spooled: Callable[[str], None] = lambda _id: None,
+                 on_spooled: Callable[..., None] = lambda _id, *_: None,
                  on_rejected: Callable[[dict[str, Any]], None] = lambda _data: None,
-                 io_executor: concurrent.futures.Executor | None = None) -> None:
+                 io_executor: concurrent.futures.Executor | None = None,
+                 spool_state: str = "incoming") -> None:
         self.config = config
+        # "active" when this process's delivery takes every message from `on_spooled`
+        # (app.build): the message is then claimed by the write itself.
+        self.spool_state = spool_state
         self.scanner = scanner
         self.spool = spool
         self.on_spooled = on_spooled
@@ -233,11 +237,16 @@ class GatewayHandler:
                            extra={"plan": plan, "log": data, "tls": tls, "received": received})
         try:
             await asyncio.get_running_loop().run_in_executor(self.io_executor, self.spool.put,
-                                                             entry, delivered)
+                                                             entry, delivered, self.spool_state)
         except Exception:
             log.exception("spooling %s failed", mid)
             return R.S451_SPOOL_FAILED
-        self.on_spooled(mid)
+        # The delivery side gets the entry and bytes in memory, so it does not read back
+        # and re-parse what was just written (the spool copy is the durable one).
+        if self.spool_state == "active":
+            self.on_spooled(mid, entry, delivered)
+        else:
+            self.on_spooled(mid)
         return R.S250_QUEUED.format(id=mid)
 
 

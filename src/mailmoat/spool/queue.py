@@ -2,10 +2,13 @@
 
 A message is two files: `<id>.eml` (the exact bytes) and `<id>.json` (envelope and state,
 versioned). Writing goes tmp → fsync → rename → fsync(dir), so after `put()` returns the
-message survives a crash or power loss; only then does SMTP answer 250.
+message survives a crash or power loss; only then does SMTP answer 250. The directory
+fsync is group-committed: concurrent puts share one, each waiting for an fsync that
+began after its own renames.
 
     incoming/  accepted, not yet claimed by a delivery worker
-    active/    claimed by a worker (renamed there, so two workers never take one file)
+    active/    claimed by a worker (renamed there, so two workers never take one file),
+               or written there directly by the intake of the process that delivers it
     deferred/  waiting for a retry; `next_attempt` in the sidecar says when
     done/      delivered, bounced or handed to quarantine (kept briefly for tracing)
     shunt/     a bug hit this message: kept for an administrator, never dropped
@@ -20,7 +23,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,8 @@ class _RandomPool:
 
 
 _random = _RandomPool()
+# A forked `mailmoat serve` child must not reuse random bytes its parent had buffered.
+os.register_at_fork(after_in_child=lambda: setattr(_random, "_buf", b""))
 _tmp_counter = itertools.count()
 
 
@@ -76,10 +81,55 @@ class SpoolEntry:
     extra: dict[str, Any] = field(default_factory=dict)
     version: int = SIDECAR_VERSION
 
+    def to_json(self) -> bytes:
+        # Shallow: `dataclasses.asdict` deep-copies the nested log data first, for nothing.
+        return json.dumps({f: getattr(self, f) for f in _ENTRY_FIELDS}).encode()
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SpoolEntry:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(SpoolEntry))
+
+
+class _GroupDirSync:
+    """Group commit for directory fsyncs: a caller returns once an fsync of the directory
+    that *started after* its call has finished. Concurrent puts into one directory (one
+    per SMTP connection) then share a single fsync instead of queueing one each; every
+    caller still waits for an fsync that covers its own renames."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._asked: dict[Path, int] = {}
+        self._synced: dict[Path, int] = {}
+        self._busy: set[Path] = set()
+        self.fsyncs = 0  # how many were really issued (for tests and the bench)
+
+    def sync(self, path: Path) -> None:
+        with self._cond:
+            ticket = self._asked[path] = self._asked.get(path, 0) + 1
+            while True:
+                if self._synced.get(path, 0) >= ticket:
+                    return
+                if path not in self._busy:
+                    break
+                self._cond.wait()
+            self._busy.add(path)
+            covers = self._asked[path]  # every ticket issued before this fsync starts
+        try:
+            _fsync_dir(path)
+            self.fsyncs += 1
+        except BaseException:
+            with self._cond:
+                self._busy.discard(path)
+                self._cond.notify_all()  # a waiter takes over and tries again
+            raise
+        with self._cond:
+            self._busy.discard(path)
+            self._synced[path] = max(self._synced.get(path, 0), covers)
+            self._cond.notify_all()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -111,6 +161,7 @@ class Spool:
         self.root = Path(root)
         for state in STATES:
             (self.root / state).mkdir(parents=True, exist_ok=True)
+        self.dir_sync = _GroupDirSync()
 
     def dir(self, state: str) -> Path:
         return self.root / state
@@ -123,8 +174,8 @@ class Spool:
         try:
             # Bytes first, sidecar last: a sidecar without its .eml never exists.
             _write_durably(d / f"{entry.id}.eml", raw)
-            _write_durably(d / f"{entry.id}.json", json.dumps(asdict(entry)).encode())
-            _fsync_dir(d)
+            _write_durably(d / f"{entry.id}.json", entry.to_json())
+            self.dir_sync.sync(d)
         except OSError as exc:
             raise SpoolError(f"cannot spool message {entry.id}: {exc}") from exc
         return entry.id
@@ -138,7 +189,7 @@ class Spool:
         """Rewrite the sidecar atomically; `sync=False` skips fsync where losing the update
         to a power cut only repeats work (never loses mail)."""
         d = self.dir(state)
-        _write_durably(d / f"{entry.id}.json", json.dumps(asdict(entry)).encode(), sync)
+        _write_durably(d / f"{entry.id}.json", entry.to_json(), sync)
 
     def move(self, msg_id: str, src: str, dst: str, sync: bool = True) -> bool:
         """Atomically move a message between states; False if another worker took it.
@@ -159,7 +210,7 @@ class Spool:
             if not self._reunite(msg_id, dst):
                 raise SpoolError(f"message {msg_id}: bytes missing from the spool") from None
         if sync:
-            _fsync_dir(d)
+            self.dir_sync.sync(d)
         return True
 
     def claim(self, msg_id: str) -> tuple[SpoolEntry, bytes] | None:
