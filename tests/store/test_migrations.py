@@ -87,10 +87,12 @@ def migrate_down(engine) -> None:
 def test_database_made_before_migrations_is_stamped_then_upgraded(tmp_path):
     url = f"sqlite:///{tmp_path / 'legacy.db'}"
     engine = make_engine(url)
-    # How the skeleton created schemas: create_all of the tables it had (revision 0001).
-    skeleton_tables = ("messages", "recipients", "delivery_events", "quarantine", "audit_log",
-                       "sender_memory")
-    Base.metadata.create_all(engine, tables=[Base.metadata.tables[t] for t in skeleton_tables])
+    # How the skeleton created schemas: the tables of revision 0001, with no version table.
+    engine.dispose()
+    migrate.upgrade(url, "0001_initial")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
     with engine.begin() as conn:
         conn.execute(
             text(

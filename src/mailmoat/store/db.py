@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailmoat.store.models import Base
+from mailmoat.store import webmodels  # noqa: F401  (console tables live on the same Base)
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 from mailmoat.store.models import Base
+from mailmoat.store import webmodels  # noqa: F401  (console tables)
 
 target_metadata = Base.metadata
 config = context.config
