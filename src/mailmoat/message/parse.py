@@ -115,6 +115,19 @@ def parse_addresses(values: list[str]) -> tuple[Address, ...]:
     return tuple(out)
 
 
+def idna_to_unicode(host: str) -> str:
+    """Decode the punycode labels of a host; labels that do not decode are kept as written."""
+    out = []
+    for label in host.split("."):
+        if label.startswith("xn--"):
+            try:
+                label = label.encode("ascii").decode("idna")
+            except UnicodeError:
+                pass
+        out.append(label)
+    return ".".join(out)
+
+
 def make_url(raw: str, source: str, display_text: str = "", tag: str = "") -> Url | None:
     raw = raw.strip().strip(_TRAILING_PUNCT) if source == "text" else raw.strip()
     if not raw:
@@ -135,17 +148,7 @@ def make_url(raw: str, source: str, display_text: str = "", tag: str = "") -> Ur
         return None
     if not scheme:
         return None
-    host = raw_host
-    if "xn--" in host:
-        labels = []
-        for label in host.split("."):
-            if label.startswith("xn--"):
-                try:
-                    label = label.encode("ascii").decode("idna")
-                except UnicodeError:
-                    pass
-            labels.append(label)
-        host = ".".join(labels)
+    host = idna_to_unicode(raw_host) if "xn--" in raw_host else raw_host
     return Url(url=raw[:4096], scheme=scheme, host=host, port=port, path=path[:2048],
                source=source, display_text=display_text[:500], tag=tag, raw_host=raw_host)
 

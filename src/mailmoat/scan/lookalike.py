@@ -25,6 +25,8 @@ from typing import Iterable
 
 import tldextract
 
+from mailmoat.message.parse import idna_to_unicode
+
 # The bundled public-suffix snapshot only: never fetch the list at run time.
 _EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
@@ -144,19 +146,6 @@ def split_domain(host: str) -> DomainParts:
     if not r.suffix or not r.domain:
         return DomainParts(host, host, r.domain or host, r.suffix, r.subdomain)
     return DomainParts(host, f"{r.domain}.{r.suffix}", r.domain, r.suffix, r.subdomain)
-
-
-def idna_to_unicode(host: str) -> str:
-    """Decode the punycode labels of a host; labels that do not decode are kept as written."""
-    out = []
-    for label in host.split("."):
-        if label.startswith("xn--"):
-            try:
-                label = label.encode("ascii").decode("idna")
-            except UnicodeError:
-                pass
-        out.append(label)
-    return ".".join(out)
 
 
 def registrable(host: str) -> str:
