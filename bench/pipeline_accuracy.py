@@ -42,10 +42,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from accuracy import corpus_dir, oof_probabilities  # noqa: E402
+from accuracy import corpus_dir, oof_probabilities
 
-from mailmoat.ml.corpus import Sample, load_index, read_sample  # noqa: E402
-from mailmoat.ml.evaluate import (  # noqa: E402
+from mailmoat.ml.corpus import Sample, load_index, read_sample
+from mailmoat.ml.evaluate import (
     DEFAULT_THRESHOLDS,
     TRADEOFF_THRESHOLDS,
     action_for,
@@ -54,9 +54,9 @@ from mailmoat.ml.evaluate import (  # noqa: E402
     summarize,
     tradeoff,
 )
-from mailmoat.ml.model import CLASSES  # noqa: E402
-from mailmoat.ml.scoring import content_score  # noqa: E402
-from mailmoat.ml.train import TrainParams, build_matrix, featurize, labels_to_y  # noqa: E402
+from mailmoat.ml.model import CLASSES
+from mailmoat.ml.scoring import content_score
+from mailmoat.ml.train import TrainParams, build_matrix, featurize, labels_to_y
 
 SCAN_CONFIG = {"scan": {"network": False}, "content": {"enabled": False}, "deep": {"mode": "off"}}
 SEVERITY = {"accept": 0, "tag": 1, "quarantine": 2, "reject": 3}
@@ -99,7 +99,7 @@ def _scan_one(path: str) -> dict[str, Any]:
         raw = read_sample(path)
         env = envelope_for(raw, _worker["config"])
         out = _worker["loop"].run_until_complete(_worker["scanner"].scan(raw, env))
-    except Exception as exc:  # a scanner bug: counted and reported, never silently dropped
+    except Exception as exc:  # noqa: BLE001  (a scanner bug: counted and reported, not dropped)
         return {"error": f"{type(exc).__name__}: {exc}"}
     fam: dict[str, float] = {}
     pos: set[str] = set()
@@ -221,10 +221,10 @@ def _pct(v: float | None, d: int = 2) -> str:
 
 
 def format_families(rows: list[dict[str, Any]], n_ham: int, n_bad: int) -> str:
-    lines = ["| family | phish with a positive symbol | spam with one | ham with one | "
+    lines = [("| family | phish with a positive symbol | spam with one | ham with one | "
              "forced (ham / spam+phish) | ham it flagged that content left below tag (FP added) "
              "| phish / spam it caught that content missed | content-flagged ham it cleared "
-             "| content-flagged spam+phish it cleared |",
+             "| content-flagged spam+phish it cleared |"),
              "|" + "---|" * 9]
     for r in rows:
         lines.append(
@@ -237,13 +237,13 @@ def format_families(rows: list[dict[str, Any]], n_ham: int, n_bad: int) -> str:
 
 def headline(res: dict[str, dict[str, Any]]) -> str:
     """Per corpus: content alone vs other families alone vs combined."""
-    lines = ["| corpus | ham | spam+phish | FP rate: content / others / **combined** | "
-             "detection: content / others / **combined** | accuracy: content / **combined** |",
+    lines = [("| corpus | ham | spam+phish | FP rate: content / others / **combined** | "
+             "detection: content / others / **combined** | accuracy: content / **combined** |"),
              "|---|---|---|---|---|---|"]
     names = list(res["combined"]["corpora"]) + ["overall"]
     for name in names:
-        get = (lambda k: res[k]["overall"]) if name == "overall" else (lambda k: res[k]["corpora"][name])
-        c, o, b = get("content"), get("others"), get("combined")
+        c, o, b = (res[k]["overall"] if name == "overall" else res[k]["corpora"][name]
+                   for k in ("content", "others", "combined"))
         lines.append(
             f"| {'**overall**' if name == 'overall' else name} | {b['ham']} | {b['spam'] + b['phish']} | "
             f"{_pct(c['fp_rate'], 3)} / {_pct(o['fp_rate'], 3)} / **{_pct(b['fp_rate'], 3)}** | "
@@ -356,25 +356,29 @@ def main() -> None:
     md = [
         "# Whole local pipeline: out-of-fold accuracy",
         "",
-        f"Command: `{cmd}` (corpus: {root}; {len(sub)} messages; {sec['total']} s on a shared "
-        f"2-core machine: content cross-validation {sec['content_cv']} s, scan {sec['scan']} s).{sampled}",
+        (f"Command: `{cmd}` (corpus: {root}; {len(sub)} messages; {sec['total']} s on a shared "
+        f"2-core machine: content cross-validation {sec['content_cv']} s, scan {sec['scan']} s).{sampled}"),
         "",
-        "- **content**: the tier-1 model's score, out-of-fold: a "
+        ("- **content**: the tier-1 model's score, out-of-fold: a "
         f"{args.folds}-fold StratifiedGroupKFold on the `group` column (as bench/accuracy.py), "
-        "fixed hyper-parameters, probabilities → score by `mailmoat.ml.scoring.content_score`.",
-        "- **others**: every other local family through the real `Scanner` "
+        "fixed hyper-parameters, probabilities → score by `mailmoat.ml.scoring.content_score`."),
+        ("- **others**: every other local family through the real `Scanner` "
         "(gtube, malformed, lists, urls, impersonation, attachments), envelope rebuilt from "
         "Return-Path/Received as `mailmoat scan` does. No allow/block lists are configured and "
-        "no clamd, so lists and antivirus add nothing.",
-        "- **combined**: content + others, action at the default policy (tag 5, quarantine 10, "
-        "reject 15); a forced action (GTUBE, unparseable mail) only makes it stricter.",
-        "- **Not included**: the deep model (tier 2), because its head was trained on a sample "
+        "no clamd, so lists and antivirus add nothing."),
+        ("- **combined**: content + others, action at the default policy (tag 5, quarantine 10, "
+        "reject 15); a forced action (GTUBE, unparseable mail) only makes it stricter."),
+        ("- **Not included**: the deep model (tier 2), because its head was trained on a sample "
         "of these same corpora, so it would be scored in-sample; and the network checks "
         "(SPF/DKIM/DMARC/ARC, DNSBL/URIBL), because the corpora's DNS is gone (domains and "
         "records of mail from 2002–2007 no longer answer as they did). Both would add evidence "
-        "in production; neither is measured here.",
-        "- FP rate: ham with any action other than accept. Detection: spam+phish flagged (tag "
-        "or stricter). Same definitions as bench/accuracy.py (`mailmoat.ml.evaluate`).",
+        "in production; neither is measured here."),
+        ("- FP rate: ham with any action other than accept. Detection: spam+phish flagged (tag "
+        "or stricter). Same definitions as bench/accuracy.py (`mailmoat.ml.evaluate`)."),
+        ("- ROC AUC: content alone ranks by P(spam or phish); others and combined rank by the "
+        "score, which takes few distinct values (the content score is banded), so the AUCs of "
+        "the three are not comparable. Trade-off tables use the score only, without forced "
+        "actions."),
         f"- Scan failures (left out of every table): {len(errors)}.",
         "",
         "## Headline: content alone vs other families alone vs combined",
@@ -401,19 +405,19 @@ def main() -> None:
         "",
         "## Per family",
         "",
-        "A family's *positive symbol* is any symbol of it with a score > 0. *FP added*: ham that "
+        ("A family's *positive symbol* is any symbol of it with a score > 0. *FP added*: ham that "
         "content alone left below the tag threshold, that the combined verdict flags, and that "
         "would not be flagged with this family's score (and forced action) removed. *Caught "
         "that content missed*: the same for phish / spam. The last two columns are the other "
         "direction: messages content alone flagged that the combined verdict accepts because "
-        "of this family's negative score.",
+        "of this family's negative score."),
         "",
         format_families(results["families"], n_ham, int((labels != "ham").sum())),
         "",
-        f"All families together: the combined verdict flags {len(results['newly_flagged_ham'])} "
+        (f"All families together: the combined verdict flags {len(results['newly_flagged_ham'])} "
         f"ham that content alone accepts, and catches {results['newly_caught']['spam']} spam and "
         f"{results['newly_caught']['phish']} phish that content alone misses. The newly flagged "
-        "ham (paths and symbols) are listed in pipeline_accuracy.json under `newly_flagged_ham`.",
+        "ham (paths and symbols) are listed in pipeline_accuracy.json under `newly_flagged_ham`."),
         "",
         "## Per symbol (non-zero score), sorted by how much ham it fires on",
         "",
