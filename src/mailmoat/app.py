@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,9 @@ from mailmoat.smtp.tls import server_context
 from mailmoat.spool.queue import Spool
 from mailmoat.store.db import Database
 from mailmoat.store.log import LogWriter
+from mailmoat.reputation_memory import SenderMemory
+
+MAX_PENDING_OBSERVATIONS = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class Gateway:
     handler: GatewayHandler
     limiter: ConnectionLimiter
     io_executor: concurrent.futures.ThreadPoolExecutor | None = None
+    memory_executor: concurrent.futures.ThreadPoolExecutor | None = None
     smtp_server: asyncio.Server | None = None
     web_server: Any = None
     _web_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -123,6 +128,8 @@ class Gateway:
         await asyncio.to_thread(self.log_writer.close)
         if self.io_executor is not None:
             self.io_executor.shutdown(wait=True)
+        if self.memory_executor is not None:
+            await asyncio.to_thread(self.memory_executor.shutdown, True)
         self.db.dispose()
 
 
@@ -145,12 +152,59 @@ def build(config: Config) -> Gateway:
         fut.add_done_callback(lambda f: f.exception() and log.error(
             "logging rejected message %s failed: %s", data["id"], f.exception()))
 
+    memory_executor, on_verdict = _sender_memory_feed(config, db)
     handler = GatewayHandler(config, scanner, spool, on_spooled=delivery.wake,
-                             on_rejected=rejected, io_executor=io, spool_state="active")
+                             on_rejected=rejected, io_executor=io, spool_state="active",
+                             on_verdict=on_verdict)
     limiter = make_limiter(config.smtp.max_connections_per_ip, config.redis.url,
                            config.redis.key_prefix)
     return Gateway(config=config, db=db, log_writer=writer, spool=spool, scanner=scanner,
-                   delivery=delivery, handler=handler, limiter=limiter, io_executor=io)
+                   delivery=delivery, handler=handler, limiter=limiter, io_executor=io,
+                   memory_executor=memory_executor)
+
+
+def _sender_memory_feed(config: Config, db: Database) -> tuple[
+        concurrent.futures.ThreadPoolExecutor | None, Any]:
+    """The verdict hook that feeds the sender memory (`reputation_memory`): each judged
+    message is counted on one background thread, after the SMTP reply is decided, so a slow
+    or failing database can neither delay nor lose mail (failures are logged; beyond
+    MAX_PENDING_OBSERVATIONS waiting, observations are dropped with a warning)."""
+    from mailmoat.scan.reputation import ReputationSettings
+
+    settings = config.section("reputation", ReputationSettings)
+    if not (settings.enabled and settings.memory):
+        return None, None
+    memory = SenderMemory(db)
+    executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="mailmoat-memory")
+    pending = 0
+    lock = threading.Lock()
+
+    def observe(msg: Any, category: str) -> None:
+        nonlocal pending
+        try:
+            memory.observe_message(msg, category)
+        except Exception:
+            log.exception("sender memory: observing a message from %s failed",
+                          msg.envelope.mail_from)
+        finally:
+            with lock:
+                pending -= 1
+
+    def on_verdict(outcome: Any) -> None:
+        nonlocal pending
+        with lock:
+            if pending >= MAX_PENDING_OBSERVATIONS:
+                log.warning("sender memory is behind; one observation dropped")
+                return
+            pending += 1
+        try:
+            executor.submit(observe, outcome.message, outcome.verdict.category.value)
+        except RuntimeError:  # shutting down
+            with lock:
+                pending -= 1
+
+    return executor, on_verdict
 
 
 async def run(config: Config, stop: asyncio.Event | None = None,

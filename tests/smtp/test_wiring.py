@@ -1,0 +1,112 @@
+"""The gateway's wiring of parts built elsewhere: sender memory, attachment hashes in the
+log, live policy reload, retention, and release from quarantine through the console."""
+
+from __future__ import annotations
+
+import aiosmtplib
+import pytest
+from sqlalchemy import func, select
+
+from mailmoat.reputation_memory import SenderMemory
+from mailmoat.store.models import MessageRow, SenderMemoryRow
+from tests.conftest import make_email
+from tests.smtp.helpers import (Sink, gateway_config, port_of, running_gateway, start_sink,
+                                wait_until)
+
+
+async def send(port: int, mail_from: str, rcpts: list[str], raw: bytes) -> str:
+    c = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=10,
+                        local_hostname="client.sender.test")
+    await c.connect()
+    await c.ehlo()
+    try:
+        _, reply = await c.sendmail(mail_from, rcpts, raw)
+    finally:
+        await c.quit()
+    return reply
+
+
+@pytest.fixture
+async def sink():
+    s = Sink()
+    server = await start_sink(s)
+    s.port = port_of(server)
+    yield s
+    server.close()
+
+
+def logged(gw, mid: str) -> MessageRow | None:
+    with gw.db.session() as s:
+        row = s.get(MessageRow, mid)
+        if row is not None:
+            s.expunge(row)
+        return row
+
+
+def symbol_names(row: MessageRow) -> set[str]:
+    return {x["name"] for x in row.symbols}
+
+
+async def test_second_message_from_a_sender_is_no_first_contact(tmp_path, sink):
+    cfg = gateway_config(tmp_path, sink.port)
+    async with running_gateway(cfg) as gw:
+        raw = make_email(subject="hello", body="Shall we meet on Tuesday?\n")
+        first = (await send(gw.smtp_port, "alice@sender.test", ["bob@example.test"],
+                            raw)).rsplit(" ", 1)[1]
+        await sink.wait_for(1)
+
+        def observed() -> bool:
+            with gw.db.session() as s:
+                return s.scalar(select(func.count()).select_from(SenderMemoryRow).where(
+                    SenderMemoryRow.recipient == "bob@example.test")) == 1
+
+        await wait_until(observed, what="the sender memory to record the first message")
+        await wait_until(lambda: logged(gw, first) is not None, what="first message logged")
+        assert "REP_FIRST_CONTACT" in symbol_names(logged(gw, first))
+
+        second = (await send(gw.smtp_port, "alice@sender.test", ["bob@example.test"],
+                             raw)).rsplit(" ", 1)[1]
+        await sink.wait_for(2)
+        await wait_until(lambda: logged(gw, second) is not None, what="second message logged")
+        assert "REP_FIRST_CONTACT" not in symbol_names(logged(gw, second))
+        # the cache was written through: the memory answers without a query
+        facts = SenderMemory(gw.db).recall("alice@sender.test", ["bob@example.test"])
+        assert facts.history["bob@example.test"].messages >= 1
+
+        def counted_twice() -> bool:
+            with gw.db.session() as s:
+                return s.scalar(select(SenderMemoryRow.messages).where(
+                    SenderMemoryRow.recipient == "bob@example.test")) == 2
+
+        await wait_until(counted_twice, what="the second message counted")
+
+
+def test_memory_cache_answers_without_a_query_and_writes_through(tmp_path):
+    from mailmoat.message.model import Direction
+    from mailmoat.store.db import Database
+
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    db.create_schema()
+    try:
+        mem = SenderMemory(db)
+        assert mem.recall("pat@partner.test", ["bob@example.test"]).first_contact
+        mem.observe("pat@partner.test", ["bob@example.test"], "clean", Direction.INBOUND)
+        # Another instance on the same database shares the cache.
+        other = SenderMemory(db)
+        queries: list[str] = []
+        from sqlalchemy import event
+        engine = db.engine
+        listener = lambda *a: queries.append(a[2])  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            facts = other.recall("pat@partner.test", ["bob@example.test"])
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        assert not facts.first_contact and facts.history["bob@example.test"].clean == 1
+        assert queries == []
+        # Our user writes to the partner: the partner's cached entry learns it too.
+        mem.observe("bob@example.test", ["pat@partner.test"], "clean", Direction.OUTBOUND)
+        assert mem.recall("pat@partner.test", ["bob@example.test"]).wrote_to_sender == \
+            ["bob@example.test"]
+    finally:
+        db.dispose()
