@@ -52,6 +52,10 @@ class Gateway:
     limiter: ConnectionLimiter
     io_executor: concurrent.futures.ThreadPoolExecutor | None = None
     memory_executor: concurrent.futures.ThreadPoolExecutor | None = None
+    policy_version: int | None = None  # the console's policy version in force; None: TOML
+    live_config: Config | None = None  # `config` with that version merged in
+    _policy_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _retired: list[Scanner] = field(default_factory=list, repr=False)
     smtp_server: asyncio.Server | None = None
     web_server: Any = None
     _web_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -77,6 +81,58 @@ class Gateway:
             str(s.getsockname()) for s in self.smtp_server.sockets))
         if web and self.config.web.enabled:
             await self._start_web()
+        if self.config.policy.reload_interval > 0:
+            self._policy_task = asyncio.create_task(self._watch_policy(), name="policy-reload")
+
+    # -- live policy -----------------------------------------------------------------------
+
+    async def reload_policy(self) -> bool:
+        """Apply the newest policy version saved by the web console, if it changed.
+
+        The TOML config with the document merged in (`web.policy_store`) gets a new Scanner,
+        built in a thread because checks read their settings when they are built; it is
+        then swapped in for new messages at once (one assignment each on the loop). Messages
+        being scanned finish with the old one, which is closed a minute later. A document
+        that fails to apply is logged and the policy in force stays. True when swapped."""
+        from mailmoat.web.policy_store import (apply_policy_document, current_overrides,
+                                               latest_version_id)
+
+        version = await asyncio.to_thread(latest_version_id, self.db)
+        if version == self.policy_version:
+            return False
+        try:
+            doc = await asyncio.to_thread(current_overrides, self.db)
+            live = apply_policy_document(self.config, doc)
+            scanner = await asyncio.to_thread(
+                Scanner, BuildContext(config=live, network=live.scan.network, database=self.db))
+        except Exception:
+            log.exception("policy version %s could not be applied; keeping version %s",
+                          version, self.policy_version)
+            self.policy_version = version  # not retried until a newer version is saved
+            raise
+        old = self.scanner
+        self.scanner = self.handler.scanner = self.delivery.scanner = scanner
+        self.live_config = live
+        self.policy_version = version
+        self._retired.append(old)
+        asyncio.get_running_loop().call_later(60, self._close_retired, old)
+        log.info("policy version %s in force", version)
+        return True
+
+    def _close_retired(self, scanner: Scanner) -> None:
+        if scanner in self._retired:
+            self._retired.remove(scanner)
+            asyncio.ensure_future(scanner.close())
+
+    async def _watch_policy(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.policy.reload_interval)
+            try:
+                await self.reload_policy()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # logged by reload_policy, or the database is away: next round
+                log.debug("policy reload failed", exc_info=True)
 
     async def _start_web(self) -> None:
         try:
@@ -112,6 +168,11 @@ class Gateway:
         log.info("web console on http://%s:%d", host, port)
 
     async def stop(self) -> None:
+        for task in (self._policy_task,):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         if self.smtp_server is not None:
             self.smtp_server.close()
             with contextlib.suppress(Exception):
@@ -121,8 +182,10 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._web_task, 10)
         await self.delivery.stop()
-        with contextlib.suppress(Exception):
-            await self.scanner.close()
+        for scanner in [self.scanner, *self._retired]:
+            with contextlib.suppress(Exception):
+                await scanner.close()
+        self._retired.clear()
         with contextlib.suppress(Exception):
             await self.limiter.close()
         await asyncio.to_thread(self.log_writer.close)
@@ -140,7 +203,8 @@ def build(config: Config) -> Gateway:
     db.create_schema()
     writer = LogWriter(db)
     spool = Spool(config.data_dir / "spool")
-    scanner = Scanner(BuildContext(config=config, network=config.scan.network, database=db))
+    version, live = _saved_policy(config, db)
+    scanner = Scanner(BuildContext(config=live, network=live.scan.network, database=db))
     # fsync waits on the disk, not the CPU; enough threads let concurrent messages share
     # one journal commit (measured: 40 puts/s with one thread, 330/s with eight).
     io = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="mailmoat-spool")
@@ -160,7 +224,25 @@ def build(config: Config) -> Gateway:
                            config.redis.key_prefix)
     return Gateway(config=config, db=db, log_writer=writer, spool=spool, scanner=scanner,
                    delivery=delivery, handler=handler, limiter=limiter, io_executor=io,
-                   memory_executor=memory_executor)
+                   memory_executor=memory_executor, policy_version=version,
+                   live_config=live)
+
+
+def _saved_policy(config: Config, db: Database) -> tuple[int | None, Config]:
+    """The newest policy version the web console saved, merged into the TOML config, so a
+    restart keeps the console's policy; the TOML alone when there is none or it is bad."""
+    from mailmoat.web.policy_store import (apply_policy_document, current_overrides,
+                                           latest_version_id)
+
+    version = latest_version_id(db)
+    if version is None:
+        return None, config
+    try:
+        return version, apply_policy_document(config, current_overrides(db))
+    except Exception:
+        log.exception("saved policy version %s could not be applied; using the TOML policy",
+                      version)
+        return version, config
 
 
 def _sender_memory_feed(config: Config, db: Database) -> tuple[

@@ -108,6 +108,10 @@ class PolicySettings(Section):
     block_action: str = Field(
         "reject", description="action forced for block-listed mail: reject | quarantine"
     )
+    reload_interval: float = Field(
+        5.0, description="seconds between the gateway's checks for a new policy version saved "
+        "by the web console; 0: never (the console's policy is then read at start only)"
+    )
     scores: dict[str, float] = Field(
         default_factory=dict, description="symbol -> weight, overriding the built-in weight"
     )

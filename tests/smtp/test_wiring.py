@@ -110,3 +110,39 @@ def test_memory_cache_answers_without_a_query_and_writes_through(tmp_path):
             ["bob@example.test"]
     finally:
         db.dispose()
+
+
+async def test_policy_saved_by_the_console_applies_without_restart(tmp_path, sink):
+    from mailmoat.web.policy_store import (document_from_config, save_version,
+                                           validate_document)
+
+    cfg = gateway_config(tmp_path, sink.port, policy={"reload_interval": 0.1})
+    raw = make_email(sender="Mallory <mallory@bad.test>", body="Let's talk.\n")
+    async with running_gateway(cfg) as gw:
+        base = document_from_config(cfg)
+        doc = base.model_copy(update={"block_senders": ["mallory@bad.test"]})
+        v1 = save_version(gw.db, validate_document(doc.model_dump()), "admin",
+                          "block mallory").id
+        await wait_until(lambda: gw.policy_version == v1, what="policy version 1 in force")
+        with pytest.raises(aiosmtplib.SMTPDataError) as err:
+            await send(gw.smtp_port, "mallory@bad.test", ["bob@example.test"], raw)
+        assert err.value.code == 550
+
+        v2 = save_version(gw.db, base, "admin", "roll back").id
+        await wait_until(lambda: gw.policy_version == v2, what="policy version 2 in force")
+        reply = await send(gw.smtp_port, "mallory@bad.test", ["bob@example.test"], raw)
+        assert reply.startswith("2.0.0 Ok: queued as ")
+        await sink.wait_for(1)
+
+    # A restart starts with the newest saved version, not the TOML alone.
+    from mailmoat.store.db import Database
+
+    db = Database(cfg.database_url)
+    try:
+        v3 = save_version(db, validate_document(doc.model_dump()), "admin", "block again").id
+    finally:
+        db.dispose()
+    async with running_gateway(cfg) as gw2:
+        assert gw2.policy_version == v3
+        with pytest.raises(aiosmtplib.SMTPDataError):
+            await send(gw2.smtp_port, "mallory@bad.test", ["bob@example.test"], raw)
