@@ -33,6 +33,8 @@ from mailmoat.smtp.tls import server_context
 from mailmoat.spool.queue import Spool
 from mailmoat.store.db import Database
 from mailmoat.store.log import LogWriter
+from mailmoat.store.quarantine import purge_expired
+from mailmoat.store.retention import purge_old_messages
 from mailmoat.reputation_memory import SenderMemory
 
 MAX_PENDING_OBSERVATIONS = 10_000
@@ -55,6 +57,7 @@ class Gateway:
     policy_version: int | None = None  # the console's policy version in force; None: TOML
     live_config: Config | None = None  # `config` with that version merged in
     _policy_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _purge_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _retired: list[Scanner] = field(default_factory=list, repr=False)
     smtp_server: asyncio.Server | None = None
     web_server: Any = None
@@ -83,6 +86,36 @@ class Gateway:
             await self._start_web()
         if self.config.policy.reload_interval > 0:
             self._policy_task = asyncio.create_task(self._watch_policy(), name="policy-reload")
+        if web or recover:  # one housekeeper: a single process, or child 0 of a multi-process
+            self._purge_task = asyncio.create_task(self._purge_loop(), name="retention")
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def purge(self) -> tuple[int, int]:
+        """Delete message-log rows older than `[storage] log_retention_days` and quarantined
+        mail past its expiry; returns (log rows, quarantined messages) deleted. The web
+        console purges quarantine on its own schedule when it runs in this process, so the
+        gateway then leaves quarantine to it (purging twice would be harmless, just extra
+        work)."""
+        rows = await asyncio.to_thread(purge_old_messages, self.db,
+                                       self.config.storage.log_retention_days)
+        held = 0
+        if self.web_server is None:
+            held = await asyncio.to_thread(purge_expired, self.config, self.db)
+        if rows or held:
+            log.info("retention: deleted %d message-log rows and %d quarantined messages",
+                     rows, held)
+        return rows, held
+
+    async def _purge_loop(self) -> None:
+        every = self.config.storage.purge_interval_hours * 3600
+        await asyncio.sleep(min(60.0, every))
+        while True:
+            try:
+                await self.purge()
+            except Exception:  # the next round tries again
+                log.exception("retention purge failed")
+            await asyncio.sleep(every)
 
     # -- live policy -----------------------------------------------------------------------
 
@@ -168,7 +201,7 @@ class Gateway:
         log.info("web console on http://%s:%d", host, port)
 
     async def stop(self) -> None:
-        for task in (self._policy_task,):
+        for task in (self._policy_task, self._purge_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):

@@ -91,6 +91,10 @@ class StorageSettings(Section):
     )
     quarantine_retention_days: int = Field(30, description="days quarantined mail is kept")
     log_retention_days: int = Field(90, description="days message-log rows are kept")
+    purge_interval_hours: float = Field(
+        24.0, gt=0, description="how often the gateway deletes message-log rows and "
+        "quarantined mail past their retention (first run a minute after start)"
+    )
 
 
 class PolicySettings(Section):

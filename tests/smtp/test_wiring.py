@@ -146,3 +146,55 @@ async def test_policy_saved_by_the_console_applies_without_restart(tmp_path, sin
         assert gw2.policy_version == v3
         with pytest.raises(aiosmtplib.SMTPDataError):
             await send(gw2.smtp_port, "mallory@bad.test", ["bob@example.test"], raw)
+
+
+def _log_message(db, mid: str, days_ago: float) -> None:
+    import time as _time
+
+    from mailmoat.message.model import Direction, Envelope
+    from mailmoat.store.log import message_log_data, write_message
+
+    env = Envelope(mail_from="a@sender.test", rcpt_tos=("bob@example.test",),
+                   client_ip="192.0.2.1", direction=Direction.INBOUND,
+                   received_at=_time.time() - days_ago * 86400)
+    with db.session() as s:
+        write_message(s, message_log_data(mailmoat_id=mid, envelope=env, outcome=None))
+
+
+async def test_retention_runs_on_its_schedule(tmp_path, sink):
+    from datetime import UTC, datetime, timedelta
+
+    from mailmoat.store.models import QuarantineRow
+    from mailmoat.store.quarantine import quarantine_message
+
+    cfg = gateway_config(tmp_path, sink.port, storage={
+        "log_retention_days": 30, "purge_interval_hours": 0.0001})  # 0.36 s
+    from mailmoat.app import build
+
+    gw = build(cfg)  # not started yet: lay out the rows first
+    try:
+        _log_message(gw.db, "old-gone", 100)
+        _log_message(gw.db, "old-held", 100)
+        _log_message(gw.db, "new-expired", 1)
+        _log_message(gw.db, "new-kept", 1)
+        for mid in ("old-held", "new-expired"):
+            quarantine_message(cfg, gw.db, mid, b"Subject: x\r\n\r\nbody\r\n", "a@sender.test",
+                               ["bob@example.test"], ["bob@example.test"])
+        with gw.db.session() as s:
+            s.get(QuarantineRow, "new-expired").expires_at = datetime.now(UTC) - timedelta(days=1)
+        expired_path = tmp_path / "data" / "quarantine" / "new-expired.eml"
+        assert expired_path.exists()
+        await gw.start(web=False)
+
+        def purged() -> bool:
+            return logged(gw, "old-gone") is None and not expired_path.exists()
+
+        await wait_until(purged, what="the scheduled purge")
+        assert logged(gw, "old-held") is not None  # still held in quarantine
+        assert logged(gw, "new-kept") is not None and logged(gw, "new-expired") is not None
+        with gw.db.session() as s:
+            assert s.get(QuarantineRow, "new-expired").deleted_at is not None
+            assert s.get(QuarantineRow, "old-held").deleted_at is None
+        assert await gw.purge() == (0, 0)  # nothing left to do
+    finally:
+        await gw.stop()
