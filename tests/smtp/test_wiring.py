@@ -35,6 +35,13 @@ async def sink():
     server.close()
 
 
+def config(tmp_path, port: int, **sections):
+    """The gateway on loopback without the content models (their verdicts are theirs to
+    test, and loading them is slow)."""
+    return gateway_config(tmp_path, port, content={"enabled": False}, deep={"mode": "off"},
+                          **sections)
+
+
 def logged(gw, mid: str) -> MessageRow | None:
     with gw.db.session() as s:
         row = s.get(MessageRow, mid)
@@ -48,7 +55,7 @@ def symbol_names(row: MessageRow) -> set[str]:
 
 
 async def test_second_message_from_a_sender_is_no_first_contact(tmp_path, sink):
-    cfg = gateway_config(tmp_path, sink.port)
+    cfg = config(tmp_path, sink.port)
     async with running_gateway(cfg) as gw:
         raw = make_email(subject="hello", body="Shall we meet on Tuesday?\n")
         first = (await send(gw.smtp_port, "alice@sender.test", ["bob@example.test"],
@@ -116,7 +123,7 @@ async def test_policy_saved_by_the_console_applies_without_restart(tmp_path, sin
     from mailmoat.web.policy_store import (document_from_config, save_version,
                                            validate_document)
 
-    cfg = gateway_config(tmp_path, sink.port, policy={"reload_interval": 0.1})
+    cfg = config(tmp_path, sink.port, policy={"reload_interval": 0.1})
     raw = make_email(sender="Mallory <mallory@bad.test>", body="Let's talk.\n")
     async with running_gateway(cfg) as gw:
         base = document_from_config(cfg)
@@ -167,7 +174,7 @@ async def test_retention_runs_on_its_schedule(tmp_path, sink):
     from mailmoat.store.models import QuarantineRow
     from mailmoat.store.quarantine import quarantine_message
 
-    cfg = gateway_config(tmp_path, sink.port, storage={
+    cfg = config(tmp_path, sink.port, storage={
         "log_retention_days": 30, "purge_interval_hours": 0.0001})  # 0.36 s
     from mailmoat.app import build
 
@@ -198,3 +205,39 @@ async def test_retention_runs_on_its_schedule(tmp_path, sink):
         assert await gw.purge() == (0, 0)  # nothing left to do
     finally:
         await gw.stop()
+
+
+async def test_quarantined_message_released_through_the_api_reaches_downstream(tmp_path,
+                                                                                 sink):
+    import httpx
+
+    from mailmoat.store.models import QuarantineRow
+    from mailmoat.web.app import create_app
+    from mailmoat.web.auth import create_token, create_user
+
+    cfg = config(tmp_path, sink.port, policy={
+        "block_senders": ["mallory@bad.test"], "block_action": "quarantine"})
+    raw = make_email(sender="Mallory <mallory@bad.test>", subject="held", body="Hold me.\n")
+    async with running_gateway(cfg) as gw:
+        mid = (await send(gw.smtp_port, "mallory@bad.test", ["bob@example.test"],
+                          raw)).rsplit(" ", 1)[1]
+
+        def held() -> bool:
+            with gw.db.session() as s:
+                return s.get(QuarantineRow, mid) is not None
+
+        await wait_until(held, what="the message to be quarantined")
+        assert sink.messages == []
+
+        admin = create_user(gw.db, "admin@example.test", "admin", None)
+        token = create_token(gw.db, admin.id, "wiring test")
+        app = create_app(cfg, gw.db)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://console.test",
+                                     headers={"Authorization": f"Bearer {token}"}) as api:
+            r = await api.post(f"/api/v1/quarantine/{mid}/release")
+            assert r.status_code == 200, r.text
+        await sink.wait_for(1)  # the gateway sweeps incoming/ every 2 s
+        msg = sink.parsed()[0]
+        assert msg.get_all("X-Mailmoat-ID") == [mid]
+        assert msg["Subject"] == "held" and sink.messages[0][1] == ["bob@example.test"]
