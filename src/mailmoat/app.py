@@ -24,10 +24,11 @@ from typing import Any
 from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
 from mailmoat.relay.deliver import DeliveryManager
+from mailmoat.relay.routes import parse_hostport
+from mailmoat.reputation_memory import SenderMemory
 from mailmoat.scan.base import BuildContext
 from mailmoat.scan.engine import Scanner
 from mailmoat.smtp.limits import ConnectionLimiter, make_limiter
-from mailmoat.relay.routes import parse_hostport
 from mailmoat.smtp.server import GatewayHandler, start_smtp_server
 from mailmoat.smtp.tls import server_context
 from mailmoat.spool.queue import Spool
@@ -35,7 +36,6 @@ from mailmoat.store.db import Database
 from mailmoat.store.log import LogWriter
 from mailmoat.store.quarantine import purge_expired
 from mailmoat.store.retention import purge_old_messages
-from mailmoat.reputation_memory import SenderMemory
 
 MAX_PENDING_OBSERVATIONS = 10_000
 
@@ -127,8 +127,11 @@ class Gateway:
         then swapped in for new messages at once (one assignment each on the loop). Messages
         being scanned finish with the old one, which is closed a minute later. A document
         that fails to apply is logged and the policy in force stays. True when swapped."""
-        from mailmoat.web.policy_store import (apply_policy_document, current_overrides,
-                                               latest_version_id)
+        from mailmoat.web.policy_store import (
+            apply_policy_document,
+            current_overrides,
+            latest_version_id,
+        )
 
         version = await asyncio.to_thread(latest_version_id, self.db)
         if version == self.policy_version:
@@ -264,8 +267,11 @@ def build(config: Config) -> Gateway:
 def _saved_policy(config: Config, db: Database) -> tuple[int | None, Config]:
     """The newest policy version the web console saved, merged into the TOML config, so a
     restart keeps the console's policy; the TOML alone when there is none or it is bad."""
-    from mailmoat.web.policy_store import (apply_policy_document, current_overrides,
-                                           latest_version_id)
+    from mailmoat.web.policy_store import (
+        apply_policy_document,
+        current_overrides,
+        latest_version_id,
+    )
 
     version = latest_version_id(db)
     if version is None:

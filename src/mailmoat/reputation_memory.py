@@ -29,7 +29,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -183,7 +183,7 @@ class SenderMemory:
         category = getattr(verdict_category, "value", verdict_category)
         direction = Direction(getattr(direction, "value", direction))
         ours = direction is not Direction.INBOUND
-        now = at or datetime.now(timezone.utc)
+        now = at or datetime.now(UTC)
         seen: dict[str, PairStats] = {}
         for attempt in range(2):  # a concurrent first insert of the same pair: retry once
             try:

@@ -10,8 +10,14 @@ from sqlalchemy import func, select
 from mailmoat.reputation_memory import SenderMemory
 from mailmoat.store.models import MessageRow, SenderMemoryRow
 from tests.conftest import make_email
-from tests.smtp.helpers import (Sink, gateway_config, port_of, running_gateway, start_sink,
-                                wait_until)
+from tests.smtp.helpers import (
+    Sink,
+    gateway_config,
+    port_of,
+    running_gateway,
+    start_sink,
+    wait_until,
+)
 
 
 async def send(port: int, mail_from: str, rcpts: list[str], raw: bytes) -> str:
@@ -103,7 +109,7 @@ def test_memory_cache_answers_without_a_query_and_writes_through(tmp_path):
         queries: list[str] = []
         from sqlalchemy import event
         engine = db.engine
-        listener = lambda *a: queries.append(a[2])  # noqa: E731
+        listener = lambda *a: queries.append(a[2])
         event.listen(engine, "before_cursor_execute", listener)
         try:
             facts = other.recall("pat@partner.test", ["bob@example.test"])
@@ -120,8 +126,7 @@ def test_memory_cache_answers_without_a_query_and_writes_through(tmp_path):
 
 
 async def test_policy_saved_by_the_console_applies_without_restart(tmp_path, sink):
-    from mailmoat.web.policy_store import (document_from_config, save_version,
-                                           validate_document)
+    from mailmoat.web.policy_store import document_from_config, save_version, validate_document
 
     cfg = config(tmp_path, sink.port, policy={"reload_interval": 0.1})
     raw = make_email(sender="Mallory <mallory@bad.test>", body="Let's talk.\n")

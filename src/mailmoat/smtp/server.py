@@ -43,7 +43,7 @@ from mailmoat.store.log import message_log_data
 log = logging.getLogger(__name__)
 
 NULL_SENDER = "<>"
-_PLAIN_ADDR = re.compile(r'\s*<([^<>()\[\]\\,;:\s@"]+@[A-Za-z0-9.-]+)>(.*)\Z', re.S)
+_PLAIN_ADDR = re.compile(r'\s*<([^<>()\[\]\\,;:\s@"]+@[A-Za-z0-9.-]+)>(.*)\Z', re.DOTALL)
 VERIFY_CACHE_SECONDS = 600.0
 
 
@@ -138,7 +138,7 @@ class GatewayHandler:
                 verdict = R.S550_NO_SUCH_USER.format(rcpt=address)
             else:
                 verdict = R.S450_VERIFY_LATER.format(rcpt=address)
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             log.info("recipient verification of %s at %s:%d failed (%s); accepting",
                      address, host, port, exc)
             return None
