@@ -17,21 +17,27 @@ import os
 import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
 from mailmoat.relay.deliver import DeliveryManager
+from mailmoat.relay.routes import parse_hostport
+from mailmoat.reputation_memory import SenderMemory
 from mailmoat.scan.base import BuildContext
 from mailmoat.scan.engine import Scanner
 from mailmoat.smtp.limits import ConnectionLimiter, make_limiter
-from mailmoat.relay.routes import parse_hostport
 from mailmoat.smtp.server import GatewayHandler, start_smtp_server
 from mailmoat.smtp.tls import server_context
 from mailmoat.spool.queue import Spool
 from mailmoat.store.db import Database
 from mailmoat.store.log import LogWriter
+from mailmoat.store.quarantine import purge_expired
+from mailmoat.store.retention import purge_old_messages
+
+MAX_PENDING_OBSERVATIONS = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,12 @@ class Gateway:
     handler: GatewayHandler
     limiter: ConnectionLimiter
     io_executor: concurrent.futures.ThreadPoolExecutor | None = None
+    memory_executor: concurrent.futures.ThreadPoolExecutor | None = None
+    policy_version: int | None = None  # the console's policy version in force; None: TOML
+    live_config: Config | None = None  # `config` with that version merged in
+    _policy_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _purge_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _retired: list[Scanner] = field(default_factory=list, repr=False)
     smtp_server: asyncio.Server | None = None
     web_server: Any = None
     _web_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -72,6 +84,91 @@ class Gateway:
             str(s.getsockname()) for s in self.smtp_server.sockets))
         if web and self.config.web.enabled:
             await self._start_web()
+        if self.config.policy.reload_interval > 0:
+            self._policy_task = asyncio.create_task(self._watch_policy(), name="policy-reload")
+        if web or recover:  # one housekeeper: a single process, or child 0 of a multi-process
+            self._purge_task = asyncio.create_task(self._purge_loop(), name="retention")
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def purge(self) -> tuple[int, int]:
+        """Delete message-log rows older than `[storage] log_retention_days` and quarantined
+        mail past its expiry; returns (log rows, quarantined messages) deleted. The web
+        console purges quarantine on its own schedule when it runs in this process, so the
+        gateway then leaves quarantine to it (purging twice would be harmless, just extra
+        work)."""
+        rows = await asyncio.to_thread(purge_old_messages, self.db,
+                                       self.config.storage.log_retention_days)
+        held = 0
+        if self.web_server is None:
+            held = await asyncio.to_thread(purge_expired, self.config, self.db)
+        if rows or held:
+            log.info("retention: deleted %d message-log rows and %d quarantined messages",
+                     rows, held)
+        return rows, held
+
+    async def _purge_loop(self) -> None:
+        every = self.config.storage.purge_interval_hours * 3600
+        await asyncio.sleep(min(60.0, every))
+        while True:
+            try:
+                await self.purge()
+            except Exception:  # the next round tries again
+                log.exception("retention purge failed")
+            await asyncio.sleep(every)
+
+    # -- live policy -----------------------------------------------------------------------
+
+    async def reload_policy(self) -> bool:
+        """Apply the newest policy version saved by the web console, if it changed.
+
+        The TOML config with the document merged in (`web.policy_store`) gets a new Scanner,
+        built in a thread because checks read their settings when they are built; it is
+        then swapped in for new messages at once (one assignment each on the loop). Messages
+        being scanned finish with the old one, which is closed a minute later. A document
+        that fails to apply is logged and the policy in force stays. True when swapped."""
+        from mailmoat.web.policy_store import (
+            apply_policy_document,
+            current_overrides,
+            latest_version_id,
+        )
+
+        version = await asyncio.to_thread(latest_version_id, self.db)
+        if version == self.policy_version:
+            return False
+        try:
+            doc = await asyncio.to_thread(current_overrides, self.db)
+            live = apply_policy_document(self.config, doc)
+            scanner = await asyncio.to_thread(
+                Scanner, BuildContext(config=live, network=live.scan.network, database=self.db))
+        except Exception:
+            log.exception("policy version %s could not be applied; keeping version %s",
+                          version, self.policy_version)
+            self.policy_version = version  # not retried until a newer version is saved
+            raise
+        old = self.scanner
+        self.scanner = self.handler.scanner = self.delivery.scanner = scanner
+        self.live_config = live
+        self.policy_version = version
+        self._retired.append(old)
+        asyncio.get_running_loop().call_later(60, self._close_retired, old)
+        log.info("policy version %s in force", version)
+        return True
+
+    def _close_retired(self, scanner: Scanner) -> None:
+        if scanner in self._retired:
+            self._retired.remove(scanner)
+            asyncio.ensure_future(scanner.close())
+
+    async def _watch_policy(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.policy.reload_interval)
+            try:
+                await self.reload_policy()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # logged by reload_policy, or the database is away: next round
+                log.debug("policy reload failed", exc_info=True)
 
     async def _start_web(self) -> None:
         try:
@@ -107,6 +204,11 @@ class Gateway:
         log.info("web console on http://%s:%d", host, port)
 
     async def stop(self) -> None:
+        for task in (self._policy_task, self._purge_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         if self.smtp_server is not None:
             self.smtp_server.close()
             with contextlib.suppress(Exception):
@@ -116,13 +218,17 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._web_task, 10)
         await self.delivery.stop()
-        with contextlib.suppress(Exception):
-            await self.scanner.close()
+        for scanner in [self.scanner, *self._retired]:
+            with contextlib.suppress(Exception):
+                await scanner.close()
+        self._retired.clear()
         with contextlib.suppress(Exception):
             await self.limiter.close()
         await asyncio.to_thread(self.log_writer.close)
         if self.io_executor is not None:
             self.io_executor.shutdown(wait=True)
+        if self.memory_executor is not None:
+            await asyncio.to_thread(self.memory_executor.shutdown, True)
         self.db.dispose()
 
 
@@ -133,7 +239,8 @@ def build(config: Config) -> Gateway:
     db.create_schema()
     writer = LogWriter(db)
     spool = Spool(config.data_dir / "spool")
-    scanner = Scanner(BuildContext(config=config, network=config.scan.network, database=db))
+    version, live = _saved_policy(config, db)
+    scanner = Scanner(BuildContext(config=live, network=live.scan.network, database=db))
     # fsync waits on the disk, not the CPU; enough threads let concurrent messages share
     # one journal commit (measured: 40 puts/s with one thread, 330/s with eight).
     io = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="mailmoat-spool")
@@ -145,12 +252,80 @@ def build(config: Config) -> Gateway:
         fut.add_done_callback(lambda f: f.exception() and log.error(
             "logging rejected message %s failed: %s", data["id"], f.exception()))
 
+    memory_executor, on_verdict = _sender_memory_feed(config, db)
     handler = GatewayHandler(config, scanner, spool, on_spooled=delivery.wake,
-                             on_rejected=rejected, io_executor=io, spool_state="active")
+                             on_rejected=rejected, io_executor=io, spool_state="active",
+                             on_verdict=on_verdict)
     limiter = make_limiter(config.smtp.max_connections_per_ip, config.redis.url,
                            config.redis.key_prefix)
     return Gateway(config=config, db=db, log_writer=writer, spool=spool, scanner=scanner,
-                   delivery=delivery, handler=handler, limiter=limiter, io_executor=io)
+                   delivery=delivery, handler=handler, limiter=limiter, io_executor=io,
+                   memory_executor=memory_executor, policy_version=version,
+                   live_config=live)
+
+
+def _saved_policy(config: Config, db: Database) -> tuple[int | None, Config]:
+    """The newest policy version the web console saved, merged into the TOML config, so a
+    restart keeps the console's policy; the TOML alone when there is none or it is bad."""
+    from mailmoat.web.policy_store import (
+        apply_policy_document,
+        current_overrides,
+        latest_version_id,
+    )
+
+    version = latest_version_id(db)
+    if version is None:
+        return None, config
+    try:
+        return version, apply_policy_document(config, current_overrides(db))
+    except Exception:
+        log.exception("saved policy version %s could not be applied; using the TOML policy",
+                      version)
+        return version, config
+
+
+def _sender_memory_feed(config: Config, db: Database) -> tuple[
+        concurrent.futures.ThreadPoolExecutor | None, Any]:
+    """The verdict hook that feeds the sender memory (`reputation_memory`): each judged
+    message is counted on one background thread, after the SMTP reply is decided, so a slow
+    or failing database can neither delay nor lose mail (failures are logged; beyond
+    MAX_PENDING_OBSERVATIONS waiting, observations are dropped with a warning)."""
+    from mailmoat.scan.reputation import ReputationSettings
+
+    settings = config.section("reputation", ReputationSettings)
+    if not (settings.enabled and settings.memory):
+        return None, None
+    memory = SenderMemory(db)
+    executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="mailmoat-memory")
+    pending = 0
+    lock = threading.Lock()
+
+    def observe(msg: Any, category: str) -> None:
+        nonlocal pending
+        try:
+            memory.observe_message(msg, category)
+        except Exception:
+            log.exception("sender memory: observing a message from %s failed",
+                          msg.envelope.mail_from)
+        finally:
+            with lock:
+                pending -= 1
+
+    def on_verdict(outcome: Any) -> None:
+        nonlocal pending
+        with lock:
+            if pending >= MAX_PENDING_OBSERVATIONS:
+                log.warning("sender memory is behind; one observation dropped")
+                return
+            pending += 1
+        try:
+            executor.submit(observe, outcome.message, outcome.verdict.category.value)
+        except RuntimeError:  # shutting down
+            with lock:
+                pending -= 1
+
+    return executor, on_verdict
 
 
 async def run(config: Config, stop: asyncio.Event | None = None,

@@ -91,6 +91,10 @@ class StorageSettings(Section):
     )
     quarantine_retention_days: int = Field(30, description="days quarantined mail is kept")
     log_retention_days: int = Field(90, description="days message-log rows are kept")
+    purge_interval_hours: float = Field(
+        24.0, gt=0, description="how often the gateway deletes message-log rows and "
+        "quarantined mail past their retention (first run a minute after start)"
+    )
 
 
 class PolicySettings(Section):
@@ -107,6 +111,10 @@ class PolicySettings(Section):
     block_ips: list[str] = Field(default_factory=list, description="client IPs or CIDRs")
     block_action: str = Field(
         "reject", description="action forced for block-listed mail: reject | quarantine"
+    )
+    reload_interval: float = Field(
+        5.0, description="seconds between the gateway's checks for a new policy version saved "
+        "by the web console; 0: never (the console's policy is then read at start only)"
     )
     scores: dict[str, float] = Field(
         default_factory=dict, description="symbol -> weight, overriding the built-in weight"

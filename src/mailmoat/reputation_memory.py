@@ -10,17 +10,28 @@ That gives first-contact, known-correspondent, reply-to-our-mail and bad-history
 Storage: `sender_memory` rows (sender, recipient) with counters, and `sent_message_ids`
 for outbound Message-IDs, in the message store (SQLite or PostgreSQL). Calls are
 synchronous SQLAlchemy; async callers run them in a thread.
+
+Cache: every `SenderMemory` on one `Database` shares a small in-process LRU of
+(sender, recipient) → counts and "the recipient wrote to the sender", each entry kept for
+`CACHE_TTL` seconds (60). `observe` writes through it, so a gateway that saw a message
+answers the next look-up for the same pair without a query; a miss costs one query for all
+recipients (plus one for reply Message-IDs, only when the message has any). With several
+gateway nodes on one database, a node learns another node's observations within the TTL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import threading
+import time
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from mailmoat.message.model import Direction, ParsedMessage
@@ -28,6 +39,9 @@ from mailmoat.store.db import Database
 from mailmoat.store.models import SenderMemoryRow, SentMessageRow
 
 BAD_CATEGORIES = frozenset({"spam", "phishing", "malware", "bec"})
+
+CACHE_TTL = 60.0
+CACHE_SIZE = 50_000
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 
@@ -49,12 +63,87 @@ def sender_identity(msg: ParsedMessage) -> str:
     return (addr or msg.envelope.mail_from.strip().strip("<>")).lower()
 
 
+@dataclass(frozen=True)
+class PairStats:
+    """The counters of one (sender, recipient) row, detached from the database."""
+
+    messages: int
+    clean: int
+    bad: int
+    first_seen: datetime
+    last_seen: datetime
+    outbound: bool
+
+
+def _stats(row: SenderMemoryRow) -> PairStats:
+    return PairStats(messages=row.messages, clean=row.clean, bad=row.bad,
+                     first_seen=row.first_seen, last_seen=row.last_seen,
+                     outbound=bool(row.outbound))
+
+
+class _PairCache:
+    """(sender, recipient) → (expiry, stats or None, recipient wrote to sender)."""
+
+    def __init__(self, ttl: float = CACHE_TTL, size: int = CACHE_SIZE) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple[str, str], tuple[float, PairStats | None, bool]] = \
+            OrderedDict()
+
+    def get(self, key: tuple[str, str]) -> tuple[PairStats | None, bool] | None:
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is None:
+                return None
+            if hit[0] < time.monotonic():
+                del self.items[key]
+                return None
+            self.items.move_to_end(key)
+            return hit[1], hit[2]
+
+    def put(self, key: tuple[str, str], stats: PairStats | None, wrote: bool) -> None:
+        with self.lock:
+            self.items[key] = (time.monotonic() + self.ttl, stats, wrote)
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+    def update(self, key: tuple[str, str], stats: PairStats | None = None,
+               wrote: bool | None = None) -> None:
+        """Write-through after an observation: refresh a cached entry (its expiry stays, so
+        what other nodes wrote is read again within the TTL); an uncached pair is left to
+        the next query."""
+        with self.lock:
+            hit = self.items.get(key)
+            if hit is None:
+                return
+            self.items[key] = (hit[0], stats if stats is not None else hit[1],
+                               hit[2] if wrote is None else wrote)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.items.clear()
+
+
+_CACHES: weakref.WeakKeyDictionary[Database, _PairCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _cache_for(db: Database) -> _PairCache:
+    with _CACHES_LOCK:
+        cache = _CACHES.get(db)
+        if cache is None:
+            cache = _CACHES[db] = _PairCache()
+        return cache
+
+
 @dataclass
 class Correspondence:
     """What the memory knows about one inbound message's sender and its recipients."""
 
     sender: str
-    history: dict[str, SenderMemoryRow] = field(default_factory=dict)  # recipient -> row
+    history: dict[str, PairStats] = field(default_factory=dict)  # recipient -> counters
     wrote_to_sender: list[str] = field(default_factory=list)  # our users who wrote to them
     replied_ids: list[str] = field(default_factory=list)  # Message-IDs we sent, replied to
 
@@ -66,6 +155,7 @@ class Correspondence:
 class SenderMemory:
     def __init__(self, database: Database) -> None:
         self.db = database
+        self.cache = _cache_for(database)
 
     # Writing --------------------------------------------------------------------------------
 
@@ -93,7 +183,8 @@ class SenderMemory:
         category = getattr(verdict_category, "value", verdict_category)
         direction = Direction(getattr(direction, "value", direction))
         ours = direction is not Direction.INBOUND
-        now = at or datetime.now(timezone.utc)
+        now = at or datetime.now(UTC)
+        seen: dict[str, PairStats] = {}
         for attempt in range(2):  # a concurrent first insert of the same pair: retry once
             try:
                 with self.db.session() as s:
@@ -113,14 +204,20 @@ class SenderMemory:
                         row.clean += category == "clean"
                         row.bad += category in BAD_CATEGORIES
                         row.outbound = row.outbound or ours
+                        seen[r] = _stats(row)
                     if ours and message_id:
                         mid = normalise_message_id(message_id)
                         if mid and s.get(SentMessageRow, mid) is None:
                             s.add(SentMessageRow(message_id=mid, sender=sender, sent_at=now))
-                return
+                break
             except IntegrityError:
+                seen.clear()
                 if attempt:
                     raise
+        for r, st in seen.items():
+            self.cache.update((sender, r), stats=st)
+            if st.outbound:
+                self.cache.update((r, sender), wrote=True)
 
     # Reading --------------------------------------------------------------------------------
 
@@ -132,20 +229,63 @@ class SenderMemory:
         out = Correspondence(sender=sender)
         if not sender:
             return out
+        missing: list[str] = []
+        for r in rcpts:
+            hit = self.cache.get((sender, r))
+            if hit is None:
+                missing.append(r)
+                continue
+            stats, wrote = hit
+            if stats is not None:
+                out.history[r] = stats
+            if wrote:
+                out.wrote_to_sender.append(r)
+        if not missing and not ids:
+            return out
         with self.db.session() as s:
-            if rcpts:
-                for row in s.scalars(select(SenderMemoryRow).where(and_(
-                        SenderMemoryRow.sender == sender,
-                        SenderMemoryRow.recipient.in_(rcpts)))):
-                    s.expunge(row)
-                    out.history[row.recipient] = row
-                out.wrote_to_sender = sorted(s.scalars(select(SenderMemoryRow.sender).where(
-                    and_(SenderMemoryRow.recipient == sender,
-                         SenderMemoryRow.sender.in_(rcpts),
-                         SenderMemoryRow.outbound.is_(True)))))
+            if missing:
+                # One query for both directions: the sender's rows to these recipients, and
+                # these recipients' outbound rows to the sender.
+                found: dict[str, PairStats] = {}
+                wrote: set[str] = set()
+                for row in s.scalars(select(SenderMemoryRow).where(or_(
+                        and_(SenderMemoryRow.sender == sender,
+                             SenderMemoryRow.recipient.in_(missing)),
+                        and_(SenderMemoryRow.recipient == sender,
+                             SenderMemoryRow.sender.in_(missing),
+                             SenderMemoryRow.outbound.is_(True))))):
+                    if row.sender == sender and row.recipient in missing:
+                        found[row.recipient] = _stats(row)
+                    if row.recipient == sender and row.outbound and row.sender in missing:
+                        wrote.add(row.sender)
+                for r in missing:
+                    self.cache.put((sender, r), found.get(r), r in wrote)
+                out.history.update(found)
+                out.wrote_to_sender = sorted({*out.wrote_to_sender, *wrote})
             if ids:
                 out.replied_ids = sorted(s.scalars(select(SentMessageRow.message_id).where(
                     SentMessageRow.message_id.in_(ids))))
+        out.wrote_to_sender = sorted(out.wrote_to_sender)
+        return out
+
+    def recall_cached(self, msg: ParsedMessage) -> Correspondence | None:
+        """`recall_message` answered from the cache alone, or None when it needs a query
+        (a pair not cached, or reply Message-IDs to look up)."""
+        if message_ids_in(msg.header("in-reply-to") or "") or msg.header_all("references"):
+            return None
+        sender = sender_identity(msg)
+        if not sender:
+            return Correspondence(sender="")
+        rcpts = {r.strip().strip("<>").lower() for r in msg.envelope.rcpt_tos if r.strip()}
+        out = Correspondence(sender=sender)
+        for r in sorted(rcpts):
+            hit = self.cache.get((sender, r))
+            if hit is None:
+                return None
+            if hit[0] is not None:
+                out.history[r] = hit[0]
+            if hit[1]:
+                out.wrote_to_sender.append(r)
         return out
 
     def recall_message(self, msg: ParsedMessage) -> Correspondence:

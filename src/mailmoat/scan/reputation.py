@@ -8,7 +8,8 @@ local memory of who has written to whom.
   factor, so one symbol name serves every list. Answers outside 127.0.0.0/8 are ignored
   (wildcarding resolvers); 127.255.255.x is a list refusing our resolver, reported as
   `DNSBL_TEMPERROR` like any DNS failure.
-* `sender_memory` (local, stage 0, needs the database): one look-up; first contact and bad
+* `sender_memory` (local, stage 0, needs the database): one look-up (usually answered by
+  the memory's in-process cache, 60 s TTL, so no query); first contact and bad
   history, and the facts in `annotations["sender_memory"]` / `["first_contact"]` for
   later stages (the BEC check).
 * `sender_trust` (local, stage 1): known correspondent and reply to our mail. It runs after
@@ -276,7 +277,10 @@ class SenderMemoryCheck(Check):
         env = msg.envelope
         if env.direction is not Direction.INBOUND or env.auth_user or not env.rcpt_tos:
             return
-        facts: Correspondence = await asyncio.to_thread(self.memory.recall_message, msg)
+        # Usually answered by the memory's cache (no query, no thread); see reputation_memory.
+        facts: Correspondence | None = self.memory.recall_cached(msg)
+        if facts is None:
+            facts = await asyncio.to_thread(self.memory.recall_message, msg)
         if not facts.sender:
             return
         who = facts.sender

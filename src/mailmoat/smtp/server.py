@@ -43,7 +43,7 @@ from mailmoat.store.log import message_log_data
 log = logging.getLogger(__name__)
 
 NULL_SENDER = "<>"
-_PLAIN_ADDR = re.compile(r'\s*<([^<>()\[\]\\,;:\s@"]+@[A-Za-z0-9.-]+)>(.*)\Z', re.S)
+_PLAIN_ADDR = re.compile(r'\s*<([^<>()\[\]\\,;:\s@"]+@[A-Za-z0-9.-]+)>(.*)\Z', re.DOTALL)
 VERIFY_CACHE_SECONDS = 600.0
 
 
@@ -62,7 +62,8 @@ class GatewayHandler:
                  on_spooled: Callable[..., None] = lambda _id, *_: None,
                  on_rejected: Callable[[dict[str, Any]], None] = lambda _data: None,
                  io_executor: concurrent.futures.Executor | None = None,
-                 spool_state: str = "incoming") -> None:
+                 spool_state: str = "incoming",
+                 on_verdict: Callable[[Any], None] | None = None) -> None:
         self.config = config
         # "active" when this process's delivery takes every message from `on_spooled`
         # (app.build): the message is then claimed by the write itself.
@@ -71,6 +72,9 @@ class GatewayHandler:
         self.spool = spool
         self.on_spooled = on_spooled
         self.on_rejected = on_rejected
+        # Called with the ScanOutcome of every scanned message that is answered (rejected or
+        # spooled); it must not block (app.build hands the work to a thread).
+        self.on_verdict = on_verdict
         self.io_executor = io_executor
         smtp = config.smtp
         self.relay_domains = frozenset(d.lower() for d in smtp.relay_domains)
@@ -134,7 +138,7 @@ class GatewayHandler:
                 verdict = R.S550_NO_SUCH_USER.format(rcpt=address)
             else:
                 verdict = R.S450_VERIFY_LATER.format(rcpt=address)
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             log.info("recipient verification of %s at %s:%d failed (%s); accepting",
                      address, host, port, exc)
             return None
@@ -218,6 +222,7 @@ class GatewayHandler:
             if actions and all(a is Action.REJECT for a in actions.values()):
                 # Refused in the session: the client owns the bounce, we send no backscatter.
                 self.on_rejected(data)
+                self._verdict(outcome)
                 top = sorted(outcome.result.symbols, key=lambda x: -x.score)[:3]
                 why = outcome.verdict.reason + "".join(f"; {x.name}: {x.reason}" for x in top)
                 return R.S550_REJECTED.format(reason=_one_line(why))
@@ -241,6 +246,8 @@ class GatewayHandler:
         except Exception:
             log.exception("spooling %s failed", mid)
             return R.S451_SPOOL_FAILED
+        if outcome is not None:
+            self._verdict(outcome)
         # The delivery side gets the entry and bytes in memory, so it does not read back
         # and re-parse what was just written (the spool copy is the durable one).
         if self.spool_state == "active":
@@ -248,6 +255,15 @@ class GatewayHandler:
         else:
             self.on_spooled(mid)
         return R.S250_QUEUED.format(id=mid)
+
+
+    def _verdict(self, outcome: Any) -> None:
+        if self.on_verdict is None:
+            return
+        try:
+            self.on_verdict(outcome)
+        except Exception:  # bookkeeping only: never in the way of the reply
+            log.exception("verdict hook failed")
 
 
 class GatewaySMTP(SMTP):

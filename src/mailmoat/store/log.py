@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_URLS_LOGGED = 200
 MAX_BATCH = 500
+MAX_ATTACHMENTS_LOGGED = 500
 HEADERS_OF_INTEREST = ("Reply-To", "Return-Path", "To", "Cc", "Date", "List-Unsubscribe",
                        "X-Mailer", "User-Agent")
 
@@ -71,13 +72,30 @@ def message_log_data(*, mailmoat_id: str, envelope: Any, outcome: Any, node: str
                      "reason": s.reason} for s in outcome.result.symbols],
         "urls": urls[:MAX_URLS_LOGGED],
         "url_domains": sorted({u.host for u in msg.urls if u.host})[:MAX_URLS_LOGGED],
-        "attachments": [{"filename": a.filename, "type": a.detected_type or a.declared_type,
-                         "size": a.size, "sha256": a.sha256} for a in msg.attachments],
+        "attachments": attachment_records(msg, outcome.result),
         "headers": {h: msg.header(h) for h in HEADERS_OF_INTEREST if msg.header(h) is not None},
         "scan_ms": round(outcome.elapsed * 1000, 3),
         "recipients": {r: pv.action.value for r, pv in outcome.per_recipient.items()},
     })
     return data
+
+
+def attachment_records(msg: Any, result: Any) -> list[dict[str, Any]]:
+    """Every file the message carried, for recall and threat-intel look-ups by hash.
+
+    The attachments family lists each file it walked, archive members and files taken out
+    of PDFs included, in `annotations["attachment_hashes"]` (`container` names the archive
+    a member came from, "" for a top-level part); without it (family off or failed) the
+    message's top-level parts are logged."""
+    hashes = result.annotations.get("attachment_hashes") if result is not None else None
+    if isinstance(hashes, list) and hashes:
+        return [{"filename": str(h.get("filename", "")), "type": str(h.get("type") or ""),
+                 "size": int(h.get("size") or 0), "sha256": str(h.get("sha256", "")),
+                 "container": str(h.get("container") or "")}
+                for h in hashes[:MAX_ATTACHMENTS_LOGGED] if isinstance(h, dict)]
+    return [{"filename": a.filename, "type": a.detected_type or a.declared_type,
+             "size": a.size, "sha256": a.sha256, "container": ""}
+            for a in msg.attachments][:MAX_ATTACHMENTS_LOGGED]
 
 
 _MESSAGE_COLUMNS = frozenset(MessageRow.__table__.columns.keys())
