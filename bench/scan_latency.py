@@ -95,10 +95,11 @@ def summarise(times: list[float]) -> dict[str, float]:
     }
 
 
-async def run(n: int) -> dict:
+async def run(n: int, disable: list[str], clamd: str = "") -> dict:
     config = config_from_dict(
         {
-            "scan": {"network": False},
+            "scan": {"network": False, "disabled_checks": disable},
+            "antivirus": {"clamd": clamd},
             "policy": {
                 "allow_senders": ["@trusted.test"],
                 "block_senders": ["@blocked.test"],
@@ -151,9 +152,20 @@ async def run(n: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200, help="messages per size")
+    ap.add_argument("--with-clamd", action="store_true", help="start a private clamd and "
+                    "scan with the antivirus family too")
+    ap.add_argument("--disable", nargs="*", default=[], help="check names to leave out")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scan_latency.json"))
     args = ap.parse_args()
-    report = asyncio.run(run(args.n))
+    if args.with_clamd:
+        # A private clamd with test signatures only (the one the test suite starts).
+        sys.path.insert(0, str(ROOT))
+        from tests.clamd import running_clamd
+
+        with running_clamd() as server:
+            report = asyncio.run(run(args.n, args.disable, server.unix_address))
+    else:
+        report = asyncio.run(run(args.n, args.disable))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(f"checks: {', '.join(report['checks'])} (network off)")
