@@ -44,11 +44,10 @@ from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_
 def corpus_dir(arg: str | None) -> Path:
     if arg and Path(arg, ).exists():
         return Path(arg)
-    if Path("/tmp/corpus/index-trec07p.tsv").exists():
-        return Path("/tmp/corpus")
-    shared = ROOT.parent.parent / "shared" / "corpus"
-    if not shared.exists():
-        shared = Path("/work/shared/corpus")
+    extracted = Path(tempfile.gettempdir()) / "corpus"  # where README says to extract it
+    if (extracted / "index-trec07p.tsv").exists():
+        return extracted
+    shared = ROOT.parent / "shared" / "corpus"  # ../shared/corpus beside the checkout
     tmp = Path(tempfile.mkdtemp(prefix="mailmoat-corpus-"))
     for archive in sorted(shared.glob("*.tar.xz")):
         with tarfile.open(archive) as tf:

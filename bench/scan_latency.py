@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Parse + scan latency of the whole pipeline, next to a parse-only baseline in the same run.
 
-    nice -n 10 env PYTHONPATH=src /work/main/.venv/bin/python bench/scan_latency.py [--n 200]
+    nice -n 10 env PYTHONPATH=src .venv/bin/python bench/scan_latency.py [--n 200]
 
 Generated messages of about 2 KB, 20 KB and 100 KB (text + HTML + a PDF-like attachment, a
 few links) go through `Scanner.scan()` exactly as the SMTP intake does: parse once, every

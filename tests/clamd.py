@@ -34,13 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def eicar_corpus_dir() -> Path | None:
-    """../shared/corpus/eicar next to the repo (CI layout), else /work/shared/corpus/eicar."""
-    for cand in (REPO.parent / "shared" / "corpus" / "eicar",
-                 REPO.parent.parent / "shared" / "corpus" / "eicar",
-                 Path("/work/shared/corpus/eicar")):
-        if (cand / "eicar.com").is_file():
-            return cand
-    return None
+    """../shared/corpus/eicar beside the checkout (how developers and CI lay it out)."""
+    cand = REPO.parent / "shared" / "corpus" / "eicar"
+    return cand if (cand / "eicar.com").is_file() else None
 
 
 def clamd_binary() -> str | None:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.clamd
 
 CORPUS = eicar_corpus_dir()
 needs_corpus = pytest.mark.skipif(
-    CORPUS is None, reason="EICAR corpus not found at ../shared/corpus/eicar or /work/shared")
+    CORPUS is None, reason="EICAR corpus not found at ../shared/corpus/eicar")
 
 
 def av_config(address: str, **extra: object):
