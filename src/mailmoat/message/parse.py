@@ -20,6 +20,7 @@ from email.policy import compat32
 from urllib.parse import urlsplit
 
 from mailmoat.message.model import Address, Attachment, Envelope, ParsedMessage, Url
+from mailmoat.message.sniff import sniff_type
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,10 @@ _TRAILING_PUNCT = ".,;:!?)]}>'\""
 _CHARSET_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "cp936": "gb18030",
                     "ks_c_5601-1987": "cp949", "unknown-8bit": "utf-8", "x-unknown": "utf-8"}
 
-# Signatures answered without libmagic: libmagic costs milliseconds per call on text-like
-# data, and these few types are most attachments. Anything else still goes to libmagic.
-_CHEAP_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"%PDF-", "application/pdf"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
+# Types whose signature libmagic would only confirm: answered by the cheap sniffer, because
+# libmagic costs milliseconds per call on text-like data. A zip is not among them: libmagic
+# tells an Office document from a plain zip, and the type-mismatch check needs that.
+_SNIFF_TRUSTED = frozenset({"application/pdf", "image/png", "image/jpeg", "image/gif"})
 
 try:  # libmagic is optional at import time; without it detected_type stays ""
     import magic as _magic
@@ -56,10 +52,8 @@ except Exception:  # pragma: no cover - depends on the system library
 
 
 def _detect_type(data: bytes) -> str:
-    for sig, mime in _CHEAP_SIGNATURES:
-        if data.startswith(sig):
-            return mime
-    return _libmagic(data)
+    sniffed = sniff_type(data[:8192])
+    return sniffed if sniffed in _SNIFF_TRUSTED else _libmagic(data)
 
 
 def decode_bytes(data: bytes, charset: str | None) -> str:
