@@ -90,18 +90,20 @@ def family(pid: int) -> list[int]:
     return [pid, *(int(k) for k in kids)]
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User+system CPU of the gateway and its children, or of this process."""
+def cpu_seconds(pid: int | None, kind: str = "both") -> float:
+    """User+system (or `kind` "user"/"system") CPU of the gateway and its children, or of
+    this process."""
     if pid is None:
         t = os.times()
-        return t.user + t.system
+        return {"user": t.user, "system": t.system}.get(kind, t.user + t.system)
     total = 0
     for p in family(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
+        utime, stime = int(fields[11]), int(fields[12])
+        total += {"user": utime, "system": stime}.get(kind, utime + stime)
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -110,6 +112,8 @@ def measure(port: int, sink: Sink, run: str, n: int, conc: int,
     starts: dict[str, float] = {}
     t0 = time.perf_counter()
     cpu0 = cpu_seconds(gw_pid) if gw_pid else 0.0
+    sys0 = cpu_seconds(gw_pid, "system") if gw_pid else 0.0
+    bench0 = cpu_seconds(None)
     asyncio.run(send_all(port, run, n, conc, starts))
     keys = [f"{run}-{i}" for i in range(n)]
     deadline = time.monotonic() + 300
@@ -130,6 +134,10 @@ def measure(port: int, sink: Sink, run: str, n: int, conc: int,
     if gw_pid:
         # CPU the gateway spent per message: independent of how loaded the machine is.
         out["gateway_cpu_ms_per_msg"] = (cpu_seconds(gw_pid) - cpu0) / n * 1000
+        # the kernel's share (socket I/O, fsync, renames) of that CPU
+        out["gateway_sys_ms_per_msg"] = (cpu_seconds(gw_pid, "system") - sys0) / n * 1000
+    # the bench's own client + sink share the machine's cores with the gateway
+    out["bench_cpu_ms_per_msg"] = (cpu_seconds(None) - bench0) / n * 1000
     return out
 
 
@@ -166,6 +174,7 @@ listen = "127.0.0.1:{gw_port}"
 relay_domains = ["example.test"]
 trusted_networks = []
 max_connections_per_ip = 500
+
 {f"processes = {args.processes}" if args.processes != 1 else ""}
 [delivery]
 downstream = "127.0.0.1:{sink_port}"
@@ -199,7 +208,10 @@ network = false
             # stacks, one line per distinct stack with its sample count).
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
                                     "--pid", str(gw.pid), "--format", "raw", "--rate", "200",
-                                    "--threads", "--subprocesses", "-o", os.environ["BENCH_PYSPY"]],
+                                    "--threads", "--subprocesses", "-o", os.environ["BENCH_PYSPY"],
+                                    # e.g. "--gil": only the thread holding the GIL, i.e.
+                                    # Python CPU time rather than waits
+                                    *os.environ.get("BENCH_PYSPY_ARGS", "").split()],
                                    stdout=subprocess.DEVNULL)
             time.sleep(1)
         rows = []
@@ -230,13 +242,14 @@ network = false
               "command": " ".join(["python", "bench/throughput.py", *sys.argv[1:]])}
     print(f"{'conc':>4} {'gateway msg/s':>14} {'direct msg/s':>13} {'ratio':>6} "
           f"{'gw p50 ms':>9} {'gw p99 ms':>9} {'added p50':>9} {'added p99':>9} "
-          f"{'gw cpu ms/msg':>13}")
+          f"{'gw cpu ms/msg':>13} {'(sys)':>6} {'bench cpu':>9}")
     for r in rows:
         g, d = r["gateway"], r["direct"]
         print(f"{r['concurrency']:>4} {g['msgs_per_s']:>14.1f} {d['msgs_per_s']:>13.1f} "
               f"{r['ratio']:>6.2f} {g['p50_ms']:>9.1f} {g['p99_ms']:>9.1f} "
               f"{r['added_p50_ms']:>9.1f} {r['added_p99_ms']:>9.1f} "
-              f"{g['gateway_cpu_ms_per_msg']:>13.2f}")
+              f"{g['gateway_cpu_ms_per_msg']:>13.2f} {g['gateway_sys_ms_per_msg']:>6.2f} "
+              f"{g['bench_cpu_ms_per_msg']:>9.2f}")
     print(f"gateway peak RSS: {rss:.1f} MiB; load average at end: {os.getloadavg()}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))

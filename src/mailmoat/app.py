@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
 from mailmoat.relay.deliver import DeliveryManager
 from mailmoat.relay.routes import parse_hostport
-from mailmoat.reputation_memory import SenderMemory
+from mailmoat.reputation_memory import ObservationFeed, SenderMemory
 from mailmoat.scan.base import BuildContext
 from mailmoat.scan.engine import Scanner
 from mailmoat.smtp.limits import ConnectionLimiter, make_limiter
@@ -53,7 +52,7 @@ class Gateway:
     handler: GatewayHandler
     limiter: ConnectionLimiter
     io_executor: concurrent.futures.ThreadPoolExecutor | None = None
-    memory_executor: concurrent.futures.ThreadPoolExecutor | None = None
+    memory_feed: ObservationFeed | None = None
     policy_version: int | None = None  # the console's policy version in force; None: TOML
     live_config: Config | None = None  # `config` with that version merged in
     _policy_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -227,8 +226,8 @@ class Gateway:
         await asyncio.to_thread(self.log_writer.close)
         if self.io_executor is not None:
             self.io_executor.shutdown(wait=True)
-        if self.memory_executor is not None:
-            await asyncio.to_thread(self.memory_executor.shutdown, True)
+        if self.memory_feed is not None:
+            await asyncio.to_thread(self.memory_feed.close)
         self.db.dispose()
 
 
@@ -252,7 +251,13 @@ def build(config: Config) -> Gateway:
         fut.add_done_callback(lambda f: f.exception() and log.error(
             "logging rejected message %s failed: %s", data["id"], f.exception()))
 
-    memory_executor, on_verdict = _sender_memory_feed(config, db)
+    memory_feed = _sender_memory_feed(config, db)
+    on_verdict = None
+    if memory_feed is not None:
+        feed = memory_feed
+
+        def on_verdict(outcome: Any) -> None:
+            feed.offer(outcome.message, outcome.verdict.category.value)
     handler = GatewayHandler(config, scanner, spool, on_spooled=delivery.wake,
                              on_rejected=rejected, io_executor=io, spool_state="active",
                              on_verdict=on_verdict)
@@ -260,7 +265,7 @@ def build(config: Config) -> Gateway:
                            config.redis.key_prefix)
     return Gateway(config=config, db=db, log_writer=writer, spool=spool, scanner=scanner,
                    delivery=delivery, handler=handler, limiter=limiter, io_executor=io,
-                   memory_executor=memory_executor, policy_version=version,
+                   memory_feed=memory_feed, policy_version=version,
                    live_config=live)
 
 
@@ -284,48 +289,15 @@ def _saved_policy(config: Config, db: Database) -> tuple[int | None, Config]:
         return version, config
 
 
-def _sender_memory_feed(config: Config, db: Database) -> tuple[
-        concurrent.futures.ThreadPoolExecutor | None, Any]:
-    """The verdict hook that feeds the sender memory (`reputation_memory`): each judged
-    message is counted on one background thread, after the SMTP reply is decided, so a slow
-    or failing database can neither delay nor lose mail (failures are logged; beyond
-    MAX_PENDING_OBSERVATIONS waiting, observations are dropped with a warning)."""
+def _sender_memory_feed(config: Config, db: Database) -> ObservationFeed | None:
+    """What feeds the sender memory (`reputation_memory`) after each verdict, on its own
+    thread and in batches, or None when the memory is off."""
     from mailmoat.scan.reputation import ReputationSettings
 
     settings = config.section("reputation", ReputationSettings)
     if not (settings.enabled and settings.memory):
-        return None, None
-    memory = SenderMemory(db)
-    executor = concurrent.futures.ThreadPoolExecutor(
-        max_workers=1, thread_name_prefix="mailmoat-memory")
-    pending = 0
-    lock = threading.Lock()
-
-    def observe(msg: Any, category: str) -> None:
-        nonlocal pending
-        try:
-            memory.observe_message(msg, category)
-        except Exception:
-            log.exception("sender memory: observing a message from %s failed",
-                          msg.envelope.mail_from)
-        finally:
-            with lock:
-                pending -= 1
-
-    def on_verdict(outcome: Any) -> None:
-        nonlocal pending
-        with lock:
-            if pending >= MAX_PENDING_OBSERVATIONS:
-                log.warning("sender memory is behind; one observation dropped")
-                return
-            pending += 1
-        try:
-            executor.submit(observe, outcome.message, outcome.verdict.category.value)
-        except RuntimeError:  # shutting down
-            with lock:
-                pending -= 1
-
-    return executor, on_verdict
+        return None
+    return ObservationFeed(SenderMemory(db), max_pending=MAX_PENDING_OBSERVATIONS)
 
 
 async def run(config: Config, stop: asyncio.Event | None = None,

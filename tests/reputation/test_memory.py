@@ -139,3 +139,83 @@ async def test_async_observe(database):
     await mem.aobserve_message(msg, "clean")
     facts = mem.recall("pat@partner.test", ["bob@example.test"])
     assert facts.history["bob@example.test"].clean == 1 and not facts.first_contact
+
+
+def test_observe_many_sums_a_batch_and_adds_to_stored_counters(database):
+    from datetime import UTC, datetime, timedelta
+
+    from mailmoat.reputation_memory import Observation
+
+    mem = SenderMemory(database)
+    t0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+    mem.observe("pat@partner.test", ["bob@example.test"], "clean", "inbound", at=t0)
+    batch = [Observation.of("Pat@Partner.test", ["bob@example.test", "carol@example.test"],
+                            "clean", "inbound", at=t0 + timedelta(hours=1)),
+             Observation.of("pat@partner.test", ["<BOB@example.test>"], "spam", "inbound",
+                            at=t0 + timedelta(hours=2)),
+             Observation.of("bob@example.test", ["pat@partner.test"], "clean", "outbound",
+                            message_id="<out-1@example.test>", at=t0),
+             Observation.of("bob@example.test", ["pat@partner.test"], "clean", "outbound",
+                            message_id="<out-1@example.test>", at=t0)]  # a resend
+    mem.observe_many(batch)
+    mem.cache.clear()  # read what the database holds, not the write-through cache
+    facts = mem.recall("pat@partner.test", ["bob@example.test", "carol@example.test"],
+                       reply_ids=["out-1@example.test"])
+    bob = facts.history["bob@example.test"]
+    assert (bob.messages, bob.clean, bob.bad) == (3, 2, 1)
+    assert bob.first_seen.replace(tzinfo=UTC) == t0
+    assert bob.last_seen.replace(tzinfo=UTC) == t0 + timedelta(hours=2)
+    assert facts.history["carol@example.test"].messages == 1
+    assert facts.wrote_to_sender == ["bob@example.test"]
+    assert facts.replied_ids == ["out-1@example.test"]
+    # the outbound pair is marked, and a later batch keeps the mark
+    mem.observe_many([Observation.of("bob@example.test", ["pat@partner.test"], "clean",
+                                     "internal")])
+    mem.cache.clear()
+    back = mem.recall("bob@example.test", ["pat@partner.test"]).history["pat@partner.test"]
+    assert back.outbound and back.messages == 3
+
+
+def test_observe_many_refreshes_cached_pairs(database):
+    mem = SenderMemory(database)
+    assert mem.recall("pat@partner.test", ["bob@example.test"]).first_contact  # now cached
+    mem.observe("pat@partner.test", ["bob@example.test"], "clean", "inbound")
+    facts = mem.recall_cached(parse_message(
+        make_email(sender=PARTNER), Envelope(mail_from="pat@partner.test",
+                                             rcpt_tos=("bob@example.test",))))
+    assert facts is not None and facts.history["bob@example.test"].messages == 1
+
+
+def test_feed_writes_in_batches_and_drains_on_close(database):
+    from mailmoat.reputation_memory import ObservationFeed
+
+    mem = SenderMemory(database)
+    feed = ObservationFeed(mem)
+    msg = parse_message(make_email(sender=PARTNER), Envelope(mail_from="pat@partner.test",
+                                                             rcpt_tos=("bob@example.test",)))
+    for _ in range(250):
+        assert feed.offer(msg, "clean")
+    feed.close()
+    assert not feed.offer(msg, "clean")  # closed: refused, not queued forever
+    mem.cache.clear()
+    assert mem.recall("pat@partner.test", ["bob@example.test"]).history[
+        "bob@example.test"].clean == 250
+
+
+def test_feed_drops_beyond_its_limit_and_survives_database_errors(database, caplog):
+    from mailmoat.reputation_memory import ObservationFeed
+
+    class Broken(SenderMemory):
+        def observe_many(self, observations):
+            raise RuntimeError("database gone")
+
+    feed = ObservationFeed(Broken(database), max_pending=0)
+    msg = parse_message(make_email(sender=PARTNER), Envelope(mail_from="pat@partner.test",
+                                                             rcpt_tos=("bob@example.test",)))
+    assert not feed.offer(msg, "clean")
+    assert "behind" in caplog.text
+    feed.max_pending = 10
+    assert feed.offer(msg, "clean")
+    feed.close()
+    assert "recording 1 observation(s) failed" in caplog.text
+    assert feed._pending == 0
