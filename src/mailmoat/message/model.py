@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 
 class Direction(str, enum.Enum):
@@ -128,17 +129,21 @@ class ParsedMessage:
         """Plain text if there is any, else the text of the HTML."""
         return self.text if self.text.strip() else self.html_text
 
+    @cached_property
+    def _headers_by_name(self) -> dict[str, tuple[str, ...]]:
+        # Built on first use: checks ask for headers by name many times per message.
+        index: dict[str, list[str]] = {}
+        for k, v in self.headers:
+            index.setdefault(k.lower(), []).append(v)
+        return {k: tuple(v) for k, v in index.items()}
+
     def header(self, name: str) -> str | None:
         """First header of that name, decoded; None when absent."""
-        lname = name.lower()
-        for k, v in self.headers:
-            if k.lower() == lname:
-                return v
-        return None
+        values = self._headers_by_name.get(name.lower())
+        return values[0] if values else None
 
     def header_all(self, name: str) -> list[str]:
-        lname = name.lower()
-        return [v for k, v in self.headers if k.lower() == lname]
+        return list(self._headers_by_name.get(name.lower(), ()))
 
     @property
     def url_hosts(self) -> frozenset[str]:

@@ -79,7 +79,7 @@ def decode_header_value(value: object) -> str:
     if isinstance(value, email.header.Header):
         value = str(value)
     text = str(value)
-    if any("\udc80" <= ch <= "\udcff" for ch in text):
+    if not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text):
         # compat32 carries raw 8-bit header bytes as surrogates: recover and guess the charset.
         text = decode_bytes(text.encode("ascii", "surrogateescape"), None)
     if "=?" in text:
@@ -297,8 +297,12 @@ def _build(raw: bytes, envelope: Envelope, msg: Message, defects: list[str], max
     if any(len(v) >= MAX_HEADER_VALUE for _, v in headers):
         defects.append("MIME_HUGE_HEADER")
 
+    by_name: dict[str, list[str]] = {}
+    for k, v in headers:
+        by_name.setdefault(k.lower(), []).append(v)
+
     def hdr_all(name: str) -> list[str]:
-        return [v for k, v in headers if k.lower() == name]
+        return by_name.get(name, [])
 
     texts: list[str] = []
     htmls: list[str] = []
