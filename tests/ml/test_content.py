@@ -140,3 +140,22 @@ async def test_link_text_mismatch_is_named_in_the_reason(tmp_path):
     out = await scan_bytes(raw, make_config(storage={"data_dir": str(tmp_path)}))
     sym = next(s for s in out.result.symbols if s.name.startswith(("CONTENT_PHISH", "CONTENT_SPAM")))
     assert "link text shows www.paypal.com but points to 203.0.113.7" in sym.reason, sym.reason
+
+
+def test_disabled_content_and_deep_checks_load_no_model(monkeypatch):
+    """`[scan] disabled_checks` keeps a model family from loading at all (memory, start-up),
+    not just from running."""
+    from mailmoat.scan import content as content_family
+    from mailmoat.scan import deep as deep_family
+    from mailmoat.scan.base import BuildContext
+    from mailmoat.scan.registry import build_checks
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a disabled check loaded its model")
+
+    monkeypatch.setattr(content_family, "ContentCheck", type(
+        "Refuse", (content_family.ContentCheck,), {"__init__": refuse}))
+    monkeypatch.setattr(deep_family.DeepModel, "preload", refuse)
+    cfg = make_config(scan={"network": False, "disabled_checks": ["content", "deep"]})
+    names = {c.name for c in build_checks(BuildContext(config=cfg, network=False))}
+    assert {"gtube", "malformed"} <= names and not {"content", "deep"} & names

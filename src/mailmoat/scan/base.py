@@ -129,6 +129,12 @@ class BuildContext:
     redis: Any = None  # redis.asyncio.Redis when [redis] url is set
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def disabled(self, check_name: str) -> bool:
+        """True when `[scan] disabled_checks` names the check: the registry drops it
+        anyway, but a family that loads a model asks first, so a disabled check costs
+        neither memory nor start-up time."""
+        return check_name in self.config.scan.disabled_checks
+
 
 class Check:
     """Base class of every check. Subclasses set the class attributes and implement run()."""

@@ -109,7 +109,7 @@ class ContentCheck(Check):
 
 def build(ctx: BuildContext) -> list[Check]:
     settings = ctx.config.section("content", ContentSettings)
-    if not settings.enabled:
+    if not settings.enabled or ctx.disabled(ContentCheck.name):
         return []
     try:
         return [ContentCheck(ctx.config, settings)]

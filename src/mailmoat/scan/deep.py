@@ -179,7 +179,7 @@ class DeepCheck(Check):
 
 def build(ctx: BuildContext) -> list[Check]:
     settings = ctx.config.section("deep", DeepSettings)
-    if settings.mode == "off":
+    if settings.mode == "off" or ctx.disabled(DeepCheck.name):
         return []
     head = ctx.config.resolve_path(settings.head_path) if settings.head_path else ""
     mdir = ctx.config.resolve_path(settings.model_dir) if settings.model_dir else ""
