@@ -6,6 +6,8 @@ Mail we cannot parse is not dropped: `MIME_UNPARSEABLE` forces the configured
 
 from __future__ import annotations
 
+import re
+
 from mailmoat.message.model import ParsedMessage
 from mailmoat.scan.base import Action, BuildContext, Category, Check, ScanResult, SymbolSpec
 
@@ -46,8 +48,18 @@ SYMBOLS.update({
     "MISSING_DATE": SymbolSpec(0.5, "The message has no Date header.", Category.SPAM, _G),
     "MISSING_MESSAGE_ID": SymbolSpec(0.5, "The message has no Message-ID header.", Category.SPAM, _G),
     "MULTIPLE_FROM": SymbolSpec(2.0, "The message has more than one From header.", Category.SPAM, _G),
+    "HEADER_INJECTION": SymbolSpec(
+        4.0, "A header's value carries further header fields (From:, Content-Type:, "
+        "Message-ID: …): a web form's mail function abused by header injection.",
+        Category.SPAM, _G),
 })
 
+# Header fields a mail script writes itself; finding two of them inside another header's
+# value means a line break was smuggled into a form field (the classic PHP mail() header
+# injection) or a spam tool's headers collapsed into one field.
+_INJECTED = re.compile(r"(?i)(?:^|\s)(from|to|cc|bcc|reply-to|message-id|content-type|"
+                       r"mime-version|content-transfer-encoding|x-mailer)\s*:\s*\S")
+_INJECTABLE = ("subject", "to", "cc", "reply-to")
 _UNPARSEABLE_ACTIONS = {"quarantine": Action.QUARANTINE, "reject": Action.REJECT}
 
 
@@ -78,6 +90,20 @@ class MalformedCheck(Check):
             result.add("MISSING_DATE", reason="no Date header")
         if not msg.message_id:
             result.add("MISSING_MESSAGE_ID", reason="no Message-ID header")
+        self._injection(msg, result)
+
+    @staticmethod
+    def _injection(msg: ParsedMessage, result: ScanResult) -> None:
+        for name in _INJECTABLE:
+            for value in msg.header_all(name):
+                if ":" not in value:
+                    continue
+                found = {m.group(1).lower() for m in _INJECTED.finditer(value[:4000])}
+                if len(found) >= 2:
+                    result.add("HEADER_INJECTION",
+                               reason=f"the {name.title()} header carries the fields "
+                               f"{', '.join(sorted(found))}: {value[:80]!r}")
+                    return
 
 
 def build(ctx: BuildContext) -> list[Check]:
