@@ -54,12 +54,15 @@ SYMBOLS.update({
         Category.SPAM, _G),
 })
 
-# Header fields a mail script writes itself; finding two of them inside another header's
-# value means a line break was smuggled into a form field (the classic PHP mail() header
-# injection) or a spam tool's headers collapsed into one field.
-_INJECTED = re.compile(r"(?i)(?:^|\s)(from|to|cc|bcc|reply-to|message-id|content-type|"
-                       r"mime-version|content-transfer-encoding|x-mailer)\s*:\s*\S")
-_INJECTABLE = ("subject", "to", "cc", "reply-to")
+# Header fields a mail script writes itself. A folded line of Subject/To/Cc/Reply-To that
+# starts with one of them means a line break was smuggled into a form field (the classic PHP
+# mail() header injection): the attacker's own From, Content-Type and body end up folded into
+# the header. Only fold lines count, so a subject that merely talks about "From: and To:"
+# does not.
+_INJECTED = re.compile(rb"(?i)[ \t]+(from|to|cc|bcc|reply-to|message-id|content-type|"
+                       rb"mime-version|content-transfer-encoding|x-mailer)[ \t]*:[ \t]*\S")
+_INJECTABLE = (b"subject", b"to", b"cc", b"reply-to")
+_MAX_HEADER_BYTES = 256 * 1024
 _UNPARSEABLE_ACTIONS = {"quarantine": Action.QUARANTINE, "reject": Action.REJECT}
 
 
@@ -94,16 +97,29 @@ class MalformedCheck(Check):
 
     @staticmethod
     def _injection(msg: ParsedMessage, result: ScanResult) -> None:
-        for name in _INJECTABLE:
-            for value in msg.header_all(name):
-                if ":" not in value:
-                    continue
-                found = {m.group(1).lower() for m in _INJECTED.finditer(value[:4000])}
-                if len(found) >= 2:
-                    result.add("HEADER_INJECTION",
-                               reason=f"the {name.title()} header carries the fields "
-                               f"{', '.join(sorted(found))}: {value[:80]!r}")
-                    return
+        if not any(":" in v for k, v in msg.headers if k.lower().encode() in _INJECTABLE):
+            return  # the usual case: no header value that could hide a field
+        head = msg.raw[:_MAX_HEADER_BYTES]
+        end = head.find(b"\n\r\n")
+        end2 = head.find(b"\n\n")
+        cut = min(e for e in (end, end2, len(head)) if e >= 0)
+        current = b""
+        found: set[str] = set()
+        for line in head[:cut].split(b"\n"):
+            if line[:1] in (b" ", b"\t"):
+                if current in _INJECTABLE:
+                    m = _INJECTED.match(line)
+                    if m:
+                        found.add(m.group(1).decode().lower())
+                continue
+            if len(found) >= 2:
+                break
+            found = set()
+            current = line.split(b":", 1)[0].strip().lower() if b":" in line else b""
+        if len(found) >= 2:
+            result.add("HEADER_INJECTION",
+                       reason=f"folded lines of the {current.decode(errors='replace').title()} "
+                       f"header carry the fields {', '.join(sorted(found))}")
 
 
 def build(ctx: BuildContext) -> list[Check]:
