@@ -102,6 +102,25 @@ _URGENCY = re.compile(
 _PAYMENT_RES = tuple((topic, anchors, re.compile(rx)) for topic, anchors, rx in _PAYMENT_TOPICS)
 _MAX_LANGUAGE_CHARS = 8000  # BEC requests are short; the start of the text is what matters
 
+# Advance-fee ("419") fraud: the windfall and what it is worth. Plain-substring anchors gate
+# the regexes, so ordinary mail costs a few `in` tests.
+_MAX_FRAUD_CHARS = 10000
+_WINDFALL_ANCHORS = ("donat", "inherit", "beneficiar", "next of kin", "consignment", "compensat",
+                     "lottery", "winning", "unclaimed", "abandoned", "deceased", "philanthrop",
+                     "orphan", "diplomat", "barrister", "bequeath", "late ", "transfer",
+                     "foreign ", "cancer", "widow", "confidential", "huge ", "sum of")
+_WINDFALL = re.compile(
+    r"\b(donation|inheritance|beneficiary|next of kin|consignment|compensation|lottery|"
+    r"winnings?|unclaimed|abandoned|deceased|philanthropist|orphanage|diplomat(?:ic)?|barrister|"
+    r"bequeath\w*|late (?:husband|client|father)|fund transfer|"
+    r"transfer (?:of|the) (?:the )?(?:sum|fund)|foreign (?:partner|account)|cancer|widow|"
+    r"confidential(?:ity)?|huge (?:sum|amount)|sum of)\b")
+# Millions: "US$15,800,000.00", "£1,963,920", "$10.5million", "$Millions", "20 million dollars".
+_BIG_SUM = re.compile(
+    r"(?:us\s?\$|usd|\$|£|€|eur|gbp)\s?\d{1,3}(?:[,.]\d{3}){2,}|\d[\d,.]*\s?(?:million|billion)\b|"
+    r"\$\s?millions?\b|\bmillions? (?:of )?(?:us )?(?:dollars|pounds|euros)")
+_EMAIL_ADDR = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
 
 def find_phrase(low: str, anchors: tuple[str, ...], rx: re.Pattern[str]) -> str:
     """The first phrase `rx` matches near one of the `anchors` in lower-cased `low`."""
@@ -165,7 +184,8 @@ SYMBOLS: dict[str, SymbolSpec] = {
     "BEC_REPLYTO_DIVERSION": SymbolSpec(
         0.5, "Reply-To sends answers to another domain than the From address.", _B, _G),
     "BEC_REPLYTO_FREEMAIL": SymbolSpec(
-        1.5, "Reply-To sends answers to a free-mail address while From is not free-mail.", _B, _G),
+        1.5, "Reply-To sends answers to a free-mail address while From is not free-mail, or to "
+        "another person's free-mail mailbox while From is free-mail too.", _B, _G),
     "BEC_RETURN_PATH_FREEMAIL": SymbolSpec(
         0.5, "The envelope sender is a free-mail address while From is not.", _B, _G),
     "BEC_PAYMENT_LANGUAGE": SymbolSpec(
@@ -174,6 +194,10 @@ SYMBOLS: dict[str, SymbolSpec] = {
         2.0, "A sender who never wrote before talks about payment or bank details.", _B, _G),
     "BEC_THREAD_HIJACK": SymbolSpec(
         0.5, "The subject says it is a reply but the message belongs to no thread.", _B, _G),
+    "FRAUD_ADVANCE_FEE": SymbolSpec(
+        4.0, "Advance-fee fraud: a windfall (inheritance, donation, lottery, compensation, a "
+        "dormant fund) worth millions, with replies going to a free-mail mailbox.",
+        Category.PHISHING, _G),
     "BEC_COMBINED": SymbolSpec(
         6.0, "Several BEC signs combine (impersonation, diversion or lookalike with payment "
         "language).", _B, _G),
@@ -242,6 +266,8 @@ class ImpersonationCheck(Check):
             self._names(fa, from_reg, add)
             self._lookalike(fa, from_reg, add)
         self._diversion(msg, fa, from_reg, add, listed)
+        if not listed:
+            self._advance_fee(msg, fa, add, "BEC_REPLYTO_FREEMAIL" in fired)
         first_contact = bool(result.annotations.get("first_contact"))
         # Payment talk is everyday business; it is only reported next to another sign (or a
         # first contact), which also spares the language scan for most mail.
@@ -315,6 +341,51 @@ class ImpersonationCheck(Check):
                                         f"({lk.protected.kind} domain {lk.protected.name})",
                 0.5 if lk.how == "other-tld" else 1.0)
 
+    def _advance_fee(self, msg: ParsedMessage, fa: Address | None, add: Any,
+                     replyto_freemail: bool) -> None:
+        """The 419 letter: a windfall worth millions and a free-mail mailbox to answer to.
+
+        Which mailbox the victim is to answer is the part a scammer cannot do without, and
+        honest mail that talks of inheritances or donations (a charity, a news story) comes
+        from an organisation's own domain. So the windfall language counts only when replies
+        go to free-mail: Reply-To (the strongest: it diverts the answer), a free-mail address
+        written in the body that is not the sender's, or the From address itself.
+        """
+        from_addr = fa.address if fa else ""
+        channel = ""
+        if replyto_freemail:
+            channel = "reply-to"
+        else:
+            for rt in msg.reply_to:
+                if rt.address and rt.address != from_addr and self.is_freemail(rt.domain):
+                    channel = "reply-to"
+                    break
+        text = (msg.subject + "\n" + msg.body_text[:_MAX_FRAUD_CHARS])
+        if not channel:
+            if "@" in text:
+                for m in _EMAIL_ADDR.finditer(text):
+                    addr = m.group(0).lower()
+                    if addr != from_addr and self.is_freemail(domain_of(addr)):
+                        channel = f"body address {addr}"
+                        break
+            if not channel and fa is not None and self.is_freemail(fa.domain):
+                channel = "from"
+        if not channel:
+            return
+        low = text.lower()
+        if not any(a in low for a in _WINDFALL_ANCHORS):
+            return
+        terms = sorted({m.group(1) for m in _WINDFALL.finditer(low)})
+        money = _BIG_SUM.search(low)
+        strong = channel == "reply-to"
+        if (money and len(terms) >= 2) or (strong and money and terms) or \
+                (strong and len(terms) >= 3):
+            where = {"reply-to": "replies go to free-mail",
+                     "from": f"sent from free-mail {from_addr}"}.get(channel, channel)
+            add("FRAUD_ADVANCE_FEE",
+                f"{', '.join(repr(t) for t in terms[:4])}"
+                f"{f' and {money.group(0).strip()!r}' if money else ''}; {where}")
+
     def _diversion(self, msg: ParsedMessage, fa: Address | None, from_reg: str, add: Any,
                    listed: bool) -> None:
         if fa is None or not from_reg:
@@ -328,7 +399,18 @@ class ImpersonationCheck(Check):
                 # the same person at another of their addresses is not a diversion
                 continue  # mailing lists set Reply-To to the list address, which is also in To
             rt_reg = registrable(rt.domain)
-            if not rt_reg or rt_reg == from_reg:
+            if not rt_reg:
+                continue
+            if self.is_freemail(rt_reg) and self.is_freemail(from_reg):
+                # Free-mail to free-mail: the sending account (often a throwaway or a
+                # compromised one) hands the conversation to another person's mailbox.
+                if _same_person(fa.local_part, rt.local_part):
+                    continue
+                add("BEC_REPLYTO_FREEMAIL",
+                    f"From is free-mail address {fa.address} but replies go to another "
+                    f"free-mail mailbox, {rt.address}")
+                break
+            if rt_reg == from_reg:
                 continue
             lk = None if rt_reg in self.ours else self.index.match(rt_reg)
             if lk is not None:
@@ -355,6 +437,15 @@ class ImpersonationCheck(Check):
                 and registrable(env_dom) != from_reg:
             add("BEC_RETURN_PATH_FREEMAIL",
                 f"From is {fa.address} but the envelope sender is free-mail address {env_from}")
+
+
+def _same_person(a: str, b: str) -> bool:
+    """Two local parts that are one person's (lalitha.viswanath and lalithaviswanath88)."""
+    a, b = re.sub(r"[^a-z]", "", a.lower()), re.sub(r"[^a-z]", "", b.lower())
+    if not a or not b:
+        return False
+    short, long_ = sorted((a, b), key=len)
+    return short == long_ or (len(short) >= 4 and short in long_)
 
 
 def payment_language(text: str) -> tuple[list[str], list[str]]:
