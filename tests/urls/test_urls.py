@@ -257,3 +257,50 @@ async def test_safelinks_wrapper_is_looked_through():
     wrapped = f"https://eur01.safelinks.protection.outlook.com/?url={quote(inner, safe='')}&data=x"
     out = await scan_bytes(make_email(html=f'<a href="{wrapped}">Open document</a>'))
     assert "198.51.100.77" in reason(out, "URL_IP_HOST")
+
+
+async def test_english_with_stray_accents_is_obfuscation():
+    body = ("Confirm Your Phrase Log In now.\nThis price wás correct át the time of sending this "
+            "emáil. ThiŠ is the moment why bitcoin ánd digital assets were created.\n")
+    out = await scan_bytes(make_email(subject="USD$28022.13 - 2023 Bitčoin ATH", body=body))
+    r = reason(out, "PHISH_ACCENTED_ENGLISH")
+    assert "'wás' for 'was'" in r and "'Bitčoin' for 'bitcoin'" in r
+
+
+async def test_french_and_portuguese_text_is_not_accented_english():
+    fr = ("Bonjour, la réunion a été déplacée à jeudi. Nous serons là à 10 h, près de "
+          "l'entrée. Merci de confirmer votre présence, à bientôt.\n")
+    pt = "Olá, você já recebeu o relatório? Está tudo bem às três horas? Até já, obrigado.\n"
+    for body in (fr, pt):
+        out = await scan_bytes(make_email(subject="Réunion", body=body))
+        assert not out.result.has("PHISH_ACCENTED_ENGLISH")
+    # A few accented names in English text are not obfuscation either.
+    out = await scan_bytes(make_email(body="José and Zoë met Søren at the café; it was fun.\n"))
+    assert not out.result.has("PHISH_ACCENTED_ENGLISH")
+
+
+CALLBACK = ("Dear Member,\nWe appreciate you selecting our security suite. Your subscription "
+            "was renewed and you have been charged $299.95.\nBilling ID: 1820953715\n"
+            "If you didn't authorize this transaction, call us at +1 (866) 955-9506 to cancel "
+            "and get a refund.\n")
+
+
+async def test_callback_phishing_invoice_with_phone_number_and_no_link():
+    out = await scan_bytes(make_email(sender="Bill Desk <billing.desk732@gmail.com>",
+                                      subject="Order Confirmation", body=CALLBACK))
+    sym = out.result.get("PHISH_CALLBACK")
+    assert sym is not None and sym.score == 5.0  # free-mail sender: 1.25 × 4
+    assert "'$299.95'" in sym.reason and "+1 (866) 955-9506" in sym.reason
+    out = await scan_bytes(make_email(sender="Billing <billing@vendor.test>", body=CALLBACK))
+    assert out.result.get("PHISH_CALLBACK").score == 4.0
+
+
+async def test_real_receipt_with_links_or_without_dispute_is_not_callback():
+    links = "".join(f'<a href="https://shop.test/p/{i}">item {i}</a> ' for i in range(3))
+    out = await scan_bytes(make_email(sender="Shop <orders@shop.test>", body=CALLBACK,
+                                      html=f"<p>{CALLBACK}</p>{links}"))
+    assert not out.result.has("PHISH_CALLBACK")
+    out = await scan_bytes(make_email(
+        sender="Shop <orders@shop.test>",
+        body="Order number 5512: you were charged $42.10. Questions? 555-201-3344.\n"))
+    assert not out.result.has("PHISH_CALLBACK")

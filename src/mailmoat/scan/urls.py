@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -248,6 +249,33 @@ _LURE_WORDS = ("verify", "verification", "suspend", "locked", "unlock", "unusual
                "过期")
 
 
+# Common English words (and the words lures are made of) whose accented spelling gives away
+# filter evasion; two-letter words that are also words of Romance languages once their
+# accents are dropped ("às", "é", "à") are left out.
+_ENGLISH_COMMON = frozenset("""
+the be to of and in that have it for not on with he you do at this but his by from they we
+say her she or an will my one all would there their what so up out if about who get which go
+me when make can like time no just him know take people into year your good some could them
+see other than then now look only come its over think also back after use two how our work
+first well way even new want because any these give day most us is was are been has had were
+said did am here click link today email mail account password verify login log sign confirm
+update secure security bank payment invoice order phrase bitcoin wallet crypto usd dollar
+price free offer sale deal win winner prize money cash card""".split())
+_WORD = re.compile(r"[^\W\d_]+")
+_ACCENT_TEXT_CHARS = 6000
+_CALLBACK_TEXT_CHARS = 8000
+# North-American numbers ("+1 (866) 955-9506", "1-888-343-5062") and international ones with
+# a country code ("+44 20 7946 0958").
+_PHONE = re.compile(r"(?:\+?1[\s.-]?)?\(?\b[2-9]\d{2}\)?[\s.-]{1,2}\d{3}[\s.-]\d{4}\b|"
+                    r"\+\d{1,3}[\s.-]\(?\d{2,4}\)?[\s.-]\d{3,4}[\s.-]\d{3,4}\b")
+_AMOUNT = re.compile(r"(?i)(?:\$|usd\s?|€|£)\s?\d{1,4}(?:,\d{3})?[.,]\d{2}\b")
+_CHARGE = re.compile(r"(?i)\b(?:charged|renew(?:al|ed)|auto[- ]?renew\w*|subscription|debited|"
+                     r"deducted|billed|order (?:number|id|no)|invoice (?:number|no|id)|"
+                     r"transaction (?:id|number))\b")
+_DISPUTE = re.compile(r"(?i)\b(?:cancel\w*|refund\w*|dispute|did ?n[o']t (?:authori[sz]e|make|"
+                      r"place|recogni[sz]e)|not authori[sz]ed|unauthori[sz]ed|call (?:us|our)|"
+                      r"contact (?:us|our)|helpline|toll[- ]?free|customer (?:care|support))\b")
+
 _OBFUSCATION_WORDS = ("log in", "login", "sign in", "sign-in", "account", "verify", "password",
                       "security", "suspended", "unusual", "payment", "invoice", "urgent",
                       "user id", "mailbox", "storage", "cloud", "alert", "update")
@@ -356,6 +384,12 @@ SYMBOLS: dict[str, SymbolSpec] = {
     "PHISH_OBFUSCATED_WORD": SymbolSpec(
         2.0, "The subject or display name spells a lure word or brand with look-alike "
         "characters.", _P, _G),
+    "PHISH_ACCENTED_ENGLISH": SymbolSpec(
+        3.0, "Everyday English words are spelled with stray accents (\"wás\", \"emáil\", "
+        "\"Bitčoin\") to slip past word filters.", _P, _G),
+    "PHISH_CALLBACK": SymbolSpec(
+        4.0, "Callback phishing: a charge, renewal or order with an amount and a phone number "
+        "to call to cancel or dispute it, and (almost) no link.", _P, _G),
     "PHISH_BRAND_LURE": SymbolSpec(
         1.0, "The message names a brand next to account-lure words, but the sender is not that "
         "brand.", _P, _G),
@@ -664,6 +698,8 @@ class UrlCheck(Check):
     def _check_sender(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
         fa = msg.from_addr
         self._check_obfuscated(msg, hits)
+        self._check_accented_english(msg, hits)
+        self._check_callback(msg, hits)
         if fa is None or not from_reg:
             self._check_lure(msg, "", hits)
             return
@@ -717,6 +753,63 @@ class UrlCheck(Check):
                         hits.add("PHISH_OBFUSCATED_WORD",
                                  f"{where} {text[:60]!r} spells {word!r} as {cand!r}")
                         return
+
+
+    @staticmethod
+    def _check_accented_english(msg: ParsedMessage, hits: _Hits) -> None:
+        """English text with accents sprinkled on common words ("Thiš emáil wás sent át…").
+
+        Word filters and the content model see "emáil" as a word they never met; a reader
+        sees "email". Honest text in French, Spanish or Portuguese has accents too, but its
+        accented words are not English words once the accents are gone ("été", "está"), and
+        mostly-English text has no reason to accent "was" or "your".
+        """
+        fa = msg.from_addr
+        text = " ".join((msg.subject, fa.display_name if fa else "",
+                         msg.body_text[:_ACCENT_TEXT_CHARS]))
+        if text.isascii():
+            return
+        words = _WORD.findall(text)
+        found: dict[str, str] = {}
+        n_ascii = 0
+        for w in words:
+            if w.isascii():
+                n_ascii += 1
+                continue
+            if len(found) >= 8:
+                continue
+            bare = "".join(c for c in unicodedata.normalize("NFD", w)
+                           if not unicodedata.combining(c)).lower()
+            if bare.isascii() and bare in _ENGLISH_COMMON:
+                found.setdefault(bare, w)
+        if len(found) >= 3 and n_ascii >= 0.7 * len(words):
+            shown = ", ".join(f"{v!r} for {k!r}" for k, v in list(found.items())[:4])
+            hits.add("PHISH_ACCENTED_ENGLISH", f"English words spelled with stray accents: {shown}")
+
+    @staticmethod
+    def _check_callback(msg: ParsedMessage, hits: _Hits) -> None:
+        """Telephone-oriented attack delivery: a fake invoice or renewal ("you have been
+        charged $299.95 … if you did not authorize this, call +1 (866) …") that carries no
+        link for a filter to judge; the victim phones the scammer."""
+        web = sum(1 for u in msg.urls if u.scheme in ("http", "https") and u.tag in ("a", ""))
+        if web > 1:
+            return
+        text = (msg.subject + "\n" + msg.body_text[:_CALLBACK_TEXT_CHARS])
+        phone = _PHONE.search(text)
+        if phone is None:
+            return
+        amount = _AMOUNT.search(text)
+        charge = _CHARGE.search(text)
+        dispute = _DISPUTE.search(text)
+        if amount and charge and dispute:
+            fa = msg.from_addr
+            free = fa is not None and registrable(fa.domain) in FREEMAIL
+            hits.add("PHISH_CALLBACK",
+                     f"{charge.group(0)!r} of {amount.group(0).strip()!r}, "
+                     f"{dispute.group(0)!r} at {phone.group(0).strip()!r}"
+                     + (f", sent from free-mail {fa.address}" if free and fa else ""),
+                     # A company's billing department does not write from a free-mail account.
+                     1.25 if free else 1.0)
 
 
 def _has_form(html: str) -> bool:
