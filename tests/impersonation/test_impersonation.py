@@ -279,3 +279,34 @@ async def test_windfall_news_from_an_organisation_is_not_fraud():
                                       body="The lottery jackpot is 500 million now, want in?"),
                            cfg())
     assert not out.result.has("FRAUD_ADVANCE_FEE")
+
+
+def test_bitcoin_address_checksums():
+    from mailmoat.scan.impersonation import valid_bitcoin_address
+
+    assert valid_bitcoin_address("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa")  # base58check, P2PKH
+    assert valid_bitcoin_address("3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy")  # P2SH
+    assert valid_bitcoin_address("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq")  # bech32
+    assert not valid_bitcoin_address("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNb")  # one char off
+    assert not valid_bitcoin_address("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdx")
+    assert not valid_bitcoin_address("376a7e8a9d5ef623d9f742c46b6731d2")  # a hash, not base58
+
+
+SEXTORTION = ("This is my last warning. I attached a trojan on the porn site you viewed; it "
+              "switched on your camera and recorded you. I will erase the video if you transfer "
+              "900 USD in bitcoin to 1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa. You have 36 hours.\n")
+
+
+async def test_sextortion_with_a_valid_bitcoin_address():
+    out = await scan_bytes(make_email(sender="Hacker <x@random.test>", body=SEXTORTION), cfg())
+    r = reason(out, "FRAUD_EXTORTION")
+    assert "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa" in r and "'36 hours'" in r
+    # The same letter with a mistyped (invalid) address, or a donation page naming a
+    # Bitcoin address without threats, does not fire.
+    bad = SEXTORTION.replace("DivfNa", "DivfNb")
+    out = await scan_bytes(make_email(sender="Hacker <x@random.test>", body=bad), cfg())
+    assert not out.result.has("FRAUD_EXTORTION")
+    donate = ("Support the project: bitcoin 1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa. The release video "
+              "is on the website.\n")
+    out = await scan_bytes(make_email(sender="Project <news@project.test>", body=donate), cfg())
+    assert not out.result.has("FRAUD_EXTORTION")

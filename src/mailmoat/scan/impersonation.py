@@ -119,6 +119,16 @@ _WINDFALL = re.compile(
 _BIG_SUM = re.compile(
     r"(?:us\s?\$|usd|\$|£|€|eur|gbp)\s?\d{1,3}(?:[,.]\d{3}){2,}|\d[\d,.]*\s?(?:million|billion)\b|"
     r"\$\s?millions?\b|\bmillions? (?:of )?(?:us )?(?:dollars|pounds|euros)")
+_BTC_ADDRESS = re.compile(r"(?<![A-Za-z0-9])(?:bc1[02-9ac-hj-np-zA-HJ-NP-Z]{25,59}|"
+                          r"[13][1-9A-HJ-NP-Za-km-z]{25,34})(?![A-Za-z0-9])")
+_EXTORTION_THEMES = (
+    ("recording", re.compile(r"\b(?:webcam|camera|recorded|recording|video|footage)\b")),
+    ("shame", re.compile(r"\b(?:porn\w*|adult (?:site|website|video)s?|masturbat\w*|intimate|"
+                         r"sex(?:ual)?)\b")),
+    ("access", re.compile(r"\b(?:hacked|malware|trojan|virus|spyware|remote access|"
+                          r"your (?:device|computer|contacts|contact list))\b")),
+    ("deadline", re.compile(r"\b(?:24|36|48|72|twenty[- ]four|forty[- ]eight) hours\b|\bdeadline\b")),
+)
 _EMAIL_ADDR = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
@@ -198,6 +208,10 @@ SYMBOLS: dict[str, SymbolSpec] = {
         4.0, "Advance-fee fraud: a windfall (inheritance, donation, lottery, compensation, a "
         "dormant fund) worth millions, with replies going to a free-mail mailbox.",
         Category.PHISHING, _G),
+    "FRAUD_EXTORTION": SymbolSpec(
+        5.0, "Extortion: a Bitcoin address to pay to, with threats of a recorded video, a "
+        "hacked device or leaked contacts and a deadline (\"sextortion\").",
+        Category.PHISHING, _G),
     "BEC_COMBINED": SymbolSpec(
         6.0, "Several BEC signs combine (impersonation, diversion or lookalike with payment "
         "language).", _B, _G),
@@ -268,6 +282,7 @@ class ImpersonationCheck(Check):
         self._diversion(msg, fa, from_reg, add, listed)
         if not listed:
             self._advance_fee(msg, fa, add, "BEC_REPLYTO_FREEMAIL" in fired)
+            self._extortion(msg, add)
         first_contact = bool(result.annotations.get("first_contact"))
         # Payment talk is everyday business; it is only reported next to another sign (or a
         # first contact), which also spares the language scan for most mail.
@@ -386,6 +401,24 @@ class ImpersonationCheck(Check):
                 f"{', '.join(repr(t) for t in terms[:4])}"
                 f"{f' and {money.group(0).strip()!r}' if money else ''}; {where}")
 
+    @staticmethod
+    def _extortion(msg: ParsedMessage, add: Any) -> None:
+        """"I recorded you through your camera; pay 900 USD in Bitcoin to this address within
+        48 hours." A valid Bitcoin address plus threats from three of four themes."""
+        text = msg.subject + "\n" + msg.body_text[:_MAX_FRAUD_CHARS]
+        low = text.lower()
+        if "bitcoin" not in low and "btc" not in low:
+            return  # the demand always names the currency
+        wallet = next((m.group(0) for m in _BTC_ADDRESS.finditer(text)
+                       if valid_bitcoin_address(m.group(0))), None)
+        if wallet is None:
+            return
+        themes = {name: m.group(0) for name, rx in _EXTORTION_THEMES
+                  if (m := rx.search(low)) is not None}
+        if len(themes) >= 3:
+            add("FRAUD_EXTORTION", f"Bitcoin address {wallet} with threats: "
+                                   f"{', '.join(repr(v) for v in themes.values())}")
+
     def _diversion(self, msg: ParsedMessage, fa: Address | None, from_reg: str, add: Any,
                    listed: bool) -> None:
         if fa is None or not from_reg:
@@ -437,6 +470,41 @@ class ImpersonationCheck(Check):
                 and registrable(env_dom) != from_reg:
             add("BEC_RETURN_PATH_FREEMAIL",
                 f"From is {fa.address} but the envelope sender is free-mail address {env_from}")
+
+
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def valid_bitcoin_address(addr: str) -> bool:
+    """A Bitcoin address whose checksum holds: base58check (1…, 3…) or bech32/bech32m (bc1…).
+    Random 26–35-character tokens (hashes, tracking ids) fail the checksum."""
+    import hashlib
+
+    if addr[:3].lower() == "bc1":
+        a = addr.lower()
+        if a != addr and addr.upper() != addr:
+            return False
+        data = [_BECH32.find(c) for c in a[3:]]
+        if any(d < 0 for d in data) or len(data) < 8:
+            return False
+        chk = 1
+        for v in [3, 3, 0, 2, 3] + data:  # hrp "bc" expanded, then the data part
+            top = chk >> 25
+            chk = (chk & 0x1FFFFFF) << 5 ^ v
+            for i, g in enumerate((0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)):
+                chk ^= g if (top >> i) & 1 else 0
+        return chk in (1, 0x2BC830A3)  # bech32, bech32m
+    n = 0
+    for c in addr:
+        i = _B58.find(c)
+        if i < 0:
+            return False
+        n = n * 58 + i
+    raw = n.to_bytes(25, "big") if n.bit_length() <= 200 else b""
+    if len(raw) != 25 or raw[0] not in (0, 5):
+        return False
+    return hashlib.sha256(hashlib.sha256(raw[:21]).digest()).digest()[:4] == raw[21:]
 
 
 def _same_person(a: str, b: str) -> bool:
