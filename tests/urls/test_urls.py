@@ -304,3 +304,38 @@ async def test_real_receipt_with_links_or_without_dispute_is_not_callback():
         sender="Shop <orders@shop.test>",
         body="Order number 5512: you were charged $42.10. Questions? 555-201-3344.\n"))
     assert not out.result.has("PHISH_CALLBACK")
+
+
+@pytest.mark.parametrize("host", ["ec2-16-170-148-0.eu-north-1.compute.amazonaws.com",
+                                  "61-30-80-157.static.tfn.example.net",
+                                  "ip-203-0-113-9.provider.test"])
+async def test_link_to_a_generic_ip_hostname(host):
+    out = await scan_bytes(make_email(body=f"Watch here: http://{host}/stream\n"))
+    assert f"{host}, a generic name for an IP address" in reason(out, "URL_IP_HOSTNAME")
+
+
+async def test_dashed_names_that_are_not_ip_addresses():
+    for host in ("www.2023-10-15-release.example.org", "my-web-site-now.example.com",
+                 "300-1-2-3.example.net"):
+        out = await scan_bytes(make_email(body=f"See http://{host}/\n"))
+        assert not out.result.has("URL_IP_HOSTNAME"), host
+
+
+async def test_image_only_html_with_links():
+    html = ('<a href="http://go.promo.test/r1"><div style="background:url(https://cdn.test/a.png);'
+            'width:575px;height:621px;text-indent:-9999px"> </div></a>'
+            '<a href="http://go.promo.test/r2"><img src="https://cdn.test/b.png"></a>')
+    # make_email always adds a text part; an image-only sender sends HTML alone.
+    raw = (b"From: Promo <news@promo.test>\r\nTo: bob@example.test\r\nSubject: for you\r\n"
+           b"Date: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <3@promo.test>\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+           + html.encode())
+    out = await scan_bytes(raw)
+    assert "0 characters of text and 2 link(s), e.g. to go.promo.test" in \
+        reason(out, "HTML_IMAGE_ONLY")
+
+
+async def test_html_with_text_or_with_a_text_part_is_not_image_only():
+    html = '<a href="https://shop.test/x"><img src="https://shop.test/a.png"></a>'
+    out = await scan_bytes(make_email(body="Our autumn catalogue is here.\n", html=html))
+    assert not out.result.has("HTML_IMAGE_ONLY")

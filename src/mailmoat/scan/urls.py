@@ -341,6 +341,13 @@ SYMBOLS: dict[str, SymbolSpec] = {
         5.0, "A link's text shows a protected brand's or the company's domain but the link goes "
         "elsewhere.", _P, _G),
     "URL_IP_HOST": SymbolSpec(2.5, "A link points to a bare IP address instead of a name.", _P, _G),
+    "URL_IP_HOSTNAME": SymbolSpec(
+        2.5, "A link's host is a provider's generic name for an IP address "
+        "(ec2-3-138-125-44.compute.amazonaws.com, 61-30-80-157.static.example.net): a bare "
+        "server, not a website.", _P, _G),
+    "HTML_IMAGE_ONLY": SymbolSpec(
+        2.0, "The message is only pictures and links: an HTML body without readable text and "
+        "no text part, so word filters have nothing to read.", Category.SPAM, _G),
     "URL_NONSTANDARD_PORT": SymbolSpec(1.0, "A web link uses an unusual port.", _P, _G),
     "URL_PUNYCODE": SymbolSpec(0.5, "A link's host is an internationalised (punycode) name.", _P, _G),
     "URL_MIXED_SCRIPT": SymbolSpec(
@@ -494,6 +501,7 @@ class UrlCheck(Check):
         self._check_brand_sender_links(msg, from_reg, hits)
         if msg.html and _has_form(msg.html):
             self._check_forms(msg.html, from_reg, hits)
+        self._check_image_only(msg, hits)
         self._check_sender(msg, from_reg, hits)
         hits.emit(result)
 
@@ -533,6 +541,8 @@ class UrlCheck(Check):
                 hits.add("URL_IP_HOST", f"{where} points to the IP address {host}: {u.url[:100]}")
         elif "." not in host:
             return  # intranet names, localhost: not a phishing target
+        elif _ip_hostname(host):
+            hits.add("URL_IP_HOSTNAME", f"{where} goes to {host}, a generic name for an IP address")
         if u.port is not None and u.port not in (80, 443, 8080, 8443) and not (
                 u.scheme == "ftp" and u.port == 21) and (not is_ip(host) or _public_ip(host)):
             hits.add("URL_NONSTANDARD_PORT", f"{where} to {host} uses port {u.port}")
@@ -756,6 +766,22 @@ class UrlCheck(Check):
 
 
     @staticmethod
+    def _check_image_only(msg: ParsedMessage, hits: _Hits) -> None:
+        """Image spam: the HTML shows pictures (img tags or CSS backgrounds) wrapped in links,
+        with no readable text and no text/plain part to read instead."""
+        if not msg.html or msg.text.strip():
+            return
+        visible = sum(len(w) for w in msg.html_text.split())
+        if visible >= _IMAGE_ONLY_MAX_TEXT:
+            return
+        links = [u for u in msg.urls
+                 if u.tag == "a" and u.scheme in ("http", "https") and u.source == "html"]
+        if links:
+            hits.add("HTML_IMAGE_ONLY",
+                     f"the HTML body has {visible} characters of text and {len(links)} link(s), "
+                     f"e.g. to {links[0].host}")
+
+    @staticmethod
     def _check_accented_english(msg: ParsedMessage, hits: _Hits) -> None:
         """English text with accents sprinkled on common words ("Thiš emáil wás sent át…").
 
@@ -815,6 +841,20 @@ class UrlCheck(Check):
 def _has_form(html: str) -> bool:
     # Substring tests: a case-insensitive regex over a 1 MB body costs milliseconds.
     return any(mark in html for mark in _FORM_MARKS)
+
+
+_IP_LABEL = re.compile(r"(?:^|[a-z-])(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})(?:$|[a-z-])")
+_IMAGE_ONLY_MAX_TEXT = 20  # characters of visible text, spaces left out
+
+
+def _ip_hostname(host: str) -> bool:
+    """ec2-3-138-125-44.…, 61-30-80-157.static.…, ip-10-0-0-1.…: the first label spells an
+    IPv4 address with dashes, as providers name servers nobody gave a name."""
+    first = host.split(".", 1)[0]
+    if first.count("-") < 3:
+        return False
+    m = _IP_LABEL.search(first)
+    return m is not None and all(int(g) < 256 for g in m.groups())
 
 
 def _known_suffix(host: str) -> bool:
