@@ -339,3 +339,19 @@ async def test_html_with_text_or_with_a_text_part_is_not_image_only():
     html = '<a href="https://shop.test/x"><img src="https://shop.test/a.png"></a>'
     out = await scan_bytes(make_email(body="Our autumn catalogue is here.\n", html=html))
     assert not out.result.has("HTML_IMAGE_ONLY")
+
+
+async def test_newsletter_click_tracker_on_the_senders_domain():
+    html = ('<a href="http://news.letter.test/links/p34/98h/?url=www.ebuyer.co.uk%2Fsearch">'
+            'Ebuyer.co.uk</a> <a href="http://news.letter.test/links/p34/12h/?url=www.amazon.com'
+            '%2Fexec%2Fobidos">United States</a>')
+    out = await scan_bytes(make_email(sender="Editor <editor@letter.test>", html=html))
+    assert not ours(out) & {"URL_HREF_MISMATCH", "URL_OPEN_REDIRECT"}
+    # The same tracker in mail from someone else is a redirect to judge…
+    out = await scan_bytes(make_email(sender="Someone <x@other.test>", html=html))
+    assert out.result.has("URL_OPEN_REDIRECT")
+    # …and a tracker whose target is not what the text shows is still a mismatch.
+    html = '<a href="http://news.letter.test/l/?url=https%3A%2F%2Fevil-login.xyz%2F">ebuyer.co.uk</a>'
+    out = await scan_bytes(make_email(sender="Editor <editor@letter.test>", html=html))
+    assert "link text shows ebuyer.co.uk but points to news.letter.test" == \
+        reason(out, "URL_HREF_MISMATCH")

@@ -568,9 +568,12 @@ class UrlCheck(Check):
         target = _param_url(u.url, _REDIRECT_PARAMS)
         if target:
             t_reg = registrable(_host_of(target))
-            if t_reg and t_reg != reg and t_reg != from_reg:
-                known = any(reg == dom and u.path.startswith(prefix)
-                            for dom, prefix in KNOWN_REDIRECTORS)
+            known = any(reg == dom and u.path.startswith(prefix)
+                        for dom, prefix in KNOWN_REDIRECTORS)
+            # A sender's own click tracker (news.example/links/…?url=shop.test) is how
+            # newsletters count clicks; only known open redirectors count on the sender's
+            # own domain.
+            if t_reg and t_reg != reg and t_reg != from_reg and (known or reg != from_reg):
                 # Tracking links of mailing services also carry url=…; only known open
                 # redirectors get the full weight.
                 hits.add("URL_OPEN_REDIRECT",
@@ -594,6 +597,9 @@ class UrlCheck(Check):
         shown_reg = sparts.registrable
         if shown_reg == reg or sparts.label == split_domain(reg).label:
             return
+        target = _param_url(u.url, _REDIRECT_PARAMS)
+        if target and registrable(_host_of(target)) == shown_reg:
+            return  # a click tracker whose target is the domain the text shows
         shown_owner = self._protected_owner(shown_reg)
         if shown_owner and shown_owner == self._protected_owner(reg):
             return  # apple.com text linking to icloud.com
