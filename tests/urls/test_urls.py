@@ -337,7 +337,9 @@ async def test_image_only_html_with_links():
 
 async def test_html_with_text_or_with_a_text_part_is_not_image_only():
     html = '<a href="https://shop.test/x"><img src="https://shop.test/a.png"></a>'
-    out = await scan_bytes(make_email(body="Our autumn catalogue is here.\n", html=html))
+    out = await scan_bytes(make_email(
+        body="Our autumn catalogue is here: forty pages of coats, boots and knitwear, with free "
+             "delivery on every order until the end of October.\n", html=html))
     assert not out.result.has("HTML_IMAGE_ONLY")
 
 
@@ -355,3 +357,18 @@ async def test_newsletter_click_tracker_on_the_senders_domain():
     out = await scan_bytes(make_email(sender="Editor <editor@letter.test>", html=html))
     assert "link text shows ebuyer.co.uk but points to news.letter.test" == \
         reason(out, "URL_HREF_MISMATCH")
+
+
+async def test_image_only_html_whose_text_part_is_only_its_links():
+    html = ('<a href="http://promo.example.click/q1"><img src="cid:a1"></a>'
+            '<a href="http://promo.example.click/q2"><img src="cid:a2"></a>')
+    out = await scan_bytes(make_email(
+        body="[HJAGSHSGCVUTSA]<http://promo.example.click/q1>\n\n[KJSCUIYDG]<http://promo.example"
+             ".click/q2>\n", html=html))
+    assert out.result.has("HTML_IMAGE_ONLY")
+    out = await scan_bytes(make_email(
+        body="Hi Kari, the choir festival programme is attached; the pictures below link to the "
+             "hotel and the concert hall. We hope to see your choir in Amsterdam in March, and "
+             "please tell us how many singers will come so we can book rooms in time.\n",
+        html=html))
+    assert not out.result.has("HTML_IMAGE_ONLY")

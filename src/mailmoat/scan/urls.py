@@ -347,7 +347,8 @@ SYMBOLS: dict[str, SymbolSpec] = {
         "server, not a website.", _P, _G),
     "HTML_IMAGE_ONLY": SymbolSpec(
         2.0, "The message is only pictures and links: an HTML body without readable text and "
-        "no text part, so word filters have nothing to read.", Category.SPAM, _G),
+        "no text part beyond those links, so word filters have nothing to read.",
+        Category.SPAM, _G),
     "URL_NONSTANDARD_PORT": SymbolSpec(1.0, "A web link uses an unusual port.", _P, _G),
     "URL_PUNYCODE": SymbolSpec(0.5, "A link's host is an internationalised (punycode) name.", _P, _G),
     "URL_MIXED_SCRIPT": SymbolSpec(
@@ -774,12 +775,16 @@ class UrlCheck(Check):
     @staticmethod
     def _check_image_only(msg: ParsedMessage, hits: _Hits) -> None:
         """Image spam: the HTML shows pictures (img tags or CSS backgrounds) wrapped in links,
-        with no readable text and no text/plain part to read instead."""
-        if not msg.html or msg.text.strip():
+        with no readable text, and the text/plain part, if any, is no more than those links
+        and their alt text ("[HJAGSHSG]<http://…>")."""
+        if not msg.html:
             return
         visible = sum(len(w) for w in msg.html_text.split())
         if visible >= _IMAGE_ONLY_MAX_TEXT:
             return
+        if msg.text.strip() and sum(len(w) for w in _TEXT_URL.sub(" ", msg.text[:4000]).split()) \
+                >= _IMAGE_ONLY_MAX_ALT_TEXT:
+            return  # a real text alternative to read
         links = [u for u in msg.urls
                  if u.tag == "a" and u.scheme in ("http", "https") and u.source == "html"]
         if links:
@@ -851,6 +856,8 @@ def _has_form(html: str) -> bool:
 
 _IP_LABEL = re.compile(r"(?:^|[a-z-])(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})(?:$|[a-z-])")
 _IMAGE_ONLY_MAX_TEXT = 20  # characters of visible text, spaces left out
+_IMAGE_ONLY_MAX_ALT_TEXT = 100  # characters of a text part (no spaces, no URLs): a line or two
+_TEXT_URL = re.compile(r"""(?i)<?\b(?:(?:https?|ftp)://|www\.)[^\s<>"']+>?""")
 
 
 def _ip_hostname(host: str) -> bool:
