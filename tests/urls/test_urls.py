@@ -372,3 +372,19 @@ async def test_image_only_html_whose_text_part_is_only_its_links():
              "please tell us how many singers will come so we can book rooms in time.\n",
         html=html))
     assert not out.result.has("HTML_IMAGE_ONLY")
+
+
+async def test_google_translate_proxy_is_looked_through():
+    html = ('<a href="https://bafybei-ipfs-dweb-link.translate.goog/?_x_tr_sl=auto&_x_tr_tl=en">'
+            'Confirm your phrase</a>')
+    out = await scan_bytes(make_email(html=html))
+    assert "is Google Translate's proxy for bafybei.ipfs.dweb.link" in \
+        reason(out, "URL_OPEN_REDIRECT")
+    assert "bafybei.ipfs.dweb.link on free hosting" in reason(out, "URL_FREE_HOSTING")
+    html = '<a href="https://www-paypal--secure-com.translate.goog/login">log in</a>'
+    out = await scan_bytes(make_email(html=html))
+    assert "proxy for www.paypal-secure.com" in reason(out, "URL_OPEN_REDIRECT")
+    assert out.result.has("URL_LOOKALIKE_BRAND")
+    out = await scan_bytes(make_email(
+        body="Read it in English: https://translate.google.com/translate?u=https://evil.example/x\n"))
+    assert out.result.get("URL_OPEN_REDIRECT").score == 2.0

@@ -221,11 +221,13 @@ KNOWN_REDIRECTORS: tuple[tuple[str, str], ...] = (
     ("linkedin.com", "/redir"), ("tumblr.com", "/redirect"), ("vk.com", "/away"),
     ("baidu.com", "/link"), ("yandex.ru", "/redirect"), ("doubleclick.net", "/"),
     ("slack-redir.net", "/link"), ("mandrillapp.com", "/track"), ("adnxs.com", "/"),
+    # Web proxies that show any page under their own name.
+    ("google.com", "/translate"), ("googleweblight.com", "/"),
 )
 _REDIRECT_PARAMS = frozenset({"url", "u", "q", "redirect", "redirect_uri", "redirect_url", "redir",
                               "target", "dest", "destination", "next", "goto", "link", "return",
                               "returnurl", "return_url", "r", "to", "out", "continue", "rurl",
-                              "location", "go", "site", "adurl"})
+                              "location", "go", "site", "adurl", "lite_url"})
 # URL wrappers of security gateways: look through them at the real target.
 _WRAPPERS = {"safelinks.protection.outlook.com": "url", "urldefense.proofpoint.com": "u",
              "linkprotect.cudasvc.com": "a"}
@@ -537,6 +539,18 @@ class UrlCheck(Check):
                 if iu is not None:
                     self._check_url(iu, from_reg, hits, depth=1)
             return
+        if host.endswith(_TRANSLATE_PROXY) and depth == 0:
+            # Google Translate's proxy serves any site under <site-with-dashes>.translate.goog:
+            # the link shows a Google name while the page is someone else's.
+            inner_host = _untranslate(host)
+            if inner_host:
+                hits.add("URL_OPEN_REDIRECT",
+                         f"{where} on {host} is Google Translate's proxy for {inner_host}")
+                iu = make_url(f"{u.scheme}://{inner_host}{u.path}", u.source, u.display_text,
+                              u.tag)
+                if iu is not None:
+                    self._check_url(iu, from_reg, hits, depth=1)
+                return
         if is_ip(host):
             if _public_ip(host):
                 hits.add("URL_IP_HOST", f"{where} points to the IP address {host}: {u.url[:100]}")
@@ -858,6 +872,19 @@ _IP_LABEL = re.compile(r"(?:^|[a-z-])(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})(?:$
 _IMAGE_ONLY_MAX_TEXT = 20  # characters of visible text, spaces left out
 _IMAGE_ONLY_MAX_ALT_TEXT = 100  # characters of a text part (no spaces, no URLs): a line or two
 _TEXT_URL = re.compile(r"""(?i)<?\b(?:(?:https?|ftp)://|www\.)[^\s<>"']+>?""")
+
+
+_TRANSLATE_PROXY = ".translate.goog"
+
+
+def _untranslate(host: str) -> str:
+    """The site a *.translate.goog host proxies: in its first label '-' stands for '.' and
+    '--' for '-' (www-example--shop-com.translate.goog is www.example-shop.com)."""
+    label = host[: -len(_TRANSLATE_PROXY)]
+    if not label or "." in label:
+        return ""
+    inner = label.replace("--", "\0").replace("-", ".").replace("\0", "-")
+    return inner if "." in inner else ""
 
 
 def _ip_hostname(host: str) -> bool:
