@@ -366,6 +366,14 @@ class ImpersonationCheck(Check):
         go to free-mail: Reply-To (the strongest: it diverts the answer), a free-mail address
         written in the body that is not the sender's, or the From address itself.
         """
+        text = (msg.subject + "\n" + msg.body_text[:_MAX_FRAUD_CHARS])
+        low = text.lower()
+        if not any(a in low for a in _WINDFALL_ANCHORS):
+            return
+        terms = sorted({m.group(1) for m in _WINDFALL.finditer(low)})
+        money = _BIG_SUM.search(low) if terms else None
+        if not (money or len(terms) >= 3):
+            return
         from_addr = fa.address if fa else ""
         channel = ""
         if replyto_freemail:
@@ -375,7 +383,6 @@ class ImpersonationCheck(Check):
                 if rt.address and rt.address != from_addr and self.is_freemail(rt.domain):
                     channel = "reply-to"
                     break
-        text = (msg.subject + "\n" + msg.body_text[:_MAX_FRAUD_CHARS])
         if not channel:
             if "@" in text:
                 for m in _EMAIL_ADDR.finditer(text):
@@ -387,11 +394,6 @@ class ImpersonationCheck(Check):
                 channel = "from"
         if not channel:
             return
-        low = text.lower()
-        if not any(a in low for a in _WINDFALL_ANCHORS):
-            return
-        terms = sorted({m.group(1) for m in _WINDFALL.finditer(low)})
-        money = _BIG_SUM.search(low)
         strong = channel == "reply-to"
         if (money and len(terms) >= 2) or (strong and money and terms) or \
                 (strong and len(terms) >= 3):

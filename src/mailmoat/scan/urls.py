@@ -264,6 +264,7 @@ said did am here click link today email mail account password verify login log s
 update secure security bank payment invoice order phrase bitcoin wallet crypto usd dollar
 price free offer sale deal win winner prize money cash card""".split())
 _WORD = re.compile(r"[^\W\d_]+")
+_LATIN_ACCENTED = re.compile("[\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]")
 _ACCENT_TEXT_CHARS = 6000
 _CALLBACK_TEXT_CHARS = 8000
 # North-American numbers ("+1 (866) 955-9506", "1-888-343-5062") and international ones with
@@ -818,8 +819,8 @@ class UrlCheck(Check):
         fa = msg.from_addr
         text = " ".join((msg.subject, fa.display_name if fa else "",
                          msg.body_text[:_ACCENT_TEXT_CHARS]))
-        if text.isascii():
-            return
+        if text.isascii() or not _LATIN_ACCENTED.search(text):
+            return  # no accented Latin letter at all (English, Chinese, Russian…)
         words = _WORD.findall(text)
         found: dict[str, str] = {}
         n_ascii = 0
@@ -827,7 +828,7 @@ class UrlCheck(Check):
             if w.isascii():
                 n_ascii += 1
                 continue
-            if len(found) >= 8:
+            if len(found) >= 8 or len(w) > 12 or not _LATIN_ACCENTED.search(w):
                 continue
             bare = "".join(c for c in unicodedata.normalize("NFD", w)
                            if not unicodedata.combining(c)).lower()
@@ -846,13 +847,14 @@ class UrlCheck(Check):
         if web > 1:
             return
         text = (msg.subject + "\n" + msg.body_text[:_CALLBACK_TEXT_CHARS])
-        phone = _PHONE.search(text)
-        if phone is None:
-            return
+        # Cheapest test first: most mail names no amount of money.
         amount = _AMOUNT.search(text)
+        if amount is None:
+            return
         charge = _CHARGE.search(text)
-        dispute = _DISPUTE.search(text)
-        if amount and charge and dispute:
+        dispute = _DISPUTE.search(text) if charge else None
+        phone = _PHONE.search(text) if dispute else None
+        if phone is not None:
             fa = msg.from_addr
             free = fa is not None and registrable(fa.domain) in FREEMAIL
             hits.add("PHISH_CALLBACK",
