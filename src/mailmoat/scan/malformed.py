@@ -22,8 +22,8 @@ DEFECT_WEIGHTS: dict[str, tuple[float, str]] = {
     "MIME_NUL_BYTES": (2.0, "The message contains NUL bytes, which RFC 5322 forbids."),
     "MIME_HUGE_HEADER": (2.0, "A header is longer than 64 KiB."),
     "MIME_NO_HEADERS": (3.0, "The message has no header section."),
-    "MIME_JUNK_BEFORE_HEADERS": (0.5, "Stray lines that are not header fields precede the "
-                                 "header section; the headers after them were read."),
+    "MIME_JUNK_BEFORE_HEADERS": (0.5, ("Stray lines that are not header fields precede the "
+                                  "header section; the headers after them were read.")),
     "MIME_START_BOUNDARY_NOT_FOUND": (1.0, "A multipart body lacks its first boundary."),
     "MIME_CLOSE_BOUNDARY_NOT_FOUND": (0.5, "A multipart body lacks its closing boundary."),
     "MIME_NO_BOUNDARY_IN_MULTIPART": (1.0, "A multipart part declares no boundary."),

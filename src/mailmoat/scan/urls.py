@@ -786,7 +786,6 @@ class UrlCheck(Check):
                                  f"{where} {text[:60]!r} spells {word!r} as {cand!r}")
                         return
 
-
     @staticmethod
     def _check_image_only(msg: ParsedMessage, hits: _Hits) -> None:
         """Image spam: the HTML shows pictures (img tags or CSS backgrounds) wrapped in links,
