@@ -1,7 +1,7 @@
 """Whole local detection pipeline, out-of-fold, over the shared corpora.
 
     nice python bench/pipeline_accuracy.py [--corpus /tmp/corpus] [--folds 5] [--workers 2]
-                                           [--max-ham-per-corpus N]
+                                           [--max-ham-per-corpus N] [--dump-errors FILE]
 
 What is measured, per message:
 1. the tier-1 content model's score, out-of-fold: the same grouped k-fold as
@@ -252,6 +252,28 @@ def headline(res: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def dump_errors(path: Path, sub: list[Sample], labels: np.ndarray, content: np.ndarray,
+                others: np.ndarray, actions: np.ndarray, scans: list[dict[str, Any]]) -> int:
+    """One JSON line per error of the combined verdict, false positives first, then misses
+    by corpus: what to read when looking for what the pipeline gets wrong."""
+    rows = []
+    for i, s in enumerate(sub):
+        fp = labels[i] == "ham" and actions[i] != "accept"
+        miss = labels[i] != "ham" and actions[i] == "accept"
+        if not (fp or miss):
+            continue
+        rows.append({"error": "false_positive" if fp else "missed", "label": str(labels[i]),
+                     "corpus": s.corpus, "path": s.path, "content": float(content[i]),
+                     "others": float(others[i]), "action": str(actions[i]),
+                     "symbols": scans[i]["symbols"], "forced_reason": scans[i]["forced_reason"]})
+    rows.sort(key=lambda r: (r["error"] != "false_positive", r["corpus"], r["path"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for r in rows:
+            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return len(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus")
@@ -262,6 +284,10 @@ def main() -> None:
                          "trec06c (whole groups, chosen by a hash of the group name); the "
                          "content model is still cross-validated on everything")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--dump-errors", metavar="FILE",
+                    help="also write every error of the combined verdict as JSON lines: ham "
+                         "not accepted (false positive) and spam/phish accepted (missed), with "
+                         "path, corpus, content and other scores, action and symbols")
     args = ap.parse_args()
     if hasattr(os, "nice"):
         os.nice(10)
@@ -341,6 +367,10 @@ def main() -> None:
     results["seconds"] = {"content_cv": round(t_content), "scan": round(t_scan),
                           "scan_ms_per_message": round(1000 * t_scan / max(len(scans), 1) * args.workers, 2),
                           "total": round(time.perf_counter() - started)}
+
+    if args.dump_errors:
+        n = dump_errors(Path(args.dump_errors), sub, labels, content, others, act_combined, scans)
+        log(f"[errors] {n} false positives and misses written to {args.dump_errors}")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -227,3 +227,86 @@ async def test_internal_names_from_the_message_log(tmp_path):
         assert not r.symbols  # inbound senders are not internal people
     finally:
         db.dispose()
+
+
+async def test_replyto_from_one_freemail_mailbox_to_another_persons():
+    raw = make_email(sender="David Thule <bensonmike278@gmail.com>",
+                     headers={"Reply-To": "davidthule01@gmail.com"}, body="Can we talk?")
+    out = await scan_bytes(raw, cfg())
+    assert reason(out, "BEC_REPLYTO_FREEMAIL") == (
+        "From is free-mail address bensonmike278@gmail.com but replies go to another free-mail "
+        "mailbox, davidthule01@gmail.com")
+
+
+async def test_replyto_to_the_same_persons_other_freemail_is_not_diversion():
+    raw = make_email(sender="Lalitha <lalithaviswanath@yahoo.com>",
+                     headers={"Reply-To": "lalitha.viswanath@gmail.com"}, body="See you at 5.")
+    out = await scan_bytes(raw, cfg())
+    assert not bec_symbols(out)
+
+
+LETTER_419 = ("Dear Beloved,\nI am Mrs Maria Clennett, a philanthropist. I was diagnosed with "
+              "cancer and have bequeathed the sum of £1,963,920.00 to you as a donation for "
+              "charity. Reply to claim it.\n")
+
+
+async def test_advance_fee_letter_with_freemail_reply_to():
+    raw = make_email(sender="Maria <maria@university.test>", subject="Financial Donation",
+                     headers={"Reply-To": "mclendesk@gmail.com"}, body=LETTER_419)
+    out = await scan_bytes(raw, cfg())
+    r = reason(out, "FRAUD_ADVANCE_FEE")
+    assert "'bequeathed'" in r and "'£1,963,920'" in r and "replies go to free-mail" in r
+    assert out.result.has("BEC_REPLYTO_FREEMAIL")
+    assert out.result.score >= 5
+
+
+async def test_advance_fee_contact_address_in_the_body():
+    body = ("I am a barrister. My late client left an inheritance of US$15,800,000 with no next "
+            "of kin. Contact me at barr.james.office@outlook.com to claim it.\n")
+    out = await scan_bytes(make_email(sender="James <j@lawfirm.test>", body=body), cfg())
+    assert "body address barr.james.office@outlook.com" in reason(out, "FRAUD_ADVANCE_FEE")
+
+
+async def test_windfall_news_from_an_organisation_is_not_fraud():
+    # A charity's newsletter names donations and millions, but replies stay with it.
+    body = ("Thanks to your donation we raised $2,500,000 for cancer research this year; a "
+            "bequest from the late Dr. Smith's estate added 1.2 million. Write to "
+            "giving@charity.test.\n")
+    out = await scan_bytes(make_email(sender="Charity <news@charity.test>", body=body), cfg())
+    assert not out.result.has("FRAUD_ADVANCE_FEE")
+    # …and a friend on free-mail mentioning one windfall word and a sum is not enough either.
+    out = await scan_bytes(make_email(sender="Kim <kim1980@yahoo.com>",
+                                      body="The lottery jackpot is 500 million now, want in?"),
+                           cfg())
+    assert not out.result.has("FRAUD_ADVANCE_FEE")
+
+
+def test_bitcoin_address_checksums():
+    from mailmoat.scan.impersonation import valid_bitcoin_address
+
+    assert valid_bitcoin_address("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa")  # base58check, P2PKH
+    assert valid_bitcoin_address("3J98t1WpEZ73CNmQviecrnyiWrnqRhWNLy")  # P2SH
+    assert valid_bitcoin_address("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq")  # bech32
+    assert not valid_bitcoin_address("1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNb")  # one char off
+    assert not valid_bitcoin_address("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdx")
+    assert not valid_bitcoin_address("376a7e8a9d5ef623d9f742c46b6731d2")  # a hash, not base58
+
+
+SEXTORTION = ("This is my last warning. I attached a trojan on the porn site you viewed; it "
+              "switched on your camera and recorded you. I will erase the video if you transfer "
+              "900 USD in bitcoin to 1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa. You have 36 hours.\n")
+
+
+async def test_sextortion_with_a_valid_bitcoin_address():
+    out = await scan_bytes(make_email(sender="Hacker <x@random.test>", body=SEXTORTION), cfg())
+    r = reason(out, "FRAUD_EXTORTION")
+    assert "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa" in r and "'36 hours'" in r
+    # The same letter with a mistyped (invalid) address, or a donation page naming a
+    # Bitcoin address without threats, does not fire.
+    bad = SEXTORTION.replace("DivfNa", "DivfNb")
+    out = await scan_bytes(make_email(sender="Hacker <x@random.test>", body=bad), cfg())
+    assert not out.result.has("FRAUD_EXTORTION")
+    donate = ("Support the project: bitcoin 1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa. The release video "
+              "is on the website.\n")
+    out = await scan_bytes(make_email(sender="Project <news@project.test>", body=donate), cfg())
+    assert not out.result.has("FRAUD_EXTORTION")

@@ -73,3 +73,23 @@ def test_multipart_that_lost_its_boundaries_keeps_its_text():
     m = parse_message(raw)
     assert "你好" in m.text
     assert "MIME_START_BOUNDARY_NOT_FOUND" in m.defects
+
+
+def test_stray_line_before_the_headers_does_not_lose_them():
+    # The tail of a Received header cut by a relay, then an intact header section.
+    raw = (b"a1B2c3%=%=       for <bob@example.test>; Thu, 27 Jan 2005 00:24:05 +0800\r\n"
+           b"From: \"Li\" <li@sender.test>\r\nTo: bob@example.test\r\nSubject: hello\r\n"
+           b"Content-Type: text/plain\r\n\r\nsee you tomorrow\r\n")
+    m = parse_message(raw)
+    assert m.from_addr is not None and m.from_addr.address == "li@sender.test"
+    assert m.subject == "hello" and "see you tomorrow" in m.text
+    assert "MIME_JUNK_BEFORE_HEADERS" in m.defects
+    assert "MIME_NO_HEADERS" not in m.defects and "MIME_UNPARSEABLE" not in m.defects
+    assert m.raw == raw
+
+
+def test_text_without_headers_is_still_headerless():
+    # Plain text that happens to contain a colon later is not a header section.
+    m = parse_message(b"hello there\r\nthis is just text\r\nnote: not a header block\r\n")
+    assert "MIME_JUNK_BEFORE_HEADERS" not in m.defects
+    assert "MIME_NO_HEADERS" in m.defects

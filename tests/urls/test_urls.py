@@ -257,3 +257,134 @@ async def test_safelinks_wrapper_is_looked_through():
     wrapped = f"https://eur01.safelinks.protection.outlook.com/?url={quote(inner, safe='')}&data=x"
     out = await scan_bytes(make_email(html=f'<a href="{wrapped}">Open document</a>'))
     assert "198.51.100.77" in reason(out, "URL_IP_HOST")
+
+
+async def test_english_with_stray_accents_is_obfuscation():
+    body = ("Confirm Your Phrase Log In now.\nThis price wás correct át the time of sending this "
+            "emáil. ThiŠ is the moment why bitcoin ánd digital assets were created.\n")
+    out = await scan_bytes(make_email(subject="USD$28022.13 - 2023 Bitčoin ATH", body=body))
+    r = reason(out, "PHISH_ACCENTED_ENGLISH")
+    assert "'wás' for 'was'" in r and "'Bitčoin' for 'bitcoin'" in r
+
+
+async def test_french_and_portuguese_text_is_not_accented_english():
+    fr = ("Bonjour, la réunion a été déplacée à jeudi. Nous serons là à 10 h, près de "
+          "l'entrée. Merci de confirmer votre présence, à bientôt.\n")
+    pt = "Olá, você já recebeu o relatório? Está tudo bem às três horas? Até já, obrigado.\n"
+    for body in (fr, pt):
+        out = await scan_bytes(make_email(subject="Réunion", body=body))
+        assert not out.result.has("PHISH_ACCENTED_ENGLISH")
+    # A few accented names in English text are not obfuscation either.
+    out = await scan_bytes(make_email(body="José and Zoë met Søren at the café; it was fun.\n"))
+    assert not out.result.has("PHISH_ACCENTED_ENGLISH")
+
+
+CALLBACK = ("Dear Member,\nWe appreciate you selecting our security suite. Your subscription "
+            "was renewed and you have been charged $299.95.\nBilling ID: 1820953715\n"
+            "If you didn't authorize this transaction, call us at +1 (866) 955-9506 to cancel "
+            "and get a refund.\n")
+
+
+async def test_callback_phishing_invoice_with_phone_number_and_no_link():
+    out = await scan_bytes(make_email(sender="Bill Desk <billing.desk732@gmail.com>",
+                                      subject="Order Confirmation", body=CALLBACK))
+    sym = out.result.get("PHISH_CALLBACK")
+    assert sym is not None and sym.score == 5.0  # free-mail sender: 1.25 × 4
+    assert "'$299.95'" in sym.reason and "+1 (866) 955-9506" in sym.reason
+    out = await scan_bytes(make_email(sender="Billing <billing@vendor.test>", body=CALLBACK))
+    assert out.result.get("PHISH_CALLBACK").score == 4.0
+
+
+async def test_real_receipt_with_links_or_without_dispute_is_not_callback():
+    links = "".join(f'<a href="https://shop.test/p/{i}">item {i}</a> ' for i in range(3))
+    out = await scan_bytes(make_email(sender="Shop <orders@shop.test>", body=CALLBACK,
+                                      html=f"<p>{CALLBACK}</p>{links}"))
+    assert not out.result.has("PHISH_CALLBACK")
+    out = await scan_bytes(make_email(
+        sender="Shop <orders@shop.test>",
+        body="Order number 5512: you were charged $42.10. Questions? 555-201-3344.\n"))
+    assert not out.result.has("PHISH_CALLBACK")
+
+
+@pytest.mark.parametrize("host", ["ec2-16-170-148-0.eu-north-1.compute.amazonaws.com",
+                                  "61-30-80-157.static.tfn.example.net",
+                                  "ip-203-0-113-9.provider.test"])
+async def test_link_to_a_generic_ip_hostname(host):
+    out = await scan_bytes(make_email(body=f"Watch here: http://{host}/stream\n"))
+    assert f"{host}, a generic name for an IP address" in reason(out, "URL_IP_HOSTNAME")
+
+
+async def test_dashed_names_that_are_not_ip_addresses():
+    for host in ("www.2023-10-15-release.example.org", "my-web-site-now.example.com",
+                 "300-1-2-3.example.net"):
+        out = await scan_bytes(make_email(body=f"See http://{host}/\n"))
+        assert not out.result.has("URL_IP_HOSTNAME"), host
+
+
+async def test_image_only_html_with_links():
+    html = ('<a href="http://go.promo.test/r1"><div style="background:url(https://cdn.test/a.png);'
+            'width:575px;height:621px;text-indent:-9999px"> </div></a>'
+            '<a href="http://go.promo.test/r2"><img src="https://cdn.test/b.png"></a>')
+    # make_email always adds a text part; an image-only sender sends HTML alone.
+    raw = (b"From: Promo <news@promo.test>\r\nTo: bob@example.test\r\nSubject: for you\r\n"
+           b"Date: Sat, 28 Nov 2026 10:00:00 +0000\r\nMessage-ID: <3@promo.test>\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+           + html.encode())
+    out = await scan_bytes(raw)
+    assert "0 characters of text and 2 link(s), e.g. to go.promo.test" in \
+        reason(out, "HTML_IMAGE_ONLY")
+
+
+async def test_html_with_text_or_with_a_text_part_is_not_image_only():
+    html = '<a href="https://shop.test/x"><img src="https://shop.test/a.png"></a>'
+    out = await scan_bytes(make_email(
+        body="Our autumn catalogue is here: forty pages of coats, boots and knitwear, with free "
+             "delivery on every order until the end of October.\n", html=html))
+    assert not out.result.has("HTML_IMAGE_ONLY")
+
+
+async def test_newsletter_click_tracker_on_the_senders_domain():
+    html = ('<a href="http://news.letter.test/links/p34/98h/?url=www.ebuyer.co.uk%2Fsearch">'
+            'Ebuyer.co.uk</a> <a href="http://news.letter.test/links/p34/12h/?url=www.amazon.com'
+            '%2Fexec%2Fobidos">United States</a>')
+    out = await scan_bytes(make_email(sender="Editor <editor@letter.test>", html=html))
+    assert not ours(out) & {"URL_HREF_MISMATCH", "URL_OPEN_REDIRECT"}
+    # The same tracker in mail from someone else is a redirect to judge…
+    out = await scan_bytes(make_email(sender="Someone <x@other.test>", html=html))
+    assert out.result.has("URL_OPEN_REDIRECT")
+    # …and a tracker whose target is not what the text shows is still a mismatch.
+    html = '<a href="http://news.letter.test/l/?url=https%3A%2F%2Fevil-login.xyz%2F">ebuyer.co.uk</a>'
+    out = await scan_bytes(make_email(sender="Editor <editor@letter.test>", html=html))
+    assert "link text shows ebuyer.co.uk but points to news.letter.test" == \
+        reason(out, "URL_HREF_MISMATCH")
+
+
+async def test_image_only_html_whose_text_part_is_only_its_links():
+    html = ('<a href="http://promo.example.click/q1"><img src="cid:a1"></a>'
+            '<a href="http://promo.example.click/q2"><img src="cid:a2"></a>')
+    out = await scan_bytes(make_email(
+        body="[HJAGSHSGCVUTSA]<http://promo.example.click/q1>\n\n[KJSCUIYDG]<http://promo.example"
+             ".click/q2>\n", html=html))
+    assert out.result.has("HTML_IMAGE_ONLY")
+    out = await scan_bytes(make_email(
+        body="Hi Kari, the choir festival programme is attached; the pictures below link to the "
+             "hotel and the concert hall. We hope to see your choir in Amsterdam in March, and "
+             "please tell us how many singers will come so we can book rooms in time.\n",
+        html=html))
+    assert not out.result.has("HTML_IMAGE_ONLY")
+
+
+async def test_google_translate_proxy_is_looked_through():
+    html = ('<a href="https://bafybei-ipfs-dweb-link.translate.goog/?_x_tr_sl=auto&_x_tr_tl=en">'
+            'Confirm your phrase</a>')
+    out = await scan_bytes(make_email(html=html))
+    assert "is Google Translate's proxy for bafybei.ipfs.dweb.link" in \
+        reason(out, "URL_OPEN_REDIRECT")
+    assert "bafybei.ipfs.dweb.link on free hosting" in reason(out, "URL_FREE_HOSTING")
+    html = '<a href="https://www-paypal--secure-com.translate.goog/login">log in</a>'
+    out = await scan_bytes(make_email(html=html))
+    assert "proxy for www.paypal-secure.com" in reason(out, "URL_OPEN_REDIRECT")
+    assert out.result.has("URL_LOOKALIKE_BRAND")
+    out = await scan_bytes(make_email(
+        body="Read it in English: https://translate.google.com/translate?u=https://evil.example/x\n"))
+    assert out.result.get("URL_OPEN_REDIRECT").score == 2.0

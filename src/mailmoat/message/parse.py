@@ -258,6 +258,45 @@ def _head_of(payload: bytes) -> bytes:
     return payload[: cut + 1 if cut > 0 else limit]
 
 
+_HEADER_LINE = re.compile(rb"[!-9;-~]+[ \t]*:")
+_MAX_JUNK_LINES = 2
+
+
+def junk_before_headers(raw: bytes) -> int:
+    """Length of stray lines in front of an otherwise intact header section, else 0.
+
+    A message whose first line or two are neither a header field, a fold nor an mbox 'From '
+    line (typically the broken tail of a Received header cut by a relay or an archiver),
+    followed by a run of header fields, still has its headers: the stdlib parser would take
+    the whole message for a headerless body and lose From, Subject and the MIME structure.
+    """
+    pos = 0
+    for _ in range(_MAX_JUNK_LINES):
+        end = raw.find(b"\n", pos)
+        if end < 0:
+            return 0
+        line = raw[pos:end + 1]
+        if not line.strip() or line[:1] in (b" ", b"\t") or _HEADER_LINE.match(line) \
+                or line.startswith(b"From "):
+            break
+        pos = end + 1
+    if pos == 0:
+        return 0
+    # At least three header fields in a row (folds allowed) must follow the junk.
+    fields, cur = 0, pos
+    while fields < 3:
+        end = raw.find(b"\n", cur)
+        line = raw[cur:end + 1 if end >= 0 else len(raw)]
+        if _HEADER_LINE.match(line):
+            fields += 1
+        elif not (line[:1] in (b" ", b"\t") and fields):
+            return 0
+        if end < 0:
+            break
+        cur = end + 1
+    return pos if fields >= 3 else 0
+
+
 def parse_message(raw: bytes, envelope: Envelope | None = None, *, max_depth: int = 30,
                   max_parts: int = 1000) -> ParsedMessage:
     """Build the message model. Never raises for bad input."""
@@ -265,8 +304,11 @@ def parse_message(raw: bytes, envelope: Envelope | None = None, *, max_depth: in
     defects: list[str] = []
     if b"\x00" in raw:
         defects.append("MIME_NUL_BYTES")
+    junk = junk_before_headers(raw[:8192])
+    if junk:
+        defects.append("MIME_JUNK_BEFORE_HEADERS")
     try:
-        msg = BytesParser(policy=compat32).parsebytes(raw)
+        msg = BytesParser(policy=compat32).parsebytes(raw[junk:] if junk else raw)
     except RecursionError:
         # The stdlib parser recurses per nesting level; absurd nesting (a known evasion and
         # DoS trick) exhausts the stack. Keep the headers, mark the body unparseable.

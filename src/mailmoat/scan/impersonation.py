@@ -102,6 +102,35 @@ _URGENCY = re.compile(
 _PAYMENT_RES = tuple((topic, anchors, re.compile(rx)) for topic, anchors, rx in _PAYMENT_TOPICS)
 _MAX_LANGUAGE_CHARS = 8000  # BEC requests are short; the start of the text is what matters
 
+# Advance-fee ("419") fraud: the windfall and what it is worth. Plain-substring anchors gate
+# the regexes, so ordinary mail costs a few `in` tests.
+_MAX_FRAUD_CHARS = 10000
+_WINDFALL_ANCHORS = ("donat", "inherit", "beneficiar", "next of kin", "consignment", "compensat",
+                     "lottery", "winning", "unclaimed", "abandoned", "deceased", "philanthrop",
+                     "orphan", "diplomat", "barrister", "bequeath", "late ", "transfer",
+                     "foreign ", "cancer", "widow", "confidential", "huge ", "sum of")
+_WINDFALL = re.compile(
+    r"\b(donation|inheritance|beneficiary|next of kin|consignment|compensation|lottery|"
+    r"winnings?|unclaimed|abandoned|deceased|philanthropist|orphanage|diplomat(?:ic)?|barrister|"
+    r"bequeath\w*|late (?:husband|client|father)|fund transfer|"
+    r"transfer (?:of|the) (?:the )?(?:sum|fund)|foreign (?:partner|account)|cancer|widow|"
+    r"confidential(?:ity)?|huge (?:sum|amount)|sum of)\b")
+# Millions: "US$15,800,000.00", "£1,963,920", "$10.5million", "$Millions", "20 million dollars".
+_BIG_SUM = re.compile(
+    r"(?:us\s?\$|usd|\$|£|€|eur|gbp)\s?\d{1,3}(?:[,.]\d{3}){2,}|\d[\d,.]*\s?(?:million|billion)\b|"
+    r"\$\s?millions?\b|\bmillions? (?:of )?(?:us )?(?:dollars|pounds|euros)")
+_BTC_ADDRESS = re.compile(r"(?<![A-Za-z0-9])(?:bc1[02-9ac-hj-np-zA-HJ-NP-Z]{25,59}|"
+                          r"[13][1-9A-HJ-NP-Za-km-z]{25,34})(?![A-Za-z0-9])")
+_EXTORTION_THEMES = (
+    ("recording", re.compile(r"\b(?:webcam|camera|recorded|recording|video|footage)\b")),
+    ("shame", re.compile(r"\b(?:porn\w*|adult (?:site|website|video)s?|masturbat\w*|intimate|"
+                         r"sex(?:ual)?)\b")),
+    ("access", re.compile(r"\b(?:hacked|malware|trojan|virus|spyware|remote access|"
+                          r"your (?:device|computer|contacts|contact list))\b")),
+    ("deadline", re.compile(r"\b(?:24|36|48|72|twenty[- ]four|forty[- ]eight) hours\b|\bdeadline\b")),
+)
+_EMAIL_ADDR = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
 
 def find_phrase(low: str, anchors: tuple[str, ...], rx: re.Pattern[str]) -> str:
     """The first phrase `rx` matches near one of the `anchors` in lower-cased `low`."""
@@ -165,7 +194,8 @@ SYMBOLS: dict[str, SymbolSpec] = {
     "BEC_REPLYTO_DIVERSION": SymbolSpec(
         0.5, "Reply-To sends answers to another domain than the From address.", _B, _G),
     "BEC_REPLYTO_FREEMAIL": SymbolSpec(
-        1.5, "Reply-To sends answers to a free-mail address while From is not free-mail.", _B, _G),
+        1.5, "Reply-To sends answers to a free-mail address while From is not free-mail, or to "
+        "another person's free-mail mailbox while From is free-mail too.", _B, _G),
     "BEC_RETURN_PATH_FREEMAIL": SymbolSpec(
         0.5, "The envelope sender is a free-mail address while From is not.", _B, _G),
     "BEC_PAYMENT_LANGUAGE": SymbolSpec(
@@ -174,6 +204,14 @@ SYMBOLS: dict[str, SymbolSpec] = {
         2.0, "A sender who never wrote before talks about payment or bank details.", _B, _G),
     "BEC_THREAD_HIJACK": SymbolSpec(
         0.5, "The subject says it is a reply but the message belongs to no thread.", _B, _G),
+    "FRAUD_ADVANCE_FEE": SymbolSpec(
+        4.0, "Advance-fee fraud: a windfall (inheritance, donation, lottery, compensation, a "
+        "dormant fund) worth millions, with replies going to a free-mail mailbox.",
+        Category.PHISHING, _G),
+    "FRAUD_EXTORTION": SymbolSpec(
+        5.0, "Extortion: a Bitcoin address to pay to, with threats of a recorded video, a "
+        "hacked device or leaked contacts and a deadline (\"sextortion\").",
+        Category.PHISHING, _G),
     "BEC_COMBINED": SymbolSpec(
         6.0, "Several BEC signs combine (impersonation, diversion or lookalike with payment "
         "language).", _B, _G),
@@ -242,6 +280,9 @@ class ImpersonationCheck(Check):
             self._names(fa, from_reg, add)
             self._lookalike(fa, from_reg, add)
         self._diversion(msg, fa, from_reg, add, listed)
+        if not listed:
+            self._advance_fee(msg, fa, add, "BEC_REPLYTO_FREEMAIL" in fired)
+            self._extortion(msg, add)
         first_contact = bool(result.annotations.get("first_contact"))
         # Payment talk is everyday business; it is only reported next to another sign (or a
         # first contact), which also spares the language scan for most mail.
@@ -315,6 +356,71 @@ class ImpersonationCheck(Check):
                                         f"({lk.protected.kind} domain {lk.protected.name})",
                 0.5 if lk.how == "other-tld" else 1.0)
 
+    def _advance_fee(self, msg: ParsedMessage, fa: Address | None, add: Any,
+                     replyto_freemail: bool) -> None:
+        """The 419 letter: a windfall worth millions and a free-mail mailbox to answer to.
+
+        Which mailbox the victim is to answer is the part a scammer cannot do without, and
+        honest mail that talks of inheritances or donations (a charity, a news story) comes
+        from an organisation's own domain. So the windfall language counts only when replies
+        go to free-mail: Reply-To (the strongest: it diverts the answer), a free-mail address
+        written in the body that is not the sender's, or the From address itself.
+        """
+        text = (msg.subject + "\n" + msg.body_text[:_MAX_FRAUD_CHARS])
+        low = text.lower()
+        if not any(a in low for a in _WINDFALL_ANCHORS):
+            return
+        terms = sorted({m.group(1) for m in _WINDFALL.finditer(low)})
+        money = _BIG_SUM.search(low) if terms else None
+        if not (money or len(terms) >= 3):
+            return
+        from_addr = fa.address if fa else ""
+        channel = ""
+        if replyto_freemail:
+            channel = "reply-to"
+        else:
+            for rt in msg.reply_to:
+                if rt.address and rt.address != from_addr and self.is_freemail(rt.domain):
+                    channel = "reply-to"
+                    break
+        if not channel:
+            if "@" in text:
+                for m in _EMAIL_ADDR.finditer(text):
+                    addr = m.group(0).lower()
+                    if addr != from_addr and self.is_freemail(domain_of(addr)):
+                        channel = f"body address {addr}"
+                        break
+            if not channel and fa is not None and self.is_freemail(fa.domain):
+                channel = "from"
+        if not channel:
+            return
+        strong = channel == "reply-to"
+        if (money and len(terms) >= 2) or (strong and money and terms) or \
+                (strong and len(terms) >= 3):
+            where = {"reply-to": "replies go to free-mail",
+                     "from": f"sent from free-mail {from_addr}"}.get(channel, channel)
+            add("FRAUD_ADVANCE_FEE",
+                f"{', '.join(repr(t) for t in terms[:4])}"
+                f"{f' and {money.group(0).strip()!r}' if money else ''}; {where}")
+
+    @staticmethod
+    def _extortion(msg: ParsedMessage, add: Any) -> None:
+        """"I recorded you through your camera; pay 900 USD in Bitcoin to this address within
+        48 hours." A valid Bitcoin address plus threats from three of four themes."""
+        text = msg.subject + "\n" + msg.body_text[:_MAX_FRAUD_CHARS]
+        low = text.lower()
+        if "bitcoin" not in low and "btc" not in low:
+            return  # the demand always names the currency
+        wallet = next((m.group(0) for m in _BTC_ADDRESS.finditer(text)
+                       if valid_bitcoin_address(m.group(0))), None)
+        if wallet is None:
+            return
+        themes = {name: m.group(0) for name, rx in _EXTORTION_THEMES
+                  if (m := rx.search(low)) is not None}
+        if len(themes) >= 3:
+            add("FRAUD_EXTORTION", f"Bitcoin address {wallet} with threats: "
+                                   f"{', '.join(repr(v) for v in themes.values())}")
+
     def _diversion(self, msg: ParsedMessage, fa: Address | None, from_reg: str, add: Any,
                    listed: bool) -> None:
         if fa is None or not from_reg:
@@ -328,7 +434,18 @@ class ImpersonationCheck(Check):
                 # the same person at another of their addresses is not a diversion
                 continue  # mailing lists set Reply-To to the list address, which is also in To
             rt_reg = registrable(rt.domain)
-            if not rt_reg or rt_reg == from_reg:
+            if not rt_reg:
+                continue
+            if self.is_freemail(rt_reg) and self.is_freemail(from_reg):
+                # Free-mail to free-mail: the sending account (often a throwaway or a
+                # compromised one) hands the conversation to another person's mailbox.
+                if _same_person(fa.local_part, rt.local_part):
+                    continue
+                add("BEC_REPLYTO_FREEMAIL",
+                    f"From is free-mail address {fa.address} but replies go to another "
+                    f"free-mail mailbox, {rt.address}")
+                break
+            if rt_reg == from_reg:
                 continue
             lk = None if rt_reg in self.ours else self.index.match(rt_reg)
             if lk is not None:
@@ -355,6 +472,50 @@ class ImpersonationCheck(Check):
                 and registrable(env_dom) != from_reg:
             add("BEC_RETURN_PATH_FREEMAIL",
                 f"From is {fa.address} but the envelope sender is free-mail address {env_from}")
+
+
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+
+def valid_bitcoin_address(addr: str) -> bool:
+    """A Bitcoin address whose checksum holds: base58check (1…, 3…) or bech32/bech32m (bc1…).
+    Random 26–35-character tokens (hashes, tracking ids) fail the checksum."""
+    import hashlib
+
+    if addr[:3].lower() == "bc1":
+        a = addr.lower()
+        if a != addr and addr.upper() != addr:
+            return False
+        data = [_BECH32.find(c) for c in a[3:]]
+        if any(d < 0 for d in data) or len(data) < 8:
+            return False
+        chk = 1
+        for v in [3, 3, 0, 2, 3] + data:  # hrp "bc" expanded, then the data part
+            top = chk >> 25
+            chk = (chk & 0x1FFFFFF) << 5 ^ v
+            for i, g in enumerate((0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)):
+                chk ^= g if (top >> i) & 1 else 0
+        return chk in (1, 0x2BC830A3)  # bech32, bech32m
+    n = 0
+    for c in addr:
+        i = _B58.find(c)
+        if i < 0:
+            return False
+        n = n * 58 + i
+    raw = n.to_bytes(25, "big") if n.bit_length() <= 200 else b""
+    if len(raw) != 25 or raw[0] not in (0, 5):
+        return False
+    return hashlib.sha256(hashlib.sha256(raw[:21]).digest()).digest()[:4] == raw[21:]
+
+
+def _same_person(a: str, b: str) -> bool:
+    """Two local parts that are one person's (lalitha.viswanath and lalithaviswanath88)."""
+    a, b = re.sub(r"[^a-z]", "", a.lower()), re.sub(r"[^a-z]", "", b.lower())
+    if not a or not b:
+        return False
+    short, long_ = sorted((a, b), key=len)
+    return short == long_ or (len(short) >= 4 and short in long_)
 
 
 def payment_language(text: str) -> tuple[list[str], list[str]]:

@@ -6,6 +6,8 @@ Mail we cannot parse is not dropped: `MIME_UNPARSEABLE` forces the configured
 
 from __future__ import annotations
 
+import re
+
 from mailmoat.message.model import ParsedMessage
 from mailmoat.scan.base import Action, BuildContext, Category, Check, ScanResult, SymbolSpec
 
@@ -20,6 +22,8 @@ DEFECT_WEIGHTS: dict[str, tuple[float, str]] = {
     "MIME_NUL_BYTES": (2.0, "The message contains NUL bytes, which RFC 5322 forbids."),
     "MIME_HUGE_HEADER": (2.0, "A header is longer than 64 KiB."),
     "MIME_NO_HEADERS": (3.0, "The message has no header section."),
+    "MIME_JUNK_BEFORE_HEADERS": (0.5, ("Stray lines that are not header fields precede the "
+                                  "header section; the headers after them were read.")),
     "MIME_START_BOUNDARY_NOT_FOUND": (1.0, "A multipart body lacks its first boundary."),
     "MIME_CLOSE_BOUNDARY_NOT_FOUND": (0.5, "A multipart body lacks its closing boundary."),
     "MIME_NO_BOUNDARY_IN_MULTIPART": (1.0, "A multipart part declares no boundary."),
@@ -44,8 +48,21 @@ SYMBOLS.update({
     "MISSING_DATE": SymbolSpec(0.5, "The message has no Date header.", Category.SPAM, _G),
     "MISSING_MESSAGE_ID": SymbolSpec(0.5, "The message has no Message-ID header.", Category.SPAM, _G),
     "MULTIPLE_FROM": SymbolSpec(2.0, "The message has more than one From header.", Category.SPAM, _G),
+    "HEADER_INJECTION": SymbolSpec(
+        4.0, "A header's value carries further header fields (From:, Content-Type:, "
+        "Message-ID: …): a web form's mail function abused by header injection.",
+        Category.SPAM, _G),
 })
 
+# Header fields a mail script writes itself. A folded line of Subject/To/Cc/Reply-To that
+# starts with one of them means a line break was smuggled into a form field (the classic PHP
+# mail() header injection): the attacker's own From, Content-Type and body end up folded into
+# the header. Only fold lines count, so a subject that merely talks about "From: and To:"
+# does not.
+_INJECTED = re.compile(rb"(?i)[ \t]+(from|to|cc|bcc|reply-to|message-id|content-type|"
+                       rb"mime-version|content-transfer-encoding|x-mailer)[ \t]*:[ \t]*\S")
+_INJECTABLE = (b"subject", b"to", b"cc", b"reply-to")
+_MAX_HEADER_BYTES = 256 * 1024
 _UNPARSEABLE_ACTIONS = {"quarantine": Action.QUARANTINE, "reject": Action.REJECT}
 
 
@@ -76,6 +93,36 @@ class MalformedCheck(Check):
             result.add("MISSING_DATE", reason="no Date header")
         if not msg.message_id:
             result.add("MISSING_MESSAGE_ID", reason="no Message-ID header")
+        self._injection(msg, result)
+
+    @staticmethod
+    def _injection(msg: ParsedMessage, result: ScanResult) -> None:
+        # A folded line leaves two blanks in the decoded value; no fold with a colon, no
+        # field can hide in it (the usual case, decided without touching the raw bytes).
+        if not any(":" in v and ("  " in v or "\t" in v) for k, v in msg.headers
+                   if k.lower().encode() in _INJECTABLE):
+            return
+        head = msg.raw[:_MAX_HEADER_BYTES]
+        end = head.find(b"\n\r\n")
+        end2 = head.find(b"\n\n")
+        cut = min(e for e in (end, end2, len(head)) if e >= 0)
+        current = b""
+        found: set[str] = set()
+        for line in head[:cut].split(b"\n"):
+            if line[:1] in (b" ", b"\t"):
+                if current in _INJECTABLE:
+                    m = _INJECTED.match(line)
+                    if m:
+                        found.add(m.group(1).decode().lower())
+                continue
+            if len(found) >= 2:
+                break
+            found = set()
+            current = line.split(b":", 1)[0].strip().lower() if b":" in line else b""
+        if len(found) >= 2:
+            result.add("HEADER_INJECTION",
+                       reason=f"folded lines of the {current.decode(errors='replace').title()} "
+                       f"header carry the fields {', '.join(sorted(found))}")
 
 
 def build(ctx: BuildContext) -> list[Check]:

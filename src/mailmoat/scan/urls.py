@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -220,11 +221,13 @@ KNOWN_REDIRECTORS: tuple[tuple[str, str], ...] = (
     ("linkedin.com", "/redir"), ("tumblr.com", "/redirect"), ("vk.com", "/away"),
     ("baidu.com", "/link"), ("yandex.ru", "/redirect"), ("doubleclick.net", "/"),
     ("slack-redir.net", "/link"), ("mandrillapp.com", "/track"), ("adnxs.com", "/"),
+    # Web proxies that show any page under their own name.
+    ("google.com", "/translate"), ("googleweblight.com", "/"),
 )
 _REDIRECT_PARAMS = frozenset({"url", "u", "q", "redirect", "redirect_uri", "redirect_url", "redir",
                               "target", "dest", "destination", "next", "goto", "link", "return",
                               "returnurl", "return_url", "r", "to", "out", "continue", "rurl",
-                              "location", "go", "site", "adurl"})
+                              "location", "go", "site", "adurl", "lite_url"})
 # URL wrappers of security gateways: look through them at the real target.
 _WRAPPERS = {"safelinks.protection.outlook.com": "url", "urldefense.proofpoint.com": "u",
              "linkprotect.cudasvc.com": "a"}
@@ -247,6 +250,34 @@ _LURE_WORDS = ("verify", "verification", "suspend", "locked", "unlock", "unusual
                "expire", "reactivate", "账户", "账号", "帐户", "验证", "冻结", "登录", "密码", "异常",
                "过期")
 
+
+# Common English words (and the words lures are made of) whose accented spelling gives away
+# filter evasion; two-letter words that are also words of Romance languages once their
+# accents are dropped ("às", "é", "à") are left out.
+_ENGLISH_COMMON = frozenset("""
+the be to of and in that have it for not on with he you do at this but his by from they we
+say her she or an will my one all would there their what so up out if about who get which go
+me when make can like time no just him know take people into year your good some could them
+see other than then now look only come its over think also back after use two how our work
+first well way even new want because any these give day most us is was are been has had were
+said did am here click link today email mail account password verify login log sign confirm
+update secure security bank payment invoice order phrase bitcoin wallet crypto usd dollar
+price free offer sale deal win winner prize money cash card""".split())
+_WORD = re.compile(r"[^\W\d_]+")
+_LATIN_ACCENTED = re.compile("[\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]")
+_ACCENT_TEXT_CHARS = 6000
+_CALLBACK_TEXT_CHARS = 8000
+# North-American numbers ("+1 (866) 955-9506", "1-888-343-5062") and international ones with
+# a country code ("+44 20 7946 0958").
+_PHONE = re.compile(r"(?:\+?1[\s.-]?)?\(?\b[2-9]\d{2}\)?[\s.-]{1,2}\d{3}[\s.-]\d{4}\b|"
+                    r"\+\d{1,3}[\s.-]\(?\d{2,4}\)?[\s.-]\d{3,4}[\s.-]\d{3,4}\b")
+_AMOUNT = re.compile(r"(?i)(?:\$|usd\s?|€|£)\s?\d{1,4}(?:,\d{3})?[.,]\d{2}\b")
+_CHARGE = re.compile(r"(?i)\b(?:charged|renew(?:al|ed)|auto[- ]?renew\w*|subscription|debited|"
+                     r"deducted|billed|order (?:number|id|no)|invoice (?:number|no|id)|"
+                     r"transaction (?:id|number))\b")
+_DISPUTE = re.compile(r"(?i)\b(?:cancel\w*|refund\w*|dispute|did ?n[o']t (?:authori[sz]e|make|"
+                      r"place|recogni[sz]e)|not authori[sz]ed|unauthori[sz]ed|call (?:us|our)|"
+                      r"contact (?:us|our)|helpline|toll[- ]?free|customer (?:care|support))\b")
 
 _OBFUSCATION_WORDS = ("log in", "login", "sign in", "sign-in", "account", "verify", "password",
                       "security", "suspended", "unusual", "payment", "invoice", "urgent",
@@ -313,6 +344,14 @@ SYMBOLS: dict[str, SymbolSpec] = {
         5.0, "A link's text shows a protected brand's or the company's domain but the link goes "
         "elsewhere.", _P, _G),
     "URL_IP_HOST": SymbolSpec(2.5, "A link points to a bare IP address instead of a name.", _P, _G),
+    "URL_IP_HOSTNAME": SymbolSpec(
+        2.5, "A link's host is a provider's generic name for an IP address "
+        "(ec2-3-138-125-44.compute.amazonaws.com, 61-30-80-157.static.example.net): a bare "
+        "server, not a website.", _P, _G),
+    "HTML_IMAGE_ONLY": SymbolSpec(
+        2.0, "The message is only pictures and links: an HTML body without readable text and "
+        "no text part beyond those links, so word filters have nothing to read.",
+        Category.SPAM, _G),
     "URL_NONSTANDARD_PORT": SymbolSpec(1.0, "A web link uses an unusual port.", _P, _G),
     "URL_PUNYCODE": SymbolSpec(0.5, "A link's host is an internationalised (punycode) name.", _P, _G),
     "URL_MIXED_SCRIPT": SymbolSpec(
@@ -356,6 +395,12 @@ SYMBOLS: dict[str, SymbolSpec] = {
     "PHISH_OBFUSCATED_WORD": SymbolSpec(
         2.0, "The subject or display name spells a lure word or brand with look-alike "
         "characters.", _P, _G),
+    "PHISH_ACCENTED_ENGLISH": SymbolSpec(
+        3.0, "Everyday English words are spelled with stray accents (\"wás\", \"emáil\", "
+        "\"Bitčoin\") to slip past word filters.", _P, _G),
+    "PHISH_CALLBACK": SymbolSpec(
+        4.0, "Callback phishing: a charge, renewal or order with an amount and a phone number "
+        "to call to cancel or dispute it, and (almost) no link.", _P, _G),
     "PHISH_BRAND_LURE": SymbolSpec(
         1.0, "The message names a brand next to account-lure words, but the sender is not that "
         "brand.", _P, _G),
@@ -460,6 +505,7 @@ class UrlCheck(Check):
         self._check_brand_sender_links(msg, from_reg, hits)
         if msg.html and _has_form(msg.html):
             self._check_forms(msg.html, from_reg, hits)
+        self._check_image_only(msg, hits)
         self._check_sender(msg, from_reg, hits)
         hits.emit(result)
 
@@ -494,11 +540,25 @@ class UrlCheck(Check):
                 if iu is not None:
                     self._check_url(iu, from_reg, hits, depth=1)
             return
+        if host.endswith(_TRANSLATE_PROXY) and depth == 0:
+            # Google Translate's proxy serves any site under <site-with-dashes>.translate.goog:
+            # the link shows a Google name while the page is someone else's.
+            inner_host = _untranslate(host)
+            if inner_host:
+                hits.add("URL_OPEN_REDIRECT",
+                         f"{where} on {host} is Google Translate's proxy for {inner_host}")
+                iu = make_url(f"{u.scheme}://{inner_host}{u.path}", u.source, u.display_text,
+                              u.tag)
+                if iu is not None:
+                    self._check_url(iu, from_reg, hits, depth=1)
+                return
         if is_ip(host):
             if _public_ip(host):
                 hits.add("URL_IP_HOST", f"{where} points to the IP address {host}: {u.url[:100]}")
         elif "." not in host:
             return  # intranet names, localhost: not a phishing target
+        elif _ip_hostname(host):
+            hits.add("URL_IP_HOSTNAME", f"{where} goes to {host}, a generic name for an IP address")
         if u.port is not None and u.port not in (80, 443, 8080, 8443) and not (
                 u.scheme == "ftp" and u.port == 21) and (not is_ip(host) or _public_ip(host)):
             hits.add("URL_NONSTANDARD_PORT", f"{where} to {host} uses port {u.port}")
@@ -524,9 +584,12 @@ class UrlCheck(Check):
         target = _param_url(u.url, _REDIRECT_PARAMS)
         if target:
             t_reg = registrable(_host_of(target))
-            if t_reg and t_reg != reg and t_reg != from_reg:
-                known = any(reg == dom and u.path.startswith(prefix)
-                            for dom, prefix in KNOWN_REDIRECTORS)
+            known = any(reg == dom and u.path.startswith(prefix)
+                        for dom, prefix in KNOWN_REDIRECTORS)
+            # A sender's own click tracker (news.example/links/…?url=shop.test) is how
+            # newsletters count clicks; only known open redirectors count on the sender's
+            # own domain.
+            if t_reg and t_reg != reg and t_reg != from_reg and (known or reg != from_reg):
                 # Tracking links of mailing services also carry url=…; only known open
                 # redirectors get the full weight.
                 hits.add("URL_OPEN_REDIRECT",
@@ -550,6 +613,9 @@ class UrlCheck(Check):
         shown_reg = sparts.registrable
         if shown_reg == reg or sparts.label == split_domain(reg).label:
             return
+        target = _param_url(u.url, _REDIRECT_PARAMS)
+        if target and registrable(_host_of(target)) == shown_reg:
+            return  # a click tracker whose target is the domain the text shows
         shown_owner = self._protected_owner(shown_reg)
         if shown_owner and shown_owner == self._protected_owner(reg):
             return  # apple.com text linking to icloud.com
@@ -664,6 +730,8 @@ class UrlCheck(Check):
     def _check_sender(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
         fa = msg.from_addr
         self._check_obfuscated(msg, hits)
+        self._check_accented_english(msg, hits)
+        self._check_callback(msg, hits)
         if fa is None or not from_reg:
             self._check_lure(msg, "", hits)
             return
@@ -718,10 +786,116 @@ class UrlCheck(Check):
                                  f"{where} {text[:60]!r} spells {word!r} as {cand!r}")
                         return
 
+    @staticmethod
+    def _check_image_only(msg: ParsedMessage, hits: _Hits) -> None:
+        """Image spam: the HTML shows pictures (img tags or CSS backgrounds) wrapped in links,
+        with no readable text, and the text/plain part, if any, is no more than those links
+        and their alt text ("[HJAGSHSG]<http://…>")."""
+        if not msg.html:
+            return
+        visible = sum(len(w) for w in msg.html_text.split())
+        if visible >= _IMAGE_ONLY_MAX_TEXT:
+            return
+        if msg.text.strip() and sum(len(w) for w in _TEXT_URL.sub(" ", msg.text[:4000]).split()) \
+                >= _IMAGE_ONLY_MAX_ALT_TEXT:
+            return  # a real text alternative to read
+        links = [u for u in msg.urls
+                 if u.tag == "a" and u.scheme in ("http", "https") and u.source == "html"]
+        if links:
+            hits.add("HTML_IMAGE_ONLY",
+                     f"the HTML body has {visible} characters of text and {len(links)} link(s), "
+                     f"e.g. to {links[0].host}")
+
+    @staticmethod
+    def _check_accented_english(msg: ParsedMessage, hits: _Hits) -> None:
+        """English text with accents sprinkled on common words ("Thiš emáil wás sent át…").
+
+        Word filters and the content model see "emáil" as a word they never met; a reader
+        sees "email". Honest text in French, Spanish or Portuguese has accents too, but its
+        accented words are not English words once the accents are gone ("été", "está"), and
+        mostly-English text has no reason to accent "was" or "your".
+        """
+        fa = msg.from_addr
+        text = " ".join((msg.subject, fa.display_name if fa else "",
+                         msg.body_text[:_ACCENT_TEXT_CHARS]))
+        if text.isascii() or not _LATIN_ACCENTED.search(text):
+            return  # no accented Latin letter at all (English, Chinese, Russian…)
+        words = _WORD.findall(text)
+        found: dict[str, str] = {}
+        n_ascii = 0
+        for w in words:
+            if w.isascii():
+                n_ascii += 1
+                continue
+            if len(found) >= 8 or len(w) > 12 or not _LATIN_ACCENTED.search(w):
+                continue
+            bare = "".join(c for c in unicodedata.normalize("NFD", w)
+                           if not unicodedata.combining(c)).lower()
+            if bare.isascii() and bare in _ENGLISH_COMMON:
+                found.setdefault(bare, w)
+        if len(found) >= 3 and n_ascii >= 0.7 * len(words):
+            shown = ", ".join(f"{v!r} for {k!r}" for k, v in list(found.items())[:4])
+            hits.add("PHISH_ACCENTED_ENGLISH", f"English words spelled with stray accents: {shown}")
+
+    @staticmethod
+    def _check_callback(msg: ParsedMessage, hits: _Hits) -> None:
+        """Telephone-oriented attack delivery: a fake invoice or renewal ("you have been
+        charged $299.95 … if you did not authorize this, call +1 (866) …") that carries no
+        link for a filter to judge; the victim phones the scammer."""
+        web = sum(1 for u in msg.urls if u.scheme in ("http", "https") and u.tag in ("a", ""))
+        if web > 1:
+            return
+        text = (msg.subject + "\n" + msg.body_text[:_CALLBACK_TEXT_CHARS])
+        # Cheapest test first: most mail names no amount of money.
+        amount = _AMOUNT.search(text)
+        if amount is None:
+            return
+        charge = _CHARGE.search(text)
+        dispute = _DISPUTE.search(text) if charge else None
+        phone = _PHONE.search(text) if dispute else None
+        if phone is not None:
+            fa = msg.from_addr
+            free = fa is not None and registrable(fa.domain) in FREEMAIL
+            hits.add("PHISH_CALLBACK",
+                     f"{charge.group(0)!r} of {amount.group(0).strip()!r}, "
+                     f"{dispute.group(0)!r} at {phone.group(0).strip()!r}"
+                     + (f", sent from free-mail {fa.address}" if free and fa else ""),
+                     # A company's billing department does not write from a free-mail account.
+                     1.25 if free else 1.0)
+
 
 def _has_form(html: str) -> bool:
     # Substring tests: a case-insensitive regex over a 1 MB body costs milliseconds.
     return any(mark in html for mark in _FORM_MARKS)
+
+
+_IP_LABEL = re.compile(r"(?:^|[a-z-])(\d{1,3})-(\d{1,3})-(\d{1,3})-(\d{1,3})(?:$|[a-z-])")
+_IMAGE_ONLY_MAX_TEXT = 20  # characters of visible text, spaces left out
+_IMAGE_ONLY_MAX_ALT_TEXT = 100  # characters of a text part (no spaces, no URLs): a line or two
+_TEXT_URL = re.compile(r"""(?i)<?\b(?:(?:https?|ftp)://|www\.)[^\s<>"']+>?""")
+
+
+_TRANSLATE_PROXY = ".translate.goog"
+
+
+def _untranslate(host: str) -> str:
+    """The site a *.translate.goog host proxies: in its first label '-' stands for '.' and
+    '--' for '-' (www-example--shop-com.translate.goog is www.example-shop.com)."""
+    label = host[: -len(_TRANSLATE_PROXY)]
+    if not label or "." in label:
+        return ""
+    inner = label.replace("--", "\0").replace("-", ".").replace("\0", "-")
+    return inner if "." in inner else ""
+
+
+def _ip_hostname(host: str) -> bool:
+    """ec2-3-138-125-44.…, 61-30-80-157.static.…, ip-10-0-0-1.…: the first label spells an
+    IPv4 address with dashes, as providers name servers nobody gave a name."""
+    first = host.split(".", 1)[0]
+    if first.count("-") < 3:
+        return False
+    m = _IP_LABEL.search(first)
+    return m is not None and all(int(g) < 256 for g in m.groups())
 
 
 def _known_suffix(host: str) -> bool:
