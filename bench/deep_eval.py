@@ -77,13 +77,14 @@ def main() -> int:
     ap.add_argument("--per-cell", type=int, default=700)
     ap.add_argument("--band", type=float, nargs=2, default=(0.2, 0.8))
     ap.add_argument("--rebuild-proxy", action="store_true")
-    ap.add_argument("--onnx", default="", help="also score --onnx-n test messages with this "
-                    "exported graph (e.g. int8) and compare with the numpy embeddings")
-    ap.add_argument("--onnx-n", type=int, default=300)
+    ap.add_argument("--other-engine", choices=("numpy", "onnx-fp32", "onnx-int8"), default="",
+                    help="also embed the test set with this engine (same length; cached) and "
+                    "score it with the same head: what a fallback engine costs")
     a = ap.parse_args()
 
     head = Head.load(a.head or None)
-    cache = load_cache(DEFAULT_CACHE, head.max_tokens)
+    engine = str(head.meta.get("engine", "numpy"))
+    cache = load_cache(DEFAULT_CACHE, head.max_tokens, engine)
     test = [r for r in sample_rows(read_index(a.corpus), a.per_cell)
             if is_test_group(r.group) and r.sha256 in cache]
     vec, clf = train_tier1_proxy(a.corpus, a.rebuild_proxy)
@@ -93,7 +94,8 @@ def main() -> int:
     bad = np.array([r.label != "ham" for r in test])
     out: dict[str, object] = {
         "test_messages": len(test), "labels": dict(Counter(r.label for r in test)),
-        "head": head.meta.get("head"), "tier1": "proxy: HashingVectorizer(1-2 grams)+SGD log-loss",
+        "head": head.meta.get("head"), "engine": engine, "max_tokens": head.max_tokens,
+        "tier1": "proxy: HashingVectorizer(1-2 grams)+SGD log-loss",
         "tier2_alone": metrics(p2, bad),
     }
     for lo, hi in (tuple(a.band), (0.05, 0.95)):
@@ -114,24 +116,23 @@ def main() -> int:
     out["accuracy_by_corpus"] = {k: {"n": len(v), "tier1": round(sum(x[0] for x in v) / len(v), 3),
                                      "tier2": round(sum(x[1] for x in v) / len(v), 3)}
                                  for k, v in sorted(cells.items())}
-    if a.onnx:
-        from mailmoat.ml.deep.cache import read_text
-        from mailmoat.ml.deep.encoder import MiniLMEncoder
+    if a.other_engine:
+        from mailmoat.ml.deep.cache import embed_rows
+        from mailmoat.ml.deep.engine import open_named
 
-        sub = test[: a.onnx_n]
-        enc = MiniLMEncoder(max_tokens=head.max_tokens, threads=1, onnx_path=a.onnx)
-        eo = enc.encode([read_text(r) for r in sub])
-        en = np.stack([cache[r.sha256] for r in sub])
-        po, pn = head.proba(eo), head.proba(en)
-        sb = bad[: len(sub)]
-        out["onnx_engine_check"] = {
-            "model": Path(a.onnx).name, "messages": len(sub),
-            "cosine_to_numpy_min": round(float((eo * en).sum(1).min()), 4),
-            "cosine_to_numpy_mean": round(float((eo * en).sum(1).mean()), 4),
-            "tier2_numpy": metrics(pn[:, 1] + pn[:, 2], sb),
-            "tier2_onnx": metrics(po[:, 1] + po[:, 2], sb),
-            "decisions_changed": int(((po[:, 1] + po[:, 2] >= 0.5)
-                                      != (pn[:, 1] + pn[:, 2] >= 0.5)).sum())}
+        name = a.other_engine
+        enc = open_named(name, max_tokens=head.max_tokens)
+        other = embed_rows(test, enc.encode, max_tokens=head.max_tokens, engine=name)
+        eo = np.stack([other[r.sha256] for r in test])
+        en = np.stack([cache[r.sha256] for r in test])
+        po = head.proba(eo)
+        q2 = po[:, 1] + po[:, 2]
+        out["other_engine_check"] = {
+            "engine": name, "messages": len(test),
+            "cosine_to_head_engine_min": round(float((eo * en).sum(1).min()), 4),
+            "cosine_to_head_engine_mean": round(float((eo * en).sum(1).mean()), 4),
+            "tier2_head_engine": metrics(p2, bad), "tier2_other_engine": metrics(q2, bad),
+            "decisions_changed": int(((q2 >= 0.5) != (p2 >= 0.5)).sum())}
     print(json.dumps(out, indent=2))
     return 0
 

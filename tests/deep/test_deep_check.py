@@ -180,8 +180,10 @@ def test_event_loop_unused_by_encoder(model_future):
     assert asyncio.run(main()) >= 1
 
 
-def test_onnx_engine_needs_a_path():
-    from mailmoat.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="onnx_path"):
-        deep.build(_ctx({"engine": "onnx"}))
+async def test_onnx_engine_with_a_missing_graph_says_why(tmp_path):
+    pytest.importorskip("onnxruntime")
+    outcome = await scan_bytes(make_email(), make_config(deep={
+        "mode": "all", "engine": "onnx", "onnx_path": str(tmp_path / "nope.onnx"),
+        "timeout_ms": 3000}))
+    fail = outcome.result.get("DEEP_FAIL")
+    assert fail is not None and "nope.onnx" in fail.reason
