@@ -7,7 +7,9 @@ Runs a pipeline of two checks on held-out corpus messages up to 100 KB: a tier-1
 real tier 1 will) and the real tier-2 `DeepCheck` in band mode. For each message it times
 `Pipeline.scan` (the content stage; parsing is timed apart) and reports p50/p99 with and
 without tier 2 (the baseline: the same pipeline without the deep check, same messages, same
-run), the share of messages tier 2 ran on, tier 2's own p50/p99 on those, the encoder alone
+run), the share of messages tier 2 ran on, tier 2's own p50/p99 on those, the same percentiles in
+CPU time (this thread plus the deep worker's, which a busy shared machine hardly changes,
+unlike wall-clock time), the encoder alone
 (tokenising included) in ms/message for a text long enough to fill the head's word pieces,
 for each engine (numpy, onnxruntime fp32, onnxruntime int8) at the head's length and at
 128, and the process RSS before and after loading the model. Tier 2 runs with the
@@ -60,12 +62,34 @@ def pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(np.array(xs) * 1000, q)), 2) if xs else float("nan")
 
 
-async def scan_all(pipe: Pipeline, msgs: list[ParsedMessage]) -> tuple[list[float], list[ScanResult]]:
+# CPU seconds spent in the deep model's worker thread, one entry per scored message: unlike
+# wall-clock time it hardly depends on what else runs on the machine.
+DEEP_CPU: list[float] = []
+
+
+def count_deep_cpu(model: DeepModel) -> None:
+    score = model.score
+
+    def timed(text: str, threshold: float = 0.5):  # type: ignore[no-untyped-def]
+        c = time.thread_time()
+        try:
+            return score(text, threshold)
+        finally:
+            DEEP_CPU.append(time.thread_time() - c)
+
+    model.score = timed  # type: ignore[method-assign]
+
+
+async def scan_all(pipe: Pipeline, msgs: list[ParsedMessage],
+                   cpu: list[float] | None = None) -> tuple[list[float], list[ScanResult]]:
     times, results = [], []
     for m in msgs:
+        n, c = len(DEEP_CPU), time.thread_time()
         t = time.perf_counter()
         r = await pipe.scan(m)
         times.append(time.perf_counter() - t)
+        if cpu is not None:  # this thread (tier 1, the loop) + the deep worker's share
+            cpu.append(time.thread_time() - c + sum(DEEP_CPU[n:]))
         results.append(r)
     return times, results
 
@@ -111,13 +135,21 @@ def main() -> int:
 
     async def run() -> dict[str, object]:
         await scan_all(full, msgs[:20])  # warm-up
-        tb, _ = await scan_all(base, msgs)
-        tf, res = await scan_all(full, msgs)
+        cb: list[float] = []
+        cf: list[float] = []
+        tb, _ = await scan_all(base, msgs, cb)
+        count_deep_cpu(model)
+        tf, res = await scan_all(full, msgs, cf)
         ran = [i for i, r in enumerate(res) if "deep_probability" in r.annotations
                or r.has("DEEP_FAIL")]
         deep_t = [res[i].timings["deep"] for i in ran]
         fails = sum(1 for r in res if r.has("DEEP_FAIL"))
         return {"tier1_only": {"p50_ms": pct(tb, 50), "p99_ms": pct(tb, 99)},
+                "cpu_ms_tier1_only": {"p50_ms": pct(cb, 50), "p99_ms": pct(cb, 99)},
+                "cpu_ms_tier1+tier2_on_band": {"p50_ms": pct(cf, 50), "p99_ms": pct(cf, 99),
+                                               "max_ms": pct(cf, 100)},
+                "cpu_ms_tier2_on_band": {"p50_ms": pct(DEEP_CPU, 50),
+                                         "p99_ms": pct(DEEP_CPU, 99)},
                 "tier1+tier2_on_band": {"p50_ms": pct(tf, 50), "p99_ms": pct(tf, 99),
                                         "max_ms": pct(tf, 100)},
                 "p99_ratio_vs_tier1_only": round(pct(tf, 99) / pct(tb, 99), 1),
