@@ -13,7 +13,8 @@ not the corpus's natural one, and the script says how many messages of each labe
 
 Reported: accuracy, false positives (ham called spam) and false negatives on the uncertain
 band and overall, for tier 1 alone and tier 1 with tier 2 on the band (tier 2 replaces tier
-1's probability there, which is what the live check's symbols do in effect; and the mean).
+1's probability there, which is what the live check's symbols do in effect; and the mean),
+except on texts under --min-tokens word pieces, where the live check does not vote either.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def main() -> int:
     ap.add_argument("--per-cell", type=int, default=700)
     ap.add_argument("--band", type=float, nargs=2, default=(0.2, 0.8))
     ap.add_argument("--rebuild-proxy", action="store_true")
+    ap.add_argument("--min-tokens", type=int, default=16, help="as [deep] min_tokens: tier 2 "
+                    "does not vote on shorter texts (0: it votes on every text)")
     ap.add_argument("--other-engine", choices=("numpy", "onnx-fp32", "onnx-int8"), default="",
                     help="also embed the test set with this engine (same length; cached) and "
                     "score it with the same head: what a fallback engine costs")
@@ -94,6 +97,19 @@ def main() -> int:
     bad = np.array([r.label != "ham" for r in test])
     is_modern = np.array([r.corpus == "modern_ham" for r in test])
     from sklearn.metrics import log_loss, roc_auc_score
+    # The live check does not vote on texts under [deep] min_tokens word pieces (the corpora
+    # hold almost no short ham); on the band, tier 1's probability then stands alone.
+    min_tokens = a.min_tokens
+    if min_tokens:
+        from mailmoat.ml.deep.cache import texts_for
+        from mailmoat.ml.deep.encoder import MiniLMEncoder
+
+        tok = MiniLMEncoder(max_tokens=head.max_tokens)
+        texts = texts_for(test)
+        pieces = np.array([len(ids) - 2 for ids in tok.token_ids([texts[r.sha256] for r in test])])
+    else:
+        pieces = np.full(len(test), 10**6)
+    votes = pieces >= min_tokens
     out: dict[str, object] = {
         "test_messages": len(test), "labels": dict(Counter(r.label for r in test)),
         "head": head.meta.get("head"), "engine": engine, "max_tokens": head.max_tokens,
@@ -103,13 +119,16 @@ def main() -> int:
         "tier2_alone_roc_auc": round(float(roc_auc_score(bad, p2)), 4),
         "tier2_alone_log_loss": round(float(log_loss(bad, np.clip(p2, 1e-6, 1 - 1e-6))), 4),
         "tier2_alone_without_modern_ham": metrics(p2[~is_modern], bad[~is_modern]),
+        "min_tokens": min_tokens, "tier2_abstains_on": int((~votes).sum()),
+        "tier2_abstains_on_ham": int((~votes & ~bad).sum()),
     }
     for lo, hi in (tuple(a.band), (0.05, 0.95)):
         band = (p1 >= lo) & (p1 <= hi)
-        replaced = np.where(band, p2, p1)
-        mean = np.where(band, (p1 + p2) / 2, p1)
+        replaced = np.where(band & votes, p2, p1)
+        mean = np.where(band & votes, (p1 + p2) / 2, p1)
         out[f"band {lo:g}-{hi:g}"] = {
             "in_band": int(band.sum()), "band_share": round(float(band.mean()), 4),
+            "tier2_abstains_in_band": int((band & ~votes).sum()),
             "on_band": {"tier1": metrics(p1[band], bad[band]),
                         "tier2": metrics(p2[band], bad[band]),
                         "mean_1_2": metrics(mean[band], bad[band])},

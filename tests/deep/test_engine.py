@@ -190,3 +190,16 @@ def test_deep_model_defaults_to_the_heads_engine(graphs, monkeypatch):
     assert model.engine == ("onnx-int8" if head.meta.get("engine") == "onnx-int8" else "onnx-fp32")
     assert model.encoder.max_tokens == head.max_tokens
     assert 0.0 <= model.score("Your mailbox is full, verify your account").p_bad <= 1.0
+
+
+def test_engine_other_than_the_heads_is_logged(caplog):
+    from mailmoat.scan.deep import DeepModel
+
+    head = Head.load()
+    if head.meta.get("engine") != "onnx-int8":
+        pytest.skip("the bundled head is not an int8 one")
+    with caplog.at_level(logging.INFO, logger="mailmoat.scan.deep"):
+        model = DeepModel(engine="numpy")
+    assert model.engine == "numpy"
+    assert "trained on onnx-int8 embeddings but runs on numpy" in caplog.text
+    assert f"engine numpy, {head.max_tokens} word pieces" in caplog.text

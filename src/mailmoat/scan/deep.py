@@ -75,6 +75,9 @@ class DeepSettings(Section):
     wait_for_load: bool = Field(True, description="building the scanner waits for the model "
                                 "(once per process) so the first messages get tier 2 too")
     load_timeout: float = Field(60.0, gt=0, description="seconds to wait for the model to load")
+    min_tokens: int = Field(16, ge=0, description="texts with fewer word pieces (subject + "
+                            "body) are not scored: the training corpora hold almost no ham that "
+                            "short, so the model reads any short note as spam")
     threshold: float = Field(0.5, gt=0, lt=1, description="deep probability at or above "
                              "which DEEP_SPAM/DEEP_PHISH fire; below it DEEP_HAM")
 
@@ -101,7 +104,9 @@ class DeepModel:
                                     fallback_dir=fallback_dir or None)
         self.engine = self.encoder.engine
         trained_on = str(self.head.meta.get("engine", "numpy"))
-        if trained_on.replace("onnx-fp32", "numpy") != self.engine.replace("onnx-fp32", "numpy"):
+        same = {"numpy", "onnx-fp32"}  # identical embeddings (to ~1e-7)
+        known = self.engine in same | {"onnx-int8"}  # not a graph of the admin's own
+        if known and trained_on != self.engine and not {trained_on, self.engine} <= same:
             log.warning("deep model: the head was trained on %s embeddings but runs on %s; "
                         "its scores shift slightly (see docs/deep.md)", trained_on, self.engine)
         self.score("warm-up: first calls pay for lazy set-up in BLAS and the tokenizer")
@@ -132,9 +137,13 @@ class DeepModel:
         return _EXECUTOR.submit(cls.get, head_path, model_dir, threads, engine, precision,
                                 onnx_path, graph_dir, fallback_dir)
 
-    def score(self, text: str, threshold: float = 0.5) -> Any:
-        emb = self.encoder.encode([text])[0]
-        return self.head.predict(emb, threshold)
+    def score(self, text: str, threshold: float = 0.5, min_tokens: int = 0) -> Any:
+        """The head's prediction, or the number of word pieces when under `min_tokens`."""
+        ids = self.encoder.token_ids([text])
+        pieces = len(ids[0]) - 2  # without [CLS] and [SEP]
+        if pieces < min_tokens:
+            return pieces
+        return self.head.predict(self.encoder.embed_ids(ids)[0], threshold)
 
 
 # One encoder at a time per process: tier 2 must never take every core from the gateway.
@@ -176,12 +185,18 @@ class DeepCheck(Check):
             model = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self.model)),
                                            self.budget)
             left = self.budget - (loop.time() - started)
-            job = loop.run_in_executor(_EXECUTOR, model.score, text, self.settings.threshold)
+            job = loop.run_in_executor(_EXECUTOR, model.score, text, self.settings.threshold,
+                                       self.settings.min_tokens)
             pred = await asyncio.wait_for(job, max(left, 0.001))
         except asyncio.TimeoutError:
             what = "score the message" if self.model.done() else "finish loading"
             result.add("DEEP_FAIL", reason=f"deep model did not {what} within "
                        f"{self.settings.timeout_ms} ms; judged without tier 2")
+            return
+        if isinstance(pred, int):  # too short to judge: no vote (docs/deep.md)
+            result.annotations["deep_skipped"] = (
+                f"text too short for the deep model ({pred} word pieces < "
+                f"{self.settings.min_tokens}); {why}")
             return
         p = pred.p_bad
         result.annotations["deep_probability"] = round(p, 4)

@@ -121,10 +121,12 @@ class MiniLMEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Unit-length float32 embeddings, shape (len(texts), 384), in input order."""
-        out = np.zeros((len(texts), self.hidden), dtype=np.float32)
-        if not texts:
-            return out
-        ids = self.token_ids(texts)
+        return self.embed_ids(self.token_ids(texts), batch_size) if texts else \
+            np.zeros((0, self.hidden), dtype=np.float32)
+
+    def embed_ids(self, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
+        """Embeddings of already tokenised texts (`token_ids`)."""
+        out = np.zeros((len(ids), self.hidden), dtype=np.float32)
         # Sorting by length keeps padding (wasted work) small inside each batch.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         with self._thread_cap():
