@@ -70,10 +70,10 @@ DEEP_CPU: list[float] = []
 def count_deep_cpu(model: DeepModel) -> None:
     score = model.score
 
-    def timed(text: str, threshold: float = 0.5):  # type: ignore[no-untyped-def]
+    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
         c = time.thread_time()
         try:
-            return score(text, threshold)
+            return score(*args, **kwargs)
         finally:
             DEEP_CPU.append(time.thread_time() - c)
 
