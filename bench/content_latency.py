@@ -1,15 +1,20 @@
 """Latency of the content stage with tier 2 on the uncertain band, and memory.
 
-    nice python bench/content_latency.py --corpus /tmp/corpus [--messages 400]
+    python bench/content_latency.py --corpus /tmp/corpus [--messages 400] [--engine auto]
 
 Runs a pipeline of two checks on held-out corpus messages up to 100 KB: a tier-1 PROXY
 (HashingVectorizer + SGD from bench/deep_eval.py, which sets `ml_spam_probability` like the
 real tier 1 will) and the real tier-2 `DeepCheck` in band mode. For each message it times
 `Pipeline.scan` (the content stage; parsing is timed apart) and reports p50/p99 with and
 without tier 2 (the baseline: the same pipeline without the deep check, same messages, same
-run), the share of messages tier 2 ran on, tier 2's own p50/p99 on those, the encoder alone
-in ms/message at full length (128 word pieces) for batch 1 and batch 32, and the process
-RSS before and after loading the model.
+run), the share of messages tier 2 ran on, tier 2's own p50/p99 on those, the same percentiles in
+CPU time (this thread plus the deep worker's, which a busy shared machine hardly changes,
+unlike wall-clock time), the encoder alone
+(tokenising included) in ms/message for a text long enough to fill the head's word pieces,
+for each engine (numpy, onnxruntime fp32, onnxruntime int8) at the head's length and at
+128, and the process RSS before and after loading the model. Tier 2 runs with the
+gateway's defaults (`[deep] engine = "auto"`: the engine the head was trained for, the graph
+built into the user cache on first use), unless --engine says otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from deep_eval import train_tier1_proxy  # noqa: E402
 from mailmoat.message.model import ParsedMessage  # noqa: E402
 from mailmoat.message.parse import parse_message  # noqa: E402
 from mailmoat.ml.deep.corpus import is_test_group, read_index  # noqa: E402
+from mailmoat.ml.deep.engine import open_named  # noqa: E402
 from mailmoat.scan.base import Check, ScanResult, SymbolSpec  # noqa: E402
 from mailmoat.scan.deep import DeepCheck, DeepModel, DeepSettings  # noqa: E402
 from mailmoat.scan.pipeline import Pipeline  # noqa: E402
@@ -56,12 +62,34 @@ def pct(xs: list[float], q: float) -> float:
     return round(float(np.percentile(np.array(xs) * 1000, q)), 2) if xs else float("nan")
 
 
-async def scan_all(pipe: Pipeline, msgs: list[ParsedMessage]) -> tuple[list[float], list[ScanResult]]:
+# CPU seconds spent in the deep model's worker thread, one entry per scored message: unlike
+# wall-clock time it hardly depends on what else runs on the machine.
+DEEP_CPU: list[float] = []
+
+
+def count_deep_cpu(model: DeepModel) -> None:
+    score = model.score
+
+    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        c = time.thread_time()
+        try:
+            return score(*args, **kwargs)
+        finally:
+            DEEP_CPU.append(time.thread_time() - c)
+
+    model.score = timed  # type: ignore[method-assign]
+
+
+async def scan_all(pipe: Pipeline, msgs: list[ParsedMessage],
+                   cpu: list[float] | None = None) -> tuple[list[float], list[ScanResult]]:
     times, results = [], []
     for m in msgs:
+        n, c = len(DEEP_CPU), time.thread_time()
         t = time.perf_counter()
         r = await pipe.scan(m)
         times.append(time.perf_counter() - t)
+        if cpu is not None:  # this thread (tier 1, the loop) + the deep worker's share
+            cpu.append(time.thread_time() - c + sum(DEEP_CPU[n:]))
         results.append(r)
     return times, results
 
@@ -72,9 +100,12 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=400)
     ap.add_argument("--timeout-ms", type=int, default=250)
     ap.add_argument("--big", type=int, default=20, help="extra messages padded to ~100 KB")
-    ap.add_argument("--onnx", nargs="*", default=[],
-                    help="exported .onnx files to time against the numpy encoder")
+    ap.add_argument("--engine", choices=("auto", "onnx", "numpy"), default="auto")
+    ap.add_argument("--precision", choices=("auto", "int8", "fp32"), default="auto")
+    ap.add_argument("--no-engine-table", action="store_true",
+                    help="skip timing the encoder alone for every engine")
     a = ap.parse_args()
+    load_start = psutil.getloadavg()[0]
     proc = psutil.Process()
     rss0 = proc.memory_info().rss
     vec, clf = train_tier1_proxy(a.corpus)
@@ -93,23 +124,32 @@ def main() -> int:
     parse_ms = (time.perf_counter() - t) / len(msgs) * 1000
     rss_tier1 = proc.memory_info().rss
     rss_before_model = proc.memory_info().rss
-    fut = DeepModel.preload()
+    settings = DeepSettings(timeout_ms=a.timeout_ms, engine=a.engine, precision=a.precision)
+    fut = DeepModel.preload(engine=settings.engine, precision=settings.precision)
     model = fut.result()
     rss_deep = proc.memory_info().rss
 
     base = Pipeline([Tier1Proxy(vec, clf)])
-    deep = DeepCheck(DeepSettings(timeout_ms=a.timeout_ms), fut)
+    deep = DeepCheck(settings, fut)
     full = Pipeline([Tier1Proxy(vec, clf), deep])
 
     async def run() -> dict[str, object]:
         await scan_all(full, msgs[:20])  # warm-up
-        tb, _ = await scan_all(base, msgs)
-        tf, res = await scan_all(full, msgs)
+        cb: list[float] = []
+        cf: list[float] = []
+        tb, _ = await scan_all(base, msgs, cb)
+        count_deep_cpu(model)
+        tf, res = await scan_all(full, msgs, cf)
         ran = [i for i, r in enumerate(res) if "deep_probability" in r.annotations
                or r.has("DEEP_FAIL")]
         deep_t = [res[i].timings["deep"] for i in ran]
         fails = sum(1 for r in res if r.has("DEEP_FAIL"))
         return {"tier1_only": {"p50_ms": pct(tb, 50), "p99_ms": pct(tb, 99)},
+                "cpu_ms_tier1_only": {"p50_ms": pct(cb, 50), "p99_ms": pct(cb, 99)},
+                "cpu_ms_tier1+tier2_on_band": {"p50_ms": pct(cf, 50), "p99_ms": pct(cf, 99),
+                                               "max_ms": pct(cf, 100)},
+                "cpu_ms_tier2_on_band": {"p50_ms": pct(DEEP_CPU, 50),
+                                         "p99_ms": pct(DEEP_CPU, 99)},
                 "tier1+tier2_on_band": {"p50_ms": pct(tf, 50), "p99_ms": pct(tf, 99),
                                         "max_ms": pct(tf, 100)},
                 "p99_ratio_vs_tier1_only": round(pct(tf, 99) / pct(tb, 99), 1),
@@ -119,43 +159,45 @@ def main() -> int:
 
     out = asyncio.run(run())
     rss_after_scans = proc.memory_info().rss
-    long_text = "The quarterly invoice is attached, please confirm the payment details. " * 40
-    enc = model.encoder
-    engines = {"numpy": enc}
-    for path in a.onnx:
-        from mailmoat.ml.deep.encoder import MiniLMEncoder
-
-        engines[f"onnx:{Path(path).name}"] = MiniLMEncoder(max_tokens=enc.max_tokens,
-                                                           threads=1, onnx_path=path)
-    timing: dict[str, dict[str, float]] = {}
-    for e in engines.values():
-        e.encode([long_text])
-    for _round in range(3):  # interleaved rounds: a loaded machine hurts every engine alike
-        for name, e in engines.items():
-            t = time.perf_counter()
-            for _ in range(5):
-                e.encode([long_text])
-            timing.setdefault(name, {"batch1": [], "batch32": []})["batch1"].append(
-                (time.perf_counter() - t) / 5 * 1000)
-            t = time.perf_counter()
-            e.encode([long_text] * 32)
-            timing[name]["batch32"].append((time.perf_counter() - t) / 32 * 1000)
-    enc_ms = {name: {k: round(float(np.median(v)), 1) for k, v in d.items()}
-              for name, d in timing.items()}
-    for name in enc_ms:
-        enc_ms[name]["ratio_vs_numpy_batch1"] = round(
-            enc_ms[name]["batch1"] / enc_ms["numpy"]["batch1"], 2)
+    # A mail-like text of 2,000 characters (message_text's cap) that fills any length.
+    long_text = ("The quarterly invoice is attached, please confirm the payment details. "
+                 * 40)[:2000]
+    enc_ms: dict[str, dict[str, float]] = {}
+    if not a.no_engine_table:
+        lengths = sorted({model.head.max_tokens, 128})
+        engines = {(name, n): open_named(name, max_tokens=n)
+                   for name in ("numpy", "onnx-fp32", "onnx-int8") for n in lengths}
+        wall: dict[tuple[str, int], list[float]] = {k: [] for k in engines}
+        cpu: dict[tuple[str, int], list[float]] = {k: [] for k in engines}
+        for e in engines.values():
+            e.encode([long_text])
+        for _round in range(5):  # interleaved rounds: a loaded machine hurts every engine alike
+            for k, e in engines.items():
+                t, c = time.perf_counter(), time.thread_time()
+                for _ in range(10):
+                    e.encode([long_text])
+                wall[k].append((time.perf_counter() - t) / 10 * 1000)
+                cpu[k].append((time.thread_time() - c) / 10 * 1000)
+        for (name, n) in engines:
+            enc_ms[f"{name}, {n} pieces"] = {
+                "wall_median": round(float(np.median(wall[(name, n)])), 1),
+                "wall_min": round(min(wall[(name, n)]), 1),
+                "cpu_median": round(float(np.median(cpu[(name, n)])), 1),
+                "vs_numpy_128": round(float(np.median(wall[(name, n)])
+                                            / np.median(wall[("numpy", 128)])), 2)}
     out.update({
         "messages": len(msgs), "max_size_bytes": max(len(b) for b in raws),
         "mean_size_bytes": int(sum(len(b) for b in raws) / len(raws)),
         "messages_over_90kb": sum(1 for b in raws if len(b) > 90_000),
         "parse_ms_mean": round(parse_ms, 2),
-        "encoder_ms_per_message_128_tokens_1_thread": enc_ms,
+        "tier2_engine": model.engine, "tier2_word_pieces": model.head.max_tokens,
+        "encoder_alone_ms_per_message_1_thread_batch_1": enc_ms,
         "rss_mb": {"start": rss0 >> 20, "with_tier1_proxy": rss_tier1 >> 20,
                    "before_deep_model": rss_before_model >> 20,
                    "with_deep_model": rss_deep >> 20, "after_scans": rss_after_scans >> 20,
                    "end_after_engine_timings": proc.memory_info().rss >> 20},
-        "cpu": f"{psutil.cpu_count()} cores, load average {psutil.getloadavg()[0]:.1f}",
+        "cpu": f"{psutil.cpu_count()} cores, load average {load_start:.1f} at the start, "
+               f"{psutil.getloadavg()[0]:.1f} at the end",
     })
     print(json.dumps(out, indent=2))
     return 0

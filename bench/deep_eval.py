@@ -13,7 +13,8 @@ not the corpus's natural one, and the script says how many messages of each labe
 
 Reported: accuracy, false positives (ham called spam) and false negatives on the uncertain
 band and overall, for tier 1 alone and tier 1 with tier 2 on the band (tier 2 replaces tier
-1's probability there, which is what the live check's symbols do in effect; and the mean).
+1's probability there, which is what the live check's symbols do in effect; and the mean),
+except on texts under --min-tokens word pieces, where the live check does not vote either.
 """
 
 from __future__ import annotations
@@ -77,13 +78,16 @@ def main() -> int:
     ap.add_argument("--per-cell", type=int, default=700)
     ap.add_argument("--band", type=float, nargs=2, default=(0.2, 0.8))
     ap.add_argument("--rebuild-proxy", action="store_true")
-    ap.add_argument("--onnx", default="", help="also score --onnx-n test messages with this "
-                    "exported graph (e.g. int8) and compare with the numpy embeddings")
-    ap.add_argument("--onnx-n", type=int, default=300)
+    ap.add_argument("--min-tokens", type=int, default=16, help="as [deep] min_tokens: tier 2 "
+                    "does not vote on shorter texts (0: it votes on every text)")
+    ap.add_argument("--other-engine", choices=("numpy", "onnx-fp32", "onnx-int8"), default="",
+                    help="also embed the test set with this engine (same length; cached) and "
+                    "score it with the same head: what a fallback engine costs")
     a = ap.parse_args()
 
     head = Head.load(a.head or None)
-    cache = load_cache(DEFAULT_CACHE, head.max_tokens)
+    engine = str(head.meta.get("engine", "numpy"))
+    cache = load_cache(DEFAULT_CACHE, head.max_tokens, engine)
     test = [r for r in sample_rows(read_index(a.corpus), a.per_cell)
             if is_test_group(r.group) and r.sha256 in cache]
     vec, clf = train_tier1_proxy(a.corpus, a.rebuild_proxy)
@@ -91,17 +95,40 @@ def main() -> int:
     pr = head.proba(np.stack([cache[r.sha256] for r in test]))
     p2 = pr[:, 1] + pr[:, 2]
     bad = np.array([r.label != "ham" for r in test])
+    is_modern = np.array([r.corpus == "modern_ham" for r in test])
+    from sklearn.metrics import log_loss, roc_auc_score
+    # The live check does not vote on texts under [deep] min_tokens word pieces (the corpora
+    # hold almost no short ham); on the band, tier 1's probability then stands alone.
+    min_tokens = a.min_tokens
+    if min_tokens:
+        from mailmoat.ml.deep.cache import texts_for
+        from mailmoat.ml.deep.encoder import MiniLMEncoder
+
+        tok = MiniLMEncoder(max_tokens=head.max_tokens)
+        texts = texts_for(test)
+        pieces = np.array([len(ids) - 2 for ids in tok.token_ids([texts[r.sha256] for r in test])])
+    else:
+        pieces = np.full(len(test), 10**6)
+    votes = pieces >= min_tokens
     out: dict[str, object] = {
         "test_messages": len(test), "labels": dict(Counter(r.label for r in test)),
-        "head": head.meta.get("head"), "tier1": "proxy: HashingVectorizer(1-2 grams)+SGD log-loss",
+        "head": head.meta.get("head"), "engine": engine, "max_tokens": head.max_tokens,
+        "tier1": "proxy: HashingVectorizer(1-2 grams)+SGD log-loss",
         "tier2_alone": metrics(p2, bad),
+        # threshold-free, so one held-out list read wrongly at 0.5 weighs less
+        "tier2_alone_roc_auc": round(float(roc_auc_score(bad, p2)), 4),
+        "tier2_alone_log_loss": round(float(log_loss(bad, np.clip(p2, 1e-6, 1 - 1e-6))), 4),
+        "tier2_alone_without_modern_ham": metrics(p2[~is_modern], bad[~is_modern]),
+        "min_tokens": min_tokens, "tier2_abstains_on": int((~votes).sum()),
+        "tier2_abstains_on_ham": int((~votes & ~bad).sum()),
     }
     for lo, hi in (tuple(a.band), (0.05, 0.95)):
         band = (p1 >= lo) & (p1 <= hi)
-        replaced = np.where(band, p2, p1)
-        mean = np.where(band, (p1 + p2) / 2, p1)
+        replaced = np.where(band & votes, p2, p1)
+        mean = np.where(band & votes, (p1 + p2) / 2, p1)
         out[f"band {lo:g}-{hi:g}"] = {
             "in_band": int(band.sum()), "band_share": round(float(band.mean()), 4),
+            "tier2_abstains_in_band": int((band & ~votes).sum()),
             "on_band": {"tier1": metrics(p1[band], bad[band]),
                         "tier2": metrics(p2[band], bad[band]),
                         "mean_1_2": metrics(mean[band], bad[band])},
@@ -114,24 +141,23 @@ def main() -> int:
     out["accuracy_by_corpus"] = {k: {"n": len(v), "tier1": round(sum(x[0] for x in v) / len(v), 3),
                                      "tier2": round(sum(x[1] for x in v) / len(v), 3)}
                                  for k, v in sorted(cells.items())}
-    if a.onnx:
-        from mailmoat.ml.deep.cache import read_text
-        from mailmoat.ml.deep.encoder import MiniLMEncoder
+    if a.other_engine:
+        from mailmoat.ml.deep.cache import embed_rows
+        from mailmoat.ml.deep.engine import open_named
 
-        sub = test[: a.onnx_n]
-        enc = MiniLMEncoder(max_tokens=head.max_tokens, threads=1, onnx_path=a.onnx)
-        eo = enc.encode([read_text(r) for r in sub])
-        en = np.stack([cache[r.sha256] for r in sub])
-        po, pn = head.proba(eo), head.proba(en)
-        sb = bad[: len(sub)]
-        out["onnx_engine_check"] = {
-            "model": Path(a.onnx).name, "messages": len(sub),
-            "cosine_to_numpy_min": round(float((eo * en).sum(1).min()), 4),
-            "cosine_to_numpy_mean": round(float((eo * en).sum(1).mean()), 4),
-            "tier2_numpy": metrics(pn[:, 1] + pn[:, 2], sb),
-            "tier2_onnx": metrics(po[:, 1] + po[:, 2], sb),
-            "decisions_changed": int(((po[:, 1] + po[:, 2] >= 0.5)
-                                      != (pn[:, 1] + pn[:, 2] >= 0.5)).sum())}
+        name = a.other_engine
+        enc = open_named(name, max_tokens=head.max_tokens)
+        other = embed_rows(test, enc.encode, max_tokens=head.max_tokens, engine=name)
+        eo = np.stack([other[r.sha256] for r in test])
+        en = np.stack([cache[r.sha256] for r in test])
+        po = head.proba(eo)
+        q2 = po[:, 1] + po[:, 2]
+        out["other_engine_check"] = {
+            "engine": name, "messages": len(test),
+            "cosine_to_head_engine_min": round(float((eo * en).sum(1).min()), 4),
+            "cosine_to_head_engine_mean": round(float((eo * en).sum(1).mean()), 4),
+            "tier2_head_engine": metrics(p2, bad), "tier2_other_engine": metrics(q2, bad),
+            "decisions_changed": int(((q2 >= 0.5) != (p2 >= 0.5)).sum())}
     print(json.dumps(out, indent=2))
     return 0
 

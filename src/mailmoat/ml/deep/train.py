@@ -23,7 +23,7 @@ import numpy as np
 
 from mailmoat.ml.deep.cache import DEFAULT_CACHE, embed_rows
 from mailmoat.ml.deep.corpus import IndexRow, is_test_group, read_index, sample_rows
-from mailmoat.ml.deep.encoder import MiniLMEncoder
+from mailmoat.ml.deep.engine import open_named
 from mailmoat.ml.deep.head import CLASSES, PROTOTYPES, Head
 
 log = logging.getLogger("mailmoat.ml.deep.train")
@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", default="/tmp/corpus")
     ap.add_argument("--out", default="src/mailmoat/data/deep/head.npz")
     ap.add_argument("--per-cell", type=int, default=700, help="messages per (corpus, label)")
-    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--max-tokens", type=int, default=64,
+                    help="word pieces the encoder reads (the live check reads as many)")
+    ap.add_argument("--engine", choices=("onnx-int8", "onnx-fp32", "numpy"), default="onnx-int8",
+                    help="compute the training embeddings as this engine does at scan time "
+                    "(the head learns that engine's embeddings; onnx-fp32 = numpy)")
     ap.add_argument("--cache", default=str(DEFAULT_CACHE))
     ap.add_argument("--cached-only", action="store_true",
                     help="train on the sampled messages already in the cache, embed nothing")
@@ -68,18 +72,20 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     rows = sample_rows(read_index(a.corpus), a.per_cell)
-    enc = MiniLMEncoder(max_tokens=a.max_tokens, threads=1)
+    # onnx-*: the graph the gateway builds, cached in the same place (ml/deep/engine.py)
+    enc = open_named(a.engine, max_tokens=a.max_tokens)
     if a.cached_only:
         from mailmoat.ml.deep.cache import load_cache
 
-        cache = load_cache(Path(a.cache), a.max_tokens)
+        cache = load_cache(Path(a.cache), a.max_tokens, a.engine)
         rows = [r for r in rows if r.sha256 in cache]
     else:
         # Interleave corpora and labels, so an interrupted run leaves a usable cache
         # (`--cached-only` then trains on what is there).
         order = list(rows)
         random.Random(7).shuffle(order)
-        cache = embed_rows(order, enc.encode, root=Path(a.cache), max_tokens=a.max_tokens)
+        cache = embed_rows(order, enc.encode, root=Path(a.cache), max_tokens=a.max_tokens,
+                           engine=a.engine)
     test = [r for r in rows if is_test_group(r.group)]
     train_all = [r for r in rows if not is_test_group(r.group)]
     val = [r for r in train_all if is_test_group(r.group + "/val")]
@@ -109,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     layers = _layers_of(model)
     proto_emb = enc.encode([p[2] for p in PROTOTYPES])
     meta = {"model": "sentence-transformers/all-MiniLM-L6-v2", "max_tokens": a.max_tokens,
+            "engine": a.engine,
             "head": best, "validation_log_loss": scores, "classes": list(CLASSES),
             "per_cell": a.per_cell, "train_messages": len(train_all),
             "command": "python -m mailmoat.ml.deep.train " + " ".join(argv or sys.argv[1:])}
