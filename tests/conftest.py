@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from email.message import EmailMessage
 from typing import Any
 
@@ -11,6 +15,13 @@ from mailmoat.config import Config, config_from_dict
 from mailmoat.message.model import Direction, Envelope
 from mailmoat.scan.base import BuildContext
 from mailmoat.scan.engine import ScanOutcome, Scanner
+
+# The tier-2 ONNX graph is built on first use into the user cache ($XDG_CACHE_HOME); the
+# tests build theirs in a directory of their own (once per run), not in the user's home.
+if "MAILMOAT_TEST_KEEP_CACHE" not in os.environ:
+    _CACHE = tempfile.mkdtemp(prefix="mailmoat-test-cache-")
+    os.environ["XDG_CACHE_HOME"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 
 def make_email(*, subject: str = "Hello", body: str = "Hi there,\nsee you tomorrow.\n",
