@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -40,15 +41,51 @@ SRC = Path(os.environ.get("BENCH_SRC", ROOT / "src"))  # BENCH_SRC: compare anot
 
 
 class Sink:
-    def __init__(self) -> None:
+    """The downstream: an aiosmtpd server in a process of its own (so it shares no GIL with
+    the client), which prints `seq receipt-time` per message; a thread here collects them.
+    time.perf_counter() is CLOCK_MONOTONIC on Linux, comparable across processes."""
+
+    def __init__(self, port: int) -> None:
         self.lock = threading.Lock()
         self.received: dict[str, float] = {}
+        self.port = port
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve-sink", str(port)],
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the sink did not start")
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        seq = BytesHeaderParser().parsebytes(envelope.original_content).get("X-Bench-Seq", "")
-        with self.lock:
-            self.received.setdefault(seq, time.perf_counter())
-        return "250 2.0.0 ok"
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            seq, _, at = line.strip().rpartition(" ")
+            with self.lock:
+                self.received.setdefault(seq, float(at))
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds_of(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def serve_sink(port: int) -> None:
+    """`--serve-sink PORT`: the sink process."""
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            seq = BytesHeaderParser().parsebytes(envelope.original_content).get("X-Bench-Seq", "")
+            print(seq, time.perf_counter(), flush=True)
+            return "250 2.0.0 ok"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port, ready_timeout=10)
+    controller.start()
+    print("ready", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    controller.stop()
 
 
 def free_port() -> int:
@@ -67,15 +104,18 @@ def message(run: str, seq: int) -> bytes:
             f"Alice\r\n").encode()
 
 
-async def send_all(port: int, run: str, n: int, conc: int, starts: dict[str, float]) -> None:
+async def send_all(port: int, run: str, n: int, conc: int, starts: dict[str, float],
+                   accepted: dict[str, float]) -> None:
     seqs = iter(range(n))
 
     async def one() -> None:
         c = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=60)
         await c.connect()
         for seq in seqs:
-            starts[f"{run}-{seq}"] = time.perf_counter()
+            key = f"{run}-{seq}"
+            starts[key] = time.perf_counter()
             await c.sendmail("alice@sender.test", ["bob@example.test"], message(run, seq))
+            accepted[key] = time.perf_counter()  # the 250 after DATA
         await c.quit()
 
     await asyncio.gather(*(one() for _ in range(conc)))
@@ -107,14 +147,25 @@ def cpu_seconds(pid: int | None, kind: str = "both") -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds_of(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(port: int, sink: Sink, run: str, n: int, conc: int,
             gw_pid: int | None = None) -> dict[str, float]:
     starts: dict[str, float] = {}
     t0 = time.perf_counter()
     cpu0 = cpu_seconds(gw_pid) if gw_pid else 0.0
+    per0 = {p: cpu_seconds_of(p) for p in family(gw_pid)} if gw_pid else {}
     sys0 = cpu_seconds(gw_pid, "system") if gw_pid else 0.0
-    bench0 = cpu_seconds(None)
-    asyncio.run(send_all(port, run, n, conc, starts))
+    bench0 = cpu_seconds(None) + sink.cpu_seconds()
+    accepted: dict[str, float] = {}
+    asyncio.run(send_all(port, run, n, conc, starts, accepted))
+    intake_s = max(accepted.values()) - t0
     keys = [f"{run}-{i}" for i in range(n)]
     deadline = time.monotonic() + 300
     while True:
@@ -129,15 +180,22 @@ def measure(port: int, sink: Sink, run: str, n: int, conc: int,
         raise RuntimeError(f"{run}: only {len(ends)} of {n} messages arrived")
     elapsed = max(ends.values()) - t0
     lat = sorted((ends[k] - starts[k]) * 1000 for k in keys)
+    reply = sorted((accepted[k] - starts[k]) * 1000 for k in keys)
     out = {"msgs_per_s": n / elapsed, "p50_ms": statistics.median(lat),
-           "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))], "seconds": elapsed}
+           "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))], "seconds": elapsed,
+           # until the client had its last 250, and how long each transaction took to it
+           "accepted_msgs_per_s": n / intake_s,
+           "reply_p50_ms": statistics.median(reply),
+           "reply_p99_ms": reply[min(len(reply) - 1, int(len(reply) * 0.99))]}
     if gw_pid:
         # CPU the gateway spent per message: independent of how loaded the machine is.
         out["gateway_cpu_ms_per_msg"] = (cpu_seconds(gw_pid) - cpu0) / n * 1000
         # the kernel's share (socket I/O, fsync, renames) of that CPU
         out["gateway_sys_ms_per_msg"] = (cpu_seconds(gw_pid, "system") - sys0) / n * 1000
+        # how the work spread over the processes of `[smtp] processes = N` (seconds each)
+        out["cpu_s_by_process"] = [round(cpu_seconds_of(p) - c, 2) for p, c in per0.items()]
     # the bench's own client + sink share the machine's cores with the gateway
-    out["bench_cpu_ms_per_msg"] = (cpu_seconds(None) - bench0) / n * 1000
+    out["bench_cpu_ms_per_msg"] = (cpu_seconds(None) + sink.cpu_seconds() - bench0) / n * 1000
     return out
 
 
@@ -170,6 +228,10 @@ def all_check_names() -> set[str]:
 
 
 def main() -> None:
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve-sink":
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        serve_sink(int(sys.argv[2]))
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=600)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
@@ -181,13 +243,15 @@ def main() -> None:
                          "core's built-in checks); the others go into disabled_checks")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
     args = ap.parse_args()
+    # The client's loop shares this process's GIL with the thread that reads the sink's
+    # receipts; at the default 5 ms switch interval a hand-over can stall the client that
+    # long (the gateway sets 0.5 ms for the same reason).
+    sys.setswitchinterval(float(os.environ.get("BENCH_SWITCH_INTERVAL", "0.0005")))
 
     if args.only is not None:
         args.disable = sorted(set(args.disable) | (all_check_names() - set(args.only)))
-    sink = Sink()
     sink_port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=sink_port, ready_timeout=10)
-    controller.start()
+    sink = Sink(sink_port)
     tmp = Path(tempfile.mkdtemp(prefix="mailmoat-bench-"))
     gw_port = free_port()
     cfg = tmp / "mailmoat.toml"
@@ -258,7 +322,7 @@ network = false
     finally:
         gw.terminate()
         gw.wait(30)
-        controller.stop()
+        sink.stop()
     result = {"cpus": os.cpu_count(), "python": platform.python_version(),
               "processes": args.processes, "disabled_checks": args.disable,
               "load_avg_at_end": os.getloadavg(), "gateway_peak_rss_mib": rss, "rows": rows,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import heapq
 import logging
 import time
@@ -358,14 +359,17 @@ class DeliveryManager:
         log_id = str(entry.extra.get("mailmoat_id", entry.id))
         if not entry.scanned:
             raw = await self._scan_late(entry, raw)
-        if "log" in entry.extra and not entry.extra.get("logged") and self.log_writer:
-            try:
-                await asyncio.wrap_future(self.log_writer.log_message(entry.extra["log"]))
-                entry.extra["logged"] = True
-            except Exception:
-                log.exception("logging %s failed (the message itself is safe in the spool)",
-                              log_id)
         plan: dict[str, str] = entry.extra.get("plan", {})
+        if "log" in entry.extra and not entry.extra.get("logged") and self.log_writer:
+            # The writer applies a message before any delivery record queued after it, so
+            # delivery waits for the database only when a quarantine row will refer to the
+            # message (with several processes on one SQLite file that wait was the
+            # bottleneck). A write that fails is logged and, as `logged` stays unset, tried
+            # again on the next attempt.
+            logged = self._log_message(entry, log_id)
+            if "quarantine" in plan.values():
+                with contextlib.suppress(Exception):  # reported by _log_message
+                    await asyncio.wrap_future(logged)
         events: list[tuple[str, str, str]] = []
         hold = [r for r in entry.pending if plan.get(r) == "quarantine"]
         if hold:
@@ -448,6 +452,23 @@ class DeliveryManager:
         entry.scanned = True
         await self._io(self.spool.put, entry, raw, "active")
         return raw
+
+    def _log_message(self, entry: SpoolEntry, log_id: str) -> concurrent.futures.Future[bool]:
+        assert self.log_writer is not None
+        loop = asyncio.get_running_loop()
+
+        def done(fut: concurrent.futures.Future[bool]) -> None:
+            exc = fut.exception()
+            if exc is not None:
+                log.error("logging %s failed (the message itself is safe in the spool): %s",
+                          log_id, exc)
+                return
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to mark
+                loop.call_soon_threadsafe(entry.extra.__setitem__, "logged", True)
+
+        fut = self.log_writer.log_message(entry.extra["log"])
+        fut.add_done_callback(done)
+        return fut
 
     def _record(self, log_id: str, events: list[tuple[str, str, str]], entry: SpoolEntry) -> None:
         if self.log_writer is None or not events:
