@@ -38,6 +38,7 @@ import spf
 import tldextract
 from pydantic import Field
 
+import mailmoat.dkimfast  # noqa: F401  (faster identical DKIM canonicalization)
 from mailmoat.config import Section
 from mailmoat.dns import DnsTempError, Resolver
 from mailmoat.message.model import Direction, ParsedMessage
