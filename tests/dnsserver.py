@@ -24,6 +24,7 @@ bench/auth_dns.py).
 
 from __future__ import annotations
 
+import socketserver
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -125,19 +126,29 @@ class ZoneResolver(BaseResolver):
         return reply
 
 
+class _SerialUDPServer(socketserver.UDPServer):
+    """Answers UDP queries one after the other in the serving thread: no thread per query."""
+
+    allow_reuse_address = True
+
+
 class TestDnsServer:
-    """UDP + TCP servers on one free loopback port, serving `zones` (a mutable dict)."""
+    """UDP + TCP servers on one free loopback port, serving `zones` (a mutable dict).
+
+    `threaded=False` answers UDP in the serving thread instead of a new thread per query
+    (dnslib's default): faster per query, for benchmarks; tests keep the default."""
 
     __test__ = False  # not a test class, despite the name
 
-    def __init__(self, zones: ZoneData | None = None) -> None:
+    def __init__(self, zones: ZoneData | None = None, *, threaded: bool = True) -> None:
         self.zones: ZoneData = zones if zones is not None else {}
         self.resolver = ZoneResolver(self.zones)
         logger = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data",
                            prefix=False, logf=lambda _s: None)
         last_error: OSError | None = None
         for _ in range(20):
-            udp = DNSServer(self.resolver, address="127.0.0.1", port=0, logger=logger)
+            udp = DNSServer(self.resolver, address="127.0.0.1", port=0, logger=logger,
+                            server=None if threaded else _SerialUDPServer)
             port = udp.server.server_address[1]
             try:
                 tcp = DNSServer(self.resolver, address="127.0.0.1", port=port, tcp=True,
@@ -193,7 +204,7 @@ def publish_sender(zones: ZoneData, domain: str, *, spf: str = "v=spf1 ip4:192.0
 
 
 def _serve_forever(zones: ZoneData, conn: Any) -> None:
-    with TestDnsServer(zones) as server:
+    with TestDnsServer(zones, threaded=False) as server:
         conn.send(server.port)
         conn.recv()  # anything, or EOF when the parent goes away: stop
     conn.close()
@@ -201,7 +212,8 @@ def _serve_forever(zones: ZoneData, conn: Any) -> None:
 
 class DnsServerProcess:
     """A TestDnsServer in a child process, as a local resolver would be: its CPU time is not
-    taken from the process under measurement (benchmarks). Zones are fixed at start."""
+    taken from the process under measurement (benchmarks). Zones are fixed at start; UDP
+    queries are answered one at a time without a thread each (`threaded=False`)."""
 
     def __init__(self, zones: ZoneData) -> None:
         import multiprocessing
