@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Latency of the whole scan (parse + every check family + policy), next to baselines in the same run.
+"""Latency of the whole scan (parse, every check family, policy) next to baselines, in one run.
 
     nice -n 10 env PYTHONPATH=src .venv/bin/python bench/scan_latency.py [--n 300] [--with-clamd]
         [--disable deep] [--senders K] [--no-network]
@@ -357,17 +357,20 @@ def main() -> None:
                                  share_msgs, database))
         load_after = os.getloadavg()
 
-    argv = " ".join(sys.argv[1:])
+    argv = sys.argv[1:]
+    if "--out" in argv:  # where the JSON went is not part of the measurement
+        del argv[argv.index("--out"):argv.index("--out") + 2]
     report.update({
         "options": {"n": args.n, "with_clamd": args.with_clamd, "disable": args.disable,
-                    "senders": args.senders, "sizes": args.sizes, "share_n": args.share_n, "arc_every": args.arc_every if network else 0,
+                    "senders": args.senders, "sizes": args.sizes, "share_n": args.share_n,
+                    "arc_every": args.arc_every if network else 0,
                     "database": not args.no_database},
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "loadavg_before_after": [round(x, 2) for x in (*load, *load_after)],
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": f"PYTHONPATH=src python bench/scan_latency.py {argv}".strip(),
+        "command": f"PYTHONPATH=src python bench/scan_latency.py {' '.join(argv)}".strip(),
     })
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

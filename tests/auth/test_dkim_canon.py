@@ -45,7 +45,8 @@ def test_same_bytes_as_dkimpy_on_random_input():
         body = b"".join(rnd.choice(pieces) for _ in range(rnd.randrange(30)))
         assert (dkimfast.strip_trailing_whitespace(body)
                 == dkimfast.original_strip_trailing_whitespace(body)), body
-        assert dkimfast.compress_whitespace(body) == dkimfast.original_compress_whitespace(body), body
+        assert (dkimfast.compress_whitespace(body)
+                == dkimfast.original_compress_whitespace(body)), body
         relaxed = canon.Relaxed.canonicalize_body(body)
         expected = canon.correct_empty_body(canon.strip_trailing_lines(
             dkimfast.original_compress_whitespace(
