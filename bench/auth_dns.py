@@ -18,14 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from mailmoat.dkimsign import dns_record_value, generate_private_key, load_private_key, sign_message  # noqa: E402
+from mailmoat.dkimsign import generate_private_key, load_private_key, sign_message  # noqa: E402
 from mailmoat.dns import DnsSettings, Resolver  # noqa: E402
 from mailmoat.message.model import Envelope  # noqa: E402
 from mailmoat.message.parse import parse_message  # noqa: E402
 from mailmoat.scan.auth import AuthCheck, AuthSettings  # noqa: E402
 from mailmoat.scan.pipeline import Pipeline  # noqa: E402
 from tests.conftest import make_email  # noqa: E402
-from tests.dnsserver import TestDnsServer  # noqa: E402
+from tests.dnsserver import TestDnsServer, publish_sender  # noqa: E402
 
 
 async def run(server: TestDnsServer, msgs: list, shared: bool) -> float:
@@ -52,9 +52,7 @@ def main() -> None:
     msgs = []
     for i in range(args.domains):
         d = f"sender{i}.test"
-        zones[d] = {"TXT": ["v=spf1 ip4:192.0.2.0/24 -all"]}
-        zones[f"_dmarc.{d}"] = {"TXT": ["v=DMARC1; p=reject"]}
-        zones[f"s1._domainkey.{d}"] = {"TXT": [dns_record_value(pem)]}
+        publish_sender(zones, d, dkim_pem=pem)
     for n in range(args.messages):
         d = f"sender{n % args.domains}.test"
         raw = sign_message(make_email(sender=f"A <a@{d}>", body="hello\n" * 50), d, key)

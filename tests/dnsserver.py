@@ -15,10 +15,16 @@ Names not in the dict (and with no name below them) are NXDOMAIN; a name that ex
 other types answers NOERROR with no data. TXT values longer than 255 bytes are split into
 several character-strings, as real zones do. `dns_server` is a pytest fixture; use
 `server.nameserver` ("127.0.0.1:PORT") in `[dns] nameservers`.
+
+`publish_sender(zones, domain, dkim_pem=...)` adds a sending domain's SPF, DMARC and DKIM
+records. `DnsServerProcess(zones)` runs the same server in a child process, for benchmarks
+that must not share the measured process's CPU with the server (bench/scan_latency.py,
+bench/auth_dns.py).
 """
 
 from __future__ import annotations
 
+import socketserver
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -51,15 +57,35 @@ class ZoneResolver(BaseResolver):
         self.zones = zones
         self.ttl = ttl
         self.queries: list[tuple[str, str]] = []
+        # Index of the zone's names (normalised name -> key as written, and every name that
+        # has a name below it), rebuilt whenever the set of keys changes: a look-up stays
+        # cheap with the thousands of names a benchmark publishes, and tests may still edit
+        # `zones` while the server runs.
+        self._keys: set[str] = set()
+        self._names: dict[str, str] = {}
+        self._parents: set[str] = set()
+
+    def _index(self) -> None:
+        if self._keys == self.zones.keys():
+            return
+        keys = set(self.zones)
+        names: dict[str, str] = {}
+        parents: set[str] = set()
+        for key in keys:
+            norm = key.lower().rstrip(".")
+            names.setdefault(norm, key)
+            labels = norm.split(".")
+            parents.update(".".join(labels[i:]) for i in range(1, len(labels)))
+        self._names, self._parents, self._keys = names, parents, keys  # keys last: threads
 
     def _lookup(self, name: str) -> Any:
-        for key, value in self.zones.items():
-            if key.lower().rstrip(".") == name:
-                return value
-        return None
+        self._index()
+        key = self._names.get(name)
+        return None if key is None else self.zones.get(key)
 
     def _exists_below(self, name: str) -> bool:
-        return any(k.lower().rstrip(".").endswith("." + name) for k in self.zones)
+        self._index()
+        return name in self._parents
 
     def resolve(self, request: DNSRecord, handler: Any) -> DNSRecord:
         qname = str(request.q.qname).lower().rstrip(".")
@@ -100,19 +126,29 @@ class ZoneResolver(BaseResolver):
         return reply
 
 
+class _SerialUDPServer(socketserver.UDPServer):
+    """Answers UDP queries one after the other in the serving thread: no thread per query."""
+
+    allow_reuse_address = True
+
+
 class TestDnsServer:
-    """UDP + TCP servers on one free loopback port, serving `zones` (a mutable dict)."""
+    """UDP + TCP servers on one free loopback port, serving `zones` (a mutable dict).
+
+    `threaded=False` answers UDP in the serving thread instead of a new thread per query
+    (dnslib's default): faster per query, for benchmarks; tests keep the default."""
 
     __test__ = False  # not a test class, despite the name
 
-    def __init__(self, zones: ZoneData | None = None) -> None:
+    def __init__(self, zones: ZoneData | None = None, *, threaded: bool = True) -> None:
         self.zones: ZoneData = zones if zones is not None else {}
         self.resolver = ZoneResolver(self.zones)
         logger = DNSLogger(log="-request,-reply,-truncated,-error,-recv,-send,-data",
                            prefix=False, logf=lambda _s: None)
         last_error: OSError | None = None
         for _ in range(20):
-            udp = DNSServer(self.resolver, address="127.0.0.1", port=0, logger=logger)
+            udp = DNSServer(self.resolver, address="127.0.0.1", port=0, logger=logger,
+                            server=None if threaded else _SerialUDPServer)
             port = udp.server.server_address[1]
             try:
                 tcp = DNSServer(self.resolver, address="127.0.0.1", port=port, tcp=True,
@@ -152,6 +188,61 @@ class TestDnsServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def publish_sender(zones: ZoneData, domain: str, *, spf: str = "v=spf1 ip4:192.0.2.0/24 -all",
+                   dmarc: str = "v=DMARC1; p=reject", dkim_pem: bytes | None = None,
+                   selector: str = "s1") -> None:
+    """Publish a sending domain: its SPF record, its DMARC policy and (with `dkim_pem`) the
+    public half of its DKIM key under `selector`."""
+    from mailmoat.dkimsign import dns_record_value
+
+    zones.setdefault(domain, {})["TXT"] = [spf]
+    zones[f"_dmarc.{domain}"] = {"TXT": [dmarc]}
+    if dkim_pem is not None:
+        zones[f"{selector}._domainkey.{domain}"] = {"TXT": [dns_record_value(dkim_pem)]}
+
+
+def _serve_forever(zones: ZoneData, conn: Any) -> None:
+    with TestDnsServer(zones, threaded=False) as server:
+        conn.send(server.port)
+        conn.recv()  # anything, or EOF when the parent goes away: stop
+    conn.close()
+
+
+class DnsServerProcess:
+    """A TestDnsServer in a child process, as a local resolver would be: its CPU time is not
+    taken from the process under measurement (benchmarks). Zones are fixed at start; UDP
+    queries are answered one at a time without a thread each (`threaded=False`)."""
+
+    def __init__(self, zones: ZoneData) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve_forever, args=(zones, child), daemon=True)
+        self.port = 0
+
+    @property
+    def nameserver(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> DnsServerProcess:
+        self._proc.start()
+        if not self._conn.poll(60):
+            self._proc.kill()
+            raise RuntimeError("the DNS server process did not start")
+        self.port = self._conn.recv()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._conn.send("stop")
+        except OSError:
+            pass
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from pydantic import BaseModel, ConfigDict, Field
 
+import mailmoat.dkimfast  # noqa: F401  (faster identical DKIM canonicalization)
 from mailmoat.config import Config, Section
 from mailmoat.errors import ConfigError
 

@@ -83,3 +83,30 @@ async def test_invalid_names_are_answered_not_sent(dns_server):
     assert (await r.query("foo..bar.test", "TXT")).nxdomain
     assert (await r.query("x" * 70 + ".test", "A")).nxdomain
     assert dns_server.queries == []
+
+
+async def test_zone_edits_while_serving_are_seen(dns_server):
+    """The server indexes its names; the index follows keys added and removed while it runs."""
+    r = _resolver(dns_server, min_ttl=0, max_ttl=0, negative_ttl=0)
+    assert (await r.query("x.sub.test", "A")).nxdomain
+    dns_server.zones["X.Sub.Test."] = {"A": ["192.0.2.7"]}
+    assert await r.addresses("x.sub.test") == ["192.0.2.7"]
+    nodata = await r.query("sub.test", "A")
+    assert not nodata and not nodata.nxdomain
+    del dns_server.zones["X.Sub.Test."]
+    assert (await r.query("sub.test", "A")).nxdomain
+
+
+async def test_server_process_serves_a_published_sender():
+    from mailmoat.dkimsign import generate_private_key, load_private_key, sign_message
+    from tests.auth.conftest import names, scan_auth
+    from tests.conftest import make_email
+    from tests.dnsserver import DnsServerProcess, publish_sender
+
+    pem = generate_private_key("rsa", 1024)
+    zones: dict = {}
+    publish_sender(zones, "sender.test", spf="v=spf1 ip4:192.0.2.10 -all", dkim_pem=pem)
+    raw = sign_message(make_email(), "sender.test", load_private_key(pem, "s1"))
+    with DnsServerProcess(zones) as server:
+        out = await scan_auth(raw, server)
+    assert {"SPF_PASS", "DKIM_PASS", "DMARC_PASS"} <= names(out)

@@ -93,3 +93,50 @@ def test_text_without_headers_is_still_headerless():
     m = parse_message(b"hello there\r\nthis is just text\r\nnote: not a header block\r\n")
     assert "MIME_JUNK_BEFORE_HEADERS" not in m.defects
     assert "MIME_NO_HEADERS" in m.defects
+
+
+def test_blank_runs_collapse_exactly_as_the_regex_did():
+    import random
+    import re
+
+    from mailmoat.message.parse import _collapse_blanks
+
+    rnd = random.Random(7)
+    alphabet = [" ", "  ", "\t", "\r", "\f", "\v", "\n", "\xa0", "\u3000", "a", "Z", "日", "é"]
+    for _ in range(2000):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(40)))
+        assert _collapse_blanks(text) == re.sub(r"[ \t\r\f\v]+", " ", text), repr(text)
+    assert _collapse_blanks(" " * 1000 + "x\t\t y") == " x y"
+
+
+def test_url_pattern_matches_what_the_case_insensitive_one_did():
+    import random
+    import re
+
+    from mailmoat.message.parse import _URL_RE
+
+    old = re.compile(r"""(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+""")
+    rnd = random.Random(11)
+    pieces = ["http://", "HTTPS://", "httpſ://", "ftp://", "FtP://", "www.", "wWw.", "a", "_",
+              "1", " ", ".", "/", "é", "日", "<", '"', "\n", "K", "ı", "h", "w", "f", "s", "ſ"]
+    for _ in range(5000):
+        text = "".join(rnd.choice(pieces) for _ in range(rnd.randrange(12)))
+        assert ([m.span() for m in _URL_RE.finditer(text)]
+                == [m.span() for m in old.finditer(text)]), repr(text)
+
+
+def test_mime_parser_finds_the_final_line_break_where_it_did():
+    import email.feedparser
+    import re
+
+    from mailmoat.message.parse import _LineBreakAtEnd
+
+    assert isinstance(email.feedparser.NLCRE_eol, _LineBreakAtEnd)  # installed on import
+    full = re.compile(r"(\r\n|\r|\n)\Z")
+    fast = _LineBreakAtEnd()
+    ends = ["", "a", "\n", "\r", "\r\n", "\n\r", "\n\n", "\r\r", "\r\n\n", "\n\r\n", "x\r\n"]
+    for body in ("", "line", "QUJD" * 19 + "\n" * 3):
+        for end in ends:
+            text = body + end
+            a, b = full.search(text), fast.search(text)
+            assert (a and (a.span(), a.group(0))) == (b and (b.span(), b.group(0))), repr(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import logging
+import email.feedparser
 import email.header
 import email.utils
 import hashlib
@@ -28,7 +29,13 @@ MAX_TEXT_CHARS = 1_000_000  # per body kind; checks never need more to judge a m
 MAX_HEADER_VALUE = 64 * 1024
 MAX_URLS = 2000
 
-_URL_RE = re.compile(r"""(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+""")
+# (?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+ written so that the pattern starts
+# with a plain character set: the regex engine then skips to the next h/f/w in C instead of
+# trying the whole pattern at every position (4-7x faster on the text of a 100 KB message).
+# Same matches: \b is checked behind the first letter, and "ſ" is there because (?i) lets
+# "s" match it. Checked against the old pattern on every message of the corpora.
+_URL_RE = re.compile(r"""[hHfFwW](?<=\b[hHfFwW])(?:(?<=[hH])[tT][tT][pP][sSſ]?://"""
+                     r"""|(?<=[fF])[tT][pP]://|(?<=[wW])[wW][wW]\.)[^\s<>"'`{}|\\^\[\]]+""")
 _TRAILING_PUNCT = ".,;:!?)]}>'\""
 _CHARSET_ALIASES = {"gb2312": "gb18030", "gbk": "gb18030", "x-gbk": "gb18030", "cp936": "gb18030",
                     "ks_c_5601-1987": "cp949", "unknown-8bit": "utf-8", "x-unknown": "utf-8"}
@@ -49,6 +56,25 @@ try:  # libmagic is optional at import time; without it detected_type stays ""
 except Exception:  # pragma: no cover - depends on the system library
     def _libmagic(data: bytes) -> str:
         return ""
+
+
+class _LineBreakAtEnd:
+    r"""The stdlib MIME parser drops the line break that ends each part with
+    `NLCRE_eol.search(payload)`, where NLCRE_eol is `(\r\n|\r|\n)\Z`: the regex is tried at
+    every position of the part, a scan of the whole body (measured: 0.9 ms for a 77 KB
+    base64 attachment) to look at its last two characters. A match of that pattern can only
+    start in the last two characters, so searching from there finds the same match."""
+
+    _re = re.compile(r"(\r\n|\r|\n)\Z")
+    pattern = _re.pattern
+
+    def search(self, string: str) -> re.Match[str] | None:
+        return self._re.search(string, max(0, len(string) - 2))
+
+
+if getattr(email.feedparser, "NLCRE_eol", None) is not None and \
+        email.feedparser.NLCRE_eol.pattern == _LineBreakAtEnd.pattern:
+    email.feedparser.NLCRE_eol = _LineBreakAtEnd()  # type: ignore[assignment]
 
 
 def _detect_type(data: bytes) -> str:
@@ -191,9 +217,23 @@ def html_to_text_and_urls(html: str) -> tuple[str, list[Url]]:
         node.decompose()
     body = tree.body or tree.root
     text = body.text(separator=" ") if body is not None else ""
-    text = re.sub(r"[ \t\r\f\v]+", " ", text)
+    text = _collapse_blanks(text)
     text = re.sub(r"\n\s*\n+", "\n\n", text)
     return text.strip(), urls
+
+
+_BLANKS = str.maketrans("\t\r\f\v", "    ")
+
+
+def _collapse_blanks(text: str) -> str:
+    """Every run of spaces, tabs, CR, FF and VT → one space. What re.sub(r"[ \t\r\f\v]+",
+    " ", text) does, without a Python-level replacement per single space (timeit, best of
+    15, on the 25 KB of HTML text of bench/scan_latency.py's 100 KB message: 1.3 → 0.09 ms)."""
+    if "\t" in text or "\r" in text or "\f" in text or "\v" in text:
+        text = text.translate(_BLANKS)
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text
 
 
 def _walk(root: Message, max_depth: int, max_parts: int, defects: list[str]) -> list[tuple[Message, int]]:
