@@ -6,10 +6,13 @@
 For each concurrency (client connections, each sending back to back) it reports messages
 per second until the sink has them all, the end-to-end latency per message (client send
 start → sink receipt) at p50/p99 for both paths and the difference ("added"), and the
-gateway process's peak RSS (VmHWM). The gateway runs as `mailmoat serve` in a subprocess
-with the built-in checks, SQLite message log and the default spool.
+gateway process's peak RSS (VmHWM), its CPU per message (and the kernel's share), and the
+CPU the bench's own client and sink spent. The gateway runs as `mailmoat serve` in a
+subprocess with the default checks (or `--only CHECK...`, e.g. `--only gtube malformed`, the
+gateway core's own), SQLite message log and the default spool; the sink is an aiosmtpd
+server in a process of its own.
 
-    nice python bench/throughput.py [--messages 600] [--concurrency 1 8 32]
+    python bench/throughput.py [--messages 600] [--concurrency 1 8 32] [--processes 2]
 
 Prints a table and writes bench/results/throughput.json.
 """
