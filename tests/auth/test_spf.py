@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.auth.conftest import names, scan_auth
@@ -130,3 +132,43 @@ async def test_spf_redirect_and_lookup_limit(dns_server):
     dns_server.zones["sender.test"] = {"TXT": ["v=spf1 include:l0.sender.test -all"]}
     out = await scan_auth(RAW, dns_server)
     assert "SPF_PERMERROR" in names(out)
+
+
+async def test_spf_prefetches_the_lookups_a_record_leads_to(dns_server):
+    """The include's TXT and the mx term's MX (and its exchanges' A) are asked as soon as
+    the record arrives, not one round trip after another; nothing is asked twice."""
+    dns_server.zones.update({
+        "sender.test": {"TXT": ["v=spf1 include:_spf.provider.test mx -all"],
+                        "MX": ["10 mx1.sender.test"]},
+        "mx1.sender.test": {"A": ["203.0.113.5"]},
+        "_spf.provider.test": {"TXT": ["v=spf1 a:out.provider.test -all"]},
+        "out.provider.test": {"A": ["192.0.2.10"]},
+    })
+    out = await scan_auth(RAW, dns_server)
+    assert "SPF_PASS" in names(out)
+    # pyspf stops at the include's pass and never needs the MX: only the prefetch asks it
+    # (the exchange's A follows the MX answer, possibly after the verdict: wait for it)
+    for _ in range(100):
+        if ("mx1.sender.test", "A") in dns_server.queries:
+            break
+        await asyncio.sleep(0.02)
+    asked = [q for q in dns_server.queries if not q[0].startswith("_dmarc")]
+    assert ("sender.test", "MX") in asked and ("mx1.sender.test", "A") in asked
+    assert len(asked) == len(set(asked))
+
+
+def test_spf_prefetch_targets():
+    from mailmoat.scan.auth import spf_prefetch_targets
+
+    txt = [[b"v=spf1 ip4:192.0.2.0/24 include:_spf.example.net ", b"a mx:mail.example.org/24 "
+            b"-exists:%{i}.bl.example.com ?a:web.example.com redirect=_r.example.com"],
+           [b"google-site-verification=abc"]]
+    assert spf_prefetch_targets("Example.COM", txt, "A") == [
+        ("_spf.example.net", "TXT"), ("example.com", "A"), ("mail.example.org", "MX"),
+        ("web.example.com", "A"), ("_r.example.com", "TXT")]
+    assert spf_prefetch_targets("example.com", [[b"v=spf1 a -all"]], "AAAA") == [
+        ("example.com", "AAAA")]
+    assert spf_prefetch_targets("example.com", [[b"not spf"]], "A") == []
+    many = [[(" ".join(f"include:i{i}.example.net" for i in range(20))).join(
+        [b"v=spf1 ".decode(), ""]).encode()]]
+    assert len(spf_prefetch_targets("example.com", many, "A")) == 10

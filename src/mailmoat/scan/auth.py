@@ -176,10 +176,79 @@ def _spf_dispatch(name: str, qtype: str, strict: Any = True, timeout: float = 30
 spf.DNSLookup = _spf_dispatch
 
 
+_SPF_TERM = re.compile(r"^[+\-~?]?(include|a|mx|exists|redirect)(?:[:=]([^/\s]+))?"
+                       r"(?:/[0-9/]*)?$", re.IGNORECASE)
+# RFC 7208 allows 10 DNS-querying terms per evaluation; prefetch no more than twice that.
+_MAX_PREFETCH = 10
+_PREFETCH_BUDGET = 20
+
+
+def spf_prefetch_targets(domain: str, txt: list[list[bytes]], addr_type: str) -> list[
+        tuple[str, str]]:
+    """The look-ups an SPF record will lead to: (name, type) of its include/redirect (TXT),
+    a (A or AAAA), mx (MX) and exists (A) terms, in record order; terms with macros and
+    ptr are left to the evaluation."""
+    record = next((b"".join(parts).decode("ascii", "replace") for parts in txt
+                   if b"".join(parts).lower().startswith(b"v=spf1")), None)
+    if record is None:
+        return []
+    out: list[tuple[str, str]] = []
+    for term in record.split()[1:]:
+        m = _SPF_TERM.match(term)
+        if m is None:
+            continue
+        kind, target = m.group(1).lower(), (m.group(2) or "")
+        if "%" in target or (kind in ("include", "exists", "redirect") and not target):
+            continue
+        name = (target or domain).rstrip(".").lower()
+        qtype = {"include": "TXT", "redirect": "TXT", "mx": "MX", "exists": "A"}.get(
+            kind, addr_type)
+        out.append((name, qtype))
+        if len(out) >= _MAX_PREFETCH:
+            break
+    return out
+
+
+@dataclass
+class _Prefetch:
+    """One SPF evaluation's speculative look-ups: kept referenced while in flight, and
+    limited in number."""
+
+    addr_type: str  # "A" or "AAAA", the client's address family
+    left: int = _PREFETCH_BUDGET
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+async def _query_prefetching(resolver: Resolver, name: str, qtype: str, pf: _Prefetch) -> Any:
+    """`resolver.query`, and start the look-ups the answer will lead to.
+
+    pyspf evaluates a record term by term, one DNS round trip after another (a record with
+    `mx` and an `include:` is three in a row); starting them all when the record arrives
+    lets the later questions find their answers in the resolver's cache or in flight."""
+    ans = await resolver.query(name, qtype)
+    follow: list[tuple[str, str]] = []
+    if qtype in ("TXT", "SPF"):
+        follow = spf_prefetch_targets(name, [list(r.strings) for r in ans.records],
+                                      pf.addr_type)
+    elif qtype == "MX":
+        follow = [(r.exchange.to_text(True).rstrip(".").lower(), pf.addr_type)
+                  for r in ans.records][:_MAX_PREFETCH]
+    for target in follow[:max(0, pf.left)]:
+        pf.left -= 1
+        task = asyncio.ensure_future(_query_prefetching(resolver, *target, pf))
+        pf.tasks.add(task)
+        # A failed prefetch is asked again (and reported) by the evaluation itself.
+        task.add_done_callback(lambda t: (pf.tasks.discard(t), t.cancelled() or t.exception()))
+    return ans
+
+
 def _spf_lookup_via(resolver: Resolver, loop: asyncio.AbstractEventLoop,
-                    wait: float) -> Callable[[str, str, float], list[Any]]:
+                    wait: float, addr_type: str = "A") -> Callable[[str, str, float], list[Any]]:
+    pf = _Prefetch(addr_type)
+
     def lookup(name: str, qtype: str, timeout: float) -> list[Any]:
-        fut = asyncio.run_coroutine_threadsafe(resolver.query(name, qtype), loop)
+        fut = asyncio.run_coroutine_threadsafe(
+            _query_prefetching(resolver, name, qtype, pf), loop)
         try:
             ans = fut.result(timeout=wait)
         except DnsTempError as exc:
@@ -517,7 +586,8 @@ class AuthCheck(Check):
         if not domain:
             return SpfOutcome("none", identity, domain, "no domain to check")
         wait = self.resolver.settings.lifetime + 1.0
-        lookup = _spf_lookup_via(self.resolver, loop, wait)
+        lookup = _spf_lookup_via(self.resolver, loop, wait,
+                                 "AAAA" if ":" in env.client_ip else "A")
         budget = self.settings.spf_timeout
         try:
             res, exp = await asyncio.wait_for(
