@@ -11,6 +11,15 @@ from tests.conftest import make_email
 
 RAW = make_email()
 
+# sender.test authorises its provider's outgoing host (include + a:) and its own MX host.
+INCLUDE_AND_MX = {
+    "sender.test": {"TXT": ["v=spf1 include:_spf.provider.test mx -all"],
+                    "MX": ["10 mx1.sender.test"]},
+    "mx1.sender.test": {"A": ["203.0.113.5"]},
+    "_spf.provider.test": {"TXT": ["v=spf1 a:out.provider.test -all"]},
+    "out.provider.test": {"A": ["192.0.2.10"]},
+}
+
 
 @pytest.mark.parametrize("record, symbol, clause", [
     ("v=spf1 ip4:192.0.2.0/24 -all", "SPF_PASS", "spf=pass smtp.mailfrom=sender.test"),
@@ -54,13 +63,7 @@ async def test_spf_temperror_on_dns_failure(dns_server, failure):
 
 
 async def test_spf_include_mx_and_a_mechanisms(dns_server):
-    dns_server.zones.update({
-        "sender.test": {"TXT": ["v=spf1 include:_spf.provider.test mx -all"],
-                        "MX": ["10 mx1.sender.test"]},
-        "mx1.sender.test": {"A": ["203.0.113.5"]},
-        "_spf.provider.test": {"TXT": ["v=spf1 a:out.provider.test -all"]},
-        "out.provider.test": {"A": ["192.0.2.10"]},
-    })
+    dns_server.zones.update(INCLUDE_AND_MX)
     out = await scan_auth(RAW, dns_server)
     assert "SPF_PASS" in names(out)
     out = await scan_auth(RAW, dns_server, client_ip="203.0.113.5")
@@ -137,13 +140,7 @@ async def test_spf_redirect_and_lookup_limit(dns_server):
 async def test_spf_prefetches_the_lookups_a_record_leads_to(dns_server):
     """The include's TXT and the mx term's MX (and its exchanges' A) are asked as soon as
     the record arrives, not one round trip after another; nothing is asked twice."""
-    dns_server.zones.update({
-        "sender.test": {"TXT": ["v=spf1 include:_spf.provider.test mx -all"],
-                        "MX": ["10 mx1.sender.test"]},
-        "mx1.sender.test": {"A": ["203.0.113.5"]},
-        "_spf.provider.test": {"TXT": ["v=spf1 a:out.provider.test -all"]},
-        "out.provider.test": {"A": ["192.0.2.10"]},
-    })
+    dns_server.zones.update(INCLUDE_AND_MX)
     out = await scan_auth(RAW, dns_server)
     assert "SPF_PASS" in names(out)
     # pyspf stops at the include's pass and never needs the MX: only the prefetch asks it
