@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-
 import pytest
 from sqlalchemy import select
 
@@ -12,25 +9,15 @@ from mailmoat.message.model import Envelope
 from mailmoat.store.db import Database
 from mailmoat.store.log import LogWriter, message_log_data
 from mailmoat.store.models import DeliveryEventRow, MessageRow, RecipientRow
+from tests.pg import fresh_postgres_database
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
 def pg_url():
-    psycopg = pytest.importorskip("psycopg")
-    name = f"mailmoat_gw_{os.getpid()}_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect("host=127.0.0.1 port=5432 dbname=test user=postgres",
-                                autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_postgres_database("mailmoat_gw") as url:
+        yield url
 
 
 def test_log_writer_on_postgres(pg_url):

@@ -3,7 +3,6 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -15,8 +14,7 @@ from mailmoat.scan.base import BuildContext
 from mailmoat.scan.engine import Scanner
 from mailmoat.store.db import Database
 from tests.conftest import make_config, make_email
-
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+from tests.pg import fresh_postgres_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -27,21 +25,13 @@ def database(request, tmp_path) -> Iterator[Database]:
         yield db
         db.dispose()
         return
-    psycopg = pytest.importorskip("psycopg")
-    name = f"mm_auth_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable on 127.0.0.1:5432: {exc}")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    db = Database(f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    try:
-        db.create_schema()
-        yield db
-    finally:
-        db.dispose()
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_postgres_database("mm_auth") as url:
+        db = Database(url)
+        try:
+            db.create_schema()
+            yield db
+        finally:
+            db.dispose()
 
 
 PARTNER = "Pat Partner <pat@partner.test>"

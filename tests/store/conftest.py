@@ -7,7 +7,6 @@ and drops it at the end. Without a reachable server the PostgreSQL cases are ski
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -15,33 +14,14 @@ from sqlalchemy import delete
 
 from mailmoat.store.db import Database
 from mailmoat.store.models import Base
-
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-PG_ADMIN_DB = "test"
-
-
-def _pg_admin():
-    import psycopg
-
-    return psycopg.connect(
-        f"postgresql://postgres@127.0.0.1:5432/{PG_ADMIN_DB}", autocommit=True, connect_timeout=3
-    )
+from tests.pg import fresh_postgres_database
 
 
 @pytest.fixture(scope="session")
 def pg_database_url() -> Iterator[str]:
     """URL of a fresh PostgreSQL database for this test session, dropped afterwards."""
-    try:
-        admin = _pg_admin()
-    except Exception as exc:  # no server: the PostgreSQL cases skip, SQLite ones still run
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc}")
-    name = f"mm_test_{secrets.token_hex(6)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_SERVER}/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with fresh_postgres_database("mm_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

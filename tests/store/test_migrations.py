@@ -6,15 +6,13 @@ revision with `mailmoat.store.migrate.revision("what changed")` (see store/migra
 
 from __future__ import annotations
 
-import secrets
-
 import pytest
 from sqlalchemy import inspect, text
 
 from mailmoat.store import migrate
 from mailmoat.store.db import Database, make_engine
 from mailmoat.store.models import Base
-from tests.store.conftest import PG_SERVER, _pg_admin
+from tests.pg import fresh_postgres_database
 
 
 def test_models_and_migrations_agree(db):
@@ -53,15 +51,8 @@ def test_upgrade_by_url_and_full_downgrade_on_sqlite(tmp_path):
 
 
 @pytest.mark.postgres
-def test_upgrade_by_url_and_full_downgrade_on_postgresql(pg_database_url):
-    try:
-        admin = _pg_admin()
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    name = f"mm_test_{secrets.token_hex(6)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = f"{PG_SERVER}/{name}"
+def test_upgrade_by_url_and_full_downgrade_on_postgresql():
+    with fresh_postgres_database("mm_test") as url:
         migrate.upgrade(url)
         engine = make_engine(url)
         try:
@@ -72,9 +63,6 @@ def test_upgrade_by_url_and_full_downgrade_on_postgresql(pg_database_url):
             assert migrate.current_revision(engine) == migrate.head_revision()
         finally:
             engine.dispose()
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def migrate_down(engine) -> None:

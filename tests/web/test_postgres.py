@@ -3,34 +3,21 @@ this test session and dropped afterwards)."""
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from mailmoat.web.app import create_app
+from tests.pg import fresh_postgres_database
 from tests.web.conftest import bearer
 from tests.web.fixtures import add_message, seed
 
 pytestmark = pytest.mark.postgres
 
-ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
 @pytest.fixture(scope="module")
 def pg_url():
-    name = f"mm_web_{secrets.token_hex(4)}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # pragma: no cover - environment without PostgreSQL
-        pytest.skip(f"PostgreSQL not available: {exc}")
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_postgres_database("mm_web") as url:
+        yield url
 
 
 def test_search_paging_scopes_dashboard_on_postgres(tmp_path, pg_url):
