@@ -14,7 +14,7 @@ import pytest
 from mailmoat.config import Config, config_from_dict
 from mailmoat.message.model import Direction, Envelope
 from mailmoat.scan.base import BuildContext
-from mailmoat.scan.engine import ScanOutcome, Scanner
+from mailmoat.scan.engine import Scanner, ScanOutcome
 
 # The tier-2 ONNX graph is built on first use into the user cache ($XDG_CACHE_HOME); the
 # tests build theirs in a directory of their own (once per run), not in the user's home.
@@ -103,3 +103,15 @@ def mailmoat_cmd(*args: str) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "mailmoat", *args]
+
+
+@pytest.fixture
+async def sink():
+    """A recording SMTP server on loopback, the gateway's downstream in SMTP-level tests."""
+    from tests.smtp.helpers import Sink, port_of, start_sink
+
+    s = Sink()
+    server = await start_sink(s)
+    s.port = port_of(server)
+    yield s
+    server.close()

@@ -6,24 +6,20 @@ import asyncio
 import email
 
 import aiosmtplib
-import pytest
 from sqlalchemy import select
 
 from mailmoat.relay.deliver import DeliveryManager
 from mailmoat.store.models import DeliveryEventRow, QuarantineRow, RecipientRow
 from mailmoat.store.quarantine import release_message
 from tests.conftest import make_email
-from tests.smtp.helpers import (Sink, free_port, gateway_config, port_of, running_gateway,
-                                start_sink, wait_until)
-
-
-@pytest.fixture
-async def sink():
-    s = Sink()
-    server = await start_sink(s)
-    s.port = port_of(server)
-    yield s
-    server.close()
+from tests.smtp.helpers import (
+    Sink,
+    free_port,
+    gateway_config,
+    running_gateway,
+    start_sink,
+    wait_until,
+)
 
 
 async def send(port: int, mail_from: str, rcpts: list[str], raw: bytes) -> str:
@@ -153,7 +149,9 @@ async def test_unexpected_error_moves_message_to_shunt(tmp_path, sink):
 
         gw.delivery.sender = broken_sender
         mid = await send(gw.smtp_port, "a@sender.test", ["bob@example.test"], make_email())
-        await wait_until(lambda: mid in gw.spool.ids("shunt"), what="shunted")
+        # the sidecar moves first, the bytes right after it: wait for both
+        await wait_until(lambda: mid in gw.spool.ids("shunt")
+                         and (gw.spool.dir("shunt") / f"{mid}.eml").exists(), what="shunted")
         entry, raw = gw.spool.read("shunt", mid)
         assert entry.rcpt_tos == ["bob@example.test"] and b"X-Mailmoat-ID" in raw
 
@@ -178,8 +176,9 @@ async def test_recover_after_crash_delivers_active_messages(tmp_path, sink):
 
 async def test_manager_without_database_still_delivers(tmp_path, sink):
     cfg = gateway_config(tmp_path, sink.port)
-    from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
     import time as _t
+
+    from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
 
     spool = Spool(tmp_path / "spool")
     mgr = DeliveryManager(cfg, spool)

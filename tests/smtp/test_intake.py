@@ -13,8 +13,14 @@ from mailmoat.scan.gtube import GTUBE
 from mailmoat.smtp.users import hash_password
 from mailmoat.store.models import DeliveryEventRow, MessageRow, RecipientRow
 from tests.conftest import make_email
-from tests.smtp.helpers import (Sink, gateway_config, port_of, running_gateway, start_sink,
-                                wait_until)
+from tests.smtp.helpers import (
+    Sink,
+    gateway_config,
+    port_of,
+    running_gateway,
+    start_sink,
+    wait_until,
+)
 
 
 async def client(port: int) -> aiosmtplib.SMTP:
@@ -23,15 +29,6 @@ async def client(port: int) -> aiosmtplib.SMTP:
     await c.connect()
     await c.ehlo()
     return c
-
-
-@pytest.fixture
-async def sink():
-    s = Sink()
-    server = await start_sink(s)
-    s.port = port_of(server)
-    yield s
-    server.close()
 
 
 async def test_clean_mail_is_relayed_with_our_headers_and_logged(tmp_path, sink):
@@ -252,6 +249,7 @@ async def test_connection_limit_in_memory(tmp_path, sink):
 @pytest.mark.redis
 async def test_connection_limit_in_redis(tmp_path, sink):
     import os
+
     import redis.asyncio as aioredis
 
     prefix = f"mailmoat-test-{os.getpid()}-{tmp_path.name}:"

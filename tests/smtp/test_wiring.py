@@ -11,11 +11,8 @@ from mailmoat.reputation_memory import SenderMemory
 from mailmoat.store.models import MessageRow, SenderMemoryRow
 from tests.conftest import make_email
 from tests.smtp.helpers import (
-    Sink,
     gateway_config,
-    port_of,
     running_gateway,
-    start_sink,
     wait_until,
 )
 
@@ -30,15 +27,6 @@ async def send(port: int, mail_from: str, rcpts: list[str], raw: bytes) -> str:
     finally:
         await c.quit()
     return reply
-
-
-@pytest.fixture
-async def sink():
-    s = Sink()
-    server = await start_sink(s)
-    s.port = port_of(server)
-    yield s
-    server.close()
 
 
 def config(tmp_path, port: int, **sections):
