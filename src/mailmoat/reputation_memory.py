@@ -3,8 +3,8 @@
 The gateway offers every judged message (inbound, outbound and internal alike) to an
 `ObservationFeed`, whose thread writes them in batches with `SenderMemory.observe_many`
 (one transaction and one upsert per batch: per-message ORM transactions cost the
-gateway about 2 ms of CPU per message, more than SMTP intake itself). The reputation check then asks `recall()`
-about a new inbound message: has this sender written to these recipients before, was that
+gateway about 2 ms of CPU per message in bench/throughput.py). The reputation check then
+asks `recall()` about a new inbound message: has this sender written to these recipients before, was that
 mail clean, did our users write to the sender, is it a reply to a Message-ID we sent?
 That gives first-contact, known-correspondent, reply-to-our-mail and bad-history signals
 (`scan/reputation.py`) and the `first_contact` fact the BEC check reads.
@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 
 from mailmoat.message.model import Direction, ParsedMessage
 from mailmoat.store.db import Database
+from mailmoat.store.log import take_batch
 from mailmoat.store.models import SenderMemoryRow, SentMessageRow
 
 log = logging.getLogger(__name__)
@@ -398,22 +399,9 @@ class ObservationFeed:
 
     def _run(self) -> None:
         while True:
-            first = self._q.get()
-            batch = [] if first is None else [first]
-            stop = first is None
-            if not stop and self.coalesce:
-                # Let a busy gateway's observations gather: one transaction for many
-                # messages costs far less than one each, and nothing waits on them.
-                time.sleep(self.coalesce)
-            while not stop and len(batch) < self.MAX_BATCH:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                else:
-                    batch.append(nxt)
+            # A short wait lets a busy gateway's observations gather: one transaction for
+            # many messages costs far less than one each, and nothing waits on them.
+            batch, stop = take_batch(self._q, self.MAX_BATCH, wait=self.coalesce)
             if batch:
                 try:
                     self.memory.observe_many(batch)

@@ -16,6 +16,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -124,6 +125,28 @@ def write_message(s: Session, data: dict[str, Any]) -> bool:
     return True
 
 
+def take_batch(q: queue.Queue[T | None] | queue.SimpleQueue[T | None], limit: int,
+               wait: float = 0.0) -> tuple[list[T], bool]:
+    """Block for one item, optionally `wait` seconds more for others to gather, then take
+    whatever is queued, up to `limit`. Returns (items, stop): `stop` is True once the None
+    sentinel was taken (the items before it are still returned)."""
+    first = q.get()
+    if first is None:
+        return [], True
+    if wait:
+        time.sleep(wait)
+    batch = [first]
+    while len(batch) < limit:
+        try:
+            nxt = q.get_nowait()
+        except queue.Empty:
+            break
+        if nxt is None:
+            return batch, True
+        batch.append(nxt)
+    return batch, False
+
+
 @dataclass
 class _Op:
     kind: str  # "message" | "delivery" | "fn"
@@ -218,21 +241,9 @@ class LogWriter:
 
     def _run(self) -> None:
         while True:
-            item = self._q.get()
-            if item is None:
-                return
-            batch = [item]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-            self._commit(batch)
+            batch, stop = take_batch(self._q, MAX_BATCH)
+            if batch:
+                self._commit(batch)
             if stop:
                 return
 
