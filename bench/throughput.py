@@ -133,29 +133,22 @@ def family(pid: int) -> list[int]:
     return [pid, *(int(k) for k in kids)]
 
 
-def cpu_seconds(pid: int | None, kind: str = "both") -> float:
-    """User+system (or `kind` "user"/"system") CPU of the gateway and its children, or of
-    this process."""
-    if pid is None:
-        t = os.times()
-        return {"user": t.user, "system": t.system}.get(kind, t.user + t.system)
-    total = 0
-    for p in family(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        utime, stime = int(fields[11]), int(fields[12])
-        total += {"user": utime, "system": stime}.get(kind, utime + stime)
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds_of(pid: int) -> float:
+def cpu_seconds_of(pid: int, kind: str = "both") -> float:
+    """User+system (or `kind` "user"/"system") CPU seconds of one process; 0 once gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    utime, stime = int(fields[11]), int(fields[12])
+    return {"user": utime, "system": stime}.get(kind, utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None, kind: str = "both") -> float:
+    """The same for the gateway and its children, or (pid None) for this process."""
+    if pid is None:
+        t = os.times()
+        return {"user": t.user, "system": t.system}.get(kind, t.user + t.system)
+    return sum(cpu_seconds_of(p, kind) for p in family(pid))
 
 
 def measure(port: int, sink: Sink, run: str, n: int, conc: int,

@@ -252,12 +252,7 @@ def build(config: Config) -> Gateway:
             "logging rejected message %s failed: %s", data["id"], f.exception()))
 
     memory_feed = _sender_memory_feed(config, db)
-    on_verdict = None
-    if memory_feed is not None:
-        feed = memory_feed
-
-        def on_verdict(outcome: Any) -> None:
-            feed.offer(outcome.message, outcome.verdict.category.value)
+    on_verdict = memory_feed.offer_outcome if memory_feed is not None else None
     handler = GatewayHandler(config, scanner, spool, on_spooled=delivery.wake,
                              on_rejected=rejected, io_executor=io, spool_state="active",
                              on_verdict=on_verdict)

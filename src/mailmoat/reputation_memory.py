@@ -397,6 +397,10 @@ class ObservationFeed:
         self._q.put(Observation.of_message(msg, verdict_category))
         return True
 
+    def offer_outcome(self, outcome: Any) -> bool:
+        """`offer` for a `ScanOutcome`: the gateway's verdict hook."""
+        return self.offer(outcome.message, outcome.verdict.category.value)
+
     def _run(self) -> None:
         while True:
             # A short wait lets a busy gateway's observations gather: one transaction for
