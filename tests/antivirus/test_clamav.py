@@ -238,3 +238,26 @@ async def test_scan_both_with_many_attachments(clamd_server):
     assert len(av["scanned"]) == 13  # the message and its 12 attachments
     assert [f["where"] for f in av["found"]] == ["the message", "attachment 'z.bin'"]
     assert "in the message, attachment 'z.bin'" in outcome.result.get("AV_VIRUS_FOUND").reason
+
+
+async def test_whole_message_goes_to_clamd_before_the_parse(clamd_server):
+    """clamd reads the raw message while we parse ours; the check uses that answer."""
+    from mailmoat.message.model import Envelope
+    from mailmoat.scan.base import BuildContext
+    from mailmoat.scan.engine import Scanner
+
+    raw = make_email(body="see attached\n" + EICAR.decode())
+    env = Envelope(mail_from="a@sender.test", rcpt_tos=("bob@example.test",))
+    for scan_mode, started in (("message", {"clamav"}), ("both", {"clamav"}),
+                               ("attachments", set())):
+        scanner = Scanner(BuildContext(av_config(clamd_server.unix_address, scan=scan_mode)))
+        try:
+            early = scanner.pipeline.start_early(raw, env)
+            assert set(early) == started
+            if started:
+                assert await early["clamav"] == "Mailmoat.Test.EICAR-String.UNOFFICIAL"
+            if scan_mode != "attachments":
+                out = await scanner.scan(raw, env)
+                assert "in the message" in out.result.get("AV_VIRUS_FOUND").reason
+        finally:
+            await scanner.close()

@@ -154,6 +154,43 @@ async def test_spf_prefetches_the_lookups_a_record_leads_to(dns_server):
     assert len(asked) == len(set(asked))
 
 
+async def test_spf_starts_before_the_parse_from_the_envelope(dns_server, monkeypatch):
+    """SPF needs only the envelope: the scanner starts it before parsing the message, and
+    the check uses that evaluation instead of running a second one."""
+    from mailmoat.message.model import Direction, Envelope
+    from mailmoat.scan.auth import SpfOutcome
+    from mailmoat.scan.base import BuildContext
+    from mailmoat.scan.engine import Scanner
+    from tests.auth.conftest import auth_config
+
+    dns_server.zones.update(INCLUDE_AND_MX)
+    scanner = Scanner(BuildContext(config=auth_config(dns_server), network=True))
+    try:
+        env = Envelope(mail_from="alice@sender.test", rcpt_tos=("bob@example.test",),
+                       client_ip="192.0.2.10", helo="mail.sender.test")
+        early = scanner.pipeline.start_early(RAW, env)
+        assert set(early) == {"auth"}
+        outcome = await early["auth"]
+        assert isinstance(outcome, SpfOutcome) and outcome.result == "pass"
+        # Our own users' mail is not SPF-checked, so nothing starts for it.
+        for skipped in (Envelope(mail_from="a@example.test", rcpt_tos=("x@y.test",),
+                                 client_ip="10.0.0.1", direction=Direction.OUTBOUND),
+                        Envelope(mail_from="a@example.test", rcpt_tos=("x@y.test",),
+                                 client_ip="10.0.0.1", auth_user="a")):
+            assert scanner.pipeline.start_early(RAW, skipped) == {}
+        import mailmoat.scan.auth as auth_mod
+
+        evaluations: list[str] = []
+        real = auth_mod._run_spf
+        monkeypatch.setattr(auth_mod, "_run_spf",
+                            lambda ip, *a: evaluations.append(ip) or real(ip, *a))
+        out = await scanner.scan(RAW, env)
+        assert "SPF_PASS" in names(out)
+        assert evaluations == ["192.0.2.10"]  # the early one, not a second in run()
+    finally:
+        await scanner.close()
+
+
 def test_spf_prefetch_targets():
     from mailmoat.scan.auth import spf_prefetch_targets
 

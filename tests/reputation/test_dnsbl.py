@@ -128,3 +128,25 @@ def test_bad_return_code_in_config_is_a_clear_error():
     cfg = make_config(reputation={"dnsbl": [{"zone": "z.example", "codes": {"10.0.0.2": "x"}}]})
     with pytest.raises(ConfigError, match="127.0.0.0/8"):
         cfg.section("reputation", ReputationSettings)
+
+
+async def test_client_ip_lookups_start_before_the_parse(dns_server):
+    """The client IP is known from the envelope: its DNSBL look-ups go out before the parse."""
+    dns_server.zones["10.2.0.192.zen.example"] = {"A": ["127.0.0.2"]}
+    cfg = make_config(dns={"nameservers": [dns_server.nameserver], "timeout": 0.4,
+                           "lifetime": 0.8},
+                      auth={"enabled": False}, reputation={"dnsbl": [ZEN], "uribl": [URI]})
+    scanner = Scanner(BuildContext(config=cfg, network=True))
+
+    def env(ip: str, direction: Direction = Direction.INBOUND) -> Envelope:
+        return Envelope(mail_from="a@sender.test", rcpt_tos=("bob@example.test",),
+                        client_ip=ip, direction=direction)
+    try:
+        early = scanner.pipeline.start_early(make_email(), env("192.0.2.10"))
+        assert set(early) == {"dnsbl"}
+        assert await early["dnsbl"] == [["127.0.0.2"]]  # one answer list per zone
+        assert scanner.pipeline.start_early(make_email(), env("10.1.2.3")) == {}
+        assert scanner.pipeline.start_early(
+            make_email(), env("192.0.2.10", Direction.OUTBOUND)) == {}
+    finally:
+        await scanner.close()

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import Field, field_validator
 
 from mailmoat.config import Section
-from mailmoat.message.model import ParsedMessage
+from mailmoat.message.model import Envelope, ParsedMessage
 from mailmoat.scan.base import Action, BuildContext, Category, Check, ScanResult, SymbolSpec
 
 _G = "antivirus"
@@ -204,7 +206,14 @@ class ClamavCheck(Check):
         # Our own timeout fires first, so an outage is AV_UNAVAILABLE, not ANTIVIRUS_FAIL.
         self.timeout = settings.timeout + 5.0
 
+    def start_early(self, raw: bytes, envelope: Envelope) -> asyncio.Future[Any] | None:
+        # clamd parses the raw message itself, on its own core, while we parse ours.
+        if self.settings.scan not in ("message", "both"):
+            return None
+        return asyncio.ensure_future(self.client.instream(raw))
+
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
+        early = result.early.pop(self.name, None)
         targets: list[tuple[str, bytes]] = []
         if self.settings.scan in ("message", "both"):
             targets.append(("the message", msg.raw))
@@ -219,8 +228,11 @@ class ClamavCheck(Check):
             async with gate:
                 return await self.client.instream(data)
 
+        # The whole message, when it is already on its way (start_early), comes first.
+        jobs: list[Awaitable[str | None]] = [early] if early is not None else []
+        jobs += [scan_one(d) for _, d in targets[len(jobs):]]
         try:
-            verdicts = await asyncio.gather(*(scan_one(d) for _, d in targets))
+            verdicts = await asyncio.gather(*jobs)
         except ClamdError as exc:
             result.add("AV_UNAVAILABLE", reason=f"not scanned for viruses: {exc}")
             if self.settings.fail_closed:

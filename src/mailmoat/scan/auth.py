@@ -41,7 +41,7 @@ from pydantic import Field
 import mailmoat.dkimfast  # noqa: F401  (faster identical DKIM canonicalization)
 from mailmoat.config import Section
 from mailmoat.dns import DnsTempError, Resolver
-from mailmoat.message.model import Direction, ParsedMessage
+from mailmoat.message.model import Direction, Envelope, ParsedMessage
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
 
 log = logging.getLogger(__name__)
@@ -539,10 +539,22 @@ class AuthCheck(Check):
         self.resolver = resolver
         self.timeout = settings.timeout
 
+    def _skipped(self, env: Envelope) -> bool:
+        return self.settings.skip_authenticated and (
+            env.direction is not Direction.INBOUND or bool(env.auth_user))
+
+    def start_early(self, raw: bytes, envelope: Envelope) -> asyncio.Future[Any] | None:
+        # SPF needs only the envelope: its chain of look-ups (record, include, mx, the MX
+        # host's address) runs while the message is parsed.
+        if not self.settings.spf or not envelope.client_ip or self._skipped(envelope):
+            return None
+        return asyncio.ensure_future(self._spf(envelope, asyncio.get_running_loop()))
+
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
         env = msg.envelope
         s = self.settings
-        if s.skip_authenticated and (env.direction is not Direction.INBOUND or env.auth_user):
+        early_spf = result.early.pop(self.name, None)
+        if self._skipped(env):
             result.annotations["auth_skipped"] = (
                 f"direction {env.direction.value}" if env.direction is not Direction.INBOUND
                 else f"authenticated user {env.auth_user}")
@@ -551,7 +563,7 @@ class AuthCheck(Check):
         # The From domain's DMARC policy needs none of the other results: it is looked up
         # alongside SPF, DKIM and ARC, so the scan waits one DNS round trip less.
         policy = asyncio.ensure_future(self._dmarc_policy(msg)) if s.dmarc else None
-        spf_task = self._spf(msg, loop) if s.spf else _none()
+        spf_task = early_spf or (self._spf(env, loop) if s.spf else _none())
         dkim_task = self._dkim(msg) if s.dkim_verify else _none()
         arc_task = self._arc(msg) if s.arc else _none()
         try:
@@ -575,9 +587,8 @@ class AuthCheck(Check):
 
     # SPF ------------------------------------------------------------------------------------
 
-    async def _spf(self, msg: ParsedMessage,
+    async def _spf(self, env: Envelope,
                    loop: asyncio.AbstractEventLoop) -> SpfOutcome | None:
-        env = msg.envelope
         if not env.client_ip:
             return None  # offline scan of a file: no client to authorise
         helo = (env.helo or "").strip().lower()

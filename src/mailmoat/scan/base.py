@@ -9,12 +9,13 @@ score should outvote (a virus, GTUBE), as Rspamd's passthrough results do.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mailmoat.message.model import ParsedMessage
+from mailmoat.message.model import Envelope, ParsedMessage
 
 if TYPE_CHECKING:
     from mailmoat.config import Config
@@ -79,6 +80,8 @@ class ScanResult:
     # "auth_results" (list of Authentication-Results clauses), "ml_spam_probability".
     annotations: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # check name -> seconds
+    # check name -> what its start_early() began before the parse (see Check.start_early)
+    early: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
 
     def add(self, name: str, reason: str, factor: float = 1.0, options: tuple[str, ...] = ()) -> Symbol:
         spec = self.specs.get(name)
@@ -150,6 +153,13 @@ class Check:
 
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
         raise NotImplementedError
+
+    def start_early(self, raw: bytes, envelope: Envelope) -> asyncio.Future[Any] | None:
+        """Start the work that needs only the bytes and the envelope (a DNS look-up of the
+        client, clamd reading the raw message) before the message is parsed, so its waits
+        overlap the parse. run() collects it with `result.early.pop(self.name, None)`; the
+        pipeline cancels what no run() collected. None: nothing to start."""
+        return None
 
     async def close(self) -> None:
         """Release sockets, pools or models held by the check."""

@@ -6,6 +6,7 @@ the benchmarks, so all of them judge mail exactly the same way.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -46,9 +47,21 @@ class Scanner:
     async def scan(self, raw: bytes, envelope: Envelope | None = None) -> ScanOutcome:
         started = time.perf_counter()
         envelope = envelope or Envelope(mail_from="", rcpt_tos=())
-        msg = parse_message(raw, envelope, max_depth=self.config.scan.max_parse_depth,
-                            max_parts=self.config.scan.max_parts)
-        result = await self.pipeline.scan(msg)
+        early = self.pipeline.start_early(raw, envelope)
+        limits = {"max_depth": self.config.scan.max_parse_depth,
+                  "max_parts": self.config.scan.max_parts}
+        try:
+            if early:
+                # In a thread, so the event loop goes on sending the early look-ups and
+                # streaming to clamd while the (CPU-bound) parse runs.
+                msg = await asyncio.to_thread(parse_message, raw, envelope, **limits)
+            else:
+                msg = parse_message(raw, envelope, **limits)
+        except BaseException:
+            for fut in early.values():
+                fut.cancel()
+            raise
+        result = await self.pipeline.scan(msg, early)
         policy = self.config.policy
         per = {r: decide(result, policy, r, envelope.direction) for r in envelope.rcpt_tos}
         verdict = strictest(list(per.values())) if per else decide(result, policy, None, envelope.direction)

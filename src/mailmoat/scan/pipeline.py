@@ -10,8 +10,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from mailmoat.message.model import ParsedMessage
+from mailmoat.message.model import Envelope, ParsedMessage
 from mailmoat.scan.base import Category, Check, ScanResult, SymbolSpec
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,34 @@ class Pipeline:
         self.specs = specs
         self.stages = sorted({c.stage for c in self.checks})
 
-    async def scan(self, msg: ParsedMessage) -> ScanResult:
-        result = ScanResult(specs=self.specs, weight_overrides=self.weight_overrides)
-        for stage in self.stages:
-            batch = [c for c in self.checks if c.stage == stage]
-            await asyncio.gather(*(self._run_one(c, msg, result) for c in batch))
+    def start_early(self, raw: bytes, envelope: Envelope) -> dict[str, asyncio.Future[Any]]:
+        """Each check's pre-parse work (Check.start_early), by check name."""
+        early: dict[str, asyncio.Future[Any]] = {}
+        for check in self.checks:
+            try:
+                fut = check.start_early(raw, envelope)
+            except Exception:  # run() still does the work the slow way
+                log.exception("starting check %s early", check.name)
+                continue
+            if fut is not None:
+                # An early start whose run() never collects it must not warn about an
+                # exception nobody retrieved.
+                fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+                early[check.name] = fut
+        return early
+
+    async def scan(self, msg: ParsedMessage,
+                   early: dict[str, asyncio.Future[Any]] | None = None) -> ScanResult:
+        result = ScanResult(specs=self.specs, weight_overrides=self.weight_overrides,
+                            early=dict(early or {}))
+        try:
+            for stage in self.stages:
+                batch = [c for c in self.checks if c.stage == stage]
+                await asyncio.gather(*(self._run_one(c, msg, result) for c in batch))
+        finally:
+            for fut in result.early.values():  # not collected: its check returned first
+                fut.cancel()
+            result.early.clear()
         return result
 
     async def _run_one(self, check: Check, msg: ParsedMessage, result: ScanResult) -> None:

@@ -25,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mailmoat.config import Section
 from mailmoat.dns import DnsTempError, Resolver
-from mailmoat.message.model import Direction, ParsedMessage
+from mailmoat.message.model import Direction, Envelope, ParsedMessage
 from mailmoat.reputation_memory import Correspondence, SenderMemory
 from mailmoat.scan.auth import aligned, org_domain, shared_resolver
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
@@ -164,24 +165,39 @@ class DnsblCheck(Check):
         self.timeout = settings.timeout
         self.skip = {d.lower() for d in [*own_domains, *settings.uribl_skip_domains]}
 
+    def _ip_lookups(self, env: Envelope) -> asyncio.Future[list[Any]] | None:
+        """The client IP's look-ups in every DNSBL zone (answers or DnsTempError each)."""
+        ip = env.client_ip
+        if (env.direction is not Direction.INBOUND or env.auth_user or not ip
+                or not self.settings.dnsbl):
+            return None
+        try:
+            if self.settings.skip_private_ips and _private(ip):
+                return None
+            rev = reverse_ip(ip)
+        except ValueError:
+            return None
+        return asyncio.gather(*(self.resolver.addresses(f"{rev}.{zone.zone}")
+                                for zone in self.settings.dnsbl), return_exceptions=True)
+
+    def start_early(self, raw: bytes, envelope: Envelope) -> asyncio.Future[Any] | None:
+        return self._ip_lookups(envelope)  # the client IP is known before the parse
+
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
         env = msg.envelope
+        ip_lookups = result.early.pop(self.name, None) or self._ip_lookups(env)
         if env.direction is not Direction.INBOUND or env.auth_user:
             return
         jobs = []
-        ip = env.client_ip
-        if ip and self.settings.dnsbl:
-            try:
-                skip_ip = self.settings.skip_private_ips and _private(ip)
-                rev = reverse_ip(ip)
-            except ValueError:
-                skip_ip, rev = True, ""
-            if not skip_ip:
-                jobs += [self._ip(zone, ip, rev, result) for zone in self.settings.dnsbl]
         domains = self.url_domains(msg)
         if domains and self.settings.uribl:
             jobs += [self._uri(zone, domains, result) for zone in self.settings.uribl]
-        await asyncio.gather(*jobs)
+        if ip_lookups is not None:
+            jobs.append(ip_lookups)
+        done = await asyncio.gather(*jobs)
+        if ip_lookups is not None:
+            for zone, answers in zip(self.settings.dnsbl, done[-1]):
+                self._emit_ip(zone, env.client_ip, answers, result)
 
     def url_domains(self, msg: ParsedMessage) -> list[str]:
         """Registrable domains of the message's URLs, ours and skipped ones left out."""
@@ -203,13 +219,14 @@ class DnsblCheck(Check):
                 break
         return list(out)
 
-    async def _ip(self, zone: ListZone, ip: str, rev: str, result: ScanResult) -> None:
-        try:
-            answers = await self.resolver.addresses(f"{rev}.{zone.zone}")
-        except DnsTempError as exc:
+    def _emit_ip(self, zone: ListZone, ip: str, answers: list[str] | BaseException,
+                 result: ScanResult) -> None:
+        if isinstance(answers, DnsTempError):
             result.add("DNSBL_TEMPERROR", reason=f"{zone.label} could not be queried for "
-                       f"{ip}: {exc}"[:300], options=(zone.zone,))
+                       f"{ip}: {answers}"[:300], options=(zone.zone,))
             return
+        if isinstance(answers, BaseException):
+            raise answers
         listed, refused = meanings(zone, answers)
         if refused and not listed:
             result.add("DNSBL_TEMPERROR", reason=f"{zone.label} refused our query for {ip} "
