@@ -61,6 +61,7 @@ def train_tier1_proxy(corpus: str, rebuild: bool = False):  # type: ignore[no-un
     clf.fit(vec.transform(texts), y)
     print(f"tier-1 proxy trained on {len(rows)} training-side messages in "
           f"{time.time() - started:.0f}s", file=sys.stderr)
+    PROXY_PATH.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
     joblib.dump((vec, clf), PROXY_PATH)
     return vec, clf
 
