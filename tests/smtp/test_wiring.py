@@ -187,7 +187,10 @@ async def test_retention_runs_on_its_schedule(tmp_path, sink):
         await gw.start(web=False)
 
         def purged() -> bool:
-            return logged(gw, "old-gone") is None and not expired_path.exists()
+            # The purge unlinks the bytes, then commits deleted_at: wait for both.
+            with gw.db.session() as s:
+                marked = s.get(QuarantineRow, "new-expired").deleted_at is not None
+            return logged(gw, "old-gone") is None and not expired_path.exists() and marked
 
         await wait_until(purged, what="the scheduled purge")
         assert logged(gw, "old-held") is not None  # still held in quarantine
