@@ -310,3 +310,24 @@ async def test_sextortion_with_a_valid_bitcoin_address():
               "is on the website.\n")
     out = await scan_bytes(make_email(sender="Project <news@project.test>", body=donate), cfg())
     assert not out.result.has("FRAUD_EXTORTION")
+
+
+async def test_reply_to_my_private_email():
+    body = ("My principal can manage investment funds with good returns. Kindly reply to my "
+            "private\r\nemail (david.t01@gmail.com), if you are capable and trustworthy.\n")
+    out = await scan_bytes(make_email(sender="David <bensonmike278@gmail.com>", body=body), cfg())
+    r = reason(out, "FRAUD_PRIVATE_CHANNEL")
+    assert "'my private email' david.t01@gmail.com" in r and "bensonmike278@gmail.com" in r
+
+
+@pytest.mark.parametrize("sender, body", [
+    # the "private" address is the sender's own
+    ("David <david.t01@gmail.com>", "Reply to my private email david.t01@gmail.com.\n"),
+    # a personal address at an organisation, not free-mail
+    ("Ann <ann@corp.test>", "From Monday use my personal email ann@ann-family.test.\n"),
+    # free-mail address, but nobody asks for a private channel
+    ("Ann <ann@corp.test>", "Bob's address is bob1990@gmail.com if you need him.\n"),
+])
+async def test_no_private_channel_without_the_request(sender, body):
+    out = await scan_bytes(make_email(sender=sender, body=body), cfg())
+    assert not out.result.has("FRAUD_PRIVATE_CHANNEL")

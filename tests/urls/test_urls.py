@@ -388,3 +388,55 @@ async def test_google_translate_proxy_is_looked_through():
     out = await scan_bytes(make_email(
         body="Read it in English: https://translate.google.com/translate?u=https://evil.example/x\n"))
     assert out.result.get("URL_OPEN_REDIRECT").score == 2.0
+
+
+async def test_combosquatted_link_named_after_the_display_name():
+    # "Monero" from an unrelated domain, linking to getmoneroupdate.org (name + keywords).
+    html = ('<p>Our new desktop wallet is out: <a href="https://app.getmoneroupdate.org/">'
+            'download</a></p>')
+    raw = make_email(sender="Monero <monero@business-data-lighthouse.test>", html=html)
+    out = await scan_bytes(raw)
+    r = reason(out, "URL_COMBOSQUAT_SENDER_NAME")
+    assert "getmoneroupdate.org" in r and "'monero'" in r and "'update'" in r
+    # A plain-text URL counts too, and a camel-case name is one word ("CoinTracker").
+    out = await scan_bytes(make_email(sender="CoinTracker <info@dragonlab.test>",
+                                      body="Get it: https://download.cointrackerdesktop.com\n"))
+    assert "cointrackerdesktop.com" in reason(out, "URL_COMBOSQUAT_SENDER_NAME")
+
+
+@pytest.mark.parametrize("sender, url", [
+    # the sender's own name is in its domain: its own update site is fine
+    ("Monero <news@getmonero.test>", "https://moneroupdate.example.org/"),
+    # the link is the plain name, no keyword: a mailing service sending for the brand
+    ("Acme Widgets <acme@mailservice.test>", "https://acme.example/"),
+    ("Acme Widgets <acme@mailservice.test>", "https://www.widgetsworld.example/"),
+    # generic display names say nothing about who writes
+    ("Support Team <help@desk.test>", "https://supportportal.example/"),
+    # a keyword without the name
+    ("Jane Doe <jane@example.org>", "https://secure-login.example.net/"),
+])
+async def test_no_combosquat_without_the_pattern(sender, url):
+    out = await scan_bytes(make_email(sender=sender, body=f"See {url} for details.\n"))
+    assert not out.result.has("URL_COMBOSQUAT_SENDER_NAME")
+
+
+async def test_filler_run_salting():
+    body = "Your offer is inside.\n" + "." * 400 + "\n" + "_" * 80 + "\nSigned\n"
+    out = await scan_bytes(make_email(body=body))
+    assert "400 '.' in a row" in reason(out, "TEXT_FILLER_RUN")
+    # Separator lines of a line's width are everyday mail.
+    out = await scan_bytes(make_email(body="Hi\n" + "=" * 72 + "\n" + "-" * 140 + "\nBye\n"))
+    assert not out.result.has("TEXT_FILLER_RUN")
+    # In the HTML (hidden salting) as well.
+    out = await scan_bytes(make_email(html="<p>Hello</p><div style='display:none'>"
+                                           + "_" * 300 + "</div>"))
+    assert out.result.has("TEXT_FILLER_RUN")
+
+
+async def test_camel_case_redirect_parameter_and_webmail_dereferrer():
+    html = ('<a href="https://deref-gmx.net/mail/client/AbC/dereferrer/?redirectUrl='
+            'https%3A%2F%2Fevil.example.com%2Flogin">your account</a>')
+    out = await scan_bytes(make_email(html=html))
+    sym = out.result.get("URL_OPEN_REDIRECT")
+    assert sym is not None and "evil.example.com" in sym.reason
+    assert sym.score == 2.0  # a known open redirector: full weight

@@ -130,6 +130,11 @@ _EXTORTION_THEMES = (
     ("deadline", re.compile(r"\b(?:24|36|48|72|twenty[- ]four|forty[- ]eight) hours\b|\bdeadline\b")),
 )
 _EMAIL_ADDR = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# "Kindly reply to my private email (x@gmail.com)": the answer moved to a mailbox of the
+# writer's choosing, away from the address the mail came from.
+_PRIVATE_CHANNEL = re.compile(
+    r"\b(?:my|this|our)\s+(?:private|personal|direct|confidential|alternative|alternate|"
+    r"secure)\s+(?:e-?mail(?:\s+address)?|mail\s?box|mail\s+address)\b")
 
 
 def find_phrase(low: str, anchors: tuple[str, ...], rx: re.Pattern[str]) -> str:
@@ -208,6 +213,10 @@ SYMBOLS: dict[str, SymbolSpec] = {
         4.0, "Advance-fee fraud: a windfall (inheritance, donation, lottery, compensation, a "
         "dormant fund) worth millions, with replies going to a free-mail mailbox.",
         Category.PHISHING, _G),
+    "FRAUD_PRIVATE_CHANNEL": SymbolSpec(
+        2.5, "The text asks for replies to a \"private\" or \"personal\" free-mail address "
+        "that is not the sender's (\"kindly reply to my private email\").",
+        Category.PHISHING, _G),
     "FRAUD_EXTORTION": SymbolSpec(
         5.0, "Extortion: a Bitcoin address to pay to, with threats of a recorded video, a "
         "hacked device or leaked contacts and a deadline (\"sextortion\").",
@@ -282,6 +291,7 @@ class ImpersonationCheck(Check):
         self._diversion(msg, fa, from_reg, add, listed)
         if not listed:
             self._advance_fee(msg, fa, add, "BEC_REPLYTO_FREEMAIL" in fired)
+            self._private_channel(msg, fa, add)
             self._extortion(msg, add)
         first_contact = bool(result.annotations.get("first_contact"))
         # Payment talk is everyday business; it is only reported next to another sign (or a
@@ -402,6 +412,27 @@ class ImpersonationCheck(Check):
             add("FRAUD_ADVANCE_FEE",
                 f"{', '.join(repr(t) for t in terms[:4])}"
                 f"{f' and {money.group(0).strip()!r}' if money else ''}; {where}")
+
+    def _private_channel(self, msg: ParsedMessage, fa: Address | None, add: Any) -> None:
+        """A request to answer at a "private email" that is free-mail and not the sender's.
+
+        Fraud openers ("can you manage investment funds? Kindly reply to my private email")
+        carry no sum and no link; what they cannot do without is the mailbox the victim is
+        to write to. Colleagues who give a personal address write from the company's own
+        domain and weigh nothing more than this symbol's few points."""
+        text = msg.body_text[:_MAX_FRAUD_CHARS]
+        low = text.lower()
+        m = _PRIVATE_CHANNEL.search(low)
+        if m is None or "@" not in text:
+            return
+        from_addr = fa.address.lower() if fa else ""
+        for found in _EMAIL_ADDR.finditer(text):
+            addr = found.group(0).lower().rstrip(".")
+            if addr != from_addr and self.is_freemail(domain_of(addr)):
+                add("FRAUD_PRIVATE_CHANNEL",
+                    f"asks for replies to {' '.join(m.group(0).split())!r} {addr}, not the sender's "
+                    f"{from_addr or 'address'}")
+                return
 
     @staticmethod
     def _extortion(msg: ParsedMessage, add: Any) -> None:

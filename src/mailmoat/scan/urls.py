@@ -221,10 +221,15 @@ KNOWN_REDIRECTORS: tuple[tuple[str, str], ...] = (
     ("linkedin.com", "/redir"), ("tumblr.com", "/redirect"), ("vk.com", "/away"),
     ("baidu.com", "/link"), ("yandex.ru", "/redirect"), ("doubleclick.net", "/"),
     ("slack-redir.net", "/link"), ("mandrillapp.com", "/track"), ("adnxs.com", "/"),
+    # The web mails of GMX, WEB.DE and 1&1 send every clicked link through a dereferrer;
+    # copied out of a mailbox, its links forward anyone to anywhere.
+    ("deref-gmx.net", "/mail/client/"), ("deref-web.de", "/mail/client/"),
+    ("deref-mail.com", "/mail/client/"), ("deref-1und1.de", "/mail/client/"),
     # Web proxies that show any page under their own name.
     ("google.com", "/translate"), ("googleweblight.com", "/"),
 )
-_REDIRECT_PARAMS = frozenset({"url", "u", "q", "redirect", "redirect_uri", "redirect_url", "redir",
+_REDIRECT_PARAMS = frozenset({"url", "u", "q", "redirect", "redirect_uri", "redirect_url",
+                              "redirecturl", "redirecturi", "redir",
                               "target", "dest", "destination", "next", "goto", "link", "return",
                               "returnurl", "return_url", "r", "to", "out", "continue", "rurl",
                               "location", "go", "site", "adurl", "lite_url"})
@@ -243,6 +248,25 @@ _SCRIPT_TRICKS = re.compile(
 _EMAIL_FIELD = re.compile(r"(?i)e-?mail|user|login|account|userid|邮箱|账号|帐号|用户名")
 _PASS_FIELD = re.compile(r"(?i)pass|pwd|passwd|密码|口令")
 # Account-lure words, found by plain substring search (cheap on long bodies).
+# Combosquatting (Kintis et al., "Hiding in Plain Sight", CCS 2017): a name plus a keyword,
+# paypal-update.com. These are the keywords; the name is the sender's own display name.
+_SQUAT_WORDS = ("update", "download", "desktop", "extension", "wallet", "install", "secure",
+                "security", "login", "signin", "verify", "verification", "support", "help",
+                "service", "account", "official", "online", "portal", "connect", "auth",
+                "recovery", "restore", "sync", "claim", "airdrop", "reward", "bonus", "app",
+                "get", "web")
+# Display-name words too generic to stand for who is writing ("Support Team", "News").
+_GENERIC_NAME_WORDS = frozenset(
+    "team support service services info information news newsletter community wallet mail "
+    "email admin administrator notification notifications update updates security account "
+    "accounts customer customers help desk helpdesk office group official online noreply "
+    "reply from your with the and department billing sales center centre alert alerts "
+    "system systems message messages manager staff user users members member contact "
+    "digest daily weekly announce announcement announcements list lists via".split())
+_NAME_WORD = re.compile(r"[a-z0-9]{4,}")
+_FILLER_RUN = re.compile(r"([._=*~#+])\1{149,}")
+_FILLER_SCAN_CHARS = 200_000
+
 _LURE_WORDS = ("verify", "verification", "suspend", "locked", "unlock", "unusual activity",
                "unusual sign", "confirm your", "update your", "validate", "sign in", "sign-in",
                "log in", "login", "password", "billing information", "payment information",
@@ -352,6 +376,10 @@ SYMBOLS: dict[str, SymbolSpec] = {
         2.0, "The message is only pictures and links: an HTML body without readable text and "
         "no text part beyond those links, so word filters have nothing to read.",
         Category.SPAM, _G),
+    "TEXT_FILLER_RUN": SymbolSpec(
+        2.5, "The body carries a run of hundreds of the same punctuation character (dots, "
+        "underscores): filler that pushes the real text out of view or dilutes it for word "
+        "filters (\"salting\").", Category.SPAM, _G),
     "URL_NONSTANDARD_PORT": SymbolSpec(1.0, "A web link uses an unusual port.", _P, _G),
     "URL_PUNYCODE": SymbolSpec(0.5, "A link's host is an internationalised (punycode) name.", _P, _G),
     "URL_MIXED_SCRIPT": SymbolSpec(
@@ -404,6 +432,10 @@ SYMBOLS: dict[str, SymbolSpec] = {
     "PHISH_BRAND_LURE": SymbolSpec(
         1.0, "The message names a brand next to account-lure words, but the sender is not that "
         "brand.", _P, _G),
+    "URL_COMBOSQUAT_SENDER_NAME": SymbolSpec(
+        5.0, "A link goes to a domain made of the sender's display name plus a word such as "
+        "update, download or login (getmoneroupdate.org for \"Monero\"), and the mail does not "
+        "come from a domain of that name.", _P, _G),
 }
 
 
@@ -503,9 +535,11 @@ class UrlCheck(Check):
             seen.add(u.url)
             self._check_url(u, from_reg, hits)
         self._check_brand_sender_links(msg, from_reg, hits)
+        self._check_combosquat(msg, from_reg, hits)
         if msg.html and _has_form(msg.html):
             self._check_forms(msg.html, from_reg, hits)
         self._check_image_only(msg, hits)
+        self._check_filler(msg, hits)
         self._check_sender(msg, from_reg, hits)
         hits.emit(result)
 
@@ -727,6 +761,42 @@ class UrlCheck(Check):
             hits.add("PHISH_BRAND_SENDER_FOREIGN_LINKS",
                      f"mail from {from_reg} ({owner.name}) links only to {', '.join(foreign[:3])}")
 
+    def _check_combosquat(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
+        """Mail signed "Monero" from an unrelated domain, linking to getmoneroupdate.org.
+
+        A sender's own links go to its own name's domain, and so does its mail (or the
+        domain of a mailing service, whose links then go to the sender's plain domain). A
+        name plus a keyword on the link side only, with the mail from elsewhere, is the
+        combosquatting pattern of fake wallet updates and fake login pages; no brand list
+        is needed, the display name says what is imitated."""
+        fa = msg.from_addr
+        if fa is None or not fa.display_name or from_reg in self.company:
+            return
+        sender = (msg.from_domain or "").lower().replace("-", "")
+        names = {w for w in _NAME_WORD.findall(fa.display_name.lower())
+                 if w not in _GENERIC_NAME_WORDS and not w.isdigit() and w not in sender}
+        if not names:
+            return
+        for u in msg.urls:
+            # links and URLs written in the text; not images or style sheets
+            if u.tag not in ("a", "") or u.scheme not in ("http", "https") or not u.host:
+                continue
+            parts = split_domain(u.host)
+            if parts.registrable == from_reg or parts.registrable in self.company:
+                continue
+            label = parts.label.replace("-", "")
+            for name in names:
+                if name not in label or label == name:
+                    continue
+                rest = label.replace(name, " ", 1)
+                word = next((w for w in _SQUAT_WORDS if w in rest), None)
+                if word is not None:
+                    hits.add("URL_COMBOSQUAT_SENDER_NAME",
+                             f"link to {parts.registrable}: the display name's "
+                             f"{name!r} plus {word!r}, but the mail comes from "
+                             f"{msg.from_domain or 'no domain'}")
+                    return
+
     def _check_sender(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
         fa = msg.from_addr
         self._check_obfuscated(msg, hits)
@@ -805,6 +875,19 @@ class UrlCheck(Check):
             hits.add("HTML_IMAGE_ONLY",
                      f"the HTML body has {visible} characters of text and {len(links)} link(s), "
                      f"e.g. to {links[0].host}")
+
+    @staticmethod
+    def _check_filler(msg: ParsedMessage, hits: _Hits) -> None:
+        """Hundreds of dots or underscores in a row. Separator lines in honest mail are a
+        line wide; runs this long are what salting looks like. Measured over the shared
+        corpora (raw bytes, runs of 150 or more): 41 of 2,931 phish, 2 of 17,803 ham (progress
+        dots pasted into a mailing-list question), 1 of 9,861 spam."""
+        for where, text in (("text", msg.text), ("HTML", msg.html)):
+            m = _FILLER_RUN.search(text[:_FILLER_SCAN_CHARS]) if text else None
+            if m is not None:
+                hits.add("TEXT_FILLER_RUN",
+                         f"the {where} body has {len(m.group(0))} {m.group(1)!r} in a row")
+                return
 
     @staticmethod
     def _check_accented_english(msg: ParsedMessage, hits: _Hits) -> None:
