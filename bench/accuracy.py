@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from mailmoat.ml.corpus import load_index
-from mailmoat.ml.evaluate import format_table, format_tradeoff, metrics
+from mailmoat.ml.evaluate import (format_operating_curve, format_table, format_tradeoff,
+                                  metrics, operating_curve)
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
 
 
@@ -98,6 +99,8 @@ def main() -> None:
         P = oof_probabilities(samples, X, y, args.folds, params, log)
         results[variant] = metrics(samples, P)
         if variant == "raw":
+            # the whole trade-off of P(spam or phish), out-of-fold (bench/tradeoff_plot.py)
+            results["raw_curve"] = operating_curve(samples, (P[:, 1] + P[:, 2]).tolist())
             modern = np.array([s.corpus == "modern_ham" for s in samples])
             log("[era test] training without modern_ham, scoring modern_ham")
             m = fit(X[~modern], y[~modern], params)
@@ -107,8 +110,11 @@ def main() -> None:
             corp = np.array([s.corpus for s in samples])
             held = np.isin(corp, ["trec07p", "phishing_pot"])
             m = fit(X[~held], y[~held], params)
-            results["unseen_sources"] = metrics([s for s, f in zip(samples, held) if f],
-                                                m.predict_matrix(X[held]))
+            Ph = m.predict_matrix(X[held])
+            held_samples = [s for s, f in zip(samples, held) if f]
+            results["unseen_sources"] = metrics(held_samples, Ph)
+            results["unseen_sources_curve"] = operating_curve(held_samples,
+                                                              (Ph[:, 1] + Ph[:, 2]).tolist())
     results["seconds"] = round(time.perf_counter() - started)
 
     out = Path(args.out)
@@ -134,6 +140,15 @@ def main() -> None:
         "",
         format_tradeoff(results["raw"]["tradeoff"]),
         "",
+        "### Best achievable trade-off (out-of-fold, raw)",
+        "",
+        "Any threshold on P(spam or phish), not only the policy's: the best detection under "
+        "each false-positive ceiling, and the lowest FP rate that reaches each detection. "
+        "The whole curve is in accuracy.json (`raw_curve`) and drawn by "
+        "`python bench/tradeoff_plot.py` into tradeoff.png.",
+        "",
+        format_operating_curve(results["raw_curve"]),
+        "",
         "## Path headers removed (training and test)",
         "",
         "Received, Return-Path, X-*, ARC-*, Authentication-Results, Message-ID, DKIM-Signature, "
@@ -157,6 +172,8 @@ def main() -> None:
         format_table(results["unseen_sources"]),
         "",
         format_tradeoff(results["unseen_sources"]["tradeoff"]),
+        "",
+        format_operating_curve(results["unseen_sources_curve"]),
         "",
     ]
     (out / "accuracy.md").write_text("\n".join(md), encoding="utf-8")

@@ -97,6 +97,66 @@ def tradeoff(samples: Sequence[Sample], scores: Sequence[float],
     return rows
 
 
+# False-positive ceilings at which the curve is read off (the targets speak of 0.05 %).
+CURVE_FP_CEILINGS = (0.0002, 0.0005, 0.001, 0.002, 0.005)
+CURVE_DETECTION_FLOORS = (0.98, 0.99, 0.995)
+CURVE_MAX_POINTS = 400
+
+
+def operating_curve(samples: Sequence[Sample], rank: Sequence[float]) -> dict[str, Any]:
+    """The whole trade-off of a continuous score: FP rate (ham flagged) and detection
+    (spam+phish flagged) at every threshold, as sklearn's ROC curve, plus the best detection
+    under each FP ceiling and the least FP rate that reaches each detection floor.
+
+    `points` keeps at most CURVE_MAX_POINTS of the curve, spread evenly on a log scale of
+    the FP rate, so the low-FP end that matters to a mail administrator stays detailed."""
+    from sklearn.metrics import roc_curve
+
+    bad = np.array([s.label != "ham" for s in samples])
+    if bad.all() or not bad.any():
+        return {}
+    fpr, tpr, thr = roc_curve(bad, np.asarray(rank, dtype=np.float64))
+    n_ham = int((~bad).sum())
+    best = []
+    for ceiling in CURVE_FP_CEILINGS:
+        ok = np.flatnonzero(fpr <= ceiling)
+        i = int(ok[np.argmax(tpr[ok])])
+        best.append({"fp_ceiling": ceiling, "fp_rate": float(fpr[i]), "detection": float(tpr[i]),
+                     "threshold": float(min(thr[i], 1.0)), "ham_flagged": round(fpr[i] * n_ham)})
+    needed = []
+    for floor in CURVE_DETECTION_FLOORS:
+        ok = np.flatnonzero(tpr >= floor)
+        i = int(ok[np.argmin(fpr[ok])])
+        needed.append({"detection_floor": floor, "fp_rate": float(fpr[i]),
+                       "detection": float(tpr[i]), "threshold": float(min(thr[i], 1.0))})
+    # Thin the curve for plotting: one point per log-spaced FP bucket (the last of each,
+    # i.e. the highest detection at that FP), plus both ends.
+    keep = {0, len(fpr) - 1}
+    edges = np.logspace(np.log10(max(1.0 / max(n_ham, 1), 1e-6)), 0, CURVE_MAX_POINTS)
+    bucket = np.searchsorted(edges, fpr)
+    for b in np.unique(bucket):
+        keep.add(int(np.flatnonzero(bucket == b)[-1]))
+    idx = sorted(keep)
+    return {"n_ham": n_ham, "n_bad": int(bad.sum()),
+            "points": [[float(fpr[i]), float(tpr[i])] for i in idx],
+            "best_detection_at_fp": best, "fp_for_detection": needed}
+
+
+def format_operating_curve(curve: dict[str, Any]) -> str:
+    if not curve:
+        return "(no curve: one class only)"
+    lines = ["| FP rate at most | best detection | ham flagged | threshold (P(spam or phish) ≥) |",
+             "|---|---|---|---|"]
+    for b in curve["best_detection_at_fp"]:
+        lines.append(f"| {_pct(b['fp_ceiling'], 2)} | {_pct(b['detection'])} | "
+                     f"{b['ham_flagged']} of {curve['n_ham']} | {b['threshold']:.6f} |")
+    lines += ["", "| detection at least | lowest FP rate | threshold |", "|---|---|---|"]
+    for n in curve["fp_for_detection"]:
+        lines.append(f"| {_pct(n['detection_floor'], 1)} | {_pct(n['fp_rate'], 3)} | "
+                     f"{n['threshold']:.6f} |")
+    return "\n".join(lines)
+
+
 def metrics(samples: Sequence[Sample], P: np.ndarray, settings: ContentSettings | None = None,
             thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS) -> dict[str, Any]:
     """Model-only metrics from a probability matrix (columns ham, spam, phish)."""
