@@ -216,7 +216,14 @@ class _Prefetch:
 
     addr_type: str  # "A" or "AAAA", the client's address family
     left: int = _PREFETCH_BUDGET
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    tasks: set[asyncio.Future[Any]] = field(default_factory=set)
+
+    def forget(self, task: asyncio.Future[Any]) -> None:
+        self.tasks.discard(task)
+        # A failed prefetch is asked again (and reported) by the evaluation itself; reading
+        # the exception here keeps asyncio from warning that nobody did.
+        if not task.cancelled():
+            task.exception()
 
 
 async def _query_prefetching(resolver: Resolver, name: str, qtype: str, pf: _Prefetch) -> Any:
@@ -237,8 +244,7 @@ async def _query_prefetching(resolver: Resolver, name: str, qtype: str, pf: _Pre
         pf.left -= 1
         task = asyncio.ensure_future(_query_prefetching(resolver, *target, pf))
         pf.tasks.add(task)
-        # A failed prefetch is asked again (and reported) by the evaluation itself.
-        task.add_done_callback(lambda t: (pf.tasks.discard(t), t.cancelled() or t.exception()))
+        task.add_done_callback(pf.forget)
     return ans
 
 

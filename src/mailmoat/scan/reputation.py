@@ -188,16 +188,16 @@ class DnsblCheck(Check):
         ip_lookups = result.early.pop(self.name, None) or self._ip_lookups(env)
         if env.direction is not Direction.INBOUND or env.auth_user:
             return
-        jobs = []
         domains = self.url_domains(msg)
-        if domains and self.settings.uribl:
-            jobs += [self._uri(zone, domains, result) for zone in self.settings.uribl]
+        uri_jobs = [self._uri(zone, domains, result) for zone in self.settings.uribl] \
+            if domains else []
+        ip_answers: list[Any] = []
         if ip_lookups is not None:
-            jobs.append(ip_lookups)
-        done = await asyncio.gather(*jobs)
-        if ip_lookups is not None:
-            for zone, answers in zip(self.settings.dnsbl, done[-1]):
-                self._emit_ip(zone, env.client_ip, answers, result)
+            ip_answers, *_ = await asyncio.gather(ip_lookups, *uri_jobs)
+        else:
+            await asyncio.gather(*uri_jobs)
+        for zone, answers in zip(self.settings.dnsbl, ip_answers):
+            self._emit_ip(zone, env.client_ip or "", answers, result)
 
     def url_domains(self, msg: ParsedMessage) -> list[str]:
         """Registrable domains of the message's URLs, ours and skipped ones left out."""
