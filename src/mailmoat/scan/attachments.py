@@ -597,21 +597,6 @@ def analyze_macros(filename: str, data: bytes) -> tuple[list[str], list[str]]:
         vp.close()
 
 
-def _olevba() -> Any:
-    # olevba builds its pyparsing grammar at import time with names pyparsing 3 deprecates;
-    # those warnings are about oletools, not about the mail, so keep them out of our logs.
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from oletools import olevba
-    return olevba
-
-
-class _NoMacros(Exception):
-    pass
-
-
 def _office_is_encrypted(data: bytes) -> bool:
     try:
         import olefile

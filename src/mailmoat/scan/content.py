@@ -60,13 +60,13 @@ def explain(pred: Prediction, symbol: str) -> str:
         if c.kind == "structure" and c.token in pred.notes:
             words = pred.notes[c.token]
         groups.setdefault(c.kind, []).append(words)
-    parts = []
-    for kind, words in groups.items():
+    parts: list[str] = []
+    for kind, phrases in groups.items():
         if kind == "structure":
-            parts.extend(words)
+            parts.extend(phrases)
         else:
-            plural = kind + ("s" if len(words) > 1 and not kind.endswith("s") else "")
-            parts.append(f"{plural} {', '.join(words)}")
+            plural = kind + ("s" if len(phrases) > 1 and not kind.endswith("s") else "")
+            parts.append(f"{plural} {', '.join(phrases)}")
     # Notes (link text mismatch, other reply address) are facts worth saying even when
     # they were not among the top weights.
     extra = [n for t, n in pred.notes.items() if symbol != "CONTENT_HAM"

@@ -293,7 +293,7 @@ class ListsCheck(Check):
         return ()
 
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
-        rcpts = [r.lower() for r in msg.envelope.rcpt_tos] or [None]
+        rcpts: list[str | None] = [r.lower() for r in msg.envelope.rcpt_tos] or [None]
         outcomes: dict[str | None, tuple[tuple[_Match, ...], Action | None]] = {}
         for r in rcpts:
             matches = self._outcome(r, msg, result)

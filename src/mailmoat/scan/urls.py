@@ -936,7 +936,7 @@ class UrlCheck(Check):
         charge = _CHARGE.search(text)
         dispute = _DISPUTE.search(text) if charge else None
         phone = _PHONE.search(text) if dispute else None
-        if phone is not None:
+        if phone is not None and charge is not None and dispute is not None:
             fa = msg.from_addr
             free = fa is not None and registrable(fa.domain) in FREEMAIL
             hits.add("PHISH_CALLBACK",
