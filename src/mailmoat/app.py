@@ -248,8 +248,11 @@ def build(config: Config) -> Gateway:
 
     def rejected(data: dict[str, Any]) -> None:
         fut = writer.log_message(data)
-        fut.add_done_callback(lambda f: f.exception() and log.error(
-            "logging rejected message %s failed: %s", data["id"], f.exception()))
+
+        def done(f: concurrent.futures.Future[bool]) -> None:
+            if f.exception():
+                log.error("logging rejected message %s failed: %s", data["id"], f.exception())
+        fut.add_done_callback(done)
 
     memory_feed = _sender_memory_feed(config, db)
     on_verdict = memory_feed.offer_outcome if memory_feed is not None else None

@@ -272,10 +272,11 @@ class SenderMemory:
                 ).returning(table.c.sender, table.c.recipient, table.c.messages,
                             table.c.clean, table.c.bad, table.c.first_seen,
                             table.c.last_seen, table.c.outbound)
-                for r in s.execute(stmt):
-                    self._refresh_cache(r.sender, r.recipient, PairStats(
-                        messages=r.messages, clean=r.clean, bad=r.bad, first_seen=r.first_seen,
-                        last_seen=r.last_seen, outbound=bool(r.outbound)))
+                for got in s.execute(stmt):
+                    self._refresh_cache(got.sender, got.recipient, PairStats(
+                        messages=got.messages, clean=got.clean, bad=got.bad,
+                        first_seen=got.first_seen, last_seen=got.last_seen,
+                        outbound=bool(got.outbound)))
             if sent:
                 sent_table = SentMessageRow.__table__
                 values = [{"message_id": mid, "sender": snd, "sent_at": at}
@@ -317,7 +318,7 @@ class SenderMemory:
                 # One query for both directions: the sender's rows to these recipients, and
                 # these recipients' outbound rows to the sender.
                 found: dict[str, PairStats] = {}
-                wrote: set[str] = set()
+                writers: set[str] = set()
                 for row in s.scalars(select(SenderMemoryRow).where(or_(
                         and_(SenderMemoryRow.sender == sender,
                              SenderMemoryRow.recipient.in_(missing)),
@@ -327,11 +328,11 @@ class SenderMemory:
                     if row.sender == sender and row.recipient in missing:
                         found[row.recipient] = _stats(row)
                     if row.recipient == sender and row.outbound and row.sender in missing:
-                        wrote.add(row.sender)
+                        writers.add(row.sender)
                 for r in missing:
-                    self.cache.put((sender, r), found.get(r), r in wrote)
+                    self.cache.put((sender, r), found.get(r), r in writers)
                 out.history.update(found)
-                out.wrote_to_sender = sorted({*out.wrote_to_sender, *wrote})
+                out.wrote_to_sender = sorted({*out.wrote_to_sender, *writers})
             if ids:
                 out.replied_ids = sorted(s.scalars(select(SentMessageRow.message_id).where(
                     SentMessageRow.message_id.in_(ids))))

@@ -11,6 +11,7 @@ import getpass
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from sqlalchemy import select
@@ -69,7 +70,7 @@ def register(app: typer.Typer) -> None:
             _fail(exc)
         for qrow, msg in rows:
             state = "deleted" if qrow.deleted_at else "released" if qrow.released_at else "held"
-            item = {"id": qrow.message_id, "state": state,
+            item: dict[str, Any] = {"id": qrow.message_id, "state": state,
                     "quarantined_at": qrow.quarantined_at.isoformat(),
                     "from": qrow.mail_from, "held_for": qrow.held_for,
                     "subject": msg.subject if msg else "", "score": msg.score if msg else None,

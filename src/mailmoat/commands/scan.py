@@ -101,7 +101,8 @@ class _Reader:
         if self._box is None or self._box[0] != item.path:
             self.close()
             self._box = (item.path, mailbox.mbox(item.path, create=False))
-        return self._box[1].get_bytes(int(item.mbox_key))
+        # typeshed types every mailbox key as str; mbox keys are ints (a str raises KeyError).
+        return self._box[1].get_bytes(int(item.mbox_key))  # type: ignore[arg-type]
 
     def close(self) -> None:
         if self._box is not None:
@@ -211,15 +212,15 @@ def scan_items(
             it = iter(items)
             while True:
                 while len(pending) < window:
-                    item = next(it, None)
-                    if item is None:
+                    nxt = next(it, None)
+                    if nxt is None:
                         break
                     try:
-                        raw = reader.read(item)
+                        raw = reader.read(nxt)
                     except (OSError, KeyError, ValueError, mailbox.Error) as exc:
-                        pending.append((item, exc))
+                        pending.append((nxt, exc))
                         continue
-                    pending.append((item, pool.submit(_scan_one, item.display, raw)))
+                    pending.append((nxt, pool.submit(_scan_one, nxt.display, raw)))
                 if not pending:
                     break
                 item, fut = pending.popleft()

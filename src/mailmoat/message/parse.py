@@ -72,9 +72,11 @@ class _LineBreakAtEnd:
         return self._re.search(string, max(0, len(string) - 2))
 
 
-if getattr(email.feedparser, "NLCRE_eol", None) is not None and \
-        email.feedparser.NLCRE_eol.pattern == _LineBreakAtEnd.pattern:
-    email.feedparser.NLCRE_eol = _LineBreakAtEnd()  # type: ignore[assignment]
+# typeshed does not declare feedparser's module-level NLCRE_eol: read it with getattr, and
+# the assignment needs the ignore below (a stub gap; the name exists at run time).
+_nlcre_eol = getattr(email.feedparser, "NLCRE_eol", None)
+if _nlcre_eol is not None and _nlcre_eol.pattern == _LineBreakAtEnd.pattern:
+    email.feedparser.NLCRE_eol = _LineBreakAtEnd()  # type: ignore[attr-defined]
 
 
 def _detect_type(data: bytes) -> str:
@@ -279,11 +281,12 @@ def _filename(part: Message) -> str:
         name = None
     if not name:
         try:
-            name = part.get_param("name")
+            param = part.get_param("name")
         except Exception:
-            name = None
-        if isinstance(name, tuple):  # RFC 2231 triple
-            name = email.utils.collapse_rfc2231_value(name)
+            param = None
+        if isinstance(param, tuple):  # RFC 2231 triple
+            param = email.utils.collapse_rfc2231_value(param)
+        name = param
     return decode_header_value(name)[:255] if name else ""
 
 
@@ -400,7 +403,7 @@ def _build(raw: bytes, envelope: Envelope, msg: Message, defects: list[str], max
         except Exception:
             payload = None
             defects.append("MIME_UNDECODABLE_PART")
-        if payload is None:
+        if not isinstance(payload, bytes):  # decode=True: bytes, or None for a multipart
             p = part.get_payload()
             payload = p.encode("utf-8", "surrogateescape") if isinstance(p, str) else b""
         is_body = ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename

@@ -327,9 +327,9 @@ class DeliveryManager:
                 try:
                     # Mail the intake handed over was spooled straight into active/ (it is
                     # ours already); anything else is claimed by rename from incoming/.
-                    handed = self._handed.pop(msg_id, None)
-                    claimed = handed if handed is not None \
-                        else await self._io(self.spool.claim, msg_id)
+                    claimed = self._handed.pop(msg_id, None)
+                    if claimed is None:
+                        claimed = await self._io(self.spool.claim, msg_id)
                 except (OSError, ValueError, SpoolError):
                     log.exception("message %s is unreadable; moved to shunt/", msg_id)
                     await self._io(self._shunt, msg_id)
@@ -475,8 +475,11 @@ class DeliveryManager:
             return
         attempts = entry.attempts + (0 if entry.pending else 1)
         fut = self.log_writer.log_delivery(log_id, events, attempts, entry.next_attempt)
-        fut.add_done_callback(lambda f: f.exception() and log.error(
-            "recording delivery of %s failed: %s", log_id, f.exception()))
+
+        def done(f: concurrent.futures.Future[None]) -> None:
+            if f.exception():
+                log.error("recording delivery of %s failed: %s", log_id, f.exception())
+        fut.add_done_callback(done)
 
     async def _quarantine(self, entry: SpoolEntry, log_id: str, raw: bytes,
                           hold: list[str]) -> bool:

@@ -22,7 +22,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosmtplib
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -63,7 +63,7 @@ class GatewayHandler:
                  on_rejected: Callable[[dict[str, Any]], None] = lambda _data: None,
                  io_executor: concurrent.futures.Executor | None = None,
                  spool_state: str = "incoming",
-                 on_verdict: Callable[[Any], None] | None = None) -> None:
+                 on_verdict: Callable[[Any], object] | None = None) -> None:
         self.config = config
         # "active" when this process's delivery takes every message from `on_spooled`
         # (app.build): the message is then claimed by the write itself.
@@ -73,7 +73,8 @@ class GatewayHandler:
         self.on_spooled = on_spooled
         self.on_rejected = on_rejected
         # Called with the ScanOutcome of every scanned message that is answered (rejected or
-        # spooled); it must not block (app.build hands the work to a thread).
+        # spooled); it must not block (app.build hands the work to a thread). What it returns
+        # is ignored (SenderMemory's feed answers whether it took the observation).
         self.on_verdict = on_verdict
         self.io_executor = io_executor
         smtp = config.smtp
@@ -300,7 +301,11 @@ class GatewaySMTP(SMTP):
         return addr, m.group(2).lstrip()
 
     async def push(self, status: str | bytes) -> None:
-        if isinstance(status, str) and status in R.REWRITE:
+        # aiosmtpd's push takes an AnyStr, which a str | bytes union cannot bind: one call each.
+        if isinstance(status, bytes):
+            await super().push(status)
+            return
+        if status in R.REWRITE:
             status = R.REWRITE[status].format(limit=self.data_size_limit)
         await super().push(status)
 
@@ -338,8 +343,10 @@ class GatewaySMTP(SMTP):
         if self.transport is not None and not self.transport.is_closing():
             reply = R.S421_DATA_TIMEOUT if self._in_data else \
                 f"421 4.4.2 {self.hostname} Timeout, closing connection"
+            # aiosmtpd types it a BaseTransport; a connection's (socket or TLS) is a Transport.
+            transport = cast(asyncio.Transport, self.transport)
             try:
-                self.transport.write(reply.encode() + b"\r\n")
+                transport.write(reply.encode() + b"\r\n")
             except Exception:
                 pass
         super()._timeout_cb()

@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from mailmoat.message.model import domain_of
@@ -102,9 +102,11 @@ def attachment_records(msg: Any, result: Any) -> list[dict[str, Any]]:
 _MESSAGE_COLUMNS = frozenset(MessageRow.__table__.columns.keys())
 # Core tables, not ORM entities, on the hot path: an `insert(MessageRow)` goes through the
 # ORM's bulk-persistence layer (about a third of the writer thread's time in a profile).
-_MSG = MessageRow.__table__
-_RCPTS = RecipientRow.__table__
-_EVENTS = DeliveryEventRow.__table__
+# SQLAlchemy types `__table__` as a FromClause; a declarative class with a `__tablename__`
+# is always mapped to a Table, which is what insert()/update() want.
+_MSG = cast(Table, MessageRow.__table__)
+_RCPTS = cast(Table, RecipientRow.__table__)
+_EVENTS = cast(Table, DeliveryEventRow.__table__)
 
 
 def write_message(s: Session, data: dict[str, Any]) -> bool:
@@ -154,7 +156,7 @@ class _Op:
     fut: concurrent.futures.Future[Any]
 
 
-_RCPT = RecipientRow.__table__
+_RCPT = cast(Table, RecipientRow.__table__)  # a Table, as above
 _UPDATE_RECIPIENT = (
     update(_RCPT)
     .where(_RCPT.c.message_id == bindparam("b_mid"), _RCPT.c.address == bindparam("b_addr"))
@@ -166,7 +168,7 @@ _UPDATE_RECIPIENT = (
 def _write_messages(s: Session, items: list[dict[str, Any]]) -> list[bool]:
     """Many messages in three statements: which exist, insert messages, insert recipients."""
     ids = [d["id"] for d in items]
-    existing = set(s.execute(select(_MSG.c.id).where(_MSG.c.id.in_(ids))).scalars())
+    existing: set[str] = set(s.execute(select(_MSG.c.id).where(_MSG.c.id.in_(ids))).scalars())
     fresh, seen, out = [], set(), []
     for d in items:
         new = d["id"] not in existing and d["id"] not in seen

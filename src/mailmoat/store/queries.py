@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, exists, func, or_, select, tuple_
+from sqlalchemy import Result, Row, case, exists, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement, Select
 
@@ -253,7 +253,7 @@ def time_buckets(hours: int, now: datetime | None = None) -> list[str]:
     return [(start - timedelta(days=i)).strftime("%Y-%m-%d") for i in range(hours // 24, -1, -1)]
 
 
-def _bucket_expr(s: Session, hours: int) -> Any:
+def _bucket_expr(s: Session, hours: int) -> ColumnElement[str]:
     if s.get_bind().dialect.name == "sqlite":
         fmt = "%Y-%m-%d %H:00" if hours <= 72 else "%Y-%m-%d"
         return func.strftime(fmt, MessageRow.received_at)
@@ -324,10 +324,14 @@ def dashboard_stats(s: Session, scope: Scope, hours: int = 24, now: datetime | N
         select(MessageRow.from_domain, func.count()).where(*bad).group_by(MessageRow.from_domain)
         .order_by(func.count().desc()).limit(top))]
     # Symbol groups: JSON lists are read in Python (bounded to the window, newest 20k rows).
+    # The row type is spelled out: SQLAlchemy's typed `select` overloads do not match a
+    # `Mapped[list]` column, and mypy unpacks an untyped row into objects.
     groups: dict[str, int] = {}
     scan_ms: list[float] = []
-    for syms, ms in s.execute(select(MessageRow.symbols, MessageRow.scan_ms).where(*base)
-                              .order_by(MessageRow.received_at.desc()).limit(20000)):
+    recent: Result[list[Any], float] = s.execute(
+        select(MessageRow.symbols, MessageRow.scan_ms).where(*base)
+        .order_by(MessageRow.received_at.desc()).limit(20000))
+    for syms, ms in recent:
         seen = set()
         for sym in syms or []:
             if isinstance(sym, dict) and float(sym.get("score") or 0) > 0:
@@ -346,7 +350,8 @@ def dashboard_stats(s: Session, scope: Scope, hours: int = 24, now: datetime | N
           .join(MessageRow, MessageRow.id == RecipientRow.message_id).where(MessageRow.received_at >= since))
     if not scope.all:
         rs = rs.where(or_(RecipientRow.domain.in_(scope.domains), RecipientRow.address.in_(scope.addresses)))
-    failed, deferred = s.execute(rs).one()
+    sums: Row[int | None, int | None] = s.execute(rs).one()  # SUMs are NULL over no rows
+    failed, deferred = sums
     st.failed_recipients, st.deferred_recipients = int(failed or 0), int(deferred or 0)
     return st
 

@@ -41,7 +41,7 @@ def stacked_bars(points: list[dict[str, object]], title: str, all_buckets: list[
     bw = min(60.0, max(2.0, slot * 0.8))
     cats = sorted(series)
     for i, b in enumerate(buckets):
-        y = pad_t + plot_h
+        y: float = pad_t + plot_h  # bar heights taken off it are fractional
         x = pad_l + i * slot + (slot - bw) / 2
         for j, c in enumerate(cats):
             n = series[c].get(b, 0)

@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def build_graph(model_dir: Path) -> bytes:
         inits.append(numpy_helper.from_array(np.array(arr, order="C"), name))  # keeps 0-d
         return name
 
-    def node(op: str, inputs: Sequence[str], **attrs: object) -> str:
+    def node(op: str, inputs: Sequence[str], **attrs: Any) -> str:  # ONNX attributes: any kind
         counter[0] += 1
         out = f"{op.lower()}_{counter[0]}"
         nodes.append(helper.make_node(op, list(inputs), [out], name=out, **attrs))

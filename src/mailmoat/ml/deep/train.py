@@ -18,6 +18,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,11 +45,12 @@ def binary_report(p_bad: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> d
             "fn_rate": round(float((~pred & bad).sum() / max(1, bad.sum())), 4)}
 
 
-def _layers_of(model: object) -> list[tuple[np.ndarray, np.ndarray]]:
+def _layers_of(model: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    # A fitted scikit-learn MLPClassifier or LogisticRegression (sklearn has no type stubs).
     if hasattr(model, "coefs_"):
         return [(w.astype(np.float32), b.astype(np.float32))
                 for w, b in zip(model.coefs_, model.intercepts_, strict=True)]
-    return [(model.coef_.T.astype(np.float32), model.intercept_.astype(np.float32))]  # type: ignore[attr-defined]
+    return [(model.coef_.T.astype(np.float32), model.intercept_.astype(np.float32))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,7 +104,10 @@ def messages(request: Request, user: PageUser, db: DbDep) -> HTMLResponse:
     rows: list[Any] = []
     nxt = None
     try:
-        f = queries.SearchFilters(**{k: v for k, v in form.items() if k not in ("since", "until")})
+        # Every key left names a str field of SearchFilters (mypy cannot tell them from the
+        # datetime and bool ones through a dict, hence Any); since and until are parsed below.
+        texts: dict[str, Any] = {k: v for k, v in form.items() if k not in ("since", "until")}
+        f = queries.SearchFilters(**texts)
         f.since = datetime.fromisoformat(form["since"]) if form["since"] else None
         f.until = datetime.fromisoformat(form["until"]) if form["until"] else None
         with db.session() as s:
