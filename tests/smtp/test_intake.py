@@ -23,6 +23,11 @@ from tests.smtp.helpers import (
 )
 
 
+def _logged(gw, mid: str) -> bool:
+    with gw.db.session() as s:
+        return s.get(MessageRow, mid) is not None
+
+
 async def client(port: int) -> aiosmtplib.SMTP:
     c = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=10,
                         local_hostname="client.sender.test")
@@ -122,6 +127,9 @@ async def test_trusted_network_relays_outbound_via_outbound_relay(tmp_path, sink
             assert out.messages[0][1] == ["dave@elsewhere.test"]
             assert sink.messages[0][1] == ["erin@example.test"]
             mid = reply.rsplit(" ", 1)[1]
+            # Delivery does not wait for the message-log insert: the sink can have the mail
+            # before the row is committed.
+            await wait_until(lambda: _logged(gw, mid), what="message logged")
             with gw.db.session() as s:
                 assert s.get(MessageRow, mid).direction == "outbound"
     finally:
@@ -152,6 +160,7 @@ async def test_starttls_and_auth_allow_relaying(tmp_path, sink):
         msg = sink.parsed()[0]
         assert "with ESMTPS" in msg["Received"]
         mid = reply.rsplit(" ", 1)[1]
+        await wait_until(lambda: _logged(gw, mid), what="message logged")
         with gw.db.session() as s:
             row = s.get(MessageRow, mid)
             assert row.auth_user == "sam" and row.direction == "outbound"
