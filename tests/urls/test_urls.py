@@ -176,6 +176,17 @@ async def test_brand_named_with_account_lure():
     assert "names netflix" in reason(out, "PHISH_BRAND_LURE")
 
 
+async def test_everyday_word_names_the_brand_only_with_a_capital():
+    body = ("Find an apple on our partner sites and click on it to enter your login email "
+            "and password for the draw.\n")
+    out = await scan_bytes(make_email(subject="Back to school", body=body,
+                                      sender="Shop <news@shop.test>"))
+    assert not out.result.has("PHISH_BRAND_LURE")  # the fruit
+    out = await scan_bytes(make_email(subject="Your Apple ID is locked", body=body,
+                                      sender="Support <support@account-help.biz>"))
+    assert "names apple" in reason(out, "PHISH_BRAND_LURE")  # the company
+
+
 async def test_legit_newsletter_with_many_links_to_own_domain():
     links = "".join(
         f'<p><a href="https://click.shop.example.org/t/{i}?u=https://www.shop.example.org/p/{i}">'

@@ -53,6 +53,9 @@ class Brand:
     # exactly this names the brand.
     exact: tuple[str, ...] = ()
     strict: bool = False  # the name is an ordinary word: only homoglyph lookalikes count
+    # Keywords that are also everyday words ("apple"): in text they name the brand only when
+    # written with a capital ("Apple", "APPLE"), not in "find an apple, click on it".
+    cased: tuple[str, ...] = ()
 
 
 # Commonly phished brands (APWG / vendor reports), Western and Chinese. Keywords are matched
@@ -72,7 +75,8 @@ BUILTIN_BRANDS: tuple[Brand, ...] = (
               ("office365", "onedrive", "sharepoint", "microsoftonline", "hotmail")),
     Brand("apple", ("apple.com", "icloud.com", "me.com", "mac.com", "itunes.com", "apple.news",
                     "cdn-apple.com", "apple.co"), ("apple", "icloud", "itunes", "apple id",
-                                                   "app store"), ("icloud", "itunes", "appleid")),
+                                                   "app store"), ("icloud", "itunes", "appleid"),
+          cased=("apple",)),
     Brand("amazon", ("amazon.com", "amazonses.com", "amazonaws.com", "a2z.com", "amazon.co.uk",
                      "amazon.de", "amazon.fr", "amazon.co.jp", "amazon.cn", "amazon.ca",
                      "amazon.in", "amazon.it", "amazon.es", "amazon.com.au", "media-amazon.com",
@@ -474,6 +478,9 @@ class UrlCheck(Check):
             for k in b.keywords or (b.name,):
                 words[skeleton(k)] = b
         self._kw_brand = words
+        self._cased = {skeleton(k): re.compile(
+            rf"(?<![A-Za-z0-9])(?:{re.escape(k.capitalize())}|{re.escape(k.upper())})"
+            r"(?![A-Za-z0-9])") for b in self.brands for k in b.cased}
         self._exact = {skeleton(k): b for b in self.brands for k in b.exact}
         lure_words = set(_OBFUSCATION_WORDS) | {k for b in self.brands for k in b.keywords
                                                 if k.isascii() and len(k) >= 5}
@@ -497,8 +504,12 @@ class UrlCheck(Check):
     def _brand_named(self, text: str) -> Brand | None:
         if not text or self._kw_re is None:
             return None
-        m = self._kw_re.search(skeleton(text))
-        return self._kw_brand.get(m.group(0)) if m else None
+        for m in self._kw_re.finditer(skeleton(text)):
+            cased = self._cased.get(m.group(0))
+            if cased is not None and cased.search(text) is None:
+                continue  # the everyday word, not the brand
+            return self._kw_brand.get(m.group(0))
+        return None
 
     def _belongs(self, brand: Brand, domain_reg: str) -> bool:
         owner = self.index.owner(domain_reg)
