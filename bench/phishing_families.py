@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import email.utils
-import hashlib
 import json
 import random
 import statistics
@@ -37,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from mailmoat.config import config_from_dict  # noqa: E402
 from mailmoat.message.model import Envelope  # noqa: E402
+from mailmoat.ml.corpus import design_half  # noqa: E402
 from mailmoat.scan.base import BuildContext, ScanResult  # noqa: E402
 from mailmoat.scan.engine import Scanner  # noqa: E402
 
@@ -46,17 +45,13 @@ HAM = ("spamassassin", "trec07p", "csdmc2010", "trec06c", "modern_ham")
 FAMILIES = ("urls", "impersonation")
 
 
-def side(group: str) -> str:
-    return "tune" if int(hashlib.sha1(group.encode()).hexdigest(), 16) % 2 == 0 else "test"
-
-
 def load_index(corpus: str, label: str, split: str) -> list[tuple[Path, str]]:
     out = []
     with open(CORPUS / f"index-{corpus}.tsv", encoding="utf-8") as f:
         for row in csv.DictReader(f, delimiter="\t"):
             if row["label"] != label:
                 continue
-            if split != "all" and side(row["group"]) != split:
+            if split != "all" and design_half(row["group"]) != split:
                 continue
             out.append((CORPUS / row["path"], row["group"]))
     return out

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy import corpus_dir, oof_probabilities
 
-from mailmoat.ml.corpus import Sample, load_index, read_sample
+from mailmoat.ml.corpus import Sample, design_half, load_index, read_sample
 from mailmoat.ml.evaluate import (
     DEFAULT_THRESHOLDS,
     TRADEOFF_THRESHOLDS,
@@ -253,12 +253,10 @@ def headline(res: dict[str, dict[str, Any]]) -> str:
 
 
 def half(sample: Sample) -> str:
-    """"tune" or "test": the halves of bench/phishing_families.py (sha1 of the index's own
-    group id, even or odd), so copies of one mail stay on one side. Rule checks should be
-    designed on the misses of the tune half only (`--dump-errors` marks each row) and
-    judged on the test half."""
-    raw_group = sample.group.split(":", 1)[1] if ":" in sample.group else sample.group
-    return "tune" if int(hashlib.sha1(raw_group.encode()).hexdigest(), 16) % 2 == 0 else "test"
+    """The sample's half as bench/phishing_families.py splits (`design_half` of the index's
+    own group id, i.e. without the "corpus:" prefix). Rule checks should be designed on the
+    misses of the tune half only (`--dump-errors` marks each row) and judged on the test half."""
+    return design_half(sample.group.split(":", 1)[1] if ":" in sample.group else sample.group)
 
 
 def halves_table(sub: list[Sample], labels: np.ndarray, actions: np.ndarray) -> str:

@@ -83,6 +83,13 @@ def load_index(corpus_dir: str | Path, corpora: Iterable[str] | None = None) -> 
     return samples
 
 
+def design_half(group: str) -> str:
+    """"tune" or "test" for an index group id (as written in index-*.tsv, without the corpus
+    prefix `load_index` adds): sha1 of it even or odd. Copies of one mail stay on one side,
+    so rule checks designed on the tune half can be judged on the test half."""
+    return "tune" if int(hashlib.sha1(group.encode()).hexdigest(), 16) % 2 == 0 else "test"
+
+
 def load_labelled(sources: dict[str, list[str]]) -> list[Sample]:
     """Samples from plain folders (*.eml or any file, recursively) and mbox files per label.
 

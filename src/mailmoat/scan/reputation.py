@@ -185,9 +185,9 @@ class DnsblCheck(Check):
 
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
         env = msg.envelope
-        ip_lookups = result.early.pop(self.name, None) or self._ip_lookups(env)
         if env.direction is not Direction.INBOUND or env.auth_user:
-            return
+            return  # (nothing was started early either)
+        ip_lookups = result.early.pop(self.name, None) or self._ip_lookups(env)
         domains = self.url_domains(msg)
         uri_jobs = [self._uri(zone, domains, result) for zone in self.settings.uribl] \
             if domains else []

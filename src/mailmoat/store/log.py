@@ -156,10 +156,9 @@ class _Op:
     fut: concurrent.futures.Future[Any]
 
 
-_RCPT = cast(Table, RecipientRow.__table__)  # a Table, as above
 _UPDATE_RECIPIENT = (
-    update(_RCPT)
-    .where(_RCPT.c.message_id == bindparam("b_mid"), _RCPT.c.address == bindparam("b_addr"))
+    update(_RCPTS)
+    .where(_RCPTS.c.message_id == bindparam("b_mid"), _RCPTS.c.address == bindparam("b_addr"))
     .values(status=bindparam("b_status"), last_response=bindparam("b_resp"),
             last_attempt_at=bindparam("b_at"), next_attempt_at=bindparam("b_next"),
             attempts=bindparam("b_attempts"), delivered_at=bindparam("b_delivered")))
