@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,9 +77,11 @@ class MiniLMEncoder:
     """Text → 384-d unit vectors. Thread-safe; one instance per process is enough."""
 
     def __init__(self, model_dir: str | Path | None = None, max_tokens: int = 128,
-                 threads: int = 1, onnx_path: str | Path | None = None) -> None:
-        from safetensors.numpy import load_file
+                 threads: int = 1, onnx_path: str | Path | None = None,
+                 adapter: Mapping[str, np.ndarray] | None = None) -> None:
         from tokenizers import Tokenizer
+
+        from mailmoat.ml.deep.adapter import load_weights
 
         mdir = Path(model_dir) if model_dir else default_model_dir()
         cfg = json.loads((mdir / "config.json").read_text(encoding="utf-8"))
@@ -108,7 +110,7 @@ class MiniLMEncoder:
             self.engine = "onnx"
             return
         self.engine = "numpy"
-        w = load_file(str(mdir / "model.safetensors"))
+        w = load_weights(mdir, adapter)  # a fine-tuned head's adapter merged in
         self.word = w["embeddings.word_embeddings.weight"]
         self.pos = w["embeddings.position_embeddings.weight"][: self.max_tokens].copy()
         self.type0 = w["embeddings.token_type_embeddings.weight"][0].copy()

