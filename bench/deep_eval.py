@@ -87,6 +87,12 @@ def main() -> int:
     a = ap.parse_args()
 
     head = Head.load(a.head or None)
+    if head.adapter:
+        # This bench scores cached embeddings of the published (frozen) encoder; a fine-tuned
+        # head reads its own encoder's, and the bundled one was trained on every message.
+        raise SystemExit("this head was fine-tuned with its encoder: evaluate it out-of-fold "
+                         "with bench/deep_cv.py (docs/deep.md); this bench is for heads on the "
+                         "frozen encoder (python -m mailmoat.ml.deep.train --out FILE, then --head FILE)")
     engine = str(head.meta.get("engine", "numpy"))
     cache = load_cache(DEFAULT_CACHE, head.max_tokens, engine)
     test = [r for r in sample_rows(read_index(a.corpus), a.per_cell)

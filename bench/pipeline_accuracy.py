@@ -15,8 +15,10 @@ What is measured, per message:
    reject 15), a forced action (GTUBE, unparseable mail, list block) only making it stricter,
    as `mailmoat.policy.decide` does.
 
-Left out on purpose: the deep model (tier 2), because its head was trained on a sample of
-these same corpora, so any number for it here would be in-sample; and the network checks
+Tier 2 (the deep model) is included only with `--deep-run`/`--deep-data`: the out-of-fold
+scores of `python -m mailmoat.ml.deep.finetune train` (same folds as tier 1), scored as
+scan/deep.py does on tier 1's band; the bundled head itself was trained on all of these
+corpora, so scanning with it here would be in-sample. Left out on purpose: the network checks
 (SPF/DKIM/DMARC/ARC, DNSBL/URIBL), because the corpora's DNS is long gone (the domains and
 records of 2002–2007 mail no longer answer as they did).
 
@@ -124,6 +126,34 @@ def scan_all(paths: list[str], workers: int, log) -> list[dict[str, Any]]:
             if i % 5000 == 0:
                 log(f"  scanned {i}/{len(paths)} ({time.perf_counter() - t:.0f}s)")
     return out
+
+
+# --- tier 2 (optional) ----------------------------------------------------------------------
+
+
+def deep_scores(root: Path, samples: list[Sample], idx: list[int], ok: list[int], P: np.ndarray,
+                run: Path, data: Path) -> tuple[np.ndarray, list[str]]:
+    """Tier 2's score per kept message, as the live check would add it: only where tier 1's
+    out-of-fold P(spam or phish) lies in `[deep] band` and the text has `min_tokens` word
+    pieces, from the fine-tuned model's out-of-fold probabilities (same folds as tier 1)."""
+    from mailmoat.scan.deep import SYMBOLS, DeepSettings, deep_symbol
+
+    d = np.load(data, allow_pickle=False)
+    oof = np.load(run / "scores.npz", allow_pickle=False)["oof"]
+    rel = [str(Path(s.path).relative_to(root)) for s in samples]
+    if rel != [str(p) for p in d["path"]]:
+        raise SystemExit("--deep-data was prepared from another corpus or index order")
+    st = DeepSettings()
+    lo, hi = st.band
+    out = np.zeros(len(samples))
+    names = [""] * len(samples)
+    for i in range(len(samples)):
+        p1 = float(P[i, 1] + P[i, 2])
+        if lo <= p1 <= hi and int(d["lengths"][i]) - 2 >= st.min_tokens:
+            names[i], factor = deep_symbol(float(oof[i, 1]), float(oof[i, 2]), st.threshold)
+            out[i] = round(SYMBOLS[names[i]].weight * factor, 3)
+    keep = [idx[j] for j in ok]
+    return out[keep], [names[i] for i in keep]
 
 
 # --- verdicts ------------------------------------------------------------------------------
@@ -314,6 +344,11 @@ def main() -> None:
                          "trec06c (whole groups, chosen by a hash of the group name); the "
                          "content model is still cross-validated on everything")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--deep-run", metavar="DIR",
+                    help="include tier 2: the out-of-fold scores of `python -m "
+                         "mailmoat.ml.deep.finetune train` (its --out folder), scored as "
+                         "scan/deep.py does on tier 1's band (needs --deep-data)")
+    ap.add_argument("--deep-data", metavar="FILE", help="finetune prepare's data.npz")
     ap.add_argument("--dump-errors", metavar="FILE",
                     help="also write every error of the combined verdict as JSON lines: ham "
                          "not accepted (false positive) and spam/phish accepted (missed), with "
@@ -365,7 +400,16 @@ def main() -> None:
     # 3. verdicts
     labels = np.array([s.label for s in sub])
     others = np.array([r["score"] for r in scans])
-    combined = np.round(content + others, 3)
+    deep = np.zeros(len(sub))
+    if args.deep_run:
+        deep, deep_names = deep_scores(root, samples, idx, ok, P, Path(args.deep_run),
+                                       Path(args.deep_data))
+        for r, d, name in zip(scans, deep, deep_names):  # a family like the others below
+            if d:
+                r["families"]["deep"] = float(d)
+                r["symbols"][name] = float(d)
+                r["positive"] = sorted(set(r["positive"]) | ({"deep"} if d > 0 else set()))
+    combined = np.round(content + deep + others, 3)
     act_content = [action_for(s) for s in content]
     act_others = [stricter(action_for(s), r["forced"]) for s, r in zip(others, scans)]
     act_combined = np.array([stricter(action_for(s), r["forced"]) for s, r in zip(combined, scans)])
@@ -374,6 +418,7 @@ def main() -> None:
         "corpus_dir": str(root), "folds": args.folds, "params": params.__dict__,
         "scan_config": SCAN_CONFIG, "thresholds": list(DEFAULT_THRESHOLDS),
         "max_ham_per_corpus": args.max_ham_per_corpus, "messages": len(sub),
+        "deep_run": args.deep_run,
         "scan_errors": [{"path": p, "error": e} for p, e in errors],
         "content": summarize(sub, content, act_content, rank=pbad),
         "others": summarize(sub, others, act_others),
@@ -426,13 +471,19 @@ def main() -> None:
         "(gtube, malformed, lists, urls, impersonation, attachments), envelope rebuilt from "
         "Return-Path/Received as `mailmoat scan` does. No allow/block lists are configured and "
         "no clamd, so lists and antivirus add nothing."),
-        ("- **combined**: content + others, action at the default policy (tag 5, quarantine 10, "
+        (f"- **combined**: content + {'deep + ' if args.deep_run else ''}others, action at the default policy (tag 5, quarantine 10, "
         "reject 15); a forced action (GTUBE, unparseable mail) only makes it stricter."),
-        ("- **Not included**: the deep model (tier 2), because its head was trained on a sample "
-        "of these same corpora, so it would be scored in-sample; and the network checks "
+        (("- **deep** (tier 2): the fine-tuned model's out-of-fold probabilities "
+          f"(`{args.deep_run}`, same folds as content), scored as scan/deep.py does where "
+          "content's P(spam or phish) is in the default band (0.2–0.8) and the text has at "
+          "least 16 word pieces; part of *combined*, not of *others*.") if args.deep_run else
+         ("- **Not included**: the deep model (tier 2): run with `--deep-run`/`--deep-data` "
+          "(docs/deep.md) to add its out-of-fold scores; the bundled head was trained on all "
+          "of these corpora, so scanning with it would be in-sample.")),
+        ("- **Not included**: the network checks "
         "(SPF/DKIM/DMARC/ARC, DNSBL/URIBL), because the corpora's DNS is gone (domains and "
-        "records of mail from 2002–2007 no longer answer as they did). Both would add evidence "
-        "in production; neither is measured here."),
+        "records of mail from 2002–2007 no longer answer as they did). They would add evidence "
+        "in production; they are not measured here."),
         ("- FP rate: ham with any action other than accept. Detection: spam+phish flagged (tag "
         "or stricter). Same definitions as bench/accuracy.py (`mailmoat.ml.evaluate`)."),
         ("- ROC AUC: content alone ranks by P(spam or phish); others and combined rank by the "
@@ -455,7 +506,7 @@ def main() -> None:
         "",
         halves_table(sub, labels, act_combined),
         "",
-        "## Combined (content out-of-fold + other families)",
+        f"## Combined (content out-of-fold + {'tier 2 out-of-fold + ' if args.deep_run else ''}other families)",
         "",
         format_table(results["combined"]),
         "",

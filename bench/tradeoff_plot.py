@@ -6,7 +6,8 @@
 
 Reads `accuracy.json` (bench/accuracy.py: the tier-1 model's out-of-fold curve over every
 threshold, and the same for mail from sources never seen in training) and, when present,
-`pipeline_accuracy.json` (bench/pipeline_accuracy.py: the whole local pipeline's score at
+`deep_cv.json` (bench/deep_cv.py: the fine-tuned tier 2's out-of-fold curve and that of the
+mean of both tiers) and `pipeline_accuracy.json` (bench/pipeline_accuracy.py: the whole local pipeline's score at
 its trade-off thresholds), and writes `tradeoff.png` beside them. The FP axis is
 logarithmic, so the region a mail administrator cares about (under 0.1 % of ham) is
 readable; the issue's target (FP ≤ 0.05 %, detection ≥ 99.5 %) is the shaded corner.
@@ -43,13 +44,26 @@ def main() -> None:
         xs = [max(x, floor) * 100 for x, _ in curve["points"]]
         ys = [y * 100 for _, y in curve["points"]]
         ax.plot(xs, ys, style, drawstyle="steps-post", label=label)
+    deep = res / "deep_cv.json"  # bench/deep_cv.py: the fine-tuned tier 2, out-of-fold
+    if deep.exists():
+        curves = json.loads(deep.read_text(encoding="utf-8")).get("curves", {})
+        for key, style, label in (
+                ("tier2", ":", "tier 2 (fine-tuned), out-of-fold"),
+                ("mean_of_both_all_mail", "-", "mean of tiers 1 and 2 on all mail, out-of-fold")):
+            curve = curves.get(key) or {}
+            if curve:
+                ax.plot([max(x, floor) * 100 for x, _ in curve["points"]],
+                        [y * 100 for _, y in curve["points"]], style, drawstyle="steps-post",
+                        label=label)
     pipeline = res / "pipeline_accuracy.json"
     if pipeline.exists():
-        rows = json.loads(pipeline.read_text(encoding="utf-8"))["combined"]["tradeoff"]
+        run = json.loads(pipeline.read_text(encoding="utf-8"))
+        rows = run["combined"]["tradeoff"]
+        tier2 = " with tier 2" if run.get("deep_run") else ""  # bench run with --deep-run
         pts = [(max(r["fp_rate"], floor) * 100, r["detection"] * 100, r["threshold"])
                for r in rows if r["fp_rate"] is not None and r["threshold"] >= 1]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", color="black",
-                label="whole local pipeline, at score thresholds (labelled)")
+                label=f"whole local pipeline{tier2}, at score thresholds (labelled)")
         for x, y, t in pts:
             ax.annotate(f"≥{t:g}", (x, y), textcoords="offset points", xytext=(4, -10),
                         fontsize=7)

@@ -2,9 +2,10 @@
 
 Tier 1 (`content`, stage 0) leaves `ml_spam_probability` in the annotations. When that lies
 in the uncertain band (`[deep] band`, default 0.2–0.8), this check embeds the subject and the
-start of the body with all-MiniLM-L6-v2 (onnxruntime on an int8 graph built at first use,
-or numpy; no torch; see `mailmoat.ml.deep.engine`) and scores the embedding with a small
-trained head. It says how spam-like the message reads and which known pattern it is
+start of the body with all-MiniLM-L6-v2 fine-tuned for mail (the bundled head file carries
+the encoder's low-rank adapter, merged into the published weights at load; onnxruntime on an
+int8 graph built at first use, or numpy; no torch; see `mailmoat.ml.deep.engine`) and scores
+the embedding with the head trained with it. It says how spam-like the message reads and which known pattern it is
 closest to, and leaves `deep_probability` for tier 3 and the logs.
 
 Cost control: the encoder runs in one dedicated worker thread with BLAS capped to
@@ -92,7 +93,7 @@ class DeepModel:
                  engine: str = "auto", precision: str = "auto", onnx_path: str = "",
                  graph_dir: str = "", fallback_dir: str = "") -> None:
         from mailmoat.ml.deep.engine import head_precision, open_encoder
-        from mailmoat.ml.deep.head import Head
+        from mailmoat.ml.deep.head import Head, default_head_path
 
         started = time.monotonic()
         self.head = Head.load(head_path or None)
@@ -101,7 +102,8 @@ class DeepModel:
         self.encoder = open_encoder(engine, precision, max_tokens=self.head.max_tokens,
                                     threads=threads, model_dir=model_dir or None,
                                     onnx_path=onnx_path or None, graph_dir=graph_dir or None,
-                                    fallback_dir=fallback_dir or None)
+                                    fallback_dir=fallback_dir or None,
+                                    head_path=head_path or default_head_path())
         self.engine = self.encoder.engine
         trained_on = str(self.head.meta.get("engine", "numpy"))
         same = {"numpy", "onnx-fp32"}  # identical embeddings (to ~1e-7)
@@ -207,17 +209,32 @@ class DeepCheck(Check):
             # beat either alone on the band (docs/deep.md), so this is what tier 3 reads.
             result.annotations["deep_combined_probability"] = round((p + float(p1)) / 2, 4)
         pattern = f"nearest known pattern: '{pred.pattern}'"
-        if p >= self.settings.threshold:
-            phish = pred.p_phish >= pred.p_spam
-            factor = min(1.0, max(0.1, (p - self.settings.threshold) / (1 - self.settings.threshold)))
-            kind = f"phishing {pred.p_phish:.2f}" if phish else f"spam {pred.p_spam:.2f}"
-            result.add("DEEP_PHISH" if phish else "DEEP_SPAM", factor=round(factor, 3),
+        name, factor = deep_symbol(pred.p_spam, pred.p_phish, self.settings.threshold)
+        if name != "DEEP_HAM":
+            kind = f"phishing {pred.p_phish:.2f}" if name == "DEEP_PHISH" else f"spam {pred.p_spam:.2f}"
+            result.add(name, factor=factor,
                        reason=f"deep model: {p:.2f} spam-like ({kind}); {pattern}; {why}")
         else:
-            factor = min(1.0, max(0.1, (self.settings.threshold - p) / self.settings.threshold))
-            result.add("DEEP_HAM", factor=round(factor, 3),
+            result.add(name, factor=factor,
                        reason=f"deep model: {p:.2f} spam-like, reads like legitimate mail; "
                        f"{pattern}; {why}")
+
+
+def deep_symbol(p_spam: float, p_phish: float, threshold: float = 0.5) -> tuple[str, float]:
+    """The symbol and factor tier 2 emits for these probabilities: the factor grows with
+    the distance from `threshold` (0.1 … 1). Shared with bench/deep_cv.py, which must score
+    out-of-fold probabilities exactly as the check does."""
+    p = p_spam + p_phish
+    if p >= threshold:
+        factor = min(1.0, max(0.1, (p - threshold) / (1 - threshold)))
+        return ("DEEP_PHISH" if p_phish >= p_spam else "DEEP_SPAM"), round(factor, 3)
+    return "DEEP_HAM", round(min(1.0, max(0.1, (threshold - p) / threshold)), 3)
+
+
+def deep_score(p_spam: float, p_phish: float, threshold: float = 0.5) -> float:
+    """The score tier 2 adds (weight × factor) for these probabilities."""
+    name, factor = deep_symbol(p_spam, p_phish, threshold)
+    return round(SYMBOLS[name].weight * factor, 3)
 
 
 def build(ctx: BuildContext) -> list[Check]:
