@@ -71,12 +71,17 @@ def oof_probabilities(samples, X, y, folds: int, params: TrainParams, log) -> np
     return P
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_cv_args(ap: argparse.ArgumentParser) -> None:
+    """The options every cross-validating bench shares (this one, deep_cv, pipeline_accuracy)."""
     ap.add_argument("--corpus")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_cv_args(ap)
     args = ap.parse_args()
     if hasattr(os, "nice"):
         os.nice(10)

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from accuracy import corpus_dir, oof_probabilities
+from accuracy import add_cv_args, corpus_dir, oof_probabilities
 
 from mailmoat.ml.corpus import load_index
 from mailmoat.ml.evaluate import (action_for, format_operating_curve, format_table,
@@ -112,10 +112,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="finetune prepare's data.npz")
     ap.add_argument("--run", required=True, help="finetune train's output folder")
-    ap.add_argument("--corpus")
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    add_cv_args(ap)
     args = ap.parse_args()
     if hasattr(os, "nice"):
         os.nice(10)

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from accuracy import corpus_dir, oof_probabilities
+from accuracy import add_cv_args, corpus_dir, oof_probabilities
 
 from mailmoat.ml.corpus import Sample, design_half, load_index, read_sample
 from mailmoat.ml.evaluate import (
@@ -336,14 +336,11 @@ def dump_errors(path: Path, sub: list[Sample], labels: np.ndarray, content: np.n
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus")
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--workers", type=int, default=2)
+    add_cv_args(ap)
     ap.add_argument("--max-ham-per-corpus", type=int, default=0,
                     help="if > 0, scan and report at most this many ham each from trec07p and "
                          "trec06c (whole groups, chosen by a hash of the group name); the "
                          "content model is still cross-validated on everything")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--deep-run", metavar="DIR",
                     help="include tier 2: the out-of-fold scores of `python -m "
                          "mailmoat.ml.deep.finetune train` (its --out folder), scored as "
