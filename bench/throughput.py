@@ -237,6 +237,9 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None,
                     help="run only these checks, e.g. `--only gtube malformed` (the gateway "
                          "core's built-in checks); the others go into disabled_checks")
+    ap.add_argument("--deep-mode", choices=("band", "all", "off"), default="band",
+                    help="[deep] mode: tier 2 on tier 1's uncertain band (default), on every "
+                         "message, or off")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
     args = ap.parse_args()
     # The client's loop shares this process's GIL with the thread that reads the sink's
@@ -269,6 +272,8 @@ enabled = false
 [scan]
 network = false
 {"disabled_checks = " + json.dumps(args.disable) if args.disable else ""}
+[deep]
+mode = "{args.deep_mode}"
 """)
     env = dict(os.environ, PYTHONPATH=str(SRC))
     prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] \
@@ -321,6 +326,7 @@ network = false
         sink.stop()
     result = {"cpus": os.cpu_count(), "python": platform.python_version(),
               "processes": args.processes, "disabled_checks": args.disable,
+              "deep_mode": args.deep_mode,
               "load_avg_at_end": os.getloadavg(), "gateway_peak_rss_mib": rss, "rows": rows,
               "command": " ".join(["python", "bench/throughput.py", *sys.argv[1:]])}
     print(f"{'conc':>4} {'gateway msg/s':>14} {'direct msg/s':>13} {'ratio':>6} "

@@ -115,3 +115,14 @@ def test_graph_carries_the_heads_adapter_and_its_own_cache_key(tmp_path):
     # the numpy fallback merges the same adapter
     np_enc = eng.open_encoder("numpy", max_tokens=64, head_path=tmp_path / "tuned.npz")
     assert np.abs(np_enc.encode(TEXTS) - ref).max() < 1e-5
+
+
+def test_a_graph_of_your_own_without_the_heads_adapter_is_warned_about(tmp_path, caplog):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    fitted_head(small_adapter()).save(tmp_path / "tuned.npz")
+    graph = eng.ensure_graph(tmp_path / "g", int8=False)  # exported without --head
+    with caplog.at_level("WARNING"):
+        eng.open_encoder("onnx", "fp32", max_tokens=64, onnx_path=graph,
+                         head_path=tmp_path / "tuned.npz")
+    assert "carries a fine-tuned encoder" in caplog.text

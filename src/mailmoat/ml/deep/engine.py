@@ -159,6 +159,11 @@ def open_encoder(engine: str = "auto", precision: str = "fp32", *, max_tokens: i
     mdir = Path(model_dir) if model_dir else None
     adapter = read_adapter(head_path) if head_path else {}
     hpath = Path(head_path) if head_path and adapter else None  # no adapter: the shared graph
+    if onnx_path and adapter and engine != "numpy":
+        log.warning("deep model: %s is a graph of your own, but the head %s carries a "
+                    "fine-tuned encoder; the graph must have been exported with it "
+                    "(python -m mailmoat.ml.deep.onnx_export --head HEAD --out FILE), or "
+                    "its scores are wrong", onnx_path, head_path)
     if engine != "numpy":
         try:
             path = Path(onnx_path) if onnx_path else cached_graph(
