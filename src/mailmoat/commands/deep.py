@@ -25,3 +25,33 @@ def register(app: typer.Typer) -> None:
         if cached_only:
             args.append("--cached-only")
         raise typer.Exit(main(args))
+
+    @app.command("finetune-deep")
+    def finetune_deep(
+        out: str = typer.Option(..., help="head file to write; point the deep section's head_path at it"),
+        ham: list[str] = typer.Option([], help="folder or mbox of legitimate mail (repeatable)"),
+        spam: list[str] = typer.Option([], help="folder or mbox of spam (repeatable)"),
+        phish: list[str] = typer.Option([], help="folder or mbox of phishing (repeatable)"),
+        corpus: str = typer.Option("", help="instead of folders: a folder with index-*.tsv"),
+        epochs: int = typer.Option(3, help="passes over the training mail"),
+        validate: bool = typer.Option(True, help="first train on four fifths (by group) and "
+                                      "report on the rest, then train on everything"),
+        workers: int = typer.Option(2, help="processes that parse the mail"),
+    ) -> None:
+        """Fine-tune the deep model (tier 2) on labelled mail: low-rank adapters of the
+        encoder and a new head, written as one head file (needs the `finetune` extra)."""
+        import json
+        from pathlib import Path
+
+        from mailmoat.ml.deep.finetune import finetune
+
+        if not corpus and not (ham and (spam or phish)):
+            raise typer.BadParameter("give --ham and --spam/--phish folders, or --corpus")
+        sources = {k: v for k, v in (("ham", ham), ("spam", spam), ("phish", phish)) if v}
+        meta = finetune(Path(out), corpus=Path(corpus) if corpus else None,
+                        sources=None if corpus else sources, epochs=epochs, validate=validate,
+                        workers=workers)
+        typer.echo(json.dumps({k: meta[k] for k in ("train_messages", "held_out", "engine_check")
+                               if k in meta}, indent=2))
+        typer.echo(f"wrote {out}; set [deep] head_path = \"{out}\" to use it")
+
