@@ -323,7 +323,8 @@ def _load_fp16_weights(path: Path) -> dict[str, Any]:
 
 
 def train(data: Path, weights_path: Path, out: Path, tc: TrainConfig, cv: bool,
-          extra_tests: bool, final: bool, limit: int = 0, holdout: bool = False) -> None:
+          extra_tests: bool, final: bool, limit: int = 0, holdout: bool = False,
+          only_folds: list[int] | None = None) -> None:
     """`cv`: every fold out-of-fold (scores.npz `oof`); `holdout`: fold 0 only, a quicker
     validation (`holdout_idx`/`holdout_p`); `extra_tests`: the source and era tests of the
     shared corpora; `final`: the model on every message (final.npz)."""
@@ -361,7 +362,7 @@ def train(data: Path, weights_path: Path, out: Path, tc: TrainConfig, cv: bool,
 
     if cv:
         oof = np.full((n, len(CLASSES)), np.nan, dtype=np.float32)
-        for k in sorted(set(fold[:n].tolist())):
+        for k in sorted(set(fold[:n].tolist()) & set(only_folds or fold[:n].tolist())):
             tr, te = all_idx[fold[:n] != k], all_idx[fold[:n] == k]
             _, oof[te] = run(f"fold{k}", tr, te)
             results["oof"] = oof
@@ -503,6 +504,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--no-final", action="store_true")
     t.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     t.add_argument("--limit", type=int, default=0, help="first N messages only (smoke test)")
+    t.add_argument("--seed", type=int, default=TrainConfig.seed,
+                   help="another seed: how much the scores move with the initialisation")
+    t.add_argument("--only-folds", type=int, nargs="*", default=None,
+                   help="cross-validate only these folds (0-based)")
     f = sub.add_parser("finalize", help="write the head file the gateway loads (CPU)")
     f.add_argument("--run", required=True)
     f.add_argument("--data", required=True)
@@ -514,9 +519,9 @@ def main(argv: list[str] | None = None) -> int:
         prepare(Path(a.corpus).resolve(), Path(a.out), a.max_tokens, a.folds, a.workers,
                 Path(a.weights_out) if a.weights_out else None)
     elif a.cmd == "train":
-        tc = TrainConfig(epochs=a.epochs)
+        tc = TrainConfig(epochs=a.epochs, seed=a.seed)
         train(Path(a.data), Path(a.weights), Path(a.out), tc, not a.no_cv,
-              not a.no_extra_tests, not a.no_final, a.limit)
+              not a.no_extra_tests, not a.no_final, a.limit, only_folds=a.only_folds)
     else:
         finalize(Path(a.run), Path(a.data), Path(a.out), a.engine == "onnx-int8")
     return 0
