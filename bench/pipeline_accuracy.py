@@ -132,12 +132,13 @@ def scan_all(paths: list[str], workers: int, log) -> list[dict[str, Any]]:
 
 
 def deep_scores(root: Path, samples: list[Sample], idx: list[int], ok: list[int], P: np.ndarray,
-                run: Path, data: Path, mode: str = "band") -> tuple[np.ndarray, list[str]]:
+                run: Path, data: Path, mode: str = "band",
+                combine: str = "vote") -> tuple[np.ndarray, list[str]]:
     """Tier 2's score per kept message, as the live check would add it: where tier 1's
     out-of-fold P(spam or phish) lies in `[deep] band` (every message with `mode` all) and
     the text has `min_tokens` word pieces, from the fine-tuned model's out-of-fold
     probabilities (same folds as tier 1)."""
-    from mailmoat.scan.deep import SYMBOLS, DeepSettings, deep_symbol
+    from mailmoat.scan.deep import SYMBOLS, DeepSettings, deep_symbol, mean_adjustment
 
     d = np.load(data, allow_pickle=False)
     oof = np.load(run / "scores.npz", allow_pickle=False)["oof"]
@@ -151,7 +152,14 @@ def deep_scores(root: Path, samples: list[Sample], idx: list[int], ok: list[int]
     for i in range(len(samples)):
         p1 = float(P[i, 1] + P[i, 2])
         if (mode == "all" or lo <= p1 <= hi) and int(d["lengths"][i]) - 2 >= st.min_tokens:
-            names[i], factor = deep_symbol(float(oof[i, 1]), float(oof[i, 2]), st.threshold)
+            if combine == "mean":
+                hit = mean_adjustment(float(P[i, 1]), float(P[i, 2]), float(oof[i, 1]),
+                                      float(oof[i, 2]))
+                if hit is None:
+                    continue
+                names[i], factor = hit
+            else:
+                names[i], factor = deep_symbol(float(oof[i, 1]), float(oof[i, 2]), st.threshold)
             out[i] = round(SYMBOLS[names[i]].weight * factor, 3)
     keep = [idx[j] for j in ok]
     return out[keep], [names[i] for i in keep]
@@ -349,6 +357,8 @@ def main() -> None:
     ap.add_argument("--deep-data", metavar="FILE", help="finetune prepare's data.npz")
     ap.add_argument("--deep-mode", choices=("band", "all"), default="band",
                     help="where tier 2 votes, as `[deep] mode` (default: band)")
+    ap.add_argument("--deep-combine", choices=("vote", "mean"), default="vote",
+                    help="how tier 2 counts, as `[deep] combine` (default: vote)")
     ap.add_argument("--dump-errors", metavar="FILE",
                     help="also write every error of the combined verdict as JSON lines: ham "
                          "not accepted (false positive) and spam/phish accepted (missed), with "
@@ -403,7 +413,7 @@ def main() -> None:
     deep = np.zeros(len(sub))
     if args.deep_run:
         deep, deep_names = deep_scores(root, samples, idx, ok, P, Path(args.deep_run),
-                                       Path(args.deep_data), args.deep_mode)
+                                       Path(args.deep_data), args.deep_mode, args.deep_combine)
         for r, d, name in zip(scans, deep, deep_names):  # a family like the others below
             if d:
                 r["families"]["deep"] = float(d)
@@ -419,6 +429,7 @@ def main() -> None:
         "scan_config": SCAN_CONFIG, "thresholds": list(DEFAULT_THRESHOLDS),
         "max_ham_per_corpus": args.max_ham_per_corpus, "messages": len(sub),
         "deep_run": args.deep_run, "deep_mode": args.deep_mode if args.deep_run else None,
+        "deep_combine": args.deep_combine if args.deep_run else None,
         "scan_errors": [{"path": p, "error": e} for p, e in errors],
         "content": summarize(sub, content, act_content, rank=pbad),
         "others": summarize(sub, others, act_others),
@@ -477,7 +488,10 @@ def main() -> None:
           f"(`{args.deep_run}`, same folds as content), scored as scan/deep.py does "
           + ("on every message" if args.deep_mode == "all" else
              "where content's P(spam or phish) is in the default band (0.2–0.8)")
-          + " and the text has at least 16 word pieces; part of *combined*, not of *others*.")
+          + " and the text has at least 16 word pieces"
+          + ("; combined as the mean of both tiers' probabilities (`combine = \"mean\"`)"
+             if args.deep_combine == "mean" else "")
+          + "; part of *combined*, not of *others*.")
          if args.deep_run else
          ("- **Not included**: the deep model (tier 2): run with `--deep-run`/`--deep-data` "
           "(docs/deep.md) to add its out-of-fold scores; the bundled head was trained on all "

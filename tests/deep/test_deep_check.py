@@ -205,3 +205,30 @@ async def test_short_text_gets_no_vote(model_future):
     r = result_with(0.5)
     await check(model_future, min_tokens=0).run(msg("See you at noon.", "Lunch"), r)
     assert "deep_probability" in r.annotations and "deep_skipped" not in r.annotations
+
+
+def test_mean_adjustment_turns_tier_ones_score_into_the_means():
+    from mailmoat.ml.scoring import content_score
+
+    # tier 1 at 0.95 (CONTENT_SPAM_MEDIUM, +7), tier 2 at 0.05: the mean 0.50 earns nothing
+    assert deep.mean_adjustment(0.95, 0.0, 0.05, 0.0) == ("DEEP_MEAN_LOWERS", 7.0)
+    # tier 1 unsure at 0.60 (nothing), tier 2 sure at 1.0: the mean 0.80 earns LOW (+3)
+    assert deep.mean_adjustment(0.0, 0.6, 0.0, 1.0) == ("DEEP_MEAN_RAISES", 3.0)
+    assert deep.mean_adjustment(0.5, 0.0, 0.5, 0.0) is None
+    for t1, t2 in ((0.999, 0.2), (0.3, 0.97), (0.01, 0.6), (0.91, 0.99)):
+        name, factor = deep.mean_adjustment(t1, 0.0, t2, 0.0) or ("", 0.0)
+        delta = SYMBOLS[name].weight * factor if name else 0.0
+        assert content_score(t1, 0.0) + delta == pytest.approx(content_score((t1 + t2) / 2, 0.0))
+
+
+async def test_combine_mean_replaces_the_vote_with_the_consensus(model_future):
+    r = result_with(0.95)
+    r.annotations["ml_probabilities"] = {"ham": 0.05, "spam": 0.95, "phish": 0.0}
+    await check(model_future, mode="all", combine="mean").run(msg(HAM, "Release checklist"), r)
+    (sym,) = r.symbols  # no DEEP_HAM vote on top
+    assert sym.name == "DEEP_MEAN_LOWERS" and sym.score < 0
+    assert "their mean" in sym.reason and "instead of 7" in sym.reason
+    # without tier 1's probabilities there is nothing to average: the vote
+    r2 = result_with(0.5)
+    await check(model_future, combine="mean").run(msg(PHISH, "Mailbox storage alert"), r2)
+    assert r2.symbols[0].name in ("DEEP_PHISH", "DEEP_SPAM")

@@ -26,6 +26,7 @@ from pydantic import Field
 
 from mailmoat.config import Section
 from mailmoat.message.model import ParsedMessage
+from mailmoat.ml.scoring import ContentSettings, content_score
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,14 @@ SYMBOLS: dict[str, SymbolSpec] = {
                              Category.PHISHING, _G),
     "DEEP_HAM": SymbolSpec(-2.0, "The deep text model finds the message reads like "
                            "legitimate mail.", Category.CLEAN, _G),
+    "DEEP_MEAN_RAISES": SymbolSpec(1.0, "With `combine = \"mean\"`: the mean of both "
+                                   "tiers' probabilities earns a stricter content verdict than "
+                                   "tier 1's alone; the factor is the difference in score.",
+                                   Category.SPAM, _G),
+    "DEEP_MEAN_LOWERS": SymbolSpec(-1.0, "With `combine = \"mean\"`: the mean of both "
+                                   "tiers' probabilities earns a milder content verdict than "
+                                   "tier 1's alone; the factor is the difference in score.",
+                                   Category.CLEAN, _G),
     "DEEP_FAIL": SymbolSpec(0.0, "The deep model could not score the message in its time "
                             "budget, or failed; the message was judged without it.",
                             Category.POLICY, _G),
@@ -81,6 +90,11 @@ class DeepSettings(Section):
                             "short, so the model reads any short note as spam")
     threshold: float = Field(0.5, gt=0, lt=1, description="deep probability at or above "
                              "which DEEP_SPAM/DEEP_PHISH fire; below it DEEP_HAM")
+    combine: Literal["vote", "mean"] = Field(
+        "vote", description="vote: tier 2 adds its own symbol (DEEP_SPAM/PHISH/HAM); mean: "
+        "the content verdict becomes the one the mean of both tiers' probabilities earns "
+        "(DEEP_MEAN_RAISES/LOWERS carry the difference): fewer false positives, most of all "
+        "on mail unlike the training corpora, for somewhat less detection (docs/deep.md)")
 
 
 class DeepModel:
@@ -158,8 +172,10 @@ class DeepCheck(Check):
     symbols = SYMBOLS
     stage = 1  # after tier 1, whose probability decides whether we run
 
-    def __init__(self, settings: DeepSettings, model: Future[DeepModel]) -> None:
+    def __init__(self, settings: DeepSettings, model: Future[DeepModel],
+                 content: ContentSettings | None = None) -> None:
         self.settings = settings
+        self.content = content or ContentSettings()  # thresholds for combine = "mean"
         self.model = model  # loads in the background; see DeepModel.preload
         self.budget = settings.timeout_ms / 1000.0
         self.timeout = self.budget + 1.0  # we report our own overrun, with the reason
@@ -209,6 +225,10 @@ class DeepCheck(Check):
             # beat either alone on the band (docs/deep.md), so this is what tier 3 reads.
             result.annotations["deep_combined_probability"] = round((p + float(p1)) / 2, 4)
         pattern = f"nearest known pattern: '{pred.pattern}'"
+        probs = result.annotations.get("ml_probabilities")
+        if self.settings.combine == "mean" and isinstance(probs, dict):
+            self._add_mean(result, probs, pred, f"{pattern}; {why}")
+            return
         name, factor = deep_symbol(pred.p_spam, pred.p_phish, self.settings.threshold)
         if name != "DEEP_HAM":
             kind = f"phishing {pred.p_phish:.2f}" if name == "DEEP_PHISH" else f"spam {pred.p_spam:.2f}"
@@ -218,6 +238,33 @@ class DeepCheck(Check):
             result.add(name, factor=factor,
                        reason=f"deep model: {p:.2f} spam-like, reads like legitimate mail; "
                        f"{pattern}; {why}")
+
+
+    def _add_mean(self, result: ScanResult, tier1: dict[str, float], pred: Any,
+                  context: str) -> None:
+        t1s, t1p = float(tier1.get("spam", 0.0)), float(tier1.get("phish", 0.0))
+        hit = mean_adjustment(t1s, t1p, pred.p_spam, pred.p_phish, self.content)
+        if hit is None:
+            return
+        name, factor = hit
+        result.add(name, factor=factor, reason=(
+            f"deep model: {pred.p_bad:.2f} spam-like, tier 1 {t1s + t1p:.2f}; their mean "
+            f"{(t1s + t1p + pred.p_bad) / 2:.2f} earns a content score of "
+            f"{content_score((t1s + pred.p_spam) / 2, (t1p + pred.p_phish) / 2, self.content):g} "
+            f"instead of {content_score(t1s, t1p, self.content):g}; {context}"))
+
+
+def mean_adjustment(t1_spam: float, t1_phish: float, t2_spam: float, t2_phish: float,
+                    content: ContentSettings | None = None) -> tuple[str, float] | None:
+    """`combine = "mean"`: the symbol and factor that turn the content check's score for
+    tier 1's probabilities into its score for the mean of both tiers' (None: no change).
+    The content score is taken at the symbols' default weights. Shared with the benches."""
+    before = content_score(t1_spam, t1_phish, content)
+    after = content_score((t1_spam + t2_spam) / 2, (t1_phish + t2_phish) / 2, content)
+    delta = round(after - before, 3)
+    if delta == 0:
+        return None
+    return ("DEEP_MEAN_RAISES", delta) if delta > 0 else ("DEEP_MEAN_LOWERS", -delta)
 
 
 def deep_symbol(p_spam: float, p_phish: float, threshold: float = 0.5) -> tuple[str, float]:
@@ -258,7 +305,7 @@ def build(ctx: BuildContext) -> list[Check]:
             model.result(timeout=settings.load_timeout)
         except Exception:  # logged by the callback; each message then says DEEP_FAIL
             pass
-    return [DeepCheck(settings, model)]
+    return [DeepCheck(settings, model, ctx.config.section("content", ContentSettings))]
 
 
 def default_head_size() -> int:
