@@ -3,7 +3,7 @@
 A classifier on *frozen* sentence embeddings read mail at 0.878 held-out accuracy
 (docs/deep.md): the embedding was made for sentence similarity, not for telling a phish from
 a newsletter. Fine-tuning moves the encoder itself. To keep what ships small, only low-rank
-updates of every weight matrix (LoRA, rank `--rank`), the biases and the layer norms are
+updates of every weight matrix (LoRA, rank 16: `TrainConfig`), the biases and the layer norms are
 trained (~0.7 M of 22.7 M parameters), with a linear head on the same mean-pooled,
 L2-normalised embedding the gateway computes; `mailmoat.ml.deep.adapter` merges the update
 into the published weights at load time, so the numpy and ONNX engines run it unchanged and
@@ -19,10 +19,11 @@ Three steps (the middle one wants a GPU: a few minutes there, hours on two CPU c
     python -m mailmoat.ml.deep.finetune train --data /tmp/ft/data.npz \
         --weights /tmp/ft/minilm-fp16.safetensors --out /tmp/ft/run
     # 3. CPU: the head file the gateway loads (adapter + head + prototype embeddings)
-    python -m mailmoat.ml.deep.finetune finalize --run /tmp/ft/run \
+    python -m mailmoat.ml.deep.finetune finalize --run /tmp/ft/run --data /tmp/ft/data.npz \
         --out src/mailmoat/data/deep/head.npz
 
-Hyper-parameters are fixed (`TrainConfig`), chosen before any fold was scored; nothing here
+`mailmoat finetune-deep` runs all three on one machine for folders or mbox files of one's
+own mail (`finetune()` below). Hyper-parameters are fixed (`TrainConfig`), chosen before any fold was scored; nothing here
 looks at test folds to pick them.
 """
 
