@@ -5,8 +5,10 @@ in the uncertain band (`[deep] band`, default 0.2–0.8), this check embeds the 
 start of the body with all-MiniLM-L6-v2 fine-tuned for mail (the bundled head file carries
 the encoder's low-rank adapter, merged into the published weights at load; onnxruntime on an
 int8 graph built at first use, or numpy; no torch; see `mailmoat.ml.deep.engine`) and scores
-the embedding with the head trained with it. It says how spam-like the message reads and which known pattern it is
-closest to, and leaves `deep_probability` for tier 3 and the logs.
+the embedding with the head trained with it. It says how spam-like the message reads and
+which known pattern it is closest to, and leaves `deep_probability` for tier 3 and the logs.
+With `combine = "mean"` it instead moves the content verdict to the one the mean of both
+tiers' probabilities earns.
 
 Cost control: the encoder runs in one dedicated worker thread with BLAS capped to
 `threads`, so the event loop and the other checks keep going; a message that cannot be
@@ -238,7 +240,6 @@ class DeepCheck(Check):
             result.add(name, factor=factor,
                        reason=f"deep model: {p:.2f} spam-like, reads like legitimate mail; "
                        f"{pattern}; {why}")
-
 
     def _add_mean(self, result: ScanResult, tier1: dict[str, float], pred: Any,
                   context: str) -> None:
