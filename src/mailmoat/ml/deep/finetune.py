@@ -316,7 +316,8 @@ def export_adapter(model: Any, tc: TrainConfig) -> dict[str, np.ndarray]:
     return out
 
 
-def _load_fp16_weights(path: Path) -> dict[str, Any]:
+def _load_weights_as_torch(path: Path) -> dict[str, Any]:
+    """float32 torch tensors of a safetensors file: prepare's fp16 copy or the package's own."""
     import torch
     from safetensors.numpy import load_file
 
@@ -337,7 +338,7 @@ def train(data: Path, weights_path: Path, out: Path, tc: TrainConfig, cv: bool,
     corpus = z["corpus"]
     cfg = json.loads(str(z["config"]))
     n = len(y) if not limit else min(limit, len(y))
-    weights = _load_fp16_weights(weights_path)
+    weights = _load_weights_as_torch(weights_path)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"config": asdict(tc), "device": device, "torch": torch.__version__,
                               "messages": n, "seconds": {}}
