@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command("finetune-deep")
     def finetune_deep(
-        out: str = typer.Option(..., help="head file to write; point the deep section's head_path at it"),
+        out: str = typer.Option(..., help="head file to write; point the deep section's "
+                                "head_path at it"),
         ham: list[str] = typer.Option([], help="folder or mbox of legitimate mail (repeatable)"),
         spam: list[str] = typer.Option([], help="folder or mbox of spam (repeatable)"),
         phish: list[str] = typer.Option([], help="folder or mbox of phishing (repeatable)"),

@@ -15,8 +15,9 @@ on (`engine` in its metadata), because a head reads embeddings best from the eng
 produced its training data.
 
 The cached file's name carries a key made of the export code's version, the precision, the
-onnxruntime version (its quantiser writes the int8 graph) and the sha256 of the weights, so
-an upgrade of any of them builds a new graph instead of running a stale one. Several
+onnxruntime version (its quantiser writes the int8 graph), the sha256 of the weights and, for
+a fine-tuned head, the digest of its encoder adapter, so a change of any of them builds a new
+graph instead of running a stale one. Several
 processes starting at once build it once (an exclusive lock on the folder) and the file
 appears atomically (written aside, then renamed).
 """
