@@ -7,8 +7,9 @@
 Reads `accuracy.json` (bench/accuracy.py: the tier-1 model's out-of-fold curve over every
 threshold, and the same for mail from sources never seen in training) and, when present,
 `deep_cv.json` (bench/deep_cv.py: the fine-tuned tier 2's out-of-fold curve and that of the
-mean of both tiers) and `pipeline_accuracy.json` (bench/pipeline_accuracy.py: the whole local pipeline's score at
-its trade-off thresholds), and writes `tradeoff.png` beside them. The FP axis is
+mean of both tiers) and `pipeline_accuracy.json` (bench/pipeline_accuracy.py: the whole
+local pipeline's score at its trade-off thresholds; also the runs with tier 2 on all mail and
+with `combine = "mean"` in `pipeline-deep-all/` and `pipeline-deep-mean/`), and writes `tradeoff.png` beside them. The FP axis is
 logarithmic, so the region a mail administrator cares about (under 0.1 % of ham) is
 readable; the issue's target (FP ≤ 0.05 %, detection ≥ 99.5 %) is the shaded corner.
 """
@@ -55,18 +56,28 @@ def main() -> None:
                 ax.plot([max(x, floor) * 100 for x, _ in curve["points"]],
                         [y * 100 for _, y in curve["points"]], style, drawstyle="steps-post",
                         label=label)
-    pipeline = res / "pipeline_accuracy.json"
-    if pipeline.exists():
-        run = json.loads(pipeline.read_text(encoding="utf-8"))
+    # The whole pipeline at its score thresholds: the default run, and (when present) the
+    # runs with tier 2 on all mail and with combine = mean, each written by
+    # `bench/pipeline_accuracy.py ... --out bench/results/pipeline-deep-{all,mean}`.
+    for path, marker, color, label in (
+            (res / "pipeline_accuracy.json", "o", "black", None),
+            (res / "pipeline-deep-all" / "pipeline_accuracy.json", "s", "tab:purple",
+             "whole local pipeline, tier 2 vote on all mail"),
+            (res / "pipeline-deep-mean" / "pipeline_accuracy.json", "^", "tab:red",
+             "whole local pipeline, tier 2 combine = mean on all mail")):
+        if not path.exists():
+            continue
+        run = json.loads(path.read_text(encoding="utf-8"))
         rows = run["combined"]["tradeoff"]
-        tier2 = " with tier 2" if run.get("deep_run") else ""  # bench run with --deep-run
+        if label is None:
+            tier2 = " with tier 2 on the band" if run.get("deep_run") else ""
+            label = f"whole local pipeline{tier2}, at score thresholds (labelled)"
         pts = [(max(r["fp_rate"], floor) * 100, r["detection"] * 100, r["threshold"])
                for r in rows if r["fp_rate"] is not None and r["threshold"] >= 1]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", color="black",
-                label=f"whole local pipeline{tier2}, at score thresholds (labelled)")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker, color=color, label=label)
         for x, y, t in pts:
             ax.annotate(f"≥{t:g}", (x, y), textcoords="offset points", xytext=(4, -10),
-                        fontsize=7)
+                        fontsize=7, color=color)
     ax.fill_between([floor * 100, 0.05], 99.5, 100, color="green", alpha=0.15,
                     label="target: FP ≤ 0.05 %, detection ≥ 99.5 %")
     ax.set_xscale("log")
