@@ -32,7 +32,7 @@ from mailmoat.smtp.server import GatewayHandler, start_smtp_server
 from mailmoat.smtp.tls import server_context
 from mailmoat.spool.queue import Spool
 from mailmoat.store.db import Database
-from mailmoat.store.log import LogWriter
+from mailmoat.store.log import LogWriter, log_failure
 from mailmoat.store.quarantine import purge_expired
 from mailmoat.store.retention import purge_old_messages
 
@@ -247,12 +247,7 @@ def build(config: Config) -> Gateway:
                                signer=DkimSigner.from_config(config), io_executor=io)
 
     def rejected(data: dict[str, Any]) -> None:
-        fut = writer.log_message(data)
-
-        def done(f: concurrent.futures.Future[bool]) -> None:
-            if f.exception():
-                log.error("logging rejected message %s failed: %s", data["id"], f.exception())
-        fut.add_done_callback(done)
+        log_failure(writer.log_message(data), log, f"logging rejected message {data['id']}")
 
     memory_feed = _sender_memory_feed(config, db)
     on_verdict = memory_feed.offer_outcome if memory_feed is not None else None

@@ -38,7 +38,7 @@ from mailmoat.scan.base import Action
 from mailmoat.relay.routes import route_for
 from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
 from mailmoat.store.db import Database
-from mailmoat.store.log import LogWriter, message_log_data
+from mailmoat.store.log import LogWriter, log_failure, message_log_data
 from mailmoat.store.quarantine import quarantine_message
 
 log = logging.getLogger(__name__)
@@ -474,12 +474,8 @@ class DeliveryManager:
         if self.log_writer is None or not events:
             return
         attempts = entry.attempts + (0 if entry.pending else 1)
-        fut = self.log_writer.log_delivery(log_id, events, attempts, entry.next_attempt)
-
-        def done(f: concurrent.futures.Future[None]) -> None:
-            if f.exception():
-                log.error("recording delivery of %s failed: %s", log_id, f.exception())
-        fut.add_done_callback(done)
+        log_failure(self.log_writer.log_delivery(log_id, events, attempts, entry.next_attempt),
+                    log, f"recording delivery of {log_id}")
 
     async def _quarantine(self, entry: SpoolEntry, log_id: str, raw: bytes,
                           hold: list[str]) -> bool:

@@ -39,6 +39,16 @@ HEADERS_OF_INTEREST = ("Reply-To", "Return-Path", "To", "Cc", "Date", "List-Unsu
                        "X-Mailer", "User-Agent")
 
 
+def log_failure(fut: concurrent.futures.Future[Any], logger: logging.Logger, what: str) -> None:
+    """Log (on `logger`) when a LogWriter future fails: "`what` failed: <exception>". The
+    callers go on without waiting for the write, so this is where its failure is seen."""
+    def done(f: concurrent.futures.Future[Any]) -> None:
+        exc = f.exception()
+        if exc is not None:
+            logger.error("%s failed: %s", what, exc)
+    fut.add_done_callback(done)
+
+
 def _ts(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if value else None
 
