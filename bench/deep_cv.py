@@ -10,7 +10,7 @@ this script cross-validates tier 1 on it again here. Reported:
 2. tier 1's uncertain band (0.2–0.8, the `[deep] band` default): how each tier and their
    mean decide there;
 3. what the gateway would do: the content check's score plus tier 2's symbol exactly as
-   `scan/deep.py` computes it (`deep_score`; no vote under `min_tokens` word pieces), at the
+   `scan/deep.py` computes it (`tier2_symbol`; no vote under `min_tokens` word pieces), at the
    default policy (tag 5, quarantine 10, reject 15) — tier 2 on the band (the default) and
    on all mail (`[deep] mode = "all"`);
 4. the whole trade-off curve of each tier and of the mean of both over all mail;
@@ -42,7 +42,7 @@ from mailmoat.ml.evaluate import (action_for, format_operating_curve, format_tab
                                   operating_curve, summarize)
 from mailmoat.ml.scoring import content_score
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
-from mailmoat.scan.deep import SYMBOLS, DeepSettings, deep_score, mean_adjustment
+from mailmoat.scan.deep import SYMBOLS, DeepSettings, tier2_symbol
 
 BAND = DeepSettings().band
 MIN_TOKENS = DeepSettings().min_tokens
@@ -97,21 +97,31 @@ def band_table(labels: np.ndarray, p1: np.ndarray, p2: np.ndarray, voted: np.nda
     return "\n".join(lines), rows
 
 
+def tier2_scores(P1: np.ndarray, P2: np.ndarray, voted: np.ndarray, mode: str = "band",
+                 combine: str = "vote") -> tuple[np.ndarray, list[str]]:
+    """Tier 2's score and symbol per message, as the check would add them: where it runs
+    (tier 1's P(spam or phish) in `[deep] band`, or every message with `mode` all) and the
+    text has `min_tokens` word pieces (`voted`), by `scan.deep.tier2_symbol`. Shared with
+    bench/pipeline_accuracy.py."""
+    st = DeepSettings(mode=mode, combine=combine)  # type: ignore[arg-type]
+    lo, hi = st.band
+    p1 = P1[:, 1] + P1[:, 2]
+    runs = voted & (((p1 >= lo) & (p1 <= hi)) if mode == "band" else True)
+    out = np.zeros(len(P1))
+    names = [""] * len(P1)
+    for i in np.flatnonzero(runs):
+        hit = tier2_symbol(float(P2[i, 1]), float(P2[i, 2]), (float(P1[i, 1]), float(P1[i, 2])), st)
+        if hit is not None:
+            names[i] = hit[0]
+            out[i] = round(SYMBOLS[hit[0]].weight * hit[1], 3)
+    return out, names
+
+
 def gateway_scores(P1: np.ndarray, P2: np.ndarray, voted: np.ndarray, mode: str,
                    combine: str = "vote") -> np.ndarray:
-    """Content score + tier 2's score where the check would run (`mode` band or all), as a
-    vote or as the mean of both tiers (`combine`)."""
-    lo, hi = BAND
-    p1 = P1[:, 1] + P1[:, 2]
-    out = np.array([content_score(float(p[1]), float(p[2])) for p in P1])
-    runs = voted & (((p1 >= lo) & (p1 <= hi)) if mode == "band" else True)
-    for i in np.flatnonzero(runs):
-        if combine == "mean":
-            hit = mean_adjustment(float(P1[i, 1]), float(P1[i, 2]), float(P2[i, 1]), float(P2[i, 2]))
-            out[i] += SYMBOLS[hit[0]].weight * hit[1] if hit else 0.0
-        else:
-            out[i] += deep_score(float(P2[i, 1]), float(P2[i, 2]))
-    return np.round(out, 3)
+    """Content score + tier 2's score (`tier2_scores`)."""
+    content = np.array([content_score(float(p[1]), float(p[2])) for p in P1])
+    return np.round(content + tier2_scores(P1, P2, voted, mode, combine)[0], 3)
 
 
 def main() -> None:
@@ -237,7 +247,7 @@ def main() -> None:
         "",
         "## What the gateway decides (default policy: tag 5, quarantine 10, reject 15)",
         "",
-        "Content check score + tier 2's symbol (`deep_score`, as scan/deep.py emits it); the "
+        "Content check score + tier 2's symbol (`tier2_symbol`, as scan/deep.py emits it); the "
         "other check families are not included here (bench/pipeline_accuracy.py adds them).",
         "",
     ]

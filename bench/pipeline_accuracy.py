@@ -138,29 +138,17 @@ def deep_scores(root: Path, samples: list[Sample], idx: list[int], ok: list[int]
     out-of-fold P(spam or phish) lies in `[deep] band` (every message with `mode` all) and
     the text has `min_tokens` word pieces, from the fine-tuned model's out-of-fold
     probabilities (same folds as tier 1)."""
-    from mailmoat.scan.deep import SYMBOLS, DeepSettings, deep_symbol, mean_adjustment
+    from deep_cv import tier2_scores
+
+    from mailmoat.scan.deep import DeepSettings
 
     d = np.load(data, allow_pickle=False)
     oof = np.load(run / "scores.npz", allow_pickle=False)["oof"]
     rel = [str(Path(s.path).relative_to(root)) for s in samples]
     if rel != [str(p) for p in d["path"]]:
         raise SystemExit("--deep-data was prepared from another corpus or index order")
-    st = DeepSettings()
-    lo, hi = st.band
-    out = np.zeros(len(samples))
-    names = [""] * len(samples)
-    for i in range(len(samples)):
-        p1 = float(P[i, 1] + P[i, 2])
-        if (mode == "all" or lo <= p1 <= hi) and int(d["lengths"][i]) - 2 >= st.min_tokens:
-            if combine == "mean":
-                hit = mean_adjustment(float(P[i, 1]), float(P[i, 2]), float(oof[i, 1]),
-                                      float(oof[i, 2]))
-                if hit is None:
-                    continue
-                names[i], factor = hit
-            else:
-                names[i], factor = deep_symbol(float(oof[i, 1]), float(oof[i, 2]), st.threshold)
-            out[i] = round(SYMBOLS[names[i]].weight * factor, 3)
+    voted = d["lengths"].astype(int) - 2 >= DeepSettings().min_tokens
+    out, names = tier2_scores(P, oof, voted, mode, combine)
     keep = [idx[j] for j in ok]
     return out[keep], [names[i] for i in keep]
 

@@ -228,11 +228,16 @@ class DeepCheck(Check):
             result.annotations["deep_combined_probability"] = round((p + float(p1)) / 2, 4)
         pattern = f"nearest known pattern: '{pred.pattern}'"
         probs = result.annotations.get("ml_probabilities")
-        if self.settings.combine == "mean" and isinstance(probs, dict):
-            self._add_mean(result, probs, pred, f"{pattern}; {why}")
+        tier1 = (float(probs.get("spam", 0.0)), float(probs.get("phish", 0.0))) \
+            if isinstance(probs, dict) else None
+        hit = tier2_symbol(pred.p_spam, pred.p_phish, tier1, self.settings, self.content)
+        if hit is None:
             return
-        name, factor = deep_symbol(pred.p_spam, pred.p_phish, self.settings.threshold)
-        if name != "DEEP_HAM":
+        name, factor = hit
+        if name.startswith("DEEP_MEAN_"):
+            assert tier1 is not None
+            self._add_mean(result, name, factor, tier1, pred, f"{pattern}; {why}")
+        elif name != "DEEP_HAM":
             kind = f"phishing {pred.p_phish:.2f}" if name == "DEEP_PHISH" else f"spam {pred.p_spam:.2f}"
             result.add(name, factor=factor,
                        reason=f"deep model: {p:.2f} spam-like ({kind}); {pattern}; {why}")
@@ -241,18 +246,26 @@ class DeepCheck(Check):
                        reason=f"deep model: {p:.2f} spam-like, reads like legitimate mail; "
                        f"{pattern}; {why}")
 
-    def _add_mean(self, result: ScanResult, tier1: dict[str, float], pred: Any,
-                  context: str) -> None:
-        t1s, t1p = float(tier1.get("spam", 0.0)), float(tier1.get("phish", 0.0))
-        hit = mean_adjustment(t1s, t1p, pred.p_spam, pred.p_phish, self.content)
-        if hit is None:
-            return
-        name, factor = hit
+    def _add_mean(self, result: ScanResult, name: str, factor: float,
+                  tier1: tuple[float, float], pred: Any, context: str) -> None:
+        t1s, t1p = tier1
         result.add(name, factor=factor, reason=(
             f"deep model: {pred.p_bad:.2f} spam-like, tier 1 {t1s + t1p:.2f}; their mean "
             f"{(t1s + t1p + pred.p_bad) / 2:.2f} earns a content score of "
             f"{content_score((t1s + pred.p_spam) / 2, (t1p + pred.p_phish) / 2, self.content):g} "
             f"instead of {content_score(t1s, t1p, self.content):g}; {context}"))
+
+
+def tier2_symbol(t2_spam: float, t2_phish: float, tier1: tuple[float, float] | None,
+                 settings: DeepSettings, content: ContentSettings | None = None
+                 ) -> tuple[str, float] | None:
+    """The symbol and factor the check adds once tier 2 has scored a message (None: the
+    mean changes nothing): with `combine = "mean"` and tier 1's (spam, phish) probabilities,
+    the adjustment to the mean's content verdict; otherwise tier 2's own vote. The benches
+    score out-of-fold probabilities with it, so they count exactly what the check would."""
+    if settings.combine == "mean" and tier1 is not None:
+        return mean_adjustment(tier1[0], tier1[1], t2_spam, t2_phish, content)
+    return deep_symbol(t2_spam, t2_phish, settings.threshold)
 
 
 def mean_adjustment(t1_spam: float, t1_phish: float, t2_spam: float, t2_phish: float,
@@ -270,19 +283,12 @@ def mean_adjustment(t1_spam: float, t1_phish: float, t2_spam: float, t2_phish: f
 
 def deep_symbol(p_spam: float, p_phish: float, threshold: float = 0.5) -> tuple[str, float]:
     """The symbol and factor tier 2 emits for these probabilities: the factor grows with
-    the distance from `threshold` (0.1 … 1). Shared with bench/deep_cv.py, which must score
-    out-of-fold probabilities exactly as the check does."""
+    the distance from `threshold` (0.1 … 1)."""
     p = p_spam + p_phish
     if p >= threshold:
         factor = min(1.0, max(0.1, (p - threshold) / (1 - threshold)))
         return ("DEEP_PHISH" if p_phish >= p_spam else "DEEP_SPAM"), round(factor, 3)
     return "DEEP_HAM", round(min(1.0, max(0.1, (threshold - p) / threshold)), 3)
-
-
-def deep_score(p_spam: float, p_phish: float, threshold: float = 0.5) -> float:
-    """The score tier 2 adds (weight × factor) for these probabilities."""
-    name, factor = deep_symbol(p_spam, p_phish, threshold)
-    return round(SYMBOLS[name].weight * factor, 3)
 
 
 def build(ctx: BuildContext) -> list[Check]:
