@@ -39,10 +39,9 @@ def load_cache(root: Path, max_tokens: int, engine: str = "numpy") -> dict[str, 
 
 
 def read_text(row: IndexRow) -> str:
-    from mailmoat.message.parse import parse_message
-    from mailmoat.ml.deep.text import message_text
+    from mailmoat.ml.deep.text import text_of
 
-    return message_text(parse_message(row.path.read_bytes()))
+    return text_of(row.path.read_bytes())
 
 
 def texts_for(rows: Sequence[IndexRow], root: Path = DEFAULT_CACHE) -> dict[str, str]:

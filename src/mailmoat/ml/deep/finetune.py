@@ -68,12 +68,11 @@ class TrainConfig:
 
 
 def _text_of(path: str) -> str:
-    from mailmoat.message.parse import parse_message
     from mailmoat.ml.corpus import read_sample
-    from mailmoat.ml.deep.text import message_text
+    from mailmoat.ml.deep.text import text_of
 
     try:
-        return message_text(parse_message(read_sample(path)))
+        return text_of(read_sample(path))
     except Exception:  # noqa: BLE001  (unparseable mail: the gateway quarantines it anyway)
         return ""
 
@@ -357,7 +356,7 @@ def train(data: Path, weights_path: Path, out: Path, tc: TrainConfig, cv: bool,
         p = predict(model, ids, lengths, te, device) if len(te) else None
         report["seconds"][name] = round(time.time() - t, 1)
         report.setdefault("final_loss", {})[name] = round(float(np.mean(model.train_losses[-50:])), 4)
-        acc = float(((p[:, 1] + p[:, 2] >= 0.5) == (y[te] != 0)).mean()) if p is not None else 0.0
+        acc = _summary(p, y[te])["accuracy"] if p is not None else 0.0
         log.info("%s: train %d, test %d, %.0f s, ham-vs-rest accuracy %.4f", name, len(tr),
                  len(te), time.time() - t, acc)
         return model, p
@@ -424,6 +423,13 @@ def finetune(out: Path, *, corpus: Path | None = None,
 # --- step 3: finalize (CPU, no torch) -------------------------------------------------------
 
 
+def _summary(p: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Spam-or-phish vs ham at P ≥ 0.5 for (n, 3) probabilities and labels y (0 = ham)."""
+    bad, flag = y != 0, p[:, 1] + p[:, 2] >= 0.5
+    return {"messages": len(y), "accuracy": round(float((flag == bad).mean()), 5),
+            "fp": int((flag & ~bad).sum()), "fn": int((~flag & bad).sum())}
+
+
 def finalize(run_dir: Path, data: Path, out: Path, int8: bool,
              command: str = "python -m mailmoat.ml.deep.finetune train/finalize (docs/deep.md)"
              ) -> dict[str, Any]:
@@ -465,19 +471,12 @@ def finalize(run_dir: Path, data: Path, out: Path, int8: bool,
     if scores.is_file():  # the cross-validation of the same recipe, for the record
         with np.load(scores, allow_pickle=False) as sc:
             if "holdout_p" in sc.files:
-                te, ph = sc["holdout_idx"], sc["holdout_p"]
-                bad, flag = d["y"][te] != 0, ph[:, 1] + ph[:, 2] >= 0.5
-                meta["held_out"] = {
-                    "messages": int(len(te)), "accuracy": round(float((flag == bad).mean()), 5),
-                    "fp": int((flag & ~bad).sum()), "fn": int((~flag & bad).sum()),
-                    "note": "one grouped fold of five held out; threshold 0.5"}
+                te = sc["holdout_idx"]
+                meta["held_out"] = {**_summary(sc["holdout_p"], d["y"][te]),
+                                    "note": "one grouped fold of five held out; threshold 0.5"}
             if "oof" in sc.files and not np.isnan(sc["oof"]).any():
-                p_bad, bad = sc["oof"][:, 1] + sc["oof"][:, 2], d["y"] != 0
-                flag = p_bad >= 0.5
                 meta["out_of_fold"] = {
-                    "messages": len(bad), "folds": int(d["fold"].max()) + 1,
-                    "accuracy": round(float((flag == bad).mean()), 5),
-                    "fp": int((flag & ~bad).sum()), "fn": int((~flag & bad).sum()),
+                    **_summary(sc["oof"], d["y"]), "folds": int(d["fold"].max()) + 1,
                     "note": "grouped k-fold, same folds as bench/accuracy.py; threshold 0.5"}
     head.meta = meta
     head.save(out)

@@ -25,3 +25,10 @@ def message_text(msg: ParsedMessage, max_chars: int = MAX_CHARS) -> str:
     body = _URL.sub(" link ", body)
     text = f"{msg.subject}\n{body}"
     return _WS.sub(" ", text).strip()[:max_chars]
+
+
+def text_of(raw: bytes) -> str:
+    """`message_text` of a raw message (training and benches; the check has it parsed)."""
+    from mailmoat.message.parse import parse_message
+
+    return message_text(parse_message(raw))
