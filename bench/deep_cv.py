@@ -7,15 +7,17 @@ Both tiers score every message with a model that never saw its fold: `finetune p
 stores the very split of bench/accuracy.py (StratifiedGroupKFold on `group`, seed 0), and
 this script cross-validates tier 1 on it again here. Reported:
 1. each tier alone, per corpus, at P(spam or phish) ≥ 0.5;
-2. tier 1's uncertain band (0.2–0.8, the `[deep] band` default): how each tier and their
-   mean decide there;
+2. tier 1's uncertain band 0.2–0.8 (where tier 2 voted by default before `combine =
+   "mean"`): how each tier and both together decide there;
 3. what the gateway would do: the content check's score plus tier 2's symbol exactly as
    `scan/deep.py` computes it (`tier2_symbol`; no vote under `min_tokens` word pieces), at the
-   default policy (tag 5, quarantine 10, reject 15) — tier 2 on the band (the default) and
-   on all mail (`[deep] mode = "all"`);
-4. the whole trade-off curve of each tier and of the mean of both over all mail;
+   default policy (tag 5, quarantine 10, reject 15), under each way of running tier 2
+   (`GATEWAY`: the default, combine = mean on all mail, the vote on the old band and on all
+   mail);
+4. the whole trade-off curve of each tier, of both together (mean of log-odds) and of the
+   plain mean of the two probabilities, over all mail;
 5. the source test (trained without trec07p and phishing_pot, scored on them) and the era
-   test (trained without modern_ham), for both tiers.
+   test (trained without modern_ham), for both tiers and every configuration of 3.
 Writes bench/results/deep_cv.md and deep_cv.json.
 """
 
@@ -42,10 +44,28 @@ from mailmoat.ml.evaluate import (action_for, format_operating_curve, format_tab
                                   operating_curve, summarize)
 from mailmoat.ml.scoring import content_score
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
-from mailmoat.scan.deep import SYMBOLS, DeepSettings, tier2_symbol
+from mailmoat.scan.deep import SYMBOLS, DeepSettings, combined_bad, tier2_symbol
 
-BAND = DeepSettings().band
+VOTE_BAND = (0.2, 0.8)  # the band tier 2 voted on by default until combine = mean
 MIN_TOKENS = DeepSettings().min_tokens
+
+# What the gateway would decide under each way of running tier 2 (`[deep]` settings);
+# None: the content check alone. The first with settings is the default configuration.
+GATEWAY: tuple[tuple[str, dict[str, Any] | None], ...] = (
+    ("content alone", None),
+    ("+ tier 2, default (combine = mean, band 0.001–0.9999)", {}),
+    ("+ tier 2, combine = mean on all mail", {"mode": "all"}),
+    ("+ tier 2 vote on the band 0.2–0.8 (the default before)",
+     {"combine": "vote", "band": VOTE_BAND}),
+    ("+ tier 2 vote on all mail", {"combine": "vote", "mode": "all"}),
+)
+
+
+def together(p1: np.ndarray, p2: np.ndarray, voted: np.ndarray) -> np.ndarray:
+    """Both tiers' P(spam or phish) as the gateway combines them (`combined_bad`, the mean
+    of their log-odds; tier 1 alone where tier 2 has no vote)."""
+    both = np.array([combined_bad(float(a), float(b)) for a, b in zip(p1, p2)])
+    return np.where(voted, both, p1)
 
 
 def _pct(v: float | None, d: int = 2) -> str:
@@ -82,13 +102,14 @@ def alone_table(samples: list[Any], labels: np.ndarray, p1: np.ndarray, p2: np.n
 
 
 def band_table(labels: np.ndarray, p1: np.ndarray, p2: np.ndarray, voted: np.ndarray) -> tuple[str, dict]:
-    lo, hi = BAND
+    lo, hi = VOTE_BAND
     rows = {}
     lines = ["| on tier 1's band | messages | accuracy | FP | missed |", "|---|---|---|---|---|"]
     inband = (p1 >= lo) & (p1 <= hi)
     for name, mask in (("band", inband), ("band, tier 2 voted (≥ min_tokens)", inband & voted)):
         bad = labels[mask] != "ham"
-        for who, p in (("tier 1", p1[mask]), ("tier 2", p2[mask]), ("mean of both", (p1[mask] + p2[mask]) / 2)):
+        for who, p in (("tier 1", p1[mask]), ("tier 2", p2[mask]),
+                       ("both together", together(p1[mask], p2[mask], np.ones(mask.sum(), bool)))):
             flag = p >= 0.5
             r = {"messages": int(mask.sum()), "accuracy": float((flag == bad).mean()) if mask.any() else None,
                  "fp": int((flag & ~bad).sum()), "missed": int((~flag & bad).sum())}
@@ -97,16 +118,16 @@ def band_table(labels: np.ndarray, p1: np.ndarray, p2: np.ndarray, voted: np.nda
     return "\n".join(lines), rows
 
 
-def tier2_scores(P1: np.ndarray, P2: np.ndarray, voted: np.ndarray, mode: str = "band",
-                 combine: str = "vote") -> tuple[np.ndarray, list[str]]:
-    """Tier 2's score and symbol per message, as the check would add them: where it runs
-    (tier 1's P(spam or phish) in `[deep] band`, or every message with `mode` all) and the
-    text has `min_tokens` word pieces (`voted`), by `scan.deep.tier2_symbol`. Shared with
-    bench/pipeline_accuracy.py."""
-    st = DeepSettings(mode=mode, combine=combine)  # type: ignore[arg-type]
+def tier2_scores(P1: np.ndarray, P2: np.ndarray, voted: np.ndarray,
+                 settings: DeepSettings | None = None) -> tuple[np.ndarray, list[str]]:
+    """Tier 2's score and symbol per message, as the check would add them under `settings`
+    (default: the default `[deep]`): where it runs (tier 1's P(spam or phish) in `band`, or
+    every message with `mode` all) and the text has `min_tokens` word pieces (`voted`), by
+    `scan.deep.tier2_symbol`. Shared with bench/pipeline_accuracy.py."""
+    st = settings or DeepSettings()
     lo, hi = st.band
     p1 = P1[:, 1] + P1[:, 2]
-    runs = voted & (((p1 >= lo) & (p1 <= hi)) if mode == "band" else True)
+    runs = voted & (((p1 >= lo) & (p1 <= hi)) if st.mode == "band" else True)
     out = np.zeros(len(P1))
     names = [""] * len(P1)
     for i in np.flatnonzero(runs):
@@ -117,11 +138,14 @@ def tier2_scores(P1: np.ndarray, P2: np.ndarray, voted: np.ndarray, mode: str = 
     return out, names
 
 
-def gateway_scores(P1: np.ndarray, P2: np.ndarray, voted: np.ndarray, mode: str,
-                   combine: str = "vote") -> np.ndarray:
-    """Content score + tier 2's score (`tier2_scores`)."""
+def gateway_scores(P1: np.ndarray, P2: np.ndarray, voted: np.ndarray,
+                   settings: dict[str, Any] | None) -> np.ndarray:
+    """Content score + tier 2's score (`tier2_scores`) under these `[deep]` settings (None:
+    content alone)."""
     content = np.array([content_score(float(p[1]), float(p[2])) for p in P1])
-    return np.round(content + tier2_scores(P1, P2, voted, mode, combine)[0], 3)
+    if settings is None:
+        return content
+    return np.round(content + tier2_scores(P1, P2, voted, DeepSettings(**settings))[0], 3)
 
 
 def main() -> None:
@@ -151,26 +175,26 @@ def main() -> None:
     P1 = oof_probabilities(samples, X, y, args.folds, params, print)
     P2 = sc["oof"]
     p1, p2 = P1[:, 1] + P1[:, 2], P2[:, 1] + P2[:, 2]
-    res: dict[str, Any] = {"messages": len(samples), "finetune": report, "band": list(BAND),
+    res: dict[str, Any] = {"messages": len(samples), "finetune": report,
+                           "band": list(DeepSettings().band), "vote_band": list(VOTE_BAND),
                            "min_tokens": MIN_TOKENS, "tier2_voted": int(voted.sum())}
-    # The whole trade-off of each tier and of the mean of both (the gateway's
-    # `deep_combined_probability`; where tier 2 has no vote, tier 1 alone) over all mail:
-    # what running tier 2 on every message could reach at any threshold.
-    both = np.where(voted, (p1 + p2) / 2, p1)
+    # The whole trade-off of each tier and of both together (the gateway's
+    # `deep_combined_probability`, the mean of their log-odds; where tier 2 has no vote,
+    # tier 1 alone) over all mail: what running tier 2 on every message could reach at any
+    # threshold; and, for comparison, the plain mean of the two probabilities.
+    both = together(p1, p2, voted)
     res["curves"] = {"tier1": operating_curve(samples, p1.tolist()),
                      "tier2": operating_curve(samples, p2.tolist()),
-                     "mean_of_both_all_mail": operating_curve(samples, both.tolist())}
+                     "mean_of_probabilities_all_mail": operating_curve(
+                         samples, np.where(voted, (p1 + p2) / 2, p1).tolist()),
+                     "together_all_mail": operating_curve(samples, both.tolist())}
     res["tier1_alone"] = alone(labels, p1)
     res["tier2_alone"] = alone(labels, p2)
     band_md, res["band_rows"] = band_table(labels, p1, p2, voted)
 
     gw: dict[str, dict[str, Any]] = {}
-    content_only = np.array([content_score(float(p[1]), float(p[2])) for p in P1])
-    for name, scores in (("content alone", content_only),
-                         ("content + tier 2 on the band (default)", gateway_scores(P1, P2, voted, "band")),
-                         ("content + tier 2 on all mail", gateway_scores(P1, P2, voted, "all")),
-                         ("content + tier 2 on all mail, combine = mean",
-                          gateway_scores(P1, P2, voted, "all", "mean"))):
+    for name, settings in GATEWAY:
+        scores = gateway_scores(P1, P2, voted, settings)
         gw[name] = summarize(samples, scores.tolist(), [action_for(s) for s in scores])
     res["gateway"] = gw
 
@@ -187,21 +211,20 @@ def main() -> None:
         q2 = sc[f"{name}_p"]
         sub = labels[held]
         b1, b2 = q1[:, 1] + q1[:, 2], q2[:, 1] + q2[:, 2]
-        bm = np.where(voted[held], (b1 + b2) / 2, b1)  # as deep_combined_probability
+        bm = together(b1, b2, voted[held])  # as deep_combined_probability
         row: dict[str, Any] = {"tier1": alone(sub, b1), "tier2": alone(sub, b2),
                                "mean": alone(sub, bm)}
-        # What the gateway would do there: the content score, plus tier 2's symbol on the
-        # band or on all mail, flagged at the tag threshold (default policy).
-        tag = {m: np.array([action_for(x) != "accept" for x in
-                            (gateway_scores(q1, q2, voted[held], *m.split("+")) if m else
-                             [content_score(float(p[1]), float(p[2])) for p in q1])])
-               for m in ("", "band", "all", "all+mean")}
+        # What the gateway would do there under each way of running tier 2, flagged at the
+        # tag threshold (default policy).
+        tag = {g: np.array([action_for(x) != "accept"
+                            for x in gateway_scores(q1, q2, voted[held], settings)])
+               for g, settings in GATEWAY}
         for c in held_corpora:
             mc = corp[held] == c
             row[c] = {"tier1": alone(sub[mc], b1[mc]), "tier2": alone(sub[mc], b2[mc]),
                       "mean": alone(sub[mc], bm[mc]),
                       "gateway_flagged": {
-                          m or "content": {
+                          m: {
                               lab: (float(t[mc & sel].mean()) if (mc & sel).any() else None)
                               for lab, sel in (("ham", sub == "ham"), ("bad", sub != "ham"))}
                           for m, t in tag.items()}}
@@ -214,7 +237,7 @@ def main() -> None:
     (out / "deep_cv.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
     cfg = report["config"]
     t_lines = ["| test | corpus | tier 1: FP rate / detection | **tier 2: FP rate / detection** "
-               "| mean of both: FP rate / detection |", "|---|---|---|---|---|"]
+               "| both together: FP rate / detection |", "|---|---|---|---|---|"]
     for name, row in tests.items():
         for c, r in row.items():
             if c in ("tier1", "tier2", "mean"):
@@ -241,7 +264,7 @@ def main() -> None:
         "",
         alone_table(samples, labels, p1, p2),
         "",
-        f"## Tier 1's uncertain band ({BAND[0]}–{BAND[1]})",
+        f"## Tier 1's uncertain band ({VOTE_BAND[0]}–{VOTE_BAND[1]})",
         "",
         band_md,
         "",
@@ -254,34 +277,37 @@ def main() -> None:
     for name, r in gw.items():
         md += [f"### {name}", "", format_table(r), ""]
     md += ["## Best achievable trade-off over all mail (any threshold)", "",
-           "Out-of-fold P(spam or phish) of tier 1, of tier 2, and the mean of both "
-           "(`deep_combined_probability`; tier 1 alone where tier 2 has no vote) as one "
-           "score; what running tier 2 on every message could reach with a threshold on "
-           "that mean (bench/tradeoff_plot.py draws the curves).", ""]
+           "Out-of-fold P(spam or phish) of tier 1, of tier 2, of both together "
+           "(`deep_combined_probability`: the mean of their log-odds; tier 1 alone where "
+           "tier 2 has no vote) and, for comparison, the plain mean of the two "
+           "probabilities, each as one score: what running tier 2 on every message could "
+           "reach with a threshold on it (bench/tradeoff_plot.py draws the curves).", ""]
     for key, title in (("tier1", "tier 1"), ("tier2", "tier 2"),
-                       ("mean_of_both_all_mail", "mean of tiers 1 and 2")):
+                       ("mean_of_probabilities_all_mail", "mean of the two probabilities"),
+                       ("together_all_mail", "both together (mean of log-odds)")):
         md += [f"### {title}", "", format_operating_curve(res["curves"][key]), ""]
-    g_lines = ["| test | corpus | label | flagged: content alone / + tier 2 on the band / "
-               "+ tier 2 on all mail / **+ tier 2 on all mail, combine = mean** |",
-               "|---|---|---|---|"]
+    g_lines = ["| test | corpus | label | " + " / ".join(
+        f"**{g}**" if settings == {} else g for g, settings in GATEWAY) + " |",
+        "|---" * (3 + len(GATEWAY)) + "|"]
     for name, row in tests.items():
         for c, r in row.items():
             if c in ("tier1", "tier2", "mean"):
                 continue
             g = r["gateway_flagged"]
             for lab, key in (("ham (FP)", "ham"), ("spam+phish (detection)", "bad")):
-                if g["content"][key] is not None:
-                    g_lines.append(f"| {name} | {c} | {lab} | {_pct(g['content'][key])} / "
-                                   f"{_pct(g['band'][key])} / {_pct(g['all'][key])} / "
-                                   f"**{_pct(g['all+mean'][key])}** |")
+                if g["content alone"][key] is not None:
+                    g_lines.append(f"| {name} | {c} | {lab} | " + " / ".join(
+                        f"**{_pct(g[n][key])}**" if settings == {} else _pct(g[n][key])
+                        for n, settings in GATEWAY) + " |")
     md += ["## Source and era tests", "",
            "Source: trained without trec07p and phishing_pot, scored on them. Era: trained "
            "without modern_ham (2019–2026 mailing lists), scored on it. Threshold 0.5 on "
-           "P(spam or phish); the mean is `deep_combined_probability`.", "",
+           "P(spam or phish); both together is `deep_combined_probability`.", "",
            "\n".join(t_lines), "",
            "The same held-out mail through the gateway's scoring (content check score plus "
            "tier 2's symbol as scan/deep.py emits it; flagged = tag threshold or above; "
-           "the other check families are not included):", "",
+           "the other check families are not included), flagged under each configuration:",
+           "",
            "\n".join(g_lines), ""]
     (out / "deep_cv.md").write_text("\n".join(md), encoding="utf-8")
     print("\n".join(md))

@@ -17,7 +17,8 @@ What is measured, per message:
 
 Tier 2 (the deep model) is included only with `--deep-run`/`--deep-data`: the out-of-fold
 scores of `python -m mailmoat.ml.deep.finetune train` (same folds as tier 1), scored as
-scan/deep.py does on tier 1's band; the bundled head itself was trained on all of these
+scan/deep.py does under the default `[deep]` settings or those given by `--deep-mode`,
+`--deep-band` and `--deep-combine`; the bundled head itself was trained on all of these
 corpora, so scanning with it here would be in-sample. Left out on purpose: the network checks
 (SPF/DKIM/DMARC/ARC, DNSBL/URIBL), because the corpora's DNS is long gone (the domains and
 records of 2002–2007 mail no longer answer as they did).
@@ -59,6 +60,7 @@ from mailmoat.ml.evaluate import (
 from mailmoat.ml.model import CLASSES
 from mailmoat.ml.scoring import content_score
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, labels_to_y
+from mailmoat.scan.deep import DeepSettings
 
 SCAN_CONFIG = {"scan": {"network": False}, "content": {"enabled": False}, "deep": {"mode": "off"}}
 SEVERITY = {"accept": 0, "tag": 1, "quarantine": 2, "reject": 3}
@@ -132,23 +134,20 @@ def scan_all(paths: list[str], workers: int, log) -> list[dict[str, Any]]:
 
 
 def deep_scores(root: Path, samples: list[Sample], idx: list[int], ok: list[int], P: np.ndarray,
-                run: Path, data: Path, mode: str = "band",
-                combine: str = "vote") -> tuple[np.ndarray, list[str]]:
-    """Tier 2's score per kept message, as the live check would add it: where tier 1's
-    out-of-fold P(spam or phish) lies in `[deep] band` (every message with `mode` all) and
-    the text has `min_tokens` word pieces, from the fine-tuned model's out-of-fold
-    probabilities (same folds as tier 1)."""
+                run: Path, data: Path, settings: DeepSettings) -> tuple[np.ndarray, list[str]]:
+    """Tier 2's score per kept message, as the live check would add it under these `[deep]`
+    settings: where tier 1's out-of-fold P(spam or phish) lies in `band` (every message with
+    `mode` all) and the text has `min_tokens` word pieces, from the fine-tuned model's
+    out-of-fold probabilities (same folds as tier 1)."""
     from deep_cv import tier2_scores
-
-    from mailmoat.scan.deep import DeepSettings
 
     d = np.load(data, allow_pickle=False)
     oof = np.load(run / "scores.npz", allow_pickle=False)["oof"]
     rel = [str(Path(s.path).relative_to(root)) for s in samples]
     if rel != [str(p) for p in d["path"]]:
         raise SystemExit("--deep-data was prepared from another corpus or index order")
-    voted = d["lengths"].astype(int) - 2 >= DeepSettings().min_tokens
-    out, names = tier2_scores(P, oof, voted, mode, combine)
+    voted = d["lengths"].astype(int) - 2 >= settings.min_tokens
+    out, names = tier2_scores(P, oof, voted, settings)
     keep = [idx[j] for j in ok]
     return out[keep], [names[i] for i in keep]
 
@@ -341,12 +340,15 @@ def main() -> None:
     ap.add_argument("--deep-run", metavar="DIR",
                     help="include tier 2: the out-of-fold scores of `python -m "
                          "mailmoat.ml.deep.finetune train` (its --out folder), scored as "
-                         "scan/deep.py does on tier 1's band (needs --deep-data)")
+                         "scan/deep.py does (needs --deep-data)")
     ap.add_argument("--deep-data", metavar="FILE", help="finetune prepare's data.npz")
-    ap.add_argument("--deep-mode", choices=("band", "all"), default="band",
-                    help="where tier 2 votes, as `[deep] mode` (default: band)")
-    ap.add_argument("--deep-combine", choices=("vote", "mean"), default="vote",
-                    help="how tier 2 counts, as `[deep] combine` (default: vote)")
+    dflt = DeepSettings()
+    ap.add_argument("--deep-mode", choices=("band", "all"), default=dflt.mode,
+                    help=f"where tier 2 runs, as `[deep] mode` (default: {dflt.mode})")
+    ap.add_argument("--deep-band", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                    default=dflt.band, help="as `[deep] band` (default: %(default)s)")
+    ap.add_argument("--deep-combine", choices=("vote", "mean"), default=dflt.combine,
+                    help=f"how tier 2 counts, as `[deep] combine` (default: {dflt.combine})")
     ap.add_argument("--dump-errors", metavar="FILE",
                     help="also write every error of the combined verdict as JSON lines: ham "
                          "not accepted (false positive) and spam/phish accepted (missed), with "
@@ -399,9 +401,11 @@ def main() -> None:
     labels = np.array([s.label for s in sub])
     others = np.array([r["score"] for r in scans])
     deep = np.zeros(len(sub))
+    deep_settings = DeepSettings(mode=args.deep_mode, band=tuple(args.deep_band),
+                                 combine=args.deep_combine)
     if args.deep_run:
         deep, deep_names = deep_scores(root, samples, idx, ok, P, Path(args.deep_run),
-                                       Path(args.deep_data), args.deep_mode, args.deep_combine)
+                                       Path(args.deep_data), deep_settings)
         for r, d, name in zip(scans, deep, deep_names):  # a family like the others below
             if d:
                 r["families"]["deep"] = float(d)
@@ -418,6 +422,7 @@ def main() -> None:
         "max_ham_per_corpus": args.max_ham_per_corpus, "messages": len(sub),
         "deep_run": args.deep_run, "deep_mode": args.deep_mode if args.deep_run else None,
         "deep_combine": args.deep_combine if args.deep_run else None,
+        "deep_band": list(args.deep_band) if args.deep_run else None,
         "scan_errors": [{"path": p, "error": e} for p, e in errors],
         "content": summarize(sub, content, act_content, rank=pbad),
         "others": summarize(sub, others, act_others),
@@ -475,10 +480,12 @@ def main() -> None:
         (("- **deep** (tier 2): the fine-tuned model's out-of-fold probabilities "
           f"(`{args.deep_run}`, same folds as content), scored as scan/deep.py does "
           + ("on every message" if args.deep_mode == "all" else
-             "where content's P(spam or phish) is in the default band (0.2–0.8)")
-          + " and the text has at least 16 word pieces"
-          + ("; combined as the mean of both tiers' probabilities (`combine = \"mean\"`)"
-             if args.deep_combine == "mean" else "")
+             f"where content's P(spam or phish) is in the band {args.deep_band[0]:g}–"
+             f"{args.deep_band[1]:g}")
+          + f" and the text has at least {deep_settings.min_tokens} word pieces"
+          + ("; both tiers together, at the mean of their log-odds (`combine = \"mean\"`)"
+             if args.deep_combine == "mean" else "; tier 2 votes with its own symbol "
+             "(`combine = \"vote\"`)")
           + "; part of *combined*, not of *others*.")
          if args.deep_run else
          ("- **Not included**: the deep model (tier 2): run with `--deep-run`/`--deep-data` "

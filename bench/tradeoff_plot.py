@@ -6,10 +6,13 @@
 
 Reads `accuracy.json` (bench/accuracy.py: the tier-1 model's out-of-fold curve over every
 threshold, and the same for mail from sources never seen in training) and, when present,
-`deep_cv.json` (bench/deep_cv.py: the fine-tuned tier 2's out-of-fold curve and that of the
-mean of both tiers) and `pipeline_accuracy.json` (bench/pipeline_accuracy.py: the whole
-local pipeline's score at its trade-off thresholds; also the runs with tier 2 on all mail and
-with `combine = "mean"` in `pipeline-deep-all/` and `pipeline-deep-mean/`), and writes `tradeoff.png` beside them. The FP axis is
+`deep_cv.json` (bench/deep_cv.py: the fine-tuned tier 2's out-of-fold curve, that of both
+tiers together as the gateway combines them, and that of the plain mean of their
+probabilities) and `pipeline_accuracy.json` (bench/pipeline_accuracy.py: the whole local
+pipeline's score at its trade-off thresholds, default settings; also, when present, the runs
+with tier 2 voting on the old band and on all mail and with `combine = "mean"` on all mail,
+in `pipeline-deep-vote-band/`, `pipeline-deep-all/` and `pipeline-deep-mean/`), and writes
+`tradeoff.png` beside them. The FP axis is
 logarithmic, so the region a mail administrator cares about (under 0.1 % of ham) is
 readable; the issue's target (FP ≤ 0.05 %, detection ≥ 99.5 %) is the shaded corner.
 """
@@ -48,29 +51,34 @@ def main() -> None:
     deep = res / "deep_cv.json"  # bench/deep_cv.py: the fine-tuned tier 2, out-of-fold
     if deep.exists():
         curves = json.loads(deep.read_text(encoding="utf-8")).get("curves", {})
-        for key, style, label in (
-                ("tier2", ":", "tier 2 (fine-tuned), out-of-fold"),
-                ("mean_of_both_all_mail", "-", "mean of tiers 1 and 2 on all mail, out-of-fold")):
+        for key, style, color, label in (
+                ("tier2", ":", "tab:green", "tier 2 (fine-tuned), out-of-fold"),
+                ("mean_of_probabilities_all_mail", "-.", "tab:brown",
+                 "mean of the tiers' probabilities, all mail, out-of-fold"),
+                ("together_all_mail", "-", "tab:red",
+                 "tiers 1 and 2 together (mean log-odds), all mail, out-of-fold")):
             curve = curves.get(key) or {}
             if curve:
                 ax.plot([max(x, floor) * 100 for x, _ in curve["points"]],
                         [y * 100 for _, y in curve["points"]], style, drawstyle="steps-post",
-                        label=label)
+                        color=color, label=label)
     # The whole pipeline at its score thresholds: the default run, and (when present) the
-    # runs with tier 2 on all mail and with combine = mean, each written by
-    # `bench/pipeline_accuracy.py ... --out bench/results/pipeline-deep-{all,mean}`.
+    # other ways of running tier 2, each written by `bench/pipeline_accuracy.py ... --out
+    # bench/results/pipeline-deep-{vote-band,all,mean}`.
     for path, marker, color, label in (
             (res / "pipeline_accuracy.json", "o", "black", None),
+            (res / "pipeline-deep-vote-band" / "pipeline_accuracy.json", "D", "tab:gray",
+             "whole local pipeline, tier 2 vote on the band 0.2–0.8 (default before)"),
             (res / "pipeline-deep-all" / "pipeline_accuracy.json", "s", "tab:purple",
              "whole local pipeline, tier 2 vote on all mail"),
             (res / "pipeline-deep-mean" / "pipeline_accuracy.json", "^", "tab:red",
-             "whole local pipeline, tier 2 combine = mean on all mail")):
+             "whole local pipeline, combine = mean on all mail")):
         if not path.exists():
             continue
         run = json.loads(path.read_text(encoding="utf-8"))
         rows = run["combined"]["tradeoff"]
         if label is None:
-            tier2 = " with tier 2 on the band" if run.get("deep_run") else ""
+            tier2 = " with tier 2 (default settings)" if run.get("deep_run") else ""
             label = f"whole local pipeline{tier2}, at score thresholds (labelled)"
         pts = [(max(r["fp_rate"], floor) * 100, r["detection"] * 100, r["threshold"])
                for r in rows if r["fp_rate"] is not None and r["threshold"] >= 1]

@@ -47,8 +47,13 @@ def msg(body: str, subject: str = "Hello"):
 
 
 async def test_confident_tier1_is_not_rescored(model_future):
-    c = check(model_future)
-    for p in (0.0, 0.19, 0.81, 1.0):
+    c = check(model_future)  # default band 0.001-0.9999
+    for p in (0.0, 0.0009, 0.99991, 1.0):
+        r = result_with(p)
+        await c.run(msg(PHISH), r)
+        assert r.symbols == [] and "deep_probability" not in r.annotations
+    c = check(model_future, band=(0.2, 0.8))
+    for p in (0.19, 0.81):
         r = result_with(p)
         await c.run(msg(PHISH), r)
         assert r.symbols == [] and "deep_probability" not in r.annotations
@@ -61,8 +66,11 @@ async def test_uncertain_band_runs_and_names_pattern(model_future):
     (sym,) = r.symbols
     assert sym.name in ("DEEP_PHISH", "DEEP_SPAM") and sym.score > 0
     assert r.annotations["deep_probability"] >= 0.5
-    assert r.annotations["deep_combined_probability"] == pytest.approx(
-        (r.annotations["deep_probability"] + 0.5) / 2, abs=1e-3)
+    # (deep_probability is rounded to 4 places, which moves log-odds near 1 a little)
+    both = r.annotations["deep_combined_probability"]
+    assert 0.5 < both <= r.annotations["deep_probability"]
+    assert both == pytest.approx(deep.combined_bad(0.5, r.annotations["deep_probability"]),
+                                 abs=5e-3)
     assert "nearest known pattern: '" in sym.reason and "tier 1 was uncertain at 0.50" in sym.reason
     names = {p[1] for p in PROTOTYPES}
     assert any(f"'{n}'" in sym.reason for n in names)
@@ -111,7 +119,7 @@ async def test_busy_model_gives_fail_within_budget(model_future):
 
 async def test_end_to_end_through_scanner(model_future):
     outcome = await scan_bytes(make_email(subject="Mailbox storage alert", body=PHISH),
-                               make_config(deep={"mode": "all", "timeout_ms": 10000}))
+                               make_config(deep={"mode": "all", "timeout_ms": 10000, "combine": "vote"}))
     assert symbol_names(outcome) & {"DEEP_PHISH", "DEEP_SPAM"}
     assert outcome.result.timings["deep"] < 10
 
@@ -207,18 +215,33 @@ async def test_short_text_gets_no_vote(model_future):
     assert "deep_probability" in r.annotations and "deep_skipped" not in r.annotations
 
 
-def test_mean_adjustment_turns_tier_ones_score_into_the_means():
+def test_combined_probability_is_the_mean_of_the_tiers_log_odds():
+    assert deep.combined_bad(0.5, 0.5) == pytest.approx(0.5)
+    assert deep.combined_bad(0.9, 0.1) == pytest.approx(0.5)  # opposite and equally sure
+    assert deep.combined_bad(0.9, 0.9) == pytest.approx(0.9)
+    # odds 9 and 1/3: geometric mean sqrt(3), so P = sqrt(3) / (1 + sqrt(3))
+    assert deep.combined_bad(0.9, 0.25) == pytest.approx(3 ** 0.5 / (1 + 3 ** 0.5))
+    # one tier's extreme certainty is clipped, so the other's firm doubt still counts
+    assert deep.combined_bad(1 - 1e-12, 1e-3) < 0.98 < deep.combined_bad(1 - 1e-12, 0.5)
+    # spam vs phish keeps the proportion of both tiers' summed probabilities
+    spam, phish = deep.combined_probabilities(0.1, 0.8, 0.3, 0.6)
+    assert spam + phish == pytest.approx(deep.combined_bad(0.9, 0.9))
+    assert phish / (spam + phish) == pytest.approx(1.4 / 1.8)
+
+
+def test_mean_adjustment_turns_tier_ones_score_into_the_combined_one():
     from mailmoat.ml.scoring import content_score
 
-    # tier 1 at 0.95 (CONTENT_SPAM_MEDIUM, +7), tier 2 at 0.05: the mean 0.50 earns nothing
+    # tier 1 at 0.95 (CONTENT_SPAM_MEDIUM, +7), tier 2 at 0.05: together 0.50 earn nothing
     assert deep.mean_adjustment(0.95, 0.0, 0.05, 0.0) == ("DEEP_MEAN_LOWERS", 7.0)
-    # tier 1 unsure at 0.60 (nothing), tier 2 sure at 1.0: the mean 0.80 earns LOW (+3)
-    assert deep.mean_adjustment(0.0, 0.6, 0.0, 1.0) == ("DEEP_MEAN_RAISES", 3.0)
+    # tier 1 unsure at 0.60 (nothing), tier 2 at 0.99: together 0.92 earn MEDIUM (+7)
+    assert deep.mean_adjustment(0.0, 0.6, 0.0, 0.99) == ("DEEP_MEAN_RAISES", 7.0)
     assert deep.mean_adjustment(0.5, 0.0, 0.5, 0.0) is None
     for t1, t2 in ((0.999, 0.2), (0.3, 0.97), (0.01, 0.6), (0.91, 0.99)):
         name, factor = deep.mean_adjustment(t1, 0.0, t2, 0.0) or ("", 0.0)
         delta = SYMBOLS[name].weight * factor if name else 0.0
-        assert content_score(t1, 0.0) + delta == pytest.approx(content_score((t1 + t2) / 2, 0.0))
+        both = deep.combined_probabilities(t1, 0.0, t2, 0.0)
+        assert content_score(t1, 0.0) + delta == pytest.approx(content_score(*both))
 
 
 async def test_combine_mean_replaces_the_vote_with_the_consensus(model_future):
@@ -227,7 +250,12 @@ async def test_combine_mean_replaces_the_vote_with_the_consensus(model_future):
     await check(model_future, mode="all", combine="mean").run(msg(HAM, "Release checklist"), r)
     (sym,) = r.symbols  # no DEEP_HAM vote on top
     assert sym.name == "DEEP_MEAN_LOWERS" and sym.score < 0
-    assert "their mean" in sym.reason and "instead of 7" in sym.reason
+    assert "together" in sym.reason and "instead of 7" in sym.reason
+    # that is the default: the same message under default settings gets the same symbol
+    r3 = result_with(0.95)
+    r3.annotations["ml_probabilities"] = dict(r.annotations["ml_probabilities"])
+    await check(model_future).run(msg(HAM, "Release checklist"), r3)
+    assert [(x.name, x.score) for x in r3.symbols] == [(sym.name, sym.score)]
     # without tier 1's probabilities there is nothing to average: the vote
     r2 = result_with(0.5)
     await check(model_future, combine="mean").run(msg(PHISH, "Mailbox storage alert"), r2)

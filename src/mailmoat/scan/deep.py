@@ -7,8 +7,8 @@ the encoder's low-rank adapter, merged into the published weights at load; onnxr
 int8 graph built at first use, or numpy; no torch; see `mailmoat.ml.deep.engine`) and scores
 the embedding with the head trained with it. It says how spam-like the message reads and
 which known pattern it is closest to, and leaves `deep_probability` for tier 3 and the logs.
-With `combine = "mean"` it instead moves the content verdict to the one the mean of both
-tiers' probabilities earns.
+With `combine = "mean"` (the default) it moves the content verdict to the one the two tiers
+earn together: the mean of their log-odds (`combined_probabilities`).
 
 Cost control: the encoder runs in one dedicated worker thread with BLAS capped to
 `threads`, so the event loop and the other checks keep going; a message that cannot be
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,13 +43,13 @@ SYMBOLS: dict[str, SymbolSpec] = {
                              Category.PHISHING, _G),
     "DEEP_HAM": SymbolSpec(-2.0, "The deep text model finds the message reads like "
                            "legitimate mail.", Category.CLEAN, _G),
-    "DEEP_MEAN_RAISES": SymbolSpec(1.0, "With `combine = \"mean\"`: the mean of both "
-                                   "tiers' probabilities earns a stricter content verdict than "
-                                   "tier 1's alone; the factor is the difference in score.",
+    "DEEP_MEAN_RAISES": SymbolSpec(1.0, "With `combine = \"mean\"`: both tiers together (the "
+                                   "mean of their log-odds) earn a stricter content verdict "
+                                   "than tier 1 alone; the factor is the difference in score.",
                                    Category.SPAM, _G),
-    "DEEP_MEAN_LOWERS": SymbolSpec(-1.0, "With `combine = \"mean\"`: the mean of both "
-                                   "tiers' probabilities earns a milder content verdict than "
-                                   "tier 1's alone; the factor is the difference in score.",
+    "DEEP_MEAN_LOWERS": SymbolSpec(-1.0, "With `combine = \"mean\"`: both tiers together (the "
+                                   "mean of their log-odds) earn a milder content verdict than "
+                                   "tier 1 alone; the factor is the difference in score.",
                                    Category.CLEAN, _G),
     "DEEP_FAIL": SymbolSpec(0.0, "The deep model could not score the message in its time "
                             "budget, or failed; the message was judged without it.",
@@ -60,8 +61,10 @@ class DeepSettings(Section):
     mode: Literal["band", "all", "off"] = Field(
         "band", description="band: only mail whose tier-1 probability is in `band`; "
         "all: every message; off: never")
-    band: tuple[float, float] = Field((0.2, 0.8), description="uncertain band of tier 1's "
-                                      "ml_spam_probability, inclusive")
+    band: tuple[float, float] = Field(
+        (0.001, 0.9999), description="uncertain band of tier 1's ml_spam_probability, "
+        "inclusive: with combine = mean, every message but those tier 1 is all but certain "
+        "of (docs/deep.md); (0.2, 0.8) suits combine = vote")
     when_no_tier1: Literal["skip", "run"] = Field(
         "skip", description="in band mode, what to do when tier 1 left no probability "
         "(content check disabled or failed): skip, or treat the message as uncertain")
@@ -93,10 +96,11 @@ class DeepSettings(Section):
     threshold: float = Field(0.5, gt=0, lt=1, description="deep probability at or above "
                              "which DEEP_SPAM/DEEP_PHISH fire; below it DEEP_HAM")
     combine: Literal["vote", "mean"] = Field(
-        "vote", description="vote: tier 2 adds its own symbol (DEEP_SPAM/PHISH/HAM); mean: "
-        "the content verdict becomes the one the mean of both tiers' probabilities earns "
-        "(DEEP_MEAN_RAISES/LOWERS carry the difference): fewer false positives, most of all "
-        "on mail unlike the training corpora, for somewhat less detection (docs/deep.md)")
+        "mean", description="mean: the content verdict becomes the one both tiers earn "
+        "together, at the mean of their log-odds (DEEP_MEAN_RAISES/LOWERS carry the "
+        "difference); vote: tier 2 adds its own symbol (DEEP_SPAM/PHISH/HAM). The mean has "
+        "fewer false positives and more detection, most of all on mail unlike the training "
+        "corpora (docs/deep.md)")
 
 
 class DeepModel:
@@ -223,9 +227,10 @@ class DeepCheck(Check):
         result.annotations["deep_phish_probability"] = round(pred.p_phish, 4)
         p1 = result.annotations.get("ml_spam_probability")
         if isinstance(p1, (int, float)):
-            # Tier 2 is a second vote, not a replacement: on held-out mail the mean of both
-            # beat either alone on the band (docs/deep.md), so this is what tier 3 reads.
-            result.annotations["deep_combined_probability"] = round((p + float(p1)) / 2, 4)
+            # Tier 2 is a second opinion, not a replacement: on held-out mail both together
+            # beat either alone (docs/deep.md), so this is what tier 3 reads.
+            result.annotations["deep_combined_probability"] = round(
+                combined_bad(float(p1), p), 4)
         pattern = f"nearest known pattern: '{pred.pattern}'"
         probs = result.annotations.get("ml_probabilities")
         tier1 = (float(probs.get("spam", 0.0)), float(probs.get("phish", 0.0))) \
@@ -249,10 +254,11 @@ class DeepCheck(Check):
     def _add_mean(self, result: ScanResult, name: str, factor: float,
                   tier1: tuple[float, float], pred: Any, context: str) -> None:
         t1s, t1p = tier1
+        both = combined_probabilities(t1s, t1p, pred.p_spam, pred.p_phish)
         result.add(name, factor=factor, reason=(
-            f"deep model: {pred.p_bad:.2f} spam-like, tier 1 {t1s + t1p:.2f}; their mean "
-            f"{(t1s + t1p + pred.p_bad) / 2:.2f} earns a content score of "
-            f"{content_score((t1s + pred.p_spam) / 2, (t1p + pred.p_phish) / 2, self.content):g} "
+            f"deep model: {pred.p_bad:.2f} spam-like, tier 1 {t1s + t1p:.2f}; together "
+            f"{sum(both):.2f}, which earns a content score of "
+            f"{content_score(*both, self.content):g} "
             f"instead of {content_score(t1s, t1p, self.content):g}; {context}"))
 
 
@@ -268,13 +274,42 @@ def tier2_symbol(t2_spam: float, t2_phish: float, tier1: tuple[float, float] | N
     return deep_symbol(t2_spam, t2_phish, settings.threshold)
 
 
+# How far a probability may go towards 0 or 1 in the mean of log-odds: one tier's extreme
+# certainty (tier 1 reaches 1 - 1e-12) must not outvote any doubt of the other.
+_CLIP = 1e-6
+
+
+def _logodds(p: float) -> float:
+    p = min(max(p, _CLIP), 1.0 - _CLIP)
+    return math.log(p / (1.0 - p))
+
+
+def combined_bad(t1_bad: float, t2_bad: float) -> float:
+    """P(spam or phish) of both tiers together: the mean of their log-odds (the geometric
+    mean of their odds). Out-of-fold it beat the mean of the probabilities at every
+    operating point (docs/deep.md, "Combining the tiers")."""
+    return 1.0 / (1.0 + math.exp(-(_logodds(t1_bad) + _logodds(t2_bad)) / 2))
+
+
+def combined_probabilities(t1_spam: float, t1_phish: float, t2_spam: float,
+                           t2_phish: float) -> tuple[float, float]:
+    """(spam, phish) of both tiers together: `combined_bad` split between spam and phish in
+    the proportion of the two tiers' summed spam and phish probabilities."""
+    bad = combined_bad(t1_spam + t1_phish, t2_spam + t2_phish)
+    total = t1_spam + t1_phish + t2_spam + t2_phish
+    share = (t1_phish + t2_phish) / total if total > 0 else 0.0
+    return bad * (1.0 - share), bad * share
+
+
 def mean_adjustment(t1_spam: float, t1_phish: float, t2_spam: float, t2_phish: float,
                     content: ContentSettings | None = None) -> tuple[str, float] | None:
     """`combine = "mean"`: the symbol and factor that turn the content check's score for
-    tier 1's probabilities into its score for the mean of both tiers' (None: no change).
-    The content score is taken at the symbols' default weights. Shared with the benches."""
+    tier 1's probabilities into its score for both tiers' together (`combined_probabilities`;
+    None: no change). The content score is taken at the symbols' default weights. Shared
+    with the benches."""
     before = content_score(t1_spam, t1_phish, content)
-    after = content_score((t1_spam + t2_spam) / 2, (t1_phish + t2_phish) / 2, content)
+    after = content_score(*combined_probabilities(t1_spam, t1_phish, t2_spam, t2_phish),
+                          content)
     delta = round(after - before, 3)
     if delta == 0:
         return None
