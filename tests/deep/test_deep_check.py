@@ -71,7 +71,7 @@ async def test_uncertain_band_runs_and_names_pattern(model_future):
     assert 0.5 < both <= r.annotations["deep_probability"]
     assert both == pytest.approx(deep.combined_bad(0.5, r.annotations["deep_probability"]),
                                  abs=5e-3)
-    assert "nearest known pattern: '" in sym.reason and "tier 1 was uncertain at 0.50" in sym.reason
+    assert "nearest known pattern: '" in sym.reason and "tier 1 at 0.50, inside the band 0.001–0.9999" in sym.reason
     names = {p[1] for p in PROTOTYPES}
     assert any(f"'{n}'" in sym.reason for n in names)
 
@@ -213,6 +213,12 @@ async def test_short_text_gets_no_vote(model_future):
     r = result_with(0.5)
     await check(model_future, min_tokens=0).run(msg("See you at noon.", "Lunch"), r)
     assert "deep_probability" in r.annotations and "deep_skipped" not in r.annotations
+
+
+def test_reasons_keep_the_digits_near_certainty():
+    assert deep._prob(0.5) == "0.50" and deep._prob(0.9995) == "0.9995"
+    assert deep._prob(0.004) == "0.0040" and deep._prob(1.0) == "> 0.9999"
+    assert deep._prob(0.0) == "< 0.0001"
 
 
 def test_combined_probability_is_the_mean_of_the_tiers_log_odds():

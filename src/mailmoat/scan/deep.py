@@ -190,11 +190,11 @@ class DeepCheck(Check):
         s = self.settings
         p = result.annotations.get("ml_spam_probability")
         if s.mode == "all":
-            return "configured to score all mail" if p is None else f"tier 1 said {p:.2f}"
+            return "configured to score all mail" if p is None else f"tier 1 at {_prob(p)}"
         if not isinstance(p, (int, float)):
             return "tier 1 gave no probability" if s.when_no_tier1 == "run" else None
         lo, hi = s.band
-        return f"tier 1 was uncertain at {p:.2f}" if lo <= p <= hi else None
+        return f"tier 1 at {_prob(p)}, inside the band {lo:g}–{hi:g}" if lo <= p <= hi else None
 
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
         why = self.why_run(result)
@@ -256,10 +256,22 @@ class DeepCheck(Check):
         t1s, t1p = tier1
         both = combined_probabilities(t1s, t1p, pred.p_spam, pred.p_phish)
         result.add(name, factor=factor, reason=(
-            f"deep model: {pred.p_bad:.2f} spam-like, tier 1 {t1s + t1p:.2f}; together "
-            f"{sum(both):.2f}, which earns a content score of "
+            f"deep model: {_prob(pred.p_bad)} spam-like, tier 1 {_prob(t1s + t1p)}; together "
+            f"{_prob(sum(both))}, which earns a content score of "
             f"{content_score(*both, self.content):g} "
             f"instead of {content_score(t1s, t1p, self.content):g}; {context}"))
+
+
+def _prob(p: float) -> str:
+    """A probability for a reason: two decimals in the middle, four near 0 and 1 (where the
+    default band's edges lie: 0.9995 must not read as 1.00)."""
+    if 0.01 <= p <= 0.99:
+        return f"{p:.2f}"
+    if p > 0.9999:
+        return "> 0.9999"
+    if p < 0.0001:
+        return "< 0.0001"
+    return f"{p:.4f}"
 
 
 def tier2_symbol(t2_spam: float, t2_phish: float, tier1: tuple[float, float] | None,
