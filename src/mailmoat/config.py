@@ -222,6 +222,16 @@ def load_config(path: str | Path | None) -> Config:
 
 
 def config_from_dict(data: dict[str, Any], source: str = "") -> Config:
+    # Family sections ([content], [deep], …) are validated when their family asks, but a
+    # bare key at the top level can never belong to one: reject it instead of ignoring it
+    # (`data_dir = "/srv/mail"` above every table would otherwise be silently dropped).
+    for key, value in data.items():
+        if key not in Config.model_fields and not isinstance(value, dict):
+            homes = [name for name, field in Config.model_fields.items()
+                     if isinstance(field.annotation, type) and issubclass(field.annotation, Section)
+                     and key in field.annotation.model_fields]
+            hint = f" (did you mean {key} under [{homes[0]}]?)" if homes else ""
+            raise ConfigError(f"unknown top-level key {key!r}: settings belong in a [section]{hint}")
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
