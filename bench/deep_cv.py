@@ -61,6 +61,33 @@ GATEWAY: tuple[tuple[str, dict[str, Any] | None], ...] = (
 )
 
 
+# The held-out-source tests: both tiers trained without these corpora (finetune train keeps
+# tier 2's scores for them as `<test>_idx` / `<test>_p`).
+UNSEEN: dict[str, tuple[str, ...]] = {"source": ("trec07p", "phishing_pot"),
+                                      "era": ("modern_ham",)}
+
+
+def load_tier2(root: Path, samples: list[Any], data: Path, run: Path,
+               unseen: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Tier 2's probabilities for every sample — out-of-fold, or with `unseen` those of its
+    model trained without that test's corpora (zero elsewhere) — and which texts are long
+    enough for a vote (`min_tokens`). Refuses files made from another index. Shared with
+    bench/pipeline_accuracy.py and bench/feedback.py."""
+    d = np.load(data, allow_pickle=False)
+    rel = [str(Path(s.path).relative_to(root)) for s in samples]
+    if rel != [str(p) for p in d["path"]]:
+        raise SystemExit(f"{data} was prepared from another corpus or index order")
+    sc = np.load(run / "scores.npz", allow_pickle=False)
+    P2 = sc["oof"]
+    if unseen:
+        held = np.isin([s.corpus for s in samples], UNSEEN[unseen])
+        if not np.array_equal(sc[f"{unseen}_idx"], np.flatnonzero(held)):
+            raise SystemExit(f"{run}: the {unseen} test held out other messages")
+        P2 = np.zeros_like(P2)
+        P2[held] = sc[f"{unseen}_p"]
+    return P2, d["lengths"].astype(int) - 2 >= MIN_TOKENS
+
+
 def together(p1: np.ndarray, p2: np.ndarray, voted: np.ndarray) -> np.ndarray:
     """Both tiers' P(spam or phish) as the gateway combines them (`combined_bad`, the mean
     of their log-odds; tier 1 alone where tier 2 has no vote)."""
@@ -200,7 +227,7 @@ def main() -> None:
 
     tests: dict[str, Any] = {}
     corp = np.array([s.corpus for s in samples])
-    for name, held_corpora in (("source", ("trec07p", "phishing_pot")), ("era", ("modern_ham",))):
+    for name, held_corpora in UNSEEN.items():
         held = np.isin(corp, held_corpora)
         print(f"[{name} test] tier 1 trained without {held_corpora}", flush=True)
         m = fit(X[~held], y[~held], params)

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy import corpus_dir
+from deep_cv import UNSEEN, load_tier2
 
 from mailmoat.config import config_from_dict
 from mailmoat.ml.corpus import load_index
@@ -50,7 +51,7 @@ from mailmoat.ml.scoring import content_score
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
 from mailmoat.scan.deep import SYMBOLS, DeepSettings, tier2_symbol
 
-HELD_OUT = ("trec07p", "phishing_pot")  # the source test's corpora (bench/deep_cv.py)
+HELD_OUT = UNSEEN["source"]  # trec07p and phishing_pot (bench/deep_cv.py)
 STREAM = "trec07p"
 TAG = 5.0  # the default policy's tag threshold: flagged = tag or stricter
 BLOCK = 1000
@@ -134,16 +135,7 @@ def main() -> None:
     held = np.isin(corp, HELD_OUT)
     base = fit(X[~held], y[~held], params)
 
-    d = np.load(args.deep_data, allow_pickle=False)
-    rel = [str(Path(s.path).relative_to(root)) for s in samples]
-    if rel != [str(p) for p in d["path"]]:
-        raise SystemExit("--deep-data was prepared from another corpus or index order")
-    sc = np.load(Path(args.deep_run) / "scores.npz", allow_pickle=False)
-    if not np.array_equal(sc["source_idx"], np.flatnonzero(held)):
-        raise SystemExit("the tier-2 run held out other messages")
-    P2 = np.zeros((len(samples), 3))
-    P2[held] = sc["source_p"]
-    voted = d["lengths"].astype(int) - 2 >= DeepSettings().min_tokens
+    P2, voted = load_tier2(root, samples, Path(args.deep_data), Path(args.deep_run), "source")
 
     stream = sorted(np.flatnonzero(corp == STREAM).tolist(), key=lambda i: arrival(samples[i].path))
     if args.limit:

@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy import add_cv_args, corpus_dir, oof_probabilities
+from deep_cv import UNSEEN
 
 from mailmoat.ml.corpus import Sample, design_half, load_index, read_sample
 from mailmoat.ml.evaluate import (
@@ -67,10 +68,6 @@ from mailmoat.ml.model import CLASSES
 from mailmoat.ml.scoring import content_score
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
 from mailmoat.scan.deep import DeepSettings
-
-# The held-out-source tests of bench/deep_cv.py (and of finetune train's scores.npz): both
-# content tiers trained without these corpora and scored on them.
-UNSEEN = {"source": ("trec07p", "phishing_pot"), "era": ("modern_ham",)}
 
 SCAN_CONFIG = {"scan": {"network": False}, "content": {"enabled": False}, "deep": {"mode": "off"}}
 SEVERITY = {"accept": 0, "tag": 1, "quarantine": 2, "reject": 3}
@@ -151,21 +148,9 @@ def deep_scores(root: Path, samples: list[Sample], idx: list[int], ok: list[int]
     `mode` all) and the text has `min_tokens` word pieces, from the fine-tuned model's
     out-of-fold probabilities (same folds as tier 1); with `unseen` (source, era), from its
     model trained without those corpora instead."""
-    from deep_cv import tier2_scores
+    from deep_cv import load_tier2, tier2_scores
 
-    d = np.load(data, allow_pickle=False)
-    sc = np.load(run / "scores.npz", allow_pickle=False)
-    oof = sc["oof"]
-    if unseen:
-        held = np.isin([s.corpus for s in samples], UNSEEN[unseen])
-        if not np.array_equal(sc[f"{unseen}_idx"], np.flatnonzero(held)):
-            raise SystemExit(f"--unseen {unseen}: the tier-2 run held out other messages")
-        oof = np.zeros_like(oof)
-        oof[held] = sc[f"{unseen}_p"]
-    rel = [str(Path(s.path).relative_to(root)) for s in samples]
-    if rel != [str(p) for p in d["path"]]:
-        raise SystemExit("--deep-data was prepared from another corpus or index order")
-    voted = d["lengths"].astype(int) - 2 >= settings.min_tokens
+    oof, voted = load_tier2(root, samples, data, run, unseen)
     out, names = tier2_scores(P, oof, voted, settings)
     keep = [idx[j] for j in ok]
     return out[keep], [names[i] for i in keep]

@@ -1,7 +1,7 @@
-"""Tier 2: a sentence-transformer model for mail the fast model is unsure about.
+"""Tier 2: a sentence-transformer model for mail the fast model is not all but certain of.
 
 Tier 1 (`content`, stage 0) leaves `ml_spam_probability` in the annotations. When that lies
-in the uncertain band (`[deep] band`, default 0.2–0.8), this check embeds the subject and the
+in `[deep] band` (default 0.001–0.9999), this check embeds the subject and the
 start of the body with all-MiniLM-L6-v2 fine-tuned for mail (the bundled head file carries
 the encoder's low-rank adapter, merged into the published weights at load; onnxruntime on an
 int8 graph built at first use, or numpy; no torch; see `mailmoat.ml.deep.engine`) and scores
@@ -298,8 +298,8 @@ def _logodds(p: float) -> float:
 
 def combined_bad(t1_bad: float, t2_bad: float) -> float:
     """P(spam or phish) of both tiers together: the mean of their log-odds (the geometric
-    mean of their odds). Out-of-fold it beat the mean of the probabilities at every
-    operating point (docs/deep.md, "Combining the tiers")."""
+    mean of their odds). Out-of-fold it beat the mean of the probabilities at each operating
+    point of bench/results/deep_cv.md (docs/deep.md, "Combining the tiers")."""
     return 1.0 / (1.0 + math.exp(-(_logodds(t1_bad) + _logodds(t2_bad)) / 2))
 
 
