@@ -52,6 +52,37 @@ async def test_per_domain_lesson_applies_only_to_that_domain(tmp_path):
     assert not delta_path(cfg).exists()
 
 
+async def test_lesson_teaches_the_sender_not_the_words(tmp_path):
+    """A report moves the sender's (and links') domains only: the same words from another
+    sender are judged as before, another message from the reported sender is not."""
+    cfg = make_config(storage={"data_dir": str(tmp_path)})
+    same_words = make_email(subject="Your weekly garden club newsletter",
+                            body=NEWSLETTER.split(b"\n\n", 1)[1].decode(),
+                            sender="Garden Friends <hello@tulipfriends.test>")
+    same_sender = make_email(subject="Minutes of the annual meeting",
+                             body="The treasurer presented the accounts; the board was re-elected.",
+                             sender="Garden Club <news@gardenclub.test>")
+
+    async def p(raw: bytes) -> float:
+        return (await scan_bytes(raw, cfg)).result.annotations["ml_spam_probability"]
+
+    before_words, before_sender = await p(same_words), await p(same_sender)
+    learn(cfg, NEWSLETTER, "spam", actor="t")
+    assert await p(NEWSLETTER) >= 0.9
+    assert await p(same_words) == before_words
+    assert await p(same_sender) > before_sender + 0.3
+
+
+async def test_lesson_about_a_freemail_sender_without_links_teaches_nothing(tmp_path):
+    cfg = make_config(storage={"data_dir": str(tmp_path)})
+    note = make_email(subject="lunch?", body="Are you free for lunch on Friday? Bob",
+                      sender="Bob <bob.smith@gmail.com>")
+    r = learn(cfg, note, "spam", actor="t")
+    assert r.steps == 0 and r.after == r.before
+    assert not delta_path(cfg).exists()
+    assert read_audit(cfg)[-1]["steps"] == 0  # the lesson is still on record
+
+
 def test_learn_rejects_unknown_label(tmp_path):
     import pytest
 

@@ -65,6 +65,16 @@ aliyun.com 21cn.com tom.com naver.com daum.net hanmail.net seznam.cz wp.pl o2.pl
 """.split())
 _FREEMAIL_LABELS = frozenset({"hotmail", "yahoo", "outlook", "live", "gmx", "yandex"})
 
+
+def is_freemail(domain: str, extra: frozenset[str] | set[str] = frozenset()) -> bool:
+    """A domain where anyone can open a mailbox (the built-in list, `extra`, or a
+    hotmail./yahoo./… label under any suffix). Shared with online learning."""
+    if not domain:
+        return False
+    reg = registrable(domain)
+    return reg in FREEMAIL or domain in FREEMAIL or reg in extra or domain in extra or \
+        split_domain(domain).label in _FREEMAIL_LABELS
+
 # Payment / bank-change / gift-card / payroll / urgency language, English and Chinese.
 # Each topic is (anchors, phrase regex): the regex only runs in a small window around an
 # anchor found with a plain substring search, so a long newsletter costs microseconds, not the
@@ -264,11 +274,7 @@ class ImpersonationCheck(Check):
         self.index = LookalikeIndex(protected)
 
     def is_freemail(self, domain: str) -> bool:
-        if not domain:
-            return False
-        reg = registrable(domain)
-        return reg in self.freemail or domain in self.freemail or \
-            split_domain(domain).label in _FREEMAIL_LABELS
+        return is_freemail(domain, self.freemail)
 
     def is_ours(self, domain: str) -> bool:
         return bool(domain) and registrable(domain) in self.ours
