@@ -10,8 +10,9 @@ trained on every corpus except trec07p and phishing_pot (the source test of
 bench/deep_cv.py), tier 2's scores are those of the fine-tuning run's model trained without
 them, and trec07p's messages (one mailbox, 2007) arrive in their original order (inmail.N).
 Each message is scored as the gateway's content stage scores it by default (content check +
-tier 2's symbol by `scan.deep.tier2_symbol`; the other check families are left out), against
-the model the gateway would use at that moment: the base model plus everything learned so
+tier 2's symbol by `scan.deep.tier2_symbol`, then the lesson memory's near-copy adjustment
+as the `lessons` check makes it; the other check families are left out), against the model
+and memory the gateway would use at that moment: the base model plus everything learned so
 far (`mailmoat.ml.learn.learn`, the code behind `mailmoat learn` and the console's "not spam"
 / "report spam" buttons, into a temporary data_dir). Four runs over the same stream:
 - no feedback (the baseline);
@@ -46,8 +47,10 @@ from deep_cv import UNSEEN, load_tier2
 
 from mailmoat.config import config_from_dict
 from mailmoat.ml.corpus import load_index
-from mailmoat.ml.learn import get_model, learn
-from mailmoat.ml.scoring import content_score
+from mailmoat.ml.features import N_FEATURES_BITS
+from mailmoat.ml.learn import delta_path, get_model, learn
+from mailmoat.ml.lessons import adjustment, lessons_path, read
+from mailmoat.ml.scoring import ContentSettings, content_score
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
 from mailmoat.scan.deep import SYMBOLS, DeepSettings, tier2_symbol
 
@@ -83,9 +86,18 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
     with tempfile.TemporaryDirectory(prefix="mm-feedback-") as tmp:
         config = config_from_dict({"storage": {"data_dir": tmp},
                                   "content": {"model_path": str(base_path)}})
+        memory = lessons_path(delta_path(config))
+        similarity = config.section("content", ContentSettings).lesson_similarity
+        near_copies = {"LEARNED_SPAM": 0, "LEARNED_PHISH": 0, "LEARNED_HAM": 0}
         for k, i in enumerate(stream):
             p1 = get_model(config).predict_matrix(X[i])[0]  # base + what was learned so far
             score = content_score(float(p1[1]), float(p1[2])) + tier2_score(p1, P2[i], voted[i], st)
+            # ... and the lesson memory, as the `lessons` check applies it
+            near = read(memory, N_FEATURES_BITS).nearest(X[i].indices, X[i].data, similarity)
+            adj = adjustment(near, score) if near else None
+            if adj:
+                score += adj[1]
+                near_copies[adj[0]] += 1
             flagged[k] = score >= TAG
             label = samples[i].label
             teach = None
@@ -109,7 +121,7 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
                        "missed": int((~flagged[s] & bad[s]).sum()), "spam": int(bad[s].sum())})
     return {"fp": int((flagged & ham).sum()), "ham": int(ham.sum()),
             "missed": int((~flagged & bad).sum()), "spam": int(bad.sum()),
-            "lessons": lessons, "blocks": blocks,
+            "lessons": lessons, "near_copies": near_copies, "blocks": blocks,
             "seconds": round(time.perf_counter() - started)}
 
 
@@ -176,15 +188,18 @@ def report(res: dict[str, Any], argv: str) -> str:
          f"({res['deep']['combine']}, band {res['deep']['band'][0]:g}–{res['deep']['band'][1]:g}); "
          f"flagged = score ≥ {res['tag_threshold']:g} (tag or stricter). The other check "
          "families are left out. Lessons go through `mailmoat.ml.learn.learn`, as the "
-         "console's buttons and `mailmoat learn` do."),
+         "console's buttons and `mailmoat learn` do; near-copies of taught mail are adjusted "
+         "as the `lessons` check does."),
         "",
-        "| feedback | ham flagged (FP) | spam missed | lessons: ham / spam |",
-        "|---|---|---|---|",
+        "| feedback | ham flagged (FP) | spam missed | lessons: ham / spam | near-copies: "
+        "LEARNED_SPAM / LEARNED_HAM |",
+        "|---|---|---|---|---|",
     ]
     for mode, r in runs.items():
         lines.append(f"| {mode} | {r['fp']} of {r['ham']} ({_pct(r['fp'], r['ham'])}) | "
                      f"{r['missed']} of {r['spam']} ({_pct(r['missed'], r['spam'])}) | "
-                     f"{r['lessons']['ham']} / {r['lessons']['spam']} |")
+                     f"{r['lessons']['ham']} / {r['lessons']['spam']} | "
+                     f"{r['near_copies']['LEARNED_SPAM']} / {r['near_copies']['LEARNED_HAM']} |")
     lines += ["", f"Per block of {BLOCK} messages in arrival order, FP rate / miss rate:", "",
               "| messages | " + " | ".join(runs) + " |", "|---" * (len(runs) + 1) + "|"]
     first = next(iter(runs.values()))

@@ -14,7 +14,9 @@ out. Moving every token of the message instead (what lessons did until 2026-11-2
 every message with similar words, and one-sided feedback then piles up: replayed on an
 unseen source (bench/feedback.py), 18 releases doubled the missed spam and 80 spam reports
 multiplied the false positives by five. A message without a usable identity token (only a
-free-mail sender, no links) teaches nothing and says so in the audit (`steps` 0).
+free-mail sender, no links) moves no weight and says so in the audit (`steps` 0). Every
+lesson's message is also kept whole in the lesson memory (`mailmoat.ml.lessons`), so its
+near-copies are recognised whatever their domains.
 
 Every lesson is appended to `data_dir/model/learn-audit.jsonl`: time, actor, label, sha256
 of the message, domain, and the probability before and after.
@@ -43,6 +45,7 @@ from mailmoat.message.model import Envelope
 from mailmoat.message.parse import parse_message
 from mailmoat.ml.corpus import LABELS
 from mailmoat.ml.features import extract, vectorize
+from mailmoat.ml.lessons import lessons_path, remember
 from mailmoat.ml.model import ContentModel, ModelError, bundled_model_path, softmax
 from mailmoat.ml.scoring import ContentSettings
 from mailmoat.scan.impersonation import is_freemail
@@ -234,6 +237,10 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
             before={c: round(float(p0[i]), 6) for i, c in enumerate(current.classes)},
             after={c: round(float(p1[i]), 6) for i, c in enumerate(current.classes)},
             steps=steps, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        # Also kept whole, to recognise its near-copies (mailmoat.ml.lessons) — the part of
+        # a report that reaches spam which changes its domains.
+        remember(lessons_path(path), idx, vals, current.n_bits, label, result.sha256,
+                 result.time, actor)
         apath = audit_path(config)
         with apath.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(result.as_dict(), sort_keys=True) + "\n")

@@ -37,6 +37,9 @@ class ContentSettings(Section):
         "lenient); applied when every recipient is in that domain")
     learn_rate: float = Field(0.5, description="step size of `mailmoat learn` updates")
     learn_steps: int = Field(20, description="at most this many update steps per learned message")
+    lesson_similarity: float = Field(
+        0.7, gt=0, le=1, description="cosine similarity at or above which a message counts as "
+        "a near-copy of a taught one (LEARNED_SPAM/PHISH/HAM; docs/ml.md)")
 
 
 HIGH_CAP = 0.9999

@@ -22,7 +22,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "mailmoat.scan.attachments",    # file types, archives, macros, PDFs, YARA
     "mailmoat.scan.antivirus",      # ClamAV through clamd
     "mailmoat.scan.content",        # tier 1: fast linear model over hashed features
-    "mailmoat.scan.deep",           # tier 2: neural model for the uncertain band
+    "mailmoat.scan.deep",           # tier 2: neural model, combined with tier 1
+    "mailmoat.scan.lessons",        # near-copies of mail users reported or released
     "mailmoat.scan.llm",            # tier 3: optional LLM second opinion
 )
 
