@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 
-from mailmoat.ml.learn import delta_path, learn, read_audit
+import pytest
+
+from mailmoat.ml.learn import LESSON_LOGIT_CAP, delta_path, learn, read_audit
 from mailmoat.ml.model import bundled_model_path
 from tests.conftest import mailmoat_cmd, make_config, make_email, scan_bytes, subprocess_env
 from tests.ml.synth import make_corpus
@@ -18,69 +21,79 @@ NEWSLETTER = make_email(
     sender="Garden Club <news@gardenclub.test>")
 
 
-async def test_learn_moves_the_score_and_writes_the_audit(tmp_path):
+PHARMACY = ("Cheap meds online! Buy viagra, cialis and other pills at our online pharmacy "
+            "with no prescription needed. Lowest prices, discreet shipping worldwide, order now "
+            "and save 80 percent on all medications.")
+
+
+async def test_report_is_audited_and_catches_the_message_again(tmp_path):
     cfg = make_config(storage={"data_dir": str(tmp_path)})
     bundled_before = hashlib.sha256(bundled_model_path().read_bytes()).hexdigest()
-    before = (await scan_bytes(NEWSLETTER, cfg)).result.annotations["ml_spam_probability"]
+    first = await scan_bytes(NEWSLETTER, cfg)
+    assert first.verdict.action.value == "accept"
 
     r = learn(cfg, NEWSLETTER, "spam", actor="admin@example.test")
-    assert r.steps > 0 and r.after["spam"] > r.before["spam"] and r.after["spam"] >= 0.9
-    after = (await scan_bytes(NEWSLETTER, cfg)).result.annotations["ml_spam_probability"]
-    assert after > before and after >= 0.9
-    assert delta_path(cfg).exists()
+    # A report blames no domain (spam forges its sender); it is remembered whole.
+    assert r.steps == 0 and r.after == r.before and not delta_path(cfg).exists()
+    again = await scan_bytes(NEWSLETTER, cfg)
+    assert again.result.get("LEARNED_SPAM") is not None and again.verdict.action.value != "accept"
     assert hashlib.sha256(bundled_model_path().read_bytes()).hexdigest() == bundled_before
 
     audit = read_audit(cfg)
     assert audit[-1]["sha256"] == hashlib.sha256(NEWSLETTER).hexdigest()
     assert audit[-1]["label"] == "spam" and audit[-1]["actor"] == "admin@example.test"
 
-    # Release and report as not spam: the lesson is undone for this message.
+    # Released and reported as not spam after all: the newer lesson wins for its copies.
     learn(cfg, NEWSLETTER, "ham", actor="admin@example.test")
-    again = (await scan_bytes(NEWSLETTER, cfg)).result.annotations["ml_spam_probability"]
-    assert again < 0.1
+    assert (await scan_bytes(NEWSLETTER, cfg)).verdict.action.value == "accept"
     assert len(read_audit(cfg)) == 2
+
+
+async def test_release_teaches_the_sender_by_one_vote_and_not_the_words(tmp_path):
+    """A release credits the sender's domain, by at most one logit per lesson; the same words
+    from another sender are judged as before (by the model: the lesson memory is apart)."""
+    cfg = make_config(storage={"data_dir": str(tmp_path)})
+    released = make_email(subject="This week's offers", body=PHARMACY,
+                          sender="Pharmacy News <news@pharma-one.test>")
+    same_sender = make_email(subject="Opening hours", body="Our shop is closed on Monday for "
+                             "the holiday; orders placed online ship on Tuesday.",
+                             sender="Pharmacy News <news@pharma-one.test>")
+    same_words = make_email(subject="This week's offers", body=PHARMACY,
+                            sender="Deals <deals@other-shop.test>")
+
+    async def logit(raw: bytes) -> float:
+        p = (await scan_bytes(raw, cfg)).result.annotations["ml_spam_probability"]
+        return math.log(p / (1 - p))
+
+    before_sender, before_words = await logit(same_sender), await logit(same_words)
+    r = learn(cfg, released, "ham", actor="t")
+    assert r.steps > 0 and r.after["ham"] > r.before["ham"]
+    moved = before_sender - await logit(same_sender)
+    assert 0.2 < moved <= 2 * LESSON_LOGIT_CAP + 1e-6  # one vote: each class logit ≤ cap
+    assert await logit(same_words) == pytest.approx(before_words)
+
+
+async def test_lesson_about_a_freemail_sender_teaches_no_weight(tmp_path):
+    cfg = make_config(storage={"data_dir": str(tmp_path)})
+    note = make_email(subject="lunch?", body="Are you free for lunch on Friday? Bob",
+                      sender="Bob <bob.smith@gmail.com>")
+    r = learn(cfg, note, "ham", actor="t")
+    assert r.steps == 0 and r.after == r.before
+    assert not delta_path(cfg).exists()
+    assert read_audit(cfg)[-1]["steps"] == 0  # the lesson is still on record
 
 
 async def test_per_domain_lesson_applies_only_to_that_domain(tmp_path):
     cfg = make_config(storage={"data_dir": str(tmp_path)})
-    base = (await scan_bytes(NEWSLETTER, cfg, rcpts=("eve@other.test",))).result.annotations
-    learn(cfg, NEWSLETTER, "spam", actor="t", domain="example.test")
-    mine = await scan_bytes(NEWSLETTER, cfg, rcpts=("bob@example.test",))
-    other = await scan_bytes(NEWSLETTER, cfg, rcpts=("eve@other.test",))
-    assert mine.result.annotations["ml_spam_probability"] >= 0.9
+    released = make_email(subject="This week's offers", body=PHARMACY,
+                          sender="Pharmacy News <news@pharma-one.test>")
+    base = (await scan_bytes(released, cfg, rcpts=("eve@other.test",))).result.annotations
+    learn(cfg, released, "ham", actor="t", domain="example.test")
+    mine = await scan_bytes(released, cfg, rcpts=("bob@example.test",))
+    other = await scan_bytes(released, cfg, rcpts=("eve@other.test",))
+    assert mine.result.annotations["ml_spam_probability"] < base["ml_spam_probability"]
     assert other.result.annotations["ml_spam_probability"] == base["ml_spam_probability"]
     assert not delta_path(cfg).exists()
-
-
-async def test_lesson_teaches_the_sender_not_the_words(tmp_path):
-    """A report moves the sender's (and links') domains only: the same words from another
-    sender are judged as before, another message from the reported sender is not."""
-    cfg = make_config(storage={"data_dir": str(tmp_path)})
-    same_words = make_email(subject="Your weekly garden club newsletter",
-                            body=NEWSLETTER.split(b"\n\n", 1)[1].decode(),
-                            sender="Garden Friends <hello@tulipfriends.test>")
-    same_sender = make_email(subject="Minutes of the annual meeting",
-                             body="The treasurer presented the accounts; the board was re-elected.",
-                             sender="Garden Club <news@gardenclub.test>")
-
-    async def p(raw: bytes) -> float:
-        return (await scan_bytes(raw, cfg)).result.annotations["ml_spam_probability"]
-
-    before_words, before_sender = await p(same_words), await p(same_sender)
-    learn(cfg, NEWSLETTER, "spam", actor="t")
-    assert await p(NEWSLETTER) >= 0.9
-    assert await p(same_words) == before_words
-    assert await p(same_sender) > before_sender + 0.3
-
-
-async def test_lesson_about_a_freemail_sender_without_links_teaches_nothing(tmp_path):
-    cfg = make_config(storage={"data_dir": str(tmp_path)})
-    note = make_email(subject="lunch?", body="Are you free for lunch on Friday? Bob",
-                      sender="Bob <bob.smith@gmail.com>")
-    r = learn(cfg, note, "spam", actor="t")
-    assert r.steps == 0 and r.after == r.before
-    assert not delta_path(cfg).exists()
-    assert read_audit(cfg)[-1]["steps"] == 0  # the lesson is still on record
 
 
 def test_learn_rejects_unknown_label(tmp_path):

@@ -6,17 +6,19 @@ only weight rows of the learned messages' tokens, stored in
 `data_dir/model/domains/<domain>/content-delta.npz`, applied only to mail whose recipients
 are all in that domain).
 
-A lesson teaches *who*, not words: it moves only the message's identity tokens — its sender
-domain for "not spam", its sender and link domains for spam or phishing (`LESSON_TOKENS`),
-never a free-mail domain that thousands of unrelated senders share — by normalised steps of
-the softmax log-loss until the model agrees with the label (P ≥ 0.9) or `learn_steps` run
-out. Moving every token of the message instead (what lessons did until 2026-11-28) shifts
-every message with similar words, and one-sided feedback then piles up: replayed on an
-unseen source (bench/feedback.py), 18 releases doubled the missed spam and 80 spam reports
-multiplied the false positives by five. A message without a usable identity token (only a
-free-mail sender, no links) moves no weight and says so in the audit (`steps` 0). Every
-lesson's message is also kept whole in the lesson memory (`mailmoat.ml.lessons`), so its
-near-copies are recognised whatever their domains.
+Every lesson is kept whole in the lesson memory (`mailmoat.ml.lessons`), so its near-copies
+are recognised whatever their senders: that is what a report does. A release ("not spam")
+also credits the sender: it moves only the sender's registrable domain (`LESSON_TOKENS`) —
+never a free-mail domain that thousands of unrelated senders share, nor our own domains, nor
+`fd:<none>` — by normalised steps of the softmax log-loss, each lesson moving that domain's
+contribution to each class's logit by at most `LESSON_LOGIT_CAP` (one release is one vote),
+until the model agrees (P ≥ 0.9), the cap is reached or `learn_steps` run out. Reports move
+no weight: spam forges and changes its sender. Moving every token of the message instead
+(what lessons did until 2026-11-28) shifts every message with similar words, and one-sided
+feedback then piles up: replayed on an unseen source (bench/feedback.py), 18 releases
+doubled the missed spam and 80 spam reports multiplied the false positives by five; blaming
+the sender of reported spam condemned a university's whole mail in the trec06c replay. A
+lesson that moves no weight says so in the audit (`steps` 0).
 
 Every lesson is appended to `data_dir/model/learn-audit.jsonl`: time, actor, label, sha256
 of the message, domain, and the probability before and after.
@@ -49,13 +51,16 @@ from mailmoat.ml.lessons import lessons_path, remember
 from mailmoat.ml.model import ContentModel, ModelError, bundled_model_path, softmax
 from mailmoat.ml.scoring import ContentSettings
 from mailmoat.scan.impersonation import is_freemail
+from mailmoat.scan.lookalike import registrable
 
 if TYPE_CHECKING:
     from mailmoat.config import Config
 
-# The token namespaces a lesson may move (mailmoat.ml.features): the sender's registrable
-# domain, and for bad mail also the domains it links to.
-LESSON_TOKENS = {"ham": ("fd:",), "spam": ("fd:", "ud:"), "phish": ("fd:", "ud:")}
+# The token namespaces a lesson may move (mailmoat.ml.features): for a release, the sender's
+# registrable domain; reports move none (spam forges its sender: blaming it condemned
+# tsinghua.edu.cn in the trec06c replay of bench/feedback.py; link domains changed nothing).
+LESSON_TOKENS: dict[str, tuple[str, ...]] = {"ham": ("fd:",), "spam": (), "phish": ()}
+LESSON_LOGIT_CAP = 1.0
 
 DELTA_NAME = "content-delta.npz"
 AUDIT_NAME = "learn-audit.jsonl"
@@ -190,7 +195,8 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
                         max_depth=config.scan.max_parse_depth, max_parts=config.scan.max_parts)
     current = get_model(config, domain, settings)
     idx, vals, toks = vectorize(extract(msg), current.n_bits)
-    movable = np.array([_movable(t, label) for t in toks], dtype=bool)
+    own = {registrable(d) for d in config.internal_domains}
+    movable = np.array([_movable(t, label, own) for t in toks], dtype=bool)
     path = delta_path(config, domain)
     target = current.classes.index(label)
     with _locked(path):
@@ -208,13 +214,22 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
         if norm > 0:
             onehot = np.zeros(len(current.classes))
             onehot[target] = 1.0
+            w0 = w.copy()
+            # One lesson is one vote: it may move a token's contribution to any message by
+            # at most LESSON_LOGIT_CAP, so a single report cannot condemn (or clear) all
+            # mail of a domain; several lessons about the same domain add up.
+            limit = np.where(movable, LESSON_LOGIT_CAP / np.maximum(x, 1e-12), 0.0)[:, None]
             p = p0
             while steps < settings.learn_steps and (p[target] < TARGET_P or int(np.argmax(p)) != target):
                 # Normalised (as in normalised LMS): each step moves this message's logits
                 # by learn_rate × (label − p), however few identity tokens carry it.
                 # Two tokens of this message that share a bucket each get their own step,
                 # and the merge below adds both.
-                w = w - settings.learn_rate * x[:, None] * (p - onehot)[None, :] / norm
+                stepped = w - settings.learn_rate * x[:, None] * (p - onehot)[None, :] / norm
+                stepped = w0 + np.clip(stepped - w0, -limit, limit)
+                if np.allclose(stepped, w):
+                    break  # every identity token is at its cap
+                w = stepped
                 steps += 1
                 p = probs(w)
         change = (w - current.weights[idx].astype(np.float64)).astype(np.float32)
@@ -249,12 +264,17 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
     return result
 
 
-def _movable(token: str, label: str) -> bool:
-    """May a lesson with this label move this token? Identity tokens only, and never a
-    free-mail domain (one lesson about one Gmail user must not judge all of Gmail)."""
+def _movable(token: str, label: str, own: set[str] | frozenset[str] = frozenset()) -> bool:
+    """May a lesson with this label move this token? The sender's domain only, and only a
+    real one: not `fd:<none>` (no parseable sender, shared by every such message), not a
+    free-mail domain (one lesson about one Gmail user must not judge all of Gmail), and not
+    one of our own domains (`own`), which spam forges in From: reports of such spam would
+    otherwise condemn all of our internal mail."""
     for prefix in LESSON_TOKENS[label]:
         if token.startswith(prefix):
-            return not is_freemail(token[len(prefix):])
+            dom = token[len(prefix):]
+            return "." in dom and not dom.startswith("<") and dom not in own \
+                and not is_freemail(dom)
     return False
 
 

@@ -1,9 +1,8 @@
 """The lesson memory: every message taught by `learn()`, kept to recognise its near-copies.
 
-A lesson's weight update teaches the message's sender and link domains (mailmoat.ml.learn);
-spam campaigns change those, so a report would reach few later messages. What they keep is
-their text and structure: the next copy of a reported mail is a near-copy of it. So every
-lesson's feature vector (the tier-1 tokens, hashed and normalised) is also kept here, and
+A report moves no model weight (mailmoat.ml.learn): spam forges and changes its sender and
+its link domains. What a campaign keeps is its text and structure: the next copy of a
+reported mail is a near-copy of it. So every lesson's feature vector (the tier-1 tokens, hashed and normalised) is also kept here, and
 the `lessons` check compares each message with them by cosine similarity: a near-copy of
 reported spam is raised to at least the tag level, a near-copy of mail released as not spam
 has its content verdict withdrawn — the way fuzzy-hash stores act on users' reports.
@@ -69,7 +68,9 @@ class LessonMemory:
         if norm == 0:
             return None
         sims = np.asarray(self.by_token[:, tokens] @ x).ravel() / norm
-        best = int(np.argmax(sims))
+        # The newest of equally similar lessons: a later lesson about the same message (a
+        # report undone by a release) supersedes the earlier one.
+        best = len(sims) - 1 - int(np.argmax(sims[::-1]))
         if sims[best] < at_least:
             return None
         return Match(round(float(sims[best]), 3), self.labels[best], self.sha256[best],
