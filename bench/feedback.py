@@ -20,11 +20,13 @@ far (`mailmoat.ml.learn.learn`, the code behind `mailmoat learn` and the console
 - releases only: every flagged ham is released and taught as ham;
 - reports only: every missed spam is reported and taught as spam;
 - releases and reports: both.
-Reported: false positives and misses overall and per block of 1,000 messages, and how many
-lessons were taken. `--stream trec06c` replays a second mailbox (Chinese, TREC 2006, by its
+Reported: false positives and misses overall and per block of 1,000 messages, how many
+lessons were taken and how many near-copies the memory adjusted. Tier 2 does not learn (its
+model is fixed). `--stream trec06c` replays a second mailbox (Chinese, TREC 2006, by its
 messages' numbers) with tier 1 trained without it and no tier 2 (the fine-tuning run has no
-model trained without trec06c): a check of the lesson design on mail it was not chosen on. Tier 2 does not learn (its model is fixed), so what changes is tier 1.
-Writes bench/results/feedback.md and feedback.json.
+model trained without trec06c); it was run while the lesson design was still changing, so
+it is a second replay, not a held-out test.
+Writes feedback.md and feedback.json under --out (default bench/results).
 """
 
 from __future__ import annotations

@@ -2,14 +2,16 @@
 
 A report moves no model weight (mailmoat.ml.learn): spam forges and changes its sender and
 its link domains. What a campaign keeps is its text and structure: the next copy of a
-reported mail is a near-copy of it. So every lesson's feature vector (the tier-1 tokens, hashed and normalised) is also kept here, and
-the `lessons` check compares each message with them by cosine similarity: a near-copy of
-reported spam is raised to at least the tag level, a near-copy of mail released as not spam
-has its content verdict withdrawn — the way fuzzy-hash stores act on users' reports.
+reported mail is a near-copy of it. So every lesson's feature vector (the tier-1 tokens,
+hashed and normalised) is kept here, and the `lessons` check compares each message with
+them by cosine similarity: a near-copy of reported spam is raised to at least the tag level,
+a near-copy of mail released as not spam has its content verdict withdrawn — the way
+fuzzy-hash stores act on users' reports.
 
-`SIMILARITY` (0.7, `[content] lesson_similarity`) is above every ham message's similarity to its most similar spam in the
-training corpora (at most 0.648 in spamassassin, 0.474 in csdmc2010 and trec06c), so a
-near-copy of one reported spam is not an ordinary legitimate message. The memory keeps the
+`SIMILARITY` (0.7, `[content] lesson_similarity`) is above every ham message's similarity
+to its most similar spam in the training corpora (at most 0.648 in spamassassin, 0.474 in
+csdmc2010 and trec06c), so a near-copy of one reported spam is not an ordinary legitimate
+message. The memory keeps the
 newest `MAX_LESSONS`, one file per scope (global, or per recipient domain) beside the
 learned delta: `data_dir/model/lessons.npz`.
 """
@@ -58,7 +60,8 @@ class LessonMemory:
         # against 5.0 ms for the row-by-row product (bench/lessons_speed.py).
         self.by_token = self.matrix.tocsc()
 
-    def nearest(self, idx: np.ndarray, vals: np.ndarray, at_least: float = SIMILARITY) -> Match | None:
+    def nearest(self, idx: np.ndarray, vals: np.ndarray,
+                at_least: float = SIMILARITY) -> Match | None:
         """The most similar lesson, if its cosine similarity reaches `at_least`."""
         if not len(self.labels) or not len(idx):
             return None
@@ -97,10 +100,11 @@ def remember(path: Path, idx: np.ndarray, vals: np.ndarray, n_bits: int, label: 
     times = (mem.times + [when])[-keep:]
     actors = (mem.actors + [actor])[-keep:]
     tmp = path.with_name(path.name + ".tmp.npz")
+    # Uncompressed: at 5,000 lessons a write takes ~0.1 s instead of ~0.5 s.
     np.savez(tmp, indptr=matrix.indptr, indices=matrix.indices,
-                        data=matrix.data.astype(np.float32), n_bits=np.int32(n_bits),
-                        labels=np.array(labels), sha256=np.array(shas), times=np.array(times),
-                        actors=np.array(actors))
+             data=matrix.data.astype(np.float32), n_bits=np.int32(n_bits),
+             labels=np.array(labels), sha256=np.array(shas), times=np.array(times),
+             actors=np.array(actors))
     os.replace(tmp, path)
 
 
