@@ -279,6 +279,21 @@ def test_report_feeds_learning_when_available(app, env, monkeypatch):
     assert calls[0][0] == "ham" and calls[0][1] == "alice@a.test" and b"Cheap pills" in calls[0][2]
 
 
+def test_release_as_not_spam_teaches_the_real_learner(app, env):
+    """Console → learning, unmocked: the released message joins the lesson memory, so its
+    near-copies will be judged by it."""
+    from mailmoat.ml.features import N_FEATURES_BITS
+    from mailmoat.ml.learn import delta_path, read_audit
+    from mailmoat.ml.lessons import lessons_path, read
+
+    r = bearer(app, env, "alice").post("/api/v1/quarantine/m0001spamalice/release",
+                                       json={"report_not_spam": True})
+    assert r.status_code == 200 and r.json()["learned"] is True
+    memory = read(lessons_path(delta_path(env.config)), N_FEATURES_BITS)
+    assert memory.labels == ["ham"] and memory.actors == ["alice@a.test"]
+    assert read_audit(env.config)[-1]["label"] == "ham"
+
+
 def test_purge_endpoint(app, env):
     with env.db.session() as s:
         s.get(QuarantineRow, "m0002phishbob").expires_at = datetime.now(UTC) - timedelta(days=1)

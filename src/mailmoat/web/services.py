@@ -144,7 +144,9 @@ async def report(config: Config, db: Database, actor: str, scope: Scope, msg_id:
         audit(db, actor, "quarantine.report", msg_id, label=label, learned=False, error=str(exc))
         return ActionOut(ok=False, learned=False, message=f"Reported as {label}, but learning failed: {exc}")
     audit(db, actor, "quarantine.report", msg_id, label=label, learned=True)
-    return ActionOut(ok=True, learned=True, message=f"Reported as {label}; the model learned from it.")
+    what = ("its near-copies and, a little, its sender's other mail will count as legitimate"
+            if label == "ham" else f"its near-copies will be treated as {label}")
+    return ActionOut(ok=True, learned=True, message=f"Reported as {label}; learned: {what}.")
 
 
 def queue_depth(config: Config) -> dict[str, int]:
