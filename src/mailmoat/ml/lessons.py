@@ -10,8 +10,8 @@ fuzzy-hash stores act on users' reports.
 
 `SIMILARITY` (0.7, `[content] lesson_similarity`) is above every ham message's similarity
 to its most similar spam in the training corpora (at most 0.648 in spamassassin, 0.474 in
-csdmc2010 and trec06c), so a near-copy of one reported spam is not an ordinary legitimate
-message. The memory keeps the
+csdmc2010 and trec06c: bench/lesson_similarity.py), so a near-copy of one reported spam is
+not an ordinary legitimate message. The memory keeps the
 newest `MAX_LESSONS`, one file per scope (global, or per recipient domain) beside the
 learned delta: `data_dir/model/lessons.npz`.
 """
