@@ -91,3 +91,16 @@ def test_domain_lessons_stay_in_their_scope(tmp_path):
     learn(cfg, pump("Stock Tips <tips@alerts-one.test>"), "spam", actor="t", domain="example.test")
     assert lessons_path(delta_path(cfg, "example.test")).exists()
     assert not lessons_path(delta_path(cfg)).exists()
+
+
+async def test_content_and_lessons_extract_the_features_once(tmp_path, monkeypatch):
+    from mailmoat.ml import features
+
+    cfg = make_config(storage={"data_dir": str(tmp_path)}, deep={"mode": "off"})
+    learn(cfg, pump("Stock Tips <tips@alerts-one.test>"), "spam", actor="t")
+    calls = []
+    real = features.extract
+    monkeypatch.setattr(features, "extract", lambda msg: calls.append(msg) or real(msg))
+    out = await scan_bytes(pump("Market Desk <desk@news-two.test>"), cfg)
+    assert out.result.get("LEARNED_SPAM") is not None  # both checks read the features
+    assert len(calls) == 1

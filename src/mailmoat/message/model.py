@@ -10,6 +10,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 
 class Direction(str, enum.Enum):
@@ -136,6 +137,12 @@ class ParsedMessage:
         for k, v in self.headers:
             index.setdefault(k.lower(), []).append(v)
         return {k: tuple(v) for k, v in index.items()}
+
+    @cached_property
+    def derived(self) -> dict[str, Any]:
+        """Values derived from the message by one module and read by several checks (the
+        tier-1 features: `mailmoat.ml.features.features_of`), so each is computed once."""
+        return {}
 
     def header(self, name: str) -> str | None:
         """First header of that name, decoded; None when absent."""

@@ -127,6 +127,15 @@ def _mailer_family(msg: ParsedMessage) -> str:
     return word.split()[0] if word else "other"
 
 
+def features_of(msg: ParsedMessage) -> Features:
+    """`extract(msg)`, computed once per message and shared by the checks that read it (the
+    content model and the lesson memory). Read-only for its users."""
+    feats = msg.derived.get("tier1_features")
+    if feats is None:
+        feats = msg.derived["tier1_features"] = extract(msg)
+    return feats
+
+
 def extract(msg: ParsedMessage) -> Features:
     """The tokens of a message. Pure: same message, same tokens."""
     text: list[str] = []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mailmoat.config import Config
 from mailmoat.message.model import ParsedMessage, domain_of
-from mailmoat.ml.features import N_FEATURES_BITS, extract, vectorize
+from mailmoat.ml.features import N_FEATURES_BITS, features_of, vectorize
 from mailmoat.ml.learn import delta_path
 from mailmoat.ml.lessons import Match, adjustment, lessons_path, read
 from mailmoat.ml.scoring import ContentSettings
@@ -65,7 +65,7 @@ class LessonCheck(Check):
         memories = [(scope, m) for scope, m in memories if m.labels]
         if not memories:
             return
-        idx, vals, _ = vectorize(extract(msg), N_FEATURES_BITS)
+        idx, vals, _ = vectorize(features_of(msg), N_FEATURES_BITS)
         best: tuple[str, Match] | None = None
         for scope, mem in memories:
             hit = mem.nearest(idx, vals, self.settings.lesson_similarity)
