@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mailmoat.message.model import Envelope
+from mailmoat.message.model import Envelope, ParsedMessage, domain_of
 from mailmoat.message.parse import parse_message
 from mailmoat.ml.corpus import LABELS
 from mailmoat.ml.features import extract, vectorize
@@ -165,6 +165,13 @@ def get_model(config: Config, domain: str | None = None,
             del _model_cache[k]
         _model_cache[key] = m
         return m
+
+
+def recipient_domain(msg: ParsedMessage) -> str:
+    """The domain per-domain lessons apply to: the recipients' one domain, or "" when they
+    are in several (then only global lessons apply)."""
+    doms = {domain_of(r) for r in msg.envelope.rcpt_tos}
+    return doms.pop() if len(doms) == 1 else ""
 
 
 def has_domain_delta(config: Config, domain: str) -> bool:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 
 from mailmoat.config import Config
-from mailmoat.message.model import ParsedMessage, domain_of
+from mailmoat.message.model import ParsedMessage
 from mailmoat.ml.features import features_of
-from mailmoat.ml.learn import get_model, has_domain_delta
+from mailmoat.ml.learn import get_model, has_domain_delta, recipient_domain
 from mailmoat.ml.model import ModelError, Prediction
 from mailmoat.ml.scoring import WEIGHTS, ContentSettings, content_symbols
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
@@ -86,13 +86,9 @@ class ContentCheck(Check):
         self.settings = settings
         get_model(config, None, settings)  # load now: a broken model file shows at start-up
 
-    def _domain(self, msg: ParsedMessage) -> str:
-        doms = {domain_of(r) for r in msg.envelope.rcpt_tos}
-        return doms.pop() if len(doms) == 1 else ""
-
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
         s = self.settings
-        domain = self._domain(msg)
+        domain = recipient_domain(msg)
         use_domain = domain if domain and has_domain_delta(self.config, domain) else None
         model = get_model(self.config, use_domain, s)
         pred = model.predict(features_of(msg), explain=s.explain, bias=s.domain_bias.get(domain, 0.0))

@@ -12,13 +12,11 @@ are untouched. With an empty memory it costs nothing.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from mailmoat.config import Config
-from mailmoat.message.model import ParsedMessage, domain_of
+from mailmoat.message.model import ParsedMessage
 from mailmoat.ml.features import N_FEATURES_BITS, features_of, vectorize
-from mailmoat.ml.learn import delta_path
-from mailmoat.ml.lessons import Match, adjustment, lessons_path, read
+from mailmoat.ml.learn import delta_path, recipient_domain
+from mailmoat.ml.lessons import LessonMemory, Match, adjustment, lessons_path, read
 from mailmoat.ml.scoring import ContentSettings
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
 
@@ -50,19 +48,19 @@ class LessonCheck(Check):
         self.config = config
         self.settings = settings
 
-    def _paths(self, msg: ParsedMessage) -> list[tuple[str, str]]:
-        scopes = [("", str(lessons_path(delta_path(self.config))))]
-        doms = {domain_of(r) for r in msg.envelope.rcpt_tos}
-        if len(doms) == 1 and (dom := doms.pop()):
+    def _memories(self, msg: ParsedMessage) -> list[tuple[str, LessonMemory]]:
+        """The non-empty memories that apply: global, and the recipients' domain's."""
+        scopes = [("", delta_path(self.config))]
+        if dom := recipient_domain(msg):
             try:
-                scopes.append((dom, str(lessons_path(delta_path(self.config, dom)))))
+                scopes.append((dom, delta_path(self.config, dom)))
             except ValueError:  # not a domain name a lesson could have been stored under
                 pass
-        return scopes
+        memories = [(scope, read(lessons_path(p), N_FEATURES_BITS)) for scope, p in scopes]
+        return [(scope, m) for scope, m in memories if m.labels]
 
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
-        memories = [(scope, read(Path(p), N_FEATURES_BITS)) for scope, p in self._paths(msg)]
-        memories = [(scope, m) for scope, m in memories if m.labels]
+        memories = self._memories(msg)
         if not memories:
             return
         idx, vals, _ = vectorize(features_of(msg), N_FEATURES_BITS)
