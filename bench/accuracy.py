@@ -36,10 +36,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from mailmoat.ml.corpus import load_index
+from mailmoat.ml.corpus import Sample, load_index
 from mailmoat.ml.evaluate import (format_operating_curve, format_table, format_tradeoff,
                                   metrics, operating_curve)
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
+
+
+def open_corpus(arg: str | None, nice: int = 10) -> tuple[Path, list[Sample]]:
+    """Every corpus bench's start: lower our priority (the gateway's tests and benches share
+    the machine), find the extracted corpora (`corpus_dir`) and read their index."""
+    if hasattr(os, "nice"):
+        os.nice(nice)
+    root = corpus_dir(arg)
+    return root, load_index(root)
 
 
 def corpus_dir(arg: str | None) -> Path:
@@ -83,14 +92,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_cv_args(ap)
     args = ap.parse_args()
-    if hasattr(os, "nice"):
-        os.nice(10)
+    root, samples = open_corpus(args.corpus)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    root = corpus_dir(args.corpus)
-    samples = load_index(root)
     params = TrainParams()
     y = labels_to_y([s.label for s in samples])
     started = time.perf_counter()

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,9 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from accuracy import add_cv_args, corpus_dir, oof_probabilities
+from accuracy import add_cv_args, oof_probabilities, open_corpus
 
-from mailmoat.ml.corpus import load_index
 from mailmoat.ml.evaluate import (action_for, format_operating_curve, format_table,
                                   operating_curve, summarize)
 from mailmoat.ml.scoring import content_score
@@ -145,23 +143,29 @@ def band_table(labels: np.ndarray, p1: np.ndarray, p2: np.ndarray, voted: np.nda
     return "\n".join(lines), rows
 
 
+def tier2_score(p1: np.ndarray, p2: np.ndarray, voted: bool,
+                st: DeepSettings) -> tuple[str, float] | None:
+    """Tier 2's symbol and score for one message, as the check would add them: nothing when
+    it does not run (`DeepSettings.covers` tier 1's P(spam or phish), and the text has
+    `min_tokens` word pieces: `voted`), else `scan.deep.tier2_symbol`'s. p1, p2: (ham, spam,
+    phish) of each tier. Shared with bench/feedback.py."""
+    if not voted or not st.covers(float(p1[1] + p1[2])):
+        return None
+    hit = tier2_symbol(float(p2[1]), float(p2[2]), (float(p1[1]), float(p1[2])), st)
+    return (hit[0], round(SYMBOLS[hit[0]].weight * hit[1], 3)) if hit else None
+
+
 def tier2_scores(P1: np.ndarray, P2: np.ndarray, voted: np.ndarray,
                  settings: DeepSettings | None = None) -> tuple[np.ndarray, list[str]]:
-    """Tier 2's score and symbol per message, as the check would add them under `settings`
-    (default: the default `[deep]`): where it runs (tier 1's P(spam or phish) in `band`, or
-    every message with `mode` all) and the text has `min_tokens` word pieces (`voted`), by
-    `scan.deep.tier2_symbol`. Shared with bench/pipeline_accuracy.py."""
+    """`tier2_score` for every message under `settings` (default: the default `[deep]`):
+    scores and symbol names. Shared with bench/pipeline_accuracy.py."""
     st = settings or DeepSettings()
-    lo, hi = st.band
-    p1 = P1[:, 1] + P1[:, 2]
-    runs = voted & (((p1 >= lo) & (p1 <= hi)) if st.mode == "band" else True)
     out = np.zeros(len(P1))
     names = [""] * len(P1)
-    for i in np.flatnonzero(runs):
-        hit = tier2_symbol(float(P2[i, 1]), float(P2[i, 2]), (float(P1[i, 1]), float(P1[i, 2])), st)
+    for i in range(len(P1)):
+        hit = tier2_score(P1[i], P2[i], bool(voted[i]), st)
         if hit is not None:
-            names[i] = hit[0]
-            out[i] = round(SYMBOLS[hit[0]].weight * hit[1], 3)
+            names[i], out[i] = hit
     return out, names
 
 
@@ -181,26 +185,19 @@ def main() -> None:
     ap.add_argument("--run", required=True, help="finetune train's output folder")
     add_cv_args(ap)
     args = ap.parse_args()
-    if hasattr(os, "nice"):
-        os.nice(10)
     started = time.perf_counter()
-    root = corpus_dir(args.corpus)
-    samples = load_index(root)
-    d = np.load(args.data, allow_pickle=False)
-    sc = np.load(Path(args.run) / "scores.npz", allow_pickle=False)
-    report = json.loads((Path(args.run) / "report.json").read_text(encoding="utf-8"))
-    rel = [str(Path(s.path).relative_to(root)) for s in samples]
-    if rel != [str(p) for p in d["path"]]:
-        raise SystemExit("the data file was prepared from another corpus or index order")
+    root, samples = open_corpus(args.corpus)
+    data, run = Path(args.data), Path(args.run)
+    P2, voted = load_tier2(root, samples, data, run)
+    max_tokens = int(np.load(data, allow_pickle=False)["max_tokens"])
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     labels = np.array([s.label for s in samples])
     y = labels_to_y(labels.tolist())
-    voted = (d["lengths"].astype(int) - 2) >= MIN_TOKENS
 
     params = TrainParams()
     print(f"[tier 1] featurising {len(samples)} messages", flush=True)
     X = build_matrix(featurize(samples, workers=args.workers), params.n_bits)
     P1 = oof_probabilities(samples, X, y, args.folds, params, print)
-    P2 = sc["oof"]
     p1, p2 = P1[:, 1] + P1[:, 2], P2[:, 1] + P2[:, 2]
     res: dict[str, Any] = {"messages": len(samples), "finetune": report,
                            "band": list(DeepSettings().band), "vote_band": list(VOTE_BAND),
@@ -232,10 +229,7 @@ def main() -> None:
         print(f"[{name} test] tier 1 trained without {held_corpora}", flush=True)
         m = fit(X[~held], y[~held], params)
         q1 = m.predict_matrix(X[held])
-        idx = sc[f"{name}_idx"]
-        if not np.array_equal(idx, np.flatnonzero(held)):
-            raise SystemExit(f"{name} test: the run held out other messages")
-        q2 = sc[f"{name}_p"]
+        q2 = load_tier2(root, samples, data, run, name)[0][held]
         sub = labels[held]
         b1, b2 = q1[:, 1] + q1[:, 2], q2[:, 1] + q2[:, 2]
         bm = together(b1, b2, voted[held])  # as deep_combined_probability
@@ -282,7 +276,7 @@ def main() -> None:
          f"(torch {report['torch']}; {sum(report['seconds'].values()):.0f} s for "
          f"{len(report['seconds'])} trainings): LoRA rank {cfg['rank']}, {cfg['epochs']} epochs, "
          f"batch {cfg['batch']}, fixed before any fold was scored. Both tiers use the same "
-         f"{args.folds} grouped folds. Tier 2 reads {int(d['max_tokens'])} word pieces; "
+         f"{args.folds} grouped folds. Tier 2 reads {max_tokens} word pieces; "
          f"{int((~voted).sum())} messages have fewer than {MIN_TOKENS} and get no tier-2 vote "
          "in the gateway (they count as tier 2 ≥ 0.5 or not by its raw score in the 'alone' "
          "table only)."),

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import tempfile
@@ -47,17 +46,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from accuracy import corpus_dir
-from deep_cv import UNSEEN, load_tier2
+from accuracy import open_corpus
+from deep_cv import UNSEEN, load_tier2, tier2_score
 
 from mailmoat.config import config_from_dict
-from mailmoat.ml.corpus import load_index
 from mailmoat.ml.features import N_FEATURES_BITS
 from mailmoat.ml.learn import delta_path, get_model, learn
 from mailmoat.ml.lessons import adjustment, lessons_path, read
 from mailmoat.ml.scoring import ContentSettings, content_score
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
-from mailmoat.scan.deep import SYMBOLS, DeepSettings, tier2_symbol
+from mailmoat.scan.deep import DeepSettings
 
 # The streams a replay can use: the corpus, what tier 1 is trained without, and whether
 # tier 2 has scores from a model trained without them (bench/deep_cv.py's source test).
@@ -76,16 +74,6 @@ def arrival(path: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def tier2_score(p1: np.ndarray, p2: np.ndarray, voted: bool, st: DeepSettings) -> float:
-    """Tier 2's score for one message as the check adds it, against tier 1's live view."""
-    lo, hi = st.band
-    bad = float(p1[1] + p1[2])
-    if not voted or (st.mode == "band" and not lo <= bad <= hi):
-        return 0.0
-    hit = tier2_symbol(float(p2[1]), float(p2[2]), (float(p1[1]), float(p1[2])), st)
-    return round(SYMBOLS[hit[0]].weight * hit[1], 3) if hit else 0.0
-
-
 def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndarray,
            voted: np.ndarray, base_path: Path, log) -> dict[str, Any]:
     """Score the stream in order under `mode`; teach the errors the mode feeds back."""
@@ -101,7 +89,8 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
         near_copies = {"LEARNED_SPAM": 0, "LEARNED_PHISH": 0, "LEARNED_HAM": 0}
         for k, i in enumerate(stream):
             p1 = get_model(config).predict_matrix(X[i])[0]  # base + what was learned so far
-            score = content_score(float(p1[1]), float(p1[2])) + tier2_score(p1, P2[i], voted[i], st)
+            t2 = tier2_score(p1, P2[i], bool(voted[i]), st)
+            score = content_score(float(p1[1]), float(p1[2])) + (t2[1] if t2 else 0.0)
             # ... and the lesson memory, as the `lessons` check applies it
             near = read(memory, N_FEATURES_BITS).nearest(X[i].indices, X[i].data, similarity)
             adj = adjustment(near, score) if near else None
@@ -147,11 +136,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="only the first N messages of the stream")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args()
-    if hasattr(os, "nice"):
-        os.nice(10)
     started = time.perf_counter()
-    root = corpus_dir(args.corpus)
-    samples = load_index(root)
+    root, samples = open_corpus(args.corpus)
     y = labels_to_y([s.label for s in samples])
     params = TrainParams()
     print(f"featurising {len(samples)} messages", flush=True)

@@ -23,9 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from accuracy import corpus_dir
+from accuracy import open_corpus
 
-from mailmoat.ml.corpus import load_index
 from mailmoat.ml.train import TrainParams, build_matrix, featurize
 
 
@@ -34,7 +33,7 @@ def main() -> None:
     ap.add_argument("--corpus", help="extracted corpora (default: /tmp/corpus)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    samples = load_index(corpus_dir(args.corpus))
+    _, samples = open_corpus(args.corpus)
     X = build_matrix(featurize(samples, workers=args.workers), TrainParams().n_bits).tocsr()
     norms = np.sqrt(np.asarray(X.multiply(X).sum(axis=1)).ravel())
     norms[norms == 0] = 1.0

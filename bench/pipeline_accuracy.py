@@ -51,10 +51,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from accuracy import add_cv_args, corpus_dir, oof_probabilities
+from accuracy import add_cv_args, oof_probabilities, open_corpus
 from deep_cv import UNSEEN
 
-from mailmoat.ml.corpus import Sample, design_half, load_index, read_sample
+from mailmoat.ml.corpus import Sample, design_half, read_sample
 from mailmoat.ml.evaluate import (
     DEFAULT_THRESHOLDS,
     TRADEOFF_THRESHOLDS,
@@ -363,15 +363,12 @@ def main() -> None:
                          "not accepted (false positive) and spam/phish accepted (missed), with "
                          "path, corpus, content and other scores, action and symbols")
     args = ap.parse_args()
-    if hasattr(os, "nice"):
-        os.nice(10)
+    started = time.perf_counter()
+    root, samples = open_corpus(args.corpus)
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    started = time.perf_counter()
-    root = corpus_dir(args.corpus)
-    samples = load_index(root)
     params = TrainParams()
     y = labels_to_y([s.label for s in samples])
 

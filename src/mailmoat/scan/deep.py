@@ -102,6 +102,12 @@ class DeepSettings(Section):
         "fewer false positives and more detection, most of all on mail unlike the training "
         "corpora (docs/deep.md)")
 
+    def covers(self, p_bad: float) -> bool:
+        """Does tier 2 run on a message tier 1 gave this P(spam or phish)? (`mode` off
+        builds no check at all.)"""
+        lo, hi = self.band
+        return self.mode == "all" or lo <= p_bad <= hi
+
 
 class DeepModel:
     """Encoder + head, loaded once per process and shared by every scanner."""
@@ -194,7 +200,7 @@ class DeepCheck(Check):
         if not isinstance(p, (int, float)):
             return "tier 1 gave no probability" if s.when_no_tier1 == "run" else None
         lo, hi = s.band
-        return f"tier 1 at {_prob(p)}, inside the band {lo:g}–{hi:g}" if lo <= p <= hi else None
+        return f"tier 1 at {_prob(p)}, inside the band {lo:g}–{hi:g}" if s.covers(p) else None
 
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
         why = self.why_run(result)
