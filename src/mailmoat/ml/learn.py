@@ -15,9 +15,10 @@ contribution to each class's logit by at most `LESSON_LOGIT_CAP` (one release is
 until the model agrees (P ≥ 0.9), the cap is reached or `learn_steps` run out. Reports move
 no weight: spam forges and changes its sender. Moving every token of the message instead
 (what lessons did until 2026-11-28) shifts every message with similar words, and one-sided
-feedback then piles up: replayed on an unseen source (bench/feedback.py), 18 releases
-doubled the missed spam and 80 spam reports multiplied the false positives by five; blaming
-the sender of reported spam condemned a university's whole mail in the trec06c replay. A
+feedback then piles up: replayed on an unseen source (bench/feedback.py at 9a9b25b), 18
+releases doubled the missed spam and 80 spam reports multiplied the false positives by five;
+an ad-hoc variant that blamed the sender of reported spam flagged the mail of the domain
+that trec06c's spam forged (docs/ml.md). A
 lesson that moves no weight says so in the audit (`steps` 0).
 
 Every lesson is appended to `data_dir/model/learn-audit.jsonl`: time, actor, label, sha256
@@ -57,8 +58,8 @@ if TYPE_CHECKING:
     from mailmoat.config import Config
 
 # The token namespaces a lesson may move (mailmoat.ml.features): for a release, the sender's
-# registrable domain; reports move none (spam forges its sender: blaming it condemned
-# tsinghua.edu.cn in the trec06c replay of bench/feedback.py; link domains changed nothing).
+# registrable domain; reports move none (spam forges its sender: ad-hoc variants that blamed
+# it, or its link domains, were tried on bench/feedback.py's replays and not kept).
 LESSON_TOKENS: dict[str, tuple[str, ...]] = {"ham": ("fd:",), "spam": (), "phish": ()}
 LESSON_LOGIT_CAP = 1.0
 
