@@ -65,16 +65,39 @@ UNSEEN: dict[str, tuple[str, ...]] = {"source": ("trec07p", "phishing_pot"),
                                       "era": ("modern_ham",)}
 
 
+def changed_inputs(data: Path, run: Path) -> np.ndarray:
+    """Which messages tier 2 would now read differently from the run that scored them: their
+    word pieces in `data` (prepared from today's parser) differ from the run's (`inputs` in
+    scores.npz, or inputs.npz beside it for runs made before runs stored them)."""
+    from mailmoat.ml.deep.finetune import input_digests
+
+    d = np.load(data, allow_pickle=False)
+    sc = np.load(run / "scores.npz", allow_pickle=False)
+    if "inputs" in sc.files:
+        before = sc["inputs"]
+    elif (run / "inputs.npz").exists():
+        before = np.load(run / "inputs.npz", allow_pickle=False)["inputs"]
+    else:
+        return np.zeros(len(d["lengths"]), dtype=bool)  # unknown: trusted, as before
+    return input_digests(d["ids"], d["lengths"]) != before
+
+
 def load_tier2(root: Path, samples: list[Any], data: Path, run: Path,
                unseen: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Tier 2's probabilities for every sample — out-of-fold, or with `unseen` those of its
-    model trained without that test's corpora (zero elsewhere) — and which texts are long
-    enough for a vote (`min_tokens`). Refuses files made from another index. Shared with
-    bench/pipeline_accuracy.py and bench/feedback.py."""
+    model trained without that test's corpora (zero elsewhere) — and which of them count
+    (a vote): texts long enough (`min_tokens`) and unchanged since the run (`changed_inputs`:
+    an old text's score is not paired with a new text; tier 1 alone decides those). Refuses
+    files made from another index. Shared with bench/pipeline_accuracy.py and
+    bench/feedback.py."""
     d = np.load(data, allow_pickle=False)
     rel = [str(Path(s.path).relative_to(root)) for s in samples]
     if rel != [str(p) for p in d["path"]]:
         raise SystemExit(f"{data} was prepared from another corpus or index order")
+    changed = changed_inputs(data, run)
+    if changed.any():
+        print(f"[tier 2] {int(changed.sum())} messages read differently since {run} was "
+              "scored: tier 2 left out for them", flush=True)
     sc = np.load(run / "scores.npz", allow_pickle=False)
     P2 = sc["oof"]
     if unseen:
@@ -83,7 +106,7 @@ def load_tier2(root: Path, samples: list[Any], data: Path, run: Path,
             raise SystemExit(f"{run}: the {unseen} test held out other messages")
         P2 = np.zeros_like(P2)
         P2[held] = sc[f"{unseen}_p"]
-    return P2, d["lengths"].astype(int) - 2 >= MIN_TOKENS
+    return P2, (d["lengths"].astype(int) - 2 >= MIN_TOKENS) & ~changed
 
 
 def together(p1: np.ndarray, p2: np.ndarray, voted: np.ndarray) -> np.ndarray:

@@ -172,8 +172,9 @@ BIG_SCRIPT = textwrap.dedent("""
     t = time.perf_counter()
     out = asyncio.run(main())
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024
-    print(out.verdict.action.value, len(out.message.text), len(raw) // 2**20, grown,
-          round(time.perf_counter() - t, 1))
+    unparseable = out.result.forced is not None or out.result.has("MIME_UNPARSEABLE")
+    print(out.verdict.action.value, int(unparseable), len(out.message.text), len(raw) // 2**20,
+          grown, round(time.perf_counter() - t, 1))
 """)
 
 
@@ -186,10 +187,13 @@ def test_fifty_megabyte_body_in_bounded_memory():
         timeout=240,
     )
     assert proc.returncode == 0, proc.stderr
-    action, text_len, size_mb, grown_mb, _secs = proc.stdout.split()
-    # Scanned to a content verdict, not held as unparseable (quarantine): repeated lorem
-    # ipsum with a link and no Date reads somewhat spam-like to the models, so tag is fair.
-    assert action in ("accept", "tag") and int(size_mb) >= 49
+    action, unparseable, text_len, size_mb, grown_mb, _secs = proc.stdout.split()
+    # Scanned to a content verdict, not held as unparseable. Which verdict is not the point:
+    # repeated lorem ipsum with a link and no Date reads spam-like, to tier 2 most of all,
+    # and whether tier 2 answers within its budget depends on whether its graph was already
+    # built on this machine (the first start builds it).
+    assert unparseable == "0" and action in ("accept", "tag", "quarantine")
+    assert int(size_mb) >= 49
     assert int(text_len) <= 1_000_000  # bodies are capped for the checks
     # The stdlib parser holds the message a few times over while splitting lines; the bound
     # catches a regression to quadratic copies, not the parser's own overhead.

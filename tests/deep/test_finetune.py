@@ -127,3 +127,15 @@ def test_finetune_deep_needs_two_labels(tmp_path):
     (tmp_path / "ham" / "1.eml").write_bytes(make_email())
     with pytest.raises(SystemExit, match="at least two labels"):
         ft.finetune(tmp_path / "h.npz", sources={"ham": [str(tmp_path / "ham")]}, workers=1)
+
+
+def test_input_digests_tell_which_texts_changed_since_a_run():
+    # What a bench checks before pairing a run's tier-2 scores with today's texts.
+    ids = np.array([[101, 7, 8, 102, 0], [101, 9, 102, 0, 0], [101, 9, 102, 0, 0]], np.uint16)
+    lengths = np.array([4, 3, 3], np.uint8)
+    before = ft.input_digests(ids, lengths)
+    assert before.dtype == np.uint64 and before[1] == before[2] and before[0] != before[1]
+    now = ids.copy()
+    now[1, 1] = 10  # a parser fix changed one word piece of the second text
+    now[2, 4] = 55  # beyond the text's length: padding, not read
+    assert (ft.input_digests(now, lengths) != before).tolist() == [False, True, False]

@@ -95,6 +95,60 @@ def test_text_without_headers_is_still_headerless():
     assert "MIME_NO_HEADERS" in m.defects
 
 
+def _broken_fold_mail(line_end: bytes = b"\r\n") -> bytes:
+    # The shape of much Chinese mail of the 2000s: a base64 encoded-word Subject continued
+    # on lines without the leading space, then the rest of the header section.
+    subject = "发票代开 优惠 税点低".encode("gb2312")
+    import base64
+
+    b64 = base64.b64encode(subject).decode()
+    lines = [b"From: Li <li@sender.test>", b"To: bob@example.test",
+             b"Subject: =?gb2312?B?" + b64[:12].encode(), b64[12:].encode() + b"?=",
+             b"Date: Fri, 22 Jul 2005 20:05:22 +0800", b"MIME-Version: 1.0",
+             b'Content-Type: multipart/mixed; boundary="XX"', b"", b"--XX",
+             b"Content-Type: text/plain; charset=utf-8", b"", b"see the attachment", b"--XX",
+             b'Content-Type: application/octet-stream; name="invoice.exe"',
+             b"Content-Transfer-Encoding: base64", b"", base64.b64encode(b"MZ\x90\x00" * 8),
+             b"--XX--", b""]
+    return line_end.join(lines)
+
+
+def test_header_continued_without_a_space_is_read_as_a_fold():
+    for line_end in (b"\r\n", b"\n"):
+        raw = _broken_fold_mail(line_end)
+        m = parse_message(raw)
+        assert m.subject == "发票代开 优惠 税点低"
+        assert "MIME_BROKEN_FOLD" in m.defects
+        # The MIME structure behind the broken line survives: the attachment is seen.
+        assert [a.filename for a in m.attachments] == ["invoice.exe"]
+        assert "MIME-Version" not in m.text and m.text.strip() == "see the attachment"
+        assert m.raw == raw  # only the parser's view is mended
+
+
+def test_cut_multibyte_text_stays_in_its_declared_charset():
+    from mailmoat.message.parse import decode_bytes
+
+    # An archiver cut this gb2312 Subject inside its last character: the rest must still
+    # read as Chinese, not as Western mojibake.
+    cut = "位于欧洲的另外一个研发中心".encode("gb2312")[:-1]
+    assert decode_bytes(cut, "gb2312").startswith("位于欧洲的另外一个研发中")
+    # UTF-8 that fails is usually mislabelled Latin-1, and stays read as such.
+    assert decode_bytes(b"caf\xe9", "utf-8") == "café"
+    # Many bad bytes: not the declared charset after all.
+    assert "\ufffd" not in decode_bytes(bytes(range(0xf0, 0x100)), "big5")
+
+
+def test_body_without_separator_is_not_taken_for_a_broken_fold():
+    # No blank line before the body, and the body holds "key: value" lines that are not
+    # standard header fields: the body stays the body.
+    raw = (b"From: a@sender.test\r\nTo: b@example.test\r\nSubject: notes\r\n"
+           b"Here are the notes\r\nroom: 4\r\ntime: 10:00\r\n")
+    m = parse_message(raw)
+    assert "MIME_BROKEN_FOLD" not in m.defects
+    assert m.subject == "notes"
+    assert "Here are the notes" in m.text
+
+
 def test_blank_runs_collapse_exactly_as_the_regex_did():
     import random
     import re

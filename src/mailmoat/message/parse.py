@@ -87,17 +87,52 @@ def _detect_type(data: bytes) -> str:
 def decode_bytes(data: bytes, charset: str | None) -> str:
     """Decode with the declared charset, then sensible fallbacks; never raises."""
     candidates = []
+    declared = None
     if charset:
         cs = charset.strip().strip('"').lower()
-        candidates.append(_CHARSET_ALIASES.get(cs, cs))
+        declared = _CHARSET_ALIASES.get(cs, cs)
+        candidates.append(declared)
     candidates += ["utf-8", "gb18030", "cp1252"]
     for cs in candidates:
         try:
             codecs.lookup(cs)
             return data.decode(cs)
         except (LookupError, UnicodeDecodeError):
+            if cs == declared and _multibyte(cs):
+                # A text cut inside a multi-byte character (an archiver truncating a
+                # Subject, a relay a line) is still in its declared charset: a couple of
+                # bad bytes must not turn the whole of it into Western mojibake.
+                text = _decode_nearly(data, cs)
+                if text is not None:
+                    return text
             continue
     return data.decode("latin-1")
+
+
+# East Asian multi-byte charsets: a cut character fails the strict decode of the whole text.
+# (A single-byte or UTF-8 label that fails is more often simply wrong: Latin-1 text labelled
+# us-ascii or utf-8, which the cp1252 fallback reads right.)
+_MULTIBYTE = frozenset(["gb2312", "gbk", "gb18030", "hz", "big5", "big5hkscs", "cp950",
+                        "shift_jis", "cp932", "shift_jis_2004", "shift_jisx0213", "euc_jp",
+                        "euc_jis_2004", "euc_jisx0213", "euc_kr", "cp949", "johab",
+                        "iso2022_jp", "iso2022_jp_1", "iso2022_jp_2", "iso2022_jp_2004",
+                        "iso2022_jp_3", "iso2022_jp_ext", "iso2022_kr"])
+
+
+def _multibyte(charset: str) -> bool:
+    try:
+        return codecs.lookup(charset).name.replace("-", "_") in _MULTIBYTE
+    except LookupError:
+        return False
+
+
+def _decode_nearly(data: bytes, charset: str) -> str | None:
+    """`data` in `charset` with undecodable bytes replaced, if they are only a few."""
+    try:
+        text = data.decode(charset, errors="replace")
+    except LookupError:
+        return None
+    return text if text.count("\ufffd") <= max(2, len(text) // 100) else None
 
 
 def decode_header_value(value: object) -> str:
@@ -340,6 +375,63 @@ def junk_before_headers(raw: bytes) -> int:
     return pos if fields >= 3 else 0
 
 
+# Fields every real header section carries; one of them after a stray line shows the section
+# goes on (a body without its blank separator rarely starts with "Content-Type:").
+_STRUCTURAL_FIELD = re.compile(
+    rb"(?i)(?:date|from|to|cc|subject|message-id|mime-version|content-type|"
+    rb"content-transfer-encoding|received|return-path|reply-to|x-mailer)[ \t]*:")
+_MAX_BROKEN_FOLDS = 8
+_MAX_HEADER_SCAN = 256 * 1024
+
+
+def repair_broken_folds(raw: bytes) -> tuple[bytes, int]:
+    """(raw with each broken fold indented, how many were mended).
+
+    A long header (typically a base64 encoded-word Subject from Chinese mail programs of the
+    2000s) continued on a line *without* the leading space RFC 5322 requires: the stdlib
+    parser ends the header section there, and everything after it (Date, MIME-Version,
+    Content-Type) becomes body text. The message loses its subject and its MIME structure,
+    so its attachments would go unscanned. Such a line is taken for the continuation it is
+    (joined to the line before when it was cut inside an encoded word) when it follows a header field and standard fields (`_STRUCTURAL_FIELD`) come after it
+    before the blank line. Only the bytes scanned change; the mail delivered is untouched.
+    """
+    head_end = raw.find(b"\n\n", 0, _MAX_HEADER_SCAN)
+    crlf_end = raw.find(b"\r\n\r\n", 0, _MAX_HEADER_SCAN)
+    if crlf_end >= 0 and (head_end < 0 or crlf_end < head_end):
+        head_end = crlf_end
+    head = raw[:head_end] if head_end >= 0 else raw[:_MAX_HEADER_SCAN]
+    lines = head.split(b"\n")
+    broken: list[int] = []
+    in_field = False
+    for i, line in enumerate(lines):
+        if line[:1] in (b" ", b"\t"):
+            continue
+        if _HEADER_LINE.match(line) or line.startswith(b"From "):
+            in_field = True
+            continue
+        if not in_field or len(broken) >= _MAX_BROKEN_FOLDS:
+            return raw, 0
+        if not any(_STRUCTURAL_FIELD.match(later) for later in lines[i + 1:]):
+            return raw, 0  # the body began without a blank line: leave it to the parser
+        broken.append(i)
+    if not broken:
+        return raw, 0
+    out: list[bytes] = []
+    for i, line in enumerate(lines):
+        if i in broken and _open_encoded_word(out[-1]):
+            # Cut inside an encoded word: joined without a space, or the word would not decode.
+            out[-1] = out[-1].rstrip(b"\r") + line
+        else:
+            out.append(b" " + line if i in broken else line)
+    return b"\n".join(out) + raw[len(head):], len(broken)
+
+
+def _open_encoded_word(line: bytes) -> bool:
+    """Whether a header line ends inside an RFC 2047 encoded word (`=?charset?B?...`)."""
+    start = line.rfind(b"=?")
+    return start >= 0 and line.count(b"?", start + 2) < 3
+
+
 def parse_message(raw: bytes, envelope: Envelope | None = None, *, max_depth: int = 30,
                   max_parts: int = 1000) -> ParsedMessage:
     """Build the message model. Never raises for bad input."""
@@ -350,14 +442,17 @@ def parse_message(raw: bytes, envelope: Envelope | None = None, *, max_depth: in
     junk = junk_before_headers(raw[:8192])
     if junk:
         defects.append("MIME_JUNK_BEFORE_HEADERS")
+    mended, folds = repair_broken_folds(raw[junk:] if junk else raw)
+    if folds:
+        defects.append("MIME_BROKEN_FOLD")
     try:
-        msg = BytesParser(policy=compat32).parsebytes(raw[junk:] if junk else raw)
+        msg = BytesParser(policy=compat32).parsebytes(mended)
     except RecursionError:
         # The stdlib parser recurses per nesting level; absurd nesting (a known evasion and
         # DoS trick) exhausts the stack. Keep the headers, mark the body unparseable.
         defects += ["MIME_TOO_DEEP", "MIME_UNPARSEABLE"]
         try:
-            msg = BytesHeaderParser(policy=compat32).parsebytes(raw)
+            msg = BytesHeaderParser(policy=compat32).parsebytes(mended)
         except Exception:
             return _unparseable(raw, envelope, defects)
     except Exception:  # the stdlib parser is tolerant; this is the last line of defence

@@ -24,6 +24,8 @@ DEFECT_WEIGHTS: dict[str, tuple[float, str]] = {
     "MIME_NO_HEADERS": (3.0, "The message has no header section."),
     "MIME_JUNK_BEFORE_HEADERS": (0.5, ("Stray lines that are not header fields precede the "
                                   "header section; the headers after them were read.")),
+    "MIME_BROKEN_FOLD": (0.5, ("A header continues on a line without the leading space "
+                          "folding requires; it was read as the continuation it is.")),
     "MIME_START_BOUNDARY_NOT_FOUND": (1.0, "A multipart body lacks its first boundary."),
     "MIME_CLOSE_BOUNDARY_NOT_FOUND": (0.5, "A multipart body lacks its closing boundary."),
     "MIME_NO_BOUNDARY_IN_MULTIPART": (1.0, "A multipart part declares no boundary."),

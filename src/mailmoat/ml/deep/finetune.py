@@ -323,6 +323,17 @@ def _load_weights_as_torch(path: Path) -> dict[str, Any]:
     return {k: torch.from_numpy(v.astype(np.float32)) for k, v in load_file(str(path)).items()}
 
 
+def input_digests(ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """A 64-bit digest per message of the word pieces tier 2 read: stored beside a run's
+    scores, so a bench can tell which messages' text has changed since (a parser fix, a new
+    text extraction) and not pair an old score with a new text."""
+    import hashlib
+
+    return np.array([int.from_bytes(hashlib.blake2b(row[:n].tobytes(), digest_size=8).digest(),
+                                    "little") for row, n in zip(ids, lengths.astype(int))],
+                    dtype=np.uint64)
+
+
 def train(data: Path, weights_path: Path, out: Path, tc: TrainConfig, cv: bool,
           extra_tests: bool, final: bool, limit: int = 0, holdout: bool = False,
           only_folds: list[int] | None = None) -> None:
@@ -344,7 +355,7 @@ def train(data: Path, weights_path: Path, out: Path, tc: TrainConfig, cv: bool,
     if device == "cuda":
         report["gpu"] = torch.cuda.get_device_name(0)
     all_idx = np.arange(n)
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"inputs": input_digests(ids[:n], lengths[:n])}
 
     def save() -> None:  # after every stage, so a run cut short keeps what it finished
         np.savez_compressed(out / "scores.npz", **results)
