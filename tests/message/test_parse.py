@@ -147,6 +147,11 @@ def test_body_without_separator_is_not_taken_for_a_broken_fold():
     assert "MIME_BROKEN_FOLD" not in m.defects
     assert m.subject == "notes"
     assert "Here are the notes" in m.text
+    # Mixed line endings: the blank line still ends the section; body lines that look like
+    # fields after it are body.
+    raw = (b"From: a@sender.test\r\nSubject: mixed\n\nfirst body line\nDate: in the body\n")
+    m = parse_message(raw)
+    assert "MIME_BROKEN_FOLD" not in m.defects and "first body line" in m.text
 
 
 def test_blank_runs_collapse_exactly_as_the_regex_did():

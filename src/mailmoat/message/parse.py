@@ -381,6 +381,8 @@ _STRUCTURAL_FIELD = re.compile(
     rb"(?i)(?:date|from|to|cc|subject|message-id|mime-version|content-type|"
     rb"content-transfer-encoding|received|return-path|reply-to|x-mailer)[ \t]*:")
 _MAX_BROKEN_FOLDS = 8
+# A line inside the header section that is neither a fold, a field nor an mbox "From " line.
+_ODD_HEADER_LINE = re.compile(rb"\n(?![ \t]|[!-9;-~]+[ \t]*:|From )")
 _MAX_HEADER_SCAN = 256 * 1024
 
 
@@ -392,15 +394,23 @@ def repair_broken_folds(raw: bytes) -> tuple[bytes, int]:
     parser ends the header section there, and everything after it (Date, MIME-Version,
     Content-Type) becomes body text. The message loses its subject and its MIME structure,
     so its attachments would go unscanned. Such a line is taken for the continuation it is
-    (joined to the line before when it was cut inside an encoded word) when it follows a header field and standard fields (`_STRUCTURAL_FIELD`) come after it
-    before the blank line. Only the bytes scanned change; the mail delivered is untouched.
+    (joined to the line before when it was cut inside an encoded word) when it follows a
+    header field and standard fields (`_STRUCTURAL_FIELD`) come after it before the blank
+    line. Only the bytes scanned change; the mail delivered is untouched.
     """
-    head_end = raw.find(b"\n\n", 0, _MAX_HEADER_SCAN)
-    crlf_end = raw.find(b"\r\n\r\n", 0, _MAX_HEADER_SCAN)
-    if crlf_end >= 0 and (head_end < 0 or crlf_end < head_end):
-        head_end = crlf_end
-    head = raw[:head_end] if head_end >= 0 else raw[:_MAX_HEADER_SCAN]
+    first_eol = raw.find(b"\n", 0, 4096)
+    crlf = first_eol > 0 and raw[first_eol - 1] == 13  # CR: look for the blank line it uses
+    end = raw.find(b"\r\n\r\n" if crlf else b"\n\n", 0, _MAX_HEADER_SCAN)
+    if end < 0:
+        end = raw.find(b"\n\n" if crlf else b"\r\n\r\n", 0, _MAX_HEADER_SCAN)
+    head = raw[:end] if end >= 0 else raw[:_MAX_HEADER_SCAN]
+    if not _ODD_HEADER_LINE.search(head):
+        return raw, 0  # the common case, in one pass of the regex engine
     lines = head.split(b"\n")
+    for i, line in enumerate(lines):
+        if not line.strip():  # the blank line ends the section, whatever its line ending
+            lines = lines[:i]
+            break
     broken: list[int] = []
     in_field = False
     for i, line in enumerate(lines):
@@ -423,7 +433,8 @@ def repair_broken_folds(raw: bytes) -> tuple[bytes, int]:
             out[-1] = out[-1].rstrip(b"\r") + line
         else:
             out.append(b" " + line if i in broken else line)
-    return b"\n".join(out) + raw[len(head):], len(broken)
+    mended = b"\n".join(out)
+    return mended + raw[len(b"\n".join(lines)):], len(broken)
 
 
 def _open_encoded_word(line: bytes) -> bool:
