@@ -125,6 +125,29 @@ def test_header_continued_without_a_space_is_read_as_a_fold():
         assert m.raw == raw  # only the parser's view is mended
 
 
+def test_inline_text_with_a_file_name_is_read_as_the_body():
+    # Newsletters send their HTML as the only part, `inline; filename="news.htm"`; a spammer
+    # can do the same to hide the words and links from every check.
+    raw = (b"From: news@weather.test\r\nTo: bob@example.test\r\nSubject: forecast\r\n"
+           b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=us-ascii\r\n"
+           b'Content-Disposition: inline; filename="news.htm"\r\n\r\n'
+           b'<html><body><p>Sunny all week</p><a href="http://weather.test/x">more</a>'
+           b"</body></html>\r\n")
+    m = parse_message(raw)
+    assert "Sunny all week" in m.html_text and not m.attachments
+    assert [u.host for u in m.urls] == ["weather.test"]
+    # Inside a multipart: inline parts with names are body too, attachments stay attachments.
+    raw = (b"From: a@sender.test\r\nTo: b@example.test\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+           b'Content-Type: multipart/mixed; boundary="B"\r\n\r\n--B\r\n'
+           b'Content-Type: text/plain\r\nContent-Disposition: inline; filename="a.txt"\r\n\r\n'
+           b"read me inline\r\n--B\r\n"
+           b'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="b.txt"\r\n\r\n'
+           b"an attached file\r\n--B--\r\n")
+    m = parse_message(raw)
+    assert "read me inline" in m.text and "an attached file" not in m.text
+    assert [a.filename for a in m.attachments] == ["b.txt"]
+
+
 def test_cut_multibyte_text_stays_in_its_declared_charset():
     from mailmoat.message.parse import decode_bytes
 

@@ -512,7 +512,12 @@ def _build(raw: bytes, envelope: Envelope, msg: Message, defects: list[str], max
         if not isinstance(payload, bytes):  # decode=True: bytes, or None for a multipart
             p = part.get_payload()
             payload = p.encode("utf-8", "surrogateescape") if isinstance(p, str) else b""
-        is_body = ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename
+        # A text part with a file name is still the body when mail programs show it as such:
+        # the message's only part, or a part marked inline (newsletters send their HTML as
+        # `inline; filename="news.htm"`). Taken for an attachment, its words, links and forms
+        # would reach no check: a way to hide a message's content from the filter.
+        is_body = (ctype in ("text/plain", "text/html") and disposition != "attachment"
+                   and (not filename or disposition == "inline" or part is msg))
         if is_body:
             text = decode_bytes(_head_of(payload), part.get_content_charset())
             (texts if ctype == "text/plain" else htmls).append(text[:MAX_TEXT_CHARS])

@@ -32,7 +32,7 @@ import numpy as np
 
 from mailmoat.message.model import ParsedMessage
 
-TOKEN_VERSION = 4  # bump when extract() changes: cached tokens become stale
+TOKEN_VERSION = 5  # bump when extract() changes: cached tokens become stale
 FEATURE_VERSION = 3  # bump when tokens or vectorize() change: models must be retrained
 # A block's values are 1/sqrt(max(n, floor)): a short message has less evidence, so its
 # vector is shorter and its verdict less confident, instead of a handful of words each
