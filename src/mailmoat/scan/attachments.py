@@ -696,7 +696,8 @@ def _html(f: _File, out: Findings, where: str) -> None:
     base = f.name.rsplit(" > ", 1)[-1]
     data = f.data[:5_000_000]
     # Newsletters attach HTML with search and subscribe forms (152 of 696 ham messages with
-    # attachments in the local corpora did); only forms that ask for credentials count.
+    # attachments in the local corpora did, counted when HTML bodies sent as `inline;
+    # filename=` were still taken for attachments); only forms that ask for credentials count.
     if _HTML_FORM.search(data):
         if _HTML_PASSWORD.search(data):
             out.add("ATTACH_HTML_FORM", f"HTML attachment {base!r}{where} holds a form asking "
