@@ -79,6 +79,8 @@ def changed_inputs(data: Path, run: Path) -> np.ndarray:
         before = np.load(run / "inputs.npz", allow_pickle=False)["inputs"]
     else:
         return np.zeros(len(d["lengths"]), dtype=bool)  # unknown: trusted, as before
+    if len(before) != len(d["lengths"]):
+        raise SystemExit(f"{run} scored {len(before)} messages, {data} holds {len(d['lengths'])}")
     return input_digests(d["ids"], d["lengths"]) != before
 
 
