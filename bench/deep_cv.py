@@ -84,6 +84,13 @@ def changed_inputs(data: Path, run: Path) -> np.ndarray:
     return input_digests(d["ids"], d["lengths"]) != before
 
 
+def left_out_note(n: int) -> str:
+    """The sentence each bench's report carries when `changed_inputs` left tier 2 out."""
+    return (f"tier 2 is left out (tier 1 decides alone) for {n} messages whose text reads "
+            "differently now than when the run scored it (parser changes since; docs/deep.md, "
+            "\"Scores belong to the texts\")") if n else ""
+
+
 def load_tier2(root: Path, samples: list[Any], data: Path, run: Path,
                unseen: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Tier 2's probabilities for every sample — out-of-fold, or with `unseen` those of its
@@ -214,6 +221,8 @@ def main() -> None:
     root, samples = open_corpus(args.corpus)
     data, run = Path(args.data), Path(args.run)
     P2, voted = load_tier2(root, samples, data, run)
+    changed = changed_inputs(data, run)
+    short = np.load(data, allow_pickle=False)["lengths"].astype(int) - 2 < MIN_TOKENS
     max_tokens = int(np.load(data, allow_pickle=False)["max_tokens"])
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     labels = np.array([s.label for s in samples])
@@ -226,7 +235,8 @@ def main() -> None:
     p1, p2 = P1[:, 1] + P1[:, 2], P2[:, 1] + P2[:, 2]
     res: dict[str, Any] = {"messages": len(samples), "finetune": report,
                            "band": list(DeepSettings().band), "vote_band": list(VOTE_BAND),
-                           "min_tokens": MIN_TOKENS, "tier2_voted": int(voted.sum())}
+                           "min_tokens": MIN_TOKENS, "tier2_voted": int(voted.sum()),
+                           "tier2_short": int(short.sum()), "tier2_changed": int(changed.sum())}
     # The whole trade-off of each tier and of both together (the gateway's
     # `deep_combined_probability`, the mean of their log-odds; where tier 2 has no vote,
     # tier 1 alone) over all mail: what running tier 2 on every message could reach at any
@@ -302,9 +312,11 @@ def main() -> None:
          f"{len(report['seconds'])} trainings): LoRA rank {cfg['rank']}, {cfg['epochs']} epochs, "
          f"batch {cfg['batch']}, fixed before any fold was scored. Both tiers use the same "
          f"{args.folds} grouped folds. Tier 2 reads {max_tokens} word pieces; "
-         f"{int((~voted).sum())} messages have fewer than {MIN_TOKENS} and get no tier-2 vote "
+         f"{res['tier2_short']} messages have fewer than {MIN_TOKENS} and get no tier-2 vote "
          "in the gateway (they count as tier 2 ≥ 0.5 or not by its raw score in the 'alone' "
-         "table only)."),
+         "table only)"
+         + (f"; {left_out_note(res['tier2_changed'])}, and likewise counted in the 'alone' "
+            "table only" if res["tier2_changed"] else "") + "."),
         "",
         "## Each tier alone (P(spam or phish) ≥ 0.5)",
         "",

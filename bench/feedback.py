@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy import open_corpus
-from deep_cv import UNSEEN, load_tier2, tier2_score
+from deep_cv import UNSEEN, changed_inputs, left_out_note, load_tier2, tier2_score
 
 from mailmoat.config import config_from_dict
 from mailmoat.ml.features import N_FEATURES_BITS
@@ -155,8 +155,10 @@ def main() -> None:
         if not (args.deep_run and args.deep_data):
             raise SystemExit(f"--stream {args.stream} needs --deep-run and --deep-data")
         P2, voted = load_tier2(root, samples, Path(args.deep_data), Path(args.deep_run), deep_test)
+        changed = changed_inputs(Path(args.deep_data), Path(args.deep_run))
     else:
         P2, voted = np.zeros((len(samples), 3)), np.zeros(len(samples), bool)  # no tier 2
+        changed = np.zeros(len(samples), bool)
 
     stream = sorted(np.flatnonzero(corp == args.stream).tolist(),
                     key=lambda i: arrival(samples[i].path))
@@ -165,6 +167,7 @@ def main() -> None:
     res: dict[str, Any] = {"stream": args.stream, "messages": len(stream),
                            "trained_without": list(held_out), "tag_threshold": TAG,
                            "tier2": bool(deep_test),
+                           "tier2_left_out_changed": int(changed[stream].sum()),
                            "deep": DeepSettings().model_dump(
                                include={"mode", "band", "combine", "min_tokens"})}
     runs = {}
@@ -198,7 +201,9 @@ def report(res: dict[str, Any], argv: str) -> str:
          + ("tier 2 from the fine-tuning run's model trained without them; scored as the "
             "content stage does by default "
             f"({res['deep']['combine']}, band {res['deep']['band'][0]:g}–"
-            f"{res['deep']['band'][1]:g}); " if res["tier2"] else
+            f"{res['deep']['band'][1]:g}); "
+            + (f"{left_out_note(res['tier2_left_out_changed'])}; "
+               if res["tier2_left_out_changed"] else "") if res["tier2"] else
             "no tier 2 (it has no model trained without this corpus), so tier 1 alone; ")
          + 
          f"flagged = score ≥ {res['tag_threshold']:g} (tag or stricter). The other check "

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy import add_cv_args, oof_probabilities, open_corpus
-from deep_cv import UNSEEN
+from deep_cv import UNSEEN, left_out_note
 
 from mailmoat.ml.corpus import Sample, design_half, read_sample
 from mailmoat.ml.evaluate import (
@@ -142,18 +142,19 @@ def scan_all(paths: list[str], workers: int, log) -> list[dict[str, Any]]:
 
 def deep_scores(root: Path, samples: list[Sample], idx: list[int], ok: list[int], P: np.ndarray,
                 run: Path, data: Path, settings: DeepSettings,
-                unseen: str | None = None) -> tuple[np.ndarray, list[str]]:
+                unseen: str | None = None) -> tuple[np.ndarray, list[str], int]:
     """Tier 2's score per kept message, as the live check would add it under these `[deep]`
     settings: where tier 1's out-of-fold P(spam or phish) lies in `band` (every message with
     `mode` all) and the text has `min_tokens` word pieces, from the fine-tuned model's
     out-of-fold probabilities (same folds as tier 1); with `unseen` (source, era), from its
-    model trained without those corpora instead."""
-    from deep_cv import load_tier2, tier2_scores
+    model trained without those corpora instead. Also: how many of the kept messages tier 2
+    is left out for because their text changed since the run (`deep_cv.changed_inputs`)."""
+    from deep_cv import changed_inputs, load_tier2, tier2_scores
 
     oof, voted = load_tier2(root, samples, data, run, unseen)
     out, names = tier2_scores(P, oof, voted, settings)
     keep = [idx[j] for j in ok]
-    return out[keep], [names[i] for i in keep]
+    return out[keep], [names[i] for i in keep], int(changed_inputs(data, run)[keep].sum())
 
 
 # --- verdicts ------------------------------------------------------------------------------
@@ -417,11 +418,13 @@ def main() -> None:
     labels = np.array([s.label for s in sub])
     others = np.array([r["score"] for r in scans])
     deep = np.zeros(len(sub))
+    deep_changed = 0
     deep_settings = DeepSettings(mode=args.deep_mode, band=tuple(args.deep_band),
                                  combine=args.deep_combine)
     if args.deep_run:
-        deep, deep_names = deep_scores(root, samples, idx, ok, P, Path(args.deep_run),
-                                       Path(args.deep_data), deep_settings, args.unseen)
+        deep, deep_names, deep_changed = deep_scores(root, samples, idx, ok, P,
+                                                     Path(args.deep_run), Path(args.deep_data),
+                                                     deep_settings, args.unseen)
         for r, d, name in zip(scans, deep, deep_names):  # a family like the others below
             if d:
                 r["families"]["deep"] = float(d)
@@ -440,6 +443,7 @@ def main() -> None:
         "deep_run": args.deep_run, "deep_mode": args.deep_mode if args.deep_run else None,
         "deep_combine": args.deep_combine if args.deep_run else None,
         "deep_band": list(args.deep_band) if args.deep_run else None,
+        "deep_left_out_changed": deep_changed,
         "scan_errors": [{"path": p, "error": e} for p, e in errors],
         "content": summarize(sub, content, act_content, rank=pbad),
         "others": summarize(sub, others, act_others),
@@ -507,6 +511,7 @@ def main() -> None:
              f"where content's P(spam or phish) is in the band {args.deep_band[0]:g}–"
              f"{args.deep_band[1]:g}")
           + f" and the text has at least {deep_settings.min_tokens} word pieces"
+          + (f"; {left_out_note(deep_changed)}" if deep_changed else "")
           + ("; both tiers together, at the mean of their log-odds (`combine = \"mean\"`)"
              if args.deep_combine == "mean" else "; tier 2 votes with its own symbol "
              "(`combine = \"vote\"`)")
