@@ -127,11 +127,8 @@ def _multibyte(charset: str) -> bool:
 
 
 def _decode_nearly(data: bytes, charset: str) -> str | None:
-    """`data` in `charset` with undecodable bytes replaced, if they are only a few."""
-    try:
-        text = data.decode(charset, errors="replace")
-    except LookupError:
-        return None
+    """`data` in `charset` (a known codec) with undecodable bytes replaced, if only a few."""
+    text = data.decode(charset, errors="replace")
     return text if text.count("\ufffd") <= max(2, len(text) // 100) else None
 
 
@@ -411,7 +408,8 @@ def repair_broken_folds(raw: bytes) -> tuple[bytes, int]:
         if not line.strip():  # the blank line ends the section, whatever its line ending
             lines = lines[:i]
             break
-    broken: list[int] = []
+    section_end = sum(len(line) + 1 for line in lines) - 1  # bytes of `lines`, joined
+    broken: set[int] = set()
     in_field = False
     for i, line in enumerate(lines):
         if line[:1] in (b" ", b"\t"):
@@ -423,7 +421,7 @@ def repair_broken_folds(raw: bytes) -> tuple[bytes, int]:
             return raw, 0
         if not any(_STRUCTURAL_FIELD.match(later) for later in lines[i + 1:]):
             return raw, 0  # the body began without a blank line: leave it to the parser
-        broken.append(i)
+        broken.add(i)
     if not broken:
         return raw, 0
     out: list[bytes] = []
@@ -433,8 +431,7 @@ def repair_broken_folds(raw: bytes) -> tuple[bytes, int]:
             out[-1] = out[-1].rstrip(b"\r") + line
         else:
             out.append(b" " + line if i in broken else line)
-    mended = b"\n".join(out)
-    return mended + raw[len(b"\n".join(lines)):], len(broken)
+    return b"\n".join(out) + raw[section_end:], len(broken)
 
 
 def _open_encoded_word(line: bytes) -> bool:
