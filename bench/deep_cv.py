@@ -28,7 +28,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -65,14 +65,13 @@ UNSEEN: dict[str, tuple[str, ...]] = {"source": ("trec07p", "phishing_pot"),
                                       "era": ("modern_ham",)}
 
 
-def changed_inputs(data: Path, run: Path) -> np.ndarray:
+def changed_inputs(d: Any, sc: Any, data: Path, run: Path) -> np.ndarray:
     """Which messages tier 2 would now read differently from the run that scored them: their
-    word pieces in `data` (prepared from today's parser) differ from the run's (`inputs` in
-    scores.npz, or inputs.npz beside it for runs made before runs stored them)."""
+    word pieces in `d` (`data`, prepared from today's parser) differ from the run's
+    (`inputs` in its scores `sc`, or inputs.npz beside them for runs made before runs stored
+    them)."""
     from mailmoat.ml.deep.finetune import input_digests
 
-    d = np.load(data, allow_pickle=False)
-    sc = np.load(run / "scores.npz", allow_pickle=False)
     if "inputs" in sc.files:
         before = sc["inputs"]
     elif (run / "inputs.npz").exists():
@@ -91,8 +90,18 @@ def left_out_note(n: int) -> str:
             "\"Scores belong to the texts\")") if n else ""
 
 
+class Tier2(NamedTuple):
+    """Tier 2's stored scores as a bench may use them (`load_tier2`)."""
+
+    p: np.ndarray  # probabilities per sample and class
+    voted: np.ndarray  # counts: long enough and unchanged since the run
+    changed: np.ndarray  # left out: the text reads differently now (`changed_inputs`)
+    short: np.ndarray  # left out: fewer than `min_tokens` word pieces
+    max_tokens: int  # word pieces tier 2 reads
+
+
 def load_tier2(root: Path, samples: list[Any], data: Path, run: Path,
-               unseen: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+               unseen: str | None = None) -> Tier2:
     """Tier 2's probabilities for every sample — out-of-fold, or with `unseen` those of its
     model trained without that test's corpora (zero elsewhere) — and which of them count
     (a vote): texts long enough (`min_tokens`) and unchanged since the run (`changed_inputs`:
@@ -103,11 +112,11 @@ def load_tier2(root: Path, samples: list[Any], data: Path, run: Path,
     rel = [str(Path(s.path).relative_to(root)) for s in samples]
     if rel != [str(p) for p in d["path"]]:
         raise SystemExit(f"{data} was prepared from another corpus or index order")
-    changed = changed_inputs(data, run)
+    sc = np.load(run / "scores.npz", allow_pickle=False)
+    changed = changed_inputs(d, sc, data, run)
     if changed.any():
         print(f"[tier 2] {int(changed.sum())} messages read differently since {run} was "
               "scored: tier 2 left out for them", flush=True)
-    sc = np.load(run / "scores.npz", allow_pickle=False)
     P2 = sc["oof"]
     if unseen:
         held = np.isin([s.corpus for s in samples], UNSEEN[unseen])
@@ -115,7 +124,8 @@ def load_tier2(root: Path, samples: list[Any], data: Path, run: Path,
             raise SystemExit(f"{run}: the {unseen} test held out other messages")
         P2 = np.zeros_like(P2)
         P2[held] = sc[f"{unseen}_p"]
-    return P2, (d["lengths"].astype(int) - 2 >= MIN_TOKENS) & ~changed
+    short = d["lengths"].astype(int) - 2 < MIN_TOKENS
+    return Tier2(P2, ~short & ~changed, changed, short, int(d["max_tokens"]))
 
 
 def together(p1: np.ndarray, p2: np.ndarray, voted: np.ndarray) -> np.ndarray:
@@ -220,10 +230,8 @@ def main() -> None:
     started = time.perf_counter()
     root, samples = open_corpus(args.corpus)
     data, run = Path(args.data), Path(args.run)
-    P2, voted = load_tier2(root, samples, data, run)
-    changed = changed_inputs(data, run)
-    short = np.load(data, allow_pickle=False)["lengths"].astype(int) - 2 < MIN_TOKENS
-    max_tokens = int(np.load(data, allow_pickle=False)["max_tokens"])
+    t2 = load_tier2(root, samples, data, run)
+    P2, voted, max_tokens = t2.p, t2.voted, t2.max_tokens
     report = json.loads((run / "report.json").read_text(encoding="utf-8"))
     labels = np.array([s.label for s in samples])
     y = labels_to_y(labels.tolist())
@@ -236,7 +244,8 @@ def main() -> None:
     res: dict[str, Any] = {"messages": len(samples), "finetune": report,
                            "band": list(DeepSettings().band), "vote_band": list(VOTE_BAND),
                            "min_tokens": MIN_TOKENS, "tier2_voted": int(voted.sum()),
-                           "tier2_short": int(short.sum()), "tier2_changed": int(changed.sum())}
+                           "tier2_short": int(t2.short.sum()),
+                           "tier2_changed": int(t2.changed.sum())}
     # The whole trade-off of each tier and of both together (the gateway's
     # `deep_combined_probability`, the mean of their log-odds; where tier 2 has no vote,
     # tier 1 alone) over all mail: what running tier 2 on every message could reach at any
@@ -248,6 +257,8 @@ def main() -> None:
                          samples, np.where(voted, (p1 + p2) / 2, p1).tolist()),
                      "together_all_mail": operating_curve(samples, both.tolist())}
     res["tier1_alone"] = alone(labels, p1)
+    covers = DeepSettings().covers  # where the default runs tier 2
+    res["default_band_share"] = float(np.mean([covers(float(x)) for x in p1]))
     res["tier2_alone"] = alone(labels, p2)
     band_md, res["band_rows"] = band_table(labels, p1, p2, voted)
 
@@ -258,18 +269,20 @@ def main() -> None:
     res["gateway"] = gw
 
     tests: dict[str, Any] = {}
+    band_share: dict[str, float] = {}  # per test, as default_band_share
     corp = np.array([s.corpus for s in samples])
     for name, held_corpora in UNSEEN.items():
         held = np.isin(corp, held_corpora)
         print(f"[{name} test] tier 1 trained without {held_corpora}", flush=True)
         m = fit(X[~held], y[~held], params)
         q1 = m.predict_matrix(X[held])
-        q2 = load_tier2(root, samples, data, run, name)[0][held]
+        q2 = load_tier2(root, samples, data, run, name).p[held]
         sub = labels[held]
         b1, b2 = q1[:, 1] + q1[:, 2], q2[:, 1] + q2[:, 2]
         bm = together(b1, b2, voted[held])  # as deep_combined_probability
         row: dict[str, Any] = {"tier1": alone(sub, b1), "tier2": alone(sub, b2),
                                "mean": alone(sub, bm)}
+        band_share[name] = float(np.mean([covers(float(x)) for x in b1]))
         # What the gateway would do there under each way of running tier 2, flagged at the
         # tag threshold (default policy).
         tag = {g: np.array([action_for(x) != "accept"
@@ -286,6 +299,7 @@ def main() -> None:
                           for m, t in tag.items()}}
         tests[name] = row
     res["tests"] = tests
+    res["unseen_default_band_share"] = band_share
     res["seconds"] = round(time.perf_counter() - started)
 
     out = Path(args.out)
@@ -329,7 +343,12 @@ def main() -> None:
         "## What the gateway decides (default policy: tag 5, quarantine 10, reject 15)",
         "",
         "Content check score + tier 2's symbol (`tier2_symbol`, as scan/deep.py emits it); the "
-        "other check families are not included here (bench/pipeline_accuracy.py adds them).",
+        "other check families are not included here (bench/pipeline_accuracy.py adds them). "
+        f"The default band {DeepSettings().band[0]:g}–{DeepSettings().band[1]:g} holds tier 1's "
+        f"out-of-fold P(spam or phish) of {100 * res['default_band_share']:.1f}% of the "
+        "messages, and of "
+        + ", ".join(f"{100 * v:.1f}% in the {n} test" for n, v in band_share.items())
+        + " (tier 1 trained without those corpora): where tier 2 runs by default.",
         "",
     ]
     for name, r in gw.items():

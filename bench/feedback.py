@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy import open_corpus
-from deep_cv import UNSEEN, changed_inputs, left_out_note, load_tier2, tier2_score
+from deep_cv import UNSEEN, left_out_note, load_tier2, tier2_score
 
 from mailmoat.config import config_from_dict
 from mailmoat.ml.features import N_FEATURES_BITS
@@ -154,8 +154,8 @@ def main() -> None:
     if deep_test:
         if not (args.deep_run and args.deep_data):
             raise SystemExit(f"--stream {args.stream} needs --deep-run and --deep-data")
-        P2, voted = load_tier2(root, samples, Path(args.deep_data), Path(args.deep_run), deep_test)
-        changed = changed_inputs(Path(args.deep_data), Path(args.deep_run))
+        P2, voted, changed, *_ = load_tier2(root, samples, Path(args.deep_data),
+                                           Path(args.deep_run), deep_test)
     else:
         P2, voted = np.zeros((len(samples), 3)), np.zeros(len(samples), bool)  # no tier 2
         changed = np.zeros(len(samples), bool)

@@ -41,6 +41,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -142,22 +143,31 @@ def scan_all(paths: list[str], workers: int, log) -> list[dict[str, Any]]:
 
 def deep_scores(root: Path, samples: list[Sample], idx: list[int], ok: list[int], P: np.ndarray,
                 run: Path, data: Path, settings: DeepSettings,
-                unseen: str | None = None) -> tuple[np.ndarray, list[str], int]:
+                unseen: str | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Tier 2's score per kept message, as the live check would add it under these `[deep]`
     settings: where tier 1's out-of-fold P(spam or phish) lies in `band` (every message with
     `mode` all) and the text has `min_tokens` word pieces, from the fine-tuned model's
     out-of-fold probabilities (same folds as tier 1); with `unseen` (source, era), from its
-    model trained without those corpora instead. Also: how many of the kept messages tier 2
-    is left out for because their text changed since the run (`deep_cv.changed_inputs`)."""
-    from deep_cv import changed_inputs, load_tier2, tier2_scores
+    model trained without those corpora instead. Also: which kept messages tier 2 is left
+    out for because their text changed since the run (`deep_cv.changed_inputs`)."""
+    from deep_cv import load_tier2, tier2_scores
 
-    oof, voted = load_tier2(root, samples, data, run, unseen)
-    out, names = tier2_scores(P, oof, voted, settings)
+    t2 = load_tier2(root, samples, data, run, unseen)
+    out, names = tier2_scores(P, t2.p, t2.voted, settings)
     keep = [idx[j] for j in ok]
-    return out[keep], [names[i] for i in keep], int(changed_inputs(data, run)[keep].sum())
+    return out[keep], [names[i] for i in keep], t2.changed[keep]
 
 
 # --- verdicts ------------------------------------------------------------------------------
+
+
+def by_corpus(sub: list[Sample], mask: np.ndarray) -> dict[str, int]:
+    """How many of the masked messages each corpus holds, most first."""
+    return dict(Counter(s.corpus for s, m in zip(sub, mask) if m).most_common())
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{c} {n}" for c, n in counts.items())
 
 
 def stricter(action: str, forced: str | None) -> str:
@@ -418,7 +428,7 @@ def main() -> None:
     labels = np.array([s.label for s in sub])
     others = np.array([r["score"] for r in scans])
     deep = np.zeros(len(sub))
-    deep_changed = 0
+    deep_changed = np.zeros(len(sub), dtype=bool)
     deep_settings = DeepSettings(mode=args.deep_mode, band=tuple(args.deep_band),
                                  combine=args.deep_combine)
     if args.deep_run:
@@ -434,6 +444,7 @@ def main() -> None:
     act_content = [action_for(s) for s in content]
     act_others = [stricter(action_for(s), r["forced"]) for s, r in zip(others, scans)]
     act_combined = np.array([stricter(action_for(s), r["forced"]) for s, r in zip(combined, scans)])
+    wrong = (labels == "ham") != (act_combined == "accept")  # FP or miss of the combined verdict
 
     results: dict[str, Any] = {
         "corpus_dir": str(root), "folds": args.folds, "params": params.__dict__,
@@ -443,7 +454,11 @@ def main() -> None:
         "deep_run": args.deep_run, "deep_mode": args.deep_mode if args.deep_run else None,
         "deep_combine": args.deep_combine if args.deep_run else None,
         "deep_band": list(args.deep_band) if args.deep_run else None,
-        "deep_left_out_changed": deep_changed,
+        "deep_left_out_changed": int(deep_changed.sum()),
+        # What leaving tier 2 out there can have cost: the combined verdict's errors on them.
+        "deep_left_out_changed_errors": int((deep_changed & wrong).sum()),
+        "deep_left_out_changed_by_corpus": by_corpus(sub, deep_changed),
+        "deep_left_out_changed_errors_by_corpus": by_corpus(sub, deep_changed & wrong),
         "scan_errors": [{"path": p, "error": e} for p, e in errors],
         "content": summarize(sub, content, act_content, rank=pbad),
         "others": summarize(sub, others, act_others),
@@ -511,7 +526,12 @@ def main() -> None:
              f"where content's P(spam or phish) is in the band {args.deep_band[0]:g}–"
              f"{args.deep_band[1]:g}")
           + f" and the text has at least {deep_settings.min_tokens} word pieces"
-          + (f"; {left_out_note(deep_changed)}" if deep_changed else "")
+          + (f"; {left_out_note(results['deep_left_out_changed'])} "
+             f"({_counts(results['deep_left_out_changed_by_corpus'])}), and the combined "
+             f"verdict errs on {results['deep_left_out_changed_errors']} of them"
+             + (f" ({_counts(results['deep_left_out_changed_errors_by_corpus'])})"
+                if results["deep_left_out_changed_errors"] else "")
+             if deep_changed.any() else "")
           + ("; both tiers together, at the mean of their log-odds (`combine = \"mean\"`)"
              if args.deep_combine == "mean" else "; tier 2 votes with its own symbol "
              "(`combine = \"vote\"`)")
