@@ -17,11 +17,15 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
+from mailmoat.ml.delivered import DeliveredSampler, sample_path
+from mailmoat.ml.learn import model_dir
+from mailmoat.ml.scoring import ContentSettings
 from mailmoat.relay.deliver import DeliveryManager
 from mailmoat.relay.routes import parse_hostport
 from mailmoat.reputation_memory import ObservationFeed, SenderMemory
@@ -250,10 +254,9 @@ def build(config: Config) -> Gateway:
         log_failure(writer.log_message(data), log, f"logging rejected message {data['id']}")
 
     memory_feed = _sender_memory_feed(config, db)
-    on_verdict = memory_feed.offer_outcome if memory_feed is not None else None
     handler = GatewayHandler(config, scanner, spool, on_spooled=delivery.wake,
                              on_rejected=rejected, io_executor=io, spool_state="active",
-                             on_verdict=on_verdict)
+                             on_verdict=_verdict_hook(config, memory_feed))
     limiter = make_limiter(config.smtp.max_connections_per_ip, config.redis.url,
                            config.redis.key_prefix)
     return Gateway(config=config, db=db, log_writer=writer, spool=spool, scanner=scanner,
@@ -291,6 +294,30 @@ def _sender_memory_feed(config: Config, db: Database) -> ObservationFeed | None:
     if not (settings.enabled and settings.memory):
         return None
     return ObservationFeed(SenderMemory(db), max_pending=MAX_PENDING_OBSERVATIONS)
+
+
+def _verdict_hook(config: Config,
+                  memory_feed: ObservationFeed | None) -> Callable[[Any], None] | None:
+    """What the SMTP intake tells about each judged message: the sender memory, and the
+    delivered-mail sample that spam reports learn against (mailmoat.ml.delivered). Each
+    listener fails alone; none is in the way of the reply."""
+    hooks: list[Callable[[Any], object]] = []
+    if memory_feed is not None:
+        hooks.append(memory_feed.offer_outcome)
+    content = config.section("content", ContentSettings)
+    if content.enabled and content.delivered_sample_rate > 0:
+        hooks.append(DeliveredSampler(sample_path(model_dir(config)),
+                                      content.delivered_sample_rate).offer_outcome)
+    if not hooks:
+        return None
+
+    def hook(outcome: Any) -> None:
+        for h in hooks:
+            try:
+                h(outcome)
+            except Exception:
+                log.exception("verdict listener %s failed", getattr(h, "__qualname__", h))
+    return hook
 
 
 async def run(config: Config, stop: asyncio.Event | None = None,

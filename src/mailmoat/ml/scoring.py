@@ -40,6 +40,10 @@ class ContentSettings(Section):
     lesson_similarity: float = Field(
         0.7, gt=0, le=1, description="cosine similarity at or above which a message counts as "
         "a near-copy of a taught one (LEARNED_SPAM/PHISH/HAM; docs/ml.md)")
+    delivered_sample_rate: float = Field(
+        1.0, ge=0, le=1, description="share of the mail accepted for every recipient whose "
+        "feature buckets are kept (the newest 5,000) as the counter-examples spam reports "
+        "must not blame; 0: reports teach no words (docs/ml.md)")
 
 
 HIGH_CAP = 0.9999
