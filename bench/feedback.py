@@ -16,7 +16,10 @@ tier 2's symbol by `scan.deep.tier2_symbol`, then the lesson memory's near-copy 
 as the `lessons` check makes it; the other check families are left out), against the model
 and memory the gateway would use at that moment: the base model plus everything learned so
 far (`mailmoat.ml.learn.learn`, the code behind `mailmoat learn` and the console's "not spam"
-/ "report spam" buttons, into a temporary data_dir). Four runs over the same stream:
+/ "report spam" buttons, into a temporary data_dir); every message let through is added to
+the delivered-mail sample (`mailmoat.ml.delivered`) as the gateway's verdict hook adds it,
+so reports learn their words against the mail delivered so far. Four runs over the same
+stream:
 - no feedback (the baseline);
 - releases only: every flagged ham is released and taught as ham;
 - reports only: every missed spam is reported and taught as spam;
@@ -53,6 +56,7 @@ from accuracy import open_corpus
 from deep_cv import UNSEEN, left_out_note, load_tier2, tier2_score
 
 from mailmoat.config import config_from_dict
+from mailmoat.ml import delivered
 from mailmoat.ml.features import N_FEATURES_BITS
 from mailmoat.ml.learn import delta_path, get_model, learn
 from mailmoat.ml.lessons import adjustment, lessons_path, read
@@ -91,6 +95,7 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
                                   "content": {"model_path": str(base_path)}})
         memory = lessons_path(delta_path(config))
         similarity = config.section("content", ContentSettings).lesson_similarity
+        sample = delivered.sample_path(delta_path(config).parent)
         near_copies = {"LEARNED_SPAM": 0, "LEARNED_PHISH": 0, "LEARNED_HAM": 0}
         for k, i in enumerate(stream):
             p1 = get_model(config).predict_matrix(X[i])[0]  # base + what was learned so far
@@ -103,6 +108,9 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
                 score += adj[1]
                 near_copies[adj[0]] += 1
             flagged[k] = score >= TAG
+            if not flagged[k]:
+                # delivered: sampled as a counter-example, as the gateway's verdict hook does
+                delivered.append(sample, X[i].indices)
             label = samples[i].label
             teach = None
             if mode in ("releases only", "releases and reports") and label == "ham" and flagged[k]:
@@ -126,6 +134,7 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
     return {"fp": int((flagged & ham).sum()), "ham": int(ham.sum()),
             "missed": int((~flagged & bad).sum()), "spam": int(bad.sum()),
             "lessons": lessons, "near_copies": near_copies, "blocks": blocks,
+            "flagged_ham": [samples[i].path for i, f, h in zip(stream, flagged, ham) if f and h],
             "seconds": round(time.perf_counter() - started)}
 
 
@@ -140,6 +149,7 @@ def main() -> None:
     ap.add_argument("--deep-data", help="finetune prepare's data.npz (trec07p)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N messages of the stream")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated runs")
     args = ap.parse_args()
     started = time.perf_counter()
     root, samples = open_corpus(args.corpus)
@@ -173,7 +183,7 @@ def main() -> None:
     runs = {}
     with tempfile.TemporaryDirectory(prefix="mm-base-") as tmp:
         base_path = base.save(Path(tmp) / "base.npz")
-        for mode in MODES:
+        for mode in args.modes.split(","):
             print(f"[{mode}]", flush=True)
             runs[mode] = replay(mode, stream, samples, X, P2, voted, base_path, print)
     res["runs"] = runs
@@ -209,7 +219,9 @@ def report(res: dict[str, Any], argv: str) -> str:
          f"flagged = score ≥ {res['tag_threshold']:g} (tag or stricter). The other check "
          "families are left out. Lessons go through `mailmoat.ml.learn.learn`, as the "
          "console's buttons and `mailmoat learn` do; near-copies of taught mail are adjusted "
-         "as the `lessons` check does."),
+         "as the `lessons` check does; every message let through joins the delivered-mail "
+         "sample that reports learn their words against, as the gateway's verdict hook "
+         "adds it."),
         "",
         ("| feedback | ham flagged (FP) | spam missed | lessons: ham / spam | near-copies: "
          "LEARNED_SPAM / LEARNED_HAM |"),

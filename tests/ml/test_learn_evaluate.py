@@ -5,13 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import subprocess
 
 import pytest
 
-from mailmoat.ml.learn import LESSON_LOGIT_CAP, delta_path, learn, read_audit
+import numpy as np
+
+from mailmoat.message.model import Envelope
+from mailmoat.message.parse import parse_message
+from mailmoat.ml import delivered
+from mailmoat.ml import learn as learn_mod
+from mailmoat.ml.features import N_FEATURES_BITS, extract, vectorize
+from mailmoat.ml.learn import LESSON_LOGIT_CAP, delta_path, learn, model_dir, read_audit, read_delta
 from mailmoat.ml.model import bundled_model_path
 from tests.conftest import mailmoat_cmd, make_config, make_email, scan_bytes, subprocess_env
+from tests.ml import synth
 from tests.ml.synth import make_corpus
 
 NEWSLETTER = make_email(
@@ -33,7 +42,8 @@ async def test_report_is_audited_and_catches_the_message_again(tmp_path):
     assert first.verdict.action.value == "accept"
 
     r = learn(cfg, NEWSLETTER, "spam", actor="admin@example.test")
-    # A report blames no domain (spam forges its sender); it is remembered whole.
+    # With no delivered mail sampled yet a report moves no weight (it cannot tell the
+    # words of good mail from the spam's); it is remembered whole.
     assert r.steps == 0 and r.after == r.before and not delta_path(cfg).exists()
     again = await scan_bytes(NEWSLETTER, cfg)
     assert again.result.get("LEARNED_SPAM") is not None and again.verdict.action.value != "accept"
@@ -47,6 +57,72 @@ async def test_report_is_audited_and_catches_the_message_again(tmp_path):
     learn(cfg, NEWSLETTER, "ham", actor="admin@example.test")
     assert (await scan_bytes(NEWSLETTER, cfg)).verdict.action.value == "accept"
     assert len(read_audit(cfg)) == 2
+
+
+def _vector(raw: bytes) -> np.ndarray:
+    msg = parse_message(raw, Envelope(mail_from="", rcpt_tos=()))
+    return vectorize(extract(msg), N_FEATURES_BITS)[0]
+
+
+async def test_report_teaches_only_words_that_delivered_good_mail_does_not_use(tmp_path):
+    cfg = make_config(storage={"data_dir": str(tmp_path)})
+    rng = random.Random(3)
+    sample = delivered.sample_path(model_dir(cfg))
+    good = [synth.message("ham", rng, i) for i in range(learn_mod.MIN_COUNTER_EXAMPLES)]
+    good.append(make_email(subject="Order of the day", body="Please order the lunch for the "
+                           "team meeting today; the budget is in the shared report.",
+                           sender="Ann <ann@work.test>"))
+    for raw in good:
+        delivered.append(sample, _vector(raw))
+    spam = make_email(subject="Zorbex crystal healing", body="Zorbex crystals heal every "
+                      "ailment. Order zorbex today and feel the crystal energy, zorbex "
+                      "guaranteed!", sender="Zorbex <sales@zorbex-shop.test>")
+    variant = make_email(subject="New zorbex crystals", body="The zorbex crystal energy is "
+                         "back in stock.", sender="Shop <x@another-shop.test>")
+
+    async def p_bad(raw: bytes) -> float:
+        return float((await scan_bytes(raw, cfg)).result.annotations["ml_spam_probability"])
+
+    before_good = [await p_bad(raw) for raw in good[-3:]]
+    before_variant = await p_bad(variant)
+    r = learn(cfg, spam, "spam", actor="t")
+    assert r.steps > 0 and r.after["spam"] > r.before["spam"]
+    rows, _ = read_delta(delta_path(cfg))
+    used = np.unique(np.concatenate([_vector(raw) for raw in good]))
+    # Nothing good mail uses moved ("order", "today", the sender is never blamed) ...
+    assert not np.isin(rows, used).any()
+    assert [await p_bad(raw) for raw in good[-3:]] == before_good
+    # ... and what did move reaches the campaign's next variant from another sender.
+    assert await p_bad(variant) > before_variant
+
+
+def test_what_a_report_may_move():
+    own = {"example.test"}
+    assert [learn_mod._movable(t, "spam", own) for t in (
+        "w:zorbex", "w:b:crystal energy", "s:zorbex", "w:c:中文", "ud:zorbex.test", "up:promo",
+    )] == [True] * 6
+    # Never the sender, a single CJK character, the subject's spelling fragments, the
+    # structure, or links to our own domains.
+    assert not any(learn_mod._movable(t, "spam", own) for t in (
+        "fd:zorbex.test", "w:c:中", "sc:zor", "ct:multipart/alternative", "ud:example.test"))
+    assert learn_mod._movable("fd:zorbex.test", "ham", own)
+    assert not learn_mod._movable("w:zorbex", "ham", own)
+
+
+async def test_report_moves_no_words_of_released_mail(tmp_path):
+    cfg = make_config(storage={"data_dir": str(tmp_path)})
+    rng = random.Random(4)
+    sample = delivered.sample_path(model_dir(cfg))
+    for i in range(learn_mod.MIN_COUNTER_EXAMPLES):
+        delivered.append(sample, _vector(synth.message("ham", rng, i)))
+    newsletter = make_email(subject="Zorbex club news", body="The zorbex club meets on "
+                            "Friday; crystal workshop at noon.", sender="Club <c@club.test>")
+    learn(cfg, newsletter, "ham", actor="t")  # released from the quarantine
+    spam = make_email(subject="Zorbex crystal healing", body="Zorbex crystals heal every "
+                      "ailment, zorbex guaranteed!", sender="Zorbex <sales@zorbex-shop.test>")
+    learn(cfg, spam, "spam", actor="t")
+    rows, _ = read_delta(delta_path(cfg))
+    assert not np.isin(rows, _vector(newsletter)).any()
 
 
 async def test_release_teaches_the_sender_by_one_vote_and_not_the_words(tmp_path):

@@ -7,18 +7,23 @@ only weight rows of the learned messages' tokens, stored in
 are all in that domain).
 
 Every lesson is kept whole in the lesson memory (`mailmoat.ml.lessons`), so its near-copies
-are recognised whatever their senders: that is what a report does. A release ("not spam")
-also credits the sender: it moves only the sender's registrable domain (`LESSON_TOKENS`) —
-never a free-mail domain that thousands of unrelated senders share, nor our own domains, nor
-`fd:<none>` — by normalised steps of the softmax log-loss, each lesson moving that domain's
-contribution to each class's logit by at most `LESSON_LOGIT_CAP` (one release is one vote),
-until the model agrees (P ≥ 0.9), the cap is reached or `learn_steps` run out. Reports move
-no weight: spam forges and changes its sender. Moving every token of the message instead
-(what lessons did until 2026-11-28) shifts every message with similar words, and one-sided
-feedback then piles up: replayed on an unseen source (bench/feedback.py at 9a9b25b), 18
-releases doubled the missed spam and 80 spam reports multiplied the false positives by five;
-an ad-hoc variant that blamed the sender of reported spam flagged the mail of the domain
-that trec06c's spam forged (docs/ml.md). A
+are recognised whatever their senders. Lessons also move weights, by normalised steps of the
+softmax log-loss, each lesson moving a token's contribution to each class's logit by at most
+`LESSON_LOGIT_CAP` (one lesson is one vote), until the model agrees (P ≥ 0.9), the caps are
+reached or `learn_steps` run out — but only tokens that cannot hurt other mail
+(`LESSON_TOKENS`):
+- a release ("not spam") moves only the sender's registrable domain — never a free-mail
+  domain that thousands of unrelated senders share, nor our own domains, nor `fd:<none>`;
+- a report (spam, phish) moves the words and link domains and path words, never the sender
+  (spam forges it), and of those only the ones no recently delivered or released message
+  uses (`mailmoat.ml.delivered`: the counter-examples) and the model does not already count
+  as ham evidence. Until the gateway has sampled `MIN_COUNTER_EXAMPLES` delivered messages
+  a report moves nothing.
+Moving every token of the message instead (what lessons did until 2026-11-28) shifts every
+message with similar words, and one-sided feedback then piles up: replayed on an unseen
+source (bench/feedback.py at 9a9b25b), 18 releases doubled the missed spam and 80 spam
+reports multiplied the false positives by five; an ad-hoc variant that blamed the sender of
+reported spam flagged the mail of the domain that trec06c's spam forged (docs/ml.md). A
 lesson that moves no weight says so in the audit (`steps` 0).
 
 Every lesson is appended to `data_dir/model/learn-audit.jsonl`: time, actor, label, sha256
@@ -47,8 +52,10 @@ import numpy as np
 from mailmoat.message.model import Envelope, ParsedMessage, domain_of
 from mailmoat.message.parse import parse_message
 from mailmoat.ml.corpus import LABELS
-from mailmoat.ml.features import extract, vectorize
+from mailmoat.ml import delivered
+from mailmoat.ml.features import N_FEATURES_BITS, extract, vectorize
 from mailmoat.ml.lessons import lessons_path, remember
+from mailmoat.ml.lessons import read as read_lessons
 from mailmoat.ml.model import ContentModel, ModelError, bundled_model_path, softmax
 from mailmoat.ml.scoring import ContentSettings
 from mailmoat.scan.impersonation import is_freemail
@@ -58,10 +65,18 @@ if TYPE_CHECKING:
     from mailmoat.config import Config
 
 # The token namespaces a lesson may move (mailmoat.ml.features): for a release, the sender's
-# registrable domain; reports move none (spam forges its sender: ad-hoc variants that blamed
-# it, or its link domains, were tried on bench/feedback.py's replays and not kept).
-LESSON_TOKENS: dict[str, tuple[str, ...]] = {"ham": ("fd:",), "spam": (), "phish": ()}
+# registrable domain; for a report, the words of subject and body (not a single CJK
+# character, nor the subject's spelling fragments: neither is a word, and every text shares
+# them) and the link domains and path words — never the sender (spam forges it: an ad-hoc variant that blamed it flagged
+# the mail of the domain trec06c's spam forged), and only buckets that no recently
+# delivered or released message uses (mailmoat.ml.delivered).
+REPORT_TOKENS = ("w:", "s:", "ud:", "up:")
+LESSON_TOKENS: dict[str, tuple[str, ...]] = {"ham": ("fd:",), "spam": REPORT_TOKENS,
+                                             "phish": REPORT_TOKENS}
 LESSON_LOGIT_CAP = 1.0
+# A report moves words only once this many delivered messages are sampled: with fewer, too
+# little of the deployment's good mail is known to tell its words from the spam's.
+MIN_COUNTER_EXAMPLES = 200
 
 DELTA_NAME = "content-delta.npz"
 AUDIT_NAME = "learn-audit.jsonl"
@@ -206,6 +221,14 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
     own = {registrable(d) for d in config.internal_domains}
     movable = np.array([_movable(t, label, own) for t in toks], dtype=bool)
     path = delta_path(config, domain)
+    if label != "ham" and movable.any():
+        # Words the deployment's good mail uses are not blamed (mailmoat.ml.delivered), nor
+        # words the model already counts as evidence of ham: those are what good mail it
+        # has not seen yet would share with the report (on bench/feedback.py's trec07p
+        # replay this halved the ham that word learning newly flagged).
+        movable &= ~np.isin(idx, _protected(config, path, idx))
+        w_now = current.weights[idx]
+        movable &= w_now[:, current.classes.index(label)] >= w_now[:, 0]
     target = current.classes.index(label)
     with _locked(path):
         rows, dvals = read_delta(path)
@@ -245,7 +268,8 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
         for r, v in zip(rows.tolist(), dvals):
             merged[r] = v.copy()
         for r, v in zip(idx.tolist(), change):
-            merged[r] = merged.get(r, np.zeros(len(current.classes), np.float32)) + v
+            if v.any():  # only what moved: the delta stays as small as the lessons
+                merged[r] = merged.get(r, np.zeros(len(current.classes), np.float32)) + v
         if steps:
             keys = np.array(sorted(merged), dtype=np.int32)
             values = np.stack([merged[int(k)] for k in keys]).astype(np.float32)
@@ -272,18 +296,41 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
     return result
 
 
+def _protected(config: Config, path: Path, idx: np.ndarray) -> np.ndarray:
+    """The buckets a report must not move: those of recently delivered mail and of mail
+    released from the quarantine (this scope's and the global lesson memory), leaving out
+    their near-copies of the reported message. All of `idx` until the delivered sample holds
+    MIN_COUNTER_EXAMPLES messages."""
+    sample = delivered.read(delivered.sample_path(model_dir(config)))
+    if len(sample.digests) < MIN_COUNTER_EXAMPLES:
+        return np.unique(idx)
+    released = []
+    for p in {lessons_path(path), lessons_path(delta_path(config))}:
+        mem = read_lessons(p, N_FEATURES_BITS)
+        m = mem.matrix
+        released += [m.indices[m.indptr[i]:m.indptr[i + 1]].astype(np.uint32)
+                     for i, lab in enumerate(mem.labels) if lab == "ham"]
+    return sample.protected(idx, released)
+
+
 def _movable(token: str, label: str, own: set[str] | frozenset[str] = frozenset()) -> bool:
-    """May a lesson with this label move this token? The sender's domain only, and only a
-    real one: not `fd:<none>` (no parseable sender, shared by every such message), not a
-    free-mail domain (one lesson about one Gmail user must not judge all of Gmail), and not
-    one of our own domains (`own`), which spam forges in From: reports of such spam would
-    otherwise condemn all of our internal mail."""
-    for prefix in LESSON_TOKENS[label]:
-        if token.startswith(prefix):
-            dom = token[len(prefix):]
-            return "." in dom and not dom.startswith("<") and dom not in own \
-                and not is_freemail(dom)
-    return False
+    """May a lesson with this label move this token (before the counter-examples)? A
+    release: the sender's domain only, and only a real one: not `fd:<none>` (no parseable
+    sender, shared by every such message), not a free-mail domain (one lesson about one
+    Gmail user must not judge all of Gmail), and not one of our own domains (`own`), which
+    spam forges in From:. A report: the words (not single CJK characters) and links, except
+    links to our own domains, which phishing shows beside its own to look genuine."""
+    if not token.startswith(LESSON_TOKENS[label]):
+        return False
+    if token.startswith("fd:"):
+        dom = token[3:]
+        return "." in dom and not dom.startswith("<") and dom not in own \
+            and not is_freemail(dom)
+    if token.startswith("ud:"):
+        return token[3:] not in own
+    if token.startswith(("w:c:", "s:c:")):
+        return len(token) > len("w:c:") + 1  # a CJK bigram, not a single character
+    return True
 
 
 def read_audit(config: Config) -> list[dict[str, Any]]:

@@ -1,8 +1,9 @@
 """The lesson memory: every message taught by `learn()`, kept to recognise its near-copies.
 
-A report moves no model weight (mailmoat.ml.learn): spam forges and changes its sender and
-its link domains. What a campaign keeps is its text and structure: the next copy of a
-reported mail is a near-copy of it. So every lesson's feature vector (the tier-1 tokens,
+A report moves only the model weights of words that good mail does not use
+(mailmoat.ml.learn), and spam forges and changes its sender and its link domains. What a
+campaign keeps is its text and structure: the next copy of a reported mail is a near-copy
+of it. So every lesson's feature vector (the tier-1 tokens,
 hashed and normalised) is kept here, and the `lessons` check compares each message with
 them by cosine similarity: a near-copy of reported spam is raised to at least the tag level,
 a near-copy of mail released as not spam has its content verdict withdrawn — the way
