@@ -95,6 +95,11 @@ async def test_report_teaches_only_words_that_delivered_good_mail_does_not_use(t
     # ... and what did move reaches the campaign's next variant from another sender.
     assert await p_bad(variant) > before_variant
 
+    # Sampling turned off: what an earlier sample holds no longer licenses word learning.
+    off = make_config(storage={"data_dir": str(tmp_path)},
+                      content={"delivered_sample_rate": 0})
+    assert learn(off, variant, "spam", actor="t").steps == 0
+
 
 def test_what_a_report_may_move():
     own = {"example.test"}

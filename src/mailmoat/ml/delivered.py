@@ -4,8 +4,7 @@ A spam report may teach the model the words and links of the reported message
 (mailmoat.ml.learn), but words are shared: a report that blamed "invoice" or "meeting" would
 flag the next good mail that uses them, and a filter must not get worse the more its users
 report. So the gateway keeps which tier-1 feature buckets its recently delivered mail used
-(one record per message it accepted for every recipient: the bucket numbers and a digest of
-them, no text), and a report moves only buckets that none of that mail used —
+(one record per message it accepted for every recipient: its bucket numbers, no text), and a report moves only buckets that none of that mail used —
 nor mail released from the quarantine (the lesson memory's ham). Then no message in the
 sample reads any differently after the report; what moves are the words the deployment's
 good mail does not use.
@@ -24,7 +23,6 @@ compaction rewrites the file can be lost — it is a sample.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import random
 import struct
@@ -42,12 +40,11 @@ COMPACT_BYTES = 32 << 20
 # counts as a copy of the reported one (a campaign's variants share most of their tokens;
 # two different messages rarely share half).
 COPY_JACCARD = 0.5
-_HEAD = struct.Struct("<8sI")  # digest, number of buckets
+_HEAD = struct.Struct("<I")  # number of buckets
 
 
 @dataclass(frozen=True)
 class Sample:
-    digests: list[bytes]
     buckets: list[np.ndarray]  # sorted unique uint32 bucket numbers, one array per message
 
     def protected(self, idx: np.ndarray, extra: list[np.ndarray] | None = None) -> np.ndarray:
@@ -66,17 +63,13 @@ class Sample:
         return np.unique(flat[hit & ~copy[owner]])
 
 
-def digest(idx: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.unique(idx).astype("<u4").tobytes(), digest_size=8).digest()
-
-
 def sample_path(model_dir: Path) -> Path:
     return model_dir / SAMPLE_NAME
 
 
 def _record(idx: np.ndarray) -> bytes:
     b = np.unique(idx).astype("<u4")
-    return _HEAD.pack(digest(b), len(b)) + b.tobytes()
+    return _HEAD.pack(len(b)) + b.tobytes()
 
 
 def append(path: Path, idx: np.ndarray, compact_now: bool = True) -> bool:
@@ -102,19 +95,17 @@ def read(path: Path, newest: int | None = None) -> Sample:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return Sample([], [])
-    digests: list[bytes] = []
+        return Sample([])
     buckets: list[np.ndarray] = []
     pos = 0
     while pos + _HEAD.size <= len(data):
-        dig, n = _HEAD.unpack_from(data, pos)
+        (n,) = _HEAD.unpack_from(data, pos)
         end = pos + _HEAD.size + 4 * n
         if end > len(data):
             break  # cut short by a crash: the rest is unreadable
-        digests.append(dig)
         buckets.append(np.frombuffer(data, dtype="<u4", count=n, offset=pos + _HEAD.size))
         pos = end
-    return Sample(digests[-newest:], buckets[-newest:])
+    return Sample(buckets[-newest:])
 
 
 def compact(path: Path) -> None:
@@ -124,8 +115,7 @@ def compact(path: Path) -> None:
         try:
             s = read(path)
             tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(b"".join(_HEAD.pack(d, len(b)) + b.astype("<u4").tobytes()
-                                     for d, b in zip(s.digests, s.buckets)))
+            tmp.write_bytes(b"".join(_record(b) for b in s.buckets))
             os.replace(tmp, path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
