@@ -33,6 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from mailmoat.ml.features import vector_of
+from mailmoat.scan.base import Action
+
 SAMPLE_NAME = "delivered-sample.bin"
 MAX_RECORDS = 5000
 COMPACT_BYTES = 32 << 20
@@ -139,14 +142,11 @@ class DeliveredSampler:
 
     def offer_outcome(self, outcome: Any) -> bool:
         """Sample `outcome` (a ScanOutcome) if it qualifies; True when it was kept."""
-        from mailmoat.ml.features import N_FEATURES_BITS, features_of, vectorize
-        from mailmoat.scan.base import Action
-
         verdicts = list(outcome.per_recipient.values()) or [outcome.verdict]
         if any(v.action is not Action.ACCEPT for v in verdicts) \
                 or self._random.random() >= self.rate:
             return False
-        idx, _, _ = vectorize(features_of(outcome.message), N_FEATURES_BITS)
+        idx, _, _ = vector_of(outcome.message)
         if append(self.path, idx, compact_now=False) and self._compacting.acquire(blocking=False):
             def run() -> None:
                 try:

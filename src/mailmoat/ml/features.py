@@ -54,6 +54,9 @@ _PATH_SPLIT_RE = re.compile(r"[A-Za-z]{3,20}")
 _DOMAIN_IN_TEXT_RE = re.compile(r"(?i)\b((?:[a-z0-9-]+\.)+[a-z]{2,24})\b")
 _SPACE_RE = re.compile(r"\s+")
 
+# (bucket indices, values, tokens) of one message: what `vectorize` returns.
+Vector = tuple[np.ndarray, np.ndarray, list[str]]
+
 
 @dataclass
 class Features:
@@ -134,6 +137,16 @@ def features_of(msg: ParsedMessage) -> Features:
     if feats is None:
         feats = msg.derived["tier1_features"] = extract(msg)
     return feats
+
+
+def vector_of(msg: ParsedMessage, n_bits: int = N_FEATURES_BITS) -> Vector:
+    """`vectorize(features_of(msg), n_bits)`, computed once per message and shared by the
+    content model, the lesson memory and the delivered-mail sample. Read-only."""
+    key = f"tier1_vector_{n_bits}"
+    vec = msg.derived.get(key)
+    if vec is None:
+        vec = msg.derived[key] = vectorize(features_of(msg), n_bits)
+    return vec
 
 
 def extract(msg: ParsedMessage) -> Features:
@@ -239,7 +252,7 @@ def bucket(token: str, n_bits: int = N_FEATURES_BITS) -> int:
     return zlib.crc32(token.encode("utf-8", "surrogatepass")) & ((1 << n_bits) - 1)
 
 
-def vectorize(feats: Features, n_bits: int = N_FEATURES_BITS) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def vectorize(feats: Features, n_bits: int = N_FEATURES_BITS) -> Vector:
     """(bucket indices, values, tokens): each distinct token once, each block L2-normalised
     (with a floor on the token count, see TEXT_NORM_FLOOR).
 

@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 
 from mailmoat.errors import MailmoatError
-from mailmoat.ml.features import FEATURE_VERSION, Features, describe_token, explainable, vectorize
+from mailmoat.ml.features import (
+    FEATURE_VERSION,
+    Features,
+    Vector,
+    describe_token,
+    explainable,
+    vectorize,
+)
 
 CLASSES: tuple[str, ...] = ("ham", "spam", "phish")
 BUNDLED_NAME = "content-model.npz"
@@ -82,13 +89,15 @@ class ContentModel:
     def logits(self, idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
         return vals @ self.weights[idx] + self.intercept
 
-    def predict(self, feats: Features, explain: int = 0, bias: float = 0.0) -> Prediction:
+    def predict(self, feats: Features, explain: int = 0, bias: float = 0.0,
+                vector: Vector | None = None) -> Prediction:
         """Class probabilities; with `explain` > 0 also the strongest tokens for the verdict.
 
         `bias` is added to the spam and phish logits (a per-domain adjustment: negative
-        makes the model more lenient, positive stricter).
+        makes the model more lenient, positive stricter). `vector`: `vectorize(feats,
+        self.n_bits)` when the caller already has it (`features.vector_of`).
         """
-        idx, vals, toks = vectorize(feats, self.n_bits)
+        idx, vals, toks = vector if vector is not None else vectorize(feats, self.n_bits)
         rows = self.weights[idx] if len(idx) else np.zeros((0, len(self.classes)), np.float32)
         z = vals @ rows + self.intercept if len(idx) else self.intercept.copy()
         if bias:

@@ -16,7 +16,7 @@ import logging
 
 from mailmoat.config import Config
 from mailmoat.message.model import ParsedMessage
-from mailmoat.ml.features import features_of
+from mailmoat.ml.features import features_of, vector_of
 from mailmoat.ml.learn import get_model, has_domain_delta, recipient_domain
 from mailmoat.ml.model import ModelError, Prediction
 from mailmoat.ml.scoring import WEIGHTS, ContentSettings, content_symbols
@@ -91,7 +91,9 @@ class ContentCheck(Check):
         domain = recipient_domain(msg)
         use_domain = domain if domain and has_domain_delta(self.config, domain) else None
         model = get_model(self.config, use_domain, s)
-        pred = model.predict(features_of(msg), explain=s.explain, bias=s.domain_bias.get(domain, 0.0))
+        pred = model.predict(features_of(msg), explain=s.explain,
+                             bias=s.domain_bias.get(domain, 0.0),
+                             vector=vector_of(msg, model.n_bits))
         result.annotations["ml_spam_probability"] = pred.p_bad
         result.annotations["ml_phish_probability"] = pred.p_phish
         result.annotations["ml_probabilities"] = dict(pred.probabilities)

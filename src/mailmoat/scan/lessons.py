@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from mailmoat.config import Config
 from mailmoat.message.model import ParsedMessage
-from mailmoat.ml.features import N_FEATURES_BITS, features_of, vectorize
+from mailmoat.ml.features import N_FEATURES_BITS, vector_of
 from mailmoat.ml.learn import delta_path, recipient_domain
 from mailmoat.ml.lessons import LessonMemory, Match, adjustment, lessons_path, read
 from mailmoat.ml.scoring import ContentSettings
@@ -63,7 +63,7 @@ class LessonCheck(Check):
         memories = self._memories(msg)
         if not memories:
             return
-        idx, vals, _ = vectorize(features_of(msg), N_FEATURES_BITS)
+        idx, vals, _ = vector_of(msg)
         best: tuple[str, Match] | None = None
         for scope, mem in memories:
             hit = mem.nearest(idx, vals, self.settings.lesson_similarity)
