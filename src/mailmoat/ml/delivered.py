@@ -22,7 +22,6 @@ compaction rewrites the file can be lost — it is a sample.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import random
 import struct
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from mailmoat.ml.features import vector_of
+from mailmoat.ml.filelock import locked
 from mailmoat.scan.base import Action
 
 SAMPLE_NAME = "delivered-sample.bin"
@@ -113,15 +113,11 @@ def read(path: Path, newest: int | None = None) -> Sample:
 
 def compact(path: Path) -> None:
     """Rewrite the file with its newest MAX_RECORDS records."""
-    with open(path.with_name(path.name + ".lock"), "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            s = read(path)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(b"".join(_record(b) for b in s.buckets))
-            os.replace(tmp, path)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with locked(path):
+        s = read(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(_record(b) for b in s.buckets))
+        os.replace(tmp, path)
 
 
 class DeliveredSampler:

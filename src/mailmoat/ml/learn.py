@@ -34,15 +34,12 @@ Python API (used by the web console): `learn(config, raw, label, actor, domain=N
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +51,7 @@ from mailmoat.message.parse import parse_message
 from mailmoat.ml import delivered
 from mailmoat.ml.corpus import LABELS
 from mailmoat.ml.features import N_FEATURES_BITS, extract, vectorize
+from mailmoat.ml.filelock import locked
 from mailmoat.ml.lessons import lessons_path, remember
 from mailmoat.ml.lessons import read as read_lessons
 from mailmoat.ml.model import ContentModel, ModelError, bundled_model_path, softmax
@@ -197,17 +195,6 @@ def has_domain_delta(config: Config, domain: str) -> bool:
         return False
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
           domain: str | None = None) -> LearnResult:
     """Teach the model that `raw` is `label` (ham | spam | phish); returns what changed."""
@@ -231,7 +218,7 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
         w_now = current.weights[idx]
         movable &= w_now[:, current.classes.index(label)] >= w_now[:, 0]
     target = current.classes.index(label)
-    with _locked(path):
+    with locked(path):
         rows, dvals = read_delta(path)
         w = current.weights[idx].astype(np.float64)
         b = current.intercept.astype(np.float64)
