@@ -211,9 +211,8 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
     if label != "ham" and movable.any():
         # Words the deployment's good mail uses are not blamed (mailmoat.ml.delivered), nor
         # words the model already counts as evidence of ham: those are what good mail it
-        # has not seen yet would share with the report (on bench/feedback.py's trec07p
-        # replay, 54 -> 52 false positives with releases and reports, 156 -> 152 with
-        # reports only, for 3 more misses).
+        # has not seen yet would share with the report (an ad-hoc variant of
+        # bench/feedback.py's trec07p replay flagged fewer ham with this rule; docs/ml.md).
         movable &= ~np.isin(idx, _protected(config, settings, path, idx))
         w_now = current.weights[idx]
         movable &= w_now[:, current.classes.index(label)] >= w_now[:, 0]
