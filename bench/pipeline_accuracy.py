@@ -3,6 +3,7 @@
     nice python bench/pipeline_accuracy.py [--corpus /tmp/corpus] [--folds 5] [--workers 2]
                                            [--max-ham-per-corpus N] [--dump-errors FILE]
                                            [--deep-run DIR --deep-data FILE] [--unseen source]
+                                           [--dump-scores FILE]
 
 What is measured, per message:
 1. the tier-1 content model's score, out-of-fold: the same grouped k-fold as
@@ -141,18 +142,16 @@ def scan_all(paths: list[str], workers: int, log) -> list[dict[str, Any]]:
 # --- tier 2 (optional) ----------------------------------------------------------------------
 
 
-def deep_scores(root: Path, samples: list[Sample], idx: list[int], ok: list[int], P: np.ndarray,
-                run: Path, data: Path, settings: DeepSettings,
-                unseen: str | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
+def deep_scores(samples: list[Sample], idx: list[int], ok: list[int], P: np.ndarray,
+                t2: Any, settings: DeepSettings) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Tier 2's score per kept message, as the live check would add it under these `[deep]`
     settings: where tier 1's out-of-fold P(spam or phish) lies in `band` (every message with
-    `mode` all) and the text has `min_tokens` word pieces, from the fine-tuned model's
-    out-of-fold probabilities (same folds as tier 1); with `unseen` (source, era), from its
-    model trained without those corpora instead. Also: which kept messages tier 2 is left
-    out for because their text changed since the run (`deep_cv.changed_inputs`)."""
-    from deep_cv import load_tier2, tier2_scores
+    `mode` all) and the text has `min_tokens` word pieces, from tier 2's stored probabilities
+    (`deep_cv.load_tier2`: out-of-fold on the same folds as tier 1, or with `--unseen` its
+    model trained without those corpora). Also: which kept messages tier 2 is left out for
+    because their text changed since the run (`deep_cv.changed_inputs`)."""
+    from deep_cv import tier2_scores
 
-    t2 = load_tier2(root, samples, data, run, unseen)
     out, names = tier2_scores(P, t2.p, t2.voted, settings)
     keep = [idx[j] for j in ok]
     return out[keep], [names[i] for i in keep], t2.changed[keep]
@@ -373,6 +372,11 @@ def main() -> None:
                     help="also write every error of the combined verdict as JSON lines: ham "
                          "not accepted (false positive) and spam/phish accepted (missed), with "
                          "path, corpus, content and other scores, action and symbols")
+    ap.add_argument("--dump-scores", metavar="FILE",
+                    help="also write every scanned message's scores as a .npz: path, corpus, "
+                         "group, label, tier-1 and (with --deep-run) tier-2 probabilities, "
+                         "whether tier 2 counts, the other families' score and symbols "
+                         "(names and a message x symbol score matrix)")
     args = ap.parse_args()
     started = time.perf_counter()
     root, samples = open_corpus(args.corpus)
@@ -431,10 +435,16 @@ def main() -> None:
     deep_changed = np.zeros(len(sub), dtype=bool)
     deep_settings = DeepSettings(mode=args.deep_mode, band=tuple(args.deep_band),
                                  combine=args.deep_combine)
+    P1_kept = P[idx][ok]
+    P2_kept = np.zeros_like(P1_kept)
+    voted_kept = np.zeros(len(sub), dtype=bool)
     if args.deep_run:
-        deep, deep_names, deep_changed = deep_scores(root, samples, idx, ok, P,
-                                                     Path(args.deep_run), Path(args.deep_data),
-                                                     deep_settings, args.unseen)
+        from deep_cv import load_tier2
+
+        t2 = load_tier2(root, samples, Path(args.deep_data), Path(args.deep_run), args.unseen)
+        keep_idx = [idx[j] for j in ok]
+        P2_kept, voted_kept = t2.p[keep_idx], t2.voted[keep_idx]
+        deep, deep_names, deep_changed = deep_scores(samples, idx, ok, P, t2, deep_settings)
         for r, d, name in zip(scans, deep, deep_names):  # a family like the others below
             if d:
                 r["families"]["deep"] = float(d)
@@ -482,6 +492,21 @@ def main() -> None:
     results["seconds"] = {"content_cv": round(t_content), "scan": round(t_scan),
                           "scan_ms_per_message": round(1000 * t_scan / max(len(scans), 1) * args.workers, 2),
                           "total": round(time.perf_counter() - started)}
+
+    if args.dump_scores:
+        names = sorted({n for r in scans for n in r["symbols"]})
+        col = {n: j for j, n in enumerate(names)}
+        S = np.zeros((len(sub), len(names)), dtype=np.float32)
+        for i, r in enumerate(scans):
+            for n, v in r["symbols"].items():
+                S[i, col[n]] = v
+        np.savez_compressed(
+            args.dump_scores, path=np.array([s.path for s in sub]),
+            corpus=np.array([s.corpus for s in sub]), group=np.array([s.group for s in sub]),
+            label=labels, p1=P1_kept, p2=P2_kept, voted=voted_kept, content=content,
+            deep=deep, others=others, forced=np.array([r["forced"] or "" for r in scans]),
+            symbol_names=np.array(names), symbols=S)
+        log(f"[scores] {len(sub)} messages written to {args.dump_scores}")
 
     if args.dump_errors:
         n = dump_errors(Path(args.dump_errors), sub, labels, content, others, act_combined, scans)
