@@ -294,6 +294,27 @@ def test_release_as_not_spam_teaches_the_real_learner(app, env):
     assert read_audit(env.config)[-1]["label"] == "ham"
 
 
+def test_unlearn_takes_the_consoles_lesson_back(app, env):
+    """A release reported as not spam by mistake: an administrator takes the lesson back."""
+    from mailmoat.ml.features import N_FEATURES_BITS
+    from mailmoat.ml.learn import delta_path, read_audit
+    from mailmoat.ml.lessons import lessons_path, read
+
+    r = bearer(app, env, "alice").post("/api/v1/quarantine/m0001spamalice/release",
+                                       json={"report_not_spam": True})
+    assert r.json()["learned"] is True
+    assert bearer(app, env, "alice").post("/api/v1/quarantine/m0001spamalice/unlearn").status_code == 403
+    u = bearer(app, env, "admin").post("/api/v1/quarantine/m0001spamalice/unlearn")
+    assert u.status_code == 200 and u.json()["ok"] is True, u.text
+    assert read(lessons_path(delta_path(env.config)), N_FEATURES_BITS).labels == []
+    assert read_audit(env.config)[-1]["undo"] is True
+    with env.db.session() as s:
+        row = s.scalar(select(AuditRow).where(AuditRow.action == "quarantine.unlearn"))
+    assert row.actor == "admin@corp.test" and row.details["lessons"] == 1
+    again = bearer(app, env, "admin").post("/api/v1/quarantine/m0001spamalice/unlearn")
+    assert again.status_code == 404
+
+
 def test_purge_endpoint(app, env):
     with env.db.session() as s:
         s.get(QuarantineRow, "m0002phishbob").expires_at = datetime.now(UTC) - timedelta(days=1)

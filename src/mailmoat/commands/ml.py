@@ -114,11 +114,35 @@ def register(app: typer.Typer) -> None:
             for s in samples:
                 r = do_learn(cfg, read_sample(s), label, actor=actor, domain=domain)
                 typer.echo(f"{s.path}: P({label}) {r.before[label]:.3f} -> {r.after[label]:.3f} "
-                           f"({r.steps} steps)")
+                           f"({r.steps} steps; sha256 {r.sha256})")
         except (MailmoatError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)
-        typer.echo(f"learned {len(samples)} message(s) as {label}; audit: {audit_path(cfg)}")
+        typer.echo(f"learned {len(samples)} message(s) as {label}; audit: {audit_path(cfg)} "
+                   "(`mailmoat unlearn SHA256` takes a lesson back)")
+
+    @app.command()
+    def unlearn(
+        sha256: list[str] = typer.Argument(..., help="sha256 of a learned message, as `learn` "
+                                           "printed it and the audit records it"),
+        domain: str | None = typer.Option(None, help="the lesson's recipient domain (per-domain lessons)"),
+        actor: str = typer.Option("cli", help="who takes it back (recorded in the audit)"),
+        config: Path | None = typer.Option(None, "--config", "-c", help="mailmoat.toml"),
+    ) -> None:
+        """Take back what `learn` (or the console's report/release) taught about a message:
+        its weight changes and its lesson-memory entry. Recorded in the audit."""
+        from mailmoat.config import load_config
+        from mailmoat.ml.learn import unlearn as do_unlearn
+
+        try:
+            cfg = load_config(config)
+            for sha in sha256:
+                r = do_unlearn(cfg, sha, actor=actor, domain=domain)
+                typer.echo(f"{r.sha256}: {r.changes} weight change(s) over {r.rows} row(s) taken "
+                           f"back, {r.lessons} lesson-memory entr{'y' if r.lessons == 1 else 'ies'} dropped")
+        except (MailmoatError, ValueError, LookupError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
 
     @app.command()
     def evaluate(

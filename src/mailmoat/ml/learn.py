@@ -52,7 +52,7 @@ from mailmoat.ml import delivered
 from mailmoat.ml.corpus import LABELS
 from mailmoat.ml.features import N_FEATURES_BITS, extract, vectorize
 from mailmoat.ml.filelock import locked
-from mailmoat.ml.lessons import lessons_path, remember
+from mailmoat.ml.lessons import forget, lessons_path, remember
 from mailmoat.ml.lessons import read as read_lessons
 from mailmoat.ml.model import ContentModel, ModelError, bundled_model_path, softmax
 from mailmoat.ml.scoring import ContentSettings
@@ -77,6 +77,7 @@ LESSON_LOGIT_CAP = 1.0
 MIN_COUNTER_EXAMPLES = 200
 
 DELTA_NAME = "content-delta.npz"
+CHANGES_DIR = "lesson-changes"  # one file per lesson that moved weights: what `unlearn` takes back
 AUDIT_NAME = "learn-audit.jsonl"
 TARGET_P = 0.9
 _DOMAIN_RE = re.compile(r"^[a-z0-9.-]{1,253}$")
@@ -258,11 +259,7 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
             if v.any():  # only what moved: the delta stays as small as the lessons
                 merged[r] = merged.get(r, np.zeros(len(current.classes), np.float32)) + v
         if steps:
-            keys = np.array(sorted(merged), dtype=np.int32)
-            values = np.stack([merged[int(k)] for k in keys]).astype(np.float32)
-            tmp = path.with_name(path.name + ".tmp.npz")
-            np.savez_compressed(tmp, rows=keys, values=values)
-            os.replace(tmp, path)
+            _write_delta(path, merged)
         after_model = get_model(config, domain, settings)
         p1 = softmax(vals.astype(np.float64) @ after_model.weights[idx].astype(np.float64)
                      + after_model.intercept) if len(idx) else p0
@@ -271,16 +268,110 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
             before={c: round(float(p0[i]), 6) for i, c in enumerate(current.classes)},
             after={c: round(float(p1[i]), 6) for i, c in enumerate(current.classes)},
             steps=steps, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        if steps:
+            # What this lesson alone moved, so that `unlearn` can take exactly it back.
+            moved = np.flatnonzero(change.any(axis=1))
+            _write_change(path, result.sha256, idx[moved], change[moved])
         # Also kept whole, to recognise its near-copies (mailmoat.ml.lessons) — the part of
         # a report that reaches spam which changes its domains.
         remember(lessons_path(path), idx, vals, current.n_bits, label, result.sha256,
                  result.time, actor)
-        apath = audit_path(config)
-        with apath.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(result.as_dict(), sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        _append_audit(config, result.as_dict())
     return result
+
+
+@dataclass(frozen=True)
+class UnlearnResult:
+    sha256: str
+    domain: str
+    actor: str
+    lessons: int  # entries dropped from the lesson memory
+    changes: int  # recorded weight changes taken back
+    rows: int  # weight rows those changes touched
+    time: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"undo": True, **asdict(self)}
+
+
+def unlearn(config: Config, sha256: str, actor: str = "cli",
+            domain: str | None = None) -> UnlearnResult:
+    """Take back every lesson about the message with this sha256 (as `learn` printed it and
+    the audit records it) in one scope (global, or `domain`): subtract the weight changes
+    those lessons made from the delta, drop them from the lesson memory, and say so in the
+    audit. Other lessons keep what they moved, even where they moved the same words.
+    Lessons taught before 2026-11-29 recorded no change of their own: only their
+    lesson-memory entry can be dropped. Raises LookupError when the scope holds no lesson
+    about that message."""
+    sha = sha256.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha):
+        raise ValueError(f"not a sha256 (64 hex digits): {sha256!r}")
+    path = delta_path(config, domain)
+    n_bits = get_model(config, domain).n_bits
+    with locked(path):
+        files = sorted(_changes_dir(path).glob(f"{sha}.*.npz"))
+        rows, dvals = read_delta(path)
+        merged = {r: v.copy() for r, v in zip(rows.tolist(), dvals)}
+        touched: set[int] = set()
+        for f in files:
+            with np.load(f, allow_pickle=False) as z:
+                for r, v in zip(z["rows"].astype(np.int64).tolist(), z["values"].astype(np.float32)):
+                    if r in merged:
+                        merged[r] -= v
+                        touched.add(r)
+        for r in touched:
+            # Rounding leaves a trace where the lesson was the only one to move a row.
+            if np.all(np.abs(merged[r]) < 1e-6):
+                del merged[r]
+        dropped = forget(lessons_path(path), sha, n_bits)
+        if not files and not dropped:
+            raise LookupError(f"no lesson about {sha} in the {domain or 'global'} scope")
+        if files:
+            _write_delta(path, merged)
+            for f in files:
+                f.unlink()
+        result = UnlearnResult(sha256=sha, domain=domain or "", actor=actor, lessons=dropped,
+                               changes=len(files), rows=len(touched),
+                               time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        _append_audit(config, result.as_dict())
+    return result
+
+
+def _write_delta(path: Path, merged: dict[int, np.ndarray]) -> None:
+    """Replace the delta file by these rows (removed when none are left)."""
+    if not merged:
+        path.unlink(missing_ok=True)
+        return
+    keys = np.array(sorted(merged), dtype=np.int32)
+    values = np.stack([merged[int(k)] for k in keys]).astype(np.float32)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, rows=keys, values=values)
+    os.replace(tmp, path)
+
+
+def _changes_dir(delta: Path) -> Path:
+    return delta.with_name(CHANGES_DIR)
+
+
+def _write_change(delta: Path, sha256: str, rows: np.ndarray, values: np.ndarray) -> None:
+    """Record one lesson's own weight change beside the delta (the caller holds its lock)."""
+    d = _changes_dir(delta)
+    d.mkdir(parents=True, exist_ok=True)
+    stamp = time.time_ns()
+    while (d / f"{sha256}.{stamp}.npz").exists():
+        stamp += 1
+    tmp = d / f".{sha256}.{stamp}.tmp.npz"
+    np.savez_compressed(tmp, rows=rows.astype(np.int32), values=values.astype(np.float32))
+    os.replace(tmp, d / f"{sha256}.{stamp}.npz")
+
+
+def _append_audit(config: Config, record: dict[str, Any]) -> None:
+    apath = audit_path(config)
+    apath.parent.mkdir(parents=True, exist_ok=True)
+    with apath.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _protected(config: Config, settings: ContentSettings, path: Path,

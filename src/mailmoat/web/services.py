@@ -4,6 +4,7 @@ the caller's scope, release, delete, report (feeding learning), count the spool.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import inspect
 import logging
@@ -114,6 +115,28 @@ def raw_bytes(config: Config, db: Database, scope: Scope, msg_id: str) -> bytes:
         return load_raw(config, db, msg_id)
     except StoreError as exc:
         raise HTTPException(status_code=410, detail=str(exc)) from exc
+
+
+def unlearn(config: Config, db: Database, actor: str, scope: Scope, msg_id: str) -> ActionOut:
+    """Take back what reports and releases of this held message taught the model (its
+    weight changes and lesson-memory entries, `mailmoat.ml.learn.unlearn`); audited."""
+    raw = raw_bytes(config, db, scope, msg_id)
+    try:
+        from mailmoat.ml.learn import unlearn as do_unlearn
+
+        res = do_unlearn(config, hashlib.sha256(raw).hexdigest(), actor)
+    except ImportError as exc:
+        raise HTTPException(status_code=501, detail="learning is not available on this installation") from exc
+    except LookupError as exc:
+        raise HTTPException(status_code=404, detail="nothing was learned from this message") from exc
+    except (MailmoatError, ValueError, OSError) as exc:
+        audit(db, actor, "quarantine.unlearn", msg_id, error=str(exc))
+        return ActionOut(ok=False, learned=None, message=f"Could not take the lesson back: {exc}")
+    audit(db, actor, "quarantine.unlearn", msg_id, sha256=res.sha256, changes=res.changes,
+          rows=res.rows, lessons=res.lessons)
+    return ActionOut(ok=True, learned=False, message=(
+        f"Took back what this message taught: {res.lessons} remembered lesson(s), "
+        f"{res.changes} weight change(s)."))
 
 
 def _learner() -> Any | None:

@@ -1,4 +1,4 @@
-"""/api/v1/quarantine: list, preview, download, release, delete, report, purge."""
+"""/api/v1/quarantine: list, preview, download, release, delete, report, unlearn, purge."""
 
 from __future__ import annotations
 
@@ -92,6 +92,12 @@ def delete(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep) -> Acti
              summary="Report as spam or as not spam (ham): feeds learning, always audited")
 async def report(msg_id: str, body: ReportIn, user: CurrentUser, config: ConfigDep, db: DbDep) -> ActionOut:
     return await services.report(config, db, user.email, scope_of(user), msg_id, body.label)
+
+
+@router.post("/{msg_id}/unlearn", response_model=ActionOut,
+             summary="Take back what reports and releases of this message taught (administrators)")
+def unlearn(msg_id: str, admin: AdminUser, config: ConfigDep, db: DbDep) -> ActionOut:
+    return services.unlearn(config, db, admin.email, scope_of(admin), msg_id)
 
 
 @router.post("/purge", response_model=PurgeOut, summary="Purge held mail past its retention now")
