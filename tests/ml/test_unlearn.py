@@ -14,7 +14,15 @@ from mailmoat.message.parse import parse_message
 from mailmoat.ml import delivered
 from mailmoat.ml import learn as learn_mod
 from mailmoat.ml.features import N_FEATURES_BITS, extract, vectorize
-from mailmoat.ml.learn import delta_path, learn, model_dir, read_audit, read_delta, unlearn
+from mailmoat.ml.learn import (
+    LessonFilter,
+    delta_path,
+    learn,
+    model_dir,
+    read_audit,
+    read_delta,
+    unlearn,
+)
 from mailmoat.ml.lessons import lessons_path
 from mailmoat.ml.lessons import read as read_lessons
 from tests.conftest import mailmoat_cmd, make_config, make_email, scan_bytes, subprocess_env
@@ -72,7 +80,8 @@ async def test_unlearn_takes_back_one_lesson_and_keeps_the_other(tmp_path):
     assert len(rows) and not np.isin(rows, rows_a).any()
     assert read_lessons(lessons_path(delta_path(cfg)), N_FEATURES_BITS).sha256 == [_sha(QUILTOP)]
     last = read_audit(cfg)[-1]
-    assert last["undo"] is True and last["sha256"] == _sha(ZORBEX) and last["actor"] == "admin"
+    assert last["undo"] is True and last["which"]["sha256"] == _sha(ZORBEX)
+    assert last["messages"] == [_sha(ZORBEX)] and last["actor"] == "admin"
 
     # Taken back already: nothing left to take back.
     with pytest.raises(LookupError):
@@ -100,6 +109,36 @@ async def test_unlearn_of_a_lesson_that_moved_no_weight(tmp_path):
     assert after.result.get("LEARNED_SPAM") is None and after.verdict.action.value == "accept"
 
 
+async def test_unlearn_everything_an_account_taught(tmp_path):
+    """An account that reported good mail as spam (careless, or taken over to poison the
+    filter): everything it taught goes, what others taught stays."""
+    cfg = _with_sample(tmp_path)
+    club = make_email(subject="Garden club: tulip planting on Saturday",
+                      body="Hello members, this week we plant tulip bulbs in the community "
+                      "garden. Bring gloves; the seed swap follows.",
+                      sender="Garden Club <news@gardenclub.test>")
+    before = await _p_bad(club, cfg)
+    learn(cfg, club, "spam", actor="mallory@example.test")
+    learn(cfg, ZORBEX, "spam", actor="mallory@example.test")
+    learn(cfg, QUILTOP, "spam", actor="alice@example.test")
+    assert (await scan_bytes(club, cfg)).verdict.action.value != "accept"
+    with_alice = await _p_bad(QUILTOP, cfg)
+
+    r = unlearn(cfg, LessonFilter(taught_by="mallory@example.test"), actor="admin")
+    assert sorted(r.messages) == sorted([_sha(club), _sha(ZORBEX)]) and r.lessons == 2
+    assert await _p_bad(club, cfg) == pytest.approx(before, abs=1e-6)
+    assert (await scan_bytes(club, cfg)).verdict.action.value == "accept"
+    assert await _p_bad(QUILTOP, cfg) == pytest.approx(with_alice, abs=1e-6)
+    mem = read_lessons(lessons_path(delta_path(cfg)), N_FEATURES_BITS)
+    assert mem.actors == ["alice@example.test"]
+
+    # Lessons older than a time: none of alice's is older than 2000, all are before 2100.
+    with pytest.raises(LookupError):
+        unlearn(cfg, LessonFilter(taught_before="2000-01-01"))
+    assert unlearn(cfg, LessonFilter(taught_before="2100-01-01")).messages == [_sha(QUILTOP)]
+    assert not delta_path(cfg).exists()
+
+
 def test_unlearn_is_per_scope_and_checks_its_argument(tmp_path):
     cfg = _with_sample(tmp_path)
     learn(cfg, ZORBEX, "spam", domain="example.test")
@@ -109,6 +148,12 @@ def test_unlearn_is_per_scope_and_checks_its_argument(tmp_path):
     assert not delta_path(cfg, "example.test").exists()
     with pytest.raises(ValueError):
         unlearn(cfg, "not-a-hash")
+    with pytest.raises(ValueError):
+        LessonFilter()  # no criterion: would take back everything by accident
+    with pytest.raises(ValueError):
+        LessonFilter(taught_before="last tuesday")
+    assert LessonFilter(taught_before="2026-11-01").taught_before == "2026-11-01T00:00:00Z"
+    assert LessonFilter(taught_before="2026-11-01T13:00:00+01:00").taught_before == "2026-11-01T12:00:00Z"
 
 
 def test_unlearn_cli(tmp_path):
@@ -127,5 +172,10 @@ def test_unlearn_cli(tmp_path):
     undone = run("unlearn", "--config", str(cfgp), _sha(ZORBEX))
     assert undone.returncode == 0, undone.stderr
     assert "1 lesson-memory entry dropped" in undone.stdout
+    run("learn", "--spam", "--actor", "mallory", "--config", str(cfgp), str(f))
+    by = run("unlearn", "--taught-by", "mallory", "--config", str(cfgp))
+    assert by.returncode == 0 and "(1 message(s))" in by.stdout, by.stderr
+    nothing = run("unlearn", "--config", str(cfgp))
+    assert nothing.returncode == 2 and "say which lessons" in nothing.stderr
     again = run("unlearn", "--config", str(cfgp), _sha(ZORBEX))
     assert again.returncode == 2 and "no lesson" in again.stderr

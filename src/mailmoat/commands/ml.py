@@ -123,23 +123,32 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def unlearn(
-        sha256: list[str] = typer.Argument(..., help="sha256 of a learned message, as `learn` "
+        sha256: list[str] = typer.Argument(None, help="sha256 of a learned message, as `learn` "
                                            "printed it and the audit records it"),
-        domain: str | None = typer.Option(None, help="the lesson's recipient domain (per-domain lessons)"),
-        actor: str = typer.Option("cli", help="who takes it back (recorded in the audit)"),
+        taught_by: str | None = typer.Option(None, help="only (or all) lessons this actor taught"),
+        taught_before: str | None = typer.Option(None, help="only (or all) lessons taught before "
+                                                 "this UTC date or time (ISO 8601)"),
+        domain: str | None = typer.Option(None, help="the lessons' recipient domain (per-domain lessons)"),
+        actor: str = typer.Option("cli", help="who takes them back (recorded in the audit)"),
         config: Path | None = typer.Option(None, "--config", "-c", help="mailmoat.toml"),
     ) -> None:
-        """Take back what `learn` (or the console's report/release) taught about a message:
-        its weight changes and its lesson-memory entry. Recorded in the audit."""
+        """Take back what `learn` (or the console's report/release) taught: the lessons about
+        the messages SHA256..., or all taught by an actor, or before a time (criteria
+        combine). Their weight changes and lesson-memory entries go; the audit records it."""
         from mailmoat.config import load_config
+        from mailmoat.ml.learn import LessonFilter
         from mailmoat.ml.learn import unlearn as do_unlearn
 
         try:
             cfg = load_config(config)
-            for sha in sha256:
-                r = do_unlearn(cfg, sha, actor=actor, domain=domain)
-                typer.echo(f"{r.sha256}: {r.changes} weight change(s) over {r.rows} row(s) taken "
-                           f"back, {r.lessons} lesson-memory entr{'y' if r.lessons == 1 else 'ies'} dropped")
+            filters = [LessonFilter(sha, taught_by, taught_before) for sha in sha256 or []] \
+                or [LessonFilter(None, taught_by, taught_before)]
+            for f in filters:
+                r = do_unlearn(cfg, f, actor=actor, domain=domain)
+                typer.echo(f"lessons {f.describe()}: {r.changes} weight change(s) over {r.rows} "
+                           f"row(s) taken back, {r.lessons} lesson-memory entr"
+                           f"{'y' if r.lessons == 1 else 'ies'} dropped "
+                           f"({len(r.messages)} message(s))")
         except (MailmoatError, ValueError, LookupError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

@@ -271,7 +271,7 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
         if steps:
             # What this lesson alone moved, so that `unlearn` can take exactly it back.
             moved = np.flatnonzero(change.any(axis=1))
-            _write_change(path, result.sha256, idx[moved], change[moved])
+            _write_change(path, result, idx[moved], change[moved])
         # Also kept whole, to recognise its near-copies (mailmoat.ml.lessons) — the part of
         # a report that reaches spam which changes its domains.
         remember(lessons_path(path), idx, vals, current.n_bits, label, result.sha256,
@@ -281,10 +281,57 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
 
 
 @dataclass(frozen=True)
+class LessonFilter:
+    """Which lessons `unlearn` takes back: those matching every criterion given — about the
+    message with this sha256, taught by this actor, taught before this time (UTC, ISO 8601:
+    `2026-11-01` or `2026-11-01T12:00:00Z`)."""
+
+    sha256: str | None = None
+    taught_by: str | None = None
+    taught_before: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.sha256 or self.taught_by or self.taught_before):
+            raise ValueError("say which lessons to take back: a sha256, --taught-by or --taught-before")
+        if self.sha256 is not None:
+            sha = self.sha256.strip().lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", sha):
+                raise ValueError(f"not a sha256 (64 hex digits): {self.sha256!r}")
+            object.__setattr__(self, "sha256", sha)
+        if self.taught_before is not None:
+            object.__setattr__(self, "taught_before", _audit_time(self.taught_before))
+
+    def matches(self, sha256: str, when: str, taught_by: str) -> bool:
+        return ((self.sha256 is None or sha256 == self.sha256)
+                and (self.taught_by is None or taught_by == self.taught_by)
+                and (self.taught_before is None or when < self.taught_before))
+
+    def describe(self) -> str:
+        parts = [f"about {self.sha256}" if self.sha256 else "",
+                 f"taught by {self.taught_by}" if self.taught_by else "",
+                 f"taught before {self.taught_before}" if self.taught_before else ""]
+        return " ".join(p for p in parts if p)
+
+
+def _audit_time(text: str) -> str:
+    """An ISO date or time as the audit and the lesson memory write it (UTC, seconds)."""
+    from datetime import UTC, datetime
+
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise ValueError(f"not an ISO date or time: {text!r}") from exc
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
 class UnlearnResult:
-    sha256: str
+    which: dict[str, str | None]  # the LessonFilter's criteria
+    messages: list[str]  # sha256 of the messages whose lessons were taken back
     domain: str
-    actor: str
+    actor: str  # who took them back
     lessons: int  # entries dropped from the lesson memory
     changes: int  # recorded weight changes taken back
     rows: int  # weight rows those changes touched
@@ -294,27 +341,32 @@ class UnlearnResult:
         return {"undo": True, **asdict(self)}
 
 
-def unlearn(config: Config, sha256: str, actor: str = "cli",
+def unlearn(config: Config, which: LessonFilter | str, actor: str = "cli",
             domain: str | None = None) -> UnlearnResult:
-    """Take back every lesson about the message with this sha256 (as `learn` printed it and
-    the audit records it) in one scope (global, or `domain`): subtract the weight changes
-    those lessons made from the delta, drop them from the lesson memory, and say so in the
-    audit. Other lessons keep what they moved, even where they moved the same words.
-    Lessons taught before 2026-11-29 recorded no change of their own: only their
-    lesson-memory entry can be dropped. Raises LookupError when the scope holds no lesson
-    about that message."""
-    sha = sha256.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", sha):
-        raise ValueError(f"not a sha256 (64 hex digits): {sha256!r}")
+    """Take back the lessons `which` selects (a LessonFilter, or the sha256 of a message as
+    `learn` printed it and the audit records it) in one scope (global, or `domain`):
+    subtract the weight changes they made from the delta, drop them from the lesson memory,
+    and say so in the audit. Other lessons keep what they moved, even where they moved the
+    same words. So a mistaken report, or everything an account taught (one whose owner was
+    careless, or that was taken over to poison the filter), or every lesson older than a
+    date, can be undone. Lessons taught before 2026-11-29 recorded no change of their own:
+    only their lesson-memory entry can be dropped. Raises LookupError when no lesson in the
+    scope matches."""
+    f = LessonFilter(sha256=which) if isinstance(which, str) else which
     path = delta_path(config, domain)
     n_bits = get_model(config, domain).n_bits
     with locked(path):
-        files = sorted(_changes_dir(path).glob(f"{sha}.*.npz"))
+        pattern = f"{f.sha256}.*.npz" if f.sha256 else "*.npz"
+        files, shas = [], set()
         rows, dvals = read_delta(path)
         merged = {r: v.copy() for r, v in zip(rows.tolist(), dvals)}
         touched: set[int] = set()
-        for f in files:
-            with np.load(f, allow_pickle=False) as z:
+        for cf in sorted(_changes_dir(path).glob(pattern)):
+            with np.load(cf, allow_pickle=False) as z:
+                if not f.matches(str(z["sha256"]), str(z["time"]), str(z["taught_by"])):
+                    continue
+                shas.add(str(z["sha256"]))
+                files.append(cf)
                 for r, v in zip(z["rows"].astype(np.int64).tolist(), z["values"].astype(np.float32)):
                     if r in merged:
                         merged[r] -= v
@@ -323,16 +375,19 @@ def unlearn(config: Config, sha256: str, actor: str = "cli",
             # Rounding leaves a trace where the lesson was the only one to move a row.
             if np.all(np.abs(merged[r]) < 1e-6):
                 del merged[r]
-        dropped = forget(lessons_path(path), sha, n_bits)
+        dropped = forget(lessons_path(path), f.matches, n_bits)
         if not files and not dropped:
-            raise LookupError(f"no lesson about {sha} in the {domain or 'global'} scope")
+            raise LookupError(f"no lesson {f.describe()} in the {domain or 'global'} scope")
+        shas |= set(dropped)
         if files:
             _write_delta(path, merged)
-            for f in files:
-                f.unlink()
-        result = UnlearnResult(sha256=sha, domain=domain or "", actor=actor, lessons=dropped,
-                               changes=len(files), rows=len(touched),
-                               time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            for cf in files:
+                cf.unlink()
+        result = UnlearnResult(
+            which={"sha256": f.sha256, "taught_by": f.taught_by, "taught_before": f.taught_before},
+            messages=sorted(shas), domain=domain or "", actor=actor, lessons=len(dropped),
+            changes=len(files), rows=len(touched),
+            time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         _append_audit(config, result.as_dict())
     return result
 
@@ -353,15 +408,18 @@ def _changes_dir(delta: Path) -> Path:
     return delta.with_name(CHANGES_DIR)
 
 
-def _write_change(delta: Path, sha256: str, rows: np.ndarray, values: np.ndarray) -> None:
+def _write_change(delta: Path, result: LearnResult, rows: np.ndarray, values: np.ndarray) -> None:
     """Record one lesson's own weight change beside the delta (the caller holds its lock)."""
     d = _changes_dir(delta)
     d.mkdir(parents=True, exist_ok=True)
+    sha256 = result.sha256
     stamp = time.time_ns()
     while (d / f"{sha256}.{stamp}.npz").exists():
         stamp += 1
     tmp = d / f".{sha256}.{stamp}.tmp.npz"
-    np.savez_compressed(tmp, rows=rows.astype(np.int32), values=values.astype(np.float32))
+    np.savez_compressed(tmp, rows=rows.astype(np.int32), values=values.astype(np.float32),
+                        sha256=np.array(sha256), time=np.array(result.time),
+                        taught_by=np.array(result.actor), label=np.array(result.label))
     os.replace(tmp, d / f"{sha256}.{stamp}.npz")
 
 

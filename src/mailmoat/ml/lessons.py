@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,17 +104,17 @@ def remember(path: Path, idx: np.ndarray, vals: np.ndarray, n_bits: int, label: 
     _write(path, LessonMemory(matrix, labels, shas, times, actors), n_bits)
 
 
-def forget(path: Path, sha256: str, n_bits: int) -> int:
-    """Drop every lesson about the message with this sha256 (the caller holds the scope's
-    lock); returns how many were dropped."""
+def forget(path: Path, matches: Callable[[str, str, str], bool], n_bits: int) -> list[str]:
+    """Drop every lesson for which `matches(sha256, time, actor)` holds (the caller holds the
+    scope's lock); returns the sha256 of each dropped lesson."""
     mem = read(path, n_bits)
-    keep = [i for i, s in enumerate(mem.sha256) if s != sha256]
-    dropped = len(mem.sha256) - len(keep)
-    if dropped:
+    hit = [matches(s, t, a) for s, t, a in zip(mem.sha256, mem.times, mem.actors)]
+    if any(hit):
+        keep = [i for i, h in enumerate(hit) if not h]
         _write(path, LessonMemory(mem.matrix[keep], [mem.labels[i] for i in keep],
                                   [mem.sha256[i] for i in keep], [mem.times[i] for i in keep],
                                   [mem.actors[i] for i in keep]), n_bits)
-    return dropped
+    return [s for s, h in zip(mem.sha256, hit) if h]
 
 
 def _write(path: Path, mem: LessonMemory, n_bits: int) -> None:

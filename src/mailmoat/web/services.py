@@ -132,7 +132,7 @@ def unlearn(config: Config, db: Database, actor: str, scope: Scope, msg_id: str)
     except (MailmoatError, ValueError, OSError) as exc:
         audit(db, actor, "quarantine.unlearn", msg_id, error=str(exc))
         return ActionOut(ok=False, learned=None, message=f"Could not take the lesson back: {exc}")
-    audit(db, actor, "quarantine.unlearn", msg_id, sha256=res.sha256, changes=res.changes,
+    audit(db, actor, "quarantine.unlearn", msg_id, sha256=res.which["sha256"], changes=res.changes,
           rows=res.rows, lessons=res.lessons)
     return ActionOut(ok=True, learned=False, message=(
         f"Took back what this message taught: {res.lessons} remembered lesson(s), "
