@@ -80,6 +80,26 @@ def test_release_from_console_form(app, env):
     assert "Deleted m0005malware" in c.get(r.headers["location"]).text
 
 
+def test_admin_undoes_a_lesson_from_the_message_page(app, env):
+    alice, csrf_a = form_login(app, "alice@a.test")
+    assert 'id="btn-unlearn"' not in alice.get("/messages/m0001spamalice").text
+    r = alice.post("/quarantine/m0001spamalice/act", data={"op": "report_spam", "csrf_token": csrf_a,
+                                                           "back_to": "/messages/m0001spamalice"})
+    assert "Reported as spam" in alice.get(r.headers["location"]).text
+    r = alice.post("/quarantine/m0001spamalice/act", data={"op": "unlearn", "csrf_token": csrf_a})
+    assert "only administrators" in alice.get(r.headers["location"]).text
+
+    admin, csrf = form_login(app, "admin@corp.test")
+    page = admin.get("/messages/m0001spamalice").text
+    assert 'id="btn-unlearn"' in page
+    r = admin.post("/quarantine/m0001spamalice/act", data={"op": "unlearn", "csrf_token": csrf,
+                                                           "back_to": "/messages/m0001spamalice"})
+    assert "Took back what this message taught: 1 remembered lesson" in admin.get(r.headers["location"]).text
+    r = admin.post("/quarantine/m0001spamalice/act", data={"op": "unlearn", "csrf_token": csrf,
+                                                           "back_to": "/messages/m0001spamalice"})
+    assert "nothing was learned from this message" in admin.get(r.headers["location"]).text
+
+
 def test_preview_page_is_locked_down(app, env):
     c, _ = form_login(app, "alice@a.test")
     r = c.get("/quarantine/m0004hostile/preview")

@@ -172,6 +172,11 @@ async def quarantine_act(msg_id: str, request: Request, user: PageUser, config: 
                         f"Deleted {msg_id}.")
         if op == "report_spam":
             return back(target, (await services.report(config, db, user.email, scope, msg_id, "spam")).message)
+        if op == "unlearn":
+            # Takes back lessons whoever taught them, so administrators only.
+            if not user.is_admin:
+                raise HTTPException(status_code=403, detail="only administrators may take lessons back")
+            return back(target, services.unlearn(config, db, user.email, scope, msg_id).message)
     except HTTPException as exc:
         return back(target, f"Could not {op.replace('_', ' ')} {msg_id}: {exc.detail}")
     raise HTTPException(status_code=422, detail=f"unknown operation {op!r}")
