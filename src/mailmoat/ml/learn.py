@@ -27,9 +27,12 @@ reported spam flagged the mail of the domain that trec06c's spam forged (docs/ml
 lesson that moves no weight says so in the audit (`steps` 0).
 
 Every lesson is appended to `data_dir/model/learn-audit.jsonl`: time, actor, label, sha256
-of the message, domain, and the probability before and after.
+of the message, domain, and the probability before and after. A lesson that moved weights
+also records its own change (`lesson-changes/` beside the delta), so `unlearn()` can take
+lessons back exactly — by message, by who taught them, by age — leaving the others' intact.
 
-Python API (used by the web console): `learn(config, raw, label, actor, domain=None)`.
+Python API (used by the web console): `learn(config, raw, label, actor, domain=None)`,
+`unlearn(config, sha256_or_LessonFilter, actor, domain=None)`.
 """
 
 from __future__ import annotations
