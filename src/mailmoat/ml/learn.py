@@ -352,7 +352,7 @@ def unlearn(config: Config, which: LessonFilter | str, actor: str = "cli",
     and say so in the audit. Other lessons keep what they moved, even where they moved the
     same words. So a mistaken report, or everything an account taught (one whose owner was
     careless, or that was taken over to poison the filter), or every lesson older than a
-    date, can be undone. Lessons taught before 2026-11-29 recorded no change of their own:
+    date, can be undone. Lessons taught before commit 1420953 recorded no change of their own:
     only their lesson-memory entry can be dropped. Raises LookupError when no lesson in the
     scope matches."""
     f = LessonFilter(sha256=which) if isinstance(which, str) else which
