@@ -24,7 +24,7 @@ from typing import Any
 from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
 from mailmoat.ml.delivered import DeliveredSampler, sample_path
-from mailmoat.ml.learn import model_dir
+from mailmoat.ml.learn import expire_lessons, model_dir
 from mailmoat.ml.scoring import ContentSettings
 from mailmoat.relay.deliver import DeliveryManager
 from mailmoat.relay.routes import parse_hostport
@@ -96,7 +96,8 @@ class Gateway:
 
     async def purge(self) -> tuple[int, int]:
         """Delete message-log rows older than `[storage] log_retention_days` and quarantined
-        mail past its expiry; returns (log rows, quarantined messages) deleted. The web
+        mail past its expiry, and take back lessons older than `[content]
+        lesson_max_age_days` when set; returns (log rows, quarantined messages) deleted. The web
         console purges quarantine on its own schedule when it runs in this process, so the
         gateway then leaves quarantine to it (purging twice would be harmless, just extra
         work)."""
@@ -108,6 +109,12 @@ class Gateway:
         if rows or held:
             log.info("retention: deleted %d message-log rows and %d quarantined messages",
                      rows, held)
+        max_age = self.config.section("content", ContentSettings).lesson_max_age_days
+        if max_age > 0:
+            taken = await asyncio.to_thread(expire_lessons, self.config, max_age)
+            if taken:
+                log.info("retention: took back the lessons of %d message(s) older than %g days",
+                         taken, max_age)
         return rows, held
 
     async def _purge_loop(self) -> None:

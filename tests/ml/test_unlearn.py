@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from mailmoat.ml.features import N_FEATURES_BITS, extract, vectorize
 from mailmoat.ml.learn import (
     LessonFilter,
     delta_path,
+    expire_lessons,
     learn,
     model_dir,
     read_audit,
@@ -137,6 +140,33 @@ async def test_unlearn_everything_an_account_taught(tmp_path):
         unlearn(cfg, LessonFilter(taught_before="2000-01-01"))
     assert unlearn(cfg, LessonFilter(taught_before="2100-01-01")).messages == [_sha(QUILTOP)]
     assert not delta_path(cfg).exists()
+
+
+def test_old_lessons_expire_in_every_scope(tmp_path):
+    cfg = _with_sample(tmp_path)
+    learn(cfg, ZORBEX, "spam")
+    learn(cfg, QUILTOP, "spam", domain="example.test")
+    assert expire_lessons(cfg, 0) == 0  # 0: kept until taken back by hand
+    assert expire_lessons(cfg, 30) == 0  # taught just now: not 30 days old
+    assert expire_lessons(cfg, 30, now=time.time() + 31 * 86400) == 2
+    assert not delta_path(cfg).exists() and not delta_path(cfg, "example.test").exists()
+    assert read_audit(cfg)[-1]["actor"] == "retention"
+
+
+async def test_the_gateways_retention_purge_expires_lessons(tmp_path):
+    from mailmoat.app import build
+
+    # 1e-5 days is under a second: the lesson below is past it once the clock has ticked.
+    cfg = _with_sample(tmp_path, lesson_max_age_days=1e-5)
+    learn(cfg, ZORBEX, "spam")
+    gw = build(cfg)
+    try:
+        await asyncio.sleep(2.0)  # lesson times have whole seconds: the cutoff must pass one
+        await gw.purge()
+    finally:
+        await gw.stop()
+    assert not delta_path(cfg).exists()
+    assert read_lessons(lessons_path(delta_path(cfg)), N_FEATURES_BITS).sha256 == []
 
 
 def test_unlearn_is_per_scope_and_checks_its_argument(tmp_path):

@@ -395,6 +395,30 @@ def unlearn(config: Config, which: LessonFilter | str, actor: str = "cli",
     return result
 
 
+def expire_lessons(config: Config, max_age_days: float, now: float | None = None,
+                   actor: str = "retention") -> int:
+    """Take back, in every scope (global and each domain), the lessons taught more than
+    `max_age_days` ago (`[content] lesson_max_age_days`, run by the gateway's retention
+    purge): a campaign's words stop counting once it is long over, and a deployment's
+    lessons do not pile up for ever. Returns how many messages' lessons were taken back;
+    nothing when `max_age_days` is 0."""
+    if max_age_days <= 0:
+        return 0
+    cutoff = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                           time.gmtime((time.time() if now is None else now) - max_age_days * 86400))
+    domains_dir = model_dir(config) / "domains"
+    scopes: list[str | None] = [None]
+    if domains_dir.is_dir():
+        scopes += sorted(p.name for p in domains_dir.iterdir() if p.is_dir())
+    taken = 0
+    for domain in scopes:
+        try:
+            taken += len(unlearn(config, LessonFilter(taught_before=cutoff), actor, domain).messages)
+        except LookupError:
+            continue  # nothing that old in this scope
+    return taken
+
+
 def _write_delta(path: Path, merged: dict[int, np.ndarray]) -> None:
     """Replace the delta file by these rows (removed when none are left)."""
     if not merged:

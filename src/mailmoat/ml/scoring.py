@@ -44,6 +44,10 @@ class ContentSettings(Section):
         1.0, ge=0, le=1, description="share of the mail accepted for every recipient whose "
         "feature buckets are kept (the newest 5,000) as the counter-examples spam reports "
         "must not blame; 0: reports teach no words (docs/ml.md)")
+    lesson_max_age_days: float = Field(
+        0.0, ge=0, description="lessons (reports, releases, `mailmoat learn`) older than this "
+        "are taken back by the retention purge, as `mailmoat unlearn --taught-before` would; "
+        "0: kept until taken back by hand")
 
 
 HIGH_CAP = 0.9999
