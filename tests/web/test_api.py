@@ -428,3 +428,25 @@ def test_bad_config_sections_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="digest"):
         create_app(config, db)
     db.dispose()
+
+
+def test_lessons_api_lists_and_takes_back(app, env):
+    alice, admin = bearer(app, env, "alice"), bearer(app, env, "admin")
+    alice.post("/api/v1/quarantine/m0001spamalice/report", json={"label": "spam"})
+    assert alice.get("/api/v1/lessons").status_code == 403
+    assert alice.post("/api/v1/lessons/unlearn", json={"taught_by": "alice@a.test"}).status_code == 403
+    items = admin.get("/api/v1/lessons").json()["items"]
+    assert [(i["actor"], i["label"]) for i in items] == [("alice@a.test", "spam")]
+    sha = items[0]["sha256"]
+    assert admin.post("/api/v1/lessons/unlearn", json={}).status_code == 422
+    assert admin.post("/api/v1/lessons/unlearn", json={"sha256": "xyz"}).status_code == 422
+    assert admin.post("/api/v1/lessons/unlearn", json={"taught_before": "soon"}).status_code == 422
+    r = admin.post("/api/v1/lessons/unlearn", json={"sha256": sha})
+    assert r.status_code == 200 and r.json()["messages"] == [sha] and r.json()["lessons"] == 1
+    assert admin.post("/api/v1/lessons/unlearn", json={"sha256": sha}).status_code == 404
+    undo, lesson = admin.get("/api/v1/lessons").json()["items"]
+    assert undo["undo"] is True and undo["actor"] == "admin@corp.test"
+    assert lesson["taken_back"] is True
+    with env.db.session() as s:
+        row = s.scalar(select(AuditRow).where(AuditRow.action == "lessons.unlearn"))
+    assert row.details["messages"] == [sha]

@@ -1,6 +1,7 @@
 """The console in real headless Chromium (Playwright): log in, search, open, release from
-quarantine (into the spool), follow a digest link, see the dashboard charts, and open a
-hostile HTML message without any script running or any network request leaving."""
+quarantine (into the spool), report and take the lesson back on the learning page, follow a
+digest link, see the dashboard charts, and open a hostile HTML message without any script
+running or any network request leaving."""
 
 from __future__ import annotations
 
@@ -86,6 +87,25 @@ def test_login_search_open_release(served, browser):
     sp = Spool(env.config.data_dir / "spool")
     entries = [sp.read("incoming", i)[0] for i in sp.ids("incoming")]
     assert [e.rcpt_tos for e in entries if e.extra.get("released_from") == "m0001spamalice"] == [["alice@a.test"]]
+    ctx.close()
+
+
+def test_report_then_undo_on_the_learning_page(served, browser):
+    _, base = served
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    login(page, base, "admin@corp.test")
+    page.goto(f"{base}/messages/m0002phishbob")
+    page.click("#btn-report_spam")
+    page.wait_for_load_state()
+    assert "Reported as spam" in page.inner_text("#flash")
+    page.click("text=Learning")
+    page.wait_for_load_state()
+    assert "admin@corp.test" in page.inner_text("#lessons")
+    page.click("#lessons .btn-undo")
+    page.wait_for_load_state()
+    assert "Took back the lessons of 1 message(s)" in page.inner_text("#flash")
+    assert "taken back" in page.inner_text("#lessons")
     ctx.close()
 
 

@@ -159,3 +159,29 @@ def test_audit_page_admin_only(app, env):
     assert "quarantine.delete" in page and "m0001spamalice" in page and "admin@corp.test" in page
     u, _ = form_login(app, "alice@a.test")
     assert u.get("/audit").status_code == 403
+
+
+def test_learning_page_lists_lessons_and_takes_back_an_accounts(app, env):
+    """An account reported good mail as spam: the administrator sees it on the learning
+    page and takes back everything it taught; another account's lesson stays."""
+    from mailmoat.ml.learn import read_audit
+
+    alice, csrf_a = form_login(app, "alice@a.test")
+    assert alice.get("/lessons").status_code == 403
+    alice.post("/quarantine/m0001spamalice/act", data={"op": "report_spam", "csrf_token": csrf_a})
+    admin, csrf = form_login(app, "admin@corp.test")
+    admin.post("/quarantine/m0002phishbob/act", data={"op": "report_spam", "csrf_token": csrf})
+
+    page = admin.get("/lessons").text
+    assert 'href="/lessons"' in page and page.count('class="btn-undo"') == 2
+    assert "alice@a.test" in page and "admin@corp.test" in page
+    assert "admin@corp.test" not in admin.get("/lessons", params={"taught_by": "alice@a.test"}).text.split(
+        'id="lessons"')[1]
+    r = admin.post("/lessons/unlearn", data={"taught_by": "alice@a.test", "csrf_token": csrf})
+    assert "Took back the lessons of 1 message(s)" in admin.get(r.headers["location"]).text
+    assert read_audit(env.config)[-1]["which"]["taught_by"] == "alice@a.test"
+    r = admin.post("/lessons/unlearn", data={"taught_by": "alice@a.test", "csrf_token": csrf})
+    assert "Could not take lessons back: no lesson taught by alice@a.test" in admin.get(r.headers["location"]).text
+    r = admin.post("/lessons/unlearn", data={"csrf_token": csrf})
+    assert "say which lessons" in admin.get(r.headers["location"]).text
+    assert admin.get("/lessons").text.count('class="btn-undo"') == 1

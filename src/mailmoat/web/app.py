@@ -140,6 +140,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
     from mailmoat.web.routes import (
         auth,
         digest_api,
+        lessons,
         links,
         messages,
         pages,
@@ -150,7 +151,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
     )
 
     for r in (auth.router, users.router, messages.router, quarantine.router, policy.router,
-              stats.router, digest_api.router, links.router, pages.router):
+              stats.router, digest_api.router, lessons.router, links.router, pages.router):
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

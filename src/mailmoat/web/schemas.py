@@ -198,6 +198,50 @@ class ReportIn(BaseModel):
     label: Literal["spam", "ham"]
 
 
+class LessonRecord(BaseModel):
+    """One line of the learning audit (data_dir/model/learn-audit.jsonl): a lesson, or with
+    `undo` lessons taken back."""
+
+    model_config = ConfigDict(extra="allow")
+    time: str
+    actor: str
+    domain: str = ""
+    undo: bool = False
+    sha256: str | None = None
+    label: str | None = None
+    steps: int | None = None
+    before: dict[str, float] | None = None
+    after: dict[str, float] | None = None
+    which: dict[str, str | None] | None = None
+    messages: list[str] | None = None
+    lessons: int | None = None
+    changes: int | None = None
+    taken_back: bool = False  # a lesson a newer undo record took back
+
+
+class LessonsPage(BaseModel):
+    items: list[LessonRecord]
+
+
+class UnlearnIn(BaseModel):
+    """Which lessons to take back: every criterion given must hold (at least one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    taught_by: str | None = Field(None, min_length=1, max_length=320)
+    taught_before: str | None = Field(None, min_length=4, max_length=40,
+                                      description="UTC date or time, ISO 8601")
+    domain: str | None = Field(None, min_length=1, max_length=253,
+                               description="the lessons' recipient domain; none: global lessons")
+
+
+class UnlearnOut(BaseModel):
+    messages: list[str]
+    lessons: int
+    changes: int
+    rows: int
+
+
 class PurgeOut(BaseModel):
     purged: int
 

@@ -122,21 +122,60 @@ def unlearn(config: Config, db: Database, actor: str, scope: Scope, msg_id: str)
     weight changes and lesson-memory entries, `mailmoat.ml.learn.unlearn`); audited."""
     raw = raw_bytes(config, db, scope, msg_id)
     try:
-        from mailmoat.ml.learn import unlearn as do_unlearn
-
-        res = do_unlearn(config, hashlib.sha256(raw).hexdigest(), actor)
-    except ImportError as exc:
-        raise HTTPException(status_code=501, detail="learning is not available on this installation") from exc
-    except LookupError as exc:
+        res = unlearn_lessons(config, db, actor, {"sha256": hashlib.sha256(raw).hexdigest()},
+                              target=msg_id, action="quarantine.unlearn")
+    except HTTPException as exc:
+        if exc.status_code != 404:
+            raise
         raise HTTPException(status_code=404, detail="nothing was learned from this message") from exc
-    except (MailmoatError, ValueError, OSError) as exc:
-        audit(db, actor, "quarantine.unlearn", msg_id, error=str(exc))
-        return ActionOut(ok=False, learned=None, message=f"Could not take the lesson back: {exc}")
-    audit(db, actor, "quarantine.unlearn", msg_id, sha256=res.which["sha256"], changes=res.changes,
-          rows=res.rows, lessons=res.lessons)
     return ActionOut(ok=True, learned=False, message=(
         f"Took back what this message taught: {res.lessons} remembered lesson(s), "
         f"{res.changes} weight change(s)."))
+
+
+def unlearn_lessons(config: Config, db: Database, actor: str, which: dict[str, str | None],
+                    domain: str | None = None, target: str = "",
+                    action: str = "lessons.unlearn") -> Any:
+    """`mailmoat.ml.learn.unlearn` for the console and the API: the lessons matching
+    `which` (sha256, taught_by, taught_before) in one scope; audited as `action`. Returns
+    the UnlearnResult; HTTP errors: 404 nothing matched, 422 bad criteria, 501 learning
+    unavailable, 500 the learned files could not be changed."""
+    try:
+        from mailmoat.ml.learn import LessonFilter
+        from mailmoat.ml.learn import unlearn as do_unlearn
+    except ImportError as exc:
+        raise HTTPException(status_code=501, detail="learning is not available on this installation") from exc
+    try:
+        res = do_unlearn(config, LessonFilter(**which), actor, domain or None)
+    except LookupError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    except ValueError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
+    except (MailmoatError, OSError) as exc:
+        audit(db, actor, action, target, which=which, domain=domain or "", error=str(exc))
+        raise HTTPException(status_code=500, detail=f"could not take the lessons back: {exc}") from exc
+    audit(db, actor, action, target, which=res.which, domain=res.domain, messages=res.messages,
+          changes=res.changes, rows=res.rows, lessons=res.lessons)
+    return res
+
+
+def lesson_records(config: Config, limit: int, taught_by: str | None = None) -> list[dict[str, Any]]:
+    """The newest `limit` lines of the learning audit (lessons and undo records), newest
+    first; with `taught_by`, only that actor's lessons."""
+    try:
+        from mailmoat.ml.learn import read_audit
+    except ImportError:
+        return []
+    out: list[dict[str, Any]] = []
+    undone: set[tuple[str, str]] = set()  # (sha256, domain) taken back by a newer record
+    for r in reversed(read_audit(config)):
+        if r.get("undo"):
+            undone |= {(m, r.get("domain", "")) for m in r.get("messages") or []}
+        else:
+            r = {**r, "taken_back": (r.get("sha256"), r.get("domain", "")) in undone}
+        if not taught_by or (not r.get("undo") and r.get("actor") == taught_by):
+            out.append(r)
+    return out[:limit]
 
 
 def _learner() -> Any | None:

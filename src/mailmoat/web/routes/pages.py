@@ -233,6 +233,28 @@ def policy_rollback(version_id: int, user: PageAdmin, db: DbDep) -> Response:
     return back("/policy", f"Rolled back to version {version_id} (saved as version {row.id}).")
 
 
+@router.get("/lessons", response_class=HTMLResponse)
+def lessons_page(request: Request, user: PageAdmin, config: ConfigDep,
+                 taught_by: str | None = None) -> HTMLResponse:
+    rows = services.lesson_records(config, 200, (taught_by or "").strip() or None)
+    return render(request, "lessons.html", user=user, rows=rows, taught_by=taught_by or "")
+
+
+@router.post("/lessons/unlearn")
+async def lessons_unlearn(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep,
+                          sha256: Annotated[str, Form()] = "", taught_by: Annotated[str, Form()] = "",
+                          taught_before: Annotated[str, Form()] = "",
+                          domain: Annotated[str, Form()] = "") -> Response:
+    which = {"sha256": sha256.strip() or None, "taught_by": taught_by.strip() or None,
+             "taught_before": taught_before.strip() or None}
+    try:
+        res = services.unlearn_lessons(config, db, user.email, which, domain.strip() or None)
+    except HTTPException as exc:
+        return back("/lessons", f"Could not take lessons back: {exc.detail}")
+    return back("/lessons", f"Took back the lessons of {len(res.messages)} message(s): "
+                            f"{res.lessons} remembered lesson(s), {res.changes} weight change(s).")
+
+
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request, user: PageAdmin, db: DbDep, before_id: int | None = None) -> HTMLResponse:
     from sqlalchemy import select
