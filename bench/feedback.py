@@ -4,6 +4,8 @@
                                   [--corpus /tmp/corpus] [--workers 2]
     nice python bench/feedback.py --stream trec06c --out bench/results/feedback-trec06c
     nice python bench/feedback.py --stream csdmc2010 --out bench/results/feedback-csdmc2010
+    nice python bench/feedback.py --modes "releases and reports,releases and reports + poisoner" \
+        [--stream S] ... --out bench/results/feedback-poisoning[-S]
 
 The cross-validated tables say how the models do on the sources they were trained on; a new
 deployment meets mail from a source they never saw, and its administrators and users then
@@ -25,7 +27,12 @@ stream:
 - reports only: every missed spam is reported and taught as spam;
 - releases and reports: both.
 Reported: false positives and misses overall and per block of 1,000 messages, how many
-lessons were taken and how many near-copies the memory adjusted. Tier 2 does not learn (its
+lessons were taken and how many near-copies the memory adjusted. A fifth run, only when
+asked for (`--modes "releases and reports,releases and reports + poisoner"`), adds to the
+honest feedback an account that reports every 10th delivered ham as spam (taken over, or
+careless); at the end both runs score the whole stream again with everything they learned
+(no more learning; the taught messages themselves included), and the poisoned run once more
+after `unlearn(LessonFilter(taught_by=...))` took that account's lessons back. Tier 2 does not learn (its
 model is fixed). `--stream trec06c` replays a second mailbox (Chinese, TREC 2006, by its
 messages' numbers) with tier 1 trained without it and no tier 2 (the fine-tuning run has no
 model trained without trec06c); it was run while the lesson design was still changing, so
@@ -40,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -58,7 +66,7 @@ from deep_cv import UNSEEN, left_out_note, load_tier2, tier2_score
 from mailmoat.config import config_from_dict
 from mailmoat.ml import delivered
 from mailmoat.ml.features import N_FEATURES_BITS
-from mailmoat.ml.learn import delta_path, get_model, learn
+from mailmoat.ml.learn import LessonFilter, delta_path, get_model, learn, unlearn
 from mailmoat.ml.lessons import adjustment, lessons_path, read
 from mailmoat.ml.scoring import ContentSettings, content_score
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
@@ -74,6 +82,9 @@ STREAMS: dict[str, tuple[tuple[str, ...], str | None]] = {
 TAG = 5.0  # the default policy's tag threshold: flagged = tag or stricter
 BLOCK = 1000
 MODES = ("no feedback", "releases only", "reports only", "releases and reports")
+POISONED = "releases and reports + poisoner"  # not in the default --modes
+POISON_EVERY = 10  # the poisoning account reports every 10th delivered ham as spam
+POISONER = "mallory@bench.test"
 
 
 def arrival(path: str) -> int:
@@ -97,15 +108,28 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
         similarity = config.section("content", ContentSettings).lesson_similarity
         sample = delivered.sample_path(delta_path(config).parent)
         near_copies = {"LEARNED_SPAM": 0, "LEARNED_PHISH": 0, "LEARNED_HAM": 0}
-        for k, i in enumerate(stream):
+        poisoned = 0
+        final: dict[str, dict[str, int]] = {}
+
+        def score_now(i: int) -> tuple[float, tuple[str, float] | None]:
+            """The content stage's score of message i with what was learned so far."""
             p1 = get_model(config).predict_matrix(X[i])[0]  # base + what was learned so far
             t2 = tier2_score(p1, P2[i], bool(voted[i]), st)
             score = content_score(float(p1[1]), float(p1[2])) + (t2[1] if t2 else 0.0)
             # ... and the lesson memory, as the `lessons` check applies it
             near = read(memory, N_FEATURES_BITS).nearest(X[i].indices, X[i].data, similarity)
             adj = adjustment(near, score) if near else None
+            return score + (adj[1] if adj else 0.0), adj
+
+        def errors_now() -> dict[str, int]:
+            """FP and misses over the whole stream with what is learned at the end."""
+            now = np.array([score_now(i)[0] >= TAG for i in stream])
+            lab = np.array([samples[i].label for i in stream])
+            return {"fp": int((now & (lab == "ham")).sum()), "missed": int((~now & (lab != "ham")).sum())}
+
+        for k, i in enumerate(stream):
+            score, adj = score_now(i)
             if adj:
-                score += adj[1]
                 near_copies[adj[0]] += 1
             flagged[k] = score >= TAG
             if not flagged[k]:
@@ -113,16 +137,27 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
                 delivered.append(sample, X[i].indices)
             label = samples[i].label
             teach = None
-            if mode in ("releases only", "releases and reports") and label == "ham" and flagged[k]:
+            honest = mode in ("releases and reports", POISONED)
+            if (honest or mode == "releases only") and label == "ham" and flagged[k]:
                 teach = "ham"  # released from quarantine, or "not spam" on a tagged copy
-            elif mode in ("reports only", "releases and reports") and label != "ham" \
-                    and not flagged[k]:
+            elif (honest or mode == "reports only") and label != "ham" and not flagged[k]:
                 teach = "spam"  # reported by the recipient
             if teach:
                 learn(config, Path(samples[i].path).read_bytes(), teach, actor="bench")
                 lessons[teach] += 1
+            elif mode == POISONED and label == "ham" and not flagged[k]:
+                # An account taken over (or a careless user) reports good mail as spam.
+                poisoned += 1
+                if poisoned % POISON_EVERY == 0:
+                    learn(config, Path(samples[i].path).read_bytes(), "spam", actor=POISONER)
             if (k + 1) % 2500 == 0:
                 log(f"  [{mode}] {k + 1}/{len(stream)} ({time.perf_counter() - started:.0f}s)")
+        if mode in ("releases and reports", POISONED):
+            final["learned"] = errors_now()
+        if mode == POISONED:
+            undo = unlearn(config, LessonFilter(taught_by=POISONER), actor="admin")
+            final["after unlearn --taught-by"] = errors_now()
+            final["taken_back"] = {"messages": len(undo.messages), "changes": undo.changes}
     labels = np.array([samples[i].label for i in stream])
     ham, bad = labels == "ham", labels != "ham"
     blocks = []
@@ -135,7 +170,7 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
             "missed": int((~flagged & bad).sum()), "spam": int(bad.sum()),
             "lessons": lessons, "near_copies": near_copies, "blocks": blocks,
             "flagged_ham": [samples[i].path for i, f, h in zip(stream, flagged, ham) if f and h],
-            "seconds": round(time.perf_counter() - started)}
+            "final": final, "seconds": round(time.perf_counter() - started)}
 
 
 def main() -> None:
@@ -149,7 +184,10 @@ def main() -> None:
     ap.add_argument("--deep-data", help="finetune prepare's data.npz (trec07p)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N messages of the stream")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated runs")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help=f"comma-separated runs (also: {POISONED!r}: releases and reports, and "
+                         f"an account that reports every {POISON_EVERY}th delivered ham as spam, "
+                         "taken back at the end with unlearn --taught-by)")
     args = ap.parse_args()
     started = time.perf_counter()
     root, samples = open_corpus(args.corpus)
@@ -191,7 +229,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "feedback.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
-    md = report(res, " ".join(sys.argv[1:]))
+    md = report(res, shlex.join(sys.argv[1:]))
     (out / "feedback.md").write_text(md, encoding="utf-8")
     print(md)
 
@@ -232,6 +270,20 @@ def report(res: dict[str, Any], argv: str) -> str:
                      f"{r['missed']} of {r['spam']} ({_pct(r['missed'], r['spam'])}) | "
                      f"{r['lessons']['ham']} / {r['lessons']['spam']} | "
                      f"{r['near_copies']['LEARNED_SPAM']} / {r['near_copies']['LEARNED_HAM']} |")
+    finals = {m: r["final"] for m, r in runs.items() if r.get("final")}
+    if POISONED in finals:
+        lines += ["", ("**Poisoning and taking it back.** The whole stream scored again at the "
+                       "end, with everything learned by then (no more learning): honest "
+                       "feedback; the same plus an account that reported every "
+                       f"{POISON_EVERY}th delivered ham as spam; and that run after "
+                       "`unlearn --taught-by` took the account's lessons back "
+                       f"({finals[POISONED]['taken_back']['messages']} messages, "
+                       f"{finals[POISONED]['taken_back']['changes']} weight changes)."),
+                  "", "| at the end | ham flagged (FP) | spam missed |", "|---|---|---|"]
+        rows = [(f"{m}", f["learned"]) for m, f in finals.items()]
+        rows.append((f"{POISONED}, after unlearn --taught-by", finals[POISONED]["after unlearn --taught-by"]))
+        for name, e in rows:
+            lines.append(f"| {name} | {e['fp']} | {e['missed']} |")
     lines += ["", f"Per block of {BLOCK} messages in arrival order, FP rate / miss rate:", "",
               "| messages | " + " | ".join(runs) + " |", "|---" * (len(runs) + 1) + "|"]
     first = next(iter(runs.values()))
