@@ -32,8 +32,8 @@ asked for (`--modes "releases and reports,releases and reports + poisoner"`), ad
 honest feedback an account that reports every 10th delivered ham as spam (taken over, or
 careless); at the end both runs score the whole stream again with everything they learned
 (no more learning; the taught messages themselves included), and the poisoned run once more
-after `unlearn(LessonFilter(taught_by=...))` took that account's lessons back. Tier 2 does not learn (its
-model is fixed). `--stream trec06c` replays a second mailbox (Chinese, TREC 2006, by its
+after `unlearn(LessonFilter(taught_by=...))` took that account's lessons back. Tier 2 does
+not learn (its model is fixed). `--stream trec06c` replays a second mailbox (Chinese, TREC 2006, by its
 messages' numbers) with tier 1 trained without it and no tier 2 (the fine-tuning run has no
 model trained without trec06c); it was run while the lesson design was still changing, so
 it is a second replay, not a held-out test. `--stream csdmc2010` (CSDMC 2010, English, by
