@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -68,83 +71,86 @@ def login(page, base: str, email: str) -> None:
     page.wait_for_load_state()
 
 
+@contextmanager
+def logged_in(browser, base: str, email: str) -> Iterator[Any]:
+    """A page of a fresh browser context, logged in as `email`; the context is closed after."""
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        login(page, base, email)
+        yield page
+    finally:
+        ctx.close()
+
+
 def test_login_search_open_release(served, browser):
     env, base = served
-    ctx = browser.new_context()
-    page = ctx.new_page()
-    login(page, base, "alice@a.test")
-    page.goto(f"{base}/messages")
-    page.fill("input[name=subject]", "cheap")
-    page.click("#search-form button[type=submit]")
-    rows = page.locator("tr.result")
-    assert rows.count() == 1
-    page.click("text=Cheap pills")
-    assert page.inner_text("#subject") == "Cheap pills"
-    assert "the body contains the GTUBE test string" in page.inner_text("#symbols")
-    page.click("#btn-release")
-    page.wait_for_load_state()
-    assert "Released m0001spamalice to alice@a.test" in page.inner_text("#flash")
-    sp = Spool(env.config.data_dir / "spool")
-    entries = [sp.read("incoming", i)[0] for i in sp.ids("incoming")]
-    assert [e.rcpt_tos for e in entries if e.extra.get("released_from") == "m0001spamalice"] == [["alice@a.test"]]
-    ctx.close()
+    with logged_in(browser, base, "alice@a.test") as page:
+        page.goto(f"{base}/messages")
+        page.fill("input[name=subject]", "cheap")
+        page.click("#search-form button[type=submit]")
+        rows = page.locator("tr.result")
+        assert rows.count() == 1
+        page.click("text=Cheap pills")
+        assert page.inner_text("#subject") == "Cheap pills"
+        assert "the body contains the GTUBE test string" in page.inner_text("#symbols")
+        page.click("#btn-release")
+        page.wait_for_load_state()
+        assert "Released m0001spamalice to alice@a.test" in page.inner_text("#flash")
+        sp = Spool(env.config.data_dir / "spool")
+        entries = [sp.read("incoming", i)[0] for i in sp.ids("incoming")]
+        assert [e.rcpt_tos for e in entries if e.extra.get("released_from") == "m0001spamalice"] == [["alice@a.test"]]
 
 
 def test_report_then_undo_on_the_learning_page(served, browser):
     _, base = served
-    ctx = browser.new_context()
-    page = ctx.new_page()
-    login(page, base, "admin@corp.test")
-    page.goto(f"{base}/messages/m0002phishbob")
-    page.click("#btn-report_spam")
-    page.wait_for_load_state()
-    assert "Reported as spam" in page.inner_text("#flash")
-    page.click("text=Learning")
-    page.wait_for_load_state()
-    assert "admin@corp.test" in page.inner_text("#lessons")
-    page.click("#lessons .btn-undo")
-    page.wait_for_load_state()
-    assert "Took back the lessons of 1 message(s)" in page.inner_text("#flash")
-    assert "taken back" in page.inner_text("#lessons")
-    ctx.close()
+    with logged_in(browser, base, "admin@corp.test") as page:
+        page.goto(f"{base}/messages/m0002phishbob")
+        page.click("#btn-report_spam")
+        page.wait_for_load_state()
+        assert "Reported as spam" in page.inner_text("#flash")
+        page.click("text=Learning")
+        page.wait_for_load_state()
+        assert "admin@corp.test" in page.inner_text("#lessons")
+        page.click("#lessons .btn-undo")
+        page.wait_for_load_state()
+        assert "Took back the lessons of 1 message(s)" in page.inner_text("#flash")
+        assert "taken back" in page.inner_text("#lessons")
 
 
 def test_hostile_html_runs_nothing_and_fetches_nothing(served, browser):
     env, base = served
-    ctx = browser.new_context()
-    page = ctx.new_page()
-    login(page, base, "alice@a.test")
-    requests: list[str] = []
-    page.on("request", lambda r: requests.append(r.url))
-    console: list[str] = []
-    page.on("console", lambda m: console.append(m.text))
-    url = f"{base}/quarantine/m0004hostile/preview?view=html"
-    page.goto(url)
-    page.wait_for_timeout(1500)
-    frame = page.frame_locator("#html-preview")
-    assert "Dear customer" in frame.locator("body").inner_text()
-    assert page.evaluate("typeof window.__pwned") == "undefined"
-    # The only request is the page itself: no image, stylesheet, frame, refresh or fetch.
-    assert [u for u in requests if u != url] == [], requests
-    # Clicking the neutralised javascript: link does nothing either.
-    frame.locator("a").first.click()
-    page.wait_for_timeout(300)
-    assert page.evaluate("typeof window.__pwned") == "undefined"
-    assert [u for u in requests if u != url] == []
-    # The page's own buttons still work under its strict CSP (form-action 'self'). (A fresh
-    # load and under heavy load, the first click after one inside the sandboxed frame is
-    # sometimes lost: try again if no navigation follows.)
-    page.goto(url)
-    for attempt in range(3):
-        try:
-            with page.expect_navigation(timeout=5000):
-                page.click("button[value=delete]")
-            break
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
-    assert "Deleted m0004hostile" in page.inner_text("#flash")
-    ctx.close()
+    with logged_in(browser, base, "alice@a.test") as page:
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        console: list[str] = []
+        page.on("console", lambda m: console.append(m.text))
+        url = f"{base}/quarantine/m0004hostile/preview?view=html"
+        page.goto(url)
+        page.wait_for_timeout(1500)
+        frame = page.frame_locator("#html-preview")
+        assert "Dear customer" in frame.locator("body").inner_text()
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        # The only request is the page itself: no image, stylesheet, frame, refresh or fetch.
+        assert [u for u in requests if u != url] == [], requests
+        # Clicking the neutralised javascript: link does nothing either.
+        frame.locator("a").first.click()
+        page.wait_for_timeout(300)
+        assert page.evaluate("typeof window.__pwned") == "undefined"
+        assert [u for u in requests if u != url] == []
+        # The page's own buttons still work under its strict CSP (form-action 'self'). (A fresh
+        # load and under heavy load, the first click after one inside the sandboxed frame is
+        # sometimes lost: try again if no navigation follows.)
+        page.goto(url)
+        for attempt in range(3):
+            try:
+                with page.expect_navigation(timeout=5000):
+                    page.click("button[value=delete]")
+                break
+            except PlaywrightTimeout:
+                if attempt == 2:
+                    raise
+        assert "Deleted m0004hostile" in page.inner_text("#flash")
 
 
 def test_digest_link_release_without_login(served, browser):

@@ -82,6 +82,7 @@ MIN_COUNTER_EXAMPLES = 200
 DELTA_NAME = "content-delta.npz"
 CHANGES_DIR = "lesson-changes"  # one file per lesson that moved weights: what `unlearn` takes back
 AUDIT_NAME = "learn-audit.jsonl"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # UTC, whole seconds
 TARGET_P = 0.9
 _DOMAIN_RE = re.compile(r"^[a-z0-9.-]{1,253}$")
 
@@ -222,7 +223,6 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
         movable &= w_now[:, current.classes.index(label)] >= w_now[:, 0]
     target = current.classes.index(label)
     with locked(path):
-        rows, dvals = read_delta(path)
         w = current.weights[idx].astype(np.float64)
         b = current.intercept.astype(np.float64)
 
@@ -255,9 +255,7 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
                 steps += 1
                 p = probs(w)
         change = (w - current.weights[idx].astype(np.float64)).astype(np.float32)
-        merged: dict[int, np.ndarray] = {}
-        for r, v in zip(rows.tolist(), dvals):
-            merged[r] = v.copy()
+        merged = _read_merged(path)
         for r, v in zip(idx.tolist(), change):
             if v.any():  # only what moved: the delta stays as small as the lessons
                 merged[r] = merged.get(r, np.zeros(len(current.classes), np.float32)) + v
@@ -270,7 +268,7 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
             sha256=hashlib.sha256(raw).hexdigest(), label=label, actor=actor, domain=domain or "",
             before={c: round(float(p0[i]), 6) for i, c in enumerate(current.classes)},
             after={c: round(float(p1[i]), 6) for i, c in enumerate(current.classes)},
-            steps=steps, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            steps=steps, time=_stamp())
         if steps:
             # What this lesson alone moved, so that `unlearn` can take exactly it back.
             moved = np.flatnonzero(change.any(axis=1))
@@ -326,7 +324,7 @@ def _audit_time(text: str) -> str:
         raise ValueError(f"not an ISO date or time: {text!r}") from exc
     if t.tzinfo is not None:
         t = t.astimezone(UTC).replace(tzinfo=None)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.strftime(TIME_FORMAT)
 
 
 @dataclass(frozen=True)
@@ -361,8 +359,7 @@ def unlearn(config: Config, which: LessonFilter | str, actor: str = "cli",
     with locked(path):
         pattern = f"{f.sha256}.*.npz" if f.sha256 else "*.npz"
         files, shas = [], set()
-        rows, dvals = read_delta(path)
-        merged = {r: v.copy() for r, v in zip(rows.tolist(), dvals)}
+        merged = _read_merged(path)
         touched: set[int] = set()
         for cf in sorted(_changes_dir(path).glob(pattern)):
             with np.load(cf, allow_pickle=False) as z:
@@ -390,7 +387,7 @@ def unlearn(config: Config, which: LessonFilter | str, actor: str = "cli",
             which={"sha256": f.sha256, "taught_by": f.taught_by, "taught_before": f.taught_before},
             messages=sorted(shas), domain=domain or "", actor=actor, lessons=len(dropped),
             changes=len(files), rows=len(touched),
-            time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            time=_stamp())
         _append_audit(config, result.as_dict())
     return result
 
@@ -404,8 +401,7 @@ def expire_lessons(config: Config, max_age_days: float, now: float | None = None
     nothing when `max_age_days` is 0."""
     if max_age_days <= 0:
         return 0
-    cutoff = time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                           time.gmtime((time.time() if now is None else now) - max_age_days * 86400))
+    cutoff = _stamp((time.time() if now is None else now) - max_age_days * 86400)
     domains_dir = model_dir(config) / "domains"
     scopes: list[str | None] = [None]
     if domains_dir.is_dir():
@@ -417,6 +413,18 @@ def expire_lessons(config: Config, max_age_days: float, now: float | None = None
         except LookupError:
             continue  # nothing that old in this scope
     return taken
+
+
+def _stamp(t: float | None = None) -> str:
+    """A UTC time as the audit, the lesson memory and the change records write it (their
+    strings compare in time order, which `LessonFilter.taught_before` relies on)."""
+    return time.strftime(TIME_FORMAT, time.gmtime(t))
+
+
+def _read_merged(path: Path) -> dict[int, np.ndarray]:
+    """The delta file as row -> values (writable copies), for `_write_delta` to store back."""
+    rows, dvals = read_delta(path)
+    return {r: v.copy() for r, v in zip(rows.tolist(), dvals)}
 
 
 def _write_delta(path: Path, merged: dict[int, np.ndarray]) -> None:

@@ -140,13 +140,11 @@ def unlearn_lessons(config: Config, db: Database, actor: str, which: dict[str, s
     `which` (sha256, taught_by, taught_before) in one scope; audited as `action`. Returns
     the UnlearnResult; HTTP errors: 404 nothing matched, 422 bad criteria, 501 learning
     unavailable, 500 the learned files could not be changed."""
+    mod = _learning()
+    if mod is None:
+        raise HTTPException(status_code=501, detail="learning is not available on this installation")
     try:
-        from mailmoat.ml.learn import LessonFilter
-        from mailmoat.ml.learn import unlearn as do_unlearn
-    except ImportError as exc:
-        raise HTTPException(status_code=501, detail="learning is not available on this installation") from exc
-    try:
-        res = do_unlearn(config, LessonFilter(**which), actor, domain or None)
+        res = mod.unlearn(config, mod.LessonFilter(**which), actor, domain or None)
     except LookupError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from exc
     except ValueError as exc:
@@ -162,13 +160,12 @@ def unlearn_lessons(config: Config, db: Database, actor: str, which: dict[str, s
 def lesson_records(config: Config, limit: int, taught_by: str | None = None) -> list[dict[str, Any]]:
     """The newest `limit` lines of the learning audit (lessons and undo records), newest
     first; with `taught_by`, only that actor's lessons."""
-    try:
-        from mailmoat.ml.learn import read_audit
-    except ImportError:
+    mod = _learning()
+    if mod is None:
         return []
     out: list[dict[str, Any]] = []
     undone: set[tuple[str, str]] = set()  # (sha256, domain) taken back by a newer record
-    for r in reversed(read_audit(config)):
+    for r in reversed(mod.read_audit(config)):
         if r.get("undo"):
             undone |= {(m, r.get("domain", "")) for m in r.get("messages") or []}
         else:
@@ -178,12 +175,17 @@ def lesson_records(config: Config, limit: int, taught_by: str | None = None) -> 
     return out[:limit]
 
 
-def _learner() -> Any | None:
+def _learning() -> Any | None:
+    """The learning module (`mailmoat.ml.learn`), or None where this installation lacks it:
+    the console then still records reports in the audit log."""
     try:
-        mod = importlib.import_module("mailmoat.ml.learn")
+        return importlib.import_module("mailmoat.ml.learn")
     except ImportError:
         return None
-    fn = getattr(mod, "learn", None)
+
+
+def _learner() -> Any | None:
+    fn = getattr(_learning(), "learn", None)
     return fn if callable(fn) else None
 
 
