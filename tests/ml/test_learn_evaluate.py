@@ -45,6 +45,7 @@ async def test_report_is_audited_and_catches_the_message_again(tmp_path):
     # With no delivered mail sampled yet a report moves no weight (it cannot tell the
     # words of good mail from the spam's); it is remembered whole.
     assert r.steps == 0 and r.after == r.before and not delta_path(cfg).exists()
+    assert r.taught == () and read_audit(cfg)[-1]["taught"] == []
     again = await scan_bytes(NEWSLETTER, cfg)
     assert again.result.get("LEARNED_SPAM") is not None and again.verdict.action.value != "accept"
     assert hashlib.sha256(bundled_model_path().read_bytes()).hexdigest() == bundled_before
@@ -87,6 +88,11 @@ async def test_report_teaches_only_words_that_delivered_good_mail_does_not_use(t
     before_variant = await p_bad(variant)
     r = learn(cfg, spam, "spam", actor="t")
     assert r.steps > 0 and r.after["spam"] > r.before["spam"]
+    # The audit says what was taught, in words: the campaign's, none that good mail uses.
+    taught = {w.strip("'") for _, w, _ in r.taught}
+    assert "zorbex" in taught and not taught & {"order", "today"}
+    assert all(v > 0 for _, _, v in r.taught)
+    assert read_audit(cfg)[-1]["taught"] == [list(t) for t in r.taught]
     rows, _ = read_delta(delta_path(cfg))
     used = np.unique(np.concatenate([_vector(raw) for raw in good]))
     # Nothing good mail uses moved ("order", "today", the sender is never blamed) ...

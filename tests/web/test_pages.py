@@ -185,3 +185,34 @@ def test_learning_page_lists_lessons_and_takes_back_an_accounts(app, env):
     r = admin.post("/lessons/unlearn", data={"csrf_token": csrf})
     assert "say which lessons" in admin.get(r.headers["location"]).text
     assert admin.get("/lessons").text.count('class="btn-undo"') == 1
+
+
+def test_learning_page_says_what_a_report_taught(app, env):
+    """Once the gateway has delivered enough good mail to tell its words apart, a report
+    moves weights, and the learning page names the words it taught."""
+    import random
+
+    import markupsafe
+
+    from mailmoat.ml import delivered
+    from mailmoat.ml.learn import MIN_COUNTER_EXAMPLES, model_dir, read_audit
+    from tests.ml import synth
+    from tests.ml.test_learn_evaluate import _vector
+
+    rng = random.Random(5)
+    sample = delivered.sample_path(model_dir(env.config))
+    for i in range(MIN_COUNTER_EXAMPLES):
+        delivered.append(sample, _vector(synth.message("ham", rng, i)))
+    admin, csrf = form_login(app, "admin@corp.test")
+    # A phish the model reads as phish, reported as spam: the words move towards spam.
+    admin.post("/quarantine/m0002phishbob/act", data={"op": "report_spam", "csrf_token": csrf})
+    lesson = read_audit(env.config)[-1]
+    assert lesson["steps"] > 0 and lesson["taught"]
+    page = admin.get("/lessons").text
+    kind, words, _ = lesson["taught"][0]
+    assert 'class="taught"' in page
+    assert str(markupsafe.escape(f"{kind} {words}")) in page
+    from tests.web.conftest import bearer
+
+    items = bearer(app, env, "admin").get("/api/v1/lessons").json()["items"]
+    assert items[0]["taught"] == lesson["taught"]

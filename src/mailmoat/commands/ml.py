@@ -115,6 +115,8 @@ def register(app: typer.Typer) -> None:
                 r = do_learn(cfg, read_sample(s), label, actor=actor, domain=domain)
                 typer.echo(f"{s.path}: P({label}) {r.before[label]:.3f} -> {r.after[label]:.3f} "
                            f"({r.steps} steps; sha256 {r.sha256})")
+                if r.taught:
+                    typer.echo("  taught: " + "; ".join(f"{k} {w}" for k, w, _ in r.taught))
         except (MailmoatError, ValueError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)

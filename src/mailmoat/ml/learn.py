@@ -53,7 +53,7 @@ from mailmoat.message.model import Envelope, ParsedMessage, domain_of
 from mailmoat.message.parse import parse_message
 from mailmoat.ml import delivered
 from mailmoat.ml.corpus import LABELS
-from mailmoat.ml.features import N_FEATURES_BITS, extract, vectorize
+from mailmoat.ml.features import N_FEATURES_BITS, describe_token, explainable, extract, vectorize
 from mailmoat.ml.filelock import locked
 from mailmoat.ml.lessons import forget, lessons_path, remember
 from mailmoat.ml.lessons import read as read_lessons
@@ -101,6 +101,10 @@ class LearnResult:
     after: dict[str, float]
     steps: int
     time: str
+    # What it taught, in plain words: the tokens whose move counts most towards the label
+    # in this message, as [kind, words, logit change]: the audit says what was learned,
+    # not only that something was (a poisoner's reports show what they blame).
+    taught: tuple[tuple[str, str, float], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -268,7 +272,7 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
             sha256=hashlib.sha256(raw).hexdigest(), label=label, actor=actor, domain=domain or "",
             before={c: round(float(p0[i]), 6) for i, c in enumerate(current.classes)},
             after={c: round(float(p1[i]), 6) for i, c in enumerate(current.classes)},
-            steps=steps, time=_stamp())
+            steps=steps, time=_stamp(), taught=_taught(toks, vals, change, target))
         if steps:
             # What this lesson alone moved, so that `unlearn` can take exactly it back.
             moved = np.flatnonzero(change.any(axis=1))
@@ -279,6 +283,30 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
                  result.time, actor)
         _append_audit(config, result.as_dict())
     return result
+
+
+TAUGHT_SHOWN = 8
+
+
+def _taught(toks: list[str], vals: np.ndarray, change: np.ndarray,
+            target: int) -> tuple[tuple[str, str, float], ...]:
+    """The readable tokens whose change moved this message most towards class `target`
+    (against the strongest other class), strongest first: at most TAUGHT_SHOWN."""
+    others = np.delete(change, target, axis=1)
+    toward = (change[:, target] - others.max(axis=1)) * vals if others.size else change[:, target]
+    order = np.argsort(-toward, kind="stable")
+    out: list[tuple[str, str, float]] = []
+    seen: set[tuple[str, str]] = set()
+    for j in order:
+        if toward[j] <= 1e-6 or len(out) >= TAUGHT_SHOWN:
+            break
+        if not explainable(toks[j]):
+            continue
+        kind, words = describe_token(toks[j])
+        if (kind, words) not in seen:
+            seen.add((kind, words))
+            out.append((kind, words, round(float(toward[j]), 3)))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

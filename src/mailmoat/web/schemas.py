@@ -217,6 +217,9 @@ class LessonRecord(BaseModel):
     lessons: int | None = None
     changes: int | None = None
     taken_back: bool = False  # a lesson a newer undo record took back
+    taught: list[tuple[str, str, float]] | None = Field(
+        None, description="what the lesson taught, strongest first: [kind, words, how far it "
+        "moved this message's log-odds towards the label]")
 
 
 class LessonsPage(BaseModel):
