@@ -1,7 +1,7 @@
-"""A non-linear alternative to tier 1, out-of-fold: is the linear model what limits us?
+"""Non-linear alternatives to tier 1, out-of-fold: is the linear model what limits us?
 
     nice python bench/network_cv.py [--corpus /tmp/corpus] [--scores FILE] [--hidden 32]
-                                    [--epochs 4] [--seeds 1]
+                                    [--epochs 4] [--seeds 1] [--neighbours 10]
 
 Trains, on the same grouped 5-fold split as bench/accuracy.py and on the same hashed tier-1
 features, a network with one hidden layer (ReLU, dropout 0.2, softmax over ham/spam/phish,
@@ -10,6 +10,8 @@ has features (lazy Adam: the layer has a row per feature bucket, ~520,000). Plai
 torch. Reports the trade-off curve of P(spam or phish) — detection at FP ≤ 0.05/0.1/0.2 %,
 FP at 99/99.5 % detection — for tier 1 alone, the network alone and both (mean of
 log-odds), on the two halves of bench/phishing_families.py (tune, test) and on all mail.
+Also the k nearest training messages' vote (`--neighbours`, default 10; cosine over the same
+buckets, idf-weighted), alone and as a third opinion.
 With `--scores` (bench/pipeline_accuracy.py --deep-run ... --dump-scores FILE) also tier 1 +
 tier 2 as the gateway combines them, and all three.
 
@@ -98,6 +100,37 @@ def bad_logodds_of_network(X: sp.csr_matrix, W1: np.ndarray, b1: np.ndarray, W2:
     return np.logaddexp(logits[:, 1], logits[:, 2]) - logits[:, 0]
 
 
+def neighbour_logodds(X: sp.csr_matrix, bad: np.ndarray, tr: np.ndarray, te: np.ndarray,
+                      k: int = 10, ham_weight: float = 3.0, prior: float = 0.05,
+                      chunk: int = 1000) -> np.ndarray:
+    """Nearest neighbours as an opinion: for each test message, the k training messages
+    most like it (cosine of idf-weighted features, X already restricted and normalised by
+    `neighbour_space`), and log((similarity of the spam/phish among them + prior) /
+    (ham_weight × similarity of the ham + prior))."""
+    A = X[tr].T.tocsr()
+    out = np.zeros(len(te))
+    for s in range(0, len(te), chunk):
+        S = (X[te[s:s + chunk]] @ A).toarray()
+        idx = np.argpartition(-S, k, axis=1)[:, :k]
+        sims = np.take_along_axis(S, idx, 1)
+        is_bad = bad[tr][idx]
+        out[s:s + chunk] = np.log(((sims * is_bad).sum(1) + prior)
+                                  / (ham_weight * (sims * ~is_bad).sum(1) + prior))
+    return out
+
+
+def neighbour_space(X: sp.csr_matrix, max_df: float = 0.05) -> sp.csr_matrix:
+    """X for `neighbour_logodds`: buckets seen in ≥ 2 and ≤ max_df of the messages (the
+    others say little about which mail a message resembles), idf-weighted, rows L2-normed.
+    Document frequencies are counted on all mail, labels unused."""
+    from sklearn.preprocessing import normalize
+
+    df = np.bincount(X.indices, minlength=X.shape[1])
+    keep = np.flatnonzero((df >= 2) & (df <= max_df * X.shape[0]))
+    idf = np.log(X.shape[0] / df[keep]).astype(np.float32)
+    return normalize((X[:, keep] @ sp.diags(idf)).tocsr())
+
+
 def logodds(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-7, 1 - 1e-7)
     return np.log(p / (1 - p))
@@ -124,6 +157,8 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=1, help="networks averaged (log-odds)")
+    ap.add_argument("--neighbours", type=int, default=10,
+                    help="k of the nearest-neighbour opinion (the same folds' training mail)")
     args = ap.parse_args()
     started = time.perf_counter()
     root, samples = open_corpus(args.corpus)
@@ -134,10 +169,12 @@ def main() -> None:
     from sklearn.model_selection import StratifiedGroupKFold
 
     groups = np.array([s.group for s in samples])
-    net = np.zeros(len(y))
+    net, knn = np.zeros(len(y)), np.zeros(len(y))
+    space = neighbour_space(X)
     skf = StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=0)
     for k, (tr, te) in enumerate(skf.split(X, y, groups)):
         t = time.perf_counter()
+        knn[te] = neighbour_logodds(space, y != 0, tr, te, args.neighbours)
         keep = np.flatnonzero(np.bincount(X[tr].indices, minlength=X.shape[1]) >= 2)
         Xtr, Xte = X[tr][:, keep].tocsr(), X[te][:, keep].tocsr()
         for seed in range(args.seeds):
@@ -148,7 +185,9 @@ def main() -> None:
     bad = y != 0
     half = np.array([design_half(g.split(":", 1)[1] if ":" in g else g) for g in groups])
     l1 = logodds(P1[:, 1] + P1[:, 2])
-    rows = [("tier 1 (linear)", l1), ("network", net), ("tier 1 + network", (l1 + net) / 2)]
+    rows = [("tier 1 (linear)", l1), ("network", net), ("tier 1 + network", (l1 + net) / 2),
+            (f"{args.neighbours} nearest neighbours", knn),
+            ("tier 1 + neighbours", (l1 + knn) / 2)]
     if args.scores:
         d = np.load(args.scores, allow_pickle=False)
         if [str(p) for p in d["path"]] != [s.path for s in samples]:
@@ -157,7 +196,9 @@ def main() -> None:
             raise SystemExit(f"{args.scores}: its tier-1 scores differ from this run's")
         l2, voted = logodds(d["p2"][:, 1] + d["p2"][:, 2]), d["voted"]
         rows += [("tier 1 + tier 2 (gateway)", np.where(voted, (l1 + l2) / 2, l1)),
-                 ("tier 1 + tier 2 + network", np.where(voted, (l1 + l2 + net) / 3, (l1 + net) / 2))]
+                 ("tier 1 + tier 2 + network", np.where(voted, (l1 + l2 + net) / 3, (l1 + net) / 2)),
+                 ("tier 1 + tier 2 + neighbours",
+                  np.where(voted, (l1 + l2 + knn) / 3, (l1 + knn) / 2))]
     head = ("| model | mail | det. @FP≤0.05% | @FP≤0.1% | @FP≤0.2% | FP @99% det. | FP @99.5% det. |\n"
             "|---|---|---|---|---|---|---|")
     lines = [head]
@@ -169,10 +210,13 @@ def main() -> None:
                                                           for i, v in enumerate(c)) + " |")
     cmd = ("nice python bench/network_cv.py " + " ".join(sys.argv[1:])).strip()
     md = "\n".join([
-        "# A one-hidden-layer network over the tier-1 features (out-of-fold)", "",
+        "# A one-hidden-layer network and nearest neighbours over the tier-1 features (out-of-fold)", "",
         (f"Command: `{cmd}` (corpus: {root}; {len(y)} messages; "
          f"{time.perf_counter() - started:.0f} s on a shared 2-core machine). Network: "
-         f"{args.hidden} hidden units, {args.epochs} epochs, {args.seeds} seed(s); same "
+         f"{args.hidden} hidden units, {args.epochs} epochs, {args.seeds} seed(s). Neighbours: "
+         f"the {args.neighbours} training messages most like each test message (cosine of "
+         "idf-weighted buckets seen in 2 to 5 % of the mail), their similarity-weighted "
+         "vote, ham ×3. Same "
          f"{args.folds}-fold grouped split and features as bench/accuracy.py; scores are the "
          "log-odds of P(spam or phish), combined by their mean. Halves as "
          "bench/phishing_families.py splits (by group)."), "", "\n".join(lines), ""])
