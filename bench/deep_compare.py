@@ -32,9 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy import open_corpus
 from deep_cv import load_tier2, tier2_scores
-from label_audit import SEVERITY
-
-from mailmoat.ml.evaluate import DEFAULT_THRESHOLDS, action_for
+from label_audit import default_actions
 
 
 def _auc(bad: np.ndarray, score: np.ndarray) -> float:
@@ -87,12 +85,7 @@ def main() -> None:
     content = d["content"][keep]
 
     def gateway(deep: np.ndarray) -> np.ndarray:
-        total = np.round(content + deep + others, 3)
-        acts = []
-        for s, f in zip(total, forced):
-            a = action_for(float(s), DEFAULT_THRESHOLDS)
-            acts.append(str(f) if f and SEVERITY[str(f)] > SEVERITY[a] else a)
-        return np.array(acts) != "accept"
+        return default_actions(content + deep + others, forced) != "accept"
 
     head = ["| | accuracy | FP rate | detection | ROC AUC |", "|---|---|---|---|---|"]
     alone = [*head, row("tier 1 (out-of-fold, from the dump)", bad, (p1[:, 1] + p1[:, 2]) >= 0.5,

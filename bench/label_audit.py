@@ -59,17 +59,19 @@ def read_audit(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def verdicts(d: Any) -> np.ndarray:
-    """The default-policy action of every dumped message, as bench/pipeline_accuracy.py
-    decides it."""
-    score = np.round(d["content"] + d["deep"] + d["others"], 3)
+def default_actions(total: np.ndarray, forced: np.ndarray) -> np.ndarray:
+    """The default-policy action for each total score, a forced action only stricter, as
+    bench/pipeline_accuracy.py decides it. Shared with bench/deep_compare.py."""
     acts = []
-    for s, forced in zip(score, d["forced"]):
+    for s, f in zip(np.round(total, 3), forced):
         a = action_for(float(s), DEFAULT_THRESHOLDS)
-        if forced and SEVERITY[str(forced)] > SEVERITY[a]:
-            a = str(forced)
-        acts.append(a)
+        acts.append(str(f) if f and SEVERITY[str(f)] > SEVERITY[a] else a)
     return np.array(acts)
+
+
+def verdicts(d: Any) -> np.ndarray:
+    """The default-policy action of every dumped message."""
+    return default_actions(d["content"] + d["deep"] + d["others"], d["forced"])
 
 
 def rates(labels: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
