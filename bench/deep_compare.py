@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from accuracy import open_corpus
 from deep_cv import load_tier2, tier2_scores
-from label_audit import default_actions
+from label_audit import default_actions, rates
 
 
 def _auc(bad: np.ndarray, score: np.ndarray) -> float:
@@ -42,11 +42,9 @@ def _auc(bad: np.ndarray, score: np.ndarray) -> float:
 
 
 def row(name: str, bad: np.ndarray, flagged: np.ndarray, score: np.ndarray) -> str:
-    ham = ~bad
-    return (f"| {name} | {100 * (flagged == bad).mean():.2f}% | "
-            f"{100 * (flagged & ham).sum() / ham.sum():.3f}% ({int((flagged & ham).sum())}) | "
-            f"{100 * (flagged & bad).sum() / bad.sum():.2f}% ({int((~flagged & bad).sum())} missed) | "
-            f"{_auc(bad, score):.5f} |")
+    r = rates(np.where(bad, "spam", "ham"), flagged)
+    return (f"| {name} | {100 * r['accuracy']:.2f}% | {100 * r['fp_rate']:.3f}% ({r['fp']}) | "
+            f"{100 * r['detection']:.2f}% ({r['missed']} missed) | {_auc(bad, score):.5f} |")
 
 
 def main() -> None:

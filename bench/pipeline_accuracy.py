@@ -142,18 +142,18 @@ def scan_all(paths: list[str], workers: int, log) -> list[dict[str, Any]]:
 # --- tier 2 (optional) ----------------------------------------------------------------------
 
 
-def deep_scores(samples: list[Sample], idx: list[int], ok: list[int], P: np.ndarray,
-                t2: Any, settings: DeepSettings) -> tuple[np.ndarray, list[str], np.ndarray]:
+def deep_scores(keep: list[int], P: np.ndarray, t2: Any,
+                settings: DeepSettings) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Tier 2's score per kept message, as the live check would add it under these `[deep]`
     settings: where tier 1's out-of-fold P(spam or phish) lies in `band` (every message with
     `mode` all) and the text has `min_tokens` word pieces, from tier 2's stored probabilities
     (`deep_cv.load_tier2`: out-of-fold on the same folds as tier 1, or with `--unseen` its
     model trained without those corpora). Also: which kept messages tier 2 is left out for
-    because their text changed since the run (`deep_cv.changed_inputs`)."""
+    because their text changed since the run (`deep_cv.changed_inputs`). `keep`: the indices
+    of the kept (scanned) messages among all samples."""
     from deep_cv import tier2_scores
 
     out, names = tier2_scores(P, t2.p, t2.voted, settings)
-    keep = [idx[j] for j in ok]
     return out[keep], [names[i] for i in keep], t2.changed[keep]
 
 
@@ -444,7 +444,7 @@ def main() -> None:
         t2 = load_tier2(root, samples, Path(args.deep_data), Path(args.deep_run), args.unseen)
         keep_idx = [idx[j] for j in ok]
         P2_kept, voted_kept = t2.p[keep_idx], t2.voted[keep_idx]
-        deep, deep_names, deep_changed = deep_scores(samples, idx, ok, P, t2, deep_settings)
+        deep, deep_names, deep_changed = deep_scores(keep_idx, P, t2, deep_settings)
         for r, d, name in zip(scans, deep, deep_names):  # a family like the others below
             if d:
                 r["families"]["deep"] = float(d)

@@ -292,8 +292,7 @@ def _taught(toks: list[str], vals: np.ndarray, change: np.ndarray,
             target: int) -> tuple[tuple[str, str, float], ...]:
     """The readable tokens whose change moved this message most towards class `target`
     (against the strongest other class), strongest first: at most TAUGHT_SHOWN."""
-    others = np.delete(change, target, axis=1)
-    toward = (change[:, target] - others.max(axis=1)) * vals if others.size else change[:, target]
+    toward = (change[:, target] - np.delete(change, target, axis=1).max(axis=1)) * vals
     order = np.argsort(-toward, kind="stable")
     out: list[tuple[str, str, float]] = []
     seen: set[tuple[str, str]] = set()
