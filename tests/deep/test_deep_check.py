@@ -172,24 +172,37 @@ def test_settings_validation():
         make_config(deep={"timeout_ms": 1}).section("deep", DeepSettings)
 
 
-def test_event_loop_unused_by_encoder(model_future):
+def test_event_loop_unused_by_encoder(model_future, monkeypatch):
     # The model runs in its own worker thread: the loop can serve other work meanwhile.
-    async def main() -> int:
-        ticks = 0
+    # Timing-free (a sleep-based ticker missed a fast encode now and then): the encoder,
+    # once started, waits for the loop to serve a ticker, which the loop can only do if the
+    # encoder is not running on its own thread.
+    import threading
 
+    model = model_future.result()
+    started, served, saw_loop_free = threading.Event(), threading.Event(), []
+    score = model.score
+
+    def score_once_the_loop_is_free(*args, **kwargs):
+        started.set()
+        saw_loop_free.append(served.wait(timeout=5))
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(model, "score", score_once_the_loop_is_free)
+
+    async def main() -> None:
         async def ticker() -> None:
-            nonlocal ticks
             while True:
-                await asyncio.sleep(0.005)
-                ticks += 1
+                if started.is_set():
+                    served.set()
+                await asyncio.sleep(0.001)
 
         t = asyncio.create_task(ticker())
-        r = result_with(0.5)
-        await check(model_future).run(msg(HAM * 3), r)
+        await check(model_future).run(msg(HAM * 3), result_with(0.5))
         t.cancel()
-        return ticks
 
-    assert asyncio.run(main()) >= 1
+    asyncio.run(main())
+    assert saw_loop_free == [True]
 
 
 async def test_onnx_engine_with_a_missing_graph_says_why(tmp_path):
