@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailmoat.message.model import Envelope, ParsedMessage
+from mailmoat.scan.facts import Facts
 
 if TYPE_CHECKING:
     from mailmoat.config import Config
@@ -44,6 +45,9 @@ class Category(str, enum.Enum):
     MALWARE = "malware"
     BEC = "bec"
     POLICY = "policy"  # allow/block lists, malformed mail, size: the admin's rules
+    # Legitimate bulk and automated mail (newsletters, notifications, bounces): not a
+    # threat, delivered and marked so a client or Sieve rule can file it (policy: bulk_*).
+    BULK = "bulk"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class ScanResult:
     # Facts checks share with later checks and with the header writer, e.g.
     # "auth_results" (list of Authentication-Results clauses), "ml_spam_probability".
     annotations: dict[str, Any] = field(default_factory=dict)
+    # Typed facts checks establish for later checks, the evidence gate and policy.
+    facts: Facts = field(default_factory=Facts)
     timings: dict[str, float] = field(default_factory=dict)  # check name -> seconds
     # check name -> what its start_early() began before the parse (see Check.start_early)
     early: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
