@@ -81,6 +81,9 @@ def test_incoming_mailmoat_headers_are_stripped(forged):
     assert b"MORE(-1)" not in out
 
 
+_TRUSTED = ["mx.upstream.test", "Relay.Partner.Test."]
+
+
 @pytest.mark.parametrize(
     "ar,kept",
     [
@@ -88,14 +91,40 @@ def test_incoming_mailmoat_headers_are_stripped(forged):
         (b"Authentication-Results: MX.Example.Test.; dkim=pass\r\n", False),
         (b"Authentication-Results: (forged) mx.example.test (comment);\r\n dmarc=pass\r\n", False),
         (b"Authentication-Results: mx.example.test 1; spf=pass\r\n", False),  # with a version
-        (b"Authentication-Results: mx.other.test; spf=pass smtp.mailfrom=a.test\r\n", True),
-        (b"Authentication-Results: mx.example.test.evil; spf=pass\r\n", True),
+        (b"Authentication-Results: mx.other.test; spf=pass smtp.mailfrom=a.test\r\n", False),
+        (b"Authentication-Results: mx.example.test.evil; spf=pass\r\n", False),
+        (b"Authentication-Results: mx.upstream.test.evil; spf=pass\r\n", False),
+        (b"Authentication-Results: spf=pass smtp.mailfrom=a.test\r\n", False),  # no authserv-id
+        (b"Authentication-Results: mx.upstream.test; dmarc=pass header.from=a.test\r\n", True),
+        (b"Authentication-Results: (c) MX.UPSTREAM.TEST 1; spf=pass\r\n", True),
+        (b"Authentication-Results: relay.partner.test;\r\n dkim=pass header.d=a.test\r\n", True),
+        (b"Authentication-Results: mx.upstream.test; ;;garbage\r\n", True),  # theirs, broken
     ],
 )
-def test_authentication_results_claiming_our_hostname_are_stripped(ar, kept):
+def test_authentication_results_are_kept_only_for_trusted_authserv_ids(ar, kept):
     raw = ar + make_email().replace(b"\n", b"\r\n")
-    out = _rewrite(raw)
+    out = rewrite_for_delivery(raw, mailmoat_id="m1", verdict=_verdict(), result=_result(),
+                               hostname=HOST, trusted_authserv_ids=_TRUSTED)
     assert (ar in out) is kept
+    assert b"mx.upstream.test" not in _rewrite(raw)  # no trusted list: none is kept
+
+
+def test_our_own_hostname_is_stripped_even_when_listed_as_trusted():
+    ar = b"Authentication-Results: mx.example.test; dmarc=pass header.from=a.test\r\n"
+    out = rewrite_for_delivery(ar + make_email(), mailmoat_id="m1", verdict=_verdict(),
+                               result=_result(), hostname=HOST, trusted_authserv_ids=[HOST])
+    assert ar not in out
+
+
+def test_trusted_fields_stay_where_they_were_below_ours():
+    raw = (b"Authentication-Results: mx.forger.test; dmarc=pass\n"
+           b"Authentication-Results: mx.upstream.test; dmarc=fail header.from=a.test\n"
+           + make_email())
+    out = rewrite_for_delivery(raw, mailmoat_id="m1", verdict=_verdict(),
+                               result=_result(auth=["spf=pass"]), hostname=HOST,
+                               trusted_authserv_ids=_TRUSTED)
+    values = [" ".join(v.split()) for v in _headers(out).get_all("Authentication-Results")]
+    assert values == [f"{HOST}; spf=pass", "mx.upstream.test; dmarc=fail header.from=a.test"]
 
 
 @pytest.mark.parametrize(
@@ -365,3 +394,27 @@ def test_without_a_scan_only_the_id_is_written():
         raw, mailmoat_id="0190abcdef0123456789abcdef", verdict=None, result=None, hostname=HOST
     )
     assert out == b"X-Mailmoat-ID: 0190abcdef0123456789abcdef\nSubject: bounce\n\nbody\n"
+
+
+def test_bulk_mail_carries_its_level_and_kind():
+    from mailmoat.config import PolicySettings
+    from mailmoat.policy.decide import decide
+    from mailmoat.scan.base import ScanResult as _Result
+    from mailmoat.scan.facts import BulkFacts
+
+    result = _Result(specs={})
+    result.facts.bulk = BulkFacts(kind="newsletter", markers=("one-click unsubscribe",))
+    result.facts.bulk_level = 8
+    raw = b"From: a@news.example\r\nSubject: Deals\r\n\r\nbody\r\n"
+    out = rewrite_for_delivery(raw, mailmoat_id="abc123", verdict=decide(result, PolicySettings()),
+                               result=result, hostname="mx.example.test")
+    assert b"X-Mailmoat-Bulk: level=8; kind=newsletter; bulk=yes\r\n" in out
+    assert b"category=bulk" in out
+    result.facts.bulk_level = 3  # below the threshold: level told, not marked bulk
+    out = rewrite_for_delivery(raw, mailmoat_id="abc123", verdict=decide(result, PolicySettings()),
+                               result=result, hostname="mx.example.test")
+    assert b"X-Mailmoat-Bulk: level=3; kind=newsletter; bulk=no\r\n" in out
+    plain = rewrite_for_delivery(raw, mailmoat_id="abc123",
+                                 verdict=decide(_Result(specs={}), PolicySettings()),
+                                 result=_Result(specs={}), hostname="mx.example.test")
+    assert b"X-Mailmoat-Bulk" not in plain

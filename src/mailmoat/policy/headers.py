@@ -9,8 +9,11 @@ What senders must not be able to forge is stripped first:
 
 - every incoming `X-Mailmoat-*` field, whatever its case or spacing before the colon, so a
   downstream filter or user can trust `X-Mailmoat-ID` and the verdict;
-- every incoming `Authentication-Results` field whose authserv-id is our hostname
-  (RFC 8601 section 5: a border MTA removes results that claim to be its own).
+- every incoming `Authentication-Results` field whose authserv-id is not one the
+  administrator trusts (`[auth] trusted_authserv_ids`: the upstream that verified the mail
+  before us), and always those claiming our own hostname (RFC 8601 section 5: a border MTA
+  removes results that claim to be its own). Anyone can write such a field; downstream
+  filters and mail programs must not believe one we did not vouch for.
 
 Header parsing follows Python's email parser: the header block ends at the first empty line
 or at the first line that is neither a field nor a continuation; everything after is body.
@@ -27,9 +30,15 @@ from dataclasses import dataclass
 
 from mailmoat.message.parse import decode_header_value
 from mailmoat.policy.decide import Verdict
-from mailmoat.scan.base import Action, ScanResult, Symbol
+from mailmoat.scan.base import Action, Category, ScanResult, Symbol
 
-__all__ = ["rewrite_for_delivery", "split_header_block", "symbols_header_value"]
+__all__ = [
+    "authserv_id",
+    "kept_authserv_ids",
+    "rewrite_for_delivery",
+    "split_header_block",
+    "symbols_header_value",
+]
 
 OUR_PREFIX = b"x-mailmoat-"
 FOLD_WIDTH = 78
@@ -109,8 +118,12 @@ def _eol_of(fields: list[_Field], prefix: bytes, rest: bytes) -> bytes:
     return b"\n" if sample.endswith(b"\n") and not sample.endswith(b"\r\n") else b"\r\n"
 
 
-def _authserv_id(value: bytes) -> str:
-    """The authserv-id of an Authentication-Results value (comments ignored)."""
+def authserv_id(value: bytes) -> str:
+    """The authserv-id of an Authentication-Results value (comments ignored), lower-cased.
+
+    Deliberately lenient (the first word before ";"), so that a field too broken to parse
+    is still attributed: the delivery rewrite and `mailmoat.scan.authres` both identify
+    fields with it, so what the scan believes is exactly what delivery keeps."""
     text = value.decode("ascii", "replace")
     while True:  # drop (comments), innermost first
         stripped = re.sub(r"\([^()]*\)", " ", text)
@@ -119,6 +132,14 @@ def _authserv_id(value: bytes) -> str:
         text = stripped
     first = text.split(";", 1)[0].strip()
     return first.split()[0].strip('"').lower().rstrip(".") if first.split() else ""
+
+
+def kept_authserv_ids(trusted: Iterable[str], hostname: str) -> frozenset[str]:
+    """The authserv-ids whose incoming Authentication-Results survive delivery, and that
+    `mailmoat.scan.authres` believes: the trusted ones, less our own hostname, which only
+    the results we write ourselves may claim. An empty id matches no field."""
+    own = hostname.strip().lower().rstrip(".")
+    return frozenset(i.strip().lower().rstrip(".") for i in trusted) - {own, ""}
 
 
 def _ascii_clean(text: str) -> str:
@@ -181,6 +202,18 @@ def _subject_field(fields: list[_Field], prefix: str, eol: bytes) -> None:
     fields.append(_Field(b"Subject", [b"Subject: " + _encode_prefix(prefix) + eol]))
 
 
+def _bulk_header(verdict: Verdict, result: ScanResult | None) -> str:
+    """`X-Mailmoat-Bulk: level=8; kind=newsletter; bulk=yes` — what a client or Sieve rule
+    files by. `bulk=yes` when the level reached the recipient's bulk threshold (the verdict
+    category is then bulk too); the kind is the bulk family's reading."""
+    bulk = result.facts.bulk if result is not None else None
+    kind = re.sub(r"[^a-z]", "", bulk.kind) if bulk is not None else ""
+    value = f"X-Mailmoat-Bulk: level={verdict.bulk_level}"
+    if kind:
+        value += f"; kind={kind}"
+    return value + f"; bulk={'yes' if verdict.category is Category.BULK else 'no'}"
+
+
 def rewrite_for_delivery(
     raw: bytes,
     *,
@@ -189,18 +222,22 @@ def rewrite_for_delivery(
     result: ScanResult | None,
     hostname: str,
     received: str = "",
+    trusted_authserv_ids: Iterable[str] = (),
 ) -> bytes:
     """The message as it is delivered: forgeable headers removed, ours added, body untouched.
 
     `received` is a ready Received value; it goes first, above our other headers, as trace
     fields do. `verdict` and `result` may be None (mail passed on without a scan, such as a
-    bounce we generate): then only the id, and the trace field, are written.
+    bounce we generate): then only the id, and the trace field, are written. Incoming
+    Authentication-Results fields are kept only for `trusted_authserv_ids` (never for our
+    own hostname).
     """
     if not _SAFE_ID_RE.match(mailmoat_id):
         raise ValueError(f"not a valid mailmoat id: {mailmoat_id!r}")
     host = _ascii_clean(hostname).lower().rstrip(".")
     if not host or " " in host or ";" in host:
         raise ValueError(f"not a valid hostname: {hostname!r}")
+    trusted = kept_authserv_ids(trusted_authserv_ids, host)
     prefix, fields, rest = split_header_block(raw)
     eol = _eol_of(fields, prefix, rest)
     if fields and not fields[-1].lines[-1].endswith((b"\n", b"\r")):
@@ -214,7 +251,7 @@ def rewrite_for_delivery(
         for f in fields
         if not (f.name == b"" and f.lines[0][:1] in (b" ", b"\t"))
         and not f.lname.startswith(OUR_PREFIX)
-        and not (f.lname == b"authentication-results" and _authserv_id(f.value) == host)
+        and not (f.lname == b"authentication-results" and authserv_id(f.value) not in trusted)
     ]
 
     for f in kept:
@@ -246,6 +283,8 @@ def rewrite_for_delivery(
             f"category={verdict.category.value}".encode("ascii")
             + eol
         )
+        if verdict.bulk_level is not None:
+            ours.append(_bulk_header(verdict, result).encode("ascii") + eol)
     symbols = symbols_header_value(result.symbols) if result is not None else []
     if symbols:
         ours.append(_fold("X-Mailmoat-Symbols", symbols, ",", eol))

@@ -34,6 +34,7 @@ from mailmoat.errors import RelayError, SpoolError
 from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.dsn import build_dsn, status_code
 from mailmoat.relay.headers import add_gateway_headers
+from mailmoat.scan.auth import AuthSettings
 from mailmoat.scan.base import Action
 from mailmoat.relay.routes import route_for
 from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
@@ -445,7 +446,9 @@ class DeliveryManager:
                 for r, v in outcome.per_recipient.items()}
         raw = add_gateway_headers(raw, mailmoat_id=entry.id, verdict=outcome.verdict,
                                   result=outcome.result, hostname=self.config.smtp.hostname,
-                                  received=str(entry.extra.get("received", "")))
+                                  received=str(entry.extra.get("received", "")),
+                                  trusted_authserv_ids=self.config.section(
+                                      "auth", AuthSettings).trusted_authserv_ids)
         entry.extra["plan"] = plan
         entry.extra["log"] = message_log_data(mailmoat_id=entry.id, envelope=env, outcome=outcome,
                                               node=self.config.smtp.hostname)

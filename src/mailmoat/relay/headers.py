@@ -11,6 +11,7 @@ helpers (splitting a message, the Received value) and the name the relay calls.
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Iterable
 
 from mailmoat.policy.decide import Verdict
 from mailmoat.policy.headers import rewrite_for_delivery
@@ -30,11 +31,13 @@ def split_message(raw: bytes) -> tuple[bytes, bytes, bytes]:
 
 
 def add_gateway_headers(raw: bytes, *, mailmoat_id: str, verdict: Verdict | None,
-                        result: ScanResult | None, hostname: str, received: str = "") -> bytes:
+                        result: ScanResult | None, hostname: str, received: str = "",
+                        trusted_authserv_ids: Iterable[str] = ()) -> bytes:
     """Return the bytes to deliver (see `mailmoat.policy.headers.rewrite_for_delivery`, which
     does the work: one header writer for every path, so forgery defences exist once)."""
     return rewrite_for_delivery(raw, mailmoat_id=mailmoat_id, verdict=verdict, result=result,
-                                hostname=hostname, received=received)
+                                hostname=hostname, received=received,
+                                trusted_authserv_ids=trusted_authserv_ids)
 
 
 def received_value(*, helo: str, client_ip: str, hostname: str, mailmoat_id: str,

@@ -14,9 +14,13 @@ test server. DKIM and ARC keys are fetched asynchronously first and handed to dk
 a dict; pyspf runs in a worker thread whose look-ups are sent back to the event loop.
 
 Results become symbols (weights are config; p=reject is a high phishing weight, not a hard
-reject), `result.annotations["auth_results"]` (the clauses of the Authentication-Results
-header the gateway writes) and `annotations["spf"|"dkim"|"dmarc"|"arc"]` for later checks.
-A DNS failure is a `*_TEMPERROR` symbol, never an exception.
+reject), `result.facts.auth` (source "gateway"), `result.annotations["auth_results"]` (the
+clauses of the Authentication-Results header the gateway writes) and
+`annotations["spf"|"dkim"|"dmarc"|"arc"]` for later checks. A DNS failure is a
+`*_TEMPERROR` symbol, never an exception.
+
+Behind an upstream the administrator trusts (`trusted_authserv_ids`), the `upstream_auth`
+check (`mailmoat.scan.authres`) reads that upstream's verdict and this check stands aside.
 """
 
 from __future__ import annotations
@@ -35,14 +39,17 @@ from typing import Any
 import dkim
 import dkim.util
 import spf
-import tldextract
 from pydantic import Field
 
 import mailmoat.dkimfast  # noqa: F401  (faster identical DKIM canonicalization)
 from mailmoat.config import Section
 from mailmoat.dns import DnsTempError, Resolver
 from mailmoat.message.model import Direction, Envelope, ParsedMessage
+from mailmoat.policy.headers import kept_authserv_ids
+from mailmoat.scan.authres import UpstreamAuthCheck, read_authentication_results
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
+from mailmoat.scan.facts import AuthFacts
+from mailmoat.scan.orgdomain import org_domain
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,13 @@ class AuthSettings(Section):
         default_factory=list,
         description="domains (and their subdomains) whose ARC-Authentication-Results we "
         "believe when their seal verifies, e.g. the company's own cloud mail",
+    )
+    trusted_authserv_ids: list[str] = Field(
+        default_factory=list,
+        description="authserv-ids (e.g. mx.google.com) of the upstream servers whose "
+        "Authentication-Results we believe, topmost field only; the gateway then does not "
+        "verify SPF/DKIM/DMARC itself, and removes every other incoming "
+        "Authentication-Results on delivery",
     )
     timeout: float = Field(10.0, description="seconds the whole auth check may take")
     spf_timeout: float = Field(
@@ -121,31 +135,8 @@ SYMBOLS: dict[str, SymbolSpec] = {
 }
 
 
-# --- Organisational domain (RFC 7489 3.2) ---------------------------------------------------
-
-@lru_cache(maxsize=1)
-def _extractor() -> tldextract.TLDExtract:
-    # The bundled Public Suffix List snapshot only: a gateway must not fetch it at scan time.
-    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None,
-                                 include_psl_private_domains=True)
-
-
-@lru_cache(maxsize=4096)
-def org_domain(domain: str) -> str:
-    """The organisational domain: one label under the public suffix (example.co.uk)."""
-    domain = domain.lower().rstrip(".")
-    if not domain:
-        return ""
-    ext = _extractor()(domain)
-    top = ext.top_domain_under_public_suffix
-    if top:
-        return top
-    if not ext.suffix:
-        # Not in the list (".test", ".internal"): the PSL's default rule "*" makes the last
-        # label the suffix, so the org domain is the last two labels.
-        labels = domain.split(".")
-        return ".".join(labels[-2:])
-    return domain  # the domain is itself a public suffix
+# Organisational domains (RFC 7489 3.2) live in mailmoat.scan.orgdomain, shared with the
+# checks that compare sender, link and brand domains.
 
 
 def aligned(a: str, b: str, mode: str) -> bool:
@@ -540,19 +531,32 @@ class AuthCheck(Check):
     stage = 0
     needs_network = True
 
-    def __init__(self, settings: AuthSettings, resolver: Resolver) -> None:
+    def __init__(self, settings: AuthSettings, resolver: Resolver,
+                 upstream_ids: frozenset[str] = frozenset()) -> None:
         self.settings = settings
         self.resolver = resolver
         self.timeout = settings.timeout
+        # authserv-ids whose results the upstream_auth check believes (empty: none, or that
+        # check is disabled, so this one always verifies).
+        self.upstream_ids = upstream_ids
 
     def _skipped(self, env: Envelope) -> bool:
         return self.settings.skip_authenticated and (
             env.direction is not Direction.INBOUND or bool(env.auth_user))
 
+    def _upstream(self, raw: bytes) -> str:
+        """The trusted upstream whose results stand for ours, or "". Behind it our SPF
+        would judge the upstream's address, and DMARC would be built on that."""
+        if not self.upstream_ids:
+            return ""
+        up = read_authentication_results(raw, self.upstream_ids).upstream
+        return up.authserv_id if up is not None else ""
+
     def start_early(self, raw: bytes, envelope: Envelope) -> asyncio.Future[Any] | None:
         # SPF needs only the envelope: its chain of look-ups (record, include, mx, the MX
         # host's address) runs while the message is parsed.
-        if not self.settings.spf or not envelope.client_ip or self._skipped(envelope):
+        if not self.settings.spf or not envelope.client_ip or self._skipped(envelope) \
+                or self._upstream(raw):
             return None
         return asyncio.ensure_future(self._spf(envelope, asyncio.get_running_loop()))
 
@@ -564,6 +568,12 @@ class AuthCheck(Check):
             result.annotations["auth_skipped"] = (
                 f"direction {env.direction.value}" if env.direction is not Direction.INBOUND
                 else f"authenticated user {env.auth_user}")
+            return
+        upstream = self._upstream(msg.raw)
+        if upstream:
+            if early_spf is not None:
+                early_spf.cancel()
+            result.annotations["auth_skipped"] = f"trusted upstream {upstream} authenticated it"
             return
         loop = asyncio.get_running_loop()
         # The From domain's DMARC policy needs none of the other results: it is looked up
@@ -590,6 +600,19 @@ class AuthCheck(Check):
         if arc_out is not None:
             self._emit_arc(msg, arc_out, result, clauses, auth_fail_score + dmarc_score)
         result.annotations["auth_results"] = clauses
+        result.facts.auth = AuthFacts(
+            source="gateway",
+            spf=spf_out.result if spf_out is not None else "none",
+            spf_domain=spf_out.domain if spf_out is not None else "",
+            dkim_pass=tuple(dict.fromkeys(o.domain for o in dkim_out or []
+                                          if o.result == "pass")),
+            # Only an outright fail: a DNS error or a missing key is no evidence of forgery.
+            dkim_fail=tuple(dict.fromkeys(o.domain for o in dkim_out or []
+                                          if o.result == "fail")),
+            # After the ARC override, so a trusted sealer's pass counts as it does above.
+            dmarc=str(result.annotations.get("dmarc", "none")),
+            from_domain=msg.from_domain,
+        )
 
     # SPF ------------------------------------------------------------------------------------
 
@@ -880,4 +903,11 @@ def build(ctx: BuildContext) -> list[Check]:
     settings = ctx.config.section("auth", AuthSettings)
     if not settings.enabled:
         return []
-    return [AuthCheck(settings, shared_resolver(ctx))]
+    upstream = kept_authserv_ids(settings.trusted_authserv_ids, ctx.config.smtp.hostname)
+    if not upstream:
+        return [AuthCheck(settings, shared_resolver(ctx))]
+    # Built here rather than as a family of its own: it shares [auth] and AUTH_FAIL, and
+    # the auth check must know whether it runs (disabled, the auth check verifies again).
+    check = UpstreamAuthCheck(upstream, settings.skip_authenticated)
+    defer_to = frozenset() if ctx.disabled(check.name) else upstream
+    return [AuthCheck(settings, shared_resolver(ctx), defer_to), check]

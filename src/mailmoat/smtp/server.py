@@ -32,6 +32,7 @@ from mailmoat.errors import ConfigError
 from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.headers import add_gateway_headers, received_value
 from mailmoat.relay.routes import parse_hostport, route_for
+from mailmoat.scan.auth import AuthSettings
 from mailmoat.scan.base import Action
 from mailmoat.scan.engine import Scanner
 from mailmoat.smtp import replies as R
@@ -243,7 +244,9 @@ class GatewayHandler:
             delivered = add_gateway_headers(raw, mailmoat_id=mid, verdict=outcome.verdict,
                                             result=outcome.result,
                                             hostname=self.config.smtp.hostname,
-                                            received=received)
+                                            received=received,
+                                            trusted_authserv_ids=self.config.section(
+                                                "auth", AuthSettings).trusted_authserv_ids)
         else:
             delivered = raw
         entry = SpoolEntry(id=mid, mail_from=mail_from, rcpt_tos=rcpts, received_at=env.received_at,
