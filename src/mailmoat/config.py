@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -102,6 +102,15 @@ class PolicySettings(Section):
     quarantine_threshold: float = Field(10.0, description="score for quarantine")
     reject_threshold: float = Field(15.0, description="score for an SMTP 5xx reject")
     subject_prefix: str = Field("[SPAM]", description="prefix added to tagged mail; empty: none")
+    bulk_threshold: int = Field(
+        7, ge=0, le=10, description="bulk level (0–9) at or above which bulk and automated "
+        "mail is marked bulk (category bulk, X-Mailmoat-Bulk) and bulk_action applies; 10: "
+        "never. Per domain and per recipient like the thresholds above; users move their own "
+        "in the console")
+    bulk_action: Literal["deliver", "quarantine"] = Field(
+        "deliver", description="what happens to mail marked bulk: deliver (with the headers a "
+        "client or Sieve rule files by) or quarantine (only where a user or administrator "
+        "asks for it)")
     malformed_action: str = Field(
         "quarantine", description="action for mail we cannot parse: quarantine | accept | reject"
     )

@@ -49,3 +49,33 @@ def test_category_is_strongest_symbol_group():
     assert v.category is Category.PHISHING and v.action is Action.QUARANTINE
     assert v.subject_prefix == ""
     assert decide(_result(X=6), PolicySettings()).subject_prefix == "[SPAM]"
+
+
+def _bulk(level: int, score: float = 0.0) -> ScanResult:
+    r = _result(X=score) if score else ScanResult(specs=SPECS)
+    r.facts.bulk_level = level
+    return r
+
+
+def test_bulk_mail_is_its_own_category_and_delivered_by_default():
+    v = decide(_bulk(8), PolicySettings())
+    assert v.action is Action.ACCEPT and v.category is Category.BULK and v.bulk_level == 8
+    assert "delivered as bulk" in v.reason
+    # Below the threshold it is plain accepted mail, still carrying its level.
+    low = decide(_bulk(3), PolicySettings())
+    assert low.category is Category.CLEAN and low.bulk_level == 3
+    # Bulk never softens a spam verdict: a score that tags still tags.
+    assert decide(_bulk(9, score=6), PolicySettings()).action is Action.TAG
+
+
+def test_bulk_threshold_and_action_per_domain_and_recipient():
+    p = PolicySettings(domains={"example.test": {"bulk_threshold": 4}},
+                       recipients={"bob@example.test": {"bulk_action": "quarantine"},
+                                   "amy@example.test": {"bulk_threshold": 10}})
+    r = _bulk(5)
+    assert decide(r, p, "x@other.test").category is Category.CLEAN  # global threshold 7
+    assert decide(r, p, "eve@example.test").category is Category.BULK
+    held = decide(r, p, "bob@example.test")
+    assert held.action is Action.QUARANTINE and held.category is Category.BULK
+    assert "quarantined for this recipient" in held.reason
+    assert decide(_bulk(9), p, "amy@example.test").category is Category.CLEAN  # 10: never

@@ -36,7 +36,7 @@ from mailmoat.message.model import Direction, Envelope, domain_of
 
 __all__ = ["ScanItem", "collect", "envelope_for", "register", "scan_items"]
 
-OUTPUT_KEYS = ("path", "action", "score", "category", "symbols")
+OUTPUT_KEYS = ("path", "action", "score", "category", "bulk_level", "symbols")
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def _scan_one(display: str, raw: bytes) -> dict[str, Any]:
         return {"path": display, "error": f"scan failed: {type(exc).__name__}: {exc}"}
     d = outcome.as_dict()
     d["path"] = display
-    return {k: d[k] for k in OUTPUT_KEYS}
+    return {k: d[k] for k in OUTPUT_KEYS if k in d}
 
 
 def _error(display: str, exc: Exception) -> dict[str, Any]:

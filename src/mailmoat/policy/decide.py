@@ -5,6 +5,12 @@ the direction (`[policy.outbound]`, `[policy.internal]`), then the recipient's d
 (`[policy.domains."example.test"]`), then the recipient (`[policy.recipients."a@b"]`);
 the most specific wins. A forced action (virus, GTUBE, unparseable mail) is applied after
 thresholds, and only ever makes the verdict stricter.
+
+Bulk and automated mail that the evidence gate found consistent carries a bulk level (0–9,
+`ScanResult.facts.bulk_level`). Mail the score accepts whose level reaches `bulk_threshold`
+is marked bulk (category `bulk`) and gets `bulk_action`: delivered with the headers a
+client or Sieve rule files by, or quarantined where the recipient or domain asks for it.
+Bulk is a category of its own, never spam: it does not add to the score.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ from mailmoat.config import PolicySettings
 from mailmoat.message.model import Direction, domain_of
 from mailmoat.scan.base import Action, Category, ScanResult
 
-_THRESHOLD_KEYS = ("tag_threshold", "quarantine_threshold", "reject_threshold", "subject_prefix")
+_THRESHOLD_KEYS = ("tag_threshold", "quarantine_threshold", "reject_threshold", "subject_prefix",
+                   "bulk_threshold", "bulk_action")
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,8 @@ class Thresholds:
     quarantine: float
     reject: float
     subject_prefix: str
+    bulk: int = 7  # bulk level at or above which accepted bulk mail is marked bulk
+    bulk_action: str = "deliver"  # deliver | quarantine
 
 
 @dataclass(frozen=True)
@@ -34,10 +43,14 @@ class Verdict:
     category: Category
     reason: str  # one sentence: why this action
     subject_prefix: str = ""  # set for tagged mail when configured
+    bulk_level: int | None = None  # 0–9 for bulk and automated mail, else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"action": self.action.value, "score": self.score,
-                "category": self.category.value, "reason": self.reason}
+        out: dict[str, Any] = {"action": self.action.value, "score": self.score,
+                               "category": self.category.value, "reason": self.reason}
+        if self.bulk_level is not None:
+            out["bulk_level"] = self.bulk_level
+        return out
 
 
 def thresholds_for(policy: PolicySettings, recipient: str | None,
@@ -58,7 +71,9 @@ def thresholds_for(policy: PolicySettings, recipient: str | None,
     return Thresholds(tag=float(values["tag_threshold"]),
                       quarantine=float(values["quarantine_threshold"]),
                       reject=float(values["reject_threshold"]),
-                      subject_prefix=str(values["subject_prefix"]))
+                      subject_prefix=str(values["subject_prefix"]),
+                      bulk=int(values["bulk_threshold"]),
+                      bulk_action=str(values["bulk_action"]))
 
 
 def decide(result: ScanResult, policy: PolicySettings, recipient: str | None = None,
@@ -77,13 +92,23 @@ def decide(result: ScanResult, policy: PolicySettings, recipient: str | None = N
         action, reason = Action.ACCEPT, f"score {score:g} is below every threshold"
     if forced is not None and forced[0].severity > action.severity:
         action, reason = forced[0], forced[1]
+    level = result.facts.bulk_level
     if action is Action.ACCEPT:
         category = Category.CLEAN
+        if level is not None and level >= t.bulk:
+            category = Category.BULK
+            if t.bulk_action == "quarantine":
+                action = Action.QUARANTINE
+                reason = (f"bulk level {level} reaches the bulk threshold {t.bulk}, and bulk "
+                          "mail is quarantined for this recipient")
+            else:
+                reason = (f"{reason}; bulk level {level} reaches the bulk threshold {t.bulk}: "
+                          "delivered as bulk")
     elif category is Category.CLEAN:
         category = Category.POLICY
     prefix = t.subject_prefix if action is Action.TAG else ""
     return Verdict(action=action, score=score, category=category, reason=reason,
-                   subject_prefix=prefix)
+                   subject_prefix=prefix, bulk_level=level)
 
 
 def _for_recipient(result: ScanResult, recipient: str | None

@@ -28,7 +28,7 @@ class ScanOutcome:
     elapsed: float  # seconds, parse + scan
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "action": self.verdict.action.value,
             "score": self.verdict.score,
             "category": self.verdict.category.value,
@@ -36,6 +36,9 @@ class ScanOutcome:
             "symbols": [{"name": s.name, "score": s.score, "reason": s.reason}
                         for s in sorted(self.result.symbols, key=lambda s: -abs(s.score))],
         }
+        if self.verdict.bulk_level is not None:
+            out["bulk_level"] = self.verdict.bulk_level
+        return out
 
 
 class Scanner:
