@@ -20,6 +20,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "mailmoat.scan.urls",           # phishing URL analysis and URL lists
     "mailmoat.scan.impersonation",  # BEC: VIP / lookalike / reply diversion / payment language
     "mailmoat.scan.attachments",    # file types, archives, macros, PDFs, YARA
+    "mailmoat.scan.bulk",           # legitimate bulk and automated mail: facts, not a score
     "mailmoat.scan.antivirus",      # ClamAV through clamd
     "mailmoat.scan.content",        # tier 1: fast linear model over hashed features
     "mailmoat.scan.deep",           # tier 2: neural model, combined with tier 1
