@@ -310,3 +310,25 @@ def test_extra_esp_file_extends_the_table(tmp_path):
     assert check.table.esps[-1].name == "Local Mailer"
     assert any(e.name == "Mailchimp" for e in check.table.esps)
 
+
+
+async def test_dmarc_and_tls_reports_are_notifications():
+    dmarc = make_email(
+        sender="noreply-dmarc-support@google.com",
+        subject="Report domain: example.test Submitter: google.com Report-ID: 9493488660",
+        body="This is an aggregate report from google.com.\n",
+        attachments=[("google.com!example.test!1725321600!1725407999.zip", "application/zip",
+                      b"PK\x03\x04 not really a zip")])
+    tls = make_email(sender="noreply-smtp-tls-reporting@google.com",
+                     subject="Report Domain: example.test Submitter: google.com",
+                     body="This is an SMTP TLS report.\n",
+                     headers={"TLS-Report-Domain": "example.test",
+                              "TLS-Report-Submitter": "google.com"})
+    for raw, what in ((dmarc, "DMARC aggregate report (RFC 7489)"),
+                      (tls, "SMTP TLS report (RFC 8460)")):
+        out = await scan_bytes(raw, mail_from="")
+        bulk = out.result.facts.bulk
+        assert bulk is not None and bulk.kind == "notification" and what in bulk.markers
+    # The subject alone, without the report file, is not enough.
+    bare = make_email(subject="Report domain: example.test Submitter: x Report-ID: 1")
+    assert (await scan_bytes(bare)).result.facts.bulk is None
