@@ -14,18 +14,29 @@ lists. What it looks for, each with its own symbol so an administrator can see a
   the sender's domain does not belong to that brand;
 - URLs, hosts or domains on a configured phishing list.
 
-Everything that does not depend on the message (brand tables, regexes, the lookalike index)
-is built once in `build()`; per message the work is a pass over its URLs with memoised
-per-host answers.
+It records which brands the message names, which brand its sender and its links belong to
+(`ScanResult.facts.brands`) and the links' domains (`facts.link_domains`). A second check of
+the family, `urls_brand_auth` in stage 1, weighs those facts against the sender's
+authentication (`facts.auth`, stage 0): a brand named in mail authenticated for one of its
+own domains is the brand's own mail, one whose own domain fails authentication is forged.
+
+The brand table is data (`data/brands.toml`), loaded and validated once at import.
+Everything else that does not depend on the message (regexes, the lookalike index) is built
+once in `build()`; per message the work is a pass over its URLs with memoised per-host
+answers.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import re
+import tomllib
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+from importlib import resources
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import Field
@@ -34,9 +45,11 @@ from mailmoat.config import Section
 from mailmoat.message.model import ParsedMessage, Url
 from mailmoat.message.parse import decode_bytes, html_to_text_and_urls, make_url
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
-from mailmoat.scan.impersonation import FREEMAIL, BecSettings
+from mailmoat.scan.facts import AuthFacts, BrandFacts
+from mailmoat.scan.impersonation import FREEMAIL, BecSettings, is_freemail
 from mailmoat.scan.lookalike import (LookalikeIndex, Protected, is_ip, is_mixed_script, registrable,
                                      skeleton, split_domain)
+from mailmoat.scan.orgdomain import org_domain
 from mailmoat.scan.phishlist import PhishList
 
 _G = "urls"
@@ -56,147 +69,106 @@ class Brand:
     # Keywords that are also everyday words ("apple"): in text they name the brand only when
     # written with a capital ("Apple", "APPLE"), not in "find an apple, click on it".
     cased: tuple[str, ...] = ()
+    group: str = ""  # parcel, shop, bank, … (data/brands.toml)
+    # Its domains where anyone gets an address or a page (gmail.com, myshopify.com): no
+    # impersonation of the brand, but no proof of it either.
+    hosted: tuple[str, ...] = ()
+    # Globs for domains of independent members ("*sparkasse*.de"): like `hosted`.
+    patterns: tuple[str, ...] = ()
 
 
-# Commonly phished brands (APWG / vendor reports), Western and Chinese. Keywords are matched
-# as whole words on the skeleton of the text; CJK keywords as substrings.
-BUILTIN_BRANDS: tuple[Brand, ...] = (
-    Brand("paypal", ("paypal.com", "paypal.me", "paypalobjects.com", "paypal-communication.com",
-                     "paypal-community.com", "xoom.com", "venmo.com"), ("paypal",)),
-    Brand("microsoft", ("microsoft.com", "microsoftonline.com", "office.com", "office365.com",
-                        "office.net", "outlook.com", "live.com", "hotmail.com", "sharepoint.com",
-                        "onmicrosoft.com", "azure.com", "windows.net", "windows.com", "msn.com",
-                        "skype.com", "bing.com", "microsoftstore.com", "msft.net",
-                        "microsoft365.com", "onedrive.com", "xbox.com", "msauth.net",
-                        "mcas.ms", "azureedge.net", "live.net", "outlook.office.com",
-                        "cloud.microsoft", "office365.us", "sway.cloud.microsoft"),
-              ("microsoft", "office 365", "office365", "microsoft 365", "onedrive", "sharepoint",
-               "outlook team", "microsoft outlook", "windows live", "hotmail team"),
-              ("office365", "onedrive", "sharepoint", "microsoftonline", "hotmail")),
-    Brand("apple", ("apple.com", "icloud.com", "me.com", "mac.com", "itunes.com", "apple.news",
-                    "cdn-apple.com", "apple.co"), ("apple", "icloud", "itunes", "apple id",
-                                                   "app store"), ("icloud", "itunes", "appleid"),
-          cased=("apple",)),
-    Brand("amazon", ("amazon.com", "amazonses.com", "amazonaws.com", "a2z.com", "amazon.co.uk",
-                     "amazon.de", "amazon.fr", "amazon.co.jp", "amazon.cn", "amazon.ca",
-                     "amazon.in", "amazon.it", "amazon.es", "amazon.com.au", "media-amazon.com",
-                     "ssl-images-amazon.com", "primevideo.com", "awscloud.com", "aws.com",
-                     "amazon.jobs", "amazonpay.com", "audible.com", "kindle.com"),
-           ("amazon", "amazon prime", "prime video", "aws"), ("amazonprime",)),
-    Brand("netflix", ("netflix.com", "netflix.net", "nflxext.com", "nflximg.net", "nflxso.net"),
-          ("netflix",)),
-    Brand("dhl", ("dhl.com", "dhl.de", "dhl.co.uk", "dhl.fr", "dhl.nl", "dpdhl.com",
-                  "dhlparcel.nl", "dhl-news.com", "dhl.com.cn"), ("dhl", "dhl express")),
-    Brand("fedex", ("fedex.com",), ("fedex",)),
-    Brand("ups", ("ups.com",), ("ups", "ups my choice"), strict=True),
-    Brand("usps", ("usps.com", "usps.gov"), ("usps", "us postal service")),
-    Brand("docusign", ("docusign.com", "docusign.net"), ("docusign",)),
-    Brand("adobe", ("adobe.com", "adobesign.com", "echosign.com", "adobelogin.com",
-                    "adobe.io"), ("adobe", "adobe sign", "adobe acrobat", "adobe document cloud")),
-    Brand("dropbox", ("dropbox.com", "dropboxmail.com", "dropboxusercontent.com"), ("dropbox",)),
-    Brand("wellsfargo", ("wellsfargo.com", "wf.com", "wellsfargoemail.com"),
-          ("wells fargo", "wellsfargo")),
-    Brand("chase", ("chase.com", "jpmorganchase.com", "jpmorgan.com", "jpmchase.com",
-                    "chasebank.com"), ("chase bank", "chase online", "jpmorgan chase",
-                                       "chase alerts", "chase card"), ("chasebank",),
-          ("chase",), True),
-    Brand("bankofamerica", ("bankofamerica.com", "bofa.com", "ml.com", "merrilledge.com",
-                            "bac.com"), ("bank of america", "bankofamerica")),
-    # citibank.com first: "citi" alone is a common subdomain (www.citi.umich.edu).
-    Brand("citibank", ("citibank.com", "citi.com", "citigroup.com", "citibankonline.com"),
-          ("citibank", "citi bank", "citi cards")),
-    Brand("americanexpress", ("americanexpress.com", "aexp.com", "amex.com"),
-          ("american express", "amex")),
-    Brand("hsbc", ("hsbc.com", "hsbc.co.uk", "hsbc.com.hk", "hsbc.com.cn"), ("hsbc",)),
-    Brand("google", ("google.com", "gmail.com", "googlemail.com", "youtube.com", "goo.gl",
-                     "googleusercontent.com", "gstatic.com", "google.co.uk", "google.de",
-                     "googlegroups.com", "withgoogle.com", "g.co", "google.cn", "googleapis.com",
-                     "googlepages.com", "googlevideo.com", "googletagmanager.com",
-                     "googlesyndication.com", "googleadservices.com", "google-analytics.com",
-                     "googleblog.com", "googlesource.com", "googlecode.com", "blogspot.com"),
-          ("google", "gmail", "google drive", "google workspace", "g suite"),
-          ("gmail", "googledrive")),
-    Brand("facebook", ("facebook.com", "facebookmail.com", "fb.com", "meta.com", "instagram.com",
-                       "fbcdn.net", "messenger.com", "whatsapp.com"),
-          ("facebook", "instagram", "meta business", "meta for business", "whatsapp")),
-    Brand("linkedin", ("linkedin.com", "licdn.com", "lnkd.in"), ("linkedin",)),
-    Brand("ebay", ("ebay.com", "ebay.co.uk", "ebay.de", "ebay.fr", "ebay.ca", "ebay.com.au",
-                   "ebaystatic.com", "ebayimg.com", "ebay.it", "ebay.es"), ("ebay",)),
-    Brand("coinbase", ("coinbase.com",), ("coinbase",)),
-    Brand("binance", ("binance.com",), ("binance",)),
-    Brand("metamask", ("metamask.io",), ("metamask",)),
-    Brand("irs", ("irs.gov",), ("internal revenue service",)),
-    Brand("steam", ("steampowered.com", "steamcommunity.com"), ("steam support", "steam community"),
-          ("steamcommunity",)),
-    Brand("zoom", ("zoom.us", "zoom.com", "zoomgov.com"), ("zoom meetings", "zoom video"),
-          strict=True),
-    Brand("wetransfer", ("wetransfer.com",), ("wetransfer",)),
-    Brand("alipay", ("alipay.com", "alibaba.com", "taobao.com", "tmall.com", "aliyun.com",
-                     "alibaba-inc.com", "alipayobjects.com", "alicdn.com", "1688.com"),
-          ("alipay", "支付宝", "淘宝", "taobao", "阿里巴巴", "天猫"), ("taobao", "alibaba")),
-    Brand("icbc", ("icbc.com.cn", "icbc.com", "icbc-ltd.com"), ("icbc", "工商银行", "工行", "95588"),
-          ("95588",)),
-    Brand("bankcomm", ("bankcomm.com", "bankcomm.com.cn"), ("交通银行", "bankcomm", "95559"),
-          ("95559",)),
-    Brand("ccb", ("ccb.com", "ccb.cn"), ("建设银行", "建行", "95533"), ("95533",)),
-    Brand("boc", ("boc.cn", "bankofchina.com"), ("中国银行", "bank of china", "95566"),
-          ("bankofchina", "95566")),
-    Brand("abchina", ("abchina.com",), ("农业银行", "农行", "95599"), ("95599",)),
-    Brand("cmbchina", ("cmbchina.com", "cmbc.com.cn"), ("招商银行", "招行", "95555"), ("95555",)),
-    Brand("tencent", ("qq.com", "tencent.com", "wechat.com", "weixin.qq.com", "foxmail.com",
-                      "gtimg.com", "qpic.cn"), ("腾讯", "微信", "wechat", "tencent", "qq邮箱"),
-          ("wechat", "weixin")),
-    Brand("jd", ("jd.com", "360buy.com", "jdpay.com"), ("京东",), ("360buy",)),
-    Brand("ledger", ("ledger.com",), ("ledger live", "ledger wallet", "ledger support"),
-          ("ledgerlive",), ("ledger",), True),
-    Brand("trezor", ("trezor.io",), ("trezor",)),
-    Brand("norton", ("norton.com", "nortonlifelock.com", "gen.com"), ("norton 360", "norton antivirus",
-                                                                       "norton security",
-                                                                       "nortonlifelock"),
-          (), ("norton",), True),
-    Brand("mcafee", ("mcafee.com",), ("mcafee",)),
-    Brand("geeksquad", ("geeksquad.com", "bestbuy.com"), ("geek squad",)),
-    Brand("att", ("att.com", "att.net"), ("at&t",)),
-    Brand("verizon", ("verizon.com", "verizonwireless.com", "verizon.net"), ("verizon",)),
-    Brand("xfinity", ("xfinity.com", "comcast.com", "comcast.net"), ("xfinity", "comcast")),
-    Brand("spotify", ("spotify.com",), ("spotify",)),
-    Brand("booking", ("booking.com",), ("booking.com",), strict=True),
-    Brand("airbnb", ("airbnb.com",), ("airbnb",)),
-    Brand("walmart", ("walmart.com",), ("walmart",)),
-    Brand("costco", ("costco.com",), ("costco",)),
-    Brand("bradesco", ("bradesco.com.br", "bradesco"), ("bradesco",)),
-    Brand("itau", ("itau.com.br",), ("itaú", "itau")),
-    Brand("santander", ("santander.com", "santander.com.br", "santander.co.uk", "santander.es"),
-          ("santander",)),
-    Brand("caixa", ("caixa.gov.br",), ("caixa economica", "caixa econômica")),
-    Brand("nubank", ("nubank.com.br",), ("nubank",)),
-    Brand("correios", ("correios.com.br",), ("correios",)),
-    Brand("mercadolivre", ("mercadolivre.com.br", "mercadolibre.com", "mercadopago.com"),
-          ("mercado livre", "mercado libre", "mercado pago"), ("mercadopago",)),
-    Brand("dpd", ("dpd.com", "dpd.de", "dpd.co.uk"), ("dpd",)),
-    Brand("postnl", ("postnl.nl",), ("postnl",)),
-    Brand("royalmail", ("royalmail.com",), ("royal mail",)),
-    Brand("deutschepost", ("deutschepost.de",), ("deutsche post",)),
-    Brand("laposte", ("laposte.fr", "laposte.net"), ("la poste",)),
-    Brand("canadapost", ("canadapost.ca", "canadapost-postescanada.ca"), ("canada post",)),
-    Brand("auspost", ("auspost.com.au",), ("australia post",)),
-    Brand("deutschebank", ("deutsche-bank.de", "db.com", "deutschebank.de"), ("deutsche bank",),
-          ("deutschebank",)),
-    Brand("postbank", ("postbank.de",), ("postbank",)),
-    Brand("commerzbank", ("commerzbank.de", "commerzbank.com"), ("commerzbank",)),
-    Brand("sparkasse", ("sparkasse.de",), ("sparkasse",)),
-    Brand("barclays", ("barclays.co.uk", "barclays.com"), ("barclays",)),
-    Brand("lloyds", ("lloydsbank.com", "lloydsbank.co.uk"), ("lloyds bank",), ("lloydsbank",)),
-    Brand("natwest", ("natwest.com",), ("natwest",)),
-    Brand("citizensbank", ("citizensbank.com",), ("citizens bank",)),
-    Brand("usbank", ("usbank.com",), ("u.s. bank", "us bank"), strict=True),
-    Brand("suntrust", ("suntrust.com", "truist.com"), ("suntrust", "truist")),
-    Brand("regions", ("regions.com",), ("regions bank",), strict=True),
-    Brand("lasalle", ("lasallebank.com", "lasalle.com"), ("lasalle bank",), ("lasallebank",)),
-    Brand("washingtonmutual", ("wamu.com",), ("washington mutual", "wamu")),
-    Brand("ripple", ("ripple.com",), ("ripple",), strict=True),
-    Brand("unionpay", ("unionpay.com", "95516.com"), ("银联", "unionpay", "95516"), ("95516",)),
-)
+# The built-in table is data, maintained apart from the code (see its header comment).
+_BRANDS_FILE = "brands.toml"
+BRAND_GROUPS = frozenset({"parcel", "shop", "bank", "payment", "mail", "social", "telco",
+                          "government", "crypto", "security", "travel"})
+_LIST_FIELDS = ("domains", "keywords", "labels", "exact", "cased", "hosted", "patterns")
+_DOMAIN = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+_PATTERN = re.compile(r"^[a-z0-9*.-]*\*[a-z0-9*.-]*\.[a-z]{2,63}$")
+_KEY = re.compile(r"^[a-z0-9]+$")
+
+
+class BrandTableError(ValueError):
+    """The brand table is broken; the message names the entry."""
+
+
+def _str_list(entry: dict[str, Any], name: str) -> tuple[str, ...]:
+    values = entry.get(name, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) and v.strip() for v in values):
+        raise ValueError(f"{name} must be a list of non-empty strings")
+    return tuple(values)
+
+
+def _brand_from_entry(entry: Any) -> Brand:
+    """One [[brand]] table, checked field by field (ValueError says what is wrong)."""
+    if not isinstance(entry, dict):
+        raise ValueError("not a table")
+    unknown = set(entry) - {"key", "group", "strict", *_LIST_FIELDS}
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
+    key = entry.get("key")
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise ValueError("key must be lower-case letters and digits")
+    if entry.get("group") not in BRAND_GROUPS:
+        raise ValueError(f"group must be one of {', '.join(sorted(BRAND_GROUPS))}")
+    if not isinstance(entry.get("strict", False), bool):
+        raise ValueError("strict must be true or false")
+    lists = {name: _str_list(entry, name) for name in _LIST_FIELDS}
+    if not lists["domains"]:
+        raise ValueError("domains is empty")
+    bad = [d for d in lists["domains"] if not _DOMAIN.match(d)]
+    if bad:
+        raise ValueError(f"not a lower-case domain name: {bad[0]!r}")
+    if len(set(lists["domains"])) != len(lists["domains"]):
+        raise ValueError("a domain is listed twice")
+    for name in ("keywords", "exact", "cased"):
+        if any(k != k.lower() or k != k.strip() for k in lists[name]):
+            raise ValueError(f"{name} must be lower-case and trimmed")
+    for name, within in (("cased", "keywords"), ("hosted", "domains")):
+        stray = [v for v in lists[name] if v not in lists[within]]
+        if stray:
+            raise ValueError(f"{name} entry {stray[0]!r} is not in {within}")
+    bad = [p for p in lists["patterns"] if not _PATTERN.match(p)]
+    if bad:
+        raise ValueError(f"pattern {bad[0]!r} must be a domain glob with '*' ending in a suffix")
+    return Brand(key, lists["domains"], lists["keywords"], lists["labels"], lists["exact"],
+                 entry.get("strict", False), lists["cased"], entry["group"], lists["hosted"],
+                 lists["patterns"])
+
+
+def parse_brands(text: str, where: str) -> tuple[Brand, ...]:
+    """The brands of a table in the format of data/brands.toml; BrandTableError names the
+    first broken entry."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BrandTableError(f"{where}: not valid TOML: {exc}") from exc
+    entries = data.get("brand")
+    if set(data) != {"brand"} or not isinstance(entries, list) or not entries:
+        raise BrandTableError(f"{where}: expected only [[brand]] tables")
+    brands: list[Brand] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries, 1):
+        label = f"{where}: brand #{i}"
+        if isinstance(entry, dict) and isinstance(entry.get("key"), str):
+            label += f" ({entry['key']!r})"
+        try:
+            brand = _brand_from_entry(entry)
+        except ValueError as exc:
+            raise BrandTableError(f"{label}: {exc}") from None
+        if brand.name in seen:
+            raise BrandTableError(f"{label}: key {brand.name!r} is used twice")
+        seen.add(brand.name)
+        brands.append(brand)
+    return tuple(brands)
+
+
+def _load_builtin_brands() -> tuple[Brand, ...]:
+    text = resources.files("mailmoat").joinpath("data", _BRANDS_FILE).read_text(encoding="utf-8")
+    return parse_brands(text, f"data/{_BRANDS_FILE}")
+
+
+# Commonly phished brands (APWG / vendor reports), Western, German and Chinese; loaded once.
+BUILTIN_BRANDS: tuple[Brand, ...] = _load_builtin_brands()
 
 # Public URL shorteners: the target is hidden until clicked.
 SHORTENERS = frozenset("""
@@ -276,7 +248,9 @@ _LURE_WORDS = ("verify", "verification", "suspend", "locked", "unlock", "unusual
                "log in", "login", "password", "billing information", "payment information",
                "account access", "account review", "limited access", "restricted", "security alert",
                "expire", "reactivate", "账户", "账号", "帐户", "验证", "冻结", "登录", "密码", "异常",
-               "过期")
+               "过期", "bestätigen sie", "verifizieren", "gesperrt", "eingeschränkt", "passwort",
+               "zugangsdaten", "ungewöhnliche aktivität", "sicherheitsüberprüfung",
+               "aktualisieren sie")
 
 
 # Common English words (and the words lures are made of) whose accented spelling gives away
@@ -294,6 +268,8 @@ price free offer sale deal win winner prize money cash card""".split())
 _WORD = re.compile(r"[^\W\d_]+")
 _LATIN_ACCENTED = re.compile("[\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff]")
 _ACCENT_TEXT_CHARS = 6000
+# Brands named beyond the body's start are mentions in passing (footers, signatures).
+_BRAND_TEXT_CHARS = 2000
 _CALLBACK_TEXT_CHARS = 8000
 # North-American numbers ("+1 (866) 955-9506", "1-888-343-5062") and international ones with
 # a country code ("+44 20 7946 0958").
@@ -443,6 +419,19 @@ SYMBOLS: dict[str, SymbolSpec] = {
 }
 
 
+_C = Category.CLEAN
+
+BRAND_AUTH_SYMBOLS: dict[str, SymbolSpec] = {
+    "BRAND_AUTHENTICATED": SymbolSpec(
+        -3.0, "The message names a brand and is authenticated (DMARC, or aligned DKIM or SPF) "
+        "for the From domain, which is one of that brand's own domains: the brand's own mail, "
+        "not an imitation of it.", _C, _G),
+    "BRAND_AUTH_FAILED": SymbolSpec(
+        4.0, "The message names a brand and its From address is on one of that brand's own "
+        "domains, but authentication failed: the brand's domain forged.", _P, _G),
+}
+
+
 class UrlCheck(Check):
     name = "urls"
     family = "urls"
@@ -468,6 +457,17 @@ class UrlCheck(Check):
         # links to foo.com from mail about foo.org are normal.
         self.index = LookalikeIndex(protected, other_tld_kinds=())
         self._brand_by_name = {b.name: b for b in self.brands}
+        # Per brand: the registrable domains it owns, and those of them that vouch for it
+        # (not free mail or customer hosting). A domain may belong to several brands
+        # (dhl.de: DHL and Deutsche Post); the first listed is its owner for reasons.
+        self._brand_regs = {b.name: frozenset(registrable(d) for d in b.domains)
+                            for b in self.brands}
+        self._brand_vouching = {b.name: self._brand_regs[b.name]
+                                - {registrable(d) for d in b.hosted} for b in self.brands}
+        self._domain_brand: dict[str, Brand] = {}
+        for b in self.brands:
+            for reg in self._brand_regs[b.name]:
+                self._domain_brand.setdefault(reg, b)
         self._brand_labels = {p.name: frozenset(p.labels) for p in protected if p.kind == "brand"}
         self.shorteners = frozenset(s.lower() for s in shorteners)
         self.phishlist = phishlist
@@ -478,8 +478,10 @@ class UrlCheck(Check):
             for k in b.keywords or (b.name,):
                 words[skeleton(k)] = b
         self._kw_brand = words
+        # A capital first letter, the rest in any case: "Apple", "APPLE", and the "UPs" of
+        # filter evasion, but not "apple".
         self._cased = {skeleton(k): re.compile(
-            rf"(?<![A-Za-z0-9])(?:{re.escape(k.capitalize())}|{re.escape(k.upper())})"
+            rf"(?<![A-Za-z0-9]){re.escape(k[0].upper())}(?i:{re.escape(k[1:])})"
             r"(?![A-Za-z0-9])") for b in self.brands for k in b.cased}
         self._exact = {skeleton(k): b for b in self.brands for k in b.exact}
         lure_words = set(_OBFUSCATION_WORDS) | {k for b in self.brands for k in b.keywords
@@ -501,23 +503,120 @@ class UrlCheck(Check):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _brand_named(self, text: str) -> Brand | None:
+    def _brands_named(self, text: str) -> list[Brand]:
+        """The brands `text` names, in order of first mention."""
         if not text or self._kw_re is None:
-            return None
+            return []
+        found: list[Brand] = []
         for m in self._kw_re.finditer(skeleton(text)):
             cased = self._cased.get(m.group(0))
             if cased is not None and cased.search(text) is None:
                 continue  # the everyday word, not the brand
-            return self._kw_brand.get(m.group(0))
-        return None
+            brand = self._kw_brand[m.group(0)]
+            if brand not in found:
+                found.append(brand)
+        return found
+
+    def _display_brand(self, msg: ParsedMessage) -> Brand | None:
+        """The brand the From display name names ("PayPal Service", or exactly "Chase")."""
+        fa = msg.from_addr
+        if fa is None or not fa.display_name:
+            return None
+        named = self._brands_named(fa.display_name)
+        return named[0] if named else self._exact.get(
+            skeleton(fa.display_name.strip().strip("'\"")))
 
     def _belongs(self, brand: Brand, domain_reg: str) -> bool:
-        owner = self.index.owner(domain_reg)
-        if owner is not None:
-            return owner.name == brand.name
+        if "." not in domain_reg:
+            return False  # "x@bradesco": a name no one can register, so no one's
+        if domain_reg in self._brand_regs.get(brand.name, ()):
+            return True
+        if any(fnmatch.fnmatchcase(domain_reg, p) for p in brand.patterns):
+            return True
+        if self.index.owner(domain_reg) is not None:
+            return False  # another brand's, or the company's or a partner's
         # A brand's name under another suffix (ebay.com.cn, paypal.de) is its country site,
         # as in the lookalike rules.
         return split_domain(domain_reg).label in self._brand_labels.get(brand.name, ())
+
+    def brand(self, key: str) -> Brand | None:
+        return self._brand_by_name.get(key)
+
+    def owns(self, brand: Brand, domain: str) -> bool:
+        """Is `domain` (any host) under one of the brand's listed domains?"""
+        return registrable(domain) in self._brand_regs.get(brand.name, ())
+
+    def vouches_for(self, brand: Brand, domain: str) -> bool:
+        """Is mail from `domain`, once authenticated, the brand's own mail? Not on its free
+        mail or customer-hosting domains, nor on a member domain matched by a pattern."""
+        return registrable(domain) in self._brand_vouching.get(brand.name, ()) and \
+            not is_freemail(domain)
+
+    def _owner_brand(self, domain: str) -> Brand | None:
+        """The brand that lists `domain` or a parent of it (org domains from the private
+        part of the PSL, shop.myshopify.com, are under a listed domain)."""
+        labels = domain.lower().rstrip(".").split(".")
+        for i in range(len(labels) - 1):
+            brand = self._domain_brand.get(".".join(labels[i:]))
+            if brand is not None:
+                return brand
+        return None
+
+    def _own_shortener(self, reg: str, from_reg: str) -> bool:
+        """t.co in mail from x.com, lnkd.in from linkedin.com: a brand's own short links
+        hide nothing from its own mail (the shortener is listed among its domains)."""
+        brand = self._domain_brand.get(reg)
+        return brand is not None and bool(from_reg) and from_reg in self._brand_regs.get(
+            brand.name, ())
+
+    def _links_note(self, brand: Brand, link_domains: tuple[str, ...]) -> str:
+        """Where the links go, for a brand symbol's reason: to domains other than the
+        brand's, or to its own."""
+        if not link_domains:
+            return ""
+        foreign = [d for d in link_domains if not self._belongs(brand, registrable(d))]
+        if foreign:
+            return (", link goes to " if len(foreign) == 1 else ", links go to ") + \
+                ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "")
+        return f", links go to {brand.name}'s own {', '.join(link_domains[:2])}"
+
+    def _brand_evidence(self, msg: ParsedMessage, from_reg: str,
+                        link_domains: tuple[str, ...]) -> _BrandEvidence:
+        """Which brands the message names, where it comes from and where it links.
+
+        A brand in the display name is a claim to be that brand. A brand in the subject or
+        body start is a mismatch only next to account-lure words, and only the first one
+        named: shops name DHL and PayPal in every order confirmation, newsletters name
+        Facebook in their footers."""
+        display = self._display_brand(msg)
+        sender_addr = msg.from_addr
+        if sender_addr is not None and sender_addr.local_part == EXCHANGE_SYSTEM_MAILBOX:
+            # Every Exchange server sends its own bounces as "Microsoft Outlook" from this
+            # one fixed system mailbox in the organisation's domain: a product name, not a
+            # claim to be Microsoft.
+            display = None
+        head = msg.subject + "\n" + msg.body_text[:_BRAND_TEXT_CHARS]
+        in_text = self._brands_named(head)
+        lower = head.lower()
+        lures = tuple(w for w in _LURE_WORDS if w in lower)
+        mismatched: list[Brand] = []
+        if from_reg not in self.company:
+            if display is not None and not (from_reg and self._belongs(display, from_reg)):
+                mismatched.append(display)
+            lure = in_text[0] if len(lures) >= 2 and in_text else None
+            if lure is not None and lure not in mismatched and not (
+                    from_reg and self._belongs(lure, from_reg)):
+                mismatched.append(lure)
+        named = list(dict.fromkeys(([display] if display else []) + in_text))
+        sender = self._owner_brand(org_domain(msg.from_domain)) if msg.from_domain else None
+        if sender is not None and not self.vouches_for(sender, msg.from_domain or ""):
+            sender = None  # a free mailbox or a customer's shop: anyone's
+        link_brands = [b.name for b in (self._owner_brand(d) for d in link_domains) if b]
+        facts = BrandFacts(named=tuple(b.name for b in named),
+                           sender_brand=sender.name if sender else "",
+                           mismatched=tuple(b.name for b in mismatched),
+                           link_brands=tuple(dict.fromkeys(link_brands)))
+        return _BrandEvidence(facts, display, in_text[0] if in_text else None, lures)
 
     def _protected_owner(self, domain_reg: str) -> str:
         """Name of the brand/company a registrable domain belongs to, '' if none."""
@@ -531,6 +630,10 @@ class UrlCheck(Check):
             self.phishlist.start()
         hits = _Hits()
         from_reg = registrable(msg.from_domain) if msg.from_domain else ""
+        link_domains = _link_domains(msg)
+        evidence = self._brand_evidence(msg, from_reg, link_domains)
+        result.facts.link_domains = link_domains
+        result.facts.brands = evidence.facts
         urls: list[Url] = list(msg.urls)
         for att, html in self._html_attachments(msg):
             self._check_html_attachment(att, html, from_reg, hits)
@@ -551,7 +654,7 @@ class UrlCheck(Check):
             self._check_forms(msg.html, from_reg, hits)
         self._check_image_only(msg, hits)
         self._check_filler(msg, hits)
-        self._check_sender(msg, from_reg, hits)
+        self._check_sender(msg, from_reg, evidence, link_domains, hits)
         hits.emit(result)
 
     def _check_url(self, u: Url, from_reg: str, hits: _Hits, depth: int = 0) -> None:
@@ -624,7 +727,8 @@ class UrlCheck(Check):
                          f"{where} host {host} puts {p.name} in front of unrelated {reg}")
         if reg in FREE_HOSTING or host in FREE_HOSTING:
             hits.add("URL_FREE_HOSTING", f"{where} goes to {host} on free hosting")
-        if reg in self.shorteners or host in self.shorteners:
+        if (reg in self.shorteners or host in self.shorteners) \
+                and not self._own_shortener(reg, from_reg):
             hits.add("URL_SHORTENER", f"{where} goes through the shortener {host}")
         target = _param_url(u.url, _REDIRECT_PARAMS)
         if target:
@@ -808,13 +912,14 @@ class UrlCheck(Check):
                              f"{msg.from_domain or 'no domain'}")
                     return
 
-    def _check_sender(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
+    def _check_sender(self, msg: ParsedMessage, from_reg: str, ev: _BrandEvidence,
+                      link_domains: tuple[str, ...], hits: _Hits) -> None:
         fa = msg.from_addr
         self._check_obfuscated(msg, hits)
         self._check_accented_english(msg, hits)
         self._check_callback(msg, hits)
         if fa is None or not from_reg:
-            self._check_lure(msg, "", hits)
+            self._check_lure(ev, "", link_domains, hits)
             return
         if from_reg in self.company:
             return  # our own mail is judged by the outbound and BEC checks
@@ -823,28 +928,27 @@ class UrlCheck(Check):
                      f"sender {fa.address} is on {from_reg}, a hosting default domain")
         lk = self.index.match(from_reg)
         if lk is not None and lk.protected.kind == "brand":
+            imitated = self._brand_by_name[lk.protected.name]
             hits.add("PHISH_BRAND_LOOKALIKE_SENDER",
-                     f"sender domain {lk.describe()} ({lk.protected.name})",
+                     f"sender domain {lk.describe()} ({lk.protected.name})"
+                     f"{self._links_note(imitated, link_domains)}",
                      0.6 if lk.how == "embedded" else 1.0)
-        brand = self._brand_named(fa.display_name) or self._exact.get(
-            skeleton(fa.display_name.strip().strip("'\"")))
-        if brand is not None and not self._belongs(brand, from_reg):
+        brand = ev.display
+        if brand is not None and brand.name in ev.facts.mismatched:
             hits.add("PHISH_BRAND_DISPLAY_NAME",
                      f"display name {fa.display_name[:60]!r} names {brand.name} but the address "
-                     f"is {fa.address}")
+                     f"is {fa.address}{self._links_note(brand, link_domains)}")
             return
-        self._check_lure(msg, from_reg, hits)
+        self._check_lure(ev, from_reg, link_domains, hits)
 
-    def _check_lure(self, msg: ParsedMessage, from_reg: str, hits: _Hits) -> None:
-        head = (msg.subject + "\n" + msg.body_text[:2000]).lower()
-        lures = [w for w in _LURE_WORDS if w in head]
-        if len(lures) < 2:
-            return
-        brand = self._brand_named(head)
-        if brand is not None and not (from_reg and self._belongs(brand, from_reg)):
+    def _check_lure(self, ev: _BrandEvidence, from_reg: str, link_domains: tuple[str, ...],
+                    hits: _Hits) -> None:
+        brand = ev.first_in_text
+        if brand is not None and brand.name in ev.facts.mismatched and len(ev.lures) >= 2:
             hits.add("PHISH_BRAND_LURE",
-                     f"names {brand.name} next to {', '.join(repr(w) for w in lures[:3])} but "
-                     f"comes from {from_reg or 'no sender domain'}")
+                     f"names {brand.name} next to {', '.join(repr(w) for w in ev.lures[:3])} but "
+                     f"comes from {from_reg or 'no sender domain'}"
+                     f"{self._links_note(brand, link_domains)}")
 
     def _check_obfuscated(self, msg: ParsedMessage, hits: _Hits) -> None:
         """Lure words and brand names spelled with look-alike characters ("Iog in", "PayPaI",
@@ -957,6 +1061,87 @@ class UrlCheck(Check):
                      1.25 if free else 1.0)
 
 
+@dataclass(frozen=True)
+class _BrandEvidence:
+    facts: BrandFacts
+    display: Brand | None  # the brand the From display name names
+    first_in_text: Brand | None  # the first brand named in the subject or body start
+    lures: tuple[str, ...]  # account-lure words in the subject or body start
+
+
+# The system mailbox Exchange sends non-delivery reports from, the same GUID in every
+# organisation ("Microsoft Outlook" <MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@…>).
+EXCHANGE_SYSTEM_MAILBOX = "microsoftexchange329e71ec88ae4615bbc36ab6ce41109e"
+
+
+def brand_domains(key: str) -> tuple[str, ...]:
+    """The domains a brand of the built-in table sends from and links to (its `domains`);
+    empty for a key the table does not know."""
+    return next((b.domains for b in BUILTIN_BRANDS if b.name == key), ())
+
+
+def _link_domains(msg: ParsedMessage) -> tuple[str, ...]:
+    """Organisational domains (IP addresses as they are) of the web links and the URLs
+    written in the text, in order; not images or style sheets."""
+    out: dict[str, None] = {}
+    for u in msg.urls:
+        if u.scheme in ("http", "https") and u.host and u.tag in ("a", "area", ""):
+            out.setdefault(u.host.strip("[]") if is_ip(u.host) else org_domain(u.host), None)
+    return tuple(d for d in out if d)
+
+
+class BrandAuthCheck(Check):
+    """A named brand's own mail, or its domain forged: the brand facts of `urls` (stage 0)
+    against the authentication facts of `auth` (stage 0), hence stage 1.
+
+    Names alone prove nothing either way: every parcel notice names DHL, and so does every
+    fake one. Authentication for one of the brand's own domains is what tells them apart."""
+
+    name = "urls_brand_auth"
+    family = "urls"
+    stage = 1
+    symbols = BRAND_AUTH_SYMBOLS
+
+    def __init__(self, urls: UrlCheck) -> None:
+        self.urls = urls
+
+    async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
+        brands, auth = result.facts.brands, result.facts.auth
+        domain = (msg.from_domain or "").lower()
+        if brands is None or auth is None or not domain or not brands.named:
+            return  # nothing named, or authentication not established (not "failed")
+        named = [b for b in (self.urls.brand(k) for k in brands.named) if b is not None]
+        if auth.aligned(domain):
+            own = next((b for b in named if self.urls.vouches_for(b, domain)), None)
+            if own is not None:
+                result.add("BRAND_AUTHENTICATED",
+                           f"names {own.name} and is authenticated for {domain} "
+                           f"({_how_authenticated(auth, domain)})")
+        elif auth.failed:
+            # Free-mail and hosted domains count here: a forged gmail.com is forged too.
+            claimed = next((b for b in named if self.urls.owns(b, domain)), None)
+            if claimed is not None:
+                result.add("BRAND_AUTH_FAILED",
+                           f"names {claimed.name} and is sent from its domain {domain}, but "
+                           f"authentication failed ({_how_failed(auth)})")
+
+
+def _how_authenticated(auth: AuthFacts, domain: str) -> str:
+    target = org_domain(domain)
+    if auth.dmarc == "pass" and org_domain(auth.from_domain) == target:
+        return "DMARC"
+    dkim = next((d for d in auth.dkim_pass if org_domain(d) == target), "")
+    return f"DKIM d={dkim}" if dkim else f"SPF {auth.spf_domain}"
+
+
+def _how_failed(auth: AuthFacts) -> str:
+    if auth.dmarc == "fail":
+        return "DMARC fail"
+    if auth.spf == "fail":
+        return f"SPF fail for {auth.spf_domain or 'the sender'}"
+    return f"DKIM signature by {', '.join(auth.dkim_fail)} does not verify"
+
+
 def _has_form(html: str) -> bool:
     # Substring tests: a case-insensitive regex over a 1 MB body costs milliseconds.
     return any(mark in html for mark in _FORM_MARKS)
@@ -1064,4 +1249,4 @@ def build(ctx: BuildContext) -> list[Check]:
                           fetch_timeout=cfg.fetch_timeout, network=ctx.network, base_dir=base)
     check = UrlCheck(brands, ctx.config.internal_domains, bec.protected_domains,
                      SHORTENERS | {s.lower() for s in cfg.shorteners_extra}, plist)
-    return [check]
+    return [check, BrandAuthCheck(check)]
