@@ -447,3 +447,12 @@ def test_costly_steps_are_budgeted_per_message():
     assert findings.macro_left == 0 and findings.magic_left == 0
     assert len(findings.hits["OFFICE_MACRO"]) == 20
     assert elapsed < 10
+
+
+def test_structured_suffix_types_are_their_base_format():
+    """RFC 6839: application/tlsrpt+gzip (an SMTP TLS report, RFC 8460) is a gzip file, so
+    its gzip content is no type mismatch."""
+    from mailmoat.scan.attachments import type_family
+
+    assert type_family("application/tlsrpt+gzip") == type_family("application/gzip") == "gzip"
+    assert type_family("application/epub+zip") == "zip"

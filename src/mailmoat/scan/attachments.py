@@ -211,8 +211,11 @@ def type_family(mime: str) -> str:
         return "7z"
     if m in ("application/x-rar", "application/vnd.rar", "application/x-rar-compressed"):
         return "rar"
-    if m in ("application/gzip", "application/x-gzip"):
+    # RFC 6839 structured suffixes: application/tlsrpt+gzip (RFC 8460) is a gzip file.
+    if m in ("application/gzip", "application/x-gzip") or m.endswith("+gzip"):
         return "gzip"
+    if m.endswith("+zip"):
+        return "zip"
     if m in ("application/x-tar", "application/x-gtar"):
         return "tar"
     return "other:" + m
