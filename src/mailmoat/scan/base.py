@@ -50,6 +50,12 @@ class Category(str, enum.Enum):
     BULK = "bulk"
 
 
+# Symbol groups that judge what the text reads like (tiers 1–3), as opposed to evidence.
+TEXT_GROUPS = frozenset({"content", "deep", "llm"})
+_THREATS = frozenset({Category.PHISHING, Category.MALWARE, Category.BEC})
+THREAT_EVIDENCE = 3.0  # as [evidence] evidence_reject: evidence that may reject names the threat
+
+
 @dataclass(frozen=True)
 class SymbolSpec:
     weight: float
@@ -116,13 +122,24 @@ class ScanResult:
 
     @property
     def category(self) -> Category:
-        """The category whose symbols add up to the most, or the forced one."""
+        """The category whose symbols add up to the most, or the forced one.
+
+        Evidence names the threat before the text models do: when the other checks' symbols
+        of a threat category (phishing, malware, BEC) add up to `THREAT_EVIDENCE` or more, the
+        strongest of those is the category, even if the content models read the text as
+        spam ("names DHL, sent from dhl-paket-info.xyz, links to an IP" is phishing)."""
         if self.forced is not None and self.forced[2] is not Category.POLICY:
             return self.forced[2]
         totals: dict[Category, float] = {}
+        threats: dict[Category, float] = {}
         for s in self.symbols:
             if s.score > 0 and s.category is not Category.CLEAN:
                 totals[s.category] = totals.get(s.category, 0.0) + s.score
+                if s.category in _THREATS and s.group not in TEXT_GROUPS:
+                    threats[s.category] = threats.get(s.category, 0.0) + s.score
+        strong = {c: v for c, v in threats.items() if v >= THREAT_EVIDENCE}
+        if strong:
+            return max(strong.items(), key=lambda kv: kv[1])[0]
         if not totals:
             return self.forced[2] if self.forced else Category.CLEAN
         return max(totals.items(), key=lambda kv: kv[1])[0]
