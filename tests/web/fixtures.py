@@ -62,7 +62,7 @@ def add_message(config: Config, db: Database, mid: str, *, rcpts: list[str], sen
                 score: float = 12.0, when: datetime | None = None, status: str | None = None,
                 raw: bytes | None = None, hold: bool = False, direction: str = "inbound",
                 symbols: list[dict[str, Any]] | None = None, client_ip: str = "192.0.2.10",
-                message_id: str = "") -> str:
+                message_id: str = "", bulk_level: int | None = None) -> str:
     when = when or datetime.now(UTC)
     status = status or ("quarantined" if action == "quarantine" else "delivered")
     with db.session() as s:
@@ -70,7 +70,8 @@ def add_message(config: Config, db: Database, mid: str, *, rcpts: list[str], sen
             id=mid, received_at=when, direction=direction, client_ip=client_ip, client_name="mail.bad.test",
             helo="mail.bad.test", mail_from=sender, from_header=sender, from_domain=sender.split("@")[1],
             subject=subject, message_id=message_id or f"<{mid}@bad.test>", size=1234, score=score,
-            action=action, category=category, reason=f"score {score:g} reaches the {action} threshold",
+            action=action, category=category, bulk_level=bulk_level,
+            reason=f"score {score:g} reaches the {action} threshold",
             symbols=symbols if symbols is not None else [
                 {"name": "GTUBE", "score": score, "category": category, "group": "gtube",
                  "reason": "the body contains the GTUBE test string"},

@@ -1,7 +1,7 @@
 """The console in real headless Chromium (Playwright): log in, search, open, release from
 quarantine (into the spool), report and take the lesson back on the learning page, follow a
-digest link, see the dashboard charts, and open a hostile HTML message without any script
-running or any network request leaving."""
+digest link, see the dashboard charts, move one's own bulk threshold, and open a hostile HTML
+message without any script running or any network request leaving."""
 
 from __future__ import annotations
 
@@ -184,3 +184,17 @@ def test_dashboard_charts_render(served, browser):
     assert page.locator("#chart-domains rect.datapoint").count() >= 1
     page.screenshot(path="/tmp/mailmoat-dashboard.png", full_page=True)
     ctx.close()
+
+
+def test_user_moves_own_bulk_threshold(served, browser):
+    env, base = served
+    with logged_in(browser, base, "bob@b.test") as page:
+        page.click("text=My settings")
+        page.wait_for_load_state()
+        assert page.inner_text("#in-force-threshold") == "7"
+        page.fill("input[name=bulk_threshold]", "3")
+        page.select_option("select[name=bulk_action]", "quarantine")
+        page.click("#btn-save-bulk")
+        page.wait_for_load_state()
+        assert "Saved: bulk threshold 3, bulk mail quarantine." in page.inner_text("#flash")
+        assert page.inner_text("#in-force-threshold") == "3"

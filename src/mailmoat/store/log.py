@@ -65,7 +65,8 @@ def message_log_data(*, mailmoat_id: str, envelope: Any, outcome: Any, node: str
         "helo": envelope.helo or "", "auth_user": envelope.auth_user or "",
         "mail_from": envelope.mail_from or "", "node": node,
         "from_header": "", "from_domain": "", "subject": "", "message_id": "", "size": 0,
-        "score": 0.0, "action": "accept", "category": "clean", "reason": "not scanned",
+        "score": 0.0, "action": "accept", "category": "clean", "bulk_level": None,
+        "reason": "not scanned",
         "symbols": [], "urls": [], "url_domains": [], "attachments": [], "headers": {},
         "scan_ms": 0.0, "recipients": {r: "accept" for r in envelope.rcpt_tos},
     }
@@ -78,7 +79,7 @@ def message_log_data(*, mailmoat_id: str, envelope: Any, outcome: Any, node: str
         "from_header": (fa.address if fa else "")[:512], "from_domain": msg.from_domain,
         "subject": msg.subject[:1000], "message_id": msg.message_id[:998], "size": msg.size,
         "score": v.score, "action": v.action.value, "category": v.category.value,
-        "reason": v.reason,
+        "bulk_level": v.bulk_level, "reason": v.reason,
         "symbols": [{"name": s.name, "score": s.score, "category": s.category.value,
                      "reason": s.reason} for s in outcome.result.symbols],
         "urls": urls[:MAX_URLS_LOGGED],

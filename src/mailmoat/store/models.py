@@ -38,6 +38,9 @@ class MessageRow(Base):
     score: Mapped[float] = mapped_column(Float, default=0.0)
     action: Mapped[str] = mapped_column(String(16), index=True)
     category: Mapped[str] = mapped_column(String(16), index=True)
+    # 0–9 for bulk and automated mail the evidence gate found consistent (Verdict.bulk_level),
+    # NULL otherwise: the console shows it next to the category.
+    bulk_level: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     symbols: Mapped[list] = mapped_column(JSON, default=list)  # [{name, score, category, reason}]
     urls: Mapped[list] = mapped_column(JSON, default=list)  # [url, …] (capped)

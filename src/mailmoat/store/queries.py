@@ -269,6 +269,8 @@ class Stats:
     volume_action: list[tuple[str, str, int]] = field(default_factory=list)  # bucket, action, n
     by_action: list[tuple[str, int]] = field(default_factory=list)
     by_category: list[tuple[str, int]] = field(default_factory=list)
+    threats: int = 0  # messages of a threat category (not clean, not bulk)
+    bulk: int = 0
     top_recipients: list[tuple[str, int]] = field(default_factory=list)
     top_blocked_senders: list[tuple[str, int]] = field(default_factory=list)
     top_blocked_domains: list[tuple[str, int]] = field(default_factory=list)
@@ -281,6 +283,9 @@ class Stats:
 
 
 _BAD_ACTIONS = ("quarantine", "reject")
+# Bulk is wanted mail that is merely automated: never a threat, a target or a blocked sender,
+# even where a user quarantines it (bulk_action = "quarantine").
+NOT_THREATS = ("clean", "bulk")
 
 
 def dashboard_stats(s: Session, scope: Scope, hours: int = 24, now: datetime | None = None,
@@ -305,8 +310,10 @@ def dashboard_stats(s: Session, scope: Scope, hours: int = 24, now: datetime | N
         select(MessageRow.category, func.count()).where(*base).group_by(MessageRow.category)
         .order_by(func.count().desc()))]
     st.total = sum(n for _, n in st.by_action)
+    st.threats = sum(n for c, n in st.by_category if c not in NOT_THREATS)
+    st.bulk = sum(n for c, n in st.by_category if c == "bulk")
     rq = (select(RecipientRow.address, func.count()).join(MessageRow, MessageRow.id == RecipientRow.message_id)
-          .where(MessageRow.received_at >= since, MessageRow.category != "clean"))
+          .where(MessageRow.received_at >= since, MessageRow.category.not_in(NOT_THREATS)))
     if not scope.all:
         conds = []
         if scope.domains:
@@ -316,7 +323,7 @@ def dashboard_stats(s: Session, scope: Scope, hours: int = 24, now: datetime | N
         rq = rq.where(or_(*conds) if conds else RecipientRow.id.is_(None))
     st.top_recipients = [(a, n) for a, n in s.execute(
         rq.group_by(RecipientRow.address).order_by(func.count().desc()).limit(top))]
-    bad = base + [MessageRow.action.in_(_BAD_ACTIONS)]
+    bad = base + [MessageRow.action.in_(_BAD_ACTIONS), MessageRow.category != "bulk"]
     st.top_blocked_senders = [(a, n) for a, n in s.execute(
         select(MessageRow.mail_from, func.count()).where(*bad).group_by(MessageRow.mail_from)
         .order_by(func.count().desc()).limit(top))]

@@ -142,6 +142,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
         digest_api,
         lessons,
         links,
+        me,
         messages,
         pages,
         policy,
@@ -151,7 +152,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
     )
 
     for r in (auth.router, users.router, messages.router, quarantine.router, policy.router,
-              stats.router, digest_api.router, lessons.router, links.router, pages.router):
+              stats.router, digest_api.router, lessons.router, links.router, me.router, pages.router):
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

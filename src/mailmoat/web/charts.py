@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from html import escape
 
-COLORS = {"clean": "#4caf50", "spam": "#ff9800", "phishing": "#e91e63", "malware": "#9c27b0",
-          "bec": "#f44336", "policy": "#607d8b", "accept": "#4caf50", "tag": "#ffc107",
+# Bulk is wanted, automated mail, not a threat: a calm blue, next to clean's green.
+COLORS = {"clean": "#4caf50", "bulk": "#64b5f6", "spam": "#ff9800", "phishing": "#e91e63",
+          "malware": "#9c27b0", "bec": "#f44336", "policy": "#607d8b", "accept": "#4caf50", "tag": "#ffc107",
           "quarantine": "#ff5722", "reject": "#b71c1c"}
 _FALLBACK = ["#3f51b5", "#009688", "#795548", "#cddc39", "#00bcd4", "#8bc34a"]
 

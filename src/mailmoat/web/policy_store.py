@@ -8,16 +8,18 @@ Running workers pick changes up without a restart:
     live = apply_policy_document(config, doc)  # a new Config with the document merged in
 
 The gateway calls both periodically (or when `latest_version_id(db)` changes) and swaps the
-Config its scanner/policy use. Merging rules: thresholds and lists replace the TOML values;
-`domains` entries replace the TOML entry for that domain; `vips` and `protected_domains`
-go to the `[bec]` section.
+Config its scanner/policy use. Merging rules: thresholds and lists replace the TOML values
+(the bulk settings only when the document has them); `domains` entries replace the TOML entry
+for that domain; `recipients` entries are merged key by key over the TOML entry for that
+address (which may also hold per-recipient lists the document does not carry); `vips` and
+`protected_domains` go to the `[bec]` section.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
@@ -43,6 +45,14 @@ def _check_senders(values: list[str]) -> list[str]:
     return sorted(set(out))
 
 
+def _check_address(value: str) -> str:
+    """One recipient address, lower-cased; an `@domain` entry belongs in `domains`."""
+    (addr,) = _check_senders([value]) or [""]
+    if not addr or addr.startswith("@"):
+        raise ValueError(f"not an address: {value!r}")
+    return addr
+
+
 def _check_domains(values: list[str]) -> list[str]:
     out = []
     for v in values:
@@ -55,12 +65,21 @@ def _check_domains(values: list[str]) -> list[str]:
     return sorted(set(out))
 
 
+BulkAction = Literal["deliver", "quarantine"]
+BULK_KEYS = ("bulk_threshold", "bulk_action")
+_BULK_THRESHOLD_HELP = "bulk level (0–9) from which mail is marked bulk; 10: never"
+
+
 class Thresholds(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tag_threshold: float = Field(5.0, ge=-1000, le=1000)
     quarantine_threshold: float = Field(10.0, ge=-1000, le=1000)
     reject_threshold: float = Field(15.0, ge=-1000, le=1000)
+    # None: the TOML's value. Documents saved before bulk existed lack these keys, and a
+    # default of 7/deliver would silently override a TOML that says otherwise.
+    bulk_threshold: int | None = Field(None, ge=0, le=10, description=_BULK_THRESHOLD_HELP)
+    bulk_action: BulkAction | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Thresholds:
@@ -76,6 +95,14 @@ class DomainOverride(BaseModel):
     quarantine_threshold: float | None = Field(None, ge=-1000, le=1000)
     reject_threshold: float | None = Field(None, ge=-1000, le=1000)
     subject_prefix: str | None = Field(None, max_length=64)
+    bulk_threshold: int | None = Field(None, ge=0, le=10, description=_BULK_THRESHOLD_HELP)
+    bulk_action: BulkAction | None = None
+
+
+def _ordered_override(key: str, o: DomainOverride) -> None:
+    known = [x for x in (o.tag_threshold, o.quarantine_threshold, o.reject_threshold) if x is not None]
+    if known != sorted(known):
+        raise ValueError(f"{key}: thresholds must be ordered: tag <= quarantine <= reject")
 
 
 class PolicyDocument(BaseModel):
@@ -92,6 +119,9 @@ class PolicyDocument(BaseModel):
                             description="names or addresses of people impersonation checks protect")
     protected_domains: list[str] = Field(default_factory=list, max_length=10000)
     domains: dict[str, DomainOverride] = Field(default_factory=dict)
+    recipients: dict[str, DomainOverride] = Field(
+        default_factory=dict, description="recipient address -> overrides, the same keys as per "
+        "domain; users set their own bulk_threshold/bulk_action here")
 
     _senders = field_validator("allow_senders", "block_senders")(classmethod(
         lambda cls, v: _check_senders(v)))
@@ -128,29 +158,43 @@ class PolicyDocument(BaseModel):
             (key,) = _check_domains([k]) or [""]
             if not key:
                 raise ValueError("empty domain in per-domain overrides")
-            t = [x for x in (o.tag_threshold, o.quarantine_threshold, o.reject_threshold)]
-            known = [x for x in t if x is not None]
-            if known != sorted(known):
-                raise ValueError(f"{key}: thresholds must be ordered: tag <= quarantine <= reject")
+            _ordered_override(key, o)
             out[key] = o
         return out
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipient_keys(cls, v: dict[str, DomainOverride]) -> dict[str, DomainOverride]:
+        out = {}
+        for k, o in v.items():
+            key = _check_address(k)
+            _ordered_override(key, o)
+            out[key] = o
+        return out
+
+
+def _overrides_of(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """TOML override tables as document entries: only the keys a DomainOverride knows."""
+    return {name: DomainOverride.model_validate(
+        {k: v for k, v in o.items() if k in DomainOverride.model_fields}).model_dump(exclude_none=True)
+        for name, o in entries.items()}
 
 
 def document_from_config(config: Config) -> PolicyDocument:
     """The TOML's policy as a document: the starting point before any version exists."""
     p = config.policy
     bec = (config.model_extra or {}).get("bec", {}) or {}
-    domains = {d: DomainOverride.model_validate(
-        {k: v for k, v in o.items() if k in DomainOverride.model_fields}) for d, o in p.domains.items()}
     return PolicyDocument.model_validate({
         "thresholds": {"tag_threshold": p.tag_threshold,
                        "quarantine_threshold": p.quarantine_threshold,
-                       "reject_threshold": p.reject_threshold},
+                       "reject_threshold": p.reject_threshold,
+                       "bulk_threshold": p.bulk_threshold, "bulk_action": p.bulk_action},
         "allow_senders": p.allow_senders, "block_senders": p.block_senders,
         "allow_ips": p.allow_ips, "block_ips": p.block_ips,
         "vips": [str(v) for v in bec.get("vips", [])],
         "protected_domains": list(bec.get("protected_domains", [])),
-        "domains": {k: v.model_dump(exclude_none=True) for k, v in domains.items()},
+        "domains": _overrides_of(p.domains),
+        "recipients": _overrides_of(p.recipients),
     })
 
 
@@ -192,9 +236,36 @@ def current_overrides(db: Database) -> dict[str, Any]:
         return dict(row.document) if row is not None else {}
 
 
-def current_document(config: Config, db: Database) -> PolicyDocument:
+def stored_document(config: Config, db: Database) -> PolicyDocument:
+    """The newest document as saved (bulk settings it leaves to the TOML stay None), or the
+    TOML's policy when none was saved: what an edit of one part starts from."""
     doc = current_overrides(db)
     return validate_document(doc) if doc else document_from_config(config)
+
+
+def current_document(config: Config, db: Database) -> PolicyDocument:
+    """The document in force, bulk settings it leaves to the TOML filled in from there, so
+    the form and the API show the values that apply."""
+    d = stored_document(config, db)
+    for key in BULK_KEYS:
+        if getattr(d.thresholds, key) is None:
+            setattr(d.thresholds, key, getattr(config.policy, key))
+    return d
+
+
+def with_recipient_bulk(doc: PolicyDocument, address: str, threshold: int | None,
+                        action: BulkAction | None) -> PolicyDocument:
+    """A copy of `doc` with one recipient's own bulk settings set (None: removed, so the
+    domain's or global value applies again); the entry's other keys are kept."""
+    new = doc.model_copy(deep=True)
+    key = _check_address(address)
+    entry = new.recipients.get(key, DomainOverride()).model_copy(
+        update={"bulk_threshold": threshold, "bulk_action": action})
+    if entry.model_dump(exclude_none=True):
+        new.recipients[key] = entry
+    else:
+        new.recipients.pop(key, None)
+    return validate_document(new.model_dump(mode="json"))
 
 
 def apply_policy_document(config: Config, doc: dict[str, Any]) -> Config:
@@ -206,6 +277,10 @@ def apply_policy_document(config: Config, doc: dict[str, Any]) -> Config:
     policy.tag_threshold = d.thresholds.tag_threshold
     policy.quarantine_threshold = d.thresholds.quarantine_threshold
     policy.reject_threshold = d.thresholds.reject_threshold
+    if d.thresholds.bulk_threshold is not None:
+        policy.bulk_threshold = d.thresholds.bulk_threshold
+    if d.thresholds.bulk_action is not None:
+        policy.bulk_action = d.thresholds.bulk_action
     policy.allow_senders = list(d.allow_senders)
     policy.block_senders = list(d.block_senders)
     policy.allow_ips = list(d.allow_ips)
@@ -214,6 +289,10 @@ def apply_policy_document(config: Config, doc: dict[str, Any]) -> Config:
     for dom, o in d.domains.items():
         domains[dom] = o.model_dump(exclude_none=True)
     policy.domains = domains
+    recipients = {k: dict(v) for k, v in policy.recipients.items()}
+    for addr, o in d.recipients.items():
+        recipients[addr] = recipients.get(addr, {}) | o.model_dump(exclude_none=True)
+    policy.recipients = recipients
     new = config.model_copy(deep=True, update={"policy": policy})
     extra = dict(new.model_extra or {})
     bec = dict(extra.get("bec", {}) or {})

@@ -7,7 +7,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mailmoat.scan.base import Category
 from mailmoat.store.models import DeliveryEventRow, MessageRow, QuarantineRow, RecipientRow
+from mailmoat.web.policy_store import BulkAction
+
+# The message categories, in the order the console lists them: the scanner's enum is the one
+# source, so a new category (bulk was one) reaches filters and schemas by itself.
+CATEGORIES: tuple[str, ...] = tuple(c.value for c in Category)
+# Where a setting in force comes from: the address's own override, its domain's, or [policy].
+SettingSource = Literal["recipient", "domain", "global"]
 
 
 def utc(dt: datetime | None) -> datetime | None:
@@ -108,7 +116,8 @@ class MessageSummary(BaseModel):
     message_id: str
     score: float
     action: str
-    category: str
+    category: str = Field(description=" | ".join(CATEGORIES))
+    bulk_level: int | None = Field(None, description="0–9 for bulk and automated mail, else null")
     size: int
 
     @classmethod
@@ -117,7 +126,7 @@ class MessageSummary(BaseModel):
                    client_ip=m.client_ip or "", mail_from=m.mail_from or "",
                    from_header=m.from_header or "", subject=m.subject or "",
                    message_id=m.message_id or "", score=m.score or 0.0, action=m.action,
-                   category=m.category, size=m.size or 0)
+                   category=m.category, bulk_level=m.bulk_level, size=m.size or 0)
 
 
 class QuarantineInfo(BaseModel):
@@ -301,6 +310,8 @@ class DashboardOut(BaseModel):
     volume_by_action: list[dict[str, Any]]
     by_action: list[Count]
     by_category: list[Count]
+    threats: int = Field(description="messages of a threat category: not clean and not bulk")
+    bulk: int = Field(description="messages marked bulk (not a threat)")
     top_recipients: list[Count]
     top_blocked_senders: list[Count]
     top_blocked_domains: list[Count]
@@ -310,3 +321,24 @@ class DashboardOut(BaseModel):
     failed_recipients: int
     deferred_recipients: int
     queue: dict[str, int]
+
+
+class BulkSettingsOut(BaseModel):
+    """A recipient's bulk settings in force, and where each comes from."""
+
+    address: str
+    bulk_threshold: int = Field(description="bulk level (0–9) from which mail is marked bulk; 10: never")
+    threshold_from: SettingSource
+    bulk_action: BulkAction
+    action_from: SettingSource
+    own_threshold: int | None = Field(None, description="the address's own setting, if any")
+    own_action: BulkAction | None = None
+    version: int | None = Field(None, description="the policy version in force")
+
+
+class BulkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bulk_threshold: int = Field(ge=0, le=10, description="0–10: lower marks more mail bulk; 10: never")
+    bulk_action: BulkAction
+    address: str | None = Field(None, max_length=512, description="default: your own address; "
+                                "nobody may set another's")

@@ -1,5 +1,6 @@
 """What the API, the console and digest links do, in one place: look a message up within
-the caller's scope, release, delete, report (feeding learning), count the spool."""
+the caller's scope, release, delete, report (feeding learning), count the spool, and read
+and set a user's own bulk settings."""
 
 from __future__ import annotations
 
@@ -8,22 +9,29 @@ import hashlib
 import importlib
 import inspect
 import logging
-from typing import Any
+from typing import Any, cast
 
 from fastapi import HTTPException
 
 from mailmoat.config import Config
-from mailmoat.errors import MailmoatError, StoreError
+from mailmoat.errors import MailmoatError, PolicyError, StoreError
+from mailmoat.message.model import domain_of
+from mailmoat.policy.decide import thresholds_for
 from mailmoat.store import queries
 from mailmoat.store.db import Database
 from mailmoat.store.quarantine import audit, delete_message, load_raw, release_message
 from mailmoat.store.queries import Scope
+from mailmoat.web import policy_store
+from mailmoat.web.auth import Principal
+from mailmoat.web.policy_store import BulkAction
 from mailmoat.web.schemas import (
     ActionOut,
+    BulkSettingsOut,
     DeliveryEventOut,
     MessageDetail,
     QuarantineInfo,
     RecipientOut,
+    SettingSource,
     SymbolOut,
 )
 
@@ -223,3 +231,57 @@ def queue_depth(config: Config) -> dict[str, int]:
         except FileNotFoundError:
             out[state] = 0
     return out
+
+
+def own_addresses(user: Principal) -> tuple[str, ...]:
+    """The addresses whose own settings this account may change: its own, whatever its role
+    (a domain's or everyone's bulk settings are policy, edited by administrators)."""
+    return (user.email.lower(),)
+
+
+def bulk_settings(config: Config, db: Database, address: str) -> BulkSettingsOut:
+    """The bulk settings the gateway applies to `address` with the newest policy version:
+    its own override, else its domain's, else the global one."""
+    live = policy_store.apply_policy_document(config, policy_store.current_overrides(db))
+    t = thresholds_for(live.policy, address)
+    own = live.policy.recipients.get(address, {})
+    dom = live.policy.domains.get(domain_of(address), {})
+
+    def source(key: str) -> SettingSource:
+        return "recipient" if key in own else "domain" if key in dom else "global"
+
+    return BulkSettingsOut(address=address, bulk_threshold=t.bulk, threshold_from=source("bulk_threshold"),
+                           bulk_action=t.bulk_action, action_from=source("bulk_action"),
+                           own_threshold=own.get("bulk_threshold"), own_action=own.get("bulk_action"),
+                           version=policy_store.latest_version_id(db))
+
+
+def parse_bulk(threshold: str, action: str) -> tuple[int, BulkAction]:
+    """The console form's values, or a PolicyError that says what is wrong in words."""
+    try:
+        level = int(threshold.strip())
+    except ValueError:
+        level = -1
+    if not 0 <= level <= 10:
+        raise PolicyError(f"bulk threshold {threshold[:20]!r}: give a whole number from 0 "
+                          "(mark the most mail bulk) to 10 (never mark mail bulk)")
+    if action not in ("deliver", "quarantine"):
+        raise PolicyError(f"bulk action {action[:20]!r}: choose deliver or quarantine")
+    return level, cast(BulkAction, action)
+
+
+def save_own_bulk(config: Config, db: Database, user: Principal, address: str | None,
+                  threshold: int | None, action: BulkAction | None) -> BulkSettingsOut:
+    """Set (or with None, None clear) the caller's own bulk settings: a new policy version
+    with `recipients[address]` changed, audited as `policy.bulk`; the gateway applies it on
+    its next policy reload. 403 for anyone else's address."""
+    addr = (address or user.email).strip().lower()
+    if addr not in own_addresses(user):
+        raise HTTPException(status_code=403, detail="you may change only your own bulk settings")
+    doc = policy_store.with_recipient_bulk(policy_store.stored_document(config, db), addr, threshold, action)
+    what = (f"bulk threshold {threshold}, bulk action {action}" if threshold is not None
+            else "bulk settings back to the default")
+    row = policy_store.save_version(db, doc, user.email, f"{addr}: {what} (own setting)")
+    audit(db, user.email, "policy.bulk", f"policy:{row.id}", address=addr,
+          bulk_threshold=threshold, bulk_action=action)
+    return bulk_settings(config, db, addr)

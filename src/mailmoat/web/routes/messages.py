@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, HTTPException, Query
 
 from mailmoat.errors import StoreError
+from mailmoat.scan.base import Category
 from mailmoat.store import queries
 from mailmoat.web import services
 from mailmoat.web.deps import CurrentUser, DbDep, scope_of
@@ -16,7 +17,6 @@ from mailmoat.web.schemas import MessageDetail, MessagePage, MessageSummary
 router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
 
 Direction = Literal["inbound", "outbound", "internal"]
-Category = Literal["clean", "spam", "phishing", "malware", "bec", "policy"]
 Action = Literal["accept", "tag", "quarantine", "reject"]
 Status = Literal["queued", "delivered", "deferred", "failed", "quarantined", "rejected", "released"]
 
@@ -57,7 +57,8 @@ def search(user: CurrentUser, db: DbDep,
            limit: Annotated[int, Query(ge=1, le=500)] = 50,
            cursor: Annotated[str | None, Query(max_length=500)] = None) -> MessagePage:
     f = filters_from(sender, recipient, subject, message_id, mailmoat_id, client_ip, since, until,
-                     direction or "", category or "", action or "", status or "", quarantined)
+                     direction or "", category.value if category else "", action or "", status or "",
+                     quarantined)
     return run_search(db, user, f, limit, cursor)
 
 

@@ -27,7 +27,7 @@ from mailmoat.web.deps import (
 from mailmoat.web.preview import PREVIEW_CSP, build_preview, iframe_document
 from mailmoat.web.routes.auth import login_session
 from mailmoat.web.routes.stats import dashboard_data
-from mailmoat.web.schemas import MessageSummary
+from mailmoat.web.schemas import CATEGORIES, MessageSummary
 
 router = APIRouter(include_in_schema=False)
 
@@ -84,6 +84,7 @@ def dashboard(request: Request, user: PageUser, config: ConfigDep, db: DbDep, ho
         "volume_action": charts.stacked_bars(d.volume_by_action, f"Mail volume by action, last {hours} h",
                                              d.buckets),
         "action": charts.hbars(pairs(d.by_action), "By action"),
+        "category": charts.hbars(pairs(d.by_category), "By category"),
         "recipients": charts.hbars(pairs(d.top_recipients), "Top targeted recipients"),
         "senders": charts.hbars(pairs(d.top_blocked_senders), "Top blocked senders"),
         "domains": charts.hbars(pairs(d.top_blocked_domains), "Top blocked sender domains"),
@@ -117,7 +118,7 @@ def messages(request: Request, user: PageUser, db: DbDep) -> HTMLResponse:
     next_url = None
     if nxt:
         next_url = "/messages?" + urlencode({**{k: v for k, v in form.items() if v}, "cursor": nxt})
-    return render(request, "messages.html", user=user, form=form, error=error,
+    return render(request, "messages.html", user=user, form=form, error=error, categories=CATEGORIES,
                   rows=[MessageSummary.of(m) for m in rows], next_url=next_url)
 
 
@@ -182,13 +183,23 @@ async def quarantine_act(msg_id: str, request: Request, user: PageUser, config: 
     raise HTTPException(status_code=422, detail=f"unknown operation {op!r}")
 
 
+def _overrides_json(entries: dict[str, policy_store.DomainOverride]) -> str:
+    return json.dumps({k: v.model_dump(exclude_none=True) for k, v in entries.items()}, indent=2)
+
+
 @router.get("/policy", response_class=HTMLResponse)
 def policy_page(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep) -> HTMLResponse:
     doc = policy_store.current_document(config, db)
     return render(request, "policy.html", user=user, doc=doc, error="",
-                  domains_json=json.dumps({k: v.model_dump(exclude_none=True) for k, v in doc.domains.items()},
-                                          indent=2),
+                  domains_json=_overrides_json(doc.domains), recipients_json=_overrides_json(doc.recipients),
                   version=policy_store.latest_version_id(db), versions=policy_store.list_versions(db, 50))
+
+
+def _json_field(text: str, what: str) -> Any:
+    try:
+        return json.loads(text or "{}")
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"{what} are not valid JSON: {exc}") from exc
 
 
 def _lines(v: str) -> list[str]:
@@ -200,22 +211,26 @@ async def policy_save(request: Request, user: PageAdmin, config: ConfigDep, db: 
     form = await request.form()
     g = lambda k: str(form.get(k, ""))
     try:
-        try:
-            domains = json.loads(g("domains") or "{}")
-        except json.JSONDecodeError as exc:
-            raise PolicyError(f"per-domain overrides are not valid JSON: {exc}") from exc
+        domains = _json_field(g("domains"), "per-domain overrides")
+        # The users' own bulk settings live here too: a form without them would drop them.
+        recipients = _json_field(g("recipients"), "per-recipient overrides")
         data = {"thresholds": {"tag_threshold": g("tag_threshold"),
                                "quarantine_threshold": g("quarantine_threshold"),
-                               "reject_threshold": g("reject_threshold")},
+                               "reject_threshold": g("reject_threshold"),
+                               # blank: as the configuration file says
+                               "bulk_threshold": g("bulk_threshold").strip() or None,
+                               "bulk_action": g("bulk_action") or None},
                 "allow_senders": _lines(g("allow_senders")), "block_senders": _lines(g("block_senders")),
                 "allow_ips": _lines(g("allow_ips")), "block_ips": _lines(g("block_ips")),
                 "vips": [x.strip() for x in g("vips").splitlines() if x.strip()],
-                "protected_domains": _lines(g("protected_domains")), "domains": domains}
+                "protected_domains": _lines(g("protected_domains")), "domains": domains,
+                "recipients": recipients}
         doc = policy_store.validate_document(data)
     except PolicyError as exc:
         cur = policy_store.current_document(config, db)
         return render(request, "policy.html", status=422, user=user, doc=cur, error=str(exc),
-                      domains_json=g("domains"), version=policy_store.latest_version_id(db),
+                      domains_json=g("domains"), recipients_json=g("recipients"),
+                      version=policy_store.latest_version_id(db),
                       versions=policy_store.list_versions(db, 50))
     row = policy_store.save_version(db, doc, user.email, g("comment"))
     audit(db, user.email, "policy.save", f"policy:{row.id}", comment=g("comment"))
@@ -231,6 +246,34 @@ def policy_rollback(version_id: int, user: PageAdmin, db: DbDep) -> Response:
                                     f"rollback to version {version_id}")
     audit(db, user.email, "policy.rollback", f"policy:{row.id}", to_version=version_id)
     return back("/policy", f"Rolled back to version {version_id} (saved as version {row.id}).")
+
+
+@router.get("/settings", response_class=HTMLResponse)
+def settings_page(request: Request, user: PageUser, config: ConfigDep, db: DbDep) -> HTMLResponse:
+    s = services.bulk_settings(config, db, services.own_addresses(user)[0])
+    return render(request, "settings.html", user=user, s=s, error="",
+                  form={"bulk_threshold": str(s.bulk_threshold), "bulk_action": s.bulk_action})
+
+
+@router.post("/settings", response_class=HTMLResponse)
+async def settings_save(request: Request, user: PageUser, config: ConfigDep, db: DbDep,
+                        bulk_threshold: Annotated[str, Form()] = "", bulk_action: Annotated[str, Form()] = "",
+                        address: Annotated[str, Form()] = "",
+                        op: Annotated[str, Form()] = "save") -> Response:
+    try:
+        if op == "reset":
+            s = services.save_own_bulk(config, db, user, address or None, None, None)
+            return back("/settings", f"Your own bulk settings are gone: threshold {s.bulk_threshold}, "
+                                     f"bulk mail {s.bulk_action} apply.")
+        level, action = services.parse_bulk(bulk_threshold, bulk_action)
+        s = services.save_own_bulk(config, db, user, address or None, level, action)
+    except (PolicyError, HTTPException) as exc:
+        status, error = (exc.status_code, str(exc.detail)) if isinstance(exc, HTTPException) else (422, str(exc))
+        # The form shows what was typed, next to the settings still in force.
+        return render(request, "settings.html", status=status, user=user, error=error,
+                      s=services.bulk_settings(config, db, services.own_addresses(user)[0]),
+                      form={"bulk_threshold": bulk_threshold, "bulk_action": bulk_action})
+    return back("/settings", f"Saved: bulk threshold {s.bulk_threshold}, bulk mail {s.bulk_action}.")
 
 
 @router.get("/lessons", response_class=HTMLResponse)

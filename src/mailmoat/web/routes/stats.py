@@ -28,6 +28,7 @@ def dashboard_data(config: ConfigDep, db: DbDep, scope: queries.Scope, hours: in
                         volume_by_action=[{"bucket": b, "category": a, "count": n}
                                           for b, a, n in st.volume_action],
                         by_action=c(st.by_action), by_category=c(st.by_category),
+                        threats=st.threats, bulk=st.bulk,
                         top_recipients=c(st.top_recipients), top_blocked_senders=c(st.top_blocked_senders),
                         top_blocked_domains=c(st.top_blocked_domains), by_group=c(st.by_group),
                         scan_ms_avg=st.scan_ms_avg, scan_ms_p95=st.scan_ms_p95,
