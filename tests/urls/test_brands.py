@@ -255,32 +255,21 @@ def test_cased_keyword_needs_a_capital_first_letter():
 async def test_exchange_bounce_sender_is_not_a_microsoft_impersonation():
     """Exchange's own non-delivery reports come from "Microsoft Outlook" and a fixed system
     mailbox in the organisation's domain; the same name from any other address still counts."""
-    from mailmoat.config import config_from_dict
-    from mailmoat.message.model import Envelope
-    from mailmoat.scan.base import BuildContext
-    from mailmoat.scan.engine import Scanner
+    from tests.conftest import scan_bytes
 
     def ndr(local: str) -> bytes:
         return (f"From: Microsoft Outlook <{local}@corp.example>\r\nTo: a@example.test\r\n"
                 "Subject: Undeliverable: hello\r\nMessage-ID: <n@corp.example>\r\n"
                 "Date: Tue, 01 Dec 2026 10:00:00 +0000\r\n\r\nDelivery has failed.\r\n").encode()
 
-    config = config_from_dict({"scan": {"network": False}, "content": {"enabled": False},
-                               "deep": {"mode": "off"}})
-    scanner = Scanner(BuildContext(config=config, network=False))
-    env = Envelope(mail_from="", rcpt_tos=("a@example.test",))
-    real = await scanner.scan(ndr("MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e"), env)
-    fake = await scanner.scan(ndr("security-team"), env)
-    await scanner.close()
+    real = await scan_bytes(ndr("MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e"), mail_from="")
+    fake = await scan_bytes(ndr("security-team"), mail_from="")
     assert not real.result.has("PHISH_BRAND_DISPLAY_NAME")
     assert fake.result.has("PHISH_BRAND_DISPLAY_NAME")
 
 
 async def test_a_brands_own_shortener_in_its_own_mail_hides_nothing():
-    from mailmoat.config import config_from_dict
-    from mailmoat.message.model import Envelope
-    from mailmoat.scan.base import BuildContext
-    from mailmoat.scan.engine import Scanner
+    from tests.conftest import scan_bytes
 
     def mail(sender: str) -> bytes:
         return (f"From: X <{sender}>\r\nTo: a@example.test\r\nSubject: Password reset\r\n"
@@ -288,12 +277,7 @@ async def test_a_brands_own_shortener_in_its_own_mail_hides_nothing():
                 "Content-Type: text/html\r\n\r\n"
                 '<a href="https://t.co/abc123">Reset your password</a>\r\n').encode()
 
-    config = config_from_dict({"scan": {"network": False}, "content": {"enabled": False},
-                               "deep": {"mode": "off"}})
-    scanner = Scanner(BuildContext(config=config, network=False))
-    env = Envelope(mail_from="", rcpt_tos=("a@example.test",))
-    own = await scanner.scan(mail("verify@x.com"), env)
-    other = await scanner.scan(mail("verify@reset-help.example"), env)
-    await scanner.close()
+    own = await scan_bytes(mail("verify@x.com"), mail_from="")
+    other = await scan_bytes(mail("verify@reset-help.example"), mail_from="")
     assert not own.result.has("URL_SHORTENER")
     assert other.result.has("URL_SHORTENER")
