@@ -108,13 +108,14 @@ class EvidenceSettings(Section):
         "[policy] reject_threshold")
 
 
-# Links every kind of commercial mail carries in its footer: social profiles and app stores.
-# They say nothing about where the message wants the reader to go.
+# Links every kind of commercial mail carries in its footer: social profiles, the app
+# store. They say nothing about where the message wants the reader to go. Not here: the
+# hosts of forms, documents and chats scams send readers to (google.com's Forms and Docs,
+# t.me, wa.me): those count as links elsewhere.
 FOOTER_DOMAINS = frozenset({
     "facebook.com", "fb.com", "instagram.com", "twitter.com", "x.com", "linkedin.com",
-    "youtube.com", "youtu.be", "pinterest.com", "tiktok.com", "xing.com", "whatsapp.com",
-    "t.me", "apple.com", "apps.apple.com", "google.com", "weibo.com", "wechat.com",
-    "w3.org", "schema.org",
+    "youtube.com", "youtu.be", "pinterest.com", "tiktok.com", "xing.com", "apple.com",
+    "weibo.com", "wechat.com", "w3.org", "schema.org",
 })
 # Labels of a sender domain that say nothing about who the sender is.
 _GENERIC_LABELS = frozenset({
@@ -136,7 +137,6 @@ SHARED_SENDER_DOMAINS = frozenset({
     "zendesk.com", "freshdesk.com", "helpscoutapp.com", "typeform.com", "jotform.com",
     "formstack.com", "surveymonkey.com", "wufoo.com", "hubspotpagebuilder.com", "ghost.io",
     "wixsite.com", "weebly.com", "sharepointonline.com", "onmicrosoft.com", "canva.com",
-    "paypal-communication.com",
 })
 
 
