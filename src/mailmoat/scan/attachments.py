@@ -37,7 +37,7 @@ from mailmoat.errors import ConfigError
 from mailmoat.message.model import ParsedMessage
 from mailmoat.message.sniff import sniff_type
 from mailmoat.scan.archives import ArchiveLimits, Budget, WalkReport, archive_kind, walk
-from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
+from mailmoat.scan.base import Action, BuildContext, Category, Check, ScanResult, SymbolSpec
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +257,9 @@ class Findings:
     pdf_inflate_left: int = 50 * 1024 * 1024  # bytes of PDF streams inflated, all PDFs
     embedded_left: int = 20  # files taken out of PDFs
     pending: list[_File] = field(default_factory=list)  # files found inside files (PDFs)
+    # Definite malware verdicts (a YARA rule whose meta says `verdict = "malware"`): the
+    # message is quarantined whatever its score, as a virus found by clamd is.
+    malware: list[str] = field(default_factory=list)
 
     def add(self, symbol: str, reason: str, filename: str, factor: float = 1.0) -> None:
         self.hits.setdefault(symbol, []).append((reason, filename))
@@ -309,6 +312,9 @@ class AttachmentsCheck(Check):
                                                 if len(reasons) > 3 else "")
             result.add(symbol, reason=reason[:500], factor=findings.factors.get(symbol, 1.0),
                        options=files[:10])
+        if findings.malware:
+            result.force(Action.QUARANTINE, "; ".join(findings.malware[:3])[:300],
+                         Category.MALWARE)
 
     @staticmethod
     def _cost(data: bytes) -> int:
@@ -435,13 +441,17 @@ class AttachmentsCheck(Check):
             _html(f, out, where)
         if self.yara_rules is not None and 0 < len(data) <= self.settings.yara_max_bytes:
             try:
-                names = [r.identifier for r in self.yara_rules.scan(data).matching_rules]
+                rules = list(self.yara_rules.scan(data).matching_rules)
             except Exception as exc:  # a scan timeout on a hostile file is not a crash
                 log.warning("YARA scan of %s failed: %s", f.name, exc)
-                names = []
+                rules = []
+            names = [r.identifier for r in rules]
             if names:
                 out.add("YARA_MATCH", f"{base!r}{where} matches YARA rule"
                         f"{'s' if len(names) > 1 else ''} {', '.join(names)}", f.name)
+            for r in rules:
+                if dict(r.metadata).get("verdict") == "malware":
+                    out.malware.append(f"{base!r}{where} is malware (YARA rule {r.identifier})")
 
     # --- PDFs -----------------------------------------------------------------------------
 

@@ -1,10 +1,15 @@
 // mailmoat's built-in YARA rules: a small, cheap set that is always loaded unless
 // `[attachments] builtin_yara = false`. Add your own rules with `[attachments] yara_dir`.
+// A rule whose meta has `verdict = "malware"` quarantines the message whatever its score;
+// the others add YARA_MATCH to the score.
 
 rule EICAR_Test_File
 {
     meta:
         description = "The EICAR antivirus test string (a harmless test file)"
+        // A definite verdict, not a hint: the message is quarantined whatever its score, so
+        // a test of the gateway's antivirus path with EICAR shows what a virus would get.
+        verdict = "malware"
     strings:
         // Two halves, so this rule file itself does not look like the test file to scanners.
         $head = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$"
