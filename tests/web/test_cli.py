@@ -38,6 +38,10 @@ def test_user_token_digest_commands(tmp_path):
         assert "created admin root@corp.test" in r.stdout
         r = run(cfg, "user", "add", "pm@a.test", "--role", "domain_admin", "--password-stdin", stdin="x\n")
         assert r.returncode == 2 and "at least 8" in r.stderr
+        # A password piped without --password-stdin is refused, never stored as empty.
+        r = run_subprocess(cfg, "user", "add", "piped@corp.test", "--role", "admin",
+                           stdin="a long password\n")
+        assert r.returncode == 2 and "--password-stdin" in r.stderr
         r = run(cfg, "user", "add", "pm@a.test", "--role", "domain_admin", "--password-stdin",
                 stdin="long enough\n")
         assert r.returncode == 1 and "needs at least one domain" in r.stderr
@@ -48,6 +52,7 @@ def test_user_token_digest_commands(tmp_path):
         assert r.returncode == 1 and "already exists" in r.stderr
         r = run(cfg, "user", "list")
         assert "pm@a.test\tdomain_admin [a.test, b.test]" in r.stdout and "root@corp.test\tadmin" in r.stdout
+        assert "piped@corp.test" not in r.stdout
         r = run(cfg, "token", "create", "root@corp.test")
         token = r.stdout.strip()
         assert r.returncode == 0 and token.startswith("mm_")

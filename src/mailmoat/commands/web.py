@@ -50,12 +50,17 @@ def register(app: typer.Typer) -> None:
         from mailmoat.web.auth import create_user
 
         cfg, db = _open(config)
-        password: str | None = None
         if password_stdin:
             password = sys.stdin.readline().rstrip("\r\n")
         elif sys.stdin.isatty():
             password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-        if password is not None and len(password) < 8:
+        else:
+            # No terminal to ask on, and stdin was not declared to carry the password: an
+            # account without one could never log in, and guessing what stdin holds is worse.
+            typer.echo("error: no terminal to ask for the password; pipe it with "
+                       "--password-stdin", err=True)
+            raise typer.Exit(2)
+        if len(password) < 8:
             typer.echo("error: the password must be at least 8 characters", err=True)
             raise typer.Exit(2)
         try:
