@@ -66,8 +66,9 @@ def test_default_config_is_valid():
 
     cfg = config_from_dict(tomllib.loads(DEFAULT_CONFIG_TOML))
     # What README promises for a first start: SMTP and console on loopback, relay only for
-    # the example domain, loopback trusted, SQLite under ./var.
+    # the example domain, no network trusted (test mail from this machine is judged as
+    # inbound mail is), SQLite under ./var.
     assert cfg.smtp.listen == "127.0.0.1:2525" and cfg.web.listen == "127.0.0.1:8025"
     assert cfg.smtp.relay_domains == ["example.test"]
-    assert cfg.smtp.trusted_networks == ["127.0.0.0/8"]
+    assert cfg.smtp.trusted_networks == []
     assert cfg.storage.data_dir == "./var" and cfg.database_url.startswith("sqlite:///")

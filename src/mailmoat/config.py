@@ -43,6 +43,15 @@ class SmtpSettings(Section):
     max_message_size: int = Field(25 * 1024 * 1024, description="bytes; SIZE limit, 552 above")
     max_recipients: int = Field(100, description="recipients per message; 452 above")
     max_connections_per_ip: int = Field(20, description="concurrent connections per client IP")
+    max_connections: int = Field(
+        1000, ge=0, description="concurrent SMTP connections per gateway process, all clients "
+        "together; 421 4.3.2 above; 0: no cap"
+    )
+    max_bytes_in_transit: int = Field(
+        512 * 1024 * 1024, ge=0, description="bytes of mail per gateway process being received, "
+        "scanned or spooled at once (declared SIZE, else max_message_size, reserved at DATA); "
+        "451 4.3.1 above, so the sender retries later; 0: no cap"
+    )
     command_timeout: float = Field(300.0, description="seconds of silence before we hang up")
     data_timeout: float = Field(600.0, description="seconds allowed for the whole DATA phase")
     max_line_length: int = Field(
@@ -166,6 +175,15 @@ class ScanSettings(Section):
     disabled_checks: list[str] = Field(default_factory=list, description="check names to skip")
     max_parse_depth: int = Field(30, description="MIME nesting followed before giving up")
     max_parts: int = Field(1000, description="MIME parts parsed before giving up")
+    max_html_depth: int = Field(
+        2000, ge=1, description="HTML nesting (and options of a select) read as a tree; deeper "
+        "HTML is read by a linear fallback and quarantined (HTML_TOO_DEEP)")
+    max_html_tags: int = Field(
+        100_000, ge=1, description="HTML tags read as a tree; more are read by a linear "
+        "fallback and quarantined (HTML_TOO_MANY_TAGS)")
+    parse_timeout: float = Field(
+        30.0, gt=0, description="seconds a message's parse may take (large messages parse in "
+        "a worker thread); past it the message is quarantined unparsed (PARSE_TIMEOUT)")
 
 
 class Config(BaseModel):
@@ -255,7 +273,11 @@ DEFAULT_CONFIG_TOML = """\
 listen = "127.0.0.1:2525"
 hostname = "mx.example.test"
 relay_domains = ["example.test"]
-trusted_networks = ["127.0.0.0/8"]
+# Networks whose mail counts as our own (outbound/internal, relayed without SMTP AUTH, no
+# SPF/DKIM/DMARC/DNSBL checks). Trust none by default, not even this machine, so what you
+# test from here is judged as inbound mail is. Add your mail server's address when it uses
+# mailmoat as its smarthost, e.g. ["192.0.2.25/32"].
+trusted_networks = []
 
 [delivery]
 downstream = "127.0.0.1:2526"

@@ -7,16 +7,28 @@ the benchmarks, so all of them judge mail exactly the same way.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import logging
 import time
 from dataclasses import dataclass
 
 from mailmoat.config import Config
 from mailmoat.message.model import Envelope, ParsedMessage
-from mailmoat.message.parse import parse_message
+from mailmoat.message.parse import parse_message, unparsed_message
 from mailmoat.policy.decide import Verdict, decide, strictest
 from mailmoat.scan.base import BuildContext, ScanResult
 from mailmoat.scan.pipeline import Pipeline
 from mailmoat.scan.registry import build_pipeline
+
+log = logging.getLogger(__name__)
+
+# Messages up to this size parse inline: a few milliseconds within the HTML budget, less
+# than handing them to a thread costs. Larger ones parse in a worker thread, so the event
+# loop (other SMTP clients, /healthz) is served meanwhile and the parse has a time budget.
+INLINE_PARSE_MAX = 64 * 1024
+# Parse threads of their own: a parse past its budget cannot be stopped, only abandoned,
+# and abandoned ones must not take the threads that delivery and the web console use.
+PARSE_THREADS = 8
 
 
 @dataclass
@@ -46,20 +58,20 @@ class Scanner:
         self.ctx = ctx
         self.config: Config = ctx.config
         self.pipeline = pipeline or build_pipeline(ctx)
+        self._parse_pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def scan(self, raw: bytes, envelope: Envelope | None = None) -> ScanOutcome:
         started = time.perf_counter()
         envelope = envelope or Envelope(mail_from="", rcpt_tos=())
         early = self.pipeline.start_early(raw, envelope)
-        limits = {"max_depth": self.config.scan.max_parse_depth,
-                  "max_parts": self.config.scan.max_parts}
         try:
-            if early:
-                # In a thread, so the event loop goes on sending the early look-ups and
-                # streaming to clamd while the (CPU-bound) parse runs.
-                msg = await asyncio.to_thread(parse_message, raw, envelope, **limits)
+            # In a thread when early work is in flight (the event loop goes on sending the
+            # early look-ups and streaming to clamd while the CPU-bound parse runs) or when
+            # the message is large.
+            if early or len(raw) > INLINE_PARSE_MAX:
+                msg = await self._parse_in_thread(raw, envelope)
             else:
-                msg = parse_message(raw, envelope, **limits)
+                msg = parse_message(raw, envelope, **self._limits())
         except BaseException:
             for fut in early.values():
                 fut.cancel()
@@ -71,5 +83,31 @@ class Scanner:
         return ScanOutcome(message=msg, result=result, verdict=verdict, per_recipient=per,
                            elapsed=time.perf_counter() - started)
 
+    def _limits(self) -> dict[str, int]:
+        scan = self.config.scan
+        return {"max_depth": scan.max_parse_depth, "max_parts": scan.max_parts,
+                "max_html_depth": scan.max_html_depth, "max_html_tags": scan.max_html_tags}
+
+    async def _parse_in_thread(self, raw: bytes, envelope: Envelope) -> ParsedMessage:
+        """Parse in a worker thread within [scan] parse_timeout. Past it the message is not
+        lost: it is judged unparsed (PARSE_TIMEOUT, MIME_UNPARSEABLE: quarantined by the
+        malformed check) and the thread is left to finish on its own."""
+        if self._parse_pool is None:
+            self._parse_pool = concurrent.futures.ThreadPoolExecutor(
+                PARSE_THREADS, thread_name_prefix="mailmoat-parse")
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(self._parse_pool, lambda: parse_message(
+            raw, envelope, **self._limits()))
+        timeout = self.config.scan.parse_timeout
+        try:
+            return await asyncio.wait_for(job, timeout)
+        except TimeoutError:
+            log.warning("parse of a %d-byte message from %s took over %.0f s; judged unparsed",
+                        len(raw), envelope.client_ip or "-", timeout)
+            return unparsed_message(raw, envelope, ["PARSE_TIMEOUT"])
+
     async def close(self) -> None:
         await self.pipeline.close()
+        if self._parse_pool is not None:
+            self._parse_pool.shutdown(wait=False, cancel_futures=True)
+            self._parse_pool = None

@@ -39,6 +39,15 @@ DEFECT_WEIGHTS: dict[str, tuple[float, str]] = {
     "MIME_FIRST_HEADER_LINE_IS_CONTINUATION": (0.5, "The first header line is a continuation."),
     "MIME_MALFORMED_HEADER": (0.5, "A header line is malformed."),
     "MIME_NON_PRINTABLE": (0.3, "A header holds non-printable characters."),
+    # Past a parse budget (message/parse.py): read by a linear fallback, or not at all.
+    "HTML_TOO_DEEP": (3.0, ("The HTML body nests deeper (or a select holds more options) "
+                      "than [scan] max_html_depth; it was read without building a tree.")),
+    "HTML_TOO_MANY_TAGS": (3.0, ("The HTML body has more tags than [scan] max_html_tags; it "
+                           "was read without building a tree.")),
+    "HTML_TOO_MANY_ATTRIBUTES": (3.0, ("An HTML tag has more than 1,000 attributes; the body "
+                                 "was read without building a tree.")),
+    "PARSE_TIMEOUT": (5.0, ("Parsing the message took longer than [scan] parse_timeout; it "
+                      "was judged on its raw text.")),
 }
 
 SYMBOLS: dict[str, SymbolSpec] = {
@@ -66,6 +75,11 @@ _INJECTED = re.compile(rb"(?i)[ \t]+(from|to|cc|bcc|reply-to|message-id|content-
 _INJECTABLE = (b"subject", b"to", b"cc", b"reply-to")
 _MAX_HEADER_BYTES = 256 * 1024
 _UNPARSEABLE_ACTIONS = {"quarantine": Action.QUARANTINE, "reject": Action.REJECT}
+# A message past a parse budget was read only roughly (or not at all): like unparseable
+# mail it is held (malformed_action) rather than delivered on a partial reading. It is also
+# the shape of a denial-of-service attempt, which nobody sends by mistake.
+_OVER_BUDGET = ("HTML_TOO_DEEP", "HTML_TOO_MANY_TAGS", "HTML_TOO_MANY_ATTRIBUTES",
+                "PARSE_TIMEOUT")
 
 
 class MalformedCheck(Check):
@@ -84,6 +98,10 @@ class MalformedCheck(Check):
                 result.add("MIME_OTHER_DEFECT", reason=f"parser defect {defect}", options=(defect,))
         if "MIME_UNPARSEABLE" in msg.defects and self.unparseable_action is not None:
             result.force(self.unparseable_action, "message could not be parsed", Category.POLICY)
+        over = [d for d in _OVER_BUDGET if d in msg.defects]
+        if over and self.unparseable_action is not None:
+            result.force(self.unparseable_action, f"message exceeds a parse budget ({over[0]})",
+                         Category.POLICY)
         if "MIME_UNPARSEABLE" in msg.defects or "MIME_NO_HEADERS" in msg.defects:
             return
         froms = msg.header_all("from")

@@ -43,7 +43,7 @@ from pydantic import Field
 
 from mailmoat.config import Section
 from mailmoat.message.model import ParsedMessage, Url
-from mailmoat.message.parse import decode_bytes, html_to_text_and_urls, make_url
+from mailmoat.message.parse import decode_bytes, html_over_budget, html_to_text_and_urls, make_url
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
 from mailmoat.scan.facts import AuthFacts, BrandFacts
 from mailmoat.scan.impersonation import FREEMAIL, BecSettings, is_freemail
@@ -781,6 +781,11 @@ class UrlCheck(Check):
         """(password evidence, credential-field evidence, foreign-action evidence)."""
         from selectolax.lexbor import LexborHTMLParser
 
+        over = html_over_budget(html)
+        if over is not None:
+            # A hostile attachment (a form inside 30,000 nested divs) would take the tree
+            # builder seconds: read only the part within the parse budget.
+            html = html[:over[1]]
         try:
             tree = LexborHTMLParser(html)
         except Exception:
