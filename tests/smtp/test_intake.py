@@ -266,14 +266,17 @@ async def test_connection_limit_in_redis(tmp_path, sink):
                          redis={"url": "redis://127.0.0.1:6379/0", "key_prefix": prefix})
     async with running_gateway(cfg) as gw:
         await _check_connection_limit(gw.smtp_port)
+        line, w = await _banner(gw.smtp_port)
         r = aioredis.from_url("redis://127.0.0.1:6379/0")
-        try:
-            assert await r.get(f"{prefix}conn:127.0.0.1") is not None  # the count lives there
+        try:  # the count lives there: one lease per open connection
+            assert line.startswith(b"220")
+            assert await r.zcard(f"{prefix}conns:127.0.0.1") >= 1
         finally:
+            w.close()
             await r.aclose()
     r = aioredis.from_url("redis://127.0.0.1:6379/0")
     try:
-        await r.delete(f"{prefix}conn:127.0.0.1")
+        await r.delete(f"{prefix}conns:127.0.0.1")
     finally:
         await r.aclose()
 

@@ -32,8 +32,9 @@ from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
 from mailmoat.errors import RelayError, SpoolError
 from mailmoat.message.model import Direction, Envelope, domain_of
-from mailmoat.relay.dsn import build_dsn, status_code
+from mailmoat.relay.dsn import build_dsn, dsn_refusal, sender_auth_failed, status_code
 from mailmoat.relay.headers import add_gateway_headers
+from mailmoat.relay.longlines import fit_line_length
 from mailmoat.scan.auth import AuthSettings
 from mailmoat.scan.base import Action
 from mailmoat.relay.routes import route_for
@@ -450,6 +451,7 @@ class DeliveryManager:
                                   trusted_authserv_ids=self.config.section(
                                       "auth", AuthSettings).trusted_authserv_ids)
         entry.extra["plan"] = plan
+        entry.extra["sender_auth_failed"] = sender_auth_failed(outcome.result)
         entry.extra["log"] = message_log_data(mailmoat_id=entry.id, envelope=env, outcome=outcome,
                                               node=self.config.smtp.hostname)
         entry.scanned = True
@@ -495,6 +497,10 @@ class DeliveryManager:
             return False
 
     async def _deliver(self, entry: SpoolEntry, raw: bytes, rcpts: list[str]) -> dict[str, RcptResult]:
+        # Every path out (scanned, released, DSN) passes here: lines over RFC 5322's 998
+        # bytes are re-encoded before sending and before our DKIM signature, which must cover
+        # the bytes sent. Mail within the limit comes back untouched.
+        raw = fit_line_length(raw)
         if entry.direction == Direction.OUTBOUND.value and not entry.extra.get("dsn"):
             # Sign for the From header's domain (what DMARC aligns with), else the sender's.
             domain = str(entry.extra.get("log", {}).get("from_domain") or "") or \
@@ -516,8 +522,9 @@ class DeliveryManager:
         return results
 
     async def _bounce(self, entry: SpoolEntry, raw: bytes, failures: list[tuple[str, str, str]]) -> None:
-        if not entry.mail_from or entry.extra.get("dsn"):
-            log.info("not sending a DSN for %s (null sender or itself a DSN)", entry.id)
+        why = dsn_refusal(entry.mail_from, entry.extra)
+        if why:
+            log.info("not sending a DSN for %s (%s)", entry.id, why)
             return
         host = self.config.smtp.hostname
         dsn = build_dsn(reporting_mta=host, original_id=str(entry.extra.get("mailmoat_id", entry.id)),

@@ -4,6 +4,12 @@ A DSN goes to the envelope sender, never to the null sender (that is how bounce 
 avoided), and is itself sent with the null sender. It carries the human explanation, the
 machine-readable `message/delivery-status`, and the original headers (not the body: the
 sender has it, and echoing it would make us a reflector).
+
+Nor does a DSN go to a sender the scan found forged (`dsn_refusal`): a bounce to an
+address whose domain's SPF failed, or whose mail failed DMARC without an SPF pass for the
+envelope domain, reaches an innocent third party (backscatter). Delivery never sees the
+scan result, so the intake records that one fact in the spool entry
+(`extra["sender_auth_failed"]`).
 """
 
 from __future__ import annotations
@@ -11,8 +17,15 @@ from __future__ import annotations
 import email.utils
 import re
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from mailmoat.relay.headers import split_message
+
+# What the message log's symbols say when a spool entry predates `sender_auth_failed`.
+_SPF_FAIL_SYMBOLS = frozenset({"SPF_FAIL"})
+_DMARC_FAIL_SYMBOLS = frozenset({"DMARC_POLICY_REJECT", "DMARC_POLICY_QUARANTINE",
+                                 "DMARC_POLICY_NONE"})
 
 _STATUS = re.compile(r"(?:^|\s)([245])\d\d[ -]([245]\.\d{1,3}\.\d{1,3})\b")
 _CODE = re.compile(r"(?:^|\s)([245])\d\d\b")
@@ -27,6 +40,42 @@ def status_code(response: str, default: str = "5.0.0") -> str:
     if m:
         return f"{m.group(1)}.0.0"
     return default
+
+
+def sender_auth_failed(result: Any) -> bool:
+    """Is the envelope sender likely forged, by a `ScanResult`'s authentication facts?
+
+    SPF fail means the sender's own domain disowns the client. A DMARC fail (or, with
+    nothing passing, a DKIM fail) counts unless SPF passed, since the bounce goes to the
+    envelope sender: a mailing list's own, SPF-authenticated bounce address still gets it.
+    """
+    if result is None:
+        return False
+    auth = getattr(getattr(result, "facts", None), "auth", None)
+    if auth is not None:
+        return auth.spf == "fail" or (auth.failed and auth.spf != "pass")
+    notes = getattr(result, "annotations", {}) or {}
+    spf = notes.get("spf")
+    spf_result = spf.get("result") if isinstance(spf, dict) else None
+    return spf_result == "fail" or (notes.get("dmarc") == "fail" and spf_result != "pass")
+
+
+def dsn_refusal(mail_from: str, extra: Mapping[str, Any]) -> str | None:
+    """Why no DSN may be sent to `mail_from` for a spooled message (its `extra`), or None."""
+    if not mail_from:
+        return "null sender"
+    if extra.get("dsn"):
+        return "itself a DSN"
+    failed = extra.get("sender_auth_failed")
+    if failed is None:  # spooled before the fact was recorded: the logged symbols say it
+        log_data = extra.get("log")
+        symbols = log_data.get("symbols", []) if isinstance(log_data, dict) else []
+        names = {str(x.get("name")) for x in symbols if isinstance(x, dict)}
+        failed = bool(names & _SPF_FAIL_SYMBOLS) or \
+            (bool(names & _DMARC_FAIL_SYMBOLS) and "SPF_PASS" not in names)
+    if failed:
+        return "the sender failed SPF/DMARC, so a bounce would likely be backscatter"
+    return None
 
 
 def build_dsn(*, reporting_mta: str, original_id: str, mail_from: str, received_at: float,

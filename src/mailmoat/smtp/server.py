@@ -2,13 +2,17 @@
 
 The protocol edge stays thin. `GatewayHandler` implements the hooks:
 
+    HELO/EHLO, MAIL, RCPT  envelope syntax checked at the edge (control characters,
+          RFC 5321 length limits, malformed domains: 501/553); a trailing dot on an
+          address's domain is dropped, so `a@example.test.` is `a@example.test` everywhere
     EHLO  advertise AUTH only when users exist (and, if required, after STARTTLS)
     RCPT  relay rules (our domains for anyone; other domains only for trusted networks or
           authenticated users: never an open relay), recipient list, recipient limit
     DATA  direction → scan → reject (5xx, no backscatter) or spool durably → 250 with our id
 
-`GatewaySMTP` adds what aiosmtpd lacks: a per-IP connection limit, a deadline for the DATA
-phase, a 421 before hanging up on a silent client, and enhanced status codes on its replies.
+`GatewaySMTP` adds what aiosmtpd lacks: per-IP and per-process connection limits, a cap on
+bytes in transit, a deadline for the DATA phase, a 421 before hanging up on a silent
+client, and enhanced status codes on its replies.
 """
 
 from __future__ import annotations
@@ -25,19 +29,21 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiosmtplib
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException, syntax
 
 from mailmoat.config import Config
 from mailmoat.errors import ConfigError
 from mailmoat.message.model import Direction, Envelope, domain_of
+from mailmoat.relay.dsn import sender_auth_failed
 from mailmoat.relay.headers import add_gateway_headers, received_value
 from mailmoat.relay.routes import parse_hostport, route_for
 from mailmoat.scan.auth import AuthSettings
 from mailmoat.scan.base import Action
 from mailmoat.scan.engine import Scanner
 from mailmoat.smtp import replies as R
-from mailmoat.smtp.limits import ConnectionLimiter, MemoryLimiter
+from mailmoat.smtp.limits import ConnectionLimiter, MemoryLimiter, ProcessLimits
 from mailmoat.smtp.users import UserDB
+from mailmoat.smtp.tls import handshake_failure
 from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
 from mailmoat.store.log import message_log_data
 
@@ -46,6 +52,86 @@ log = logging.getLogger(__name__)
 NULL_SENDER = "<>"
 _PLAIN_ADDR = re.compile(r'\s*<([^<>()\[\]\\,;:\s@"]+@[A-Za-z0-9.-]+)>(.*)\Z', re.DOTALL)
 VERIFY_CACHE_SECONDS = 600.0
+# C0, DEL and C1 controls: NUL and friends broke the spool's JSON, PostgreSQL's text
+# columns and the next hop, so none of them gets past the SMTP edge.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_LOCAL_PART = 64  # octets, RFC 5321 4.5.3.1.1
+MAX_DOMAIN = 255  # octets, RFC 5321 4.5.3.1.2
+MAX_LABEL = 63  # octets, RFC 1035
+
+
+def control_problem(text: str) -> str | None:
+    m = _CONTROL.search(text)
+    return f"control character 0x{ord(m.group()):02x} not allowed" if m else None
+
+
+def _octets(text: str) -> int:
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def domain_problem(domain: str) -> str | None:
+    """Why `domain` (or an address literal) is not acceptable in an envelope, or None.
+    Non-ASCII letters are allowed (SMTPUTF8 U-labels); undecodable bytes are not."""
+    if not domain:
+        return "empty domain"
+    if domain.startswith("["):
+        literal = domain[1:-1] if domain.endswith("]") else ""
+        try:
+            ipaddress.ip_address(literal[5:] if literal.lower().startswith("ipv6:") else literal)
+            return None
+        except ValueError:
+            return "malformed address literal"
+    if _octets(domain) > MAX_DOMAIN:
+        return f"domain longer than {MAX_DOMAIN} octets"
+    for label in domain.split("."):
+        if not label:
+            return "malformed domain (empty label)"
+        if _octets(label) > MAX_LABEL:
+            return f"domain label longer than {MAX_LABEL} octets"
+        if not all(c.isalnum() or c in "-_" for c in label):
+            return "malformed domain (character not allowed in a domain)"
+        if label[0] == "-" or label[-1] == "-":
+            return "malformed domain (label starts or ends with a hyphen)"
+    return None
+
+
+def helo_problem(hostname: str) -> str | None:
+    why = control_problem(hostname)
+    if why:
+        return why
+    try:  # a bare IP address: wrong (RFC 5321 wants [1.2.3.4]) but common, and harmless
+        ipaddress.ip_address(hostname)
+        return None
+    except ValueError:
+        pass
+    return domain_problem(hostname[:-1] if hostname.endswith(".") else hostname)
+
+
+def normalise_address(address: str) -> str:
+    """`a@example.test.` → `a@example.test`: the root dot is legal DNS but not SMTP, and
+    left in place it made relay checks, routes and the next hop disagree."""
+    local, at, domain = address.rpartition("@")
+    if at and domain.endswith(".") and not domain.startswith("["):
+        return f"{local}@{domain[:-1]}"
+    return address
+
+
+def address_problem(address: str) -> str | None:
+    """Why an (already normalised) MAIL FROM or RCPT TO address is refused, or None."""
+    why = control_problem(address)
+    if why:
+        return why
+    if any("\udc80" <= c <= "\udcff" for c in address):
+        return "address is not valid UTF-8"
+    local, at, domain = address.rpartition("@")
+    if not at:
+        # RFC 5321 4.1.1.3: <postmaster> alone is a valid recipient.
+        return None if address.lower() == "postmaster" else "address has no domain"
+    if not local:
+        return "empty local part"
+    if _octets(local) > MAX_LOCAL_PART:
+        return f"local part longer than {MAX_LOCAL_PART} octets"
+    return domain_problem(domain)
 
 
 def load_recipients(path: Path) -> frozenset[str]:
@@ -166,8 +252,20 @@ class GatewayHandler:
 
     # -- hooks ---------------------------------------------------------------------------
 
+    async def handle_HELO(self, server: SMTP, session: Any, envelope: Any, hostname: str) -> str:
+        why = helo_problem(hostname)
+        if why:
+            session.host_name = None  # MAIL now needs a valid greeting first (503)
+            return R.S501_BAD_HELO.format(reason=why)
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
     async def handle_EHLO(self, server: SMTP, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
+        why = helo_problem(hostname)
+        if why:
+            session.host_name = None
+            return [R.S501_BAD_HELO.format(reason=why)]
         session.host_name = hostname
         if self.users is None:
             responses = [r for r in responses if not r[4:].startswith("AUTH")]
@@ -176,8 +274,23 @@ class GatewayHandler:
         responses.insert(1, "250-PIPELINING")
         return responses
 
+    async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,
+                          mail_options: list[str]) -> str:
+        if address != NULL_SENDER:
+            address = normalise_address(address)
+            why = address_problem(address)
+            if why:
+                return R.S553_BAD_SENDER.format(reason=why)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
     async def handle_RCPT(self, server: SMTP, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
+        address = normalise_address(address)
+        why = address_problem(address)
+        if why:
+            return R.S553_BAD_RECIPIENT.format(reason=why)
         if any(r.lower() == address.lower() for r in envelope.rcpt_tos):
             return "250 2.1.5 Ok (duplicate recipient, delivered once)"
         if len(envelope.rcpt_tos) >= self.config.smtp.max_recipients:
@@ -200,10 +313,12 @@ class GatewayHandler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Any, envelope: Any) -> str:
+        raw: bytes = envelope.original_content
         if isinstance(server, GatewaySMTP):
             server.data_received_in_full()
+            if not server.hold_in_transit(len(raw)):
+                return R.S451_TOO_MUCH_IN_TRANSIT
         mid = new_message_id()
-        raw: bytes = envelope.original_content
         rcpts = list(envelope.rcpt_tos)
         mail_from = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from
         direction = self.direction(session, rcpts)
@@ -253,6 +368,9 @@ class GatewayHandler:
                            client_ip=ip, helo=env.helo or "", auth_user=auth_user,
                            direction=direction.value, scanned=outcome is not None,
                            extra={"plan": plan, "log": data, "tls": tls, "received": received})
+        if outcome is not None:
+            # Delivery decides on bounces without the scan result: keep what it needs.
+            entry.extra["sender_auth_failed"] = sender_auth_failed(outcome.result)
         try:
             await asyncio.get_running_loop().run_in_executor(self.io_executor, self.spool.put,
                                                              entry, delivered, self.spool_state)
@@ -280,16 +398,20 @@ class GatewayHandler:
 
 
 class GatewaySMTP(SMTP):
-    """aiosmtpd's SMTP with per-IP connection limits, a DATA deadline and enhanced codes."""
+    """aiosmtpd's SMTP with connection limits, a cap on bytes in transit, a DATA deadline,
+    control characters refused at the edge, and enhanced codes."""
 
     def __init__(self, handler: GatewayHandler, *, limiter: ConnectionLimiter,
-                 data_timeout: float, max_line_length: int, **kwargs: Any) -> None:
+                 data_timeout: float, max_line_length: int,
+                 process_limits: ProcessLimits | None = None, **kwargs: Any) -> None:
         # aiosmtpd sizes its stream buffer from this attribute in __init__.
         self.line_length_limit = max_line_length + 2
         super().__init__(handler, **kwargs)
         self.limiter = limiter
+        self.process_limits = process_limits or ProcessLimits()
         self.data_timeout = data_timeout
         self._in_data = False
+        self._in_transit = 0  # bytes this connection holds of process_limits' budget
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         # aiosmtpd parses every MAIL/RCPT address with the RFC 5322 header parser, which
@@ -312,21 +434,86 @@ class GatewaySMTP(SMTP):
             status = R.REWRITE[status].format(limit=self.data_size_limit)
         await super().push(status)
 
+    async def _refuse_connection(self, reply: str) -> None:
+        await self.push(reply)
+        if self.transport is not None:
+            self.transport.close()
+
     async def _handle_client(self) -> None:
         assert self.session is not None
         ip = _peer_ip(self.session)
-        if not await self.limiter.acquire(ip):
-            log.info("connection limit reached for %s", ip)
-            await self.push(R.S421_TOO_MANY_CONNECTIONS)
-            if self.transport is not None:
-                self.transport.close()
+        if not self.process_limits.open():
+            log.warning("connection cap of %d reached; refusing %s",
+                        self.process_limits.max_connections, ip)
+            await self._refuse_connection(R.S421_SERVER_BUSY)
             return
         try:
-            await super()._handle_client()
+            lease = await self.limiter.acquire(ip)
+            if lease is None:
+                log.info("connection limit reached for %s", ip)
+                await self._refuse_connection(R.S421_TOO_MANY_CONNECTIONS)
+                return
+            try:
+                await super()._handle_client()
+            finally:
+                await self.limiter.release(ip, lease)
         finally:
-            await self.limiter.release(ip)
+            self.process_limits.close()
+
+    async def _refuse_controls(self, command: str, arg: str | None) -> bool:
+        """Control characters anywhere in HELO/EHLO/MAIL/RCPT: refused before parsing."""
+        why = control_problem(arg) if arg else None
+        if why is None:
+            return False
+        log.info("%s with a control character from %s refused", command,
+                 _peer_ip(self.session))
+        await self.push(R.S501_BAD_HELO.format(reason=why) if command in ("HELO", "EHLO")
+                        else R.S501_BAD_ARGUMENT.format(reason=why))
+        return True
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        if not await self._refuse_controls("HELO", hostname):
+            await super().smtp_HELO(hostname)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        if not await self._refuse_controls("EHLO", hostname):
+            await super().smtp_EHLO(hostname)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not await self._refuse_controls("MAIL", arg):
+            await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if not await self._refuse_controls("RCPT", arg):
+            await super().smtp_RCPT(arg)
+
+    def hold_in_transit(self, n: int) -> bool:
+        """Re-size this connection's share of the bytes in transit to the message's real
+        size; False (the caller answers 451) when a client that declared less would push
+        the process past its cap."""
+        self.process_limits.free(self._in_transit)
+        self._in_transit = 0
+        if not self.process_limits.reserve(n):
+            return False
+        self._in_transit = n
+        return True
+
+    def _reserve_for_data(self) -> bool:
+        env = self.envelope
+        if env is None or not env.mail_from or not env.rcpt_tos:
+            return True  # aiosmtpd answers 503; nothing will be read
+        # The declared SIZE is what the client will send; without one, assume the worst.
+        declared = next((int(o[5:]) for o in env.mail_options
+                         if o.startswith("SIZE=") and o[5:].isdigit()), None)
+        n = declared if declared is not None else (self.data_size_limit or 0)
+        return self.hold_in_transit(n)
 
     async def smtp_DATA(self, arg: str) -> None:
+        if not self._reserve_for_data():
+            log.warning("bytes in transit at the cap (%d); DATA from %s deferred",
+                        self.process_limits.max_bytes, _peer_ip(self.session))
+            await self.push(R.S451_TOO_MUCH_IN_TRANSIT)
+            return
         # aiosmtpd's idle timer restarts only on commands; the DATA phase gets its own budget.
         self._in_data = True
         self._reset_timeout(self.data_timeout)
@@ -334,6 +521,8 @@ class GatewaySMTP(SMTP):
             await super().smtp_DATA(arg)
         finally:
             self._in_data = False
+            # Spooled (or refused) by now: the bytes are no longer this connection's.
+            self.hold_in_transit(0)
             if self.transport is not None:
                 self._reset_timeout()
 
@@ -353,6 +542,25 @@ class GatewaySMTP(SMTP):
             except Exception:
                 pass
         super()._timeout_cb()
+
+    @syntax("STARTTLS", when="tls_context")
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        # RFC 3207: TLS is negotiated once per connection. aiosmtpd would start a second
+        # handshake inside the first one (layering TLS in TLS) instead of refusing.
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
+        if self._tls_protocol is not None or ssl_object is not None:
+            await self.push("503 5.5.1 TLS already active")
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            # A failed handshake is the client's problem and routine: one line, no traceback.
+            # aiosmtpd closes the connection itself; the reply is never sent.
+            log.warning("STARTTLS handshake with %s failed: %s", _peer_ip(self.session),
+                        handshake_failure(error))
+            return "454 4.7.0 TLS handshake failed"
+        return await super().handle_exception(error)
 
 
 def _peer_ip(session: Any) -> str:
@@ -374,10 +582,14 @@ async def start_smtp_server(config: Config, handler: GatewayHandler,
     loop = asyncio.get_running_loop()
     smtp = config.smtp
     limiter = limiter or MemoryLimiter(smtp.max_connections_per_ip)
+    # One per listener (so per process): it guards this process's sockets and memory.
+    process_limits = ProcessLimits(max_connections=smtp.max_connections,
+                                   max_bytes=smtp.max_bytes_in_transit)
 
     def factory() -> GatewaySMTP:
         return GatewaySMTP(
             handler, limiter=limiter, data_timeout=smtp.data_timeout,
+            process_limits=process_limits,
             max_line_length=smtp.max_line_length, data_size_limit=smtp.max_message_size,
             enable_SMTPUTF8=True, decode_data=False, hostname=smtp.hostname,
             ident="mailmoat ESMTP", tls_context=tls_context, timeout=smtp.command_timeout,

@@ -54,3 +54,20 @@ def server_context(config: Config) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(str(cert), str(key))
     return ctx
+
+
+def handshake_failure(error: BaseException) -> str:
+    """Why a STARTTLS handshake failed, in one short line ("WRONG_VERSION_NUMBER",
+    "TLSV1_ALERT_UNKNOWN_CA", "connection closed"). Failed handshakes are routine (scanners,
+    clients that distrust a self-signed certificate, old TLS versions); each deserves one log
+    line, not a traceback. aiosmtpd wraps the cause in its TLSSetupException."""
+    cause = error.__cause__ or error.__context__ or error
+    if isinstance(cause, ssl.SSLError):
+        text = cause.reason or cause.strerror or str(cause)
+    elif isinstance(cause, (ConnectionError, EOFError)):
+        text = str(cause) or "connection closed"
+    elif cause is error:
+        text = str(error)
+    else:
+        text = f"{type(cause).__name__}: {cause}"
+    return " ".join(str(text).split())[:200] or type(cause).__name__
