@@ -101,7 +101,7 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
         try:
             codecs.lookup(cs)
             return data.decode(cs)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):  # ValueError: any UnicodeError (idna), a NUL in the name
             if cs == declared and _multibyte(cs):
                 # A text cut inside a multi-byte character (an archiver truncating a
                 # Subject, a relay a line) is still in its declared charset: a couple of
@@ -126,7 +126,7 @@ _MULTIBYTE = frozenset(["gb2312", "gbk", "gb18030", "hz", "big5", "big5hkscs", "
 def _multibyte(charset: str) -> bool:
     try:
         return codecs.lookup(charset).name.replace("-", "_") in _MULTIBYTE
-    except LookupError:
+    except (LookupError, ValueError):
         return False
 
 
@@ -559,7 +559,10 @@ def _walk(root: Message, max_depth: int, max_parts: int, defects: list[str]) -> 
             break
         for d in getattr(part, "defects", []) or []:
             defects.append("MIME_" + _defect_name(d))
-        payload = part.get_payload()
+        try:
+            payload = part.get_payload()
+        except Exception:  # the stdlib decodes a leaf's 8-bit text with its declared charset
+            payload = None  # and trips on some (idna, a NUL in the name): a leaf all the same
         if part.is_multipart() and isinstance(payload, list):
             if depth >= max_depth:
                 defects.append("MIME_TOO_DEEP")
