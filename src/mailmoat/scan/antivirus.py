@@ -23,7 +23,7 @@ import asyncio
 import struct
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -41,11 +41,13 @@ class ClamdError(Exception):
 class AntivirusSettings(Section):
     clamd: str = Field("", description='"unix:/run/clamav/clamd.ctl" or "tcp:127.0.0.1:3310"; '
                        "empty: antivirus off")
-    action: str = Field("reject", description="what a virus forces: reject | quarantine")
+    action: Literal["reject", "quarantine"] = Field(
+        "reject", description="what a virus forces: reject | quarantine")
     fail_closed: bool = Field(False, description="quarantine mail that could not be scanned "
                               "because clamd is down (default: let it through, with "
                               "AV_UNAVAILABLE)")
-    scan: str = Field("message", description="message | attachments | both: what is streamed")
+    scan: Literal["message", "attachments", "both"] = Field(
+        "message", description="message | attachments | both: what is streamed")
     timeout: float = Field(15.0, description="seconds for one whole scan, connect included")
     connect_timeout: float = Field(2.0, description="seconds to connect to clamd")
     chunk_size: int = Field(64 * 1024, description="bytes per INSTREAM chunk")

@@ -171,7 +171,9 @@ class Check:
     # Checks in a lower stage finish before a higher stage starts, so later checks can read
     # earlier results (the deep model only looks at mail the fast model found uncertain).
     stage: ClassVar[int] = 0
-    timeout: float = 10.0  # seconds; may be set per instance from config
+    # Seconds the pipeline gives run(); None: `[scan] check_timeout`. A family whose section
+    # has its own timeout sets it per instance (auth, reputation, antivirus, deep, llm).
+    timeout: float | None = None
     needs_network: ClassVar[bool] = False
 
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:

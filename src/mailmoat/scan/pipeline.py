@@ -23,13 +23,16 @@ def fail_symbol(family: str) -> str:
 
 
 class Pipeline:
-    def __init__(self, checks: Sequence[Check], weight_overrides: dict[str, float] | None = None):
+    def __init__(self, checks: Sequence[Check], weight_overrides: dict[str, float] | None = None,
+                 default_timeout: float = 10.0):
         names = [c.name for c in checks]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"duplicate check names: {sorted(dupes)}")
         self.checks = list(checks)
         self.weight_overrides = dict(weight_overrides or {})
+        # `[scan] check_timeout`: the budget of every check that does not set its own.
+        self.default_timeout = default_timeout
         specs: dict[str, SymbolSpec] = {}
         for check in self.checks:
             for sym, spec in check.symbols.items():
@@ -75,11 +78,12 @@ class Pipeline:
 
     async def _run_one(self, check: Check, msg: ParsedMessage, result: ScanResult) -> None:
         started = time.perf_counter()
+        timeout = self.timeout_of(check)
         try:
-            await asyncio.wait_for(check.run(msg, result), timeout=check.timeout)
+            await asyncio.wait_for(check.run(msg, result), timeout=timeout)
         except asyncio.TimeoutError:
             result.add(fail_symbol(check.family or check.name),
-                       reason=f"check {check.name} did not finish within {check.timeout:g}s")
+                       reason=f"check {check.name} did not finish within {timeout:g}s")
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a broken check must never lose or block mail
@@ -88,6 +92,10 @@ class Pipeline:
                        reason=f"check {check.name} failed: {type(exc).__name__}: {exc}"[:300])
         finally:
             result.timings[check.name] = time.perf_counter() - started
+
+    def timeout_of(self, check: Check) -> float:
+        """Seconds `check` may run: its own timeout, else `[scan] check_timeout`."""
+        return check.timeout if check.timeout is not None else self.default_timeout
 
     async def close(self) -> None:
         for check in self.checks:

@@ -45,4 +45,5 @@ def build_checks(ctx: BuildContext) -> list[Check]:
 
 
 def build_pipeline(ctx: BuildContext) -> Pipeline:
-    return Pipeline(build_checks(ctx), weight_overrides=ctx.config.policy.scores)
+    return Pipeline(build_checks(ctx), weight_overrides=ctx.config.policy.scores,
+                    default_timeout=ctx.config.scan.check_timeout)

@@ -142,6 +142,9 @@ def load_recipients(path: Path) -> frozenset[str]:
     return frozenset(x.strip().lower() for x in lines if x.strip() and not x.startswith("#"))
 
 
+S451_BACKLOG_FULL = "451 4.3.1 Delivery backlog full, try again later"
+
+
 class GatewayHandler:
     """aiosmtpd handler: relay rules, limits, and the scan-then-spool DATA path."""
 
@@ -150,8 +153,13 @@ class GatewayHandler:
                  on_rejected: Callable[[dict[str, Any]], None] = lambda _data: None,
                  io_executor: concurrent.futures.Executor | None = None,
                  spool_state: str = "incoming",
-                 on_verdict: Callable[[Any], object] | None = None) -> None:
+                 on_verdict: Callable[[Any], object] | None = None,
+                 backlog_full: Callable[[], bool] = lambda: False) -> None:
         self.config = config
+        # The delivery side's backlog ([delivery] max_backlog): while it is full, MAIL FROM
+        # gets 451 4.3.1 and the sending MTA keeps the mail (app.build passes
+        # DeliveryManager.backlog_full; a count, so asking costs nothing).
+        self.backlog_full = backlog_full
         # "active" when this process's delivery takes every message from `on_spooled`
         # (app.build): the message is then claimed by the write itself.
         self.spool_state = spool_state
@@ -276,6 +284,9 @@ class GatewayHandler:
 
     async def handle_MAIL(self, server: SMTP, session: Any, envelope: Any, address: str,
                           mail_options: list[str]) -> str:
+        if self.backlog_full():
+            log.warning("delivery backlog full; MAIL from %s deferred", _peer_ip(session))
+            return S451_BACKLOG_FULL
         if address != NULL_SENDER:
             address = normalise_address(address)
             why = address_problem(address)
@@ -419,7 +430,12 @@ class GatewaySMTP(SMTP):
         # here, anything else still goes through the full parser.
         m = _PLAIN_ADDR.match(arg) if arg else None
         if m is None:
-            return super()._getaddr(arg)
+            try:
+                return super()._getaddr(arg)
+            except (IndexError, ValueError):
+                # The stdlib parser raises on a lone `"` or `<` (`MAIL FROM:<`), and aiosmtpd
+                # only catches HeaderParseError: no address, so aiosmtpd answers 501 Syntax.
+                return None, None
         addr = m.group(1)
         if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
             return None, None

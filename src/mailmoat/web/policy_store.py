@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
 
-from mailmoat.config import Config
+from mailmoat.config import Config, check_threshold_order
 from mailmoat.errors import PolicyError
 from mailmoat.store.db import Database
 from mailmoat.store.webmodels import PolicyVersionRow
@@ -83,8 +83,8 @@ class Thresholds(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> Thresholds:
-        if not (self.tag_threshold <= self.quarantine_threshold <= self.reject_threshold):
-            raise ValueError("thresholds must be ordered: tag <= quarantine <= reject")
+        # The rule load_config applies to the TOML: one function for both.
+        check_threshold_order(self.tag_threshold, self.quarantine_threshold, self.reject_threshold)
         return self
 
 
@@ -100,9 +100,10 @@ class DomainOverride(BaseModel):
 
 
 def _ordered_override(key: str, o: DomainOverride) -> None:
-    known = [x for x in (o.tag_threshold, o.quarantine_threshold, o.reject_threshold) if x is not None]
-    if known != sorted(known):
-        raise ValueError(f"{key}: thresholds must be ordered: tag <= quarantine <= reject")
+    try:
+        check_threshold_order(o.tag_threshold, o.quarantine_threshold, o.reject_threshold)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
 
 
 class PolicyDocument(BaseModel):
