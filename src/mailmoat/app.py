@@ -263,7 +263,8 @@ def build(config: Config) -> Gateway:
     memory_feed = _sender_memory_feed(config, db)
     handler = GatewayHandler(config, scanner, spool, on_spooled=delivery.wake,
                              on_rejected=rejected, io_executor=io, spool_state="active",
-                             on_verdict=_verdict_hook(config, memory_feed))
+                             on_verdict=_verdict_hook(config, memory_feed),
+                             backlog_full=delivery.backlog_full)
     limiter = make_limiter(config.smtp.max_connections_per_ip, config.redis.url,
                            config.redis.key_prefix)
     return Gateway(config=config, db=db, log_writer=writer, spool=spool, scanner=scanner,

@@ -231,8 +231,19 @@ class DeliveryManager:
         self._last_sweep = 0.0
         self._queued: set[str] = set()
         # Messages handed over by the intake in this process: id → (sidecar, bytes), so a
-        # worker's claim is two renames instead of two reads and a JSON parse.
+        # worker's claim is two renames instead of two reads and a JSON parse. Only while
+        # they fit [delivery] max_bytes_in_memory / max_messages_in_memory (counted with
+        # what the workers hold); past that the intake's mail waits on disk only, its id in
+        # `_spilled` (in active/ already, read back when its attempt starts).
         self._handed: dict[str, tuple[SpoolEntry, bytes]] = {}
+        self._handed_bytes = 0
+        self._spilled: set[str] = set()
+        self._in_flight_bytes = 0  # bytes of the messages workers are delivering now
+        # The delivery backlog: every message this process has queued, is delivering or has
+        # deferred (id → its size), read by the intake to answer 451 past [delivery]
+        # max_backlog / max_backlog_bytes.
+        self._backlog: dict[str, int] = {}
+        self._backlog_bytes = 0
         self._finisher: concurrent.futures.ThreadPoolExecutor | None = None
         self._finishing: set[asyncio.Future[None]] = set()
 
@@ -243,8 +254,9 @@ class DeliveryManager:
             self.wake(msg_id)
         for msg_id in self.spool.ids("deferred"):
             try:
-                entry, _ = self.spool.read("deferred", msg_id)
+                entry, raw = self.spool.read("deferred", msg_id)
                 heapq.heappush(self._deferred, (entry.next_attempt, msg_id))
+                self._count(msg_id, len(raw))
             except (OSError, ValueError) as exc:
                 log.error("deferred message %s unreadable (%s); moving it to shunt/", msg_id, exc)
                 self.spool.move(msg_id, "deferred", "shunt")
@@ -280,15 +292,78 @@ class DeliveryManager:
     def wake(self, msg_id: str, entry: SpoolEntry | None = None, raw: bytes | None = None) -> None:
         """Queue a message spooled in incoming/. With `entry` and `raw`, the caller has
         spooled it straight into active/ for this process (the intake does): the worker
-        neither claims nor reads it back. After a crash, recovery returns it to incoming/."""
+        does not claim it, and while the bytes fit the in-memory budget it does not read
+        it back either. After a crash, recovery returns it to incoming/."""
         if entry is not None and raw is not None:
-            self._handed[msg_id] = (entry, raw)
+            self._count(msg_id, len(raw))
+            if msg_id not in self._handed and msg_id not in self._spilled:
+                if self._fits(len(raw)):
+                    self._handed[msg_id] = (entry, raw)
+                    self._handed_bytes += len(raw)
+                else:
+                    self._spilled.add(msg_id)
+        else:
+            self._count(msg_id, 0)  # its size is learnt when a worker reads it
         if msg_id not in self._queued:
             self._queued.add(msg_id)
             self.queue.put_nowait(msg_id)
 
     def idle(self) -> bool:
         return self.queue.empty() and not self._busy
+
+    # -- memory and backlog ----------------------------------------------------------------
+
+    def memory_held(self) -> tuple[int, int]:
+        """(messages, bytes) of mail the delivery side holds in memory: handed over by the
+        intake and not yet started, plus what the workers are delivering."""
+        return len(self._handed) + self._busy, self._handed_bytes + self._in_flight_bytes
+
+    def backlog(self) -> tuple[int, int]:
+        """(messages, bytes) waiting in the spool for this process's delivery: queued,
+        being delivered or deferred. Kept as a count, so reading it costs nothing."""
+        return len(self._backlog), self._backlog_bytes
+
+    def backlog_full(self) -> bool:
+        """True when the intake should answer 451 4.3.1 ([delivery] max_backlog,
+        max_backlog_bytes; 0 = no limit)."""
+        d = self.config.delivery
+        return bool((d.max_backlog and len(self._backlog) >= d.max_backlog)
+                    or (d.max_backlog_bytes and self._backlog_bytes >= d.max_backlog_bytes))
+
+    def _fits(self, n: int, more: int = 1) -> bool:
+        """Whether `more` messages of `n` bytes more stay within the in-memory caps."""
+        d = self.config.delivery
+        messages, held = self.memory_held()
+        return messages + more <= d.max_messages_in_memory and held + n <= d.max_bytes_in_memory
+
+    def _count(self, msg_id: str, size: int) -> None:
+        old = self._backlog.get(msg_id)
+        if old is None or (size and size != old):
+            self._backlog[msg_id] = size
+            self._backlog_bytes += size - (old or 0)
+
+    def _uncount(self, msg_id: str) -> None:
+        self._backlog_bytes -= self._backlog.pop(msg_id, 0)
+
+    def _evict(self) -> None:
+        """Leave handed-over mail on disk only (newest first) until what is held fits."""
+        while self._handed and not self._fits(0, 0):
+            msg_id, (_, raw) = self._handed.popitem()
+            self._handed_bytes -= len(raw)
+            self._spilled.add(msg_id)
+
+    async def _take(self, msg_id: str) -> tuple[SpoolEntry, bytes] | None:
+        """The message for a worker: from the hand-over, else read from active/ (handed
+        over but left on disk), else claimed from incoming/. None: another worker (or
+        process) took it."""
+        handed = self._handed.pop(msg_id, None)
+        if handed is not None:
+            self._handed_bytes -= len(handed[1])
+            return handed
+        if msg_id in self._spilled:
+            self._spilled.discard(msg_id)
+            return await self._io(self.spool.read, "active", msg_id)
+        return await self._io(self.spool.claim, msg_id)
 
     # -- loops -----------------------------------------------------------------------------
 
@@ -299,6 +374,8 @@ class DeliveryManager:
                 _, msg_id = heapq.heappop(self._deferred)
                 if await self._io(self.spool.move, msg_id, "deferred", "incoming"):
                     self.wake(msg_id)
+                else:
+                    self._uncount(msg_id)  # another process retried it
             if now - self._last_sweep > SWEEP_INTERVAL:
                 # Other processes (the CLI, the console) release quarantined mail by writing
                 # into incoming/; pick those up too.
@@ -325,27 +402,34 @@ class DeliveryManager:
                 return
             self._queued.discard(msg_id)
             self._busy += 1
+            size = 0
             try:
                 try:
                     # Mail the intake handed over was spooled straight into active/ (it is
                     # ours already); anything else is claimed by rename from incoming/.
-                    claimed = self._handed.pop(msg_id, None)
-                    if claimed is None:
-                        claimed = await self._io(self.spool.claim, msg_id)
+                    claimed = await self._take(msg_id)
                 except (OSError, ValueError, SpoolError):
                     log.exception("message %s is unreadable; moved to shunt/", msg_id)
+                    self._uncount(msg_id)
                     await self._io(self._shunt, msg_id)
                     continue
                 if claimed is None:
+                    self._uncount(msg_id)
                     continue  # another worker took it, or it was already handled
+                size = len(claimed[1])
+                self._in_flight_bytes += size
+                self._count(msg_id, size)
+                self._evict()  # a message read back may push what is held past the cap
                 try:
                     await self.process(msg_id, *claimed)
                 except asyncio.CancelledError:
                     raise  # left in active/: recovered on the next start
                 except Exception:
                     log.exception("delivery of %s failed unexpectedly; moved to shunt/", msg_id)
+                    self._uncount(msg_id)
                     await self._io(self._shunt, msg_id)
             finally:
+                self._in_flight_bytes -= size
                 self._busy -= 1
 
     def _shunt(self, msg_id: str) -> None:
@@ -416,6 +500,8 @@ class DeliveryManager:
             fut.add_done_callback(self._finished)
         if entry.pending:
             heapq.heappush(self._deferred, (entry.next_attempt, entry.id))
+        else:
+            self._uncount(entry.id)
 
     def _finished(self, fut: asyncio.Future[None]) -> None:
         self._finishing.discard(fut)
