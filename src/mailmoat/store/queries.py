@@ -38,6 +38,15 @@ class Scope:
     def filter_recipients(self, addresses: list[str]) -> list[str]:
         return [a for a in addresses if self.allows_recipient(a)]
 
+    def visible_actor(self, actor: str, recipients: list[str]) -> str:
+        """Who acted on a message (`released_by`), as this scope may see it. A recipient who
+        released their own copy (by login or digest link, `digest-link:<address>`) would
+        otherwise reveal a recipient outside the scope, perhaps a blind copy."""
+        address = actor.removeprefix("digest-link:").strip().lower()
+        if self.all or address not in {r.lower() for r in recipients} or self.allows_recipient(address):
+            return actor
+        return "another recipient"
+
 
 def scope_clause(scope: Scope) -> ColumnElement[bool] | None:
     """A WHERE clause restricting messages to those with a recipient in scope."""

@@ -17,10 +17,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import Match
+from starlette.types import Scope
 
 import mailmoat.store.webmodels  # noqa: F401  (registers the web tables on Base)
 from mailmoat import __version__
@@ -28,9 +32,10 @@ from mailmoat.config import Config
 from mailmoat.store.db import Database
 from mailmoat.store.quarantine import purge_expired
 from mailmoat.web import metrics
-from mailmoat.web.auth import secret_key
+from mailmoat.web.auth import cookie_secure, secret_key
 from mailmoat.web.deps import AdminUser, LoginRequired, csrf_token, get_db
 from mailmoat.web.digest import ConsoleSettings, DigestSettings, send_digests
+from mailmoat.web.errors import AUTH, responses
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -71,6 +76,22 @@ async def _digest_loop(config: Config, db: Database, hour: int) -> None:
             log.exception("digest sending failed")
 
 
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> str:
+    """Every method some route answers on this path, for `Allow` on a 405: Starlette's own
+    names only the methods of the first route that matched the path (GET /x and POST /x
+    are two routes). Asks each route, with a bare request per method."""
+    allowed = []
+    for method in HTTP_METHODS:
+        probe = {"type": "http", "method": method, "path": scope["path"],
+                 "root_path": scope.get("root_path", ""), "headers": []}
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
 def create_app(config: Config, database: Database) -> FastAPI:
     database.create_schema()
     console = config.section("console", ConsoleSettings)
@@ -101,7 +122,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.state.metrics = metrics.make_registry(config, database)
     app.add_middleware(SessionMiddleware, secret_key=secret_key(config), session_cookie="mailmoat_session",
-                       max_age=12 * 3600, same_site="lax", https_only=config.web.session_cookie_secure)
+                       max_age=12 * 3600, same_site="lax", https_only=cookie_secure(config))
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -120,7 +141,27 @@ def create_app(config: Config, database: Database) -> FastAPI:
             request, "login.html", {"csrf": csrf_token(request), "error": "", "next": request.url.path,
                                     "user": None}, status_code=401)
 
-    @app.get("/healthz", tags=["health"], summary="Liveness: the app and its database answer")
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            headers = {**(exc.headers or {}), "Allow": allowed_methods(app, request.scope)}
+            return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
+        if not request.url.path.startswith("/api/"):
+            return await http_exception_handler(request, exc)
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+            # A body that is not even text (FastAPI: 400) is as invalid as one that is not
+            # JSON (FastAPI: 422 json_invalid): one answer for both.
+            return JSONResponse({"detail": [{"loc": ["body"], "msg": "the body is not valid UTF-8 JSON",
+                                             "type": "json_invalid"}]}, status_code=422)
+        if exc.status_code == 422 and isinstance(exc.detail, str):
+            # One shape for every 422 of the API: FastAPI's validation errors (errors.py).
+            return JSONResponse({"detail": [{"loc": [], "msg": exc.detail, "type": "value_error"}]},
+                                status_code=422, headers=exc.headers)
+        return await http_exception_handler(request, exc)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness: the app and its database answer",
+             responses={200: {"description": "`{\"ok\": true, \"version\": ...}`"},
+                        503: {"description": "The database does not answer: `{\"ok\": false, \"error\": ...}`"}})
     def healthz(request: Request) -> JSONResponse:
         db = get_db(request)
         try:
@@ -130,7 +171,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
             return JSONResponse({"ok": False, "error": str(exc)[:200]}, status_code=503)
         return JSONResponse({"ok": True, "version": __version__})
 
-    @app.get("/metrics", tags=["health"], response_class=Response,
+    @app.get("/metrics", tags=["health"], response_class=Response, responses=AUTH,
              summary="Prometheus metrics (admin session or Bearer token)")
     def prometheus(admin: AdminUser) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST

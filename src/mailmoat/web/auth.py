@@ -3,15 +3,20 @@ the signing secret, and login throttling (per account and per client IP)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import os
 import secrets
+import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
+from starlette.concurrency import run_in_threadpool
 
 from mailmoat.config import Config
 from mailmoat.errors import StoreError
@@ -33,6 +38,43 @@ def set_hash_cost(time_cost: int, memory_cost_kib: int) -> None:
 MAX_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
 TOKEN_PREFIX = "mm_"
+# A token's last_used_at is rewritten at most this often (not on every request).
+TOKEN_TOUCH_EVERY = timedelta(minutes=1)
+
+# The console shares the gateway's process and event loop. Password verification (argon2,
+# tens to hundreds of ms of CPU and 64 MiB each) runs on these few threads of its own: never
+# on the loop, and a login flood cannot take the threads other console requests need.
+ARGON2_THREADS = 2
+ARGON2_MAX_WAITING = 32  # logins queued beyond this are answered "busy" (LoginBusy)
+ARGON2_NICE = 10  # their CPU priority, below SMTP's (Linux; threads argon2 starts inherit it)
+_argon2_pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+_argon2_waiting = 0
+_argon2_lock = threading.Lock()
+
+
+class LoginBusy(Exception):
+    """Too many password checks are queued already: try again shortly."""
+
+
+def _lower_priority() -> None:
+    # Each check keeps `parallelism` cores busy: on a small machine a login flood would
+    # otherwise take the CPU from the event loop (and from threads holding the GIL it needs).
+    # Linux's nice is per thread, and argon2's own threads inherit it.
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ARGON2_NICE)
+        except OSError:
+            pass
+
+
+def _argon2_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _argon2_pool
+    with _argon2_lock:
+        # One per process: a forked child (multi-process serve) must not use its parent's.
+        if _argon2_pool is None or _argon2_pool[0] != os.getpid():
+            _argon2_pool = (os.getpid(), concurrent.futures.ThreadPoolExecutor(
+                ARGON2_THREADS, thread_name_prefix="mailmoat-argon2", initializer=_lower_priority))
+        return _argon2_pool[1]
 
 
 @dataclass(frozen=True)
@@ -67,6 +109,30 @@ def verify_password(stored: str, password: str) -> bool:
         return _hasher.verify(stored or _DUMMY_HASH, password) and bool(stored)
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def verify_password_off_loop(stored: str, password: str) -> bool:
+    """`verify_password` on the argon2 threads (ARGON2_THREADS at most at once); LoginBusy
+    when ARGON2_MAX_WAITING checks are waiting already."""
+    global _argon2_waiting
+    with _argon2_lock:
+        if _argon2_waiting >= ARGON2_MAX_WAITING:
+            raise LoginBusy()
+        _argon2_waiting += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            _argon2_executor(), verify_password, stored, password)
+    finally:
+        with _argon2_lock:
+            _argon2_waiting -= 1
+
+
+def cookie_secure(config: Config) -> bool:
+    """Whether the session cookie carries `Secure`: when asked to, and always when the
+    console's public URL is https (a cookie sent in clear text over http could be stolen;
+    behind an https URL no browser needs it without TLS)."""
+    return config.web.session_cookie_secure or \
+        config.web.public_url.strip().lower().startswith("https://")
 
 
 def secret_key(config: Config) -> str:
@@ -134,7 +200,12 @@ def user_for_token(db: Database, token: str) -> UserRow | None:
         user = s.get(UserRow, tok.user_id)
         if user is None or user.disabled:
             return None
-        tok.last_used_at = datetime.now(UTC)
+        now = datetime.now(UTC)
+        last = tok.last_used_at
+        if last is not None and last.tzinfo is None:  # SQLite keeps no time zone
+            last = last.replace(tzinfo=UTC)
+        if last is None or now - last >= TOKEN_TOUCH_EVERY:  # not a write per request
+            tok.last_used_at = now
         return user
 
 
@@ -164,3 +235,18 @@ def authenticate(db: Database, email: str, password: str) -> UserRow | None:
         verify_password("", password)
         return None
     return user if verify_password(user.password_hash, password) else None
+
+
+def _login_user(db: Database, email: str) -> UserRow | None:
+    with db.session() as s:
+        return s.scalar(select(UserRow).where(UserRow.email == email.strip().lower()))
+
+
+async def authenticate_off_loop(db: Database, email: str, password: str) -> UserRow | None:
+    """`authenticate` for the console: the lookup on the request threadpool, argon2 on its
+    own threads (`verify_password_off_loop`), nothing on the event loop."""
+    user = await run_in_threadpool(_login_user, db, email)
+    if user is None or user.disabled:
+        await verify_password_off_loop("", password)
+        return None
+    return user if await verify_password_off_loop(user.password_hash, password) else None

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from mailmoat.config import Config
 from mailmoat.store.db import Database
@@ -71,18 +72,20 @@ def _session_user(request: Request, db: Database) -> UserRow | None:
 
 
 async def _principal(request: Request, db: Database) -> Principal | None:
+    # Async (check_csrf awaits the form), so every database call goes to the threadpool:
+    # this runs on the event loop the gateway's SMTP shares.
     auth = request.headers.get("authorization", "")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise HTTPException(status_code=401, detail="use Authorization: Bearer <token>",
                                 headers={"WWW-Authenticate": "Bearer"})
-        user = user_for_token(db, token.strip())
+        user = await run_in_threadpool(user_for_token, db, token.strip())
         if user is None:
             raise HTTPException(status_code=401, detail="invalid or revoked API token",
                                 headers={"WWW-Authenticate": "Bearer"})
         return principal_of(user, "token")
-    user = _session_user(request, db)
+    user = await run_in_threadpool(_session_user, request, db)
     if user is None:
         return None
     if request.method not in SAFE_METHODS:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailmoat.scan.base import Category
 from mailmoat.store.models import DeliveryEventRow, MessageRow, QuarantineRow, RecipientRow
+from mailmoat.store.queries import Scope
 from mailmoat.web.policy_store import BulkAction
 
 # The message categories, in the order the console lists them: the scanner's enum is the one
@@ -138,10 +139,14 @@ class QuarantineInfo(BaseModel):
     deleted_at: datetime | None
 
     @classmethod
-    def of(cls, q: QuarantineRow) -> QuarantineInfo:
+    def of(cls, q: QuarantineRow, scope: Scope) -> QuarantineInfo:
+        """The hold as `scope` may see it: only the held recipients it covers (the others
+        may be blind copies), and who released it only where that names no one else."""
         return cls(quarantined_at=utc(q.quarantined_at) or q.quarantined_at,
-                   expires_at=utc(q.expires_at) or q.expires_at, held_for=list(q.held_for or []),
-                   released_at=utc(q.released_at), released_by=q.released_by or "",
+                   expires_at=utc(q.expires_at) or q.expires_at,
+                   held_for=scope.filter_recipients(list(q.held_for or [])),
+                   released_at=utc(q.released_at),
+                   released_by=scope.visible_actor(q.released_by or "", list(q.rcpt_tos or [])),
                    deleted_at=utc(q.deleted_at))
 
 

@@ -5,13 +5,17 @@ and set a user's own bulk settings."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import importlib
 import inspect
 import logging
+import os
+import threading
 from typing import Any, cast
 
 from fastapi import HTTPException
+from starlette.concurrency import run_in_threadpool
 
 from mailmoat.config import Config
 from mailmoat.errors import MailmoatError, PolicyError, StoreError
@@ -38,6 +42,21 @@ from mailmoat.web.schemas import (
 log = logging.getLogger(__name__)
 
 SPOOL_STATES = ("incoming", "active", "deferred", "shunt")
+
+# Learning is CPU work in Python (it holds the GIL the event loop needs too): reports learn
+# one at a time, on one thread of their own, so a burst of reports is one busy thread rather
+# than many, and takes none of the threadpool's threads while it waits.
+_learn_pool: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+_learn_lock = threading.Lock()
+
+
+def _learn_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _learn_pool
+    with _learn_lock:
+        if _learn_pool is None or _learn_pool[0] != os.getpid():  # not a forked parent's
+            _learn_pool = (os.getpid(), concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="mailmoat-learn"))
+        return _learn_pool[1]
 
 
 def not_found(msg_id: str) -> HTTPException:
@@ -74,7 +93,7 @@ def message_detail(db: Database, scope: Scope, msg_id: str) -> MessageDetail:
                          attachments=[a for a in (m.attachments or []) if isinstance(a, dict)],
                          scan_ms=m.scan_ms or 0.0, recipients=[RecipientOut.of(r) for r in rcpts],
                          events=[DeliveryEventOut.of(e) for e in events],
-                         quarantine=QuarantineInfo.of(q) if q is not None else None)
+                         quarantine=QuarantineInfo.of(q, scope) if q is not None else None)
 
 
 def held_entry(db: Database, scope: Scope, msg_id: str) -> tuple[Any, list[str]]:
@@ -199,23 +218,27 @@ def _learner() -> Any | None:
 
 async def report(config: Config, db: Database, actor: str, scope: Scope, msg_id: str,
                  label: str) -> ActionOut:
-    """Feed the held message to learning as `label` (spam|ham); always audited."""
-    raw = raw_bytes(config, db, scope, msg_id)
-    fn = _learner()
+    """Feed the held message to learning as `label` (spam|ham); always audited. Async, but
+    nothing runs on the event loop the gateway's SMTP shares: the lookup and the audit row
+    on the threadpool, the learning (its first call loads the model) on the learn thread."""
+    raw = await run_in_threadpool(raw_bytes, config, db, scope, msg_id)
+    fn = await run_in_threadpool(_learner)  # the first call imports mailmoat.ml.learn
     if fn is None:
-        audit(db, actor, "quarantine.report", msg_id, label=label, learned=False,
-              note="learning module mailmoat.ml.learn is not available")
+        await run_in_threadpool(audit, db, actor, "quarantine.report", msg_id, label=label, learned=False,
+                                note="learning module mailmoat.ml.learn is not available")
         return ActionOut(ok=True, learned=False, message=(
             f"Reported as {label} and recorded in the audit log; learning is not available on "
             "this installation, so the model was not updated."))
     try:
-        res = fn(config, raw, label, actor)
-        if inspect.isawaitable(res) or asyncio.iscoroutine(res):
+        res = await asyncio.get_running_loop().run_in_executor(
+            _learn_executor(), fn, config, raw, label, actor)
+        if inspect.isawaitable(res) or asyncio.iscoroutine(res):  # an async learner
             res = await res
     except (MailmoatError, ValueError, OSError) as exc:
-        audit(db, actor, "quarantine.report", msg_id, label=label, learned=False, error=str(exc))
+        await run_in_threadpool(audit, db, actor, "quarantine.report", msg_id, label=label,
+                                learned=False, error=str(exc))
         return ActionOut(ok=False, learned=False, message=f"Reported as {label}, but learning failed: {exc}")
-    audit(db, actor, "quarantine.report", msg_id, label=label, learned=True)
+    await run_in_threadpool(audit, db, actor, "quarantine.report", msg_id, label=label, learned=True)
     what = ("its near-copies and, a little, its sender's other mail will count as legitimate"
             if label == "ham" else f"its near-copies will be treated as {label}")
     return ActionOut(ok=True, learned=True, message=f"Reported as {label}; learned: {what}.")

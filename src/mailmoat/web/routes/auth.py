@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, Request
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from mailmoat.store.webmodels import ApiTokenRow, UserRow
-from mailmoat.web.auth import authenticate, create_token, record_failure, throttled
+from mailmoat.web.auth import LoginBusy, authenticate_off_loop, create_token, record_failure, throttled
 from mailmoat.web.deps import CurrentUser, DbDep, client_ip
+from mailmoat.web.errors import AUTH, responses
 from mailmoat.web.schemas import (
     LoginIn,
     LoginOut,
@@ -29,15 +31,21 @@ def public(u: UserRow) -> UserPublic:
                       disabled=bool(u.disabled))
 
 
-def login_session(request: Request, db: DbDep, email: str, password: str) -> UserRow:
-    """Check throttling and the password; on success start a fresh session."""
+async def login_session(request: Request, db: DbDep, email: str, password: str) -> UserRow:
+    """Check throttling and the password; on success start a fresh session. Nothing here
+    runs on the event loop the gateway's SMTP shares: the database on the threadpool,
+    argon2 on its own few threads (web.auth.verify_password_off_loop)."""
     ip = client_ip(request)
-    if throttled(db, email, ip):
+    if await run_in_threadpool(throttled, db, email, ip):
         raise HTTPException(status_code=429, detail="too many failed logins; try again in 15 minutes",
                             headers={"Retry-After": "900"})
-    user = authenticate(db, email, password)
+    try:
+        user = await authenticate_off_loop(db, email, password)
+    except LoginBusy as exc:
+        raise HTTPException(status_code=429, detail="too many logins at once; try again shortly",
+                            headers={"Retry-After": "5"}) from exc
     if user is None:
-        record_failure(db, email, ip)
+        await run_in_threadpool(record_failure, db, email, ip)
         raise HTTPException(status_code=401, detail="wrong email or password")
     request.session.clear()  # no session fixation: a new CSRF token too
     request.session.update({"uid": user.id, "epoch": user.session_epoch,
@@ -45,19 +53,20 @@ def login_session(request: Request, db: DbDep, email: str, password: str) -> Use
     return user
 
 
-@router.post("/login", response_model=LoginOut, summary="Log in; sets the session cookie")
-def login(body: LoginIn, request: Request, db: DbDep) -> LoginOut:
-    user = login_session(request, db, body.email, body.password)
+@router.post("/login", response_model=LoginOut, summary="Log in; sets the session cookie",
+             responses=responses(401, 429))
+async def login(body: LoginIn, request: Request, db: DbDep) -> LoginOut:
+    user = await login_session(request, db, body.email, body.password)
     return LoginOut(user=public(user), csrf_token=request.session["csrf"])
 
 
-@router.post("/logout", summary="End the session")
+@router.post("/logout", summary="End the session", responses=AUTH)
 def logout(request: Request, user: CurrentUser) -> dict[str, bool]:
     request.session.clear()
     return {"ok": True}
 
 
-@router.get("/me", response_model=UserPublic)
+@router.get("/me", response_model=UserPublic, responses=AUTH)
 def me(user: CurrentUser, db: DbDep) -> UserPublic:
     with db.session() as s:
         row = s.get(UserRow, user.id)
@@ -65,7 +74,7 @@ def me(user: CurrentUser, db: DbDep) -> UserPublic:
         return public(row)
 
 
-@router.get("/tokens", response_model=list[TokenOut], summary="Your API tokens")
+@router.get("/tokens", response_model=list[TokenOut], summary="Your API tokens", responses=AUTH)
 def list_tokens(user: CurrentUser, db: DbDep) -> list[TokenOut]:
     with db.session() as s:
         rows = s.scalars(select(ApiTokenRow).where(ApiTokenRow.user_id == user.id)
@@ -74,7 +83,7 @@ def list_tokens(user: CurrentUser, db: DbDep) -> list[TokenOut]:
                          last_used_at=utc(r.last_used_at), revoked=r.revoked_at is not None) for r in rows]
 
 
-@router.post("/tokens", response_model=TokenCreated, status_code=201,
+@router.post("/tokens", response_model=TokenCreated, status_code=201, responses=AUTH,
              summary="Create an API token for yourself (shown once)")
 def new_token(body: TokenCreate, user: CurrentUser, db: DbDep) -> TokenCreated:
     from mailmoat.store.quarantine import audit
@@ -84,7 +93,8 @@ def new_token(body: TokenCreate, user: CurrentUser, db: DbDep) -> TokenCreated:
     return TokenCreated(token=tok, name=body.name)
 
 
-@router.delete("/tokens/{token_id}", summary="Revoke one of your API tokens")
+@router.delete("/tokens/{token_id}", summary="Revoke one of your API tokens",
+               responses=AUTH | responses(404))
 def revoke_token(token_id: int, user: CurrentUser, db: DbDep) -> dict[str, bool]:
     from mailmoat.store.quarantine import audit
 

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query
 
 from mailmoat.web import services
 from mailmoat.web.deps import AdminUser, ConfigDep, DbDep
+from mailmoat.web.errors import AUTH, responses
 from mailmoat.web.schemas import LessonRecord, LessonsPage, UnlearnIn, UnlearnOut
 
-router = APIRouter(prefix="/api/v1/lessons", tags=["learning"])
+router = APIRouter(prefix="/api/v1/lessons", tags=["learning"], responses=AUTH)
 
 
 @router.get("", response_model=LessonsPage, summary="The learning audit, newest first")
@@ -22,7 +23,7 @@ def list_lessons(admin: AdminUser, config: ConfigDep,
     return LessonsPage(items=[LessonRecord.model_validate(r) for r in rows])
 
 
-@router.post("/unlearn", response_model=UnlearnOut,
+@router.post("/unlearn", response_model=UnlearnOut, responses=responses(404, 500, 501),
              summary="Take back the lessons matching every criterion given (404: none did)")
 def unlearn(body: UnlearnIn, admin: AdminUser, config: ConfigDep, db: DbDep) -> UnlearnOut:
     which = {"sha256": body.sha256, "taught_by": body.taught_by, "taught_before": body.taught_before}

@@ -7,9 +7,10 @@ from fastapi import APIRouter
 
 from mailmoat.web import services
 from mailmoat.web.deps import ConfigDep, CurrentUser, DbDep
+from mailmoat.web.errors import AUTH
 from mailmoat.web.schemas import BulkIn, BulkSettingsOut
 
-router = APIRouter(prefix="/api/v1/me", tags=["me"])
+router = APIRouter(prefix="/api/v1/me", tags=["me"], responses=AUTH)
 
 
 @router.get("/bulk", response_model=BulkSettingsOut, summary="Your bulk settings in force")

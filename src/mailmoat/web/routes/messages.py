@@ -12,9 +12,10 @@ from mailmoat.scan.base import Category
 from mailmoat.store import queries
 from mailmoat.web import services
 from mailmoat.web.deps import CurrentUser, DbDep, scope_of
+from mailmoat.web.errors import AUTH, responses
 from mailmoat.web.schemas import MessageDetail, MessagePage, MessageSummary
 
-router = APIRouter(prefix="/api/v1/messages", tags=["messages"])
+router = APIRouter(prefix="/api/v1/messages", tags=["messages"], responses=AUTH)
 
 Direction = Literal["inbound", "outbound", "internal"]
 Action = Literal["accept", "tag", "quarantine", "reject"]
@@ -62,7 +63,7 @@ def search(user: CurrentUser, db: DbDep,
     return run_search(db, user, f, limit, cursor)
 
 
-@router.get("/{msg_id}", response_model=MessageDetail,
+@router.get("/{msg_id}", response_model=MessageDetail, responses=responses(404),
             summary="One message: envelope, headers, recipients, delivery history, symbols")
 def detail(msg_id: str, user: CurrentUser, db: DbDep) -> MessageDetail:
     return services.message_detail(db, scope_of(user), msg_id)

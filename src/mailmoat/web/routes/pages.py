@@ -10,11 +10,16 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 
+from mailmoat.config import Config
 from mailmoat.errors import PolicyError, StoreError
 from mailmoat.store import queries
+from mailmoat.store.db import Database
 from mailmoat.store.quarantine import audit
 from mailmoat.web import charts, policy_store, services
+from mailmoat.web.auth import Principal
 from mailmoat.web.deps import (
     ConfigDep,
     DbDep,
@@ -27,7 +32,7 @@ from mailmoat.web.deps import (
 from mailmoat.web.preview import PREVIEW_CSP, build_preview, iframe_document
 from mailmoat.web.routes.auth import login_session
 from mailmoat.web.routes.stats import dashboard_data
-from mailmoat.web.schemas import CATEGORIES, MessageSummary
+from mailmoat.web.schemas import CATEGORIES, MessageSummary, QuarantineInfo
 
 router = APIRouter(include_in_schema=False)
 
@@ -58,7 +63,7 @@ async def login_form(request: Request, db: DbDep, email: Annotated[str, Form()] 
                      password: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
     await check_csrf(request)
     try:
-        login_session(request, db, email, password)
+        await login_session(request, db, email, password)  # argon2 and the database off the loop
     except HTTPException as exc:
         return render(request, "login.html", status=exc.status_code, error=str(exc.detail),
                       next=_safe_next(next))
@@ -138,7 +143,8 @@ def quarantine_page(request: Request, user: PageUser, db: DbDep, cursor: str | N
             rows, nxt = queries.list_quarantine(s, scope_of(user), 50, cursor)
     except StoreError:
         rows, nxt = [], None
-    items = [(MessageSummary.of(m), q) for q, m in rows]
+    # The page shows "held for" per message: only the recipients this caller may see.
+    items = [(MessageSummary.of(m), QuarantineInfo.of(q, scope_of(user))) for q, m in rows]
     return render(request, "quarantine.html", user=user, items=items,
                   next_url=f"/quarantine?cursor={nxt}" if nxt else None)
 
@@ -165,10 +171,11 @@ async def quarantine_act(msg_id: str, request: Request, user: PageUser, config: 
             note = ""
             if op == "release_ham":
                 note = " " + (await services.report(config, db, user.email, scope, msg_id, "ham")).message
-            got = services.release(config, db, user.email, scope, msg_id, None)
+            # The spool write (fsync) and the database: on the threadpool, not the event loop.
+            got = await run_in_threadpool(services.release, config, db, user.email, scope, msg_id, None)
             return back(target, f"Released {msg_id} to {', '.join(got)}.{note}")
         if op == "delete":
-            services.delete(config, db, user.email, scope, msg_id)
+            await run_in_threadpool(services.delete, config, db, user.email, scope, msg_id)
             return back(target if not target.startswith(f"/messages/{msg_id}") else "/quarantine",
                         f"Deleted {msg_id}.")
         if op == "report_spam":
@@ -177,7 +184,8 @@ async def quarantine_act(msg_id: str, request: Request, user: PageUser, config: 
             # Takes back lessons whoever taught them, so administrators only.
             if not user.is_admin:
                 raise HTTPException(status_code=403, detail="only administrators may take lessons back")
-            return back(target, services.unlearn(config, db, user.email, scope, msg_id).message)
+            res = await run_in_threadpool(services.unlearn, config, db, user.email, scope, msg_id)
+            return back(target, res.message)
     except HTTPException as exc:
         return back(target, f"Could not {op.replace('_', ' ')} {msg_id}: {exc.detail}")
     raise HTTPException(status_code=422, detail=f"unknown operation {op!r}")
@@ -209,6 +217,12 @@ def _lines(v: str) -> list[str]:
 @router.post("/policy", response_class=HTMLResponse)
 async def policy_save(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep) -> Response:
     form = await request.form()
+    # The rest reads and writes the database: on the threadpool, off the event loop.
+    return await run_in_threadpool(_policy_save, request, user, config, db, form)
+
+
+def _policy_save(request: Request, user: Principal, config: Config, db: Database,
+                 form: FormData) -> Response:
     g = lambda k: str(form.get(k, ""))
     try:
         domains = _json_field(g("domains"), "per-domain overrides")
@@ -256,10 +270,11 @@ def settings_page(request: Request, user: PageUser, config: ConfigDep, db: DbDep
 
 
 @router.post("/settings", response_class=HTMLResponse)
-async def settings_save(request: Request, user: PageUser, config: ConfigDep, db: DbDep,
-                        bulk_threshold: Annotated[str, Form()] = "", bulk_action: Annotated[str, Form()] = "",
-                        address: Annotated[str, Form()] = "",
-                        op: Annotated[str, Form()] = "save") -> Response:
+def settings_save(request: Request, user: PageUser, config: ConfigDep, db: DbDep,
+                  bulk_threshold: Annotated[str, Form()] = "", bulk_action: Annotated[str, Form()] = "",
+                  address: Annotated[str, Form()] = "",
+                  op: Annotated[str, Form()] = "save") -> Response:
+    # A plain def: FastAPI runs it on its threadpool, off the event loop SMTP shares.
     try:
         if op == "reset":
             s = services.save_own_bulk(config, db, user, address or None, None, None)
@@ -284,10 +299,11 @@ def lessons_page(request: Request, user: PageAdmin, config: ConfigDep,
 
 
 @router.post("/lessons/unlearn")
-async def lessons_unlearn(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep,
-                          sha256: Annotated[str, Form()] = "", taught_by: Annotated[str, Form()] = "",
-                          taught_before: Annotated[str, Form()] = "",
-                          domain: Annotated[str, Form()] = "") -> Response:
+def lessons_unlearn(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep,
+                    sha256: Annotated[str, Form()] = "", taught_by: Annotated[str, Form()] = "",
+                    taught_before: Annotated[str, Form()] = "",
+                    domain: Annotated[str, Form()] = "") -> Response:
+    # A plain def: unlearning rewrites the model files, on FastAPI's threadpool.
     which = {"sha256": sha256.strip() or None, "taught_by": taught_by.strip() or None,
              "taught_before": taught_before.strip() or None}
     try:

@@ -10,9 +10,10 @@ from mailmoat.errors import PolicyError
 from mailmoat.store.quarantine import audit
 from mailmoat.web import policy_store
 from mailmoat.web.deps import AdminUser, ConfigDep, DbDep, ManagerUser
+from mailmoat.web.errors import AUTH, responses
 from mailmoat.web.schemas import PolicyIn, PolicyOut, PolicyVersionOut, RollbackIn, utc
 
-router = APIRouter(prefix="/api/v1/policy", tags=["policy"])
+router = APIRouter(prefix="/api/v1/policy", tags=["policy"], responses=AUTH)
 
 
 @router.get("", response_model=PolicyOut, summary="The policy in force (newest version, or the TOML)")
@@ -39,7 +40,7 @@ def versions(user: ManagerUser, db: DbDep,
                              comment=r.comment or "") for r in policy_store.list_versions(db, limit)]
 
 
-@router.get("/versions/{version_id}", response_model=PolicyVersionOut)
+@router.get("/versions/{version_id}", response_model=PolicyVersionOut, responses=responses(404))
 def version(version_id: int, user: ManagerUser, db: DbDep) -> PolicyVersionOut:
     r = policy_store.get_version(db, version_id)
     if r is None:
@@ -48,7 +49,7 @@ def version(version_id: int, user: ManagerUser, db: DbDep) -> PolicyVersionOut:
                             comment=r.comment or "", document=r.document)
 
 
-@router.post("/versions/{version_id}/rollback", response_model=PolicyOut,
+@router.post("/versions/{version_id}/rollback", response_model=PolicyOut, responses=responses(404),
              summary="Make an old version current again (saved as a new version)")
 def rollback(version_id: int, admin: AdminUser, db: DbDep, body: RollbackIn | None = None) -> PolicyOut:
     r = policy_store.get_version(db, version_id)

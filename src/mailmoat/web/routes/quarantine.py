@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response
+from starlette.concurrency import run_in_threadpool
 
 from mailmoat.errors import StoreError
 from mailmoat.store import queries
 from mailmoat.store.quarantine import audit, purge_expired
 from mailmoat.web import services
 from mailmoat.web.deps import AdminUser, ConfigDep, CurrentUser, DbDep, scope_of
+from mailmoat.web.errors import AUTH, responses
 from mailmoat.web.preview import PREVIEW_CSP, build_preview
 from mailmoat.web.schemas import (
     ActionOut,
@@ -24,7 +26,7 @@ from mailmoat.web.schemas import (
     ReportIn,
 )
 
-router = APIRouter(prefix="/api/v1/quarantine", tags=["quarantine"])
+router = APIRouter(prefix="/api/v1/quarantine", tags=["quarantine"], responses=AUTH)
 
 
 @router.get("", response_model=QuarantinePage, summary="Held messages you may act on, newest first")
@@ -36,11 +38,14 @@ def list_held(user: CurrentUser, db: DbDep, limit: Annotated[int, Query(ge=1, le
             rows, nxt = queries.list_quarantine(s, scope_of(user), limit, cursor, include_done)
     except StoreError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
-    return QuarantinePage(items=[QuarantineItem(message=MessageSummary.of(m), quarantine=QuarantineInfo.of(q))
+    # Each caller sees only the held recipients in their scope (the rest may be blind copies).
+    scope = scope_of(user)
+    return QuarantinePage(items=[QuarantineItem(message=MessageSummary.of(m),
+                                                quarantine=QuarantineInfo.of(q, scope))
                                  for q, m in rows], next_cursor=nxt)
 
 
-@router.get("/{msg_id}/preview", response_model=PreviewOut,
+@router.get("/{msg_id}/preview", response_model=PreviewOut, responses=responses(404, 410),
             summary="Text and sanitised HTML of a held message (never render the HTML unsandboxed)")
 def preview(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep, response: Response) -> PreviewOut:
     raw = services.raw_bytes(config, db, scope_of(user), msg_id)
@@ -51,7 +56,7 @@ def preview(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep, respon
 
 
 @router.get("/{msg_id}/raw", summary="Download the original bytes (.eml) as an attachment",
-            response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
+            response_class=Response, responses={**responses(404, 410), 200: {"content": {"application/octet-stream": {}}}})
 def download(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep) -> Response:
     scope = scope_of(user)
     if not user.is_admin:
@@ -66,7 +71,7 @@ def download(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep) -> Re
         "X-Content-Type-Options": "nosniff"})
 
 
-@router.post("/{msg_id}/release", response_model=ActionOut,
+@router.post("/{msg_id}/release", response_model=ActionOut, responses=responses(404, 409, 410),
              summary="Release to (some of) the held recipients; optionally report as not spam")
 async def release(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep,
                   body: ReleaseIn | None = None) -> ActionOut:
@@ -77,24 +82,28 @@ async def release(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep,
     if body.report_not_spam:
         rep = await services.report(config, db, user.email, scope, msg_id, "ham")
         learned, note = rep.learned, " " + rep.message
-    targets = services.release(config, db, user.email, scope, msg_id, body.recipients)
+    # The spool write (fsync) and the database: off the loop that serves SMTP.
+    targets = await run_in_threadpool(services.release, config, db, user.email, scope, msg_id,
+                                      body.recipients)
     return ActionOut(ok=True, recipients=targets, learned=learned,
                      message=f"Released to {', '.join(targets)}.{note}")
 
 
-@router.post("/{msg_id}/delete", response_model=ActionOut, summary="Delete a held message")
+@router.post("/{msg_id}/delete", response_model=ActionOut, summary="Delete a held message",
+             responses=responses(404, 409))
 def delete(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep) -> ActionOut:
     services.delete(config, db, user.email, scope_of(user), msg_id)
     return ActionOut(ok=True, message=f"Deleted {msg_id}.")
 
 
-@router.post("/{msg_id}/report", response_model=ActionOut,
+@router.post("/{msg_id}/report", response_model=ActionOut, responses=responses(404, 410),
              summary="Report as spam or as not spam (ham): feeds learning, always audited")
 async def report(msg_id: str, body: ReportIn, user: CurrentUser, config: ConfigDep, db: DbDep) -> ActionOut:
     return await services.report(config, db, user.email, scope_of(user), msg_id, body.label)
 
 
 @router.post("/{msg_id}/unlearn", response_model=ActionOut,
+             responses=responses(404, 410, 500, 501),
              summary="Take back what reports and releases of this message taught (administrators)")
 def unlearn(msg_id: str, admin: AdminUser, config: ConfigDep, db: DbDep) -> ActionOut:
     return services.unlearn(config, db, admin.email, scope_of(admin), msg_id)

@@ -11,9 +11,10 @@ from mailmoat.store import queries
 from mailmoat.store.models import AuditRow
 from mailmoat.web import services
 from mailmoat.web.deps import AdminUser, ConfigDep, CurrentUser, DbDep, scope_of
+from mailmoat.web.errors import AUTH
 from mailmoat.web.schemas import AuditOut, Count, DashboardOut, utc
 
-router = APIRouter(prefix="/api/v1", tags=["stats"])
+router = APIRouter(prefix="/api/v1", tags=["stats"], responses=AUTH)
 
 
 def dashboard_data(config: ConfigDep, db: DbDep, scope: queries.Scope, hours: int) -> DashboardOut:

@@ -10,10 +10,11 @@ from mailmoat.store.quarantine import audit
 from mailmoat.store.webmodels import UserRow
 from mailmoat.web.auth import create_user
 from mailmoat.web.deps import AdminUser, DbDep
+from mailmoat.web.errors import AUTH, responses
 from mailmoat.web.routes.auth import public
 from mailmoat.web.schemas import UserCreate, UserPublic
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"])
+router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=AUTH)
 
 
 @router.get("", response_model=list[UserPublic])
@@ -32,7 +33,8 @@ def add_user(body: UserCreate, admin: AdminUser, db: DbDep) -> UserPublic:
     return public(row)
 
 
-@router.delete("/{user_id}", summary="Disable an account (its sessions and tokens stop working)")
+@router.delete("/{user_id}", summary="Disable an account (its sessions and tokens stop working)",
+                responses=responses(404, 409))
 def disable_user(user_id: int, admin: AdminUser, db: DbDep) -> dict[str, bool]:
     if user_id == admin.id:
         raise HTTPException(status_code=409, detail="you cannot disable yourself")
