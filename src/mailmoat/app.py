@@ -21,7 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailmoat import maillog
 from mailmoat.config import Config
+from mailmoat.errors import MailmoatError
+from mailmoat.listen import open_listener
 from mailmoat.dkimsign import DkimSigner
 from mailmoat.ml.delivered import DeliveredSampler, sample_path
 from mailmoat.ml.learn import expire_lessons, model_dir
@@ -194,18 +197,21 @@ class Gateway:
             def capture_signals(self):  # type: ignore[no-untyped-def]
                 yield
 
+        # Bound here, so an address in use stops the start with one line (ConfigError).
+        sock = open_listener("[web] listen", self.config.web.listen)
         host, port = parse_hostport(self.config.web.listen)
         try:
             app = create_app(self.config, self.db)
         except Exception:  # the console is optional; mail keeps flowing without it
             log.exception("web console failed to start; serving SMTP only")
+            sock.close()
             return
         server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                         lifespan="auto"))
 
         async def serve_web() -> None:
             try:
-                await server.serve()
+                await server.serve(sockets=[sock])
             except (Exception, SystemExit):  # uvicorn exits the process on bind errors
                 log.exception("web console stopped; SMTP and delivery carry on")
 
@@ -245,6 +251,7 @@ class Gateway:
 def build(config: Config) -> Gateway:
     """Create every part from one config; no sockets are opened yet."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    maillog.set_format(config.log.format)
     db = Database(config.database_url)
     db.create_schema()
     writer = LogWriter(db)
@@ -346,7 +353,11 @@ async def run(config: Config, stop: asyncio.Event | None = None,
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     gateway = build(config)
-    await gateway.start(sock=sock, web=child in (None, 0), recover=child is None)
+    try:
+        await gateway.start(sock=sock, web=child in (None, 0), recover=child is None)
+    except BaseException:  # e.g. [smtp] listen in use: close what did start, then report
+        await gateway.stop()
+        raise
     try:
         await stop.wait()
     finally:
@@ -378,10 +389,7 @@ def serve_processes(config: Config, n: int) -> int:
     if recovered:
         log.warning("recovered %d message(s) left in delivery by a crash", recovered)
     server_context(config)  # creates the self-signed certificate once, if needed
-    host, port = parse_hostport(config.smtp.listen)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=1024)
-    sock.setblocking(False)
+    sock = open_listener("[smtp] listen", config.smtp.listen)
     children: dict[int, int] = {}
     for i in range(n):
         pid = os.fork()
@@ -391,6 +399,9 @@ def serve_processes(config: Config, n: int) -> int:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 asyncio.run(run(config, sock=sock, child=i))
+            except MailmoatError as exc:  # e.g. [web] listen in use: one line
+                log.error("gateway process %d: %s", i, exc)
+                code = 1
             except BaseException:
                 log.exception("gateway process %d failed", i)
                 code = 1

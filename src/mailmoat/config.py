@@ -1,6 +1,6 @@
 """Configuration: one TOML file, loaded once into a typed `Config` and passed down.
 
-The core sections (`smtp`, `delivery`, `storage`, `policy`, `web`, `redis`, `scan`) are
+The core sections (`smtp`, `delivery`, `storage`, `policy`, `web`, `redis`, `scan`, `log`) are
 typed here. Each check family owns its own section model and reads it through
 `Config.section(name, Model)`, so a family can grow its settings without touching this file;
 `FAMILY_SECTIONS` names every such model, so that `load_config` validates the whole file at
@@ -300,6 +300,13 @@ class ScanSettings(Section):
         "a worker thread); past it the message is quarantined unparsed (PARSE_TIMEOUT)")
 
 
+class LogSettings(Section):
+    format: Literal["text", "json"] = Field(
+        "text", description="lines of the mail log (logger `mailmoat.mail`, one per message "
+        "and per delivery attempt): `text` (Postfix-style key=value) or `json` (one object "
+        "per line); see docs/gateway.md, Logs")
+
+
 class Config(BaseModel):
     """The whole configuration. Family sections are validated at load (`config_from_dict`)
     and kept raw in `model_extra`; a family reads its typed view with `section()`."""
@@ -313,6 +320,7 @@ class Config(BaseModel):
     web: WebSettings = Field(default_factory=WebSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     scan: ScanSettings = Field(default_factory=ScanSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     # Where the file was read from; relative paths inside it are resolved against its folder.
     source: str = ""

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import aiosmtplib
 
+from mailmoat import maillog
 from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
 from mailmoat.errors import RelayError, SpoolError
@@ -55,6 +56,7 @@ SWEEP_INTERVAL = 2.0  # seconds between looks at incoming/ for mail spooled by o
 class RcptResult:
     status: str  # delivered | deferred | failed
     response: str
+    unreachable: bool = False  # no SMTP conversation with the next hop (the mail log's outage)
 
 
 class ConnectionPool:
@@ -176,7 +178,8 @@ async def send_to_route(config: Config, host: str, port: int, mail_from: str, rc
         except RelayError as exc:
             return _all(rcpts, "deferred", str(exc))
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-            return _all(rcpts, "deferred", f"{where}: {type(exc).__name__}: {exc}")
+            return _all(rcpts, "deferred", f"{where}: {type(exc).__name__}: {exc}",
+                        unreachable=True)
         try:
             result = await _transaction(client, mail_from, rcpts, raw, where)
         except aiosmtplib.SMTPServerDisconnected as exc:
@@ -201,8 +204,9 @@ def _classify(code: int, message: str, where: str) -> RcptResult:
     return RcptResult(*_kind(code, message, where))
 
 
-def _all(rcpts: list[str], status: str, text: str) -> dict[str, RcptResult]:
-    return {r: RcptResult(status, text) for r in rcpts}
+def _all(rcpts: list[str], status: str, text: str,
+         unreachable: bool = False) -> dict[str, RcptResult]:
+    return {r: RcptResult(status, text, unreachable) for r in rcpts}
 
 
 class DeliveryManager:
@@ -221,6 +225,7 @@ class DeliveryManager:
         self.signer = signer or DkimSigner.from_config(config)
         self.sender = sender
         self.pool = ConnectionPool()
+        self.outages = maillog.OutageWatch()  # unreachable next hops, for the mail log
         self.io_executor = io_executor
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self._deferred: list[tuple[float, str]] = []
@@ -462,12 +467,15 @@ class DeliveryManager:
             if await self._quarantine(entry, log_id, raw, hold):
                 entry.pending = [r for r in entry.pending if r not in hold]
                 events += [(r, "quarantined", "held in quarantine") for r in hold]
+                maillog.quarantine_action(log_id, "hold", "policy", hold)
         failures: list[tuple[str, str, str]] = []
         targets = [r for r in entry.pending if r not in hold]
         if targets:
             results = await self._deliver(entry, raw, targets)
             for rcpt, res in results.items():
                 events.append((rcpt, res.status, res.response))
+                self._log_attempt(log_id, entry, rcpt, res.status, res.response,
+                                  "4.4.1" if res.unreachable else None)
                 if res.status == "delivered":
                     entry.pending.remove(rcpt)
                 elif res.status == "failed":
@@ -481,6 +489,7 @@ class DeliveryManager:
                 why = f"gave up after {int(now - entry.received_at)}s: {entry.last_error}"
                 failures.append((rcpt, "4.4.7", why))
                 events.append((rcpt, "failed", why))
+                self._log_attempt(log_id, entry, rcpt, "failed", why, "4.4.7")
             entry.pending = []
         if entry.pending:
             entry.attempts += 1
@@ -502,6 +511,20 @@ class DeliveryManager:
             heapq.heappush(self._deferred, (entry.next_attempt, entry.id))
         else:
             self._uncount(entry.id)
+
+    def _log_attempt(self, log_id: str, entry: SpoolEntry, rcpt: str, status: str,
+                     response: str, dsn: str | None) -> None:
+        """The mail log's line for one recipient of one attempt (maillog.delivery)."""
+        try:
+            host, port = route_for(self.config, rcpt)
+            relay = f"{host}:{port}"
+            reply = response[len(relay) + 2:] if response.startswith(relay + ": ") else response
+            dsn = dsn or status_code(reply, {"delivered": "2.0.0",
+                                             "deferred": "4.0.0"}.get(status, "5.0.0"))
+            maillog.delivery(log_id, to=rcpt, relay=relay, status=status, dsn=dsn,
+                             delay=time.time() - entry.received_at, reply=reply)
+        except Exception:
+            log.exception("mail log line for %s failed", log_id)
 
     def _finished(self, fut: asyncio.Future[None]) -> None:
         self._finishing.discard(fut)
@@ -603,8 +626,14 @@ class DeliveryManager:
         outs = await asyncio.gather(*(self.sender(self.config, host, port, entry.mail_from, rs, raw,
                                                   pool=self.pool)
                                       for (host, port), rs in groups.items()))
-        for out in outs:
+        now = time.monotonic()
+        for (host, port), out in zip(groups, outs):
             results.update(out)
+            down = next((r for r in out.values() if r.unreachable), None)
+            if down is not None:
+                self.outages.failed(f"{host}:{port}", down.response, now)
+            else:
+                self.outages.answered(f"{host}:{port}", now)
         return results
 
     async def _bounce(self, entry: SpoolEntry, raw: bytes, failures: list[tuple[str, str, str]]) -> None:

@@ -32,7 +32,9 @@ import aiosmtplib
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException, syntax
 
 from mailmoat.config import Config
+from mailmoat import maillog
 from mailmoat.errors import ConfigError
+from mailmoat.listen import bind_error, listen_address
 from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.dsn import sender_auth_failed
 from mailmoat.relay.headers import add_gateway_headers, received_value
@@ -329,6 +331,7 @@ class GatewayHandler:
             server.data_received_in_full()
             if not server.hold_in_transit(len(raw)):
                 return R.S451_TOO_MUCH_IN_TRANSIT
+        started = time.monotonic()
         mid = new_message_id()
         rcpts = list(envelope.rcpt_tos)
         mail_from = "" if envelope.mail_from == NULL_SENDER else envelope.mail_from
@@ -362,7 +365,10 @@ class GatewayHandler:
                 self._verdict(outcome)
                 top = sorted(outcome.result.symbols, key=lambda x: -x.score)[:3]
                 why = outcome.verdict.reason + "".join(f"; {x.name}: {x.reason}" for x in top)
-                return R.S550_REJECTED.format(reason=_one_line(why))
+                reply = R.S550_REJECTED.format(reason=_one_line(why))
+                self._intake_line(data, ip, mail_from, rcpts, raw, started, "reject",
+                                  reply[:9])
+                return reply
             # After DATA one reply covers every recipient, so a recipient whose policy says
             # reject while others accept is held in quarantine instead.
             plan = {r: ("quarantine" if a in (Action.QUARANTINE, Action.REJECT) else "deliver")
@@ -387,7 +393,11 @@ class GatewayHandler:
                                                              entry, delivered, self.spool_state)
         except Exception:
             log.exception("spooling %s failed", mid)
+            self._intake_line(data, ip, mail_from, rcpts, raw, started, "tempfail",
+                              R.S451_SPOOL_FAILED[:9])
             return R.S451_SPOOL_FAILED
+        self._intake_line(data, ip, mail_from, rcpts, raw, started,
+                          None if outcome is not None else "unscanned")
         if outcome is not None:
             self._verdict(outcome)
         # The delivery side gets the entry and bytes in memory, so it does not read back
@@ -398,6 +408,17 @@ class GatewayHandler:
             self.on_spooled(mid)
         return R.S250_QUEUED.format(id=mid)
 
+    @staticmethod
+    def _intake_line(data: dict[str, Any], ip: str, mail_from: str, rcpts: list[str],
+                     raw: bytes, started: float, action: str | None = None,
+                     code: str | None = None) -> None:
+        """The mail log's line for this message (maillog.intake); never in the way."""
+        try:
+            maillog.intake(data, client=ip, mail_from=mail_from, rcpts=len(rcpts),
+                           size=len(raw), ms=(time.monotonic() - started) * 1000,
+                           action=action, code=code)
+        except Exception:
+            log.exception("mail log line for %s failed", data.get("id"))
 
     def _verdict(self, outcome: Any) -> None:
         if self.on_verdict is None:
@@ -614,8 +635,11 @@ async def start_smtp_server(config: Config, handler: GatewayHandler,
 
     if sock is not None:
         return await loop.create_server(factory, sock=sock)
-    host, port = parse_hostport(smtp.listen)
-    return await loop.create_server(factory, host=host, port=port, reuse_address=True)
+    host, port = listen_address("[smtp] listen", smtp.listen)
+    try:
+        return await loop.create_server(factory, host=host, port=port, reuse_address=True)
+    except OSError as exc:  # one line that says what to change, not a traceback
+        raise bind_error("[smtp] listen", smtp.listen, exc) from None
 
 
 __all__ = ["GatewayHandler", "GatewaySMTP", "start_smtp_server"]

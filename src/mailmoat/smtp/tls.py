@@ -9,6 +9,7 @@ import ssl
 from pathlib import Path
 
 from mailmoat.config import Config
+from mailmoat.errors import ConfigError
 
 
 def ensure_self_signed(data_dir: Path, hostname: str) -> tuple[Path, Path]:
@@ -52,7 +53,13 @@ def server_context(config: Config) -> ssl.SSLContext:
     else:
         cert, key = ensure_self_signed(config.data_dir, config.smtp.hostname)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(str(cert), str(key))
+    try:
+        ctx.load_cert_chain(str(cert), str(key))
+    except OSError as exc:  # ssl.SSLError too: one line that says what to change
+        why = exc.strerror or getattr(exc, "reason", None) or str(exc)
+        raise ConfigError(f"[smtp] tls_cert {cert} / tls_key {key} cannot be used ({why}): "
+                          "make them readable PEM files of one key pair, or change [smtp] "
+                          "tls_cert and tls_key (empty: a self-signed certificate)") from None
     return ctx
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from mailmoat import maillog
 from mailmoat.config import Config
 from mailmoat.errors import StoreError
 from mailmoat.spool.queue import Spool, SpoolEntry, _write_durably
@@ -88,6 +89,7 @@ def release_message(config: Config, db: Database, mailmoat_id: str, actor: str,
             if rec.address.lower() in targets:
                 rec.status = "released"
     audit(db, actor, "quarantine.release", mailmoat_id, recipients=targets)
+    maillog.quarantine_action(mailmoat_id, "release", actor, targets)
     return targets
 
 
@@ -103,6 +105,7 @@ def delete_message(config: Config, db: Database, mailmoat_id: str, actor: str) -
     except FileNotFoundError:
         pass
     audit(db, actor, "quarantine.delete", mailmoat_id)
+    maillog.quarantine_action(mailmoat_id, "delete", actor)
 
 
 def purge_expired(config: Config, db: Database, now: datetime | None = None) -> int:
@@ -119,6 +122,7 @@ def purge_expired(config: Config, db: Database, now: datetime | None = None) -> 
                 pass
             row.deleted_at = now
             n += 1
+            maillog.quarantine_action(row.message_id, "purge", "system")
     if n:
         audit(db, "system", "quarantine.purge", "", count=n)
     return n
