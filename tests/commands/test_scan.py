@@ -117,6 +117,36 @@ def test_workers_in_process_match_single_process(mail_tree):
     )
 
 
+def test_cli_two_workers_give_the_same_verdicts_as_one(tmp_path):
+    # Tiers 1 and 2 on (tier 2 on every message, numpy engine: no graph to build), as the
+    # default config runs them: spawned workers must load and use the same models. A forked
+    # pool once inherited tier 2's model thread dead, and its messages got DEEP_FAIL.
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[deep]\nmode = "all"\nengine = "numpy"\nmin_tokens = 0\n'
+                   "timeout_ms = 60000\nload_timeout = 120\n")
+    mail = tmp_path / "mail"
+    mail.mkdir()
+    bodies = [
+        ("Lunch", "See you at noon by the fountain.\n", None),
+        ("Quarterly report", "Attached are the figures we discussed on Monday.\n", None),
+        ("Verify your account", "Your mailbox is full. Log in at http://login.example.test/"
+         " within 24 hours or it will be closed.\n",
+         '<p>Click <a href="http://198.51.100.7/x">https://bank.example.test</a></p>'),
+        ("Cheap meds", "Buy cheap pills online, best prices, no prescription needed!!!\n", None),
+        ("Win", "test " + GTUBE.decode() + "\n", None),
+        ("Re: invoice", "Please wire the payment to the new account today.\n", None),
+    ]
+    for i, (subject, body, html) in enumerate(bodies):
+        (mail / f"m{i}.eml").write_bytes(make_email(subject=subject, body=body, html=html))
+    (mail / "box.mbox").write_bytes(_mbox(CLEAN, SPAM))
+    one, two = (_run("--config", str(cfg), "--workers", w, str(mail)) for w in ("1", "2"))
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    rows = [json.loads(line) for line in one.stdout.splitlines()]
+    assert len(rows) == len(bodies) + 2
+    assert not any(s["name"] == "DEEP_FAIL" for r in rows for s in r["symbols"]), rows
+    assert sorted(one.stdout.splitlines()) == sorted(two.stdout.splitlines())
+
+
 @pytest.mark.parametrize(
     "args,message",
     [

@@ -20,6 +20,8 @@ import collections
 import itertools
 import json
 import mailbox
+import multiprocessing
+import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -147,15 +149,41 @@ def envelope_for(raw: bytes, config: Config) -> Envelope:
 
 _worker: dict[str, Any] = {}
 
+# Variables that size the thread pools of OpenMP, OpenBLAS and MKL when they load: a pool
+# worker sets them to 1 before building its scanner (the processes are the parallelism).
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
 
 def _init_worker(config: Config, network: bool) -> None:
-    """Process-pool initializer: build the scanner (models, lists) once per process."""
+    """Build the scanner (models, lists) once per process."""
     from mailmoat.scan.base import BuildContext
     from mailmoat.scan.engine import Scanner
 
     _worker["loop"] = asyncio.new_event_loop()
     _worker["config"] = config
     _worker["scanner"] = Scanner(BuildContext(config=config, network=network))
+
+
+def _init_pool_worker(config: Config, network: bool) -> None:
+    """Process-pool initializer (a fresh, spawned process).
+
+    One thread per library: N workers each running BLAS, OpenMP or onnxruntime on every core
+    oversubscribe the machine. A config a family refuses is kept and raised with the first
+    batch, so the parent reports it (exit 2) instead of seeing a broken pool.
+    """
+    for var in _THREAD_ENV:
+        os.environ[var] = "1"
+    from threadpoolctl import threadpool_limits
+
+    from mailmoat.ml.deep import engine
+
+    _worker["thread_limits"] = threadpool_limits(limits=1)  # libraries already loaded
+    engine.set_max_threads(1)
+    _worker["reader"] = _Reader()
+    try:
+        _init_worker(config, network)
+    except ConfigError as exc:
+        _worker["error"] = exc
 
 
 def _close_worker() -> None:
@@ -177,6 +205,22 @@ def _scan_one(display: str, raw: bytes) -> dict[str, Any]:
     return {k: d[k] for k in OUTPUT_KEYS if k in d}
 
 
+def _scan_batch(items: list[ScanItem]) -> list[dict[str, Any]]:
+    """In a pool worker: read and scan a run of messages (paths in, result dicts out)."""
+    if "error" in _worker:
+        raise _worker["error"]
+    reader: _Reader = _worker["reader"]
+    out: list[dict[str, Any]] = []
+    for item in items:
+        try:
+            raw = reader.read(item)
+        except (OSError, KeyError, ValueError, mailbox.Error) as exc:
+            out.append(_error(item.display, exc))
+            continue
+        out.append(_scan_one(item.display, raw))
+    return out
+
+
 def _error(display: str, exc: Exception) -> dict[str, Any]:
     return {"path": display, "error": f"{type(exc).__name__}: {exc}"}
 
@@ -184,49 +228,59 @@ def _error(display: str, exc: Exception) -> dict[str, Any]:
 def scan_items(
     items: list[ScanItem], config: Config, *, network: bool = False, workers: int = 1
 ) -> Iterator[dict[str, Any]]:
-    """Results in input order. An item that cannot be read or scanned yields {"path", "error"}."""
-    reader = _Reader()
-    try:
-        if workers <= 1:
-            _init_worker(config, network)
-            try:
-                for item in items:
-                    try:
-                        raw = reader.read(item)
-                    except (OSError, KeyError, ValueError, mailbox.Error) as exc:
-                        yield _error(item.display, exc)
-                        continue
-                    yield _scan_one(item.display, raw)
-            finally:
-                _close_worker()
-            return
-        # A bounded window of in-flight messages keeps memory flat on big mailboxes while
-        # every worker stays busy; results come back in submission order.
-        window = workers * 4
-        pending: collections.deque[tuple[ScanItem, Future[dict[str, Any]] | Exception]] = (
-            collections.deque()
-        )
-        with ProcessPoolExecutor(
-            max_workers=workers, initializer=_init_worker, initargs=(config, network)
-        ) as pool:
-            it = iter(items)
+    """Results in input order. An item that cannot be read or scanned yields {"path", "error"}.
+
+    With `workers` > 1, that many spawned processes each build their own scanner and read
+    and scan batches of messages; a config a family refuses raises ConfigError here.
+    """
+    if workers <= 1:
+        reader = _Reader()
+        _init_worker(config, network)
+        try:
+            for item in items:
+                try:
+                    raw = reader.read(item)
+                except (OSError, KeyError, ValueError, mailbox.Error) as exc:
+                    yield _error(item.display, exc)
+                    continue
+                yield _scan_one(item.display, raw)
+        finally:
+            _close_worker()
+            reader.close()
+        return
+    # Workers get paths, not bytes, and send results back a batch at a time: per-message
+    # hand-over (pickling, pipes, wake-ups) costs about as much as a small scan. Small
+    # inputs get small batches, so every worker has some. A bounded window of batches in
+    # flight keeps memory flat on big mailboxes while every worker stays busy; results come
+    # back in submission order.
+    #
+    # "spawn", not fork: a forked child inherits the parent's threads as dead objects (tier
+    # 2's single model thread among them: every deep-scored message then waits out its
+    # budget and gets DEEP_FAIL) and the thread pools of BLAS and onnxruntime sized for the
+    # whole machine.
+    size = max(1, min(32, len(items) // (workers * 16)))
+    batches = (items[i:i + size] for i in range(0, len(items), size))
+    window = workers * 3
+    pending: collections.deque[Future[list[dict[str, Any]]]] = collections.deque()
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_pool_worker,
+        initargs=(config, network),
+    ) as pool:
+        try:
             while True:
                 while len(pending) < window:
-                    nxt = next(it, None)
-                    if nxt is None:
+                    batch = next(batches, None)
+                    if batch is None:
                         break
-                    try:
-                        raw = reader.read(nxt)
-                    except (OSError, KeyError, ValueError, mailbox.Error) as exc:
-                        pending.append((nxt, exc))
-                        continue
-                    pending.append((nxt, pool.submit(_scan_one, nxt.display, raw)))
+                    pending.append(pool.submit(_scan_batch, batch))
                 if not pending:
                     break
-                item, fut = pending.popleft()
-                yield _error(item.display, fut) if isinstance(fut, Exception) else fut.result()
-    finally:
-        reader.close()
+                yield from pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
 
 
 def format_text(r: dict[str, Any]) -> str:
@@ -273,17 +327,6 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: cannot read input: {exc}", err=True)
             raise typer.Exit(2) from None
 
-        if workers > 1:
-            # Families validate their config when built: fail here, before forking, rather
-            # than as a broken worker pool.
-            try:
-                _init_worker(cfg, network)
-            except ConfigError as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(2) from None
-            finally:
-                if "scanner" in _worker:
-                    _close_worker()
         failed = 0
         progress = None
         if sys.stderr.isatty():

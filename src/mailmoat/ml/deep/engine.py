@@ -33,12 +33,23 @@ from pathlib import Path
 from mailmoat.ml.deep.encoder import MiniLMEncoder, default_model_dir
 
 __all__ = ["open_encoder", "open_named", "cached_graph", "ensure_graph", "graph_path",
-           "user_cache_dir", "head_precision", "GRAPH_VERSION"]
+           "user_cache_dir", "head_precision", "set_max_threads", "GRAPH_VERSION"]
 
 log = logging.getLogger(__name__)
 
 # Bump when onnx_export.build_graph or the quantisation settings change.
 GRAPH_VERSION = 2
+
+# A process-wide cap on the encoder's threads (None: `threads` as asked). `mailmoat scan
+# --workers N` sets 1 in each worker: N processes that each ask for several threads
+# oversubscribe the cores.
+_max_threads: int | None = None
+
+
+def set_max_threads(n: int | None) -> None:
+    """Cap the threads of encoders opened from now on in this process (None: no cap)."""
+    global _max_threads
+    _max_threads = None if n is None else max(1, int(n))
 
 
 def user_cache_dir() -> Path:
@@ -157,6 +168,8 @@ def open_encoder(engine: str = "auto", precision: str = "fp32", *, max_tokens: i
         raise ValueError(f"unknown deep engine {engine!r}")
     if precision not in ("int8", "fp32"):
         raise ValueError(f"unknown precision {precision!r}")
+    if _max_threads is not None:
+        threads = min(threads, _max_threads)
     mdir = Path(model_dir) if model_dir else None
     adapter = read_adapter(head_path) if head_path else {}
     hpath = Path(head_path) if head_path and adapter else None  # no adapter: the shared graph
