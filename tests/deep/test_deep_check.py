@@ -279,3 +279,27 @@ async def test_combine_mean_replaces_the_vote_with_the_consensus(model_future):
     r2 = result_with(0.5)
     await check(model_future, combine="mean").run(msg(PHISH, "Mailbox storage alert"), r2)
     assert r2.symbols[0].name in ("DEEP_PHISH", "DEEP_SPAM")
+
+
+def test_a_forked_child_gets_its_own_model_thread():
+    """The executor's thread does not survive a fork; a child must not queue tier-2 work on
+    a thread that does not exist (it would wait out every message's budget)."""
+    import os
+
+    from mailmoat.scan import deep
+
+    deep._EXECUTOR.submit(lambda: None).result(timeout=5)  # the parent's thread exists
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether a job runs, then leave at once
+        try:
+            ok = deep._EXECUTOR.submit(lambda: 42).result(timeout=5) == 42
+        except Exception:
+            ok = False
+        os.write(w, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(w)
+    answer = os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert answer == b"1"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -176,6 +177,19 @@ class DeepModel:
 
 # One encoder at a time per process: tier 2 must never take every core from the gateway.
 _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailmoat-deep")
+
+
+def _after_fork_in_child() -> None:
+    """A forked child inherits the executor object but not its thread: work submitted to it
+    would wait for ever (every message a DEEP_FAIL after its budget). Give the child its own
+    executor and let it load its own model (the parent's may hold dead runtime threads)."""
+    global _EXECUTOR
+    _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailmoat-deep")
+    DeepModel._lock = threading.Lock()
+    DeepModel._cache.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class DeepCheck(Check):
