@@ -93,7 +93,7 @@ SYMBOLS: dict[str, SymbolSpec] = {
 
 class EvidenceSettings(Section):
     enabled: bool = Field(True, description="weigh the content tiers' score against the other "
-                          "checks' evidence (docs/policy.md#evidence)")
+                          "checks' evidence (docs/policy.md#evidence-before-verdict)")
     evidence_min: float = Field(
         1.0, gt=0, description="non-content symbols must add up to this for the content "
         "verdict to count as corroborated")
