@@ -273,7 +273,9 @@ class EspHit:
     dkim_domains: set[str] = field(default_factory=set)
 
 
-def _dkim_domains(msg: ParsedMessage) -> list[str]:
+def dkim_domains(msg: ParsedMessage) -> list[str]:
+    """The d= domains the message's DKIM-Signature fields claim (lower case, once each,
+    in order); claims only: verification is the auth family's."""
     out: list[str] = []
     for value in msg.header_all("dkim-signature"):
         m = _DKIM_D.search(value)
@@ -578,7 +580,7 @@ class BulkCheck(Check):
 
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
         auth = result.facts.auth
-        dkim = _dkim_domains(msg)
+        dkim = dkim_domains(msg)
         hit = find_esp(msg, self.table, auth, dkim)
         signs = header_signs(msg, self.table) + esp_signs(hit, dkim, auth)
         report = mime_report(msg) or inline_bounce(msg)

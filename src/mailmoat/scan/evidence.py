@@ -44,12 +44,12 @@ pure function the check uses.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from pydantic import Field
 
@@ -64,11 +64,12 @@ from mailmoat.scan.base import (
     Symbol,
     SymbolSpec,
 )
-from mailmoat.scan.bulk import esp_domains
+from mailmoat.scan.bulk import dkim_domains, esp_domains
 from mailmoat.scan.facts import AuthFacts
 from mailmoat.scan.impersonation import is_freemail
 from mailmoat.scan.orgdomain import org_domain
 from mailmoat.scan.urls import brand_domains as _brand_domains
+from mailmoat.scan.urls import link_occurrences
 
 _G = "evidence"
 TOPIC_GROUPS = TEXT_GROUPS  # the content tiers: what the text reads like
@@ -296,10 +297,8 @@ def _auth_state(msg: ParsedMessage, auth: AuthFacts | None) -> tuple[str, str]:
         return "unaligned", ""
     # Authentication did not run (offline, or the family is off): an aligned DKIM-Signature
     # is the claim a verification would check. Online, AuthFacts replaces this.
-    for sig in msg.header_all("dkim-signature"):
-        m = re.search(r"(?:^|;)\s*d\s*=\s*([^;\s]+)", sig)
-        if m and from_org and org_domain(m.group(1)) == from_org:
-            return "claimed", from_org
+    if from_org and any(org_domain(d) == from_org for d in dkim_domains(msg)):
+        return "claimed", from_org
     return "unknown", ""
 
 
@@ -353,15 +352,6 @@ def name_coherent(display_name: str, domains: Sequence[str], local_part: str = "
     return False
 
 
-def _dkim_domains(msg: ParsedMessage) -> list[str]:
-    out = []
-    for sig in msg.header_all("dkim-signature"):
-        m = re.search(r"(?:^|;)\s*d\s*=\s*([^;\s]+)", sig)
-        if m:
-            out.append(m.group(1).lower())
-    return out
-
-
 def assess(msg: ParsedMessage, result: ScanResult, s: EvidenceSettings,
            exclude: Iterable[Symbol] = (), log_available: bool = True) -> Consistency:
     """What every non-content check found, and whether the sender is shown consistent.
@@ -376,7 +366,7 @@ def assess(msg: ParsedMessage, result: ScanResult, s: EvidenceSettings,
     return_path = msg.header("return-path") or msg.envelope.mail_from or ""
     rp_org = org_domain(return_path.strip().strip("<>").rsplit("@", 1)[-1]) \
         if "@" in return_path else ""
-    dkim = _dkim_domains(msg)
+    dkim = dkim_domains(msg)
     brands = facts.brands
     bulk = facts.bulk
     provider = esp_link_domains(bulk.esp) if bulk is not None and bulk.esp else frozenset()
@@ -389,7 +379,8 @@ def assess(msg: ParsedMessage, result: ScanResult, s: EvidenceSettings,
     allowed |= provider
     if brands is not None and brands.sender_brand:
         allowed |= brand_domains(brands.sender_brand)
-    occurrences = [d for d in _link_occurrences(msg) if d not in FOOTER_DOMAINS]
+    occurrences = [d for d in link_occurrences(msg, attachments=False)
+                   if d not in FOOTER_DOMAINS]
     foreign = [d for d in dict.fromkeys(occurrences) if d not in allowed]
     share = (sum(1 for d in occurrences if d in allowed) / len(occurrences)) \
         if occurrences else 1.0
@@ -428,29 +419,13 @@ def assess(msg: ParsedMessage, result: ScanResult, s: EvidenceSettings,
         unverifiable_dsn=unverifiable_dsn, conversation=round(conversation, 3))
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
-def _link_occurrences(msg: ParsedMessage) -> list[str]:
-    """Organisational domains of the web links a reader can click, one per link."""
-    out = []
-    for u in msg.urls:
-        if u.scheme in ("http", "https") and u.host and u.tag in ("a", "area", "") \
-                and u.source != "attachment":
-            out.append(u.host if _is_ip(u.host) else org_domain(u.host))
-    return out
-
-
+@lru_cache(maxsize=256)
 def esp_link_domains(esp: str) -> frozenset[str]:
     """The sending, click-tracking and hosting domains of an email service provider."""
     return frozenset(org_domain(d) for d in esp_domains(esp))
 
 
+@lru_cache(maxsize=1024)
 def brand_domains(brand: str) -> frozenset[str]:
     """The domains a brand of the brand table sends from and links to."""
     return frozenset(org_domain(d) for d in _brand_domains(brand))

@@ -169,6 +169,7 @@ def _load_builtin_brands() -> tuple[Brand, ...]:
 
 # Commonly phished brands (APWG / vendor reports), Western, German and Chinese; loaded once.
 BUILTIN_BRANDS: tuple[Brand, ...] = _load_builtin_brands()
+_BRAND_DOMAINS = {b.name: b.domains for b in BUILTIN_BRANDS}
 
 # Public URL shorteners: the target is hidden until clicked.
 SHORTENERS = frozenset("""
@@ -1082,17 +1083,26 @@ EXCHANGE_SYSTEM_MAILBOX = "microsoftexchange329e71ec88ae4615bbc36ab6ce41109e"
 def brand_domains(key: str) -> tuple[str, ...]:
     """The domains a brand of the built-in table sends from and links to (its `domains`);
     empty for a key the table does not know."""
-    return next((b.domains for b in BUILTIN_BRANDS if b.name == key), ())
+    return _BRAND_DOMAINS.get(key, ())
+
+
+def link_occurrences(msg: ParsedMessage, attachments: bool = True) -> list[str]:
+    """Organisational domains (IP addresses as they are) of the web links and the URLs
+    written in the text, one per link, in order; not images or style sheets. Without
+    `attachments`, only what the message body links to."""
+    out: list[str] = []
+    for u in msg.urls:
+        if u.scheme in ("http", "https") and u.host and u.tag in ("a", "area", "") \
+                and (attachments or u.source != "attachment"):
+            d = u.host.strip("[]") if is_ip(u.host) else org_domain(u.host)
+            if d:
+                out.append(d)
+    return out
 
 
 def _link_domains(msg: ParsedMessage) -> tuple[str, ...]:
-    """Organisational domains (IP addresses as they are) of the web links and the URLs
-    written in the text, in order; not images or style sheets."""
-    out: dict[str, None] = {}
-    for u in msg.urls:
-        if u.scheme in ("http", "https") and u.host and u.tag in ("a", "area", ""):
-            out.setdefault(u.host.strip("[]") if is_ip(u.host) else org_domain(u.host), None)
-    return tuple(d for d in out if d)
+    """`link_occurrences`, each domain once."""
+    return tuple(dict.fromkeys(link_occurrences(msg)))
 
 
 class BrandAuthCheck(Check):
