@@ -1,6 +1,6 @@
 """Today's legitimate mail, scanned as a new user would: the gateway's defaults, bundled models.
 
-    nice python bench/modern_mail.py [--root /work/modern-legit] [--manifest bench/modern_mail.tsv]
+    nice python bench/modern_mail.py [--root ../modern-legit] [--manifest bench/modern_mail.tsv]
                                      [--trusted-authserv-id ID ...] [--show design]
                                      [--out bench/results/modern_mail]
 
@@ -93,7 +93,8 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", type=Path, default=Path("/work/modern-legit"))
+    ap.add_argument("--root", type=Path, default=ROOT.parent / "modern-legit",
+                    help="where the messages are (default: modern-legit beside the checkout)")
     ap.add_argument("--manifest", type=Path, default=ROOT / "bench" / "modern_mail.tsv")
     ap.add_argument("--trusted-authserv-id", action="append", default=[], metavar="ID")
     ap.add_argument("--show", choices=("design",), help="print each design message's verdict "
