@@ -57,14 +57,6 @@ class AuthFacts:
             return False
         return self.spf == "fail" or bool(self.dkim_fail)
 
-    @property
-    def authenticated_domains(self) -> tuple[str, ...]:
-        """Organisational domains some mechanism authenticated (DKIM d=, SPF domain)."""
-        doms = [org_domain(d) for d in self.dkim_pass]
-        if self.spf == "pass" and self.spf_domain:
-            doms.append(org_domain(self.spf_domain))
-        return tuple(dict.fromkeys(d for d in doms if d))
-
 
 @dataclass(frozen=True)
 class BulkFacts:
@@ -90,7 +82,6 @@ class BrandFacts:
     named: tuple[str, ...] = ()  # brand keys named in display name, subject or body
     sender_brand: str = ""  # the brand whose domains the From domain belongs to, if any
     mismatched: tuple[str, ...] = ()  # named brands the From domain does not belong to
-    link_brands: tuple[str, ...] = ()  # brands whose domains links point to
 
 
 @dataclass
@@ -100,9 +91,6 @@ class Facts:
     auth: AuthFacts | None = None
     bulk: BulkFacts | None = None
     brands: BrandFacts | None = None
-    # Organisational domains of the http(s) links, in order of appearance (urls family).
-    link_domains: tuple[str, ...] = ()
-    # P(spam), P(phish) of the content verdict as combined by the tiers (content, deep).
     # The evidence gate's assessment of the sender (evidence family, last stage).
     consistency: Consistency | None = None
     # 0–9, how spam-like a bulk or automated message reads (evidence family); None: the

@@ -14,8 +14,9 @@ lists. What it looks for, each with its own symbol so an administrator can see a
   the sender's domain does not belong to that brand;
 - URLs, hosts or domains on a configured phishing list.
 
-It records which brands the message names, which brand its sender and its links belong to
-(`ScanResult.facts.brands`) and the links' domains (`facts.link_domains`). A second check of
+It records which brands the message names and which brand its sender belongs to
+(`ScanResult.facts.brands`); `link_occurrences` reads the links' domains for it and for the
+evidence gate. A second check of
 the family, `urls_brand_auth` in stage 1, weighs those facts against the sender's
 authentication (`facts.auth`, stage 0): a brand named in mail authenticated for one of its
 own domains is the brand's own mail, one whose own domain fails authentication is forged.
@@ -612,11 +613,9 @@ class UrlCheck(Check):
         sender = self._owner_brand(org_domain(msg.from_domain)) if msg.from_domain else None
         if sender is not None and not self.vouches_for(sender, msg.from_domain or ""):
             sender = None  # a free mailbox or a customer's shop: anyone's
-        link_brands = [b.name for b in (self._owner_brand(d) for d in link_domains) if b]
         facts = BrandFacts(named=tuple(b.name for b in named),
                            sender_brand=sender.name if sender else "",
-                           mismatched=tuple(b.name for b in mismatched),
-                           link_brands=tuple(dict.fromkeys(link_brands)))
+                           mismatched=tuple(b.name for b in mismatched))
         return _BrandEvidence(facts, display, in_text[0] if in_text else None, lures)
 
     def _protected_owner(self, domain_reg: str) -> str:
@@ -633,7 +632,6 @@ class UrlCheck(Check):
         from_reg = registrable(msg.from_domain) if msg.from_domain else ""
         link_domains = _link_domains(msg)
         evidence = self._brand_evidence(msg, from_reg, link_domains)
-        result.facts.link_domains = link_domains
         result.facts.brands = evidence.facts
         urls: list[Url] = list(msg.urls)
         for att, html in self._html_attachments(msg):
