@@ -26,8 +26,9 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from mailmoat.message.model import domain_of
+from mailmoat.recall.index import observable_rows
 from mailmoat.store.db import Database
-from mailmoat.store.models import DeliveryEventRow, MessageRow, RecipientRow
+from mailmoat.store.models import DeliveryEventRow, MessageRow, ObservableRow, RecipientRow
 
 log = logging.getLogger(__name__)
 
@@ -118,24 +119,14 @@ _MESSAGE_COLUMNS = frozenset(MessageRow.__table__.columns.keys())
 _MSG = cast(Table, MessageRow.__table__)
 _RCPTS = cast(Table, RecipientRow.__table__)
 _EVENTS = cast(Table, DeliveryEventRow.__table__)
+_OBSERVABLES = cast(Table, ObservableRow.__table__)
 
 
 def write_message(s: Session, data: dict[str, Any]) -> bool:
     """Insert the message and its recipients; False when it is already logged (a message
     recovered after a crash is logged once). Core statements, not ORM objects: this runs
     for every message, on the one writer thread."""
-    if s.execute(select(MessageRow.id).where(MessageRow.id == data["id"])).first() is not None:
-        return False
-    fields = {k: v for k, v in data.items() if k in _MESSAGE_COLUMNS}
-    fields["received_at"] = _ts(data["received_at"])
-    s.execute(insert(MessageRow), [fields])
-    rows = [{"message_id": data["id"], "address": addr, "domain": domain_of(addr),
-             "action": action, "status": "rejected" if action == "reject" else "queued",
-             "attempts": 0, "last_response": ""}
-            for addr, action in data["recipients"].items()]
-    if rows:
-        s.execute(insert(RecipientRow), rows)
-    return True
+    return _write_messages(s, [data])[0]
 
 
 def take_batch(q: queue.Queue[T | None] | queue.SimpleQueue[T | None], limit: int,
@@ -196,6 +187,10 @@ def _write_messages(s: Session, items: list[dict[str, Any]]) -> list[bool]:
                 for d in fresh for addr, action in d["recipients"].items()]
         if rows:
             s.execute(insert(_RCPTS), rows)
+        facts = [row for d in fresh
+                 for row in observable_rows(d, cast(datetime, _ts(d["received_at"])))]
+        if facts:
+            s.execute(insert(_OBSERVABLES), facts)
     return out
 
 

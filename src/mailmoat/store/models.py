@@ -59,6 +59,28 @@ class MessageRow(Base):
     )
 
 
+class ObservableRow(Base):
+    """One searchable fact of a logged message: the delivery index that recall and threat
+    intelligence match indicators against. The message row keeps URLs, domains and hashes
+    as JSON for display; JSON cannot be indexed on SQLite, and a retro-hunt of 10,000
+    indicators over a million messages must be index look-ups, so each fact is a row.
+
+    `kind` is one of OBSERVABLE_KINDS (recall/index.py); `value` is normalised there (lower
+    case hosts, addresses and hashes), so matching is equality on (kind, value)."""
+
+    __tablename__ = "message_observables"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(1000))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_observables_kind_value_received", "kind", "value", "received_at"),
+    )
+
+
 class RecipientRow(Base):
     """Per-recipient verdict and delivery state; `status` follows the delivery lifecycle:
     queued → delivered | deferred → … | failed (bounced) | quarantined | rejected | released."""
