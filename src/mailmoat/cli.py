@@ -9,6 +9,7 @@ import typer
 
 COMMAND_MODULES: tuple[str, ...] = (
     "mailmoat.commands.serve",       # serve: SMTP intake, delivery workers, web console
+    "mailmoat.commands.doctor",      # doctor: is every configured component there?
     "mailmoat.commands.scan",        # scan: offline scanning of .eml, folders and mbox
     "mailmoat.commands.quarantine",  # quarantine list/show/release/delete/purge
     "mailmoat.commands.auth",        # dkim keygen

@@ -8,8 +8,21 @@ from pathlib import Path
 
 import typer
 
-from mailmoat.config import load_config, write_default_config
+from mailmoat.config import Config, load_config, write_default_config
 from mailmoat.errors import MailmoatError
+
+
+def stop_on_fatal_problems(cfg: Config) -> None:
+    """A configured part that cannot load (a model, the certificate, the data folder) stops
+    the start with what is missing and how to fix it: otherwise the gateway would run and
+    every message would carry its family's _FAIL symbol, which nobody reads."""
+    from mailmoat.doctor import fatal_problems
+
+    problems = fatal_problems(cfg)
+    for f in problems:
+        typer.echo(f"error: {f.component}: {f.detail}; fix: {f.fix}", err=True)
+    if problems:
+        raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:
@@ -32,6 +45,7 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = load_config(config)
             cfg.data_dir.mkdir(parents=True, exist_ok=True)
+            stop_on_fatal_problems(cfg)
             n = process_count(cfg)
             if n > 1:
                 code = serve_processes(cfg, n)
