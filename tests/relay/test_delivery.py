@@ -9,6 +9,7 @@ import aiosmtplib
 from sqlalchemy import select
 
 from mailmoat.relay.deliver import DeliveryManager
+from mailmoat.spool.queue import STATES
 from mailmoat.store.models import DeliveryEventRow, QuarantineRow, RecipientRow
 from mailmoat.store.quarantine import release_message
 from tests.conftest import make_email
@@ -81,9 +82,11 @@ async def test_no_dsn_to_null_sender(tmp_path, sink):
     async with running_gateway(cfg) as gw:
         mid = await send(gw.smtp_port, "", ["gone@example.test"], make_email())
         await wait_until(lambda: events(gw, mid) == [("gone@example.test", "failed")], what="failure")
-        await asyncio.sleep(0.3)
+        # A DSN is spooled before its message moves to done/: once it is there, the spool
+        # holds every message this failure could have made.
+        await wait_until(lambda: mid in gw.spool.ids("done"), what="moved to done")
+        assert [i for s in STATES for i in gw.spool.ids(s)] == [mid]
         assert sink.messages == []
-        assert gw.spool.ids("incoming") == [] and gw.spool.ids("deferred") == []
 
 
 async def test_downstream_outage_then_everything_delivered(tmp_path):
