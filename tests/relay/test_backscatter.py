@@ -3,7 +3,6 @@ gets no bounce (DSN) when delivery later fails; what decides it survives in the 
 
 from __future__ import annotations
 
-
 import aiosmtplib
 import pytest
 from sqlalchemy import select
