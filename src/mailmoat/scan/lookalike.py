@@ -14,7 +14,6 @@ Results per domain are memoised, since the same hosts recur across messages.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 import unicodedata
@@ -23,12 +22,12 @@ from functools import lru_cache
 from importlib import resources
 from typing import Iterable
 
-import tldextract
-
-from mailmoat.message.parse import idna_to_unicode
-
-# The bundled public-suffix snapshot only: never fetch the list at run time.
-_EXTRACT = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+# One reading of domain names for every check (orgdomain.py); re-exported for the families
+# that import them from here.
+from mailmoat.scan.orgdomain import DomainParts as DomainParts
+from mailmoat.scan.orgdomain import is_ip as is_ip
+from mailmoat.scan.orgdomain import registrable as registrable
+from mailmoat.scan.orgdomain import split_domain as split_domain
 
 # Shapes made of several letters that read as one; applied after the per-character fold.
 _MULTI = (("rn", "m"), ("vv", "w"), ("cl", "d"))
@@ -105,51 +104,6 @@ def damerau_levenshtein(a: str, b: str, limit: int = 3) -> int:
             return limit + 1
         prev2, prev = prev, cur
     return min(prev[lb], limit + 1)
-
-
-@dataclass(frozen=True)
-class DomainParts:
-    host: str
-    registrable: str  # "paypal.co.uk"; the host itself for IPs and suffix-less names
-    label: str  # "paypal"
-    suffix: str  # "co.uk"
-    subdomain: str  # "www.login"
-
-
-def is_ip(host: str) -> bool:
-    if not host or not (host[-1].isdigit() or host[-1] == "]" or ":" in host):
-        return False  # a name ends in a letter (its TLD); only addresses end in a digit
-    h = host.strip("[]")
-    try:
-        ipaddress.ip_address(h)
-        return True
-    except ValueError:
-        pass
-    # Dotless or hex/octal IPv4 forms browsers still accept (http://3405803783/, 0xCB.0x0.0x71.7)
-    return bool(re.fullmatch(r"(?:0x[0-9a-f]+|\d+)(?:\.(?:0x[0-9a-f]+|\d+)){0,3}", h)) and any(
-        c.isdigit() for c in h)
-
-
-@lru_cache(maxsize=65536)
-def split_domain(host: str) -> DomainParts:
-    host = host.lower().rstrip(".")
-    if not host or is_ip(host):
-        return DomainParts(host, host, host, "", "")
-    if "xn--" in host:
-        host = idna_to_unicode(host)
-    r = _EXTRACT(host)
-    if not r.suffix and "." in host:
-        # Not under a known public suffix (.test, .local, .corp): treat the last label as one.
-        rest, _, suffix = host.rpartition(".")
-        sub, _, label = rest.rpartition(".")
-        return DomainParts(host, f"{label}.{suffix}", label, suffix, sub)
-    if not r.suffix or not r.domain:
-        return DomainParts(host, host, r.domain or host, r.suffix, r.subdomain)
-    return DomainParts(host, f"{r.domain}.{r.suffix}", r.domain, r.suffix, r.subdomain)
-
-
-def registrable(host: str) -> str:
-    return split_domain(host).registrable
 
 
 def scripts_of(label: str) -> set[str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from mailmoat.message.model import Url
-from mailmoat.scan.lookalike import idna_to_unicode
+from mailmoat.message.parse import idna_to_unicode
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,7 @@ from mailmoat.scan.facts import AuthFacts, BrandFacts
 from mailmoat.scan.impersonation import FREEMAIL, BecSettings, is_freemail
 from mailmoat.scan.lookalike import (LookalikeIndex, Protected, is_ip, is_mixed_script, registrable,
                                      skeleton, split_domain)
-from mailmoat.scan.orgdomain import org_domain
+from mailmoat.scan.orgdomain import has_known_suffix, listed, org_domain
 from mailmoat.scan.phishlist import PhishList
 
 _G = "urls"
@@ -724,7 +724,7 @@ class UrlCheck(Check):
             if p is not None and reg != from_reg:
                 hits.add("URL_BRAND_IN_SUBDOMAIN",
                          f"{where} host {host} puts {p.name} in front of unrelated {reg}")
-        if reg in FREE_HOSTING or host in FREE_HOSTING:
+        if listed(host, FREE_HOSTING):
             hits.add("URL_FREE_HOSTING", f"{where} goes to {host} on free hosting")
         if (reg in self.shorteners or host in self.shorteners) \
                 and not self._own_shortener(reg, from_reg):
@@ -756,7 +756,7 @@ class UrlCheck(Check):
         shown = m.group(0)
         shown_host = shown.split("://", 1)[-1].lower().rstrip(".")
         sparts = split_domain(shown_host)
-        if not _known_suffix(shown_host):
+        if not has_known_suffix(shown_host):
             return  # "file.pdf", "readme.txt": not a domain
         shown_reg = sparts.registrable
         if shown_reg == reg or sparts.label == split_domain(reg).label:
@@ -927,9 +927,10 @@ class UrlCheck(Check):
             return
         if from_reg in self.company:
             return  # our own mail is judged by the outbound and BEC checks
-        if from_reg in FREE_HOSTING_SENDERS:
+        platform = listed(from_reg, FREE_HOSTING_SENDERS)
+        if platform:
             hits.add("PHISH_SENDER_FREE_HOSTING",
-                     f"sender {fa.address} is on {from_reg}, a hosting default domain")
+                     f"sender {fa.address} is on {platform}, a hosting default domain")
         lk = self.index.match(from_reg)
         if lk is not None and lk.protected.kind == "brand":
             imitated = self._brand_by_name[lk.protected.name]
@@ -1187,12 +1188,6 @@ def _ip_hostname(host: str) -> bool:
         return False
     m = _IP_LABEL.search(first)
     return m is not None and all(int(g) < 256 for g in m.groups())
-
-
-def _known_suffix(host: str) -> bool:
-    from mailmoat.scan.lookalike import _EXTRACT
-
-    return bool(_EXTRACT(host).suffix)
 
 
 def _public_ip(host: str) -> bool:
