@@ -34,7 +34,7 @@ import numpy as np
 
 from mailmoat.ml.features import vector_of
 from mailmoat.ml.filelock import locked
-from mailmoat.scan.base import Action
+from mailmoat.policy.types import Action
 
 SAMPLE_NAME = "delivered-sample.bin"
 MAX_RECORDS = 5000

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mailmoat.domains import is_freemail, is_public_suffix
 from mailmoat.message.model import Envelope, ParsedMessage, domain_of
 from mailmoat.message.parse import parse_message
 from mailmoat.ml import delivered
@@ -60,8 +61,6 @@ from mailmoat.ml.lessons import forget, lessons_path, remember
 from mailmoat.ml.lessons import read as read_lessons
 from mailmoat.ml.model import ContentModel, ModelError, bundled_model_path, softmax
 from mailmoat.ml.scoring import ContentSettings
-from mailmoat.scan.impersonation import is_freemail
-from mailmoat.scan.orgdomain import is_public_suffix
 
 if TYPE_CHECKING:
     from mailmoat.config import Config

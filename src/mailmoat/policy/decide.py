@@ -17,11 +17,14 @@ Bulk is a category of its own, never spam: it does not add to the score.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailmoat.config import PolicySettings
 from mailmoat.message.model import Direction, domain_of
-from mailmoat.scan.base import Action, Category, ScanResult
+from mailmoat.policy.types import Action, Category
+
+if TYPE_CHECKING:  # what the checks produce; policy only reads it
+    from mailmoat.scan.base import ScanResult
 
 _THRESHOLD_KEYS = ("tag_threshold", "quarantine_threshold", "reject_threshold", "subject_prefix",
                    "bulk_threshold", "bulk_action")

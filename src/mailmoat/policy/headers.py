@@ -27,10 +27,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mailmoat.message.parse import decode_header_value
 from mailmoat.policy.decide import Verdict
-from mailmoat.scan.base import Action, Category, ScanResult, Symbol
+from mailmoat.policy.types import Action, Category
+
+if TYPE_CHECKING:  # what the checks produce; headers only read it
+    from mailmoat.scan.base import ScanResult, Symbol
 
 __all__ = [
     "authserv_id",

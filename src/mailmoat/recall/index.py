@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailmoat.scan.orgdomain import org_domain
+from mailmoat.domains import org_domain
 from mailmoat.store.models import MessageRow, ObservableRow, RecipientRow
 
 __all__ = [

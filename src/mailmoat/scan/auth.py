@@ -44,12 +44,12 @@ from pydantic import Field
 import mailmoat.dkimfast  # noqa: F401  (faster identical DKIM canonicalization)
 from mailmoat.config import Section
 from mailmoat.dns import DnsTempError, Resolver
+from mailmoat.domains import org_domain
 from mailmoat.message.model import Direction, Envelope, ParsedMessage
 from mailmoat.policy.headers import kept_authserv_ids
 from mailmoat.scan.authres import UpstreamAuthCheck, read_authentication_results
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
 from mailmoat.scan.facts import AuthFacts
-from mailmoat.scan.orgdomain import org_domain
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ SYMBOLS: dict[str, SymbolSpec] = {
 }
 
 
-# Organisational domains (RFC 7489 3.2) live in mailmoat.scan.orgdomain, shared with the
+# Organisational domains (RFC 7489 3.2) live in mailmoat.domains, shared with the
 # checks that compare sender, link and brand domains.
 
 

@@ -33,11 +33,11 @@ from functools import lru_cache
 
 import authres
 
+from mailmoat.domains import org_domain
 from mailmoat.message.model import Direction, Envelope, ParsedMessage, domain_of
 from mailmoat.policy.headers import authserv_id, split_header_block
 from mailmoat.scan.base import Category, Check, ScanResult, SymbolSpec
 from mailmoat.scan.facts import AuthFacts
-from mailmoat.scan.orgdomain import org_domain
 
 __all__ = ["Reading", "UpstreamAuthCheck", "UpstreamResults", "read_authentication_results",
            "upstream_facts"]

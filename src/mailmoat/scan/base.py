@@ -10,44 +10,18 @@ score should outvote (a virus, GTUBE), as Rspamd's passthrough results do.
 from __future__ import annotations
 
 import asyncio
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mailmoat.message.model import Envelope, ParsedMessage
+# Re-exported: checks name the action and category they force or speak for from here.
+from mailmoat.policy.types import Action as Action
+from mailmoat.policy.types import Category as Category
 from mailmoat.scan.facts import Facts
 
 if TYPE_CHECKING:
     from mailmoat.config import Config
-
-
-class Action(str, enum.Enum):
-    ACCEPT = "accept"
-    TAG = "tag"
-    QUARANTINE = "quarantine"
-    REJECT = "reject"
-
-    @property
-    def severity(self) -> int:
-        return _SEVERITY[self]
-
-
-_SEVERITY = {Action.ACCEPT: 0, Action.TAG: 1, Action.QUARANTINE: 2, Action.REJECT: 3}
-
-
-class Category(str, enum.Enum):
-    """What kind of threat a symbol speaks for; a message's category is the strongest."""
-
-    CLEAN = "clean"
-    SPAM = "spam"
-    PHISHING = "phishing"
-    MALWARE = "malware"
-    BEC = "bec"
-    POLICY = "policy"  # allow/block lists, malformed mail, size: the admin's rules
-    # Legitimate bulk and automated mail (newsletters, notifications, bounces): not a
-    # threat, delivered and marked so a client or Sieve rule can file it (policy: bulk_*).
-    BULK = "bulk"
 
 
 # Symbol groups that judge what the text reads like (tiers 1–3), as opposed to evidence.

@@ -54,6 +54,7 @@ from functools import lru_cache
 from pydantic import Field
 
 from mailmoat.config import Config, Section
+from mailmoat.domains import is_freemail, org_domain
 from mailmoat.message.model import ParsedMessage
 from mailmoat.scan.base import (
     TEXT_GROUPS,
@@ -66,8 +67,6 @@ from mailmoat.scan.base import (
 )
 from mailmoat.scan.bulk import dkim_domains, esp_domains
 from mailmoat.scan.facts import AuthFacts
-from mailmoat.scan.impersonation import is_freemail
-from mailmoat.scan.orgdomain import org_domain
 from mailmoat.scan.urls import brand_domains as _brand_domains
 from mailmoat.scan.urls import link_occurrences
 

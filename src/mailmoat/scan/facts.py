@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mailmoat.scan.orgdomain import org_domain
+from mailmoat.domains import org_domain
 
 if TYPE_CHECKING:
     from mailmoat.scan.evidence import Consistency

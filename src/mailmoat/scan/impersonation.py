@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import Field
 
 from mailmoat.config import Section
+from mailmoat.domains import FREEMAIL, is_freemail
 from mailmoat.message.model import Address, ParsedMessage, domain_of
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
 from mailmoat.scan.lookalike import LookalikeIndex, Protected, registrable, skeleton, split_domain
@@ -52,28 +53,6 @@ class BecSettings(Section):
         True, description="add display names of internal senders from the message store")
     message_log_limit: int = Field(20000, description="rows of the message log read at build")
 
-
-FREEMAIL = frozenset("""
-gmail.com googlemail.com outlook.com hotmail.com hotmail.co.uk hotmail.fr hotmail.de live.com
-live.co.uk msn.com yahoo.com yahoo.co.uk yahoo.fr yahoo.de yahoo.co.jp yahoo.com.cn
-yahoo.com.hk yahoo.com.tw ymail.com rocketmail.com aol.com icloud.com me.com mac.com mail.com
-email.com gmx.com gmx.de gmx.net web.de yandex.ru yandex.com ya.ru mail.ru inbox.ru bk.ru
-list.ru protonmail.com proton.me pm.me zoho.com zohomail.com tutanota.com tuta.io hushmail.com
-fastmail.com inbox.com rediffmail.com libero.it orange.fr free.fr laposte.net t-online.de
-qq.com foxmail.com 163.com 126.com yeah.net sina.com sina.cn sohu.com 139.com 189.cn
-aliyun.com 21cn.com tom.com naver.com daum.net hanmail.net seznam.cz wp.pl o2.pl interia.pl
-""".split())
-_FREEMAIL_LABELS = frozenset({"hotmail", "yahoo", "outlook", "live", "gmx", "yandex"})
-
-
-def is_freemail(domain: str, extra: frozenset[str] | set[str] = frozenset()) -> bool:
-    """A domain where anyone can open a mailbox (the built-in list, `extra`, or a
-    hotmail./yahoo./… label under any suffix). Shared with online learning."""
-    if not domain:
-        return False
-    reg = registrable(domain)
-    return reg in FREEMAIL or domain in FREEMAIL or reg in extra or domain in extra or \
-        split_domain(domain).label in _FREEMAIL_LABELS
 
 # Payment / bank-change / gift-card / payroll / urgency language, English and Chinese.
 # Each topic is (anchors, phrase regex): the regex only runs in a small window around an

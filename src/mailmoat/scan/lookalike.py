@@ -22,12 +22,12 @@ from functools import lru_cache
 from importlib import resources
 from typing import Iterable
 
-# One reading of domain names for every check (orgdomain.py); re-exported for the families
+# One reading of domain names for every check (mailmoat.domains); re-exported for the families
 # that import them from here.
-from mailmoat.scan.orgdomain import DomainParts as DomainParts
-from mailmoat.scan.orgdomain import is_ip as is_ip
-from mailmoat.scan.orgdomain import registrable as registrable
-from mailmoat.scan.orgdomain import split_domain as split_domain
+from mailmoat.domains import DomainParts as DomainParts
+from mailmoat.domains import is_ip as is_ip
+from mailmoat.domains import registrable as registrable
+from mailmoat.domains import split_domain as split_domain
 
 # Shapes made of several letters that read as one; applied after the per-character fold.
 _MULTI = (("rn", "m"), ("vv", "w"), ("cl", "d"))

@@ -43,14 +43,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from pydantic import Field
 
 from mailmoat.config import Section
+from mailmoat.domains import FREEMAIL, has_known_suffix, is_freemail, listed, org_domain
 from mailmoat.message.model import ParsedMessage, Url
 from mailmoat.message.parse import decode_bytes, html_over_budget, html_to_text_and_urls, make_url
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
 from mailmoat.scan.facts import AuthFacts, BrandFacts
-from mailmoat.scan.impersonation import FREEMAIL, BecSettings, is_freemail
+from mailmoat.scan.impersonation import BecSettings
 from mailmoat.scan.lookalike import (LookalikeIndex, Protected, is_ip, is_mixed_script, registrable,
                                      skeleton, split_domain)
-from mailmoat.scan.orgdomain import has_known_suffix, listed, org_domain
 from mailmoat.scan.phishlist import PhishList
 
 _G = "urls"

@@ -1,4 +1,6 @@
-"""Domain names as every check reads them: one Public Suffix List reading for the gateway.
+"""What mailmoat knows about domain names, in one place for checks, learning and recall.
+
+One Public Suffix List reading for the gateway, and the free-mail providers.
 
 `split_domain` cuts a host into label, public suffix and subdomain; `registrable` and
 `org_domain` (RFC 7489 section 3.2, what DMARC aligns on) are one label under the public
@@ -24,7 +26,8 @@ import tldextract
 
 from mailmoat.message.parse import idna_to_unicode
 
-__all__ = ["DomainParts", "has_known_suffix", "is_ip", "is_public_suffix", "listed", "org_domain", "registrable",
+__all__ = ["FREEMAIL", "DomainParts", "has_known_suffix", "is_freemail", "is_ip",
+           "is_public_suffix", "listed", "org_domain", "registrable",
            "split_domain"]
 
 
@@ -133,3 +136,27 @@ def org_domain(domain: str) -> str:
         labels = domain.split(".")
         return ".".join(labels[-2:])
     return domain  # the domain is itself a public suffix
+
+
+FREEMAIL = frozenset("""
+gmail.com googlemail.com outlook.com hotmail.com hotmail.co.uk hotmail.fr hotmail.de live.com
+live.co.uk msn.com yahoo.com yahoo.co.uk yahoo.fr yahoo.de yahoo.co.jp yahoo.com.cn
+yahoo.com.hk yahoo.com.tw ymail.com rocketmail.com aol.com icloud.com me.com mac.com mail.com
+email.com gmx.com gmx.de gmx.net web.de yandex.ru yandex.com ya.ru mail.ru inbox.ru bk.ru
+list.ru protonmail.com proton.me pm.me zoho.com zohomail.com tutanota.com tuta.io hushmail.com
+fastmail.com inbox.com rediffmail.com libero.it orange.fr free.fr laposte.net t-online.de
+qq.com foxmail.com 163.com 126.com yeah.net sina.com sina.cn sohu.com 139.com 189.cn
+aliyun.com 21cn.com tom.com naver.com daum.net hanmail.net seznam.cz wp.pl o2.pl interia.pl
+""".split())
+_FREEMAIL_LABELS = frozenset({"hotmail", "yahoo", "outlook", "live", "gmx", "yandex"})
+
+
+def is_freemail(domain: str, extra: frozenset[str] | set[str] = frozenset()) -> bool:
+    """A domain where anyone can open a mailbox (the built-in list, `extra`, or a
+    hotmail./yahoo./… label under any suffix). The BEC checks, the URL checks, the evidence
+    gate and online learning share it."""
+    if not domain:
+        return False
+    reg = registrable(domain)
+    return reg in FREEMAIL or domain in FREEMAIL or reg in extra or domain in extra or \
+        split_domain(domain).label in _FREEMAIL_LABELS

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from mailmoat.domains import is_ip, org_domain, registrable, split_domain
 from mailmoat.scan import auth, lookalike, urls
-from mailmoat.scan.orgdomain import is_ip, org_domain, registrable, split_domain
 
 
 @pytest.mark.parametrize("host,expected", [
