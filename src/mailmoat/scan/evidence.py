@@ -132,7 +132,7 @@ _UNSPELLABLE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7a
 # Services on which anyone may send mail under the service's own domain: a help desk's
 # ticket mail, a form builder's notifications, a blog platform's newsletters. That the
 # service authenticated the mail says nothing about who wrote it, and phishers use them
-# for exactly that reason. Free-mail providers are the same (impersonation.is_freemail).
+# for exactly that reason. Free-mail providers are the same (domains.is_freemail).
 SHARED_SENDER_DOMAINS = frozenset({
     "zendesk.com", "freshdesk.com", "helpscoutapp.com", "typeform.com", "jotform.com",
     "formstack.com", "surveymonkey.com", "wufoo.com", "hubspotpagebuilder.com", "ghost.io",
