@@ -23,15 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from mailmoat.config import config_from_dict  # noqa: E402
+from mailmoat.evaluation import messages as fx  # noqa: E402
+from mailmoat.evaluation.clamd import running_clamd  # noqa: E402
+from mailmoat.evaluation.messages import make_email  # noqa: E402
 from mailmoat.message.model import Envelope  # noqa: E402
 from mailmoat.message.parse import parse_message  # noqa: E402
 from mailmoat.scan.antivirus import AntivirusSettings, ClamavCheck  # noqa: E402
 from mailmoat.scan.attachments import build as build_attachments  # noqa: E402
 from mailmoat.scan.base import BuildContext  # noqa: E402
 from mailmoat.scan.pipeline import Pipeline  # noqa: E402
-from tests.attachments import fixtures as fx  # noqa: E402
-from tests.clamd import running_clamd  # noqa: E402
-from tests.conftest import make_email  # noqa: E402
 
 
 def sample_message() -> bytes:

@@ -122,7 +122,7 @@ class World:
 
     def __init__(self, senders: int, arc_every: int) -> None:
         from mailmoat.dkimsign import generate_private_key, load_private_key
-        from tests.dnsserver import publish_sender
+        from mailmoat.evaluation.dnsserver import publish_sender
 
         self.publish_sender = publish_sender
         self.pem = generate_private_key("rsa", 2048)
@@ -336,12 +336,12 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         nameserver = clamd = ""
         if network:
-            from tests.dnsserver import DnsServerProcess
+            from mailmoat.evaluation.dnsserver import DnsServerProcess
 
             nameserver = stack.enter_context(DnsServerProcess(world.zones)).nameserver
         if args.with_clamd:
             # A private clamd with test signatures only (the one the test suite starts).
-            from tests.clamd import running_clamd
+            from mailmoat.evaluation.clamd import running_clamd
 
             clamd = stack.enter_context(running_clamd()).unix_address
         database = None
