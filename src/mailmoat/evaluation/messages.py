@@ -49,7 +49,7 @@ def synthetic_message(target: int, seed: int, sender_domain: str = "partner.test
     the same bytes for the same arguments."""
     rnd = random.Random(seed)
     text_len = max(300, target // 4)
-    words = []
+    words: list[str] = []
     while sum(len(w) + 1 for w in words) < text_len:
         words.append(rnd.choice(WORDS))
     text = " ".join(words)
