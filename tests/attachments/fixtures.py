@@ -11,8 +11,12 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from mailmoat.evaluation.clamd import EICAR
-from mailmoat.evaluation.messages import pdf, pdf_plain, zip_bytes  # noqa: F401  (fx.pdf_plain() etc.)
+from mailmoat.evaluation.clamd import EICAR  # noqa: F401  (fx.EICAR)
+from mailmoat.evaluation.messages import (  # noqa: F401  (fx.pdf_plain() etc.)
+    pdf,
+    pdf_plain,
+    zip_bytes,
+)
 
 # A minimal PE header: enough for libmagic to call it a Windows program.
 PE = (b"MZ" + b"\x90\x00" * 29 + b"\x80\x00\x00\x00" + b"\x00" * (0x80 - 64)
