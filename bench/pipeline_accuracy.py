@@ -54,7 +54,6 @@ from typing import Any
 
 import numpy as np
 
-from mailmoat.config import PolicySettings
 from mailmoat.evaluation.corpus import half, open_corpus
 from mailmoat.evaluation.folds import add_cv_args, oof_probabilities
 from mailmoat.evaluation.report import command, pct
@@ -170,7 +169,7 @@ def evidence_gate(topic: np.ndarray, combined: np.ndarray, p_bad: np.ndarray,
     the live check calls), with the out-of-fold content and tier-2 scores as the topic; the
     gate's symbol per message ("" none) and the bulk level (-1: not bulk)."""
     settings = EvidenceSettings()
-    policy = PolicySettings()
+    policy = DEFAULT_POLICY
     out = combined.copy()
     names: list[str] = []
     levels = np.full(len(scans), -1)
@@ -659,7 +658,7 @@ def main() -> None:
          "by other evidence (`EVIDENCE_CORROBORATED`), withdrawn for consistent bulk or brand "
          "mail (`EVIDENCE_CONSISTENT`), or lowered below reject (`EVIDENCE_CONTENT_ONLY`); "
          "*as bulk*: accepted and marked bulk (level at or above the default bulk threshold "
-         f"{PolicySettings().bulk_threshold}) — for spam and phish these are misses."),
+         f"{DEFAULT_POLICY.bulk_threshold}) — for spam and phish these are misses."),
         "",
         format_gate(results["evidence_gate"]),
         "",
