@@ -418,7 +418,8 @@ def main() -> None:
                     help="also write every scanned message's scores as a .npz: path, corpus, "
                          "group, label, tier-1 and (with --deep-run) tier-2 probabilities, "
                          "whether tier 2 counts, the other families' score and symbols "
-                         "(names and a message x symbol score matrix)")
+                         "(names and a message x symbol score matrix), the combined score "
+                         "after the evidence gate and the bulk level (-1: not bulk)")
     args = ap.parse_args()
     started = time.perf_counter()
     root, samples = open_corpus(args.corpus)
@@ -555,6 +556,7 @@ def main() -> None:
             corpus=np.array([s.corpus for s in sub]), group=np.array([s.group for s in sub]),
             label=labels, p1=P1_kept, p2=P2_kept, voted=voted_kept, content=content,
             deep=deep, others=others, forced=np.array([r["forced"] or "" for r in scans]),
+            combined=combined, bulk_level=bulk_levels,
             symbol_names=np.array(names), symbols=S)
         log(f"[scores] {len(sub)} messages written to {args.dump_scores}")
 

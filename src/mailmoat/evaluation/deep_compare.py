@@ -13,7 +13,8 @@ run read as today's parser does (`tier2.changed_inputs`), so each run is judged 
 mail. Tier 1's scores and the other families' come from the pipeline dump, so "gateway" is
 bench/pipeline_accuracy.py's default verdict (content + tier 2 combined by the mean of their
 log-odds on the band, + the other families, through `mailmoat.policy.decide`) on those
-messages.
+messages, without the evidence gate: the dump holds the gate's outcome for its own tier-2
+run only, not what the gate would do with another.
 Writes deep_compare.md under --out.
 """
 

@@ -7,11 +7,12 @@ module) set aside.
     python -m mailmoat.evaluation.label_audit --scores /tmp/scores.npz
 
 The verdicts are recomputed from the dump exactly as bench/pipeline_accuracy.py makes them
-(content + tier 2 + other families, a forced action, through `mailmoat.policy.decide` at
-the default policy), and the program refuses a dump whose verdicts it cannot reproduce. It also counts, over the whole
-index and without regard to any model, texts that carry both labels (the same set of body
-words, at least MIN_WORDS of them, in ham and in spam/phish): a check on label noise that no
-reading of errors can bias.
+(content + tier 2 + other families after the evidence gate, a forced action and the bulk
+level, through `mailmoat.policy.decide` at the default policy), and the program refuses a
+dump whose verdicts it cannot reproduce. It also counts, over the whole index and without
+regard to any model, texts that carry both labels (the same set of body words, at least
+MIN_WORDS of them, in ham and in spam/phish): a check on label noise that no reading of
+errors can bias.
 
 Why both figures, and why the second one is not a result: the audit file lists only messages
 found by reading the *errors* of one run. Nobody read the messages the pipeline got right, and
@@ -34,7 +35,7 @@ import numpy as np
 from mailmoat.evaluation.corpus import open_corpus
 from mailmoat.evaluation.paths import results_dir
 from mailmoat.evaluation.report import command, pct, write_report
-from mailmoat.evaluation.verdicts import actions
+from mailmoat.evaluation.verdicts import verdict
 
 AUDIT = Path(__file__).with_name("label_audit.tsv")
 MIN_WORDS = 20
@@ -56,9 +57,21 @@ def read_audit(path: Path) -> list[dict[str, str]]:
     return rows
 
 
+def totals(d: Any) -> np.ndarray:
+    """Every dumped message's total score: after the evidence gate (`combined`), or the sum
+    of the parts in a dump made before the dump held it."""
+    if "combined" in d.files:
+        return np.asarray(d["combined"])
+    return np.round(d["content"] + d["deep"] + d["others"], 3)
+
+
 def verdicts(d: Any) -> np.ndarray:
-    """The default-policy action of every dumped message."""
-    return actions(np.round(d["content"] + d["deep"] + d["others"], 3), d["forced"])
+    """The default-policy action of every dumped message: its total, forced action and bulk
+    level through `mailmoat.policy.decide`."""
+    total = totals(d)
+    bulk = d["bulk_level"] if "bulk_level" in d.files else np.full(len(total), -1)
+    return np.array([verdict(float(s), str(f) or None, int(b) if b >= 0 else None).action.value
+                     for s, f, b in zip(total, d["forced"], bulk)])
 
 
 def rates(labels: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
@@ -123,7 +136,7 @@ def main() -> None:
     rel = np.array([str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else p
                     for p in d["path"]])
     labels, corpora = d["label"].astype(str), d["corpus"].astype(str)
-    acts = verdicts(d)
+    acts, total = verdicts(d), totals(d)
     flagged = acts != "accept"
     overall = rates(labels, flagged)
     expect = json.loads(Path(args.expect).read_text(encoding="utf-8"))["combined"]["overall"]
@@ -144,7 +157,7 @@ def main() -> None:
             raise SystemExit(f"{row['path']}: the index labels it {labels[i]}, the audit "
                              f"{row['label']}")
         keep[i] = False
-        listed.append((row, acts[i], float(d["content"][i] + d["deep"][i] + d["others"][i])))
+        listed.append((row, acts[i], float(total[i])))
 
     conflicts = label_conflicts(root, samples)
     lines, res = table(labels, corpora, flagged, keep)
