@@ -1,8 +1,9 @@
 """Per-message latency of the attachments and antivirus families on a 100 KB message.
 
 The message carries a PDF and a zip (with a PDF and a text file inside) — the case the
-families do real work on. A private clamd (tests/clamd.py, EICAR test signatures only) runs
-locally. Every variant is measured in the same run against a parse-only baseline:
+families do real work on. A private clamd (`mailmoat.evaluation.clamd`, EICAR test
+signatures only) runs locally. Every variant is measured in the same run against a
+parse-only baseline:
 
     nice python bench/attachments_latency.py [--n 300]
 
@@ -15,23 +16,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
-
-from mailmoat.config import config_from_dict  # noqa: E402
-from mailmoat.message.model import Envelope  # noqa: E402
-from mailmoat.message.parse import parse_message  # noqa: E402
-from mailmoat.scan.antivirus import AntivirusSettings, ClamavCheck  # noqa: E402
-from mailmoat.scan.attachments import build as build_attachments  # noqa: E402
-from mailmoat.scan.base import BuildContext  # noqa: E402
-from mailmoat.scan.pipeline import Pipeline  # noqa: E402
-from tests.attachments import fixtures as fx  # noqa: E402
-from tests.clamd import running_clamd  # noqa: E402
-from tests.conftest import make_email  # noqa: E402
+from mailmoat.config import config_from_dict
+from mailmoat.evaluation import messages as fx
+from mailmoat.evaluation.clamd import running_clamd
+from mailmoat.evaluation.messages import make_email
+from mailmoat.message.model import Envelope
+from mailmoat.message.parse import parse_message
+from mailmoat.scan.antivirus import AntivirusSettings, ClamavCheck
+from mailmoat.scan.attachments import build as build_attachments
+from mailmoat.scan.base import BuildContext
+from mailmoat.scan.pipeline import Pipeline
 
 
 def sample_message() -> bytes:

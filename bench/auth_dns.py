@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
-
-from mailmoat.dkimsign import generate_private_key, load_private_key, sign_message  # noqa: E402
-from mailmoat.dns import DnsSettings, Resolver  # noqa: E402
-from mailmoat.message.model import Envelope  # noqa: E402
-from mailmoat.message.parse import parse_message  # noqa: E402
-from mailmoat.scan.auth import AuthCheck, AuthSettings  # noqa: E402
-from mailmoat.scan.pipeline import Pipeline  # noqa: E402
-from tests.conftest import make_email  # noqa: E402
-from tests.dnsserver import TestDnsServer, publish_sender  # noqa: E402
+from mailmoat.dkimsign import generate_private_key, load_private_key, sign_message
+from mailmoat.dns import DnsSettings, Resolver
+from mailmoat.evaluation.dnsserver import TestDnsServer, publish_sender
+from mailmoat.evaluation.messages import make_email
+from mailmoat.message.model import Envelope
+from mailmoat.message.parse import parse_message
+from mailmoat.scan.auth import AuthCheck, AuthSettings
+from mailmoat.scan.pipeline import Pipeline
 
 
 async def run(server: TestDnsServer, msgs: list, shared: bool) -> float:

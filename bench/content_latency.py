@@ -3,8 +3,9 @@
     python bench/content_latency.py --corpus /tmp/corpus [--messages 400] [--engine auto]
 
 Runs a pipeline of two checks on held-out corpus messages up to 100 KB: a tier-1 PROXY
-(HashingVectorizer + SGD from bench/deep_eval.py, which sets `ml_spam_probability` like the
-real tier 1 will) and the real tier-2 `DeepCheck` in band mode. For each message it times
+(HashingVectorizer + SGD, `mailmoat.evaluation.tier1_proxy`, never trained on these
+messages, which sets `ml_spam_probability` as the real tier 1 does) and the real tier-2
+`DeepCheck` in band mode. For each message it times
 `Pipeline.scan` (the content stage; parsing is timed apart) and reports p50/p99 with and
 without tier 2 (the baseline: the same pipeline without the deep check, same messages, same
 run), the share of messages tier 2 ran on, tier 2's own p50/p99 on those, the same percentiles in
@@ -23,25 +24,19 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from deep_eval import train_tier1_proxy  # noqa: E402
-
-from mailmoat.message.model import ParsedMessage  # noqa: E402
-from mailmoat.message.parse import parse_message  # noqa: E402
-from mailmoat.ml.deep.corpus import is_test_group, read_index  # noqa: E402
-from mailmoat.ml.deep.engine import open_named  # noqa: E402
-from mailmoat.scan.base import Check, ScanResult, SymbolSpec  # noqa: E402
-from mailmoat.scan.deep import DeepCheck, DeepModel, DeepSettings  # noqa: E402
-from mailmoat.scan.pipeline import Pipeline  # noqa: E402
+from mailmoat.evaluation.tier1_proxy import train_tier1_proxy
+from mailmoat.message.model import ParsedMessage
+from mailmoat.message.parse import parse_message
+from mailmoat.ml.deep.corpus import is_test_group, read_index
+from mailmoat.ml.deep.engine import open_named
+from mailmoat.scan.base import Check, ScanResult, SymbolSpec
+from mailmoat.scan.deep import DeepCheck, DeepModel, DeepSettings
+from mailmoat.scan.pipeline import Pipeline
 
 
 class Tier1Proxy(Check):

@@ -3,8 +3,8 @@
 
     nice env PYTHONPATH=src .venv/bin/python bench/dkim_verify.py [--n 50]
 
-Messages are the generated ones of bench/scan_latency.py (about 2, 20 and 100 KB: text, HTML,
-a base64 attachment), signed relaxed/relaxed with RSA-2048. The same messages are verified
+Messages are the generated ones of bench/scan_latency.py (`synthetic_message`: about 2, 20
+and 100 KB of text, HTML and a base64 attachment), signed relaxed/relaxed with RSA-2048. The same messages are verified
 with dkimpy as shipped (its canonicalization and message split) and with the functions
 mailmoat.dkimfast installs, alternating round by round; the best round of each is reported
 (milliseconds of process CPU time per verification), and every verification must pass.
@@ -16,17 +16,13 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "bench")]
+import dkim
+import dkim.canonicalization as canon
 
-import dkim  # noqa: E402
-import dkim.canonicalization as canon  # noqa: E402
-
-from mailmoat import dkimfast  # noqa: E402
-from mailmoat.dkimsign import dns_record_value, generate_private_key, load_private_key, sign_message  # noqa: E402
-from scan_latency import SIZES, make_message  # noqa: E402
+from mailmoat import dkimfast
+from mailmoat.dkimsign import dns_record_value, generate_private_key, load_private_key, sign_message
+from mailmoat.evaluation.messages import SIZES, synthetic_message
 
 VARIANTS = {
     "dkimpy": (dkimfast.original_strip_trailing_whitespace,
@@ -55,7 +51,7 @@ def main() -> None:
     print(f"load average {os.getloadavg()}")
     print(f"{'size':>6} {'bytes':>7} | {'dkimpy ms':>9} {'dkimfast ms':>11} | speed-up")
     for label, size in SIZES:
-        msgs = [sign_message(make_message(size, i, "sender.test"), "sender.test", key)
+        msgs = [sign_message(synthetic_message(size, i, "sender.test"), "sender.test", key)
                 for i in range(args.n)]
         best = {name: float("inf") for name in VARIANTS}
         for _ in range(args.rounds):

@@ -26,76 +26,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import sys
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from mailmoat.commands.scan import envelope_for  # noqa: E402
-from mailmoat.config import config_from_dict  # noqa: E402
-from mailmoat.scan.base import BuildContext  # noqa: E402
-from mailmoat.scan.engine import Scanner  # noqa: E402
-
-ACTIONS = ("accept", "tag", "quarantine", "reject")
-
-
-def read_manifest(path: Path) -> list[dict[str, str]]:
-    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines()
-             if ln.strip() and not ln.startswith("#")]
-    return list(csv.DictReader(lines, delimiter="\t"))
-
-
-async def scan_all(rows: list[dict[str, str]], root: Path,
-                   trusted: list[str]) -> list[dict[str, Any]]:
-    cfg: dict[str, Any] = {"scan": {"network": False}}
-    if trusted:
-        cfg["auth"] = {"trusted_authserv_ids": trusted}
-    config = config_from_dict(cfg)
-    scanner = Scanner(BuildContext(config=config, network=False))
-    out = []
-    try:
-        for row in rows:
-            raw = (root / row["path"]).read_bytes()
-            o = await scanner.scan(raw, envelope_for(raw, config))
-            out.append({**row, "action": o.verdict.action.value, "score": o.verdict.score,
-                        "category": o.verdict.category.value,
-                        "bulk_level": o.verdict.bulk_level,
-                        "symbols": [(s.name, s.score, s.reason) for s in o.result.symbols
-                                    if s.score != 0 or s.name.startswith(("EVIDENCE", "BULK"))]})
-    finally:
-        await scanner.close()
-    return out
-
-
-def table(results: list[dict[str, Any]]) -> str:
-    groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    for r in results:
-        for key in ((r["split"], r["kind"]), (r["split"], "all kinds")):
-            groups[key][r["action"]] += 1
-            groups[key]["n"] += 1
-            groups[key]["bulk"] += r["category"] == "bulk" and r["action"] == "accept"
-    lines = ["| split | kind | messages | accepted (as bulk) | tagged | quarantined | rejected "
-             "| not accepted |", "|---|---|---|---|---|---|---|---|"]
-    for (split, kind), c in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == "all kinds",
-                                                                    kv[0][1])):
-        n = c["n"]
-        bad = n - c["accept"]
-        lines.append(f"| {split} | {kind} | {n} | {c['accept']} ({c['bulk']}) | {c['tag']} | "
-                     f"{c['quarantine']} | {c['reject']} | {bad} ({100 * bad / n:.1f}%) |")
-    return "\n".join(lines)
+from mailmoat.evaluation.modern import MANIFEST, read_manifest, scan_all, table
+from mailmoat.evaluation.paths import checkout
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--root", type=Path, default=ROOT.parent / "modern-legit",
+    ap.add_argument("--root", type=Path, default=checkout().parent / "modern-legit",
                     help="where the messages are (default: modern-legit beside the checkout)")
-    ap.add_argument("--manifest", type=Path, default=ROOT / "bench" / "modern_mail.tsv")
+    ap.add_argument("--manifest", type=Path, default=MANIFEST)
     ap.add_argument("--trusted-authserv-id", action="append", default=[], metavar="ID")
     ap.add_argument("--show", choices=("design",), help="print each design message's verdict "
                     "and symbols (holdout rows are never printed)")

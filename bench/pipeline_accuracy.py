@@ -6,16 +6,16 @@
                                            [--dump-scores FILE] [--modern DIR]
 
 What is measured, per message:
-1. the tier-1 content model's score, out-of-fold: the same grouped k-fold as
-   bench/accuracy.py (StratifiedGroupKFold on `group`, fixed `TrainParams`), probabilities
+1. the tier-1 content model's score, out-of-fold: the grouped k-fold of
+   `mailmoat.evaluation.folds` (StratifiedGroupKFold on `group`, fixed `TrainParams`), probabilities
    turned into the content check's score by `mailmoat.ml.scoring.content_score`;
 2. every other local check family (gtube, malformed, lists, urls, impersonation,
    attachments) through the real `Scanner`, with content and deep off and no network, the
    envelope rebuilt from Return-Path/Received exactly as `mailmoat scan` does; antivirus has
    no clamd configured, so it does not run;
 3. the combined score (1 + 2) and its action at the default policy (tag 5, quarantine 10,
-   reject 15), a forced action (GTUBE, unparseable mail, list block) only making it stricter,
-   as `mailmoat.policy.decide` does.
+   reject 15) with the check's forced action (GTUBE, unparseable mail, list block) and bulk
+   level, from `mailmoat.policy.decide` itself (`mailmoat.evaluation.verdicts`).
 
 Tier 2 (the deep model) is included only with `--deep-run`/`--deep-data`: the out-of-fold
 scores of `python -m mailmoat.ml.deep.finetune train` (same folds as tier 1), scored as
@@ -31,9 +31,9 @@ a table says what it did per corpus. `--modern DIR` adds today's legitimate mail
 bench/modern_mail.tsv (see bench/modern_mail.py), scanned with the bundled models.
 
 `--unseen source` (or `era`) replaces the cross-validation by the held-out-source test of
-bench/deep_cv.py: tier 1 trained without trec07p and phishing_pot (modern_ham), tier 2 from
-the fine-tuning run's model trained without them, and only those corpora scanned and
-reported — the whole pipeline on mail from sources it never saw.
+`python -m mailmoat.evaluation.deep_cv`: tier 1 trained without trec07p and phishing_pot
+(modern_ham), tier 2 from the fine-tuning run's model trained without them, and only those
+corpora scanned and reported — the whole pipeline on mail from sources it never saw.
 
 Writes bench/results/pipeline_accuracy.md and pipeline_accuracy.json (or under --out).
 """
@@ -46,7 +46,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -55,18 +54,14 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from accuracy import add_cv_args, oof_probabilities, open_corpus
-from deep_cv import UNSEEN, left_out_note
-
-from mailmoat.ml.corpus import Sample, design_half, read_sample
+from mailmoat.evaluation.corpus import half, open_corpus
+from mailmoat.evaluation.folds import add_cv_args, oof_probabilities
+from mailmoat.evaluation.report import command, pct
+from mailmoat.evaluation.tier2 import UNSEEN, left_out_note, load_tier2, tier2_scores
+from mailmoat.evaluation.verdicts import DEFAULT_POLICY, action, actions, verdict
+from mailmoat.ml.corpus import Sample, read_sample
 from mailmoat.ml.evaluate import (
-    DEFAULT_THRESHOLDS,
     TRADEOFF_THRESHOLDS,
-    action_for,
     format_table,
     format_tradeoff,
     summarize,
@@ -75,13 +70,12 @@ from mailmoat.ml.evaluate import (
 from mailmoat.ml.model import CLASSES
 from mailmoat.ml.scoring import content_score
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
-from mailmoat.config import PolicySettings
+from mailmoat.scan.base import Category
 from mailmoat.scan.deep import DeepSettings, combined_bad
 from mailmoat.scan.evidence import SYMBOLS as EVIDENCE_SYMBOLS
 from mailmoat.scan.evidence import Consistency, EvidenceSettings, settle
 
 SCAN_CONFIG = {"scan": {"network": False}, "content": {"enabled": False}, "deep": {"mode": "off"}}
-SEVERITY = {"accept": 0, "tag": 1, "quarantine": 2, "reject": 3}
 SAMPLED_CORPORA = ("trec07p", "trec06c")
 
 # --- scanning, one Scanner per worker process ----------------------------------------------
@@ -158,12 +152,10 @@ def deep_scores(keep: list[int], P: np.ndarray, t2: Any,
     """Tier 2's score per kept message, as the live check would add it under these `[deep]`
     settings: where tier 1's out-of-fold P(spam or phish) lies in `band` (every message with
     `mode` all) and the text has `min_tokens` word pieces, from tier 2's stored probabilities
-    (`deep_cv.load_tier2`: out-of-fold on the same folds as tier 1, or with `--unseen` its
+    (`tier2.load_tier2`: out-of-fold on the same folds as tier 1, or with `--unseen` its
     model trained without those corpora). Also: which kept messages tier 2 is left out for
-    because their text changed since the run (`deep_cv.changed_inputs`). `keep`: the indices
+    because their text changed since the run (`tier2.changed_inputs`). `keep`: the indices
     of the kept (scanned) messages among all samples."""
-    from deep_cv import tier2_scores
-
     out, names = tier2_scores(P, t2.p, t2.voted, settings)
     return out[keep], [names[i] for i in keep], t2.changed[keep]
 
@@ -177,7 +169,7 @@ def evidence_gate(topic: np.ndarray, combined: np.ndarray, p_bad: np.ndarray,
     the live check calls), with the out-of-fold content and tier-2 scores as the topic; the
     gate's symbol per message ("" none) and the bulk level (-1: not bulk)."""
     settings = EvidenceSettings()
-    policy = PolicySettings()
+    policy = DEFAULT_POLICY
     out = combined.copy()
     names: list[str] = []
     levels = np.full(len(scans), -1)
@@ -231,10 +223,6 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{c} {n}" for c, n in counts.items())
 
 
-def stricter(action: str, forced: str | None) -> str:
-    return forced if forced is not None and SEVERITY[forced] > SEVERITY[action] else action
-
-
 def sample_ham(samples: list[Sample], cap: int) -> list[bool]:
     """Keep at most `cap` ham per corpus in SAMPLED_CORPORA, chosen by a hash of the group,
     so the choice is deterministic and a group is kept or dropped whole."""
@@ -259,10 +247,9 @@ def sample_ham(samples: list[Sample], cap: int) -> list[bool]:
 def family_table(labels: np.ndarray, content: np.ndarray, combined_sc: np.ndarray,
                  combined_act: np.ndarray, scans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per family: how often it fires, and what it changes on top of the content model."""
-    tag = DEFAULT_THRESHOLDS[0]
     ham, phish, spam = labels == "ham", labels == "phish", labels == "spam"
     bad = ~ham
-    content_flag = content >= tag
+    content_flag = actions(content) != "accept"
     combined_flag = combined_act != "accept"
     families = sorted({f for r in scans for f in r["families"]} |
                       {r["forced_family"] for r in scans if r["forced_family"]})
@@ -274,7 +261,7 @@ def family_table(labels: np.ndarray, content: np.ndarray, combined_sc: np.ndarra
         # Combined verdict with this family removed: its score out, its forced action out.
         without_sc = combined_sc - fs
         without_act = np.array([
-            stricter(action_for(s), r["forced"] if r["forced_family"] != f else None)
+            action(s, r["forced"] if r["forced_family"] != f else None)
             for s, r in zip(without_sc, scans)])
         needed = combined_flag & (without_act == "accept")
         rows.append({
@@ -313,13 +300,9 @@ def symbol_table(labels: np.ndarray, scans: list[dict[str, Any]]) -> list[dict[s
 def format_symbols(rows: list[dict[str, Any]]) -> str:
     lines = ["| symbol | mean score | ham with it | spam with it | phish with it |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| `{r['symbol']}` | {r['mean_score']:g} | {_pct(r['ham'])} ({r['ham_count']}) | "
-                     f"{_pct(r['spam'])} | {_pct(r['phish'])} |")
+        lines.append(f"| `{r['symbol']}` | {r['mean_score']:g} | {pct(r['ham'])} ({r['ham_count']}) | "
+                     f"{pct(r['spam'])} | {pct(r['phish'])} |")
     return "\n".join(lines)
-
-
-def _pct(v: float | None, d: int = 2) -> str:
-    return "n/a" if v is None else f"{100 * v:.{d}f}%"
 
 
 def format_families(rows: list[dict[str, Any]], n_ham: int, n_bad: int) -> str:
@@ -330,8 +313,8 @@ def format_families(rows: list[dict[str, Any]], n_ham: int, n_bad: int) -> str:
              "|" + "---|" * 9]
     for r in rows:
         lines.append(
-            f"| {r['family']} | {_pct(r['phish_positive'])} | {_pct(r['spam_positive'])} | "
-            f"{_pct(r['ham_positive'])} | {r['forced_ham']} / {r['forced_bad']} | "
+            f"| {r['family']} | {pct(r['phish_positive'])} | {pct(r['spam_positive'])} | "
+            f"{pct(r['ham_positive'])} | {r['forced_ham']} / {r['forced_bad']} | "
             f"{r['fp_added']} of {n_ham} | {r['phish_added']} / {r['spam_added']} | "
             f"{r['ham_saved']} | {r['bad_lost']} |")
     return "\n".join(lines)
@@ -348,17 +331,10 @@ def headline(res: dict[str, dict[str, Any]]) -> str:
                    for k in ("content", "others", "combined"))
         lines.append(
             f"| {'**overall**' if name == 'overall' else name} | {b['ham']} | {b['spam'] + b['phish']} | "
-            f"{_pct(c['fp_rate'], 3)} / {_pct(o['fp_rate'], 3)} / **{_pct(b['fp_rate'], 3)}** | "
-            f"{_pct(c['detection'])} / {_pct(o['detection'])} / **{_pct(b['detection'])}** | "
-            f"{_pct(c['accuracy'])} / **{_pct(b['accuracy'])}** |")
+            f"{pct(c['fp_rate'], 3)} / {pct(o['fp_rate'], 3)} / **{pct(b['fp_rate'], 3)}** | "
+            f"{pct(c['detection'])} / {pct(o['detection'])} / **{pct(b['detection'])}** | "
+            f"{pct(c['accuracy'])} / **{pct(b['accuracy'])}** |")
     return "\n".join(lines)
-
-
-def half(sample: Sample) -> str:
-    """The sample's half as bench/phishing_families.py splits (`design_half` of the index's
-    own group id, i.e. without the "corpus:" prefix). Rule checks should be designed on the
-    misses of the tune half only (`--dump-errors` marks each row) and judged on the test half."""
-    return design_half(sample.group.split(":", 1)[1] if ":" in sample.group else sample.group)
 
 
 def halves_table(sub: list[Sample], labels: np.ndarray, actions: np.ndarray) -> str:
@@ -442,7 +418,8 @@ def main() -> None:
                     help="also write every scanned message's scores as a .npz: path, corpus, "
                          "group, label, tier-1 and (with --deep-run) tier-2 probabilities, "
                          "whether tier 2 counts, the other families' score and symbols "
-                         "(names and a message x symbol score matrix)")
+                         "(names and a message x symbol score matrix), the combined score "
+                         "after the evidence gate and the bulk level (-1: not bulk)")
     args = ap.parse_args()
     started = time.perf_counter()
     root, samples = open_corpus(args.corpus)
@@ -505,8 +482,6 @@ def main() -> None:
     P2_kept = np.zeros_like(P1_kept)
     voted_kept = np.zeros(len(sub), dtype=bool)
     if args.deep_run:
-        from deep_cv import load_tier2
-
         t2 = load_tier2(root, samples, Path(args.deep_data), Path(args.deep_run), args.unseen)
         keep_idx = [idx[j] for j in ok]
         P2_kept, voted_kept = t2.p[keep_idx], t2.voted[keep_idx]
@@ -521,15 +496,19 @@ def main() -> None:
                            else float(a[si] + a[pi])
                            for a, b, v in zip(P1_kept, P2_kept, voted_kept)])
     combined, gate, bulk_levels = evidence_gate(content + deep, combined, p_bad_kept, scans)
-    act_content = [action_for(s) for s in content]
-    act_others = [stricter(action_for(s), r["forced"]) for s, r in zip(others, scans)]
-    act_combined = np.array([stricter(action_for(s), r["forced"]) for s, r in zip(combined, scans)])
-    as_bulk = (act_combined == "accept") & (bulk_levels >= PolicySettings().bulk_threshold)
+    act_content = actions(content).tolist()
+    act_others = actions(others, [r["forced"] for r in scans]).tolist()
+    final = [verdict(s, r["forced"], int(b) if b >= 0 else None)
+             for s, r, b in zip(combined, scans, bulk_levels)]
+    act_combined = np.array([v.action.value for v in final])
+    as_bulk = np.array([v.category is Category.BULK for v in final])  # delivered as bulk
     wrong = (labels == "ham") != (act_combined == "accept")  # FP or miss of the combined verdict
 
     results: dict[str, Any] = {
         "corpus_dir": str(root), "folds": args.folds, "params": params.__dict__,
-        "scan_config": SCAN_CONFIG, "thresholds": list(DEFAULT_THRESHOLDS),
+        "scan_config": SCAN_CONFIG,
+        "thresholds": [DEFAULT_POLICY.tag_threshold, DEFAULT_POLICY.quarantine_threshold,
+                       DEFAULT_POLICY.reject_threshold],
         "max_ham_per_corpus": args.max_ham_per_corpus, "messages": len(sub),
         "unseen": list(UNSEEN[args.unseen]) if args.unseen else None,
         "deep_run": args.deep_run, "deep_mode": args.deep_mode if args.deep_run else None,
@@ -552,7 +531,7 @@ def main() -> None:
     n_ham = int((labels == "ham").sum())
     results["families"] = family_table(labels, content, combined, act_combined, scans)
     results["symbols"] = symbol_table(labels, scans)
-    content_flag = content >= DEFAULT_THRESHOLDS[0]
+    content_flag = np.array(act_content) != "accept"
     new_flag = (act_combined != "accept") & ~content_flag
     results["newly_flagged_ham"] = [
         {"path": sub[i].path, "corpus": sub[i].corpus, "content": float(content[i]),
@@ -577,6 +556,7 @@ def main() -> None:
             corpus=np.array([s.corpus for s in sub]), group=np.array([s.group for s in sub]),
             label=labels, p1=P1_kept, p2=P2_kept, voted=voted_kept, content=content,
             deep=deep, others=others, forced=np.array([r["forced"] or "" for r in scans]),
+            combined=combined, bulk_level=bulk_levels,
             symbol_names=np.array(names), symbols=S)
         log(f"[scores] {len(sub)} messages written to {args.dump_scores}")
 
@@ -588,7 +568,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "pipeline_accuracy.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
 
-    cmd = ("nice python bench/pipeline_accuracy.py " + " ".join(sys.argv[1:])).strip()
+    cmd = "nice " + command("bench/pipeline_accuracy.py", prefix="python")
     sampled = ""
     if args.max_ham_per_corpus > 0:
         sampled = (f" Ham of {' and '.join(SAMPLED_CORPORA)} sampled to at most "
@@ -607,7 +587,8 @@ def main() -> None:
          f"(fixed hyper-parameters), only {unseen} reported; probabilities → score by "
          "`mailmoat.ml.scoring.content_score`." if unseen else
          "- **content**: the tier-1 model's score, out-of-fold: a "
-        f"{args.folds}-fold StratifiedGroupKFold on the `group` column (as bench/accuracy.py), "
+        f"{args.folds}-fold StratifiedGroupKFold on the `group` column "
+        "(`mailmoat.evaluation.folds`), "
         "fixed hyper-parameters, probabilities → score by `mailmoat.ml.scoring.content_score`."),
         ("- **others**: every other local family through the real `Scanner` "
         "(gtube, malformed, lists, urls, impersonation, attachments), envelope rebuilt from "
@@ -646,7 +627,8 @@ def main() -> None:
         "records of mail from 2002–2007 no longer answer as they did). They would add evidence "
         "in production; they are not measured here."),
         ("- FP rate: ham with any action other than accept. Detection: spam+phish flagged (tag "
-        "or stricter). Same definitions as bench/accuracy.py (`mailmoat.ml.evaluate`)."),
+        "or stricter). Same definitions as `mailmoat.evaluation.accuracy` "
+        "(`mailmoat.ml.evaluate`)."),
         ("- ROC AUC: content alone ranks by P(spam or phish); others and combined rank by the "
         "score, which takes few distinct values (the content score is banded), so the AUCs of "
         "the three are not comparable. Trade-off tables use the score only, without forced "
@@ -659,7 +641,8 @@ def main() -> None:
         "",
         "## Combined verdict by half",
         "",
-        ("The corpora split in two by group, as bench/phishing_families.py does (sha1 of the "
+        ("The corpora split in two by group, as `mailmoat.evaluation.phishing_families` does "
+        "(sha1 of the "
         "group id even: tune, odd: test). Rule checks designed from the misses should be "
         "designed on the tune half (`--dump-errors` marks each row's half) and judged on the "
         "test half; the checks up to 2026-11-28 were designed on both, so for them neither "
@@ -677,7 +660,7 @@ def main() -> None:
          "by other evidence (`EVIDENCE_CORROBORATED`), withdrawn for consistent bulk or brand "
          "mail (`EVIDENCE_CONSISTENT`), or lowered below reject (`EVIDENCE_CONTENT_ONLY`); "
          "*as bulk*: accepted and marked bulk (level at or above the default bulk threshold "
-         f"{PolicySettings().bulk_threshold}) — for spam and phish these are misses."),
+         f"{DEFAULT_POLICY.bulk_threshold}) — for spam and phish these are misses."),
         "",
         format_gate(results["evidence_gate"]),
         "",
@@ -717,11 +700,11 @@ def main() -> None:
         "",
     ]
     if args.modern:
-        from modern_mail import read_manifest
-        from modern_mail import scan_all as scan_modern
-        from modern_mail import table as modern_table
+        from mailmoat.evaluation.modern import MANIFEST, read_manifest
+        from mailmoat.evaluation.modern import scan_all as scan_modern
+        from mailmoat.evaluation.modern import table as modern_table
 
-        rows = read_manifest(ROOT / "bench" / "modern_mail.tsv")
+        rows = read_manifest(MANIFEST)
         modern = asyncio.run(scan_modern(rows, Path(args.modern), []))
         results["modern_mail"] = [{k: r[k] for k in ("path", "kind", "split", "action",
                                                      "category", "bulk_level")} for r in modern]

@@ -9,8 +9,8 @@ five links) go through `Scanner.scan()` exactly as the SMTP intake does: parse o
 check family the default configuration turns on, policy. On top of the defaults the bench
 configures what a gateway would have and the defaults cannot know:
 
-* DNS: a real DNS server on loopback (tests/dnsserver.py, dnslib) in a child process, as a
-  local resolver would be. Every sender domain publishes SPF (`mx` plus an `include`), an
+* DNS: a real DNS server on loopback (`mailmoat.evaluation.dnsserver`, dnslib) in a child
+  process, as a local resolver would be. Every sender domain publishes SPF (`mx` plus an `include`), an
   RSA-2048 DKIM key and a DMARC policy, and every message is DKIM-signed with it; every
   `--arc-every`-th message reached us through a mailing list that ARC-sealed it. A DNSBL
   zone for client IPs and a URIBL zone for linked domains are configured (one in ten listed).
@@ -18,7 +18,7 @@ configures what a gateway would have and the defaults cannot know:
   gateway's resolver cache misses and each look-up is answered by the server: the
   pessimistic case. `--senders K` cycles through K sender domains instead (a warm cache).
 * the sender memory on SQLite (as `mailmoat serve` has it), allow/block lists, and with
-  `--with-clamd` a private clamd with the test signatures (tests/clamd.py).
+  `--with-clamd` a private clamd with the test signatures (`mailmoat.evaluation.clamd`).
 * tiers 1 and 2 as configured by default (`--disable deep` leaves tier 2 out); tier 3 (LLM)
   is off by default and stays off.
 
@@ -46,30 +46,21 @@ import ipaddress
 import json
 import os
 import platform
-import random
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from email.message import EmailMessage
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+from mailmoat.config import config_from_dict
+from mailmoat.evaluation.messages import SIZES, synthetic_message
+from mailmoat.evaluation.paths import results_dir
+from mailmoat.message.model import Envelope
+from mailmoat.message.parse import parse_message
+from mailmoat.scan.base import BuildContext
+from mailmoat.scan.engine import Scanner
 
-from mailmoat.config import config_from_dict  # noqa: E402
-from mailmoat.message.model import Envelope  # noqa: E402
-from mailmoat.message.parse import parse_message  # noqa: E402
-from mailmoat.scan.base import BuildContext  # noqa: E402
-from mailmoat.scan.engine import Scanner  # noqa: E402
-
-WORDS = (
-    "invoice payment account meeting report please review attached schedule quarter "
-    "budget team update project customer order shipping delivery confirm password "
-    "security notice thanks regards tomorrow office"
-).split()
-SIZES = (("2KB", 2_000), ("20KB", 20_000), ("100KB", 100_000))
 LIST_DOMAIN = "lists.bench.test"  # the mailing list that ARC-seals forwarded mail
 LIST_IP = "198.51.100.7"
 PROVIDER_SPF = "_spf.mailer.bench.test"  # included by every sender's SPF record
@@ -79,50 +70,12 @@ LOCAL_ENV = Envelope(mail_from="bounce@partner.test", rcpt_tos=("bob@example.tes
 URIBL_ZONE = "uribl.bench.test"
 
 
-def make_message(target: int, seed: int, sender_domain: str = "partner.test",
-                 link_domains: tuple[str, ...] = ()) -> bytes:
-    rnd = random.Random(seed)
-    text_len = max(300, target // 4)
-    words = []
-    while sum(len(w) + 1 for w in words) < text_len:
-        words.append(rnd.choice(WORDS))
-    text = " ".join(words)
-    hosts = [f"{rnd.choice(['shop', 'mail', 'docs'])}{rnd.randrange(99)}."
-             + (link_domains[i % len(link_domains)] if link_domains else "example.com")
-             for i in range(5)]
-    links = [f"https://{h}/p/{rnd.randrange(10**6)}" for h in hosts]
-    html = (
-        "<html><body><p>"
-        + text.replace(" please ", " <b>please</b> ")
-        + "</p>"
-        + "".join(f'<p><a href="{u}">{u.split("/")[2]}</a></p>' for u in links)
-        + "</body></html>"
-    )
-    msg = EmailMessage()
-    msg["From"] = f"Sender {seed} <sender{seed}@{sender_domain}>"
-    msg["To"] = "bob@example.test"
-    msg["Subject"] = f"Quarterly {rnd.choice(WORDS)} #{seed}"
-    msg["Date"] = "Sat, 28 Nov 2026 10:00:00 +0000"
-    msg["Message-ID"] = f"<bench-{seed}@{sender_domain}>"
-    msg.set_content(text + "\n" + "\n".join(links) + "\n")
-    msg.add_alternative(html, subtype="html")
-    so_far = len(msg.as_bytes())
-    attach = max(64, int((target - so_far) * 0.74))  # base64 grows 4/3
-    msg.add_attachment(
-        b"%PDF-1.4\n" + rnd.randbytes(attach),
-        maintype="application",
-        subtype="pdf",
-        filename=f"report-{seed}.pdf",
-    )
-    return msg.as_bytes()
-
-
 class World:
     """The senders, their signed messages and the DNS zones that vouch for them."""
 
     def __init__(self, senders: int, arc_every: int) -> None:
         from mailmoat.dkimsign import generate_private_key, load_private_key
-        from tests.dnsserver import publish_sender
+        from mailmoat.evaluation.dnsserver import publish_sender
 
         self.publish_sender = publish_sender
         self.pem = generate_private_key("rsa", 2048)
@@ -160,7 +113,7 @@ class World:
             self.zones[f"{reverse_ip(ip)}.{DNSBL_ZONE}"] = {"A": ["127.0.0.2"]}
         if idx % 10 == 7:
             self.zones[f"{links[0]}.{URIBL_ZONE}"] = {"A": ["127.0.0.2"]}
-        raw = sign_message(make_message(target, idx, domain, links), domain, self.key)
+        raw = sign_message(synthetic_message(target, idx, domain, links), domain, self.key)
         env = Envelope(mail_from=f"bounce@{domain}", rcpt_tos=("bob@example.test",),
                        client_ip=ip, helo=f"mx.{domain}")
         if self.arc_every and idx % self.arc_every == self.arc_every - 1:
@@ -298,7 +251,7 @@ def build_messages(n: int, world: World | None, sizes: list[str]) -> dict:
         if label not in sizes:
             continue
         if world is None:
-            msgs = [(make_message(size, i), LOCAL_ENV) for i in range(n)]
+            msgs = [(synthetic_message(size, i), LOCAL_ENV) for i in range(n)]
             warm = msgs[:20]
         else:
             warm = [world.message(size) for _ in range(20)]  # its own senders: cache stays cold
@@ -323,7 +276,7 @@ def main() -> None:
                     "per-check shares (0: skip)")
     ap.add_argument("--no-network", action="store_true", help="no DNS checks (local only)")
     ap.add_argument("--no-database", action="store_true", help="no sender memory")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scan_latency.json"))
+    ap.add_argument("--out", default=str(results_dir() / "scan_latency.json"))
     args = ap.parse_args()
     network = not args.no_network
     world = World(args.senders, args.arc_every) if network else None
@@ -331,17 +284,17 @@ def main() -> None:
     share_msgs = []
     if args.share_n:
         share_msgs = [world.message(100_000) if world else
-                      (make_message(100_000, 10**6 + i), LOCAL_ENV) for i in range(args.share_n)]
+                      (synthetic_message(100_000, 10**6 + i), LOCAL_ENV) for i in range(args.share_n)]
 
     with contextlib.ExitStack() as stack:
         nameserver = clamd = ""
         if network:
-            from tests.dnsserver import DnsServerProcess
+            from mailmoat.evaluation.dnsserver import DnsServerProcess
 
             nameserver = stack.enter_context(DnsServerProcess(world.zones)).nameserver
         if args.with_clamd:
             # A private clamd with test signatures only (the one the test suite starts).
-            from tests.clamd import running_clamd
+            from mailmoat.evaluation.clamd import running_clamd
 
             clamd = stack.enter_context(running_clamd()).unix_address
         database = None

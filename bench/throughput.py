@@ -14,7 +14,9 @@ server in a process of its own.
 
     python bench/throughput.py [--messages 600] [--concurrency 1 8 32] [--processes 2]
 
-Prints a table and writes bench/results/throughput.json.
+Prints a table and writes bench/results/throughput.json. The gateway runs the mailmoat this
+script imports; `PYTHONPATH=OTHER/src python bench/throughput.py` measures another checkout's
+(both processes inherit it), e.g. before and after a change on one machine.
 """
 
 from __future__ import annotations
@@ -39,8 +41,7 @@ from typing import Any
 import aiosmtplib
 from aiosmtpd.controller import Controller
 
-ROOT = Path(__file__).resolve().parent.parent
-SRC = Path(os.environ.get("BENCH_SRC", ROOT / "src"))  # BENCH_SRC: compare another checkout
+from mailmoat.evaluation.paths import results_dir
 
 
 class Sink:
@@ -49,7 +50,7 @@ class Sink:
     time.perf_counter() is CLOCK_MONOTONIC on Linux, comparable across processes."""
 
     def __init__(self, port: int) -> None:
-        self.lock = threading.Lock()
+        self.arrived = threading.Condition()  # notified on every receipt
         self.received: dict[str, float] = {}
         self.port = port
         self.proc = subprocess.Popen([sys.executable, __file__, "--serve-sink", str(port)],
@@ -64,8 +65,9 @@ class Sink:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             seq, _, at = line.strip().rpartition(" ")
-            with self.lock:
+            with self.arrived:
                 self.received.setdefault(seq, float(at))
+                self.arrived.notify_all()
 
     def cpu_seconds(self) -> float:
         return cpu_seconds_of(self.proc.pid)
@@ -89,6 +91,22 @@ def serve_sink(port: int) -> None:
     print("ready", flush=True)
     signal.sigwait({signal.SIGTERM, signal.SIGINT})
     controller.stop()
+
+
+def serve_gateway(config: str) -> None:
+    """`--serve-gateway CONFIG`: `python -m mailmoat serve --config CONFIG --log-level
+    WARNING`, except that mailmoat.app also logs at INFO, which says when each gateway
+    process listens (`wait_listening`) and nothing per message; the mail log stays off, as
+    at WARNING."""
+    import logging
+    import runpy
+
+    # serve's own logging.basicConfig() leaves a root logger that has a handler as it is.
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mailmoat.app").setLevel(logging.INFO)
+    sys.argv = ["mailmoat", "serve", "--config", config, "--log-level", "WARNING"]
+    runpy.run_module("mailmoat", run_name="__main__", alter_sys=True)
 
 
 def free_port() -> int:
@@ -163,14 +181,8 @@ def measure(port: int, sink: Sink, run: str, n: int, conc: int,
     asyncio.run(send_all(port, run, n, conc, starts, accepted))
     intake_s = max(accepted.values()) - t0
     keys = [f"{run}-{i}" for i in range(n)]
-    deadline = time.monotonic() + 300
-    while True:
-        with sink.lock:
-            done = sum(1 for k in keys if k in sink.received)
-        if done == n or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
-    with sink.lock:
+    with sink.arrived:  # until the sink has every message (or 300 s have passed)
+        sink.arrived.wait_for(lambda: all(k in sink.received for k in keys), timeout=300)
         ends = {k: sink.received[k] for k in keys if k in sink.received}
     if len(ends) < n:
         raise RuntimeError(f"{run}: only {len(ends)} of {n} messages arrived")
@@ -211,7 +223,6 @@ def all_check_names() -> set[str]:
     import importlib
     import inspect
 
-    sys.path.insert(0, str(SRC))
     from mailmoat.scan.base import Check
     from mailmoat.scan.registry import FAMILY_MODULES
 
@@ -223,10 +234,36 @@ def all_check_names() -> set[str]:
     return names
 
 
+def wait_listening(gw: subprocess.Popen[str], processes: int, timeout: float) -> None:
+    """Until each of the gateway's `processes` has logged that it listens; its stderr is
+    passed on to ours, then and afterwards, by a thread of its own."""
+    listening = threading.Semaphore(0)
+
+    def relay() -> None:
+        assert gw.stderr is not None
+        for line in gw.stderr:
+            if "SMTP listening on" in line:
+                listening.release()
+            else:
+                sys.stderr.write(line)
+        listening.release()  # the gateway exited: stop waiting
+
+    threading.Thread(target=relay, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    for _ in range(processes):
+        if not listening.acquire(timeout=max(0.0, deadline - time.monotonic())) \
+                or gw.poll() is not None:
+            raise RuntimeError("the gateway did not log 'SMTP listening on' for each process "
+                               f"(exit code {gw.poll()})")
+
+
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--serve-sink":
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         serve_sink(int(sys.argv[2]))
+        return
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve-gateway":
+        serve_gateway(sys.argv[2])
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=600)
@@ -240,7 +277,7 @@ def main() -> None:
     ap.add_argument("--deep-mode", choices=("band", "all", "off"), default="band",
                     help="[deep] mode: tier 2 on tier 1's uncertain band (default), on every "
                          "message, or off")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
+    ap.add_argument("--out", default=str(results_dir() / "throughput.json"))
     args = ap.parse_args()
     # The client's loop shares this process's GIL with the thread that reads the sink's
     # receipts; at the default 5 ms switch interval a hand-over can stall the client that
@@ -275,19 +312,12 @@ network = false
 [deep]
 mode = "{args.deep_mode}"
 """)
-    env = dict(os.environ, PYTHONPATH=str(SRC))
     prof = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] \
         if os.environ.get("BENCH_PROFILE") else []  # profile the gateway's main thread
-    gw = subprocess.Popen([sys.executable, *prof, "-m", "mailmoat", "serve", "--config", str(cfg),
-                           "--log-level", "WARNING"], env=env)
+    gw = subprocess.Popen([sys.executable, *prof, __file__, "--serve-gateway", str(cfg)],
+                          stderr=subprocess.PIPE, text=True, bufsize=1)
     try:
-        for _ in range(300):
-            try:
-                with socket.create_connection(("127.0.0.1", gw_port), timeout=0.5) as s:
-                    if s.recv(100).startswith(b"220"):
-                        break
-            except OSError:
-                time.sleep(0.1)
+        wait_listening(gw, args.processes, timeout=300)
         # warm-up: imports, first connections, SQLite schema
         measure(gw_port, sink, "warm", 50, 4)
         spy = None
@@ -300,8 +330,11 @@ mode = "{args.deep_mode}"
                                     # e.g. "--gil": only the thread holding the GIL, i.e.
                                     # Python CPU time rather than waits
                                     *os.environ.get("BENCH_PYSPY_ARGS", "").split()],
-                                   stdout=subprocess.DEVNULL)
-            time.sleep(1)
+                                   stdout=subprocess.PIPE, text=True)
+            assert spy.stdout is not None
+            for line in spy.stdout:  # until it has attached and samples
+                if line.startswith("py-spy> Sampling"):
+                    break
         rows = []
         for conc in args.concurrency:
             direct = measure(sink_port, sink, f"direct-c{conc}", args.messages, conc)

@@ -16,16 +16,13 @@ import argparse
 import asyncio
 import os
 import random
-import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np
 import psutil
 
+from mailmoat.evaluation.paths import results_dir
+from mailmoat.evaluation.report import write_report
 from mailmoat.message.model import Envelope
 from mailmoat.message.parse import parse_message
 from mailmoat.ml.corpus import load_index, read_sample
@@ -97,8 +94,7 @@ def main() -> None:
         "",
     ]
     text = "\n".join(lines)
-    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "results" / "tier1_speed.md").write_text(text, encoding="utf-8")
+    write_report(results_dir(), "tier1_speed", text)
     print(text)
 
 

@@ -6,12 +6,12 @@ import atexit
 import os
 import shutil
 import tempfile
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
 
 from mailmoat.config import Config, config_from_dict
+from mailmoat.evaluation.messages import make_email  # noqa: F401  (tests import it from here)
 from mailmoat.message.model import Direction, Envelope
 from mailmoat.scan.base import BuildContext
 from mailmoat.scan.engine import Scanner, ScanOutcome
@@ -22,28 +22,6 @@ if "MAILMOAT_TEST_KEEP_CACHE" not in os.environ:
     _CACHE = tempfile.mkdtemp(prefix="mailmoat-test-cache-")
     os.environ["XDG_CACHE_HOME"] = _CACHE
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-
-
-def make_email(*, subject: str = "Hello", body: str = "Hi there,\nsee you tomorrow.\n",
-               html: str | None = None, sender: str = "Alice <alice@sender.test>",
-               to: str = "bob@example.test", headers: dict[str, str] | None = None,
-               attachments: list[tuple[str, str, bytes]] | None = None) -> bytes:
-    """A well-formed RFC 5322 message as bytes; attachments are (filename, mime, data)."""
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Date"] = "Sat, 28 Nov 2026 10:00:00 +0000"
-    msg["Message-ID"] = "<test-1@sender.test>"
-    for k, v in (headers or {}).items():
-        msg[k] = v
-    msg.set_content(body)
-    if html is not None:
-        msg.add_alternative(html, subtype="html")
-    for filename, mime, data in attachments or []:
-        maintype, subtype = mime.split("/", 1)
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
-    return msg.as_bytes()
 
 
 # The content models run on every message; tests of other families switch them off unless

@@ -1,4 +1,4 @@
-"""ClamAV through a real clamd (started by tests/clamd.py) over unix and TCP sockets."""
+"""ClamAV through a real clamd (started by mailmoat.evaluation.clamd) over unix and TCP sockets."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from mailmoat.errors import ConfigError
 from mailmoat.scan.antivirus import ClamdClient, ClamdError, parse_address
 from mailmoat.scan.base import Action, Category
-from tests.clamd import EICAR, eicar_corpus_dir, running_clamd
+from mailmoat.evaluation.clamd import EICAR, eicar_corpus_dir, running_clamd
 from tests.conftest import make_config, make_email, scan_bytes, symbol_names
 
 pytestmark = pytest.mark.clamd

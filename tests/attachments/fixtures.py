@@ -11,7 +11,12 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from tests.clamd import EICAR
+from mailmoat.evaluation.clamd import EICAR  # noqa: F401  (fx.EICAR)
+from mailmoat.evaluation.messages import (  # noqa: F401  (fx.pdf_plain() etc.)
+    pdf,
+    pdf_plain,
+    zip_bytes,
+)
 
 # A minimal PE header: enough for libmagic to call it a Windows program.
 PE = (b"MZ" + b"\x90\x00" * 29 + b"\x80\x00\x00\x00" + b"\x00" * (0x80 - 64)
@@ -33,14 +38,6 @@ Function AddTwo(x As Integer) As Integer
     AddTwo = x + 2
 End Function
 """
-
-
-def zip_bytes(files: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def zip_bomb(uncompressed: int = 32 * 1024 * 1024, name: str = "data.bin") -> bytes:
@@ -108,30 +105,6 @@ def tar_bytes(files: dict[str, bytes], mode: str = "w:gz") -> bytes:
             ti.size = len(data)
             tf.addfile(ti, io.BytesIO(data))
     return buf.getvalue()
-
-
-def pdf(objects: list[bytes]) -> bytes:
-    """A small well-formed PDF from object bodies (numbered from 1), with an xref table."""
-    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for i, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % i + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for off in offsets:
-        out += b"%010d 00000 n \n" % off
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1, xref)
-    return bytes(out)
-
-
-def pdf_plain() -> bytes:
-    content = b"BT /F1 12 Tf 72 720 Td (Quarterly report) Tj ET"
-    return pdf([b"<< /Type /Catalog /Pages 2 0 R >>",
-                b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
-                b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream"])
 
 
 def pdf_open_action_js() -> bytes:

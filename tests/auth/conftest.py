@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from mailmoat.dkimsign import dns_record_value, generate_private_key, load_private_key, sign_message
+from mailmoat.evaluation.dnsserver import TestDnsServer
 from mailmoat.message.model import Direction
 from tests.conftest import make_config, scan_bytes
-from tests.dnsserver import TestDnsServer, dns_server  # noqa: F401  (fixture)
+from tests.dnsserver import dns_server  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="session")

@@ -101,7 +101,7 @@ async def test_server_process_serves_a_published_sender():
     from mailmoat.dkimsign import generate_private_key, load_private_key, sign_message
     from tests.auth.conftest import names, scan_auth
     from tests.conftest import make_email
-    from tests.dnsserver import DnsServerProcess, publish_sender
+    from mailmoat.evaluation.dnsserver import DnsServerProcess, publish_sender
 
     pem = generate_private_key("rsa", 1024)
     zones: dict = {}

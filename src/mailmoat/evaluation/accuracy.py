@@ -1,6 +1,6 @@
 """Grouped k-fold cross-validation of the tier-1 content model over the shared corpora.
 
-    nice python bench/accuracy.py [--corpus /tmp/corpus] [--folds 5] [--workers 2]
+    nice python -m mailmoat.evaluation.accuracy [--corpus /tmp/corpus] [--folds 5] [--workers 2]
 
 Every message is scored by a model that never saw its group (StratifiedGroupKFold on the
 `group` column: copies and near-copies stay on one side). Hyper-parameters are the fixed
@@ -8,7 +8,7 @@ defaults of `mailmoat.ml.train.TrainParams`; nothing is tuned on the test folds.
 actions are those the gateway would produce at the default policy (tag 5, quarantine 10,
 reject 15) from the content check alone.
 
-Writes bench/results/accuracy.md (the table README shows) and accuracy.json, with:
+Writes bench/results/accuracy.md and accuracy.json, with:
 1. per-corpus and overall rates on raw messages;
 2. the threshold trade-off (FP rate vs detection);
 3. the same cross-validation with path headers removed from training and test mail
@@ -23,69 +23,21 @@ If the corpus is not extracted, the archives in ../shared/corpus are extracted t
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
-import tarfile
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from mailmoat.ml.corpus import Sample, load_index
-from mailmoat.ml.evaluate import (format_operating_curve, format_table, format_tradeoff,
-                                  metrics, operating_curve)
+from mailmoat.evaluation.corpus import open_corpus
+from mailmoat.evaluation.folds import add_cv_args, oof_probabilities
+from mailmoat.evaluation.report import command, write_report
+from mailmoat.evaluation.verdicts import metrics
+from mailmoat.ml.evaluate import (
+    format_operating_curve,
+    format_table,
+    format_tradeoff,
+    operating_curve,
+)
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
-
-
-def open_corpus(arg: str | None, nice: int = 10) -> tuple[Path, list[Sample]]:
-    """Every corpus bench's start: lower our priority (the gateway's tests and benches share
-    the machine), find the extracted corpora (`corpus_dir`) and read their index."""
-    if hasattr(os, "nice"):
-        os.nice(nice)
-    root = corpus_dir(arg)
-    return root, load_index(root)
-
-
-def corpus_dir(arg: str | None) -> Path:
-    if arg and Path(arg, ).exists():
-        return Path(arg)
-    extracted = Path(tempfile.gettempdir()) / "corpus"  # where README says to extract it
-    if (extracted / "index-trec07p.tsv").exists():
-        return extracted
-    shared = ROOT.parent / "shared" / "corpus"  # ../shared/corpus beside the checkout
-    tmp = Path(tempfile.mkdtemp(prefix="mailmoat-corpus-"))
-    for archive in sorted(shared.glob("*.tar.xz")):
-        with tarfile.open(archive) as tf:
-            tf.extractall(tmp, filter="data")
-    return tmp
-
-
-def oof_probabilities(samples, X, y, folds: int, params: TrainParams, log) -> np.ndarray:
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    groups = np.array([s.group for s in samples])
-    P = np.zeros((len(samples), 3))
-    skf = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=0)
-    for k, (tr, te) in enumerate(skf.split(X, y, groups)):
-        assert not set(groups[tr]) & set(groups[te])
-        t = time.perf_counter()
-        m = fit(X[tr], y[tr], params)
-        P[te] = m.predict_matrix(X[te])
-        log(f"  fold {k + 1}/{folds}: train {len(tr)}, test {len(te)}, {time.perf_counter() - t:.0f}s")
-    return P
-
-
-def add_cv_args(ap: argparse.ArgumentParser) -> None:
-    """The options every cross-validating bench shares (this one, deep_cv, pipeline_accuracy)."""
-    ap.add_argument("--corpus")
-    ap.add_argument("--folds", type=int, default=5)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
 
 
 def main() -> None:
@@ -110,7 +62,7 @@ def main() -> None:
         P = oof_probabilities(samples, X, y, args.folds, params, log)
         results[variant] = metrics(samples, P)
         if variant == "raw":
-            # the whole trade-off of P(spam or phish), out-of-fold (bench/tradeoff_plot.py)
+            # the whole trade-off of P(spam or phish), out-of-fold (tradeoff_plot draws it)
             results["raw_curve"] = operating_curve(samples, (P[:, 1] + P[:, 2]).tolist())
             modern = np.array([s.corpus == "modern_ham" for s in samples])
             log("[era test] training without modern_ham, scoring modern_ham")
@@ -128,15 +80,12 @@ def main() -> None:
                                                               (Ph[:, 1] + Ph[:, 2]).tolist())
     results["seconds"] = round(time.perf_counter() - started)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "accuracy.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
-    cmd = "nice python bench/accuracy.py " + " ".join(sys.argv[1:])
+    cmd = "nice " + command("mailmoat.evaluation.accuracy")
     mu = results["modern_ham_unseen"]["overall"]
     md = [
         "# Tier-1 content model: grouped cross-validation",
         "",
-        f"Command: `{cmd.strip()}` (corpus: the shared corpora extracted to {root}; "
+        f"Command: `{cmd}` (corpus: the shared corpora extracted to {root}; "
         f"{args.folds}-fold StratifiedGroupKFold on the `group` column; fixed hyper-parameters "
         f"alpha={params.alpha}, epochs={params.epochs}, min_df={params.min_df}; {results['seconds']} s on a shared 2-core machine).",
         "Verdicts are the content check's alone at the default policy: tag 5, quarantine 10, "
@@ -156,7 +105,7 @@ def main() -> None:
         "Any threshold on P(spam or phish), not only the policy's: the best detection under "
         "each false-positive ceiling, and the lowest FP rate that reaches each detection. "
         "The whole curve is in accuracy.json (`raw_curve`) and drawn by "
-        "`python bench/tradeoff_plot.py` into tradeoff.png.",
+        "`python -m mailmoat.evaluation.tradeoff_plot` into tradeoff.png.",
         "",
         format_operating_curve(results["raw_curve"]),
         "",
@@ -187,7 +136,7 @@ def main() -> None:
         format_operating_curve(results["unseen_sources_curve"]),
         "",
     ]
-    (out / "accuracy.md").write_text("\n".join(md), encoding="utf-8")
+    write_report(args.out, "accuracy", "\n".join(md), results)
     log("\n".join(md))
 
 

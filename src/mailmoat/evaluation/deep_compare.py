@@ -3,16 +3,18 @@ out-of-fold: tier 2 alone, and the gateway's default verdict with each.
 
     nice python bench/pipeline_accuracy.py --workers 2 --deep-run bench/results/finetune \\
         --deep-data /tmp/ft/data.npz --dump-scores /tmp/scores.npz
-    python bench/deep_compare.py --scores /tmp/scores.npz \\
+    python -m mailmoat.evaluation.deep_compare --scores /tmp/scores.npz \\
         --run "64 pieces=bench/results/finetune,/tmp/ft/data.npz" \\
         --run "128 pieces=/tmp/ft128/run,/tmp/ft128/data.npz"
 
 A run may have scored only some folds (`finetune train --only-folds`: a CPU can afford one
 fold, not five); the comparison keeps the messages that every run scored and whose text every
-run read as today's parser does (`deep_cv.changed_inputs`), so each run is judged on the same
+run read as today's parser does (`tier2.changed_inputs`), so each run is judged on the same
 mail. Tier 1's scores and the other families' come from the pipeline dump, so "gateway" is
 bench/pipeline_accuracy.py's default verdict (content + tier 2 combined by the mean of their
-log-odds on the band, + the other families, a forced action only stricter) on those messages.
+log-odds on the band, + the other families, through `mailmoat.policy.decide`) on those
+messages, without the evidence gate: the dump holds the gate's outcome for its own tier-2
+run only, not what the gate would do with another.
 Writes deep_compare.md under --out.
 """
 
@@ -20,19 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from accuracy import open_corpus
-from deep_cv import load_tier2, tier2_scores
-from label_audit import default_actions, rates
+from mailmoat.evaluation.corpus import open_corpus
+from mailmoat.evaluation.label_audit import rates
+from mailmoat.evaluation.paths import results_dir
+from mailmoat.evaluation.report import command, write_report
+from mailmoat.evaluation.tier2 import load_tier2, tier2_scores
+from mailmoat.evaluation.verdicts import actions
 
 
 def _auc(bad: np.ndarray, score: np.ndarray) -> float:
@@ -53,7 +53,7 @@ def main() -> None:
     ap.add_argument("--run", action="append", required=True,
                     help="NAME=RUN_DIR,DATA (finetune train's --out and the prepare file it used)")
     ap.add_argument("--corpus", default=None)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--out", default=str(results_dir()))
     args = ap.parse_args()
 
     root, samples = open_corpus(args.corpus)
@@ -83,7 +83,7 @@ def main() -> None:
     content = d["content"][keep]
 
     def gateway(deep: np.ndarray) -> np.ndarray:
-        return default_actions(content + deep + others, forced) != "accept"
+        return actions(np.round(content + deep + others, 3), forced) != "accept"
 
     head = ["| | accuracy | FP rate | detection | ROC AUC |", "|---|---|---|---|---|"]
     alone = [*head, row("tier 1 (out-of-fold, from the dump)", bad, (p1[:, 1] + p1[:, 2]) >= 0.5,
@@ -99,8 +99,7 @@ def main() -> None:
         deep, _ = tier2_scores(p1, p2, t2.voted[keep])
         verdict.append(row(f"with tier 2: {name}", bad, gateway(deep), content_total + deep))
     n_ham = int((~bad).sum())
-    cmd = "python bench/deep_compare.py " + " ".join(
-        f'"{a}"' if " " in a else a for a in sys.argv[1:])
+    cmd = command("mailmoat.evaluation.deep_compare")
     md = "\n".join([
         "# Tier-2 runs compared on the same messages", "",
         f"Command: `{cmd}`.", "",
@@ -109,9 +108,7 @@ def main() -> None:
         "ranks by the total score."), "", *described, "",
         "## Tier 2 alone (P(spam or phish) ≥ 0.5)", "", *alone, "",
         "## The gateway's default verdict (tag 5, quarantine 10, reject 15)", "", *verdict, ""])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "deep_compare.md").write_text(md, encoding="utf-8")
+    write_report(args.out, "deep_compare", md)
     print(md)
 
 

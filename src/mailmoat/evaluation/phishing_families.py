@@ -6,7 +6,7 @@ modern_ham), and reports per check family:
 
 - phish: % of messages with at least one symbol of the family;
 - ham: % with any symbol of the family, and % whose score from the family alone (and from
-  both families together) reaches the tag threshold;
+  both families together) the policy flags (tag or stricter, `mailmoat.policy.decide`);
 - per symbol: how often it fires on phish and on ham;
 - the time the two checks take per message (mean, p50, p99).
 
@@ -14,8 +14,8 @@ Messages are split by their `group` column (sha1(group) even -> "tune", odd -> "
 near-copies stay on one side; weights were tuned on `tune`, numbers are reported for `test`
 (`--split all` for everything).
 
-    nice python bench/phishing_families.py --split test
-    nice python bench/phishing_families.py --split tune --dump /tmp/phish_tune.jsonl
+    nice python -m mailmoat.evaluation.phishing_families --split test
+    nice python -m mailmoat.evaluation.phishing_families --split tune --dump /tmp/phish_tune.jsonl
 """
 
 from __future__ import annotations
@@ -26,34 +26,32 @@ import csv
 import json
 import random
 import statistics
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+from mailmoat.config import config_from_dict
+from mailmoat.evaluation.corpus import corpus_dir
+from mailmoat.evaluation.verdicts import flagged
+from mailmoat.message.model import Envelope
+from mailmoat.ml.corpus import design_half
+from mailmoat.scan.base import BuildContext, ScanResult
+from mailmoat.scan.engine import Scanner
 
-from mailmoat.config import config_from_dict  # noqa: E402
-from mailmoat.message.model import Envelope  # noqa: E402
-from mailmoat.ml.corpus import design_half  # noqa: E402
-from mailmoat.scan.base import BuildContext, ScanResult  # noqa: E402
-from mailmoat.scan.engine import Scanner  # noqa: E402
-
-CORPUS = Path("/tmp/corpus")
 PHISH = ("nazario", "phishing_pot")
 HAM = ("spamassassin", "trec07p", "csdmc2010", "trec06c", "modern_ham")
 FAMILIES = ("urls", "impersonation")
 
 
-def load_index(corpus: str, label: str, split: str) -> list[tuple[Path, str]]:
+def load_index(root: Path, corpus: str, label: str, split: str) -> list[tuple[Path, str]]:
     out = []
-    with open(CORPUS / f"index-{corpus}.tsv", encoding="utf-8") as f:
+    with open(root / f"index-{corpus}.tsv", encoding="utf-8") as f:
         for row in csv.DictReader(f, delimiter="\t"):
             if row["label"] != label:
                 continue
             if split != "all" and design_half(row["group"]) != split:
                 continue
-            out.append((CORPUS / row["path"], row["group"]))
+            out.append((root / row["path"], row["group"]))
     return out
 
 
@@ -71,18 +69,18 @@ async def run(args: argparse.Namespace) -> None:
     cfg = config_from_dict({"scan": {"network": False}})
     scanner = Scanner(BuildContext(config=cfg, network=False))
     ours = [c for c in scanner.pipeline.checks if c.family in FAMILIES]
-    tag = cfg.policy.tag_threshold
+    root = corpus_dir(args.corpus)
     sets: list[tuple[str, str, list[tuple[Path, str]]]] = []
     for c in PHISH:
-        sets.append((c, "phish", load_index(c, "phish", args.split)))
+        sets.append((c, "phish", load_index(root, c, "phish", args.split)))
     for c in HAM:
-        sets.append((c, "ham", load_index(c, "ham", args.split)))
+        sets.append((c, "ham", load_index(root, c, "ham", args.split)))
     rng = random.Random(7)
     dump = open(args.dump, "w", encoding="utf-8") if args.dump else None
     stats: dict[str, dict] = {}
     timings: list[float] = []
     sym_counts: dict[str, Counter] = {"phish": Counter(), "ham": Counter()}
-    totals = Counter()
+    totals: Counter[str] = Counter()
     started = time.perf_counter()
     for corpus, label, items in sets:
         if args.sample and len(items) > args.sample:
@@ -96,9 +94,9 @@ async def run(args: argparse.Namespace) -> None:
             # wall-clock timings include other checks of the same stage and, on a shared
             # machine, other processes.
             t0 = time.thread_time()
-            for c in ours:
+            for check in ours:
                 again = ScanResult(specs=scanner.pipeline.specs, annotations=dict(res.annotations))
-                await c.run(out.message, again)
+                await check.run(out.message, again)
             timings.append(time.thread_time() - t0)
             st["n"] += 1
             totals[label] += 1
@@ -111,14 +109,14 @@ async def run(args: argparse.Namespace) -> None:
             for fam in FAMILIES:
                 if any(s.group == fam for s in res.symbols):
                     st["any"][fam] += 1
-                if by_fam[fam] >= tag:
+                if flagged(by_fam[fam], cfg.policy):
                     st["tag"][fam] += 1
             if names:
                 st["any"]["both"] += 1
-            if sum(by_fam.values()) >= tag:
+            if flagged(sum(by_fam.values()), cfg.policy):
                 st["tag"]["both"] += 1
-            for n in set(names):
-                sym_counts[label][n] += 1
+            for name in set(names):
+                sym_counts[label][name] += 1
             if dump and names:
                 dump.write(json.dumps({"path": str(path), "corpus": corpus, "label": label,
                                        "score": round(sum(by_fam.values()), 2),
@@ -147,8 +145,8 @@ async def run(args: argparse.Namespace) -> None:
               f"{pct(st['tag']['both'], n)} |")
     for label in ("phish", "ham"):
         n = totals[label]
-        agg_any = Counter()
-        agg_tag = Counter()
+        agg_any: Counter[str] = Counter()
+        agg_tag: Counter[str] = Counter()
         for st in stats.values():
             if st["label"] == label:
                 agg_any.update(st["any"])
@@ -172,6 +170,8 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", help="extracted corpora (default: /tmp/corpus, else the "
+                    "archives of ../shared/corpus)")
     ap.add_argument("--split", choices=("tune", "test", "all"), default="test")
     ap.add_argument("--sample", type=int, default=0, help="at most N messages per corpus (0: all)")
     ap.add_argument("--dump", default="", help="write messages with hits as JSON lines here")

@@ -1,15 +1,15 @@
 """Non-linear alternatives to tier 1, out-of-fold: is the linear model what limits us?
 
-    nice python bench/network_cv.py [--corpus /tmp/corpus] [--scores FILE] [--hidden 32]
-                                    [--epochs 4] [--seeds 1] [--neighbours 10]
+    nice python -m mailmoat.evaluation.network_cv [--corpus /tmp/corpus] [--scores FILE]
+        [--hidden 32] [--epochs 4] [--seeds 1] [--neighbours 10]
 
-Trains, on the same grouped 5-fold split as bench/accuracy.py and on the same hashed tier-1
+Trains, on the same grouped 5-fold split as the other evaluations (`folds`) and on the same hashed tier-1
 features, a network with one hidden layer (ReLU, dropout 0.2, softmax over ham/spam/phish,
 ham weighted 3x like tier 1) by Adam whose first-layer rows are updated only where a batch
 has features (lazy Adam: the layer has a row per feature bucket, ~520,000). Plain numpy, no
 torch. Reports the trade-off curve of P(spam or phish) — detection at FP ≤ 0.05/0.1/0.2 %,
 FP at 99/99.5 % detection — for tier 1 alone, the network alone and both (mean of
-log-odds), on the two halves of bench/phishing_families.py (tune, test) and on all mail.
+log-odds), on the two design halves (tune, test; `corpus.half`) and on all mail.
 Also the k nearest training messages' vote (`--neighbours`, default 10; cosine over the same
 buckets, idf-weighted), alone and as a third opinion.
 With `--scores` (bench/pipeline_accuracy.py --deep-run ... --dump-scores FILE) also tier 1 +
@@ -22,19 +22,14 @@ would change. Writes bench/results/network_cv.md (or under --out).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from accuracy import add_cv_args, oof_probabilities, open_corpus
-
+from mailmoat.evaluation.corpus import group_id, open_corpus
+from mailmoat.evaluation.folds import add_cv_args, oof_probabilities
+from mailmoat.evaluation.report import command, write_report
 from mailmoat.ml.corpus import design_half
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, labels_to_y
 
@@ -183,7 +178,7 @@ def main() -> None:
         print(f"  network fold {k + 1}/{args.folds}: {time.perf_counter() - t:.0f}s", flush=True)
 
     bad = y != 0
-    half = np.array([design_half(g.split(":", 1)[1] if ":" in g else g) for g in groups])
+    half = np.array([design_half(group_id(g)) for g in groups])
     l1 = logodds(P1[:, 1] + P1[:, 2])
     rows = [("tier 1 (linear)", l1), ("network", net), ("tier 1 + network", (l1 + net) / 2),
             (f"{args.neighbours} nearest neighbours", knn),
@@ -208,7 +203,7 @@ def main() -> None:
             c = curve(z, bad, mask)
             lines.append(f"| {name} | {part} | " + " | ".join(f"{v:.2f}%" if i < 3 else f"{v:.3f}%"
                                                           for i, v in enumerate(c)) + " |")
-    cmd = ("nice python bench/network_cv.py " + " ".join(sys.argv[1:])).strip()
+    cmd = "nice " + command("mailmoat.evaluation.network_cv")
     md = "\n".join([
         "# A one-hidden-layer network and nearest neighbours over the tier-1 features (out-of-fold)", "",
         (f"Command: `{cmd}` (corpus: {root}; {len(y)} messages; "
@@ -217,12 +212,10 @@ def main() -> None:
          f"the {args.neighbours} training messages most like each test message (cosine of "
          "idf-weighted buckets seen in 2 to 5 % of the mail), their similarity-weighted "
          "vote, ham ×3. Same "
-         f"{args.folds}-fold grouped split and features as bench/accuracy.py; scores are the "
-         "log-odds of P(spam or phish), combined by their mean. Halves as "
-         "bench/phishing_families.py splits (by group)."), "", "\n".join(lines), ""])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "network_cv.md").write_text(md, encoding="utf-8")
+         f"{args.folds}-fold grouped split and features as `mailmoat.evaluation.accuracy`; "
+         "scores are the log-odds of P(spam or phish), combined by their mean. Halves as "
+         "`mailmoat.evaluation.phishing_families` splits (by group)."), "", "\n".join(lines), ""])
+    write_report(args.out, "network_cv", md)
     print(md)
 
 

@@ -1,9 +1,9 @@
 """How similar legitimate mail gets to spam, for choosing `[content] lesson_similarity`.
 
-    nice python bench/lesson_similarity.py [--corpus /tmp/corpus] [--workers 2]
+    nice python -m mailmoat.evaluation.lesson_similarity [--corpus /tmp/corpus] [--workers 2]
 
 A near-copy of one reported spam must not be an ordinary legitimate message. For each
-corpus with both ham and spam except trec07p (the first replay of bench/feedback.py), every
+corpus with both ham and spam except trec07p (the first replay of `feedback`), every
 ham message's highest cosine similarity to any spam message of
 the same corpus, on the tier-1 feature vectors the lesson memory compares; printed as
 quantiles and the maximum. A threshold above the maximum would have matched no ham to a
@@ -13,18 +13,11 @@ spam lesson even if every spam of the corpus had been reported.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from accuracy import open_corpus
-
+from mailmoat.evaluation.corpus import open_corpus
 from mailmoat.ml.train import TrainParams, build_matrix, featurize
 
 

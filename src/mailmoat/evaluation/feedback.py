@@ -1,21 +1,23 @@
 """Learning from feedback on mail from a source the models never saw (trec07p, in arrival order).
 
-    nice python bench/feedback.py --deep-run bench/results/finetune --deep-data /tmp/ft/data.npz
-                                  [--corpus /tmp/corpus] [--workers 2]
-    nice python bench/feedback.py --stream trec06c --out bench/results/feedback-trec06c
-    nice python bench/feedback.py --stream csdmc2010 --out bench/results/feedback-csdmc2010
-    nice python bench/feedback.py --modes "releases and reports,releases and reports + poisoner" \
+    nice python -m mailmoat.evaluation.feedback --deep-run bench/results/finetune \
+        --deep-data /tmp/ft/data.npz [--corpus /tmp/corpus] [--workers 2]
+    nice python -m mailmoat.evaluation.feedback --stream trec06c --out bench/results/feedback-trec06c
+    nice python -m mailmoat.evaluation.feedback --stream csdmc2010 --out bench/results/feedback-csdmc2010
+    nice python -m mailmoat.evaluation.feedback \
+        --modes "releases and reports,releases and reports + poisoner" \
         [--stream S] ... --out bench/results/feedback-poisoning[-S]
 
 The cross-validated tables say how the models do on the sources they were trained on; a new
 deployment meets mail from a source they never saw, and its administrators and users then
 release what was wrongly held and report what got through. This replays that: tier 1 is
 trained on every corpus except trec07p and phishing_pot (the source test of
-bench/deep_cv.py), tier 2's scores are those of the fine-tuning run's model trained without
+`mailmoat.evaluation.deep_cv`), tier 2's scores are those of the fine-tuning run's model trained without
 them, and trec07p's messages (one mailbox, 2007) arrive in their original order (inmail.N).
 Each message is scored as the gateway's content stage scores it by default (content check +
 tier 2's symbol by `scan.deep.tier2_symbol`, then the lesson memory's near-copy adjustment
-as the `lessons` check makes it; the other check families are left out), against the model
+as the `lessons` check makes it; the other check families are left out; flagged: the
+default policy's action for that score is not accept), against the model
 and memory the gateway would use at that moment: the base model plus everything learned so
 far (`mailmoat.ml.learn.learn`, the code behind `mailmoat learn` and the console's "not spam"
 / "report spam" buttons, into a temporary data_dir); every message let through is added to
@@ -45,10 +47,7 @@ Writes feedback.md and feedback.json under --out (default bench/results).
 from __future__ import annotations
 
 import argparse
-import json
 import re
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,14 +55,12 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from accuracy import open_corpus
-from deep_cv import UNSEEN, left_out_note, load_tier2, tier2_score
-
 from mailmoat.config import config_from_dict
+from mailmoat.evaluation.corpus import open_corpus
+from mailmoat.evaluation.paths import results_dir
+from mailmoat.evaluation.report import command, write_report
+from mailmoat.evaluation.tier2 import UNSEEN, left_out_note, load_tier2, tier2_score
+from mailmoat.evaluation.verdicts import DEFAULT_POLICY, flagged
 from mailmoat.ml import delivered
 from mailmoat.ml.features import N_FEATURES_BITS
 from mailmoat.ml.learn import LessonFilter, delta_path, get_model, learn, unlearn
@@ -73,13 +70,13 @@ from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_
 from mailmoat.scan.deep import DeepSettings
 
 # The streams a replay can use: the corpus, what tier 1 is trained without, and whether
-# tier 2 has scores from a model trained without them (bench/deep_cv.py's source test).
+# tier 2 has scores from a model trained without them (deep_cv's source test).
 STREAMS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "trec07p": (UNSEEN["source"], "source"),  # trained without trec07p and phishing_pot
     "trec06c": (("trec06c",), None),  # a second mailbox, Chinese; tier 2 has no such test
     "csdmc2010": (("csdmc2010",), None),  # a third, held out from the lesson design
 }
-TAG = 5.0  # the default policy's tag threshold: flagged = tag or stricter
+TAG = DEFAULT_POLICY.tag_threshold  # reported; flagged is decide()'s action, not this
 BLOCK = 1000
 MODES = ("no feedback", "releases only", "reports only", "releases and reports")
 POISONED = "releases and reports + poisoner"  # not in the default --modes
@@ -99,7 +96,7 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
     """Score the stream in order under `mode`; teach the errors the mode feeds back."""
     st = DeepSettings()
     started = time.perf_counter()
-    flagged = np.zeros(len(stream), bool)
+    flags = np.zeros(len(stream), bool)  # any action other than accept
     lessons = {"ham": 0, "spam": 0}
     with tempfile.TemporaryDirectory(prefix="mm-feedback-") as tmp:
         config = config_from_dict({"storage": {"data_dir": tmp},
@@ -123,7 +120,7 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
 
         def errors_now() -> dict[str, int]:
             """FP and misses over the whole stream with what is learned at the end."""
-            now = np.array([score_now(i)[0] >= TAG for i in stream])
+            now = np.array([flagged(score_now(i)[0]) for i in stream])
             lab = np.array([samples[i].label for i in stream])
             return {"fp": int((now & (lab == "ham")).sum()), "missed": int((~now & (lab != "ham")).sum())}
 
@@ -131,21 +128,21 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
             score, adj = score_now(i)
             if adj:
                 near_copies[adj[0]] += 1
-            flagged[k] = score >= TAG
-            if not flagged[k]:
+            flags[k] = flagged(score)
+            if not flags[k]:
                 # delivered: sampled as a counter-example, as the gateway's verdict hook does
                 delivered.append(sample, X[i].indices)
             label = samples[i].label
             teach = None
             honest = mode in ("releases and reports", POISONED)
-            if (honest or mode == "releases only") and label == "ham" and flagged[k]:
+            if (honest or mode == "releases only") and label == "ham" and flags[k]:
                 teach = "ham"  # released from quarantine, or "not spam" on a tagged copy
-            elif (honest or mode == "reports only") and label != "ham" and not flagged[k]:
+            elif (honest or mode == "reports only") and label != "ham" and not flags[k]:
                 teach = "spam"  # reported by the recipient
             if teach:
                 learn(config, Path(samples[i].path).read_bytes(), teach, actor="bench")
                 lessons[teach] += 1
-            elif mode == POISONED and label == "ham" and not flagged[k]:
+            elif mode == POISONED and label == "ham" and not flags[k]:
                 # An account taken over (or a careless user) reports good mail as spam.
                 poisoned += 1
                 if poisoned % POISON_EVERY == 0:
@@ -164,12 +161,12 @@ def replay(mode: str, stream: list[int], samples: list[Any], X: Any, P2: np.ndar
     for b in range(0, len(stream), BLOCK):
         s = slice(b, b + BLOCK)
         blocks.append({"from": b + 1, "to": min(b + BLOCK, len(stream)),
-                       "fp": int((flagged[s] & ham[s]).sum()), "ham": int(ham[s].sum()),
-                       "missed": int((~flagged[s] & bad[s]).sum()), "spam": int(bad[s].sum())})
-    return {"fp": int((flagged & ham).sum()), "ham": int(ham.sum()),
-            "missed": int((~flagged & bad).sum()), "spam": int(bad.sum()),
+                       "fp": int((flags[s] & ham[s]).sum()), "ham": int(ham[s].sum()),
+                       "missed": int((~flags[s] & bad[s]).sum()), "spam": int(bad[s].sum())})
+    return {"fp": int((flags & ham).sum()), "ham": int(ham.sum()),
+            "missed": int((~flags & bad).sum()), "spam": int(bad.sum()),
             "lessons": lessons, "near_copies": near_copies, "blocks": blocks,
-            "flagged_ham": [samples[i].path for i, f, h in zip(stream, flagged, ham) if f and h],
+            "flagged_ham": [samples[i].path for i, f, h in zip(stream, flags, ham) if f and h],
             "final": final, "seconds": round(time.perf_counter() - started)}
 
 
@@ -183,7 +180,7 @@ def main() -> None:
     ap.add_argument("--deep-run", help="finetune train's output folder (trec07p)")
     ap.add_argument("--deep-data", help="finetune prepare's data.npz (trec07p)")
     ap.add_argument("--limit", type=int, default=0, help="only the first N messages of the stream")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--out", default=str(results_dir()))
     ap.add_argument("--modes", default=",".join(MODES),
                     help=f"comma-separated runs (also: {POISONED!r}: releases and reports, and "
                          f"an account that reports every {POISON_EVERY}th delivered ham as spam, "
@@ -226,11 +223,8 @@ def main() -> None:
             runs[mode] = replay(mode, stream, samples, X, P2, voted, base_path, print)
     res["runs"] = runs
     res["seconds"] = round(time.perf_counter() - started)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "feedback.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
-    md = report(res, shlex.join(sys.argv[1:]))
-    (out / "feedback.md").write_text(md, encoding="utf-8")
+    md = report(res, "nice " + command("mailmoat.evaluation.feedback"))
+    write_report(args.out, "feedback", md, res)
     print(md)
 
 
@@ -238,12 +232,12 @@ def _pct(n: int, d: int) -> str:
     return f"{100 * n / d:.2f}%" if d else "n/a"
 
 
-def report(res: dict[str, Any], argv: str) -> str:
+def report(res: dict[str, Any], cmd: str) -> str:
     runs = res["runs"]
     lines = [
         "# Learning from feedback: an unseen source, in arrival order",
         "",
-        (f"Command: `nice python bench/feedback.py {argv}` ({res['messages']} messages of "
+        (f"Command: `{cmd}` ({res['messages']} messages of "
          f"{res['stream']}; {res['seconds']} s). Tier 1 trained without "
          f"{', '.join(res['trained_without'])}; "
          + ("tier 2 from the fine-tuning run's model trained without them; scored as the "

@@ -1,10 +1,11 @@
 """What tier 2 adds over tier 1, on a grouped held-out split.
 
-    nice python bench/deep_eval.py --corpus /tmp/corpus [--band 0.2 0.8]
+    nice python -m mailmoat.evaluation.deep_eval --corpus /tmp/corpus [--band 0.2 0.8]
 
-Tier 1 here is a PROXY trained by this script (HashingVectorizer over subject + body words
-and bigrams → SGD logistic regression, trained on every training-side message of the
-index), because the real tier 1 (`scan/content.py`) is built on another branch. The split
+Tier 1 here is a PROXY (`tier1_proxy`: HashingVectorizer over subject + body words and
+bigrams → SGD logistic regression, trained on every training-side message of the index),
+because the real tier 1 was trained on all of these corpora and would be scored in-sample.
+The split
 is the one the deep head was trained with (`mailmoat.ml.deep.corpus.is_test_group`, 20 % of
 groups), so no group is on both sides. The test set is the held-out part of the stratified
 sample the head was trained from (up to --per-cell messages per corpus and label) that
@@ -21,49 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-
-from mailmoat.message.parse import parse_message  # noqa: E402
-from mailmoat.ml.deep.cache import DEFAULT_CACHE, load_cache  # noqa: E402
-from mailmoat.ml.deep.corpus import is_test_group, read_index, sample_rows  # noqa: E402
-from mailmoat.ml.deep.head import Head  # noqa: E402
-
-PROXY_PATH = DEFAULT_CACHE / "tier1-proxy.joblib"
-
-
-def tier1_text(raw: bytes) -> str:
-    m = parse_message(raw)
-    return f"{m.subject}\n{m.from_domain}\n{m.body_text[:20000]}"
-
-
-def train_tier1_proxy(corpus: str, rebuild: bool = False):  # type: ignore[no-untyped-def]
-    """HashingVectorizer + SGD on all training-side messages; cached as joblib."""
-    import joblib
-    from sklearn.feature_extraction.text import HashingVectorizer
-    from sklearn.linear_model import SGDClassifier
-
-    if PROXY_PATH.exists() and not rebuild:
-        return joblib.load(PROXY_PATH)
-    rows = [r for r in read_index(corpus) if not is_test_group(r.group)]
-    vec = HashingVectorizer(n_features=2**20, ngram_range=(1, 2), alternate_sign=False,
-                            norm="l2")
-    started = time.time()
-    texts = [tier1_text(r.path.read_bytes()) for r in rows]
-    y = np.array([0 if r.label == "ham" else 1 for r in rows])
-    clf = SGDClassifier(loss="log_loss", alpha=1e-6, max_iter=20, tol=None, random_state=0)
-    clf.fit(vec.transform(texts), y)
-    print(f"tier-1 proxy trained on {len(rows)} training-side messages in "
-          f"{time.time() - started:.0f}s", file=sys.stderr)
-    PROXY_PATH.parent.mkdir(parents=True, exist_ok=True)  # a fresh machine has no cache yet
-    joblib.dump((vec, clf), PROXY_PATH)
-    return vec, clf
+from mailmoat.evaluation.tier1_proxy import tier1_text, train_tier1_proxy
+from mailmoat.ml.deep.cache import DEFAULT_CACHE, load_cache
+from mailmoat.ml.deep.corpus import is_test_group, read_index, sample_rows
+from mailmoat.ml.deep.head import Head
 
 
 def metrics(p: np.ndarray, bad: np.ndarray) -> dict[str, float]:
@@ -88,11 +54,12 @@ def main() -> int:
 
     head = Head.load(a.head or None)
     if head.adapter:
-        # This bench scores cached embeddings of the published (frozen) encoder; a fine-tuned
+        # This program scores cached embeddings of the published (frozen) encoder; a fine-tuned
         # head reads its own encoder's, and the bundled one was trained on every message.
         raise SystemExit("this head was fine-tuned with its encoder: evaluate it out-of-fold "
-                         "with bench/deep_cv.py (docs/deep.md); this bench is for heads on the "
-                         "frozen encoder (python -m mailmoat.ml.deep.train --out FILE, then --head FILE)")
+                         "with python -m mailmoat.evaluation.deep_cv (docs/deep.md); this "
+                         "program is for heads on the frozen encoder "
+                         "(python -m mailmoat.ml.deep.train --out FILE, then --head FILE)")
     engine = str(head.meta.get("engine", "numpy"))
     cache = load_cache(DEFAULT_CACHE, head.max_tokens, engine)
     test = [r for r in sample_rows(read_index(a.corpus), a.per_cell)

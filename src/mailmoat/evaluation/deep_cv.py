@@ -1,11 +1,11 @@
 """The fine-tuned tier 2 against tier 1, both out-of-fold on the same grouped folds.
 
     # scores from `python -m mailmoat.ml.deep.finetune train` (docs/deep.md, "Fine-tuning")
-    nice python bench/deep_cv.py --data /tmp/ft/data.npz --run /tmp/ft/run [--corpus /tmp/corpus]
+    nice python -m mailmoat.evaluation.deep_cv --data /tmp/ft/data.npz --run /tmp/ft/run [--corpus /tmp/corpus]
 
 Both tiers score every message with a model that never saw its fold: `finetune prepare`
-stores the very split of bench/accuracy.py (StratifiedGroupKFold on `group`, seed 0), and
-this script cross-validates tier 1 on it again here. Reported:
+stores the very split of `mailmoat.evaluation.folds` (StratifiedGroupKFold on `group`, seed
+0), and this program cross-validates tier 1 on it again here. Reported:
 1. each tier alone, per corpus, at P(spam or phish) ≥ 0.5;
 2. tier 1's uncertain band 0.2–0.8 (where tier 2 voted by default before `combine =
    "mean"`): how each tier and both together decide there;
@@ -25,27 +25,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from accuracy import add_cv_args, oof_probabilities, open_corpus
-
-from mailmoat.ml.evaluate import (action_for, format_operating_curve, format_table,
-                                  operating_curve, summarize)
+from mailmoat.evaluation.corpus import open_corpus
+from mailmoat.evaluation.folds import add_cv_args, oof_probabilities
+from mailmoat.evaluation.report import command, pct, write_report
+from mailmoat.evaluation.tier2 import (
+    MIN_TOKENS,
+    UNSEEN,
+    left_out_note,
+    load_tier2,
+    tier2_scores,
+    together,
+)
+from mailmoat.evaluation.verdicts import actions, flagged
+from mailmoat.ml.evaluate import format_operating_curve, format_table, operating_curve, summarize
 from mailmoat.ml.scoring import content_score
 from mailmoat.ml.train import TrainParams, build_matrix, featurize, fit, labels_to_y
-from mailmoat.scan.deep import SYMBOLS, DeepSettings, combined_bad, tier2_symbol
+from mailmoat.scan.deep import DeepSettings
 
 VOTE_BAND = (0.2, 0.8)  # the band tier 2 voted on by default until combine = mean
-MIN_TOKENS = DeepSettings().min_tokens
 
 # What the gateway would decide under each way of running tier 2 (`[deep]` settings);
 # None: the content check alone. The first with settings is the default configuration.
@@ -57,86 +60,6 @@ GATEWAY: tuple[tuple[str, dict[str, Any] | None], ...] = (
      {"combine": "vote", "band": VOTE_BAND}),
     ("+ tier 2 vote on all mail", {"combine": "vote", "mode": "all"}),
 )
-
-
-# The held-out-source tests: both tiers trained without these corpora (finetune train keeps
-# tier 2's scores for them as `<test>_idx` / `<test>_p`).
-UNSEEN: dict[str, tuple[str, ...]] = {"source": ("trec07p", "phishing_pot"),
-                                      "era": ("modern_ham",)}
-
-
-def changed_inputs(d: Any, sc: Any, data: Path, run: Path) -> np.ndarray:
-    """Which messages tier 2 would now read differently from the run that scored them: their
-    word pieces in `d` (`data`, prepared from today's parser) differ from the run's
-    (`inputs` in its scores `sc`, or inputs.npz beside them for runs made before runs stored
-    them)."""
-    from mailmoat.ml.deep.finetune import input_digests
-
-    if "inputs" in sc.files:
-        before = sc["inputs"]
-    elif (run / "inputs.npz").exists():
-        before = np.load(run / "inputs.npz", allow_pickle=False)["inputs"]
-    else:
-        return np.zeros(len(d["lengths"]), dtype=bool)  # unknown: trusted, as before
-    if len(before) != len(d["lengths"]):
-        raise SystemExit(f"{run} scored {len(before)} messages, {data} holds {len(d['lengths'])}")
-    return input_digests(d["ids"], d["lengths"]) != before
-
-
-def left_out_note(n: int) -> str:
-    """The sentence each bench's report carries when `changed_inputs` left tier 2 out."""
-    return (f"tier 2 is left out (tier 1 decides alone) for {n} messages whose text reads "
-            "differently now than when the run scored it (parser changes since; docs/deep.md, "
-            "\"Scores belong to the texts\")") if n else ""
-
-
-class Tier2(NamedTuple):
-    """Tier 2's stored scores as a bench may use them (`load_tier2`)."""
-
-    p: np.ndarray  # probabilities per sample and class
-    voted: np.ndarray  # counts: long enough and unchanged since the run
-    changed: np.ndarray  # left out: the text reads differently now (`changed_inputs`)
-    short: np.ndarray  # left out: fewer than `min_tokens` word pieces
-    max_tokens: int  # word pieces tier 2 reads
-
-
-def load_tier2(root: Path, samples: list[Any], data: Path, run: Path,
-               unseen: str | None = None) -> Tier2:
-    """Tier 2's probabilities for every sample — out-of-fold, or with `unseen` those of its
-    model trained without that test's corpora (zero elsewhere) — and which of them count
-    (a vote): texts long enough (`min_tokens`) and unchanged since the run (`changed_inputs`:
-    an old text's score is not paired with a new text; tier 1 alone decides those). Refuses
-    files made from another index. Shared with bench/pipeline_accuracy.py and
-    bench/feedback.py."""
-    d = np.load(data, allow_pickle=False)
-    rel = [str(Path(s.path).relative_to(root)) for s in samples]
-    if rel != [str(p) for p in d["path"]]:
-        raise SystemExit(f"{data} was prepared from another corpus or index order")
-    sc = np.load(run / "scores.npz", allow_pickle=False)
-    changed = changed_inputs(d, sc, data, run)
-    if changed.any():
-        print(f"[tier 2] {int(changed.sum())} messages read differently since {run} was "
-              "scored: tier 2 left out for them", flush=True)
-    P2 = sc["oof"]
-    if unseen:
-        held = np.isin([s.corpus for s in samples], UNSEEN[unseen])
-        if not np.array_equal(sc[f"{unseen}_idx"], np.flatnonzero(held)):
-            raise SystemExit(f"{run}: the {unseen} test held out other messages")
-        P2 = np.zeros_like(P2)
-        P2[held] = sc[f"{unseen}_p"]
-    short = d["lengths"].astype(int) - 2 < MIN_TOKENS
-    return Tier2(P2, ~short & ~changed, changed, short, int(d["max_tokens"]))
-
-
-def together(p1: np.ndarray, p2: np.ndarray, voted: np.ndarray) -> np.ndarray:
-    """Both tiers' P(spam or phish) as the gateway combines them (`combined_bad`, the mean
-    of their log-odds; tier 1 alone where tier 2 has no vote)."""
-    both = np.array([combined_bad(float(a), float(b)) for a, b in zip(p1, p2)])
-    return np.where(voted, both, p1)
-
-
-def _pct(v: float | None, d: int = 2) -> str:
-    return "n/a" if v is None else f"{100 * v:.{d}f}%"
 
 
 def alone(labels: np.ndarray, pbad: np.ndarray) -> dict[str, Any]:
@@ -161,10 +84,10 @@ def alone_table(samples: list[Any], labels: np.ndarray, p1: np.ndarray, p2: np.n
         a, b = alone(labels[m], p1[m]), alone(labels[m], p2[m])
         auc = (f"{a['auc']:.5f} / **{b['auc']:.5f}**" if a["auc"] is not None else "n/a")
         lines.append(f"| {'**overall**' if c == 'overall' else c} | {int(m.sum())} | "
-                     f"{_pct(a['accuracy'])} / **{_pct(b['accuracy'])}** | "
-                     f"{_pct(a['fp_rate'], 3)} ({a['fp']}) / **{_pct(b['fp_rate'], 3)} ({b['fp']})** | "
-                     f"{_pct(a['detection'])} ({a['missed']} missed) / "
-                     f"**{_pct(b['detection'])} ({b['missed']} missed)** | {auc} |")
+                     f"{pct(a['accuracy'])} / **{pct(b['accuracy'])}** | "
+                     f"{pct(a['fp_rate'], 3)} ({a['fp']}) / **{pct(b['fp_rate'], 3)} ({b['fp']})** | "
+                     f"{pct(a['detection'])} ({a['missed']} missed) / "
+                     f"**{pct(b['detection'])} ({b['missed']} missed)** | {auc} |")
     return "\n".join(lines)
 
 
@@ -181,34 +104,8 @@ def band_table(labels: np.ndarray, p1: np.ndarray, p2: np.ndarray, voted: np.nda
             r = {"messages": int(mask.sum()), "accuracy": float((flag == bad).mean()) if mask.any() else None,
                  "fp": int((flag & ~bad).sum()), "missed": int((~flag & bad).sum())}
             rows[f"{name}: {who}"] = r
-            lines.append(f"| {name}: {who} | {r['messages']} | {_pct(r['accuracy'])} | {r['fp']} | {r['missed']} |")
+            lines.append(f"| {name}: {who} | {r['messages']} | {pct(r['accuracy'])} | {r['fp']} | {r['missed']} |")
     return "\n".join(lines), rows
-
-
-def tier2_score(p1: np.ndarray, p2: np.ndarray, voted: bool,
-                st: DeepSettings) -> tuple[str, float] | None:
-    """Tier 2's symbol and score for one message, as the check would add them: nothing when
-    it does not run (`DeepSettings.covers` tier 1's P(spam or phish), and the text has
-    `min_tokens` word pieces: `voted`), else `scan.deep.tier2_symbol`'s. p1, p2: (ham, spam,
-    phish) of each tier. Shared with bench/feedback.py."""
-    if not voted or not st.covers(float(p1[1] + p1[2])):
-        return None
-    hit = tier2_symbol(float(p2[1]), float(p2[2]), (float(p1[1]), float(p1[2])), st)
-    return (hit[0], round(SYMBOLS[hit[0]].weight * hit[1], 3)) if hit else None
-
-
-def tier2_scores(P1: np.ndarray, P2: np.ndarray, voted: np.ndarray,
-                 settings: DeepSettings | None = None) -> tuple[np.ndarray, list[str]]:
-    """`tier2_score` for every message under `settings` (default: the default `[deep]`):
-    scores and symbol names. Shared with bench/pipeline_accuracy.py."""
-    st = settings or DeepSettings()
-    out = np.zeros(len(P1))
-    names = [""] * len(P1)
-    for i in range(len(P1)):
-        hit = tier2_score(P1[i], P2[i], bool(voted[i]), st)
-        if hit is not None:
-            names[i], out[i] = hit
-    return out, names
 
 
 def gateway_scores(P1: np.ndarray, P2: np.ndarray, voted: np.ndarray,
@@ -265,7 +162,7 @@ def main() -> None:
     gw: dict[str, dict[str, Any]] = {}
     for name, settings in GATEWAY:
         scores = gateway_scores(P1, P2, voted, settings)
-        gw[name] = summarize(samples, scores.tolist(), [action_for(s) for s in scores])
+        gw[name] = summarize(samples, scores.tolist(), actions(scores).tolist())
     res["gateway"] = gw
 
     tests: dict[str, Any] = {}
@@ -285,8 +182,7 @@ def main() -> None:
         band_share[name] = float(np.mean([covers(float(x)) for x in b1]))
         # What the gateway would do there under each way of running tier 2, flagged at the
         # tag threshold (default policy).
-        tag = {g: np.array([action_for(x) != "accept"
-                            for x in gateway_scores(q1, q2, voted[held], settings)])
+        tag = {g: np.array([flagged(x) for x in gateway_scores(q1, q2, voted[held], settings)])
                for g, settings in GATEWAY}
         for c in held_corpora:
             mc = corp[held] == c
@@ -302,9 +198,7 @@ def main() -> None:
     res["unseen_default_band_share"] = band_share
     res["seconds"] = round(time.perf_counter() - started)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "deep_cv.json").write_text(json.dumps(res, indent=2), encoding="utf-8")
+    out = write_report(args.out, "deep_cv", data=res)
     cfg = report["config"]
     t_lines = ["| test | corpus | tier 1: FP rate / detection | **tier 2: FP rate / detection** "
                "| both together: FP rate / detection |", "|---|---|---|---|---|"]
@@ -313,13 +207,13 @@ def main() -> None:
             if c in ("tier1", "tier2", "mean"):
                 continue
             a, b, m = r["tier1"], r["tier2"], r["mean"]
-            t_lines.append(f"| {name} | {c} | {_pct(a['fp_rate'], 2)} / {_pct(a['detection'])} | "
-                           f"**{_pct(b['fp_rate'], 2)} / {_pct(b['detection'])}** | "
-                           f"{_pct(m['fp_rate'], 2)} / {_pct(m['detection'])} |")
+            t_lines.append(f"| {name} | {c} | {pct(a['fp_rate'], 2)} / {pct(a['detection'])} | "
+                           f"**{pct(b['fp_rate'], 2)} / {pct(b['detection'])}** | "
+                           f"{pct(m['fp_rate'], 2)} / {pct(m['detection'])} |")
     md = [
         "# Tier 2 fine-tuned: out-of-fold against tier 1",
         "",
-        (f"Command: `nice python bench/deep_cv.py {' '.join(sys.argv[1:])}` ({len(samples)} messages; "
+        (f"Command: `nice {command('mailmoat.evaluation.deep_cv')}` ({len(samples)} messages; "
          f"{res['seconds']} s here for tier 1's cross-validation). Tier 2's scores come from "
          f"`python -m mailmoat.ml.deep.finetune train` on {report.get('gpu', report['device'])} "
          f"(torch {report['torch']}; {sum(report['seconds'].values()):.0f} s for "
@@ -358,7 +252,8 @@ def main() -> None:
            "(`deep_combined_probability`: the mean of their log-odds; tier 1 alone where "
            "tier 2 has no vote) and, for comparison, the plain mean of the two "
            "probabilities, each as one score: what running tier 2 on every message could "
-           "reach with a threshold on it (bench/tradeoff_plot.py draws the curves).", ""]
+           "reach with a threshold on it (`python -m mailmoat.evaluation.tradeoff_plot` draws the "
+           "curves).", ""]
     for key, title in (("tier1", "tier 1"), ("tier2", "tier 2"),
                        ("mean_of_probabilities_all_mail", "mean of the two probabilities"),
                        ("together_all_mail", "both together (mean of log-odds)")):
@@ -374,7 +269,7 @@ def main() -> None:
             for lab, key in (("ham (FP)", "ham"), ("spam+phish (detection)", "bad")):
                 if g["content alone"][key] is not None:
                     g_lines.append(f"| {name} | {c} | {lab} | " + " / ".join(
-                        f"**{_pct(g[n][key])}**" if settings == {} else _pct(g[n][key])
+                        f"**{pct(g[n][key])}**" if settings == {} else pct(g[n][key])
                         for n, settings in GATEWAY) + " |")
     md += ["## Source and era tests", "",
            "Source: trained without trec07p and phishing_pot, scored on them. Era: trained "
@@ -386,7 +281,7 @@ def main() -> None:
            "the other check families are not included), flagged under each configuration:",
            "",
            "\n".join(g_lines), ""]
-    (out / "deep_cv.md").write_text("\n".join(md), encoding="utf-8")
+    write_report(out, "deep_cv", "\n".join(md))
     print("\n".join(md))
 
 

@@ -1,16 +1,18 @@
 """How much of the whole pipeline's error is the corpora's own labels: the default-policy
-verdicts as labelled, and again with the disputed labels of bench/label_audit.tsv set aside.
+verdicts as labelled, and again with the disputed labels of label_audit.tsv (beside this
+module) set aside.
 
     nice python bench/pipeline_accuracy.py --workers 2 --deep-run bench/results/finetune \\
         --deep-data /tmp/ft/data.npz --dump-scores /tmp/scores.npz
-    python bench/label_audit.py --scores /tmp/scores.npz
+    python -m mailmoat.evaluation.label_audit --scores /tmp/scores.npz
 
 The verdicts are recomputed from the dump exactly as bench/pipeline_accuracy.py makes them
-(content + tier 2 + other families at the default policy, a forced action only stricter), and
-the script refuses a dump whose verdicts it cannot reproduce. It also counts, over the whole
-index and without regard to any model, texts that carry both labels (the same set of body
-words, at least MIN_WORDS of them, in ham and in spam/phish): a check on label noise that no
-reading of errors can bias.
+(content + tier 2 + other families after the evidence gate, a forced action and the bulk
+level, through `mailmoat.policy.decide` at the default policy), and the program refuses a
+dump whose verdicts it cannot reproduce. It also counts, over the whole index and without
+regard to any model, texts that carry both labels (the same set of body words, at least
+MIN_WORDS of them, in ham and in spam/phish): a check on label noise that no reading of
+errors can bias.
 
 Why both figures, and why the second one is not a result: the audit file lists only messages
 found by reading the *errors* of one run. Nobody read the messages the pipeline got right, and
@@ -24,23 +26,19 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
+from mailmoat.evaluation.corpus import open_corpus
+from mailmoat.evaluation.paths import results_dir
+from mailmoat.evaluation.report import command, pct, write_report
+from mailmoat.evaluation.verdicts import verdict
 
-from accuracy import open_corpus
-
-from mailmoat.ml.evaluate import DEFAULT_THRESHOLDS, action_for
-
+AUDIT = Path(__file__).with_name("label_audit.tsv")
 MIN_WORDS = 20
-SEVERITY = {"accept": 0, "tag": 1, "quarantine": 2, "reject": 3}
 READINGS = ("ham", "spam", "phish")
 
 
@@ -59,19 +57,21 @@ def read_audit(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def default_actions(total: np.ndarray, forced: np.ndarray) -> np.ndarray:
-    """The default-policy action for each total score, a forced action only stricter, as
-    bench/pipeline_accuracy.py decides it. Shared with bench/deep_compare.py."""
-    acts = []
-    for s, f in zip(np.round(total, 3), forced):
-        a = action_for(float(s), DEFAULT_THRESHOLDS)
-        acts.append(str(f) if f and SEVERITY[str(f)] > SEVERITY[a] else a)
-    return np.array(acts)
+def totals(d: Any) -> np.ndarray:
+    """Every dumped message's total score: after the evidence gate (`combined`), or the sum
+    of the parts in a dump made before the dump held it."""
+    if "combined" in d.files:
+        return np.asarray(d["combined"])
+    return np.round(d["content"] + d["deep"] + d["others"], 3)
 
 
 def verdicts(d: Any) -> np.ndarray:
-    """The default-policy action of every dumped message."""
-    return default_actions(d["content"] + d["deep"] + d["others"], d["forced"])
+    """The default-policy action of every dumped message: its total, forced action and bulk
+    level through `mailmoat.policy.decide`."""
+    total = totals(d)
+    bulk = d["bulk_level"] if "bulk_level" in d.files else np.full(len(total), -1)
+    return np.array([verdict(float(s), str(f) or None, int(b) if b >= 0 else None).action.value
+                     for s, f, b in zip(total, d["forced"], bulk)])
 
 
 def rates(labels: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
@@ -101,10 +101,6 @@ def label_conflicts(root: Path, samples: list[Any]) -> list[list[str]]:
     return out
 
 
-def _pct(v: float | None, d: int = 2) -> str:
-    return "n/a" if v is None else f"{100 * v:.{d}f}%"
-
-
 def table(labels: np.ndarray, corpora: np.ndarray, flagged: np.ndarray,
           keep: np.ndarray) -> tuple[list[str], dict[str, Any]]:
     lines = [("| corpus | ham | FP: as labelled / **set aside** | spam+phish | "
@@ -117,22 +113,22 @@ def table(labels: np.ndarray, corpora: np.ndarray, flagged: np.ndarray,
         res[name] = {"as_labelled": a, "set_aside": b}
         label = f"**{name}**" if name == "overall" else name
         lines.append(
-            f"| {label} | {a['ham']} → {b['ham']} | {_pct(a['fp_rate'], 3)} ({a['fp']}) / "
-            f"**{_pct(b['fp_rate'], 3)} ({b['fp']})** | {a['bad']} → {b['bad']} | "
-            f"{_pct(a['detection'])} ({a['missed']} missed) / **{_pct(b['detection'])} "
-            f"({b['missed']} missed)** | {_pct(a['accuracy'])} / **{_pct(b['accuracy'])}** |")
+            f"| {label} | {a['ham']} → {b['ham']} | {pct(a['fp_rate'], 3)} ({a['fp']}) / "
+            f"**{pct(b['fp_rate'], 3)} ({b['fp']})** | {a['bad']} → {b['bad']} | "
+            f"{pct(a['detection'])} ({a['missed']} missed) / **{pct(b['detection'])} "
+            f"({b['missed']} missed)** | {pct(a['accuracy'])} / **{pct(b['accuracy'])}** |")
     return lines, res
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scores", required=True, help="bench/pipeline_accuracy.py --dump-scores file")
-    ap.add_argument("--audit", default=str(ROOT / "bench" / "label_audit.tsv"))
-    ap.add_argument("--corpus", default=None, help="extracted shared corpora (default: as "
-                    "bench/accuracy.py finds them)")
-    ap.add_argument("--expect", default=str(ROOT / "bench" / "results" / "pipeline_accuracy.json"),
+    ap.add_argument("--audit", default=str(AUDIT))
+    ap.add_argument("--corpus", default=None, help="extracted shared corpora (default: "
+                    "/tmp/corpus, else the archives of ../shared/corpus)")
+    ap.add_argument("--expect", default=str(results_dir() / "pipeline_accuracy.json"),
                     help="the pipeline run whose verdicts the dump must reproduce")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--out", default=str(results_dir()))
     args = ap.parse_args()
 
     root, samples = open_corpus(args.corpus)
@@ -140,7 +136,7 @@ def main() -> None:
     rel = np.array([str(Path(p).relative_to(root)) if Path(p).is_relative_to(root) else p
                     for p in d["path"]])
     labels, corpora = d["label"].astype(str), d["corpus"].astype(str)
-    acts = verdicts(d)
+    acts, total = verdicts(d), totals(d)
     flagged = acts != "accept"
     overall = rates(labels, flagged)
     expect = json.loads(Path(args.expect).read_text(encoding="utf-8"))["combined"]["overall"]
@@ -161,22 +157,22 @@ def main() -> None:
             raise SystemExit(f"{row['path']}: the index labels it {labels[i]}, the audit "
                              f"{row['label']}")
         keep[i] = False
-        listed.append((row, acts[i], float(d["content"][i] + d["deep"][i] + d["others"][i])))
+        listed.append((row, acts[i], float(total[i])))
 
     conflicts = label_conflicts(root, samples)
     lines, res = table(labels, corpora, flagged, keep)
     ham_side = sum(1 for r, _, _ in listed if r["label"] == "ham")
-    cmd = "python bench/label_audit.py " + " ".join(sys.argv[1:])
+    cmd = command("mailmoat.evaluation.label_audit")
     md = [
         "# Label audit: the pipeline's errors read by a person",
         "",
-        (f"Command: `{cmd.strip()}` (dump of `bench/pipeline_accuracy.py --dump-scores`, whose "
-        "default-policy verdicts it reproduces; audit: bench/label_audit.tsv)."),
+        (f"Command: `{cmd}` (dump of `bench/pipeline_accuracy.py --dump-scores`, whose "
+        "default-policy verdicts it reproduces; audit: src/mailmoat/evaluation/label_audit.tsv)."),
         "",
         (f"Every error of the default run was read ({overall['fp']} ham flagged, "
         f"{overall['missed']} spam/phish missed). {len(listed)} labels are disputed: "
         f"{ham_side} ham that is spam by any reading, {len(listed) - ham_side} spam/phish that "
-        "is not (bench/label_audit.tsv gives each one's reason). Newsletters and adverts keep "
+        "is not (label_audit.tsv gives each one's reason). Newsletters and adverts keep "
         "their label: whether they were wanted was the recipient's call."),
         "",
         ("**Not a result.** Only errors were read, so setting the disputed messages aside can "
@@ -205,12 +201,9 @@ def main() -> None:
         *[f"- {', '.join(c)}" for c in conflicts],
         "",
     ]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "label_audit.md").write_text("\n".join(md), encoding="utf-8")
-    (out / "label_audit.json").write_text(json.dumps(
-        {"disputed": [dict(r, verdict=a, score=s) for r, a, s in listed],
-         "rates": res, "conflicts": conflicts}, indent=2), encoding="utf-8")
+    out = write_report(args.out, "label_audit", "\n".join(md),
+                       {"disputed": [dict(r, verdict=a, score=s) for r, a, s in listed],
+                        "rates": res, "conflicts": conflicts})
     print("\n".join(lines))
     print(f"wrote {out / 'label_audit.md'}")
 
