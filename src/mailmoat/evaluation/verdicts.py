@@ -22,7 +22,8 @@ from mailmoat.ml.evaluate import summarize, tradeoff
 from mailmoat.ml.model import CLASSES
 from mailmoat.ml.scoring import ContentSettings, content_score
 from mailmoat.policy.decide import Verdict, decide
-from mailmoat.scan.base import Action, Category, ScanResult, Symbol
+from mailmoat.policy.types import Action, Category
+from mailmoat.scan.base import ScanResult, Symbol
 from mailmoat.scan.facts import Facts
 
 DEFAULT_POLICY = PolicySettings()

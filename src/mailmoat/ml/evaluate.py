@@ -22,20 +22,16 @@ import numpy as np
 from mailmoat.ml.corpus import Sample, read_sample, strip_path_headers
 from mailmoat.ml.model import CLASSES
 from mailmoat.ml.scoring import ContentSettings, content_score
+from mailmoat.policy.decide import Thresholds, action_for_score
 
 DEFAULT_THRESHOLDS = (5.0, 10.0, 15.0)
 TRADEOFF_THRESHOLDS = (-1.0, 1.0, 3.0, 5.0, 7.0, 10.0, 12.0, 15.0)
 
 
 def action_for(score: float, thresholds: tuple[float, float, float] = DEFAULT_THRESHOLDS) -> str:
+    """The policy's own mapping (policy.decide), for a content score alone."""
     tag, quarantine, reject = thresholds
-    if score >= reject:
-        return "reject"
-    if score >= quarantine:
-        return "quarantine"
-    if score >= tag:
-        return "tag"
-    return "accept"
+    return action_for_score(score, Thresholds(tag, quarantine, reject, ""))[0].value
 
 
 def _auc(bad: np.ndarray, rank: np.ndarray) -> float | None:

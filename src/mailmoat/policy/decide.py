@@ -80,20 +80,26 @@ def thresholds_for(policy: PolicySettings, recipient: str | None,
                       bulk_action=str(values["bulk_action"]))
 
 
+def action_for_score(score: float, t: Thresholds) -> tuple[Action, str]:
+    """The action the thresholds give a score, and why; also what the model reports of
+    `mailmoat train` and the evaluation programs count with."""
+    if score >= t.reject:
+        return Action.REJECT, f"score {score:g} reaches the reject threshold {t.reject:g}"
+    if score >= t.quarantine:
+        return Action.QUARANTINE, (f"score {score:g} reaches the quarantine threshold "
+                                   f"{t.quarantine:g}")
+    if score >= t.tag:
+        return Action.TAG, f"score {score:g} reaches the tag threshold {t.tag:g}"
+    return Action.ACCEPT, f"score {score:g} is below every threshold"
+
+
 def decide(result: ScanResult, policy: PolicySettings, recipient: str | None = None,
            direction: Direction = Direction.INBOUND) -> Verdict:
     """Map a scan result to the action for one recipient (or the message when None)."""
     t = thresholds_for(policy, recipient, direction)
     score, forced = _for_recipient(result, recipient)
     category = result.category
-    if score >= t.reject:
-        action, reason = Action.REJECT, f"score {score:g} reaches the reject threshold {t.reject:g}"
-    elif score >= t.quarantine:
-        action, reason = Action.QUARANTINE, f"score {score:g} reaches the quarantine threshold {t.quarantine:g}"
-    elif score >= t.tag:
-        action, reason = Action.TAG, f"score {score:g} reaches the tag threshold {t.tag:g}"
-    else:
-        action, reason = Action.ACCEPT, f"score {score:g} is below every threshold"
+    action, reason = action_for_score(score, t)
     if forced is not None and forced[0].severity > action.severity:
         action, reason = forced[0], forced[1]
     if action is Action.TAG and category is Category.MALWARE:
