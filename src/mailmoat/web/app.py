@@ -190,10 +190,12 @@ def create_app(config: Config, database: Database) -> FastAPI:
         quarantine,
         stats,
         users,
+        users_page,
     )
 
     for r in (auth.router, users.router, messages.router, quarantine.router, policy.router,
-              stats.router, digest_api.router, lessons.router, links.router, me.router, pages.router):
+              stats.router, digest_api.router, lessons.router, links.router, me.router, pages.router,
+              users_page.router):
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

@@ -53,6 +53,21 @@ class UserCreate(BaseModel):
     password: str | None = Field(None, min_length=8, max_length=1024)
 
 
+class UserUpdate(BaseModel):
+    """Only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["admin", "domain_admin", "user"] | None = None
+    domains: list[str] | None = Field(None, max_length=1000)
+    disabled: bool | None = Field(None, description="true: cannot log in, sessions and tokens "
+                                  "stop working")
+
+
+class PasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str = Field(min_length=8, max_length=1024)
+
+
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field("", max_length=255)
