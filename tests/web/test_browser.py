@@ -150,21 +150,31 @@ def test_hostile_html_runs_nothing_and_fetches_nothing(served, browser):
             except PlaywrightTimeout:
                 if attempt == 2:
                     raise
+        # Deleting asks first.
+        assert "Delete this held message?" in page.inner_text("h2")
+        page.click("#btn-confirm")
+        page.wait_for_load_state()
         assert "Deleted m0004hostile" in page.inner_text("#flash")
 
 
 def test_digest_link_release_without_login(served, browser):
     env, base = served
-    tok = make_token(env.config, "m0002phishbob", "bob@b.test", "release")
+    tok = make_token(env.config, "m0006shared", "bob@b.test", "release")
     ctx = browser.new_context()
     page = ctx.new_page()
     page.goto(f"{base}/d/{tok}")
-    assert page.inner_text("#link-subject") == "Verify your account"
+    assert page.inner_text("#link-subject") == "For both of you"
     page.click("#link-release")
     page.wait_for_load_state()
     assert "Released to bob@b.test" in page.inner_text("#link-done")
     page.goto(f"{base}/d/{tok}")
     assert "already used" in page.inner_text("#link-error")
+    # A phish's link only asks an administrator.
+    page.goto(f"{base}/d/{make_token(env.config, 'm0002phishbob', 'bob@b.test', 'release')}")
+    assert page.locator("#link-release").count() == 0
+    page.click("#link-request")
+    page.wait_for_load_state()
+    assert "Asked an administrator to release it" in page.inner_text("#link-done")
     ctx.close()
 
 

@@ -5,7 +5,6 @@ neither log in nor use its tokens; the last administrator cannot lock everyone o
 from __future__ import annotations
 
 import re
-import subprocess
 
 import httpx
 import pytest

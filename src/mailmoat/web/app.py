@@ -188,6 +188,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
         pages,
         policy,
         quarantine,
+        quarantine_pages,
         stats,
         users,
         users_page,
@@ -195,7 +196,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
 
     for r in (auth.router, users.router, messages.router, quarantine.router, policy.router,
               stats.router, digest_api.router, lessons.router, links.router, me.router, pages.router,
-              users_page.router):
+              quarantine_pages.router, users_page.router):
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

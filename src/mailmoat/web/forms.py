@@ -3,6 +3,7 @@ of a validation dump, so an administrator can fix what they typed (which the pag
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,7 +18,7 @@ def sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
-def _plain(err: dict[str, Any]) -> str:
+def _plain(err: Mapping[str, Any]) -> str:
     """pydantic's message in words an administrator reads without knowing pydantic."""
     kind = str(err.get("type", ""))
     msg = str(err.get("msg", ""))

@@ -215,6 +215,35 @@ class ReleaseIn(BaseModel):
     report_not_spam: bool = Field(False, description="also feed the message to learning as ham")
 
 
+class RequestReleaseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field("", max_length=1000, description="why you trust it, for the administrator")
+    recipients: list[str] | None = Field(None, max_length=1000,
+                                         description="default: every held recipient you may act for")
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field("", max_length=1000, description="told to the requester")
+
+
+class ReleaseRequestOut(BaseModel):
+    id: int
+    message_id: str
+    subject: str
+    category: str
+    score: float
+    mail_from: str
+    requested_by: str
+    recipients: list[str]
+    note: str
+    requested_at: datetime
+    status: Literal["pending", "approved", "denied", "withdrawn"]
+    decided_by: str
+    decided_at: datetime | None
+    decision_note: str
+
+
 class ActionOut(BaseModel):
     ok: bool
     message: str

@@ -29,10 +29,10 @@ from mailmoat.web.deps import (
     csrf_token,
     scope_of,
 )
-from mailmoat.web.preview import PREVIEW_CSP, build_preview, iframe_document
+from mailmoat.web.release_requests import may_release
 from mailmoat.web.routes.auth import login_session
 from mailmoat.web.routes.stats import dashboard_data
-from mailmoat.web.schemas import CATEGORIES, MessageSummary, QuarantineInfo
+from mailmoat.web.schemas import CATEGORIES, MessageSummary
 
 router = APIRouter(include_in_schema=False)
 
@@ -133,62 +133,8 @@ def message_page(msg_id: str, request: Request, user: PageUser, db: DbDep) -> HT
     held = []
     if m.quarantine and m.quarantine.deleted_at is None:
         held = scope_of(user).filter_recipients(m.quarantine.held_for)
-    return render(request, "message.html", user=user, m=m, held=held)
-
-
-@router.get("/quarantine", response_class=HTMLResponse)
-def quarantine_page(request: Request, user: PageUser, db: DbDep, cursor: str | None = None) -> HTMLResponse:
-    try:
-        with db.session() as s:
-            rows, nxt = queries.list_quarantine(s, scope_of(user), 50, cursor)
-    except StoreError:
-        rows, nxt = [], None
-    # The page shows "held for" per message: only the recipients this caller may see.
-    items = [(MessageSummary.of(m), QuarantineInfo.of(q, scope_of(user))) for q, m in rows]
-    return render(request, "quarantine.html", user=user, items=items,
-                  next_url=f"/quarantine?cursor={nxt}" if nxt else None)
-
-
-@router.get("/quarantine/{msg_id}/preview", response_class=HTMLResponse)
-def preview_page(msg_id: str, request: Request, user: PageUser, config: ConfigDep, db: DbDep,
-                 view: str = "text") -> HTMLResponse:
-    raw = services.raw_bytes(config, db, scope_of(user), msg_id)
-    p = build_preview(raw)
-    srcdoc = iframe_document(p.html_clean) if view == "html" and p.html_clean else ""
-    resp = render(request, "preview.html", user=user, p=p, msg_id=msg_id, view=view, srcdoc=srcdoc,
-                  held=scope_of(user).filter_recipients(services.held_entry(db, scope_of(user), msg_id)[1]))
-    resp.headers["Content-Security-Policy"] = PREVIEW_CSP
-    return resp
-
-
-@router.post("/quarantine/{msg_id}/act")
-async def quarantine_act(msg_id: str, request: Request, user: PageUser, config: ConfigDep, db: DbDep,
-                         op: Annotated[str, Form()] = "", back_to: Annotated[str, Form()] = "/quarantine") -> Response:
-    scope = scope_of(user)
-    target = _safe_next(back_to)
-    try:
-        if op in ("release", "release_ham"):
-            note = ""
-            if op == "release_ham":
-                note = " " + (await services.report(config, db, user.email, scope, msg_id, "ham")).message
-            # The spool write (fsync) and the database: on the threadpool, not the event loop.
-            got = await run_in_threadpool(services.release, config, db, user.email, scope, msg_id, None)
-            return back(target, f"Released {msg_id} to {', '.join(got)}.{note}")
-        if op == "delete":
-            await run_in_threadpool(services.delete, config, db, user.email, scope, msg_id)
-            return back(target if not target.startswith(f"/messages/{msg_id}") else "/quarantine",
-                        f"Deleted {msg_id}.")
-        if op == "report_spam":
-            return back(target, (await services.report(config, db, user.email, scope, msg_id, "spam")).message)
-        if op == "unlearn":
-            # Takes back lessons whoever taught them, so administrators only.
-            if not user.is_admin:
-                raise HTTPException(status_code=403, detail="only administrators may take lessons back")
-            res = await run_in_threadpool(services.unlearn, config, db, user.email, scope, msg_id)
-            return back(target, res.message)
-    except HTTPException as exc:
-        return back(target, f"Could not {op.replace('_', ' ')} {msg_id}: {exc.detail}")
-    raise HTTPException(status_code=422, detail=f"unknown operation {op!r}")
+    return render(request, "message.html", user=user, m=m, held=held,
+                  can_release=may_release(user, m.category))
 
 
 def _overrides_json(entries: dict[str, policy_store.DomainOverride]) -> str:
