@@ -11,7 +11,7 @@ from html import escape
 
 COLORS = {"clean": "#2e7d32", "bulk": "#1565c0", "spam": "#e65100", "phishing": "#c2185b",
           "malware": "#6a1b9a", "bec": "#c62828", "policy": "#455a64",
-          "accept": "#43a047", "tag": "#f9a825", "quarantine": "#ef6c00", "reject": "#b71c1c"}
+          "accept": "#43a047", "tag": "#f9a825", "quarantine": "#795548", "reject": "#b71c1c"}
 NEUTRAL = "#5c6bc0"
 
 
@@ -38,9 +38,13 @@ def _bucket_label(b: str, hourly: bool) -> str:
 
 
 def stacked_bars(points: list[dict[str, object]], title: str, all_buckets: list[str] | None = None,
-                 width: int = 1200, height: int = 260) -> str:
+                 width: int = 1200, height: int = 260, compact: bool = False) -> str:
     """Volume over time: one bar per bucket, stacked by category (or action), with a y axis
-    of round numbers and a label saying what it counts. It scales to the card's width."""
+    of round numbers and a label saying what it counts. It scales to the card's width.
+    `compact`: the same chart drawn for a phone's width (fewer labels, larger type), which
+    the stylesheet shows instead of the wide one on narrow screens."""
+    if compact:
+        width, height = 480, 300
     buckets: list[str] = list(all_buckets or [])
     series: dict[str, dict[str, int]] = {}
     for p in points:
@@ -51,32 +55,45 @@ def stacked_bars(points: list[dict[str, object]], title: str, all_buckets: list[
     buckets.sort()
     hourly = bool(buckets) and len(buckets[0]) > 10
     unit = "messages per hour" if hourly else "messages per day"
-    pad_l, pad_r, pad_b, pad_t = 64, 12, 44, 34
+    fs = 16 if compact else 12  # type size, in the chart's own units
+    cats = sorted(series)
+    # The legend, in as many rows as the width needs.
+    legend: list[tuple[str, float, int]] = []
+    lx, row = 64.0, 0
+    for c in cats:
+        w = 30 + fs * 0.62 * len(c)
+        if lx + w > width and lx > 64:
+            lx, row = 64.0, row + 1
+        legend.append((c, lx, row))
+        lx += w
+    rows = (legend[-1][2] + 1) if legend else 1
+    height += (rows - 1) * (fs + 6)
+    pad_l, pad_r, pad_b, pad_t = 64, 12, 30 + rows * (fs + 6), 34
     plot_w, plot_h = width - pad_l - pad_r, height - pad_b - pad_t
     totals = [sum(series[c].get(b, 0) for c in series) for b in buckets]
     ticks = nice_ticks(max(totals or [0]))
     top = ticks[-1]
     base_y = pad_t + plot_h
-    out = [f'<svg class="chart wide" role="img" aria-label="{escape(title)}" width="{width}" '
-           f'height="{height}" viewBox="0 0 {width} {height}" preserveAspectRatio="xMinYMin meet" '
-           f'xmlns="http://www.w3.org/2000/svg">',
-           f'<text x="{pad_l}" y="18" font-size="15" font-weight="bold">{escape(title)}</text>',
+    bar_class = "bar" if compact else "datapoint"  # tests and scripts read the wide one
+    out = [f'<svg class="chart {"compact" if compact else "wide"}" role="img" aria-label="{escape(title)}" '
+           f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+           f'preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">',
+           f'<text x="{pad_l}" y="20" font-size="{fs + 3}" font-weight="bold">{escape(title)}</text>',
            # the y axis' title, along it
-           f'<text class="y-title" transform="translate(14 {pad_t + plot_h / 2:.0f}) rotate(-90)" '
-           f'text-anchor="middle" font-size="12">{unit}</text>']
+           f'<text class="y-title" transform="translate({fs + 2} {pad_t + plot_h / 2:.0f}) rotate(-90)" '
+           f'text-anchor="middle" font-size="{fs}">{unit}</text>']
     for t in ticks:
         ty = base_y - plot_h * t / top
         out.append(f'<line x1="{pad_l}" y1="{ty:.1f}" x2="{pad_l + plot_w}" y2="{ty:.1f}" '
                    f'stroke="{"#999" if t == 0 else "#e3e3e3"}"/>'
-                   f'<text class="y-tick" x="{pad_l - 6}" y="{ty + 4:.1f}" text-anchor="end" '
-                   f'font-size="12">{t}</text>')
+                   f'<text class="y-tick" x="{pad_l - 6}" y="{ty + fs / 3:.1f}" text-anchor="end" '
+                   f'font-size="{fs}">{t}</text>')
     if not any(totals):
         out.append(f'<text x="{pad_l + plot_w / 2:.0f}" y="{pad_t + plot_h / 2:.0f}" text-anchor="middle" '
-                   f'font-size="14" fill="#666">no mail in this period</text>')
+                   f'font-size="{fs + 2}" fill="#666">no mail in this period</text>')
     slot = plot_w / max(len(buckets), 1)
     bw = min(48.0, max(2.0, slot * 0.75))
-    cats = sorted(series)
-    every = max(1, math.ceil(len(buckets) / 12))  # about a dozen x labels at most
+    every = max(1, math.ceil(len(buckets) / (5 if compact else 12)))  # a few x labels only
     for i, b in enumerate(buckets):
         y: float = base_y  # bar heights taken off it are fractional
         x = pad_l + i * slot + (slot - bw) / 2
@@ -86,17 +103,16 @@ def stacked_bars(points: list[dict[str, object]], title: str, all_buckets: list[
                 continue
             h = plot_h * n / top
             y -= h
-            out.append(f'<rect class="datapoint" data-bucket="{escape(b)}" data-category="{escape(c)}" '
+            out.append(f'<rect class="{bar_class}" data-bucket="{escape(b)}" data-category="{escape(c)}" '
                        f'data-count="{n}" x="{x:.1f}" y="{y:.1f}" width="{bw:.1f}" height="{h:.1f}" '
                        f'fill="{color(c)}"><title>{escape(b)} {escape(c)}: {n}</title></rect>')
         if i % every == 0:
-            out.append(f'<text class="x-tick" x="{x + bw / 2:.1f}" y="{base_y + 16}" text-anchor="middle" '
-                       f'font-size="12">{escape(_bucket_label(b, hourly))}</text>')
-    lx = pad_l
-    for c in cats:
-        out.append(f'<rect x="{lx}" y="{height - 14}" width="11" height="11" fill="{color(c)}"/>'
-                   f'<text x="{lx + 15}" y="{height - 4}" font-size="12">{escape(c)}</text>')
-        lx += 30 + 8 * len(c)
+            out.append(f'<text class="x-tick" x="{x + bw / 2:.1f}" y="{base_y + fs + 4}" '
+                       f'text-anchor="middle" font-size="{fs}">{escape(_bucket_label(b, hourly))}</text>')
+    for c, cx, r in legend:
+        ly = base_y + fs + 12 + r * (fs + 6)
+        out.append(f'<rect x="{cx:.0f}" y="{ly + 2}" width="{fs - 1}" height="{fs - 1}" fill="{color(c)}"/>'
+                   f'<text x="{cx + fs + 3:.0f}" y="{ly + fs}" font-size="{fs}">{escape(c)}</text>')
     out.append("</svg>")
     return "".join(out)
 

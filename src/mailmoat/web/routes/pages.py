@@ -86,9 +86,11 @@ def dashboard(request: Request, user: PageUser, config: ConfigDep, db: DbDep, ho
         return [(c.key, c.count) for c in items]
 
     svgs = {
-        "volume": charts.stacked_bars(d.volume, f"Mail volume by category, last {hours} h", d.buckets),
-        "volume_action": charts.stacked_bars(d.volume_by_action, f"Mail volume by action, last {hours} h",
-                                             d.buckets),
+        # Each time chart twice: wide for a screen, compact for a phone (the CSS picks one).
+        **{key: "".join(charts.stacked_bars(points, f"Mail volume by {what}, last {hours} h", d.buckets,
+                                            compact=compact) for compact in (False, True))
+           for key, what, points in (("volume", "category", d.volume),
+                                     ("volume_action", "action", d.volume_by_action))},
         "action": charts.hbars(pairs(d.by_action), "By action"),
         "category": charts.hbars(pairs(d.by_category), "By category"),
         "recipients": charts.hbars(pairs(d.top_recipients), "Top targeted recipients"),
