@@ -1,5 +1,6 @@
-"""`mailmoat user add|passwd|disable|enable|delete|list`, `mailmoat token create`, `mailmoat digest send`: console
-accounts, API tokens and quarantine digests from the command line."""
+"""`mailmoat user add|passwd|disable|enable|delete|list`, `mailmoat token create`,
+`mailmoat digest send`: console accounts, API tokens and quarantine digests from the command
+line."""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Match
 from starlette.types import Scope
@@ -118,8 +119,9 @@ def create_app(config: Config, database: Database) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # "antivirus off: ..." at start when no clamd answers (a probe with a short timeout,
-        # in a thread); in the background, so a slow clamd never delays the start.
-        probe = asyncio.create_task(asyncio.to_thread(health.log_at_start, config))
+        # on the threadpool, not the loop's executor SMTP uses); in the background, so a slow
+        # clamd never delays the start.
+        probe = asyncio.create_task(run_in_threadpool(health.log_at_start, config))
         tasks = [asyncio.create_task(_purge_loop(config, database, console.purge_interval_hours * 3600,
                                                  console.purge_on_start))]
         if digest.enabled:
