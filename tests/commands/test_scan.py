@@ -95,9 +95,14 @@ def test_cli_json_lines(mail_tree):
 def test_cli_text_format(mail_tree):
     proc = _run(str(mail_tree / "sub" / "b.eml"), "--format", "text")
     assert proc.returncode == 0, proc.stderr
-    line = proc.stdout.strip()
+    line, *reasons = proc.stdout.strip().splitlines()
     # The content models add their own symbols after GTUBE; the verdict comes first.
     assert "b.eml: reject score=" in line and " category=spam GTUBE(100)" in line, line
+    # Then every symbol's reason on a line of its own, in the order of the first line.
+    assert reasons[0] == "    GTUBE +100: contains the GTUBE test string", reasons
+    names = [part.split("(")[0] for part in line.split(" category=spam ")[1].split()]
+    assert [r.split()[0] for r in reasons] == names
+    assert all(r.startswith("    ") and ": " in r for r in reasons), reasons
 
 
 def test_workers_keep_output_order(tmp_path):

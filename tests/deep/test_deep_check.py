@@ -71,7 +71,9 @@ async def test_uncertain_band_runs_and_names_pattern(model_future):
     assert 0.5 < both <= r.annotations["deep_probability"]
     assert both == pytest.approx(deep.combined_bad(0.5, r.annotations["deep_probability"]),
                                  abs=5e-3)
-    assert "nearest known pattern: '" in sym.reason and "tier 1 at 0.50, inside the band 0.001–0.9999" in sym.reason
+    # In words: a percentage and the closest pattern, no tiers or bands.
+    assert sym.reason.startswith("the deep model reads this as ") and "% likely " in sym.reason
+    assert "it reads most like '" in sym.reason and "tier" not in sym.reason and "band" not in sym.reason
     names = {p[1] for p in PROTOTYPES}
     assert any(f"'{n}'" in sym.reason for n in names)
 
@@ -91,7 +93,7 @@ async def test_missing_tier1_probability(model_future):
     assert r.symbols == []  # default: skip
     r = result_with(None)
     await check(model_future, when_no_tier1="run").run(msg(PHISH), r)
-    assert "tier 1 gave no probability" in r.symbols[0].reason
+    assert "the content model gave no reading" in r.symbols[0].reason
 
 
 async def test_mode_all_scores_confident_mail_too(model_future):
@@ -229,9 +231,9 @@ async def test_short_text_gets_no_vote(model_future):
 
 
 def test_reasons_keep_the_digits_near_certainty():
-    assert deep._prob(0.5) == "0.50" and deep._prob(0.9995) == "0.9995"
-    assert deep._prob(0.004) == "0.0040" and deep._prob(1.0) == "> 0.9999"
-    assert deep._prob(0.0) == "< 0.0001"
+    assert deep._pct(0.5) == "50%" and deep._pct(0.97) == "97%" and deep._pct(0.9995) == "99.95%"
+    assert deep._pct(0.9991) == "99.91%" and deep._pct(0.004) == "0.4%"
+    assert deep._pct(1.0) == "over 99.99%" and deep._pct(0.0) == "under 0.01%"
 
 
 def test_combined_probability_is_the_mean_of_the_tiers_log_odds():
@@ -270,6 +272,7 @@ async def test_combine_mean_replaces_the_vote_with_the_consensus(model_future):
     (sym,) = r.symbols  # no DEEP_HAM vote on top
     assert sym.name == "DEEP_MEAN_LOWERS" and sym.score < 0
     assert "together" in sym.reason and "instead of 7" in sym.reason
+    assert "the content model as 95%" in sym.reason
     # that is the default: the same message under default settings gets the same symbol
     r3 = result_with(0.95)
     r3.annotations["ml_probabilities"] = dict(r.annotations["ml_probabilities"])

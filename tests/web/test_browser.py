@@ -5,6 +5,7 @@ message without any script running or any network request leaving."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -150,21 +151,31 @@ def test_hostile_html_runs_nothing_and_fetches_nothing(served, browser):
             except PlaywrightTimeout:
                 if attempt == 2:
                     raise
+        # Deleting asks first.
+        assert "Delete this held message?" in page.inner_text("h2")
+        page.click("#btn-confirm")
+        page.wait_for_load_state()
         assert "Deleted m0004hostile" in page.inner_text("#flash")
 
 
 def test_digest_link_release_without_login(served, browser):
     env, base = served
-    tok = make_token(env.config, "m0002phishbob", "bob@b.test", "release")
+    tok = make_token(env.config, "m0006shared", "bob@b.test", "release")
     ctx = browser.new_context()
     page = ctx.new_page()
     page.goto(f"{base}/d/{tok}")
-    assert page.inner_text("#link-subject") == "Verify your account"
+    assert page.inner_text("#link-subject") == "For both of you"
     page.click("#link-release")
     page.wait_for_load_state()
     assert "Released to bob@b.test" in page.inner_text("#link-done")
     page.goto(f"{base}/d/{tok}")
     assert "already used" in page.inner_text("#link-error")
+    # A phish's link only asks an administrator.
+    page.goto(f"{base}/d/{make_token(env.config, 'm0002phishbob', 'bob@b.test', 'release')}")
+    assert page.locator("#link-release").count() == 0
+    page.click("#link-request")
+    page.wait_for_load_state()
+    assert "Asked an administrator to release it" in page.inner_text("#link-done")
     ctx.close()
 
 
@@ -198,3 +209,147 @@ def test_user_moves_own_bulk_threshold(served, browser):
         page.wait_for_load_state()
         assert "Saved: bulk threshold 3, bulk mail quarantine." in page.inner_text("#flash")
         assert page.inner_text("#in-force-threshold") == "3"
+
+
+LAYOUT_WIDTHS = (1366, 390)
+
+
+def _fits(page) -> None:
+    """Nothing is wider than the viewport: the page never scrolls sideways."""
+    over = page.evaluate("""() => {
+        const w = document.documentElement.clientWidth;
+        const wide = [...document.querySelectorAll('body *')].filter(e => {
+            const r = e.getBoundingClientRect();
+            // inside a scrolling box (tables and charts on a phone) is fine: the page does not widen
+            let p = e.parentElement, clipped = false;
+            while (p && p !== document.body) {
+                const s = getComputedStyle(p);
+                if (['auto', 'scroll', 'hidden'].includes(s.overflowX)) { clipped = true; break; }
+                p = p.parentElement;
+            }
+            return !clipped && r.width > 0 && (r.right > w + 1 || r.left < -1);
+        }).map(e => e.tagName + (e.id ? '#' + e.id : '') + ' ' + Math.round(e.getBoundingClientRect().right));
+        return {scroll: document.documentElement.scrollWidth, width: w, wide: wide.slice(0, 5)};
+    }""")
+    assert over["scroll"] <= over["width"] and not over["wide"], over
+
+
+def _menu_reachable(page, width: int, link: str) -> None:
+    """The navigation is in reach: in the header on a wide screen, behind Menu on a phone."""
+    nav_link = page.locator(f"#nav a[href='{link}']")
+    if width >= 800:
+        assert not page.locator("#menu-button").is_visible()
+        assert nav_link.is_visible()
+    else:
+        assert page.locator("#menu-button").is_visible() and not nav_link.is_visible()
+        page.click("#menu-button")
+        assert nav_link.is_visible()
+        box = nav_link.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= width
+    # Visible white-on-blue, not white on white: the link sits on the header's background.
+    bg = page.evaluate("() => getComputedStyle(document.querySelector('header')).backgroundColor")
+    assert bg == "rgb(31, 58, 95)"
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.mark.parametrize("width", LAYOUT_WIDTHS)
+def test_layout_dashboard(served, browser, shots, width):
+    env, base = served
+    ctx = browser.new_context(viewport={"width": width, "height": 900})
+    page = ctx.new_page()
+    login(page, base, "admin@corp.test")
+    page.goto(f"{base}/")
+    page.screenshot(path=str(shots / f"dashboard-{width}.png"), full_page=True)
+    _fits(page)
+    # The time charts take the card's width, with a labelled y axis.
+    # (a wide chart for a screen, a compact one for a phone: the one shown fills the card)
+    shown = page.locator(f"#chart-volume svg.{'wide' if width >= 800 else 'compact'}")
+    assert shown.is_visible() and page.locator("#chart-volume svg").nth(1 if width >= 800 else 0).is_hidden()
+    card, chart = page.locator("#chart-volume").bounding_box(), shown.bounding_box()
+    assert card and chart and chart["width"] >= card["width"] * 0.9
+    assert shown.locator(".y-title").text_content() == "messages per hour"
+    assert shown.locator(".y-tick").count() >= 3
+    assert "antivirus off" in page.inner_text("#health")
+    _menu_reachable(page, width, "/users")
+    ctx.close()
+
+
+@pytest.mark.parametrize("width", LAYOUT_WIDTHS)
+def test_layout_phish_preview(served, browser, shots, width):
+    from tests.conftest import make_email
+    from tests.web.fixtures import add_message
+
+    env, base = served
+    mid = f"m01{width}phish"
+    html = ('<p>Dear customer, your account is limited. <a href="https://203.0.113.7/login">'
+            'https://www.paypal.com/verify</a> within 24 hours.</p>')
+    add_message(env.config, env.db, mid, rcpts=["alice@a.test"], category="phishing", score=29.7,
+                subject="Your account has been limited", hold=True,
+                raw=make_email(subject="Your account has been limited", to="alice@a.test",
+                               body="Verify at https://203.0.113.7/login now.", html=html,
+                               attachments=[("invoice.pdf", "application/pdf", b"%PDF-1.4 not really")]))
+    ctx = browser.new_context(viewport={"width": width, "height": 800})
+    page = ctx.new_page()
+    login(page, base, "alice@a.test")
+    page.goto(f"{base}/quarantine/{mid}/preview")
+    page.screenshot(path=str(shots / f"preview-{width}.png"), full_page=True)
+    _fits(page)
+    # The verdict comes first, in view without scrolling, above the message.
+    verdict, body = page.locator("#verdict").bounding_box(), page.locator("#text-preview").bounding_box()
+    assert verdict and body and verdict["y"] < body["y"] and verdict["y"] < 800
+    assert page.inner_text("#verdict-title") == "Held as phishing · score 29.7"
+    assert "steal a password" in page.inner_text("#verdict-warning")
+    assert "link text shows paypal.com but points to 203.0.113.7" in page.inner_text("#verdict-reasons")
+    # Link targets in plain sight, defanged; attachments with type and hash.
+    assert "hxxps://203.0.113[.]7/login" in page.inner_text("#links")
+    assert "https://203.0.113.7" not in page.inner_text("body")
+    att = page.inner_text("#attachments")
+    assert "invoice.pdf" in att and "application/pdf" in att
+    assert hashlib.sha256(b"%PDF-1.4 not really").hexdigest() in att
+    # A user may only ask for a phish to be released.
+    assert page.locator("#btn-release").count() == 0 and page.locator("#btn-request").is_visible()
+    # The HTML view shows the link's target beside its text, and the link leads nowhere.
+    page.click("#view-html")
+    page.wait_for_load_state()
+    frame = page.frame_locator("#html-preview")
+    assert "[hxxps://203.0.113[.]7/login]" in frame.locator("body").inner_text()
+    assert frame.locator("a[href]").count() == 0
+    _fits(page)
+    ctx.close()
+
+
+@pytest.mark.parametrize("width", LAYOUT_WIDTHS)
+def test_layout_users_page(served, browser, shots, width):
+    env, base = served
+    ctx = browser.new_context(viewport={"width": width, "height": 900})
+    page = ctx.new_page()
+    login(page, base, "admin@corp.test")
+    _menu_reachable(page, width, "/users")
+    page.click("#nav a[href='/users']")
+    page.wait_for_load_state()
+    assert page.locator("tr.user-row").count() >= 4
+    page.screenshot(path=str(shots / f"users-{width}.png"), full_page=True)
+    _fits(page)
+    # Adding with a mistake keeps what was typed and says what is wrong next to the field.
+    email = f"new{width}@a.test"
+    page.fill("#add-user-form input[name=email]", email)
+    page.fill("#add-user-form input[name=password]", "long enough")
+    page.fill("#add-user-form input[name=password2]", "different!")
+    page.click("#btn-add-user")
+    page.wait_for_load_state()
+    assert "type the same one twice" in page.inner_text("#err-password2")
+    assert page.input_value("#add-user-form input[name=email]") == email
+    _fits(page)
+    # An account's own page: every action in reach.
+    page.click("tr.user-row[data-email='bob@b.test'] a.edit-user")
+    page.wait_for_load_state()
+    page.screenshot(path=str(shots / f"user-{width}.png"), full_page=True)
+    _fits(page)
+    for button in ("#btn-save-user", "#btn-reset-password", "#btn-disable", "#btn-delete-user"):
+        box = page.locator(button).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= width, button
+    ctx.close()

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from mailmoat.config import config_from_dict
 from mailmoat.policy.decide import thresholds_for
 from mailmoat.store.models import AuditRow
+from mailmoat.web.charts import COLORS
 from mailmoat.web.policy_store import (
     apply_policy_document,
     current_overrides,
@@ -100,7 +101,7 @@ def test_dashboard_counts_bulk_separately_and_not_as_a_threat(app, bulk_env):
     assert '<span id="threats">5 threats</span>' in page and '<span id="bulk">2 bulk</span>' in page
     volume = page.split('id="chart-volume"')[1].split("</svg>")[0]
     bulk_bars = re.findall(r'data-category="bulk" data-count="(\d+)"[^>]*fill="([^"]+)"', volume)
-    assert sum(int(n) for n, _ in bulk_bars) == 2 and {f for _, f in bulk_bars} == {"#64b5f6"}
+    assert sum(int(n) for n, _ in bulk_bars) == 2 and {f for _, f in bulk_bars} == {COLORS["bulk"]}
     assert 'data-key="bulk" data-count="2"' in page.split('id="chart-category"')[1]
 
 
@@ -228,7 +229,7 @@ def test_admin_sets_bulk_globally_and_per_domain_on_the_policy_page(app, env):
     r = c.post("/policy", data=base | {"domains": '{"b.test": {"bulk_action": "maybe"}}'})
     assert r.status_code == 422 and "bulk_action" in r.text
     r = c.post("/policy", data=base | {"recipients": "{nope"})
-    assert r.status_code == 422 and "per-recipient overrides are not valid JSON" in r.text
+    assert r.status_code == 422 and "Per-recipient overrides are not valid JSON" in r.text
 
 
 def test_documents_without_bulk_settings_leave_the_toml_in_force(tmp_path):

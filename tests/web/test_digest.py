@@ -39,8 +39,9 @@ def test_digest_send_over_smtp_and_links_work(tmp_path):
         mail = sink.parsed(bob)
         assert mail["From"] == "q@corp.test"
         text = mail.get_body(("plain",)).get_content()
-    links = re.findall(r"(View|Release): +http://console\.test(/d/\S+)", text)
-    assert len(links) == 4
+    links = re.findall(r"(View|Release|Request release): +http://console\.test(/d/\S+)", text)
+    # bob's spam is released by its link; his phish's link only asks an administrator.
+    assert [k for k, _ in links] == ["View", "Release", "View", "Request release"]
     app = create_app(env.config, env.db)
     c = TestClient(app)
     view = c.get(links[0][1])
@@ -58,6 +59,18 @@ def test_digest_send_over_smtp_and_links_work(tmp_path):
     assert again.status_code == 410 and "already used" in again.text
     assert c.get(rel_path).status_code == 410
     assert len(sp.ids("incoming")) == 1
+    ask_path = next(p for kind, p in links if kind == "Request release")
+    page = c.get(ask_path)
+    assert 'id="link-request"' in page.text and 'id="link-release"' not in page.text
+    done = c.post(ask_path)
+    assert done.status_code == 200 and "Asked an administrator to release it" in done.text
+    assert len(sp.ids("incoming")) == 1  # nothing released
+    from mailmoat.web.auth import Principal
+    from mailmoat.web.release_requests import list_requests
+
+    admin = Principal(id=1, email="admin@corp.test", role="admin")
+    [req] = list_requests(env.db, admin, "pending")
+    assert (req.message_id, req.requested_by, req.recipients) == ("m0002phishbob", "bob@b.test", ["bob@b.test"])
 
 
 def test_dry_run_and_api_send(env, app):

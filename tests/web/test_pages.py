@@ -77,6 +77,8 @@ def test_release_from_console_form(app, env):
     r = c.post("/quarantine/m0002phishbob/act", data={"op": "release", "csrf_token": csrf})
     assert "Could not release" in c.get(r.headers["location"]).text
     r = c.post("/quarantine/m0005malware/act", data={"op": "delete", "csrf_token": csrf})
+    assert r.status_code == 200 and 'id="confirm-question"' in r.text  # asks first
+    r = c.post("/quarantine/m0005malware/act", data={"op": "delete", "csrf_token": csrf, "confirm": "yes"})
     assert "Deleted m0005malware" in c.get(r.headers["location"]).text
 
 
@@ -124,9 +126,20 @@ def test_policy_form_saves_validates_and_rolls_back(app, env):
     page = c.get("/policy").text
     assert "(version 1)" in page and "boss@bad.test" in page
     r = c.post("/policy", data=base | {"tag_threshold": "30"})
-    assert r.status_code == 422 and "ordered" in r.text
+    assert r.status_code == 422 and "ordered" in r.text and 'id="err-thresholds"' in r.text
     r = c.post("/policy", data=base | {"domains": "{nope"})
-    assert r.status_code == 422 and "not valid JSON" in r.text
+    assert r.status_code == 422 and 'id="err-domains"' in r.text
+    assert "Per-domain overrides are not valid JSON: Expecting property name" in r.text
+    # Each mistake in a sentence next to its field; what was typed stays in the form.
+    r = c.post("/policy", data=base | {"quarantine_threshold": "nine", "block_ips": "203.0.113.0/24\nnot-an-ip",
+                                       "comment": "typed comment"})
+    assert r.status_code == 422
+    err = re.search(r'id="err-quarantine_threshold"[^>]*>([^<]*)<', r.text).group(1)
+    assert err == "Quarantine threshold: give a number (&#39;nine&#39; is not one)."
+    assert "Blocked IPs:" in re.search(r'id="err-block_ips"[^>]*>([^<]*)<', r.text).group(1)
+    assert 'name="quarantine_threshold" value="nine"' in r.text and "not-an-ip</textarea>" in r.text
+    assert 'value="typed comment"' in r.text and "Jane Doe</textarea>" in r.text
+    assert "validation error" not in r.text and "pydantic" not in r.text
     c.post("/policy", data=base | {"vips": "Someone Else", "comment": "second"})
     r = c.post("/policy/rollback/1", data={"csrf_token": csrf})
     assert r.status_code == 303 and "Rolled back to version 1" in c.get(r.headers["location"]).text
@@ -154,7 +167,7 @@ def test_logout(app, env):
 
 def test_audit_page_admin_only(app, env):
     c, csrf = form_login(app, "admin@corp.test")
-    c.post("/quarantine/m0001spamalice/act", data={"op": "delete", "csrf_token": csrf})
+    c.post("/quarantine/m0001spamalice/act", data={"op": "delete", "csrf_token": csrf, "confirm": "yes"})
     page = c.get("/audit").text
     assert "quarantine.delete" in page and "m0001spamalice" in page and "admin@corp.test" in page
     u, _ = form_login(app, "alice@a.test")

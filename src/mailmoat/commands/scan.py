@@ -284,12 +284,15 @@ def scan_items(
 
 
 def format_text(r: dict[str, Any]) -> str:
+    """The verdict on one line (symbols and scores, for grep), then each symbol's reason on
+    an indented line of its own, strongest first."""
     if "error" in r:
         return f"{r['path']}: ERROR {r['error']}"
     syms = " ".join(f"{s['name']}({s['score']:g})" for s in r["symbols"])
-    return (
-        f"{r['path']}: {r['action']} score={r['score']:g} category={r['category']} {syms}".rstrip()
-    )
+    head = f"{r['path']}: {r['action']} score={r['score']:g} category={r['category']} {syms}".rstrip()
+    reasons = [f"    {s['name']} {s['score']:+g}: {' '.join(str(s.get('reason') or '').split())}".rstrip(": ")
+               for s in r["symbols"]]
+    return "\n".join([head, *reasons])
 
 
 def register(app: typer.Typer) -> None:

@@ -207,14 +207,17 @@ class DeepCheck(Check):
         self.timeout = self.budget + 1.0  # we report our own overrun, with the reason
 
     def why_run(self, result: ScanResult) -> str | None:
+        """Why tier 2 reads this message, in words (None: it does not)."""
         s = self.settings
         p = result.annotations.get("ml_spam_probability")
         if s.mode == "all":
-            return "configured to score all mail" if p is None else f"tier 1 at {_prob(p)}"
+            return "every message is read" if p is None else \
+                f"every message is read (the content model: {_pct(p)} likely spam or phishing)"
         if not isinstance(p, (int, float)):
-            return "tier 1 gave no probability" if s.when_no_tier1 == "run" else None
+            return "the content model gave no reading" if s.when_no_tier1 == "run" else None
         lo, hi = s.band
-        return f"tier 1 at {_prob(p)}, inside the band {lo:g}–{hi:g}" if s.covers(p) else None
+        return (f"the content model was not sure ({_pct(p)} likely spam or phishing; "
+                f"[deep] band {lo:g}–{hi:g})") if s.covers(p) else None
 
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
         why = self.why_run(result)
@@ -234,8 +237,8 @@ class DeepCheck(Check):
             pred = await asyncio.wait_for(job, max(left, 0.001))
         except asyncio.TimeoutError:
             what = "score the message" if self.model.done() else "finish loading"
-            result.add("DEEP_FAIL", reason=f"deep model did not {what} within "
-                       f"{self.settings.timeout_ms} ms; judged without tier 2")
+            result.add("DEEP_FAIL", reason=f"the deep model did not {what} within "
+                       f"{self.settings.timeout_ms} ms; the message was judged without it")
             return
         if isinstance(pred, int):  # too short to judge: no vote (docs/deep.md)
             result.annotations["deep_skipped"] = (
@@ -251,7 +254,11 @@ class DeepCheck(Check):
             # beat either alone (docs/deep.md), so this is what tier 3 reads.
             result.annotations["deep_combined_probability"] = round(
                 combined_bad(float(p1), p), 4)
-        pattern = f"nearest known pattern: '{pred.pattern}'"
+        # The reason says what the model read, in words; why it ran (the band) is no news to
+        # an administrator reading the message's page, except when tier 1 said nothing.
+        pattern = f"it reads most like '{pred.pattern}'"
+        if why == "the content model gave no reading":
+            pattern += f"; {why}"
         probs = result.annotations.get("ml_probabilities")
         tier1 = (float(probs.get("spam", 0.0)), float(probs.get("phish", 0.0))) \
             if isinstance(probs, dict) else None
@@ -261,37 +268,42 @@ class DeepCheck(Check):
         name, factor = hit
         if name.startswith("DEEP_MEAN_"):
             assert tier1 is not None
-            self._add_mean(result, name, factor, tier1, pred, f"{pattern}; {why}")
-        elif name != "DEEP_HAM":
-            kind = f"phishing {pred.p_phish:.2f}" if name == "DEEP_PHISH" else f"spam {pred.p_spam:.2f}"
-            result.add(name, factor=factor,
-                       reason=f"deep model: {p:.2f} spam-like ({kind}); {pattern}; {why}")
+            self._add_mean(result, name, factor, tier1, pred, pattern)
+        elif name == "DEEP_PHISH":
+            result.add(name, factor=factor, reason=(
+                f"the deep model reads this as {_pct(pred.p_phish)} likely phishing "
+                f"({_pct(p)} spam or phishing); {pattern}"))
+        elif name == "DEEP_SPAM":
+            result.add(name, factor=factor, reason=(
+                f"the deep model reads this as {_pct(p)} likely spam or phishing, mostly spam; "
+                f"{pattern}"))
         else:
-            result.add(name, factor=factor,
-                       reason=f"deep model: {p:.2f} spam-like, reads like legitimate mail; "
-                       f"{pattern}; {why}")
+            result.add(name, factor=factor, reason=(
+                f"the deep model reads this as legitimate mail (only {_pct(p)} likely spam or "
+                f"phishing); {pattern}"))
 
     def _add_mean(self, result: ScanResult, name: str, factor: float,
                   tier1: tuple[float, float], pred: Any, context: str) -> None:
         t1s, t1p = tier1
         both = combined_probabilities(t1s, t1p, pred.p_spam, pred.p_phish)
+        kind = "phishing" if both[1] > both[0] else "spam"
         result.add(name, factor=factor, reason=(
-            f"deep model: {_prob(pred.p_bad)} spam-like, tier 1 {_prob(t1s + t1p)}; together "
-            f"{_prob(sum(both))}, which earns a content score of "
-            f"{content_score(*both, self.content):g} "
+            f"the deep model reads this as {_pct(pred.p_bad)} likely spam or phishing, the "
+            f"content model as {_pct(t1s + t1p)}; together {_pct(sum(both))} (mostly {kind}), "
+            f"which earns a content score of {content_score(*both, self.content):g} "
             f"instead of {content_score(t1s, t1p, self.content):g}; {context}"))
 
 
-def _prob(p: float) -> str:
-    """A probability for a reason: two decimals in the middle, four near 0 and 1 (where the
-    default band's edges lie: 0.9995 must not read as 1.00)."""
+def _pct(p: float) -> str:
+    """A probability as a percentage a person reads: whole numbers in the middle, two
+    decimals near 0 and 100% (99.95% must not read as 100%)."""
     if 0.01 <= p <= 0.99:
-        return f"{p:.2f}"
+        return f"{p * 100:.0f}%"
     if p > 0.9999:
-        return "> 0.9999"
+        return "over 99.99%"
     if p < 0.0001:
-        return "< 0.0001"
-    return f"{p:.4f}"
+        return "under 0.01%"
+    return f"{p * 100:.2f}".rstrip("0").rstrip(".") + "%"
 
 
 def tier2_symbol(t2_spam: float, t2_phish: float, tier1: tuple[float, float] | None,

@@ -173,3 +173,23 @@ class SentMessageRow(Base):
     message_id: Mapped[str] = mapped_column(String(998), primary_key=True)  # without <>
     sender: Mapped[str] = mapped_column(String(512), default="")
     sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class ReleaseRequestRow(Base):
+    """A recipient's request to release a held message they may not release themselves
+    (phishing, malware: web.services.RELEASE_NEEDS_APPROVAL); an administrator approves
+    (the message is released to `recipients`) or denies it. `status`: pending → approved |
+    denied | withdrawn (the message left quarantine otherwise)."""
+
+    __tablename__ = "quarantine_release_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    requested_by: Mapped[str] = mapped_column(String(512), index=True)
+    recipients: Mapped[list] = mapped_column(JSON, default=list)
+    note: Mapped[str] = mapped_column(Text, default="")
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="pending")
+    decided_by: Mapped[str] = mapped_column(String(255), default="")
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    decision_note: Mapped[str] = mapped_column(Text, default="")

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Match
 from starlette.types import Scope
@@ -31,7 +32,7 @@ from mailmoat import __version__
 from mailmoat.config import Config
 from mailmoat.store.db import Database
 from mailmoat.store.quarantine import purge_expired
-from mailmoat.web import metrics
+from mailmoat.web import health, metrics
 from mailmoat.web.auth import cookie_secure, secret_key
 from mailmoat.web.deps import AdminUser, LoginRequired, csrf_token, get_db
 from mailmoat.web.digest import ConsoleSettings, DigestSettings, send_digests
@@ -92,6 +93,24 @@ def allowed_methods(app: FastAPI, scope: Scope) -> str:
     return ", ".join(allowed)
 
 
+def wants_html(request: Request) -> bool:
+    """A browser asks for HTML first; API clients and scripts ask for JSON or anything."""
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept.split(",")[0] or accept.startswith("text/html")
+
+
+ERROR_TITLES = {400: "That request is not valid", 403: "Not for you", 404: "Not found",
+                409: "That cannot be done now", 410: "Gone", 422: "That is not valid"}
+
+
+def error_page(request: Request, status: int, detail: str) -> Response:
+    """The console's error page (403, 404, …) for a browser, with a way back."""
+    title = ERROR_TITLES.get(status, "Something went wrong")
+    return request.app.state.templates.TemplateResponse(
+        request, "error.html", {"user": None, "status": status, "title": title,
+                                "detail": detail, "flash": ""}, status_code=status)
+
+
 def create_app(config: Config, database: Database) -> FastAPI:
     database.create_schema()
     console = config.section("console", ConsoleSettings)
@@ -99,6 +118,10 @@ def create_app(config: Config, database: Database) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # "antivirus off: ..." at start when no clamd answers (a probe with a short timeout,
+        # on the threadpool, not the loop's executor SMTP uses); in the background, so a slow
+        # clamd never delays the start.
+        probe = asyncio.create_task(run_in_threadpool(health.log_at_start, config))
         tasks = [asyncio.create_task(_purge_loop(config, database, console.purge_interval_hours * 3600,
                                                  console.purge_on_start))]
         if digest.enabled:
@@ -108,6 +131,8 @@ def create_app(config: Config, database: Database) -> FastAPI:
         finally:
             for t in tasks:
                 t.cancel()
+            with contextlib.suppress(Exception):
+                await probe
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
@@ -147,6 +172,8 @@ def create_app(config: Config, database: Database) -> FastAPI:
             headers = {**(exc.headers or {}), "Allow": allowed_methods(app, request.scope)}
             return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
         if not request.url.path.startswith("/api/"):
+            if wants_html(request):
+                return error_page(request, exc.status_code, str(exc.detail))
             return await http_exception_handler(request, exc)
         if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
             # A body that is not even text (FastAPI: 400) is as invalid as one that is not
@@ -188,12 +215,15 @@ def create_app(config: Config, database: Database) -> FastAPI:
         pages,
         policy,
         quarantine,
+        quarantine_pages,
         stats,
         users,
+        users_page,
     )
 
     for r in (auth.router, users.router, messages.router, quarantine.router, policy.router,
-              stats.router, digest_api.router, lessons.router, links.router, me.router, pages.router):
+              stats.router, digest_api.router, lessons.router, links.router, me.router, pages.router,
+              quarantine_pages.router, users_page.router):
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from mailmoat.config import Config
@@ -250,3 +251,96 @@ async def authenticate_off_loop(db: Database, email: str, password: str) -> User
         await verify_password_off_loop("", password)
         return None
     return user if await verify_password_off_loop(user.password_hash, password) else None
+
+
+MIN_PASSWORD = 8
+
+
+def check_password(password: str) -> str:
+    """The password, or a StoreError saying in words why it is refused (never empty)."""
+    if len(password) < MIN_PASSWORD:
+        raise StoreError(f"the password must be at least {MIN_PASSWORD} characters")
+    if not password.strip():
+        raise StoreError("the password cannot be only spaces")
+    return password
+
+
+def find_user(db: Database, email: str) -> UserRow:
+    with db.session() as s:
+        row = s.scalar(select(UserRow).where(UserRow.email == email.strip().lower()))
+    if row is None:
+        raise StoreError(f"no user {email.strip().lower()}")
+    return row
+
+
+def _enabled_admins(s: Session, but: int) -> int:
+    return s.scalar(select(func.count()).select_from(UserRow).where(
+        UserRow.role == "admin", UserRow.disabled.is_(False), UserRow.id != but)) or 0
+
+
+def set_password(db: Database, user_id: int, password: str) -> UserRow:
+    """A new password; every session of the account ends (its tokens stay)."""
+    pw_hash = hash_password(check_password(password))
+    with db.session() as s:
+        row = s.get(UserRow, user_id)
+        if row is None:
+            raise StoreError(f"no user with id {user_id}")
+        row.password_hash = pw_hash
+        row.session_epoch += 1
+        s.flush()
+        return row
+
+
+def update_user(db: Database, user_id: int, *, role: str | None = None,
+                domains: list[str] | None = None, disabled: bool | None = None,
+                keep_an_admin: bool = True) -> tuple[UserRow, dict[str, object]]:
+    """Change role, domains or the disabled flag; returns the row and what changed
+    ({field: [old, new]}). Disabling ends the account's sessions at once, and its tokens
+    stop working (user_for_token checks `disabled`). With `keep_an_admin`, the last enabled
+    administrator cannot be demoted or disabled: nobody could manage accounts afterwards
+    except from the command line."""
+    with db.session() as s:
+        row = s.get(UserRow, user_id)
+        if row is None:
+            raise StoreError(f"no user with id {user_id}")
+        new_role = role if role is not None else row.role
+        if new_role not in ROLES:
+            raise StoreError(f"unknown role {new_role!r}; choose one of {', '.join(ROLES)}")
+        new_doms = sorted({d.strip().lower() for d in domains if d.strip()}) if domains is not None \
+            else list(row.domains or [])
+        if new_role == "domain_admin" and not new_doms:
+            raise StoreError("a domain admin needs at least one domain")
+        new_disabled = row.disabled if disabled is None else disabled
+        loses_admin = row.role == "admin" and not row.disabled and (new_role != "admin" or new_disabled)
+        if keep_an_admin and loses_admin and _enabled_admins(s, row.id) == 0:
+            raise StoreError(f"{row.email} is the last enabled administrator; make another "
+                             "administrator first")
+        changed: dict[str, object] = {}
+        if new_role != row.role:
+            changed["role"] = [row.role, new_role]
+            row.role = new_role
+        if new_doms != list(row.domains or []):
+            changed["domains"] = [list(row.domains or []), new_doms]
+            row.domains = new_doms
+        if new_disabled != row.disabled:
+            changed["disabled"] = [row.disabled, new_disabled]
+            row.disabled = new_disabled
+        if changed.get("disabled") or "role" in changed:
+            row.session_epoch += 1  # a changed role starts with a fresh session
+        s.flush()
+        return row, changed
+
+
+def delete_user(db: Database, user_id: int, keep_an_admin: bool = True) -> str:
+    """Remove the account and its API tokens (the audit log keeps its name)."""
+    with db.session() as s:
+        row = s.get(UserRow, user_id)
+        if row is None:
+            raise StoreError(f"no user with id {user_id}")
+        if keep_an_admin and row.role == "admin" and not row.disabled and _enabled_admins(s, row.id) == 0:
+            raise StoreError(f"{row.email} is the last enabled administrator; make another "
+                             "administrator first")
+        s.execute(delete(ApiTokenRow).where(ApiTokenRow.user_id == row.id))
+        email = row.email
+        s.delete(row)
+        return email

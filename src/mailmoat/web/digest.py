@@ -9,6 +9,7 @@ or person; a release link's nonce is recorded when used, so it cannot be replaye
 from __future__ import annotations
 
 import html
+import logging
 import secrets
 import smtplib
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from mailmoat.store.quarantine import audit
 from mailmoat.store.webmodels import UsedLinkNonceRow, UserRow
 from mailmoat.web.auth import secret_key
 
+log = logging.getLogger(__name__)
 SALT = "mailmoat.digest-link.v1"
 LINK_ACTIONS = ("view", "release")
 
@@ -124,17 +126,21 @@ def build_digest(config: Config, address: str, held: list[tuple[Any, Any]]) -> E
     lines = [f"These messages to {address} were held in quarantine.",
              "Release one only if you trust it. Links work without logging in, once, for "
              f"{config.section('digest', DigestSettings).link_max_age_hours} hours.", ""]
+    from mailmoat.web.release_requests import USER_MAY_RELEASE  # (it imports this module)
+
     rows = []
     for q, m in held:
         view = link_url(config, make_token(config, m.id, address, "view"))
         rel = link_url(config, make_token(config, m.id, address, "release"))
+        # Phishing and malware: the link asks an administrator (web/routes/links.py).
+        label = "Release" if m.category in USER_MAY_RELEASE else "Request release"
         when = m.received_at.strftime("%Y-%m-%d %H:%M")
         lines += [f"- {when}  From: {m.from_header or m.mail_from}", f"  Subject: {m.subject}",
-                  f"  Why: {m.category}, score {m.score:g}", f"  View:    {view}", f"  Release: {rel}", ""]
+                  f"  Why: {m.category}, score {m.score:g}", f"  View:    {view}", f"  {label}: {rel}", ""]
         rows.append(
             f"<tr><td>{html.escape(when)}</td><td>{html.escape(m.from_header or m.mail_from)}</td>"
             f"<td>{html.escape(m.subject or '')}</td><td>{html.escape(m.category)} ({m.score:g})</td>"
-            f"<td><a href=\"{html.escape(view)}\">View</a> · <a href=\"{html.escape(rel)}\">Release</a></td></tr>")
+            f"<td><a href=\"{html.escape(view)}\">View</a> · <a href=\"{html.escape(rel)}\">{label}</a></td></tr>")
     msg.set_content("\n".join(lines))
     msg.add_alternative(
         "<html><body style=\"font-family:sans-serif\">"
@@ -163,18 +169,51 @@ def _downstream(config: Config) -> tuple[str, int]:
     return host or "127.0.0.1", int(port or 25)
 
 
+def send_mails(config: Config, mails: list[tuple[str, EmailMessage]], what: str = "mail") -> None:
+    """Hand mails to the downstream in one SMTP session (digests and notices)."""
+    host, port = _downstream(config)
+    try:
+        with smtplib.SMTP(host, port, timeout=config.delivery.connect_timeout) as smtp:
+            smtp.ehlo(config.smtp.hostname)
+            for addr, msg in mails:
+                smtp.send_message(msg, from_addr=_from_address(config), to_addrs=[addr])
+    except (OSError, smtplib.SMTPException) as exc:
+        raise RelayError(f"cannot send {what} to {host}:{port}: {exc}") from exc
+
+
 def send_digests(config: Config, db: Database, dry_run: bool = False) -> tuple[int, int]:
     """Send every digest via the downstream; returns (users, messages listed)."""
     digests = collect(config, db)
     if dry_run or not digests:
         return len(digests), sum(n for _, _, n in digests)
-    host, port = _downstream(config)
-    try:
-        with smtplib.SMTP(host, port, timeout=config.delivery.connect_timeout) as smtp:
-            smtp.ehlo(config.smtp.hostname)
-            for addr, msg, _ in digests:
-                smtp.send_message(msg, from_addr=_from_address(config), to_addrs=[addr])
-    except (OSError, smtplib.SMTPException) as exc:
-        raise RelayError(f"cannot send digests to {host}:{port}: {exc}") from exc
+    send_mails(config, [(addr, msg) for addr, msg, _ in digests], "digests")
     audit(db, "system", "digest.send", "", users=len(digests), messages=sum(n for _, _, n in digests))
     return len(digests), sum(n for _, _, n in digests)
+
+
+def notice(config: Config, to: str, subject: str, text: str) -> EmailMessage:
+    """A short plain-text notification from the quarantine (release requests and their
+    outcome)."""
+    msg = EmailMessage()
+    msg["From"] = _from_address(config)
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=config.smtp.hostname)
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(text)
+    return msg
+
+
+def send_notices(config: Config, to: list[str], subject: str, text: str) -> bool:
+    """Mail a notice to each address when mail notifications are on ([digest] enabled: the
+    same sender and downstream as digests). False when off or the downstream refused; the
+    console shows the same news either way, so a failure is logged, not raised."""
+    if not to or not config.section("digest", DigestSettings).enabled:
+        return False
+    try:
+        send_mails(config, [(addr, notice(config, addr, subject, text)) for addr in to], "notices")
+    except RelayError as exc:
+        log.warning("quarantine notice %r not sent: %s", subject, exc)
+        return False
+    return True

@@ -53,6 +53,21 @@ class UserCreate(BaseModel):
     password: str | None = Field(None, min_length=8, max_length=1024)
 
 
+class UserUpdate(BaseModel):
+    """Only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["admin", "domain_admin", "user"] | None = None
+    domains: list[str] | None = Field(None, max_length=1000)
+    disabled: bool | None = Field(None, description="true: cannot log in, sessions and tokens "
+                                  "stop working")
+
+
+class PasswordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str = Field(min_length=8, max_length=1024)
+
+
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field("", max_length=255)
@@ -198,6 +213,35 @@ class ReleaseIn(BaseModel):
     recipients: list[str] | None = Field(None, max_length=1000,
                                          description="default: every held recipient you may act for")
     report_not_spam: bool = Field(False, description="also feed the message to learning as ham")
+
+
+class RequestReleaseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field("", max_length=1000, description="why you trust it, for the administrator")
+    recipients: list[str] | None = Field(None, max_length=1000,
+                                         description="default: every held recipient you may act for")
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field("", max_length=1000, description="told to the requester")
+
+
+class ReleaseRequestOut(BaseModel):
+    id: int
+    message_id: str
+    subject: str
+    category: str
+    score: float
+    mail_from: str
+    requested_by: str
+    recipients: list[str]
+    note: str
+    requested_at: datetime
+    status: Literal["pending", "approved", "denied", "withdrawn"]
+    decided_by: str
+    decided_at: datetime | None
+    decision_note: str
 
 
 class ActionOut(BaseModel):

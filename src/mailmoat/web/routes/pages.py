@@ -10,6 +10,7 @@ from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
@@ -18,7 +19,7 @@ from mailmoat.errors import PolicyError, StoreError
 from mailmoat.store import queries
 from mailmoat.store.db import Database
 from mailmoat.store.quarantine import audit
-from mailmoat.web import charts, policy_store, services
+from mailmoat.web import charts, health, policy_store, release_requests, services
 from mailmoat.web.auth import Principal
 from mailmoat.web.deps import (
     ConfigDep,
@@ -29,10 +30,10 @@ from mailmoat.web.deps import (
     csrf_token,
     scope_of,
 )
-from mailmoat.web.preview import PREVIEW_CSP, build_preview, iframe_document
+from mailmoat.web.forms import field_errors, sentence
 from mailmoat.web.routes.auth import login_session
 from mailmoat.web.routes.stats import dashboard_data
-from mailmoat.web.schemas import CATEGORIES, MessageSummary, QuarantineInfo
+from mailmoat.web.schemas import CATEGORIES, MessageSummary
 
 router = APIRouter(include_in_schema=False)
 
@@ -85,9 +86,11 @@ def dashboard(request: Request, user: PageUser, config: ConfigDep, db: DbDep, ho
         return [(c.key, c.count) for c in items]
 
     svgs = {
-        "volume": charts.stacked_bars(d.volume, f"Mail volume by category, last {hours} h", d.buckets),
-        "volume_action": charts.stacked_bars(d.volume_by_action, f"Mail volume by action, last {hours} h",
-                                             d.buckets),
+        # Each time chart twice: wide for a screen, compact for a phone (the CSS picks one).
+        **{key: "".join(charts.stacked_bars(points, f"Mail volume by {what}, last {hours} h", d.buckets,
+                                            compact=compact) for compact in (False, True))
+           for key, what, points in (("volume", "category", d.volume),
+                                     ("volume_action", "action", d.volume_by_action))},
         "action": charts.hbars(pairs(d.by_action), "By action"),
         "category": charts.hbars(pairs(d.by_category), "By category"),
         "recipients": charts.hbars(pairs(d.top_recipients), "Top targeted recipients"),
@@ -97,7 +100,18 @@ def dashboard(request: Request, user: PageUser, config: ConfigDep, db: DbDep, ho
     }
     if d.queue:
         svgs["queue"] = charts.hbars(sorted(d.queue.items()), "Delivery queue (spool files)")
-    return render(request, "dashboard.html", user=user, d=d, svgs=svgs, hours=hours)
+    # The busiest bucket, not an average over the window: an idle day's average says nothing.
+    per_bucket: dict[str, int] = {}
+    for p in d.volume:
+        per_bucket[str(p["bucket"])] = per_bucket.get(str(p["bucket"]), 0) + int(p["count"])
+    busiest = max(per_bucket.items(), key=lambda kv: kv[1], default=None)
+    # Administrators see whether the gateway's neighbours answer (probed off the loop: this
+    # route is a plain def, on the threadpool).
+    neighbours = [health.probe(config, "antivirus"), health.probe(config, "downstream")] \
+        if user.is_admin else []
+    return render(request, "dashboard.html", user=user, d=d, svgs=svgs, hours=hours, busiest=busiest,
+                  hourly=hours <= 72, neighbours=neighbours,
+                  pending_requests=release_requests.pending_for(db, user))
 
 
 @router.get("/messages", response_class=HTMLResponse)
@@ -133,81 +147,63 @@ def message_page(msg_id: str, request: Request, user: PageUser, db: DbDep) -> HT
     held = []
     if m.quarantine and m.quarantine.deleted_at is None:
         held = scope_of(user).filter_recipients(m.quarantine.held_for)
-    return render(request, "message.html", user=user, m=m, held=held)
-
-
-@router.get("/quarantine", response_class=HTMLResponse)
-def quarantine_page(request: Request, user: PageUser, db: DbDep, cursor: str | None = None) -> HTMLResponse:
-    try:
-        with db.session() as s:
-            rows, nxt = queries.list_quarantine(s, scope_of(user), 50, cursor)
-    except StoreError:
-        rows, nxt = [], None
-    # The page shows "held for" per message: only the recipients this caller may see.
-    items = [(MessageSummary.of(m), QuarantineInfo.of(q, scope_of(user))) for q, m in rows]
-    return render(request, "quarantine.html", user=user, items=items,
-                  next_url=f"/quarantine?cursor={nxt}" if nxt else None)
-
-
-@router.get("/quarantine/{msg_id}/preview", response_class=HTMLResponse)
-def preview_page(msg_id: str, request: Request, user: PageUser, config: ConfigDep, db: DbDep,
-                 view: str = "text") -> HTMLResponse:
-    raw = services.raw_bytes(config, db, scope_of(user), msg_id)
-    p = build_preview(raw)
-    srcdoc = iframe_document(p.html_clean) if view == "html" and p.html_clean else ""
-    resp = render(request, "preview.html", user=user, p=p, msg_id=msg_id, view=view, srcdoc=srcdoc,
-                  held=scope_of(user).filter_recipients(services.held_entry(db, scope_of(user), msg_id)[1]))
-    resp.headers["Content-Security-Policy"] = PREVIEW_CSP
-    return resp
-
-
-@router.post("/quarantine/{msg_id}/act")
-async def quarantine_act(msg_id: str, request: Request, user: PageUser, config: ConfigDep, db: DbDep,
-                         op: Annotated[str, Form()] = "", back_to: Annotated[str, Form()] = "/quarantine") -> Response:
-    scope = scope_of(user)
-    target = _safe_next(back_to)
-    try:
-        if op in ("release", "release_ham"):
-            note = ""
-            if op == "release_ham":
-                note = " " + (await services.report(config, db, user.email, scope, msg_id, "ham")).message
-            # The spool write (fsync) and the database: on the threadpool, not the event loop.
-            got = await run_in_threadpool(services.release, config, db, user.email, scope, msg_id, None)
-            return back(target, f"Released {msg_id} to {', '.join(got)}.{note}")
-        if op == "delete":
-            await run_in_threadpool(services.delete, config, db, user.email, scope, msg_id)
-            return back(target if not target.startswith(f"/messages/{msg_id}") else "/quarantine",
-                        f"Deleted {msg_id}.")
-        if op == "report_spam":
-            return back(target, (await services.report(config, db, user.email, scope, msg_id, "spam")).message)
-        if op == "unlearn":
-            # Takes back lessons whoever taught them, so administrators only.
-            if not user.is_admin:
-                raise HTTPException(status_code=403, detail="only administrators may take lessons back")
-            res = await run_in_threadpool(services.unlearn, config, db, user.email, scope, msg_id)
-            return back(target, res.message)
-    except HTTPException as exc:
-        return back(target, f"Could not {op.replace('_', ' ')} {msg_id}: {exc.detail}")
-    raise HTTPException(status_code=422, detail=f"unknown operation {op!r}")
+    return render(request, "message.html", user=user, m=m, held=held,
+                  can_release=release_requests.may_release(user, m.category))
 
 
 def _overrides_json(entries: dict[str, policy_store.DomainOverride]) -> str:
     return json.dumps({k: v.model_dump(exclude_none=True) for k, v in entries.items()}, indent=2)
 
 
+# The policy form's fields: where in the document each one edits, and its name in words.
+POLICY_FIELDS: dict[tuple[str, ...], str] = {
+    ("thresholds",): "thresholds", ("thresholds", "tag_threshold"): "tag_threshold",
+    ("thresholds", "quarantine_threshold"): "quarantine_threshold",
+    ("thresholds", "reject_threshold"): "reject_threshold",
+    ("thresholds", "bulk_threshold"): "bulk_threshold", ("thresholds", "bulk_action"): "bulk_action",
+    **{(k,): k for k in ("allow_senders", "block_senders", "allow_ips", "block_ips", "vips",
+                         "protected_domains", "domains", "recipients")}}
+POLICY_LABELS = {
+    "thresholds": "Thresholds", "tag_threshold": "Tag threshold",
+    "quarantine_threshold": "Quarantine threshold", "reject_threshold": "Reject threshold",
+    "bulk_threshold": "Bulk threshold", "bulk_action": "Bulk action",
+    "allow_senders": "Allowed senders", "block_senders": "Blocked senders",
+    "allow_ips": "Allowed IPs", "block_ips": "Blocked IPs", "vips": "VIPs",
+    "protected_domains": "Protected domains", "domains": "Per-domain overrides",
+    "recipients": "Per-recipient overrides"}
+_LIST_FIELDS = ("allow_senders", "block_senders", "allow_ips", "block_ips", "vips", "protected_domains")
+
+
+def _policy_form(doc: policy_store.PolicyDocument) -> dict[str, str]:
+    """The document as the form shows it (text, as an administrator would type it)."""
+    t = doc.thresholds
+    return {"tag_threshold": f"{t.tag_threshold:g}", "quarantine_threshold": f"{t.quarantine_threshold:g}",
+            "reject_threshold": f"{t.reject_threshold:g}",
+            "bulk_threshold": "" if t.bulk_threshold is None else str(t.bulk_threshold),
+            "bulk_action": t.bulk_action or "",
+            **{k: "\n".join(getattr(doc, k)) for k in _LIST_FIELDS},
+            "domains": _overrides_json(doc.domains), "recipients": _overrides_json(doc.recipients),
+            "comment": ""}
+
+
+def _policy_render(request: Request, user: Principal, config: Config, db: Database, form: dict[str, str],
+                   errors: dict[str, str], status: int = 200) -> HTMLResponse:
+    return render(request, "policy.html", status=status, user=user, form=form, errors=errors,
+                  labels=POLICY_LABELS, list_fields=_LIST_FIELDS,
+                  version=policy_store.latest_version_id(db), versions=policy_store.list_versions(db, 50))
+
+
 @router.get("/policy", response_class=HTMLResponse)
 def policy_page(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep) -> HTMLResponse:
-    doc = policy_store.current_document(config, db)
-    return render(request, "policy.html", user=user, doc=doc, error="",
-                  domains_json=_overrides_json(doc.domains), recipients_json=_overrides_json(doc.recipients),
-                  version=policy_store.latest_version_id(db), versions=policy_store.list_versions(db, 50))
+    return _policy_render(request, user, config, db, _policy_form(policy_store.current_document(config, db)), {})
 
 
 def _json_field(text: str, what: str) -> Any:
     try:
         return json.loads(text or "{}")
     except json.JSONDecodeError as exc:
-        raise PolicyError(f"{what} are not valid JSON: {exc}") from exc
+        raise PolicyError(f"{what} are not valid JSON: {exc.msg} at line {exc.lineno}, "
+                          f"column {exc.colno}") from exc
 
 
 def _lines(v: str) -> list[str]:
@@ -223,11 +219,17 @@ async def policy_save(request: Request, user: PageAdmin, config: ConfigDep, db: 
 
 def _policy_save(request: Request, user: Principal, config: Config, db: Database,
                  form: FormData) -> Response:
-    g = lambda k: str(form.get(k, ""))
-    try:
-        domains = _json_field(g("domains"), "per-domain overrides")
-        # The users' own bulk settings live here too: a form without them would drop them.
-        recipients = _json_field(g("recipients"), "per-recipient overrides")
+    typed = {k: str(form.get(k, ""))[:200_000] for k in (*_policy_form(policy_store.PolicyDocument()),)}
+    g = typed.__getitem__
+    errors: dict[str, str] = {}
+    parsed: dict[str, Any] = {}
+    for key in ("domains", "recipients"):
+        # The users' own bulk settings live in recipients too: a form without them would drop them.
+        try:
+            parsed[key] = _json_field(g(key), POLICY_LABELS[key].lower())
+        except PolicyError as exc:
+            errors[key] = sentence(str(exc))
+    if not errors:
         data = {"thresholds": {"tag_threshold": g("tag_threshold"),
                                "quarantine_threshold": g("quarantine_threshold"),
                                "reject_threshold": g("reject_threshold"),
@@ -237,15 +239,14 @@ def _policy_save(request: Request, user: Principal, config: Config, db: Database
                 "allow_senders": _lines(g("allow_senders")), "block_senders": _lines(g("block_senders")),
                 "allow_ips": _lines(g("allow_ips")), "block_ips": _lines(g("block_ips")),
                 "vips": [x.strip() for x in g("vips").splitlines() if x.strip()],
-                "protected_domains": _lines(g("protected_domains")), "domains": domains,
-                "recipients": recipients}
-        doc = policy_store.validate_document(data)
-    except PolicyError as exc:
-        cur = policy_store.current_document(config, db)
-        return render(request, "policy.html", status=422, user=user, doc=cur, error=str(exc),
-                      domains_json=g("domains"), recipients_json=g("recipients"),
-                      version=policy_store.latest_version_id(db),
-                      versions=policy_store.list_versions(db, 50))
+                "protected_domains": _lines(g("protected_domains")), **parsed}
+        try:
+            doc = policy_store.PolicyDocument.model_validate(data)
+        except ValidationError as exc:
+            errors = field_errors(exc, POLICY_FIELDS, POLICY_LABELS)
+    if errors:
+        # What was typed stays in the form, each mistake said next to its field.
+        return _policy_render(request, user, config, db, typed, errors, status=422)
     row = policy_store.save_version(db, doc, user.email, g("comment"))
     audit(db, user.email, "policy.save", f"policy:{row.id}", comment=g("comment"))
     return back("/policy", f"Saved policy version {row.id}.")

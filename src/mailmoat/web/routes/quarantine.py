@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from starlette.concurrency import run_in_threadpool
@@ -10,12 +10,13 @@ from starlette.concurrency import run_in_threadpool
 from mailmoat.errors import StoreError
 from mailmoat.store import queries
 from mailmoat.store.quarantine import audit, purge_expired
-from mailmoat.web import services
-from mailmoat.web.deps import AdminUser, ConfigDep, CurrentUser, DbDep, scope_of
+from mailmoat.web import release_requests, services
+from mailmoat.web.deps import AdminUser, ConfigDep, CurrentUser, DbDep, ManagerUser, scope_of
 from mailmoat.web.errors import AUTH, responses
 from mailmoat.web.preview import PREVIEW_CSP, build_preview
 from mailmoat.web.schemas import (
     ActionOut,
+    DecisionIn,
     MessageSummary,
     PreviewOut,
     PurgeOut,
@@ -23,7 +24,9 @@ from mailmoat.web.schemas import (
     QuarantineItem,
     QuarantinePage,
     ReleaseIn,
+    ReleaseRequestOut,
     ReportIn,
+    RequestReleaseIn,
 )
 
 router = APIRouter(prefix="/api/v1/quarantine", tags=["quarantine"], responses=AUTH)
@@ -72,13 +75,17 @@ def download(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep) -> Re
 
 
 @router.post("/{msg_id}/release", response_model=ActionOut, responses=responses(404, 409, 410),
-             summary="Release to (some of) the held recipients; optionally report as not spam")
+             summary="Release to (some of) the held recipients; optionally report as not spam. "
+             "An end user releases spam, bulk and clean mail; phishing, malware, BEC and policy "
+             "holds answer 403: request their release instead")
 async def release(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep,
                   body: ReleaseIn | None = None) -> ActionOut:
     body = body or ReleaseIn()
     scope = scope_of(user)
     learned = None
     note = ""
+    # Before anything is reported or learned: a refused release leaves no trace.
+    await run_in_threadpool(release_requests.check_release, db, user, msg_id)
     if body.report_not_spam:
         rep = await services.report(config, db, user.email, scope, msg_id, "ham")
         learned, note = rep.learned, " " + rep.message
@@ -87,6 +94,37 @@ async def release(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep,
                                       body.recipients)
     return ActionOut(ok=True, recipients=targets, learned=learned,
                      message=f"Released to {', '.join(targets)}.{note}")
+
+
+@router.post("/{msg_id}/request-release", response_model=ReleaseRequestOut, status_code=201,
+             responses=responses(404, 409),
+             summary="Ask an administrator to release a held message you may not release yourself")
+def request_release(msg_id: str, user: CurrentUser, config: ConfigDep, db: DbDep,
+                    body: RequestReleaseIn | None = None) -> ReleaseRequestOut:
+    body = body or RequestReleaseIn()
+    return release_requests.request_release(config, db, user, msg_id, body.note, body.recipients)
+
+
+@router.get("/requests", response_model=list[ReleaseRequestOut],
+            summary="Release requests, newest first: administrators see those they decide, users their own")
+def list_release_requests(user: CurrentUser, db: DbDep,
+                          status: Literal["pending", "approved", "denied", "withdrawn"] | None = None,
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[ReleaseRequestOut]:
+    return release_requests.list_requests(db, user, status, limit)
+
+
+@router.post("/requests/{request_id}/approve", response_model=ReleaseRequestOut,
+             responses=responses(404, 409), summary="Approve a release request: the message is released")
+def approve_request(request_id: int, manager: ManagerUser, config: ConfigDep, db: DbDep,
+                    body: DecisionIn | None = None) -> ReleaseRequestOut:
+    return release_requests.decide(config, db, manager, request_id, True, (body or DecisionIn()).note)
+
+
+@router.post("/requests/{request_id}/deny", response_model=ReleaseRequestOut,
+             responses=responses(404, 409), summary="Deny a release request: the message stays held")
+def deny_request(request_id: int, manager: ManagerUser, config: ConfigDep, db: DbDep,
+                 body: DecisionIn | None = None) -> ReleaseRequestOut:
+    return release_requests.decide(config, db, manager, request_id, False, (body or DecisionIn()).note)
 
 
 @router.post("/{msg_id}/delete", response_model=ActionOut, summary="Delete a held message",
