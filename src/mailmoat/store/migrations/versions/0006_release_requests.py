@@ -1,7 +1,7 @@
 """quarantine_release_requests: users ask an administrator to release phishing and malware
 
-Revision ID: 0005_release_requests
-Revises: 0004_bulk_level
+Revision ID: 0006_release_requests
+Revises: 0005_observables
 Create Date: 2026-12-06 07:10:45.275969
 
 """
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision: str = '0005_release_requests'
-down_revision: Union[str, Sequence[str], None] = '0004_bulk_level'
+revision: str = '0006_release_requests'
+down_revision: Union[str, Sequence[str], None] = '0005_observables'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
