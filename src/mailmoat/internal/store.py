@@ -1,0 +1,289 @@
+"""Where account state lives.
+
+* `MemoryStore` (always there): baselines and recent windows of the accounts seen lately,
+  at most `[internal] max_accounts_in_memory` (least recently seen go first; what they
+  learned is written to the database before they go). A first sight of an account reads
+  its baseline from the database in a thread, so the event loop never waits on it.
+* `RedisStore` (with `[redis] url`): the recent windows and the baselines live in Redis,
+  so every gateway node sees one account, not two halves: a message's window entry is
+  appended and the window and baseline read back in one transaction (one round trip),
+  the updated baseline is written back in a second. Two nodes writing one account's
+  baseline in the same millisecond keep one of the two updates (its window, the part a
+  burst is judged on, keeps both). If Redis does not answer, the message is judged by
+  this node's memory and a warning is logged.
+* The database (`internal_baselines`): every baseline written, every `sync_seconds`, so a
+  restart, an evicted account or an emptied Redis starts from what was learned. Accounts
+  silent for `forget_after_days` are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailmoat.internal.baseline import AccountBaseline, Entry
+from mailmoat.store.db import Database
+from mailmoat.store.models import InternalBaselineRow
+
+log = logging.getLogger(__name__)
+
+PEERS_KEY = "@peers"  # never an account: identity.py accepts no name starting with @
+MAX_WINDOW_ENTRIES = 1000  # per account: a burst past this is a burst already
+MAX_ENTRY_RECIPIENTS = 1000  # recipient keys kept per message (all are counted)
+REDIS_TIMEOUT = 0.5  # seconds; past it this node's memory judges the message
+
+Loader = Callable[[str], dict[str, Any] | None]
+
+
+# -- the database side -----------------------------------------------------------------------
+
+def load_baseline(db: Database, account: str) -> dict[str, Any] | None:
+    with db.session() as s:
+        row = s.get(InternalBaselineRow, account)
+        return dict(row.state) if row is not None else None
+
+
+def save_baselines(db: Database, items: list[tuple[str, dict[str, Any], float]]) -> None:
+    """Upsert (account, state, last seen) rows, a few hundred per statement."""
+    if not items:
+        return
+    now = datetime.now(UTC)
+    rows = [{"account": a, "state": st, "last_seen": datetime.fromtimestamp(max(ls, 0), UTC),
+             "updated_at": now} for a, st, ls in items]
+    dialect = postgresql if db.engine.dialect.name == "postgresql" else sqlite
+    with db.session() as s:
+        for i in range(0, len(rows), 200):
+            stmt = dialect.insert(InternalBaselineRow).values(rows[i:i + 200])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[InternalBaselineRow.account],
+                set_={"state": stmt.excluded.state, "last_seen": stmt.excluded.last_seen,
+                      "updated_at": stmt.excluded.updated_at})
+            s.execute(stmt)
+
+
+def forget_idle(db: Database, before: datetime) -> int:
+    with db.session() as s:
+        res = s.execute(delete(InternalBaselineRow).where(
+            InternalBaselineRow.last_seen < before, InternalBaselineRow.account != PEERS_KEY))
+        return int(getattr(res, "rowcount", 0) or 0)
+
+
+def count_baselines(db: Database) -> int:
+    from sqlalchemy import func
+
+    with db.session() as s:
+        return int(s.scalar(select(func.count()).select_from(InternalBaselineRow)) or 0)
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Slot:
+    base: AccountBaseline
+    entries: list[Entry] = field(default_factory=list)
+
+
+class MemoryStore:
+    """Baselines and windows in this process, bounded; `loader` reads a baseline the
+    memory does not have (from the database, in a thread)."""
+
+    def __init__(self, *, window_seconds: float, max_accounts: int,
+                 loader: Loader | None = None) -> None:
+        self.window = window_seconds
+        self.max_accounts = max_accounts
+        self.loader = loader
+        self.slots: OrderedDict[str, Slot] = OrderedDict()
+        self.dirty: dict[str, AccountBaseline] = {}
+        # Baselines of evicted accounts not yet written: the next flush writes them.
+        self.evicted: dict[str, dict[str, Any]] = {}
+
+    async def slot(self, account: str) -> Slot:
+        slot = self.slots.get(account)
+        if slot is not None:
+            self.slots.move_to_end(account)
+            return slot
+        pending = self.evicted.pop(account, None)
+        data = pending
+        if data is None and self.loader is not None:
+            try:
+                data = await asyncio.to_thread(self.loader, account)
+            except Exception:  # the database is away: start afresh, lose nothing but history
+                log.exception("reading the baseline of %s failed; judging it as new", account)
+            slot = self.slots.get(account)  # another message may have loaded it meanwhile
+            if slot is not None:
+                return slot
+        slot = Slot(AccountBaseline.from_dict(data) if data else AccountBaseline())
+        if pending is not None:
+            self.dirty[account] = slot.base
+        self.slots[account] = slot
+        while len(self.slots) > self.max_accounts:
+            old, gone = self.slots.popitem(last=False)
+            if self.dirty.pop(old, None) is not None:
+                self.evicted[old] = gone.base.to_dict()
+        return slot
+
+    async def begin(self, account: str, now: float) -> tuple[AccountBaseline, list[Entry]]:
+        """The account's baseline and its window (entries since `now` - window)."""
+        slot = await self.slot(account)
+        entries = slot.entries
+        cutoff = now - self.window
+        if entries and (entries[0].at < cutoff or len(entries) >= MAX_WINDOW_ENTRIES):
+            entries[:] = [e for e in entries if e.at >= cutoff][-(MAX_WINDOW_ENTRIES - 1):]
+        return slot.base, list(entries)
+
+    async def commit(self, account: str, base: AccountBaseline, entry: Entry | None) -> None:
+        """The message's entry (if it was sent) joins the window; the baseline is to be
+        written."""
+        slot = self.slots.get(account)
+        if slot is None:  # evicted while the message was judged: back it comes
+            slot = self.slots[account] = Slot(base)
+        slot.base = base
+        if entry is not None:
+            slot.entries.append(entry)
+        self.dirty[account] = base
+
+    def peek(self, account: str) -> AccountBaseline | None:
+        slot = self.slots.get(account)
+        return slot.base if slot is not None else None
+
+    def take_dirty(self) -> list[tuple[str, dict[str, Any], float]]:
+        """What to write: (account, state, last seen), the dirty set emptied."""
+        out = [(a, b.to_dict(), b.last_seen or b.first_seen) for a, b in self.dirty.items()]
+        out += [(a, st, float(st.get("last_seen") or 0)) for a, st in self.evicted.items()]
+        self.dirty.clear()
+        self.evicted.clear()
+        return out
+
+    def forget_before(self, cutoff: float) -> int:
+        """Drop windows of accounts silent since `cutoff` (their baselines stay)."""
+        n = 0
+        for slot in self.slots.values():
+            if slot.entries and slot.entries[-1].at < cutoff:
+                slot.entries.clear()
+                n += 1
+        return n
+
+
+# -- Redis -----------------------------------------------------------------------------------
+
+_HEAD = struct.Struct("<dQHHHBH")
+
+
+def pack_entry(e: Entry) -> bytes:
+    rcpts = e.recipients[:MAX_ENTRY_RECIPIENTS]
+    flags = (1 if e.external_attachments else 0) | (2 if e.forwarded else 0)
+    return _HEAD.pack(e.at, e.fingerprint, min(e.new, 65535), min(e.external, 65535),
+                      min(e.freemail, 65535), flags, len(rcpts)) + \
+        struct.pack(f"<{len(rcpts)}I", *rcpts)
+
+
+def unpack_entry(raw: bytes) -> Entry | None:
+    try:
+        at, fp, new, ext, free, flags, n = _HEAD.unpack_from(raw)
+        rcpts = struct.unpack_from(f"<{n}I", raw, _HEAD.size)
+    except struct.error:
+        return None
+    return Entry(at=at, fingerprint=fp, recipients=rcpts, new=new, external=ext,
+                 external_attachments=bool(flags & 1), freemail=free, forwarded=bool(flags & 2))
+
+
+class RedisStore:
+    """Windows and baselines in Redis (see the module doc); `fallback` judges when Redis
+    does not answer."""
+
+    def __init__(self, redis: Any, prefix: str, *, window_seconds: float, ttl_days: int,
+                 fallback: MemoryStore, loader: Loader | None = None) -> None:
+        self.redis = redis
+        self.prefix = f"{prefix}internal:"
+        self.window = window_seconds
+        self.ttl = int(ttl_days * 86400)
+        self.fallback = fallback
+        self.loader = loader
+        self.dirty: dict[str, tuple[dict[str, Any], float]] = {}
+        self._warned = 0.0
+        self.last_restriction: dict[str, bytes | None] = {}
+
+    def _key(self, kind: str, account: str) -> str:
+        return f"{self.prefix}{kind}:{account}"
+
+    def _down(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._warned > 60:
+            self._warned = now
+            log.warning("internal: Redis did not answer (%s: %s); judging accounts by this "
+                        "node's memory until it does", type(exc).__name__, exc)
+
+    async def begin(self, account: str, now: float
+                    ) -> tuple[AccountBaseline, list[Entry], bytes | None, bool]:
+        """(baseline, window, the raw restriction, shared?) in one round trip. `shared` is
+        False when Redis did not answer and this node's memory stood in."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.lrange(self._key("w", account), 0, -1)
+            pipe.get(self._key("b", account))
+            pipe.get(self._key("r", account))
+            raw_entries, raw_base, raw_restriction = await asyncio.wait_for(
+                pipe.execute(), REDIS_TIMEOUT)
+        except Exception as exc:  # Redis away or slow: this node judges alone
+            self._down(exc)
+            base, entries = await self.fallback.begin(account, now)
+            return base, entries, None, False
+        cutoff = now - self.window
+        entries = [e for e in (unpack_entry(r) for r in raw_entries)
+                   if e is not None and e.at >= cutoff]
+        data: dict[str, Any] | None = None
+        if raw_base:
+            try:
+                data = json.loads(raw_base)
+            except ValueError:
+                log.warning("internal: unreadable baseline of %s in Redis; reading the "
+                            "database's", account)
+        if data is None and self.loader is not None:
+            try:
+                data = await asyncio.to_thread(self.loader, account)
+            except Exception:
+                log.exception("reading the baseline of %s failed; judging it as new", account)
+        base = AccountBaseline.from_dict(data) if data else AccountBaseline()
+        return base, entries, raw_restriction, True
+
+    async def commit(self, account: str, base: AccountBaseline, entry: Entry | None,
+                     shared: bool) -> None:
+        """Append the entry to the shared window and write the baseline back, in one
+        transaction."""
+        state = base.to_dict()
+        self.dirty[account] = (state, base.last_seen or base.first_seen)
+        if not shared:
+            await self.fallback.commit(account, base, entry)
+            return
+        wkey = self._key("w", account)
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            if entry is not None:
+                pipe.rpush(wkey, pack_entry(entry))
+                pipe.ltrim(wkey, -MAX_WINDOW_ENTRIES, -1)
+                pipe.pexpire(wkey, int((self.window + 60) * 1000))
+            pipe.set(self._key("b", account), json.dumps(state), ex=self.ttl)
+            await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+        except Exception as exc:
+            self._down(exc)
+            await self.fallback.commit(account, base, entry)
+
+    def take_dirty(self) -> list[tuple[str, dict[str, Any], float]]:
+        out = [(a, st, ls) for a, (st, ls) in self.dirty.items()]
+        self.dirty.clear()
+        return out + self.fallback.take_dirty()
+
+
+def forget_cutoff(days: int) -> datetime:
+    return datetime.now(UTC) - timedelta(days=days)
