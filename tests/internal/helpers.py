@@ -109,3 +109,56 @@ async def settle(pred, timeout: float = 30.0, what: str = "condition") -> None:
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+class Org:
+    """A company's mail through the real scanner (parse, every check, policy) with an
+    account guard of its own, at times the test chooses: no SMTP, no wall clock."""
+
+    def __init__(self, config, db=None, guard=None) -> None:
+        from mailmoat.internal.guard import InternalGuard
+        from mailmoat.scan.base import BuildContext
+        from mailmoat.scan.engine import Scanner
+
+        self.config = config
+        self.guard = guard or InternalGuard(config, db)
+        self.scanner = Scanner(BuildContext(config=config, network=False, database=db,
+                                            extras={"internal_guard": self.guard}))
+
+    async def send(self, account: str, rcpts: list[str], at: float, *, subject: str = "Hello",
+                   body: str = "Hi,\nsee you at the meeting.\nAnna\n", via: str = "header",
+                   client_ip: str = "127.0.0.1", headers: dict[str, str] | None = None,
+                   attachments=None, sender: str | None = None):
+        from mailmoat.message.model import Direction, Envelope
+
+        hdrs = dict(headers or {})
+        if via == "header":
+            hdrs.setdefault("X-Authenticated-Sender", account)
+        internal = all(r.endswith("@example.test") for r in rcpts)
+        raw = make_email(subject=subject, body=body, sender=sender or f"<{account}>",
+                         to=", ".join(rcpts[:50]), headers=hdrs, attachments=attachments)
+        env = Envelope(mail_from=account, rcpt_tos=tuple(rcpts), client_ip=client_ip,
+                       helo="relay.example.test",
+                       auth_user=account if via == "auth" else None,
+                       direction=Direction.INTERNAL if internal else Direction.OUTBOUND,
+                       received_at=at)
+        return await self.scanner.scan(raw, env)
+
+    async def close(self) -> None:
+        await self.scanner.close()
+        await self.guard.close()
+
+
+def internal_config(tmp_path=None, **internal):
+    from tests.conftest import make_config
+
+    sections = {"smtp": {"trusted_networks": ["127.0.0.1/32"],
+                         "internal_domains": ["example.test"]},
+                "internal": {"identity_header": "X-Authenticated-Sender", **internal}}
+    if tmp_path is not None:
+        sections["storage"] = {"data_dir": str(tmp_path / "data")}
+    return make_config(**sections)
+
+
+def names(outcome) -> set[str]:
+    return {s.name for s in outcome.result.symbols}

@@ -340,8 +340,8 @@ def restrict_account(config: Config, db: Database, account: str, actor: str, *,
     if reply not in ("4xx", "5xx"):
         raise StoreError("reply must be 4xx or 5xx")
     account = account.strip().lower()
-    if not account:
-        raise StoreError("no account given")
+    if not account or len(account) > 254 or not account.isprintable() or " " in account:
+        raise StoreError("not an account: give its address (or login name)")
     at = datetime.now(UTC).timestamp() if now is None else now
     r = Restriction(account=account, kind=kind, reply=reply, since=at,
                     until=at + minutes * 60 if minutes > 0 else None, by=actor,
@@ -380,3 +380,48 @@ def release_account(config: Config, db: Database, account: str, actor: str, *,
     _redis_put(config, r)
     audit(db, actor, "internal.release", account, grace_hours=grace_hours)
     return r
+
+
+# -- what the console, the API and the CLI show --------------------------------------------
+
+def baseline_summary(state: dict[str, Any]) -> dict[str, Any]:
+    """The learned baseline of an account in words an administrator reads."""
+    from mailmoat.internal.baseline import METRICS, AccountBaseline
+
+    b = AccountBaseline.from_dict(state)
+    peaks = dict(zip(METRICS, (round(p, 1) for p in b.decayed_peaks(b.last_seen))))
+    return {
+        "first_seen": to_dt(b.first_seen).isoformat() if b.first_seen else None,
+        "last_seen": to_dt(b.last_seen).isoformat() if b.last_seen else None,
+        "messages_learned": b.learned, "days_with_mail": b.days,
+        "busiest_hour": peaks, "internal_recipients": b.internal_rcpts,
+        "external_recipients": b.external_rcpts,
+        "networks": sorted(b.networks), "agents": sorted(b.agents),
+        "attachment_types": sorted(b.types), "messages_objected_to": b.bad,
+        "last_flagged": to_dt(b.flagged_at).isoformat() if b.flagged_at else None,
+    }
+
+
+def account_view(db: Database, account: str) -> dict[str, Any]:
+    """Restriction, learned baseline and incidents of one account."""
+    from mailmoat.store.models import InternalBaselineRow
+
+    account = account.strip().lower()
+    with db.session() as s:
+        row = s.get(InternalBaselineRow, account)
+        state = dict(row.state) if row is not None else None
+    r = get_restriction(db, account)
+    return {"account": account, "restriction": r,
+            "baseline": baseline_summary(state) if state else None,
+            "incidents": list_incidents(db, account=account, limit=20)}
+
+
+def list_restrictions(db: Database, *, include_released: bool = False,
+                      now: float | None = None) -> list[Restriction]:
+    """Accounts held, throttled or suspended now (and with `include_released`, every
+    account ever restricted), most recent first."""
+    at = datetime.now(UTC).timestamp() if now is None else now
+    rs, _ = load_restrictions(db)
+    if not include_released:
+        rs = [r for r in rs if r.active(at)]
+    return sorted(rs, key=lambda r: -r.since)

@@ -182,14 +182,20 @@ class AccountBaseline:
             _touch(self.reply_tos, reply_to, at, MAX_AGENTS)
         self.size_avg = size if self.learned == 1 else self.size_avg * 0.95 + size * 0.05
 
-    def hour_share(self, at: float) -> tuple[int, int]:
+    def hour_share(self, at: float, min_total: int) -> tuple[int, int, str]:
         """(messages learned in this hour of day and the hours either side, all learned
-        messages of the same kind of day) from the profile."""
+        messages, which days) from the profile: the same kind of day (weekdays, weekends)
+        when it has `min_total` messages, else all days together."""
         slot = profile_slot(at)
+        hour = slot % 24
+        hours = [(hour + d) % 24 for d in (-1, 0, 1)]
         base = 24 if slot >= 24 else 0
-        hour = slot - base
-        near = sum(self.profile[base + (hour + d) % 24] for d in (-1, 0, 1))
-        return near, sum(self.profile[base:base + 24])
+        same = sum(self.profile[base:base + 24])
+        if same >= min_total:
+            near = sum(self.profile[base + h] for h in hours)
+            return near, same, "weekend" if base else "weekday"
+        near = sum(self.profile[h] + self.profile[24 + h] for h in hours)
+        return near, sum(self.profile), "all"
 
     # -- storage ---------------------------------------------------------------------------
 

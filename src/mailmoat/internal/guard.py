@@ -362,7 +362,7 @@ class InternalGuard:
                     action, reply = "defer", throttle_reply(account, s.throttle_per_hour)
                     reason = f"{account} is {active.describe()}"
         incident_id = active.incident_id if active is not None else None
-        restriction = active
+        restriction = active if active is not None else r if grace else None
         if flagged:
             base.hour_flagged = True
             base.flagged_at = now

@@ -65,11 +65,15 @@ class MessageFacts:
     tag_threshold: float
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def _minutes(seconds: float) -> str:
     if seconds < 90:
-        return f"{max(1, round(seconds))} seconds"
+        return _n(max(1, round(seconds)), "second")
     if seconds < 5400:
-        return f"{round(seconds / 60)} minutes"
+        return _n(round(seconds / 60), "minute")
     return f"{seconds / 3600:.1f} hours"
 
 
@@ -130,7 +134,8 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
         over = max(w.messages / msgs_limit, w.recipients / rcpts_limit)
         if w.messages > msgs_limit or w.recipients > rcpts_limit:
             out.append(Signal(BURST, min(2.5, over), (
-                f"sent {w.messages} messages to {w.recipients} recipients in {window}, "
+                f"sent {_n(w.messages, 'message')} to {_n(w.recipients, 'recipient')} in "
+                f"{window}, "
                 f"{_ratio(max(w.messages, 1), msgs_limit)} the expected "
                 f"{msgs_limit:.0f} messages, {_share(w.new_recipients, w.recipients)} to "
                 f"recipients never written to before; {lim.why(M_MESSAGES, 'messages')}")))
@@ -141,7 +146,7 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
             colleagues = "colleagues" if m.external == 0 else "recipients"
             out.append(Signal(FANOUT, weight * min(2.0, w.fanout / fan_limit), (
                 f"sent near-identical content to {w.fanout} {colleagues} in "
-                f"{w.fanout_messages} messages within {_minutes(max(w.fanout_span, 1.0))}, "
+                f"{_n(w.fanout_messages, 'message')} within {_minutes(max(w.fanout_span, 1.0))}, "
                 f"{_share(w.fanout_new, w.fanout)} of them written to for the first time; "
                 f"{lim.why(M_FANOUT, 'recipients of one text')}")))
         new_limit = lim.limit(M_NEW)
@@ -156,7 +161,7 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
         out.append(Signal(EXTERNAL_ATTACHMENTS,
                           min(2.0, w.external_attachments / att_limit) * (1.5 if free >= 0.5 else 1.0),
                           (f"sent attachments to outside recipients in "
-                           f"{w.external_attachments} messages in {window}"
+                           f"{_n(w.external_attachments, 'message')} in {window}"
                            + (f", {free:.0%} of them to free-mail addresses" if free else "")
                            + f"; {lim.why(M_EXT_ATT, 'such messages')}")))
 
@@ -205,11 +210,12 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
                     f"sends {what}, together with other changes: {'; '.join(changes)}")))
 
     if base.learned >= settings.odd_hour_min_messages and base.days >= ODD_HOUR_MIN_DAYS:
-        near, total = base.hour_share(m.at)
+        near, total, days = base.hour_share(m.at, settings.odd_hour_min_messages // 4)
         if total >= settings.odd_hour_min_messages // 4 and near == 0:
             hour = int(m.at % 86400 // 3600)
+            kind = {"weekday": " on weekdays", "weekend": " on weekends", "all": ""}[days]
             out.append(Signal(ODD_HOUR, 1.0, (
-                f"sent at {hour:02d}:00 UTC; of {total} such days' messages over "
-                f"{base.days} days with mail, none was sent between "
-                f"{(hour - 1) % 24:02d}:00 and {(hour + 2) % 24:02d}:00 UTC")))
+                f"sent at {hour:02d}:00 UTC; of the {total} messages it sent{kind} over "
+                f"{base.days} days with mail, none was between {(hour - 1) % 24:02d}:00 and "
+                f"{(hour + 2) % 24:02d}:00 UTC")))
     return out
