@@ -163,7 +163,10 @@ class InternalCheck(Check):
             done = {"none": "no action", "tag": "tagged", "hold": "held for review",
                     "defer": "deferred (451)", "refuse": "refused"}.get(j.action, j.action)
             state = f"; the account is {r.describe()}" if r is not None else ""
-            result.add(FLAGGED, f"{j.account} flagged (behaviour score {j.score:g}): this "
+            counted = round(sum(x.score for x in j.signals), 3)
+            score = f"{j.score:g}" if counted >= j.score else \
+                f"{j.score:g}, counted as {counted:g} towards the message's score"
+            result.add(FLAGGED, f"{j.account} flagged (behaviour score {score}): this "
                        f"message {done}{state}; incident {j.incident_id}")
         elif r is not None and j.action in ("hold", "defer", "refuse"):
             result.add(RESTRICTED, f"{j.account} is {r.describe()} (by {r.by}, "

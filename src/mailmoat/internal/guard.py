@@ -46,6 +46,7 @@ log = logging.getLogger("mailmoat.internal")
 
 MAX_SKEW = 300.0  # seconds a message may be older than the newest seen before a warning
 MAX_FLAGS_KEPT = 10_000
+SCORE_CAP = 1.5  # × flag_score: the most the behaviour symbols of one message add
 ScoreOf = Callable[[str, float], float]
 
 
@@ -345,6 +346,15 @@ class InternalGuard:
         scored = tuple(Scored(sig, 0.0 if grace else score_of(sig.name, sig.factor), not grace)
                        for sig in signals)
         total = round(sum(x.score for x in scored), 3)
+        cap = s.flag_score * SCORE_CAP
+        if total > cap:
+            # Behaviour alone adds at most this to the message's score: past the flag, what
+            # the message gets is the internal action's to say (a hold, not a 550 that an
+            # upstream turns into a bounce), unless its content earns more on its own.
+            k = cap / total
+            scored = tuple(Scored(Signal(x.signal.name, round(x.signal.factor * k, 4),
+                                         x.signal.reason), round(x.score * k, 3), x.counted)
+                           for x in scored)
         active = r if r is not None and r.active(now) else None
         # An account already restricted is not flagged again: its incident counts what it
         # still tries to send.

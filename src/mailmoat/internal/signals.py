@@ -126,19 +126,23 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
              w: WindowStats, m: MessageFacts, *, exempt: bool = False) -> list[Signal]:
     """The signals this message raises, given the account's baseline before it."""
     lim = Limits(settings, base, peers, m.at)
-    window = f"the last {_minutes(max(w.span, 1.0))}"
+    window = "at once" if w.messages <= 1 else f"within {_minutes(max(w.span, 1.0))}"
     out: list[Signal] = []
 
     if not exempt:
         msgs_limit, rcpts_limit = lim.limit(M_MESSAGES), lim.limit(M_RECIPIENTS)
-        over = max(w.messages / msgs_limit, w.recipients / rcpts_limit)
-        if w.messages > msgs_limit or w.recipients > rcpts_limit:
-            out.append(Signal(BURST, min(2.5, over), (
-                f"sent {_n(w.messages, 'message')} to {_n(w.recipients, 'recipient')} in "
-                f"{window}, "
-                f"{_ratio(max(w.messages, 1), msgs_limit)} the expected "
-                f"{msgs_limit:.0f} messages, {_share(w.new_recipients, w.recipients)} to "
-                f"recipients never written to before; {lim.why(M_MESSAGES, 'messages')}")))
+        by_msgs, by_rcpts = w.messages / msgs_limit, w.recipients / rcpts_limit
+        if by_msgs > 1 or by_rcpts > 1:
+            what = (f"{_ratio(w.messages, msgs_limit)} the {msgs_limit:.0f} messages"
+                    if by_msgs >= by_rcpts else
+                    f"{_ratio(w.recipients, rcpts_limit)} the {rcpts_limit:.0f} recipients")
+            unit = "messages" if by_msgs >= by_rcpts else "recipients"
+            metric = M_MESSAGES if by_msgs >= by_rcpts else M_RECIPIENTS
+            out.append(Signal(BURST, min(2.5, max(by_msgs, by_rcpts)), (
+                f"sent {_n(w.messages, 'message')} to {_n(w.recipients, 'recipient')} "
+                f"{window}, {what} expected in an hour, "
+                f"{_share(w.new_recipients, w.recipients)} to recipients never written to "
+                f"before; {lim.why(metric, unit)}")))
         fan_limit = lim.limit(M_FANOUT)
         if w.fanout > fan_limit:
             share = w.fanout_new / max(1, w.fanout)
@@ -152,16 +156,16 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
         new_limit = lim.limit(M_NEW)
         if w.new_recipients > new_limit:
             out.append(Signal(NEW_RECIPIENTS, min(2.0, w.new_recipients / new_limit), (
-                f"wrote to {w.new_recipients} recipients never written to before in "
-                f"{window}, {_ratio(w.new_recipients, new_limit)} the expected "
-                f"{new_limit:.0f}; {lim.why(M_NEW, 'new recipients')}")))
+                f"wrote to {w.new_recipients} recipients never written to before {window}, "
+                f"{_ratio(w.new_recipients, new_limit)} the {new_limit:.0f} expected in an "
+                f"hour; {lim.why(M_NEW, 'new recipients')}")))
     att_limit = lim.limit(M_EXT_ATT)
     if w.external_attachments > att_limit:
         free = w.attachment_freemail / max(1, w.external_attachments)
         out.append(Signal(EXTERNAL_ATTACHMENTS,
                           min(2.0, w.external_attachments / att_limit) * (1.5 if free >= 0.5 else 1.0),
                           (f"sent attachments to outside recipients in "
-                           f"{_n(w.external_attachments, 'message')} in {window}"
+                           f"{_n(w.external_attachments, 'message')} {window}"
                            + (f", {free:.0%} of them to free-mail addresses" if free else "")
                            + f"; {lim.why(M_EXT_ATT, 'such messages')}")))
 
@@ -187,7 +191,7 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
         free = w.forward_freemail / max(1, w.forwards)
         factor = min(2.0, max(1.0, w.forwards / 3)) * (1.5 if free >= 0.5 else 1.0)
         out.append(Signal(FORWARD, factor, (
-            f"forwards mail written by others to outside recipients ({w.forwards} in "
+            f"forwards mail written by others to outside recipients ({w.forwards} "
             f"{window}" + (f", {free:.0%} to free-mail addresses" if free else "")
             + "): an auto-forward rule an intruder may have set")))
 
