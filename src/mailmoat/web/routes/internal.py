@@ -152,7 +152,7 @@ def show_account(account: str, admin: AdminUser, db: DbDep) -> AccountOut:
 
 
 @router.post("/accounts/{account}/suspend", response_model=RestrictionOut,
-             responses=responses(422), summary="Suspend (or hold, or throttle) an account")
+             summary="Suspend (or hold, or throttle) an account")
 def suspend(account: str, body: SuspendIn, admin: AdminUser, config: ConfigDep,
             db: DbDep) -> RestrictionOut:
     try:
