@@ -36,6 +36,7 @@ from mailmoat.store.models import (
 log = logging.getLogger(__name__)
 
 KINDS = ("hold", "throttle", "suspend")
+MAX_MINUTES = 10 * 365 * 24 * 60  # a restriction or a grace of at most ten years
 REDIS_KEY = "internal:r:"
 
 
@@ -339,6 +340,8 @@ def restrict_account(config: Config, db: Database, account: str, actor: str, *,
         raise StoreError(f"kind must be one of {', '.join(KINDS)}")
     if reply not in ("4xx", "5xx"):
         raise StoreError("reply must be 4xx or 5xx")
+    if not 0 <= minutes <= MAX_MINUTES:
+        raise StoreError("minutes must be between 0 (until released) and ten years")
     account = account.strip().lower()
     if not account or len(account) > 254 or not account.isprintable() or " " in account:
         raise StoreError("not an account: give its address (or login name)")
@@ -366,6 +369,8 @@ def release_account(config: Config, db: Database, account: str, actor: str, *,
     account = account.strip().lower()
     if grace_hours is None:
         grace_hours = config.section("internal", InternalSettings).release_grace_hours
+    if not 0 <= grace_hours <= MAX_MINUTES / 60:
+        raise StoreError("grace hours must be between 0 and ten years")
     at = datetime.now(UTC).timestamp() if now is None else now
     with db.session() as s:
         row = s.get(InternalRestrictionRow, account)

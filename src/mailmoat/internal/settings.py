@@ -74,16 +74,16 @@ class InternalSettings(Section):
         "451 4.7.1) or suspend (its mail is refused at MAIL, RCPT or DATA); the message that "
         "flagged it is quarantined for hold and suspend, deferred for throttle")
     action_minutes: int = Field(
-        0, ge=0, description="minutes the action lasts; 0: until an administrator releases "
-        "the account")
+        0, ge=0, le=5_256_000, description="minutes the action lasts (at most ten years); "
+        "0: until an administrator releases the account")
     suspend_reply: Reply = Field(
         "4xx", description="reply to a suspended account's mail: 4xx (451 4.7.1, the upstream "
         "keeps it queued) or 5xx (550 5.7.1, the upstream bounces it)")
     throttle_per_hour: int = Field(
         10, ge=0, description="messages per hour a throttled account may still send")
     release_grace_hours: float = Field(
-        24.0, ge=0, description="after an administrator releases an account, its mail is "
-        "still judged and logged but flags nothing for this long (the queued mail then flows)")
+        24.0, ge=0, le=87_600, description="after an administrator releases an account, its "
+        "mail is still judged and logged but flags nothing for this long (the queued mail then flows)")
     # -- who is told ---------------------------------------------------------------------
     alert_webhook_env: str = Field(
         "", description="environment variable holding the URL an alert is POSTed to (JSON "

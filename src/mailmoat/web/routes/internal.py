@@ -113,15 +113,17 @@ class AccountOut(BaseModel):
 class SuspendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["suspend", "hold", "throttle"] = "suspend"
-    minutes: float = Field(0, ge=0, description="0: until released")
+    minutes: float = Field(0, ge=0, le=accounts.MAX_MINUTES,
+                           description="0: until released; at most ten years")
     reply: Literal["4xx", "5xx"] = "4xx"
     reason: str = Field("", max_length=2000)
 
 
 class ReleaseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    grace_hours: float | None = Field(None, ge=0, description="hours in which its mail flags "
-                                      "nothing; default [internal] release_grace_hours")
+    grace_hours: float | None = Field(None, ge=0, le=accounts.MAX_MINUTES / 60,
+                                      description="hours in which its mail flags nothing; "
+                                      "default [internal] release_grace_hours")
 
 
 class CloseIn(BaseModel):
