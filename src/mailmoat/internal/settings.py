@@ -83,7 +83,8 @@ class InternalSettings(Section):
         10, ge=0, description="messages per hour a throttled account may still send")
     release_grace_hours: float = Field(
         24.0, ge=0, le=87_600, description="after an administrator releases an account, its "
-        "mail is still judged and logged but flags nothing for this long (the queued mail then flows)")
+        "mail is still judged and logged but flags nothing for this long (the queued mail "
+        "then flows)")
     # -- who is told ---------------------------------------------------------------------
     alert_webhook_env: str = Field(
         "", description="environment variable holding the URL an alert is POSTed to (JSON "

@@ -162,8 +162,8 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
     att_limit = lim.limit(M_EXT_ATT)
     if w.external_attachments > att_limit:
         free = w.attachment_freemail / max(1, w.external_attachments)
-        out.append(Signal(EXTERNAL_ATTACHMENTS,
-                          min(2.0, w.external_attachments / att_limit) * (1.5 if free >= 0.5 else 1.0),
+        factor = min(2.0, w.external_attachments / att_limit) * (1.5 if free >= 0.5 else 1.0)
+        out.append(Signal(EXTERNAL_ATTACHMENTS, factor,
                           (f"sent attachments to outside recipients in "
                            f"{_n(w.external_attachments, 'message')} {window}"
                            + (f", {free:.0%} of them to free-mail addresses" if free else "")
