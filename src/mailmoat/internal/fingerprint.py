@@ -3,9 +3,9 @@
 The subject and the start of the body (less a short greeting line) are lower-cased,
 digits become 0 and the words are shingled in threes; each shingle's 64-bit hash votes on
 each bit. Two messages that differ in a name, a date or a tracking number differ in a few
-bits, unrelated text in about half (32). Hashes are built from crc32 of each word, combined and mixed in numpy, so
-the fingerprint is the same on every node and costs tens of microseconds, not a hash call
-per shingle. 0 means "no text".
+bits, unrelated text in about half (32). Hashes are built from crc32 of each word,
+combined and mixed in numpy, so the fingerprint is the same on every node and costs tens
+of microseconds, not a hash call per shingle. 0 means "no text".
 """
 
 from __future__ import annotations
