@@ -42,9 +42,10 @@ MAX_LINK_DOMAINS = 64
 PROFILE_SLOTS = 48  # 24 hours, weekdays then weekends
 
 
-def _bloom_slots(key: int) -> tuple[int, int, int]:
+def _bloom_mask(key: int) -> int:
+    """The filter bits of a recipient key: three of 2048, as one int to AND and OR with."""
     mixed = (key * 0x9E3779B1) & 0xFFFFFFFF
-    return key & 0x7FF, (key >> 11) & 0x7FF, (mixed >> 21) & 0x7FF
+    return (1 << (key & 0x7FF)) | (1 << ((key >> 11) & 0x7FF)) | (1 << ((mixed >> 21) & 0x7FF))
 
 
 def profile_slot(at: float) -> int:
@@ -74,7 +75,10 @@ class AccountBaseline:
     peaks: list[float] = field(default_factory=lambda: [0.0] * len(METRICS))
     peaks_at: float = 0.0  # when the peaks were last decayed
     profile: bytearray = field(default_factory=lambda: bytearray(PROFILE_SLOTS))
-    bloom: bytearray = field(default_factory=lambda: bytearray(2 * BLOOM_BYTES))
+    # Correspondents: two generations of a 2048-bit Bloom filter, each an int (bit i set:
+    # slot i taken), so a look-up is one AND of 32 machine words.
+    bloom_new: int = 0
+    bloom_old: int = 0
     bloom_count: int = 0  # insertions into the newer generation
     internal_rcpts: int = 0
     external_rcpts: int = 0
@@ -90,22 +94,17 @@ class AccountBaseline:
     # -- correspondents --------------------------------------------------------------------
 
     def knows(self, key: int) -> bool:
-        b = self.bloom
-        for gen in (0, BLOOM_BYTES):
-            if all(b[gen + (i >> 3)] >> (i & 7) & 1 for i in _bloom_slots(key)):
-                return True
-        return False
+        mask = _bloom_mask(key)
+        return self.bloom_new & mask == mask or self.bloom_old & mask == mask
 
     def remember(self, key: int) -> None:
-        if self.knows(key):
+        mask = _bloom_mask(key)
+        if self.bloom_new & mask == mask or self.bloom_old & mask == mask:
             return
         if self.bloom_count >= BLOOM_GENERATION:
             # The newer generation becomes the older; the oldest correspondents go.
-            self.bloom[BLOOM_BYTES:] = self.bloom[:BLOOM_BYTES]
-            self.bloom[:BLOOM_BYTES] = bytes(BLOOM_BYTES)
-            self.bloom_count = 0
-        for i in _bloom_slots(key):
-            self.bloom[i >> 3] |= 1 << (i & 7)
+            self.bloom_old, self.bloom_new, self.bloom_count = self.bloom_new, 0, 0
+        self.bloom_new |= mask
         self.bloom_count += 1
 
     # -- history ---------------------------------------------------------------------------
@@ -207,7 +206,9 @@ class AccountBaseline:
             "hour_flagged": self.hour_flagged,
             "peaks": [round(p, 3) for p in self.peaks], "peaks_at": self.peaks_at,
             "profile": base64.b64encode(bytes(self.profile)).decode("ascii"),
-            "bloom": base64.b64encode(bytes(self.bloom)).decode("ascii"),
+            "bloom": base64.b64encode(self.bloom_new.to_bytes(BLOOM_BYTES, "little")
+                                      + self.bloom_old.to_bytes(BLOOM_BYTES, "little")
+                                      ).decode("ascii"),
             "bloom_count": self.bloom_count, "internal_rcpts": self.internal_rcpts,
             "external_rcpts": self.external_rcpts, "networks": dict(self.networks),
             "agents": dict(self.agents), "types": dict(self.types),
@@ -243,8 +244,13 @@ class AccountBaseline:
                 raw = base64.b64decode(str(d.get(name, "")), validate=True)
             except ValueError:
                 continue
-            if len(raw) == size:
-                setattr(b, name, bytearray(raw))
+            if len(raw) != size:
+                continue
+            if name == "profile":
+                b.profile = bytearray(raw)
+            else:
+                b.bloom_new = int.from_bytes(raw[:BLOOM_BYTES], "little")
+                b.bloom_old = int.from_bytes(raw[BLOOM_BYTES:], "little")
         for name in ("networks", "agents", "types", "link_domains", "reply_tos"):
             v = d.get(name)
             if isinstance(v, dict):
@@ -339,6 +345,9 @@ class PeerStats:
     """For each measure, how many accounts have their busiest hour in each bin."""
 
     hist: list[list[int]] = field(default_factory=lambda: [[0] * BINS for _ in METRICS])
+    # (accounts, 99th percentile) per measure, kept until a peak moves: asked every
+    # message, changed once per account-hour at most.
+    _read: dict[int, tuple[int, float]] = field(default_factory=dict, repr=False)
 
     def move(self, metric: int, old: float, new: float) -> None:
         row = self.hist[metric]
@@ -347,14 +356,25 @@ class PeerStats:
             row[i] = max(0, row[i] - 1)
         if new > 0:
             row[_bin(new)] += 1
+        self._read.pop(metric, None)
+
+    def _of(self, metric: int) -> tuple[int, float]:
+        got = self._read.get(metric)
+        if got is None:
+            row = self.hist[metric]
+            total = sum(row)
+            got = self._read[metric] = (total, self._quantile(row, total, 0.99))
+        return got
 
     def accounts(self, metric: int) -> int:
-        return sum(self.hist[metric])
+        return self._of(metric)[0]
 
-    def high(self, metric: int, q: float = 0.99) -> float:
-        """The `q` quantile of the accounts' busiest hours (a bin's upper edge)."""
-        row = self.hist[metric]
-        total = sum(row)
+    def high(self, metric: int) -> float:
+        """The 99th percentile of the accounts' busiest hours (a bin's upper edge)."""
+        return self._of(metric)[1]
+
+    @staticmethod
+    def _quantile(row: list[int], total: int, q: float) -> float:
         if not total:
             return 0.0
         need = q * total

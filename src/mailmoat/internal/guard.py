@@ -23,11 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -151,6 +150,7 @@ class InternalGuard:
         self.clock = 0.0  # the newest message time seen
         self._counts: dict[int, _Counts] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._writes: set[asyncio.Future[Any]] = set()
         self._next_incident = 1  # without a database
         self._started = False
         self._start_lock: asyncio.Lock | None = None
@@ -193,6 +193,8 @@ class InternalGuard:
             with contextlib.suppress(BaseException):
                 await self._sync_task
             self._sync_task = None
+        if self._writes:
+            await asyncio.wait(list(self._writes), timeout=10)
         if self._started:
             try:
                 await self.sync()
@@ -310,15 +312,37 @@ class InternalGuard:
         account = identity.account
         now = self._time(facts.at, account)
         lock = self._lock(account)
+        await lock.acquire()
+        held = True
         try:
-            async with lock:
-                return await self._observe(identity, facts, entry, score_of, now, exempt)
+            judgement, commit = await self._observe(identity, facts, entry, score_of, now,
+                                                    exempt)
+            if commit is not None:
+                # Redis: the write-back goes on while the message is answered; the account's
+                # next message here waits for it (the lock is released when it is done).
+                task = asyncio.ensure_future(commit)
+                self._writes.add(task)
+                task.add_done_callback(functools.partial(self._written, account, lock))
+                held = False
+            return judgement
         finally:
-            if not lock.locked() and not getattr(lock, "_waiters", None):
-                self._locks.pop(account, None)
+            if held:
+                self._unlock(account, lock)
+
+    def _unlock(self, account: str, lock: asyncio.Lock) -> None:
+        lock.release()
+        if not lock.locked() and not getattr(lock, "_waiters", None):
+            self._locks.pop(account, None)
+
+    def _written(self, account: str, lock: asyncio.Lock, task: asyncio.Future[Any]) -> None:
+        self._writes.discard(task)
+        self._unlock(account, lock)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("internal: writing %s's state back failed: %s", account, task.exception())
 
     async def _observe(self, identity: SenderIdentity, m: MessageFacts, entry: Entry,
-                       score_of: ScoreOf, now: float, exempt: bool) -> Judgement:
+                       score_of: ScoreOf, now: float, exempt: bool
+                       ) -> tuple[Judgement, Coroutine[Any, Any, None] | None]:
         s = self.settings
         account = identity.account
         shared = False
@@ -331,8 +355,10 @@ class InternalGuard:
         else:
             base, entries = await self.memory.begin(account, now)
         # First-time recipients, by the correspondents learned before this message.
-        entry = dataclasses.replace(entry, new=sum(
-            1 for k in set(entry.recipients) if not base.knows(k)))
+        entry = Entry(at=entry.at, fingerprint=entry.fingerprint, recipients=entry.recipients,
+                      new=sum(1 for k in set(entry.recipients) if not base.knows(k)),
+                      external=entry.external, external_attachments=entry.external_attachments,
+                      freemail=entry.freemail, forwarded=entry.forwarded)
         self.stats.observed += 1
         for metric, old, new in base.roll_hour(now):
             self.peers.move(metric, old, new)
@@ -392,8 +418,9 @@ class InternalGuard:
                        link_domains=m.link_domains, reply_to=m.reply_to, size=0)
         else:
             base.last_seen = max(base.last_seen, now)
+        commit = None
         if self.shared is not None:
-            await self.shared.commit(account, base, entry if accepted else None, shared)
+            commit = self.shared.commit(account, base, entry if accepted else None, shared)
         else:
             await self.memory.commit(account, base, entry if accepted else None)
         if action == "hold":
@@ -408,7 +435,7 @@ class InternalGuard:
                 self._counts.setdefault(incident_id, _Counts()).refused += 1
         return Judgement(account=account, source=identity.source, score=total, flagged=flagged,
                          action=action, reply=reply, reason=reason, incident_id=incident_id,
-                         restriction=restriction, signals=scored)
+                         restriction=restriction, signals=scored), commit
 
     async def _flag(self, identity: SenderIdentity, m: MessageFacts, scored: tuple[Scored, ...],
                     total: float, span: float, active: Restriction | None, now: float,
