@@ -10,14 +10,16 @@ of microseconds, not a hash call per shingle. 0 means "no text".
 
 from __future__ import annotations
 
-import re
+import string
 import zlib
 
 import numpy as np
 
 MAX_CHARS = 2000  # of the body: enough to tell one message from another, at a bounded cost
-_WORD = re.compile(r"\w+")
-_DIGITS = str.maketrans("123456789", "000000000")
+# Digits become 0 and ASCII punctuation a space, so str.split() finds the words: three
+# times faster than a \w+ regex (a word joined by non-ASCII punctuation stays one word).
+_WORDS = str.maketrans({**{c: " " for c in string.punctuation},
+                        **{d: "0" for d in "123456789"}})
 _M1 = np.uint64(0x9E3779B97F4A7C15)
 _M2 = np.uint64(0xBF58476D1CE4E5B9)
 _M3 = np.uint64(0x94D049BB133111EB)
@@ -41,8 +43,7 @@ def _without_greeting(body: str) -> str:
 
 
 def simhash(subject: str, body: str) -> int:
-    text = f"{subject}\n{_without_greeting(body[:MAX_CHARS])}".lower().translate(_DIGITS)
-    words = _WORD.findall(text)
+    words = f"{subject}\n{_without_greeting(body[:MAX_CHARS])}".lower().translate(_WORDS).split()
     if not words:
         return 0
     w = np.fromiter((zlib.crc32(x.encode("utf-8", "surrogatepass")) for x in words),

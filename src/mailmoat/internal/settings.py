@@ -71,8 +71,8 @@ class InternalSettings(Section):
     action: Action = Field(
         "suspend", description="what a flagged account gets: tag (incident and alerts only), "
         "hold (its mail is quarantined), throttle (its mail beyond throttle_per_hour gets "
-        "451 4.7.1) or suspend (its mail is refused at MAIL, RCPT or DATA); the message that "
-        "flagged it is quarantined for hold and suspend, deferred for throttle")
+        "451 4.7.1) or suspend (its mail is refused, at MAIL with SMTP AUTH, else at DATA); the "
+        "message that flagged it is quarantined for hold and suspend, deferred for throttle")
     action_minutes: int = Field(
         0, ge=0, le=5_256_000, description="minutes the action lasts (at most ten years); "
         "0: until an administrator releases the account")

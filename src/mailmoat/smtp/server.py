@@ -387,9 +387,9 @@ class GatewayHandler:
         if sender is not None:
             data["sender_account"] = sender.account  # [internal] incidents list by it
         if judged is not None and judged.action in ("defer", "refuse"):
-            # [internal] Throttled or suspended: nothing is spooled; on 4xx the upstream
-            # keeps the mail and retries, on 5xx it bounces it to the sender.
-            self._verdict(outcome)
+            # [internal] Throttled or suspended: nothing is spooled (nor learned from: a
+            # deferred message comes back); on 4xx the upstream keeps the mail and retries,
+            # on 5xx it bounces it to the sender.
             self._intake_line(data, ip, mail_from, rcpts, raw, started,
                               "reject" if judged.reply.startswith("5") else "tempfail",
                               judged.reply[:9])
