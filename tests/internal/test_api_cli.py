@@ -136,3 +136,19 @@ def test_the_cli(env, tmp_path):
     assert r.exit_code == 0 and "closed" in r.output
     r = run(cli, ["account", "incident", "999", "-c", str(path)])
     assert r.exit_code == 1 and "no incident 999" in r.output
+
+
+def test_statistics(env):
+    incident, ids = incident_with_mail(env)
+    add_message(env.config, env.db, "out1", rcpts=["x@partner.test"], sender="ann@example.test",
+                category="clean", action="accept", direction="outbound")
+    with env.db.session() as s:
+        s.get(MessageRow, "out1").sender_account = "ann@example.test"
+    got = client(env, "admin").get("/api/v1/internal/stats", params={"days": 7}).json()
+    assert sum(d["internal"] for d in got["volume"]) == 4
+    assert sum(d["outbound"] for d in got["volume"]) == 1
+    assert sum(d["stopped"] for d in got["volume"]) == 1  # the held one
+    assert got["top_senders"][0] == {"account": "m@example.test", "messages": 4, "stopped": 1}
+    assert got["incidents"][0]["opened"] == 1 and got["open_incidents"] == 1
+    assert got["restricted"] == {"suspend": 0, "hold": 0, "throttle": 0}
+    assert client(env, "alice").get("/api/v1/internal/stats").status_code == 403

@@ -3,9 +3,12 @@ incidents, and what a restarted guard reads back."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from mailmoat.internal.accounts import get_restriction, list_incidents
+from mailmoat.internal.stats import internal_stats
 from mailmoat.internal.store import count_baselines, load_baseline
 from mailmoat.store.db import Database
 from tests.conftest import make_config
@@ -42,6 +45,9 @@ async def test_state_on_postgres_survives_a_restart():
         assert r is not None and r.kind == "suspend" and r.incident_id is not None
         assert list_incidents(db, account="m@example.test")[0].signals[0]["name"] == \
             "INTERNAL_FANOUT"
+        stats = internal_stats(db, days=3650, now=datetime.fromtimestamp(T0 + 900, UTC))
+        assert stats["restricted"]["suspend"] == 1 and stats["open_incidents"] == 1
+        assert [d["opened"] for d in stats["incidents"]] == [1]
         # A second run of the gateway on the same database.
         org = Org(cfg, db)
         try:

@@ -137,6 +137,46 @@ class MessageIdsOut(BaseModel):
     message_ids: list[str] = Field(description="X-Mailmoat-IDs, oldest first")
 
 
+class VolumeDay(BaseModel):
+    day: str
+    internal: int
+    outbound: int
+    stopped: int = Field(description="of them quarantined or rejected")
+
+
+class SenderCount(BaseModel):
+    account: str
+    messages: int
+    stopped: int
+
+
+class IncidentDay(BaseModel):
+    day: str
+    opened: int
+    refused: int
+    deferred: int
+
+
+class StatsOut(BaseModel):
+    since: str
+    days: int
+    volume: list[VolumeDay] = Field(description="internal and outbound messages per day (UTC)")
+    top_senders: list[SenderCount]
+    incidents: list[IncidentDay] = Field(description="incidents opened per day, and the mail "
+                                         "their accounts were refused or deferred")
+    open_incidents: int
+    restricted: dict[str, int] = Field(description="accounts suspended, held, throttled now")
+
+
+@router.get("/stats", response_model=StatsOut,
+            summary="Our own senders' mail: volume, what was stopped, incidents, top senders")
+def stats(admin: AdminUser, db: DbDep,
+          days: Annotated[int, Query(ge=1, le=366)] = 30) -> StatsOut:
+    from mailmoat.internal.stats import internal_stats
+
+    return StatsOut(**internal_stats(db, days))
+
+
 @router.get("/accounts", response_model=list[RestrictionOut],
             summary="Accounts held, throttled or suspended now (all=true: ever)")
 def list_accounts(admin: AdminUser, db: DbDep, all: bool = False) -> list[RestrictionOut]:
