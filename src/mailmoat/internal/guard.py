@@ -223,7 +223,7 @@ class InternalGuard:
         if self.db is None:
             return
         src = self.shared if self.shared is not None else self.memory
-        dirty = src.take_dirty()
+        dirty = await src.take_dirty()
         if dirty:
             dirty.append((store.PEERS_KEY, self.peers.to_dict(), self.clock))
         counts = {i: (c.refused, c.deferred) for i, c in self._counts.items()}

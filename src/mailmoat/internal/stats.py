@@ -35,20 +35,22 @@ def internal_stats(db: Database, days: int = 30, now: datetime | None = None,
     stopped = func.sum(case((MessageRow.action.in_(STOPPED), 1), else_=0))
     with db.session() as s:
         volume: dict[str, dict[str, Any]] = {}
-        for d, direction, n, held in s.execute(
-                select(day, MessageRow.direction, func.count(), stopped)
-                .where(MessageRow.received_at >= since, MessageRow.direction.in_(DIRECTIONS))
-                .group_by(day, MessageRow.direction)):
+        rows: list[Any] = list(s.execute(
+            select(day, MessageRow.direction, func.count(), stopped)
+            .where(MessageRow.received_at >= since, MessageRow.direction.in_(DIRECTIONS))
+            .group_by(day, MessageRow.direction)))
+        for d, direction, n, held in rows:
             row = volume.setdefault(_day(d), {"day": _day(d), "internal": 0, "outbound": 0,
                                               "stopped": 0})
             row[direction] = int(n)
             row["stopped"] += int(held or 0)
+        rows = list(s.execute(
+            select(MessageRow.sender_account, func.count(), stopped)
+            .where(MessageRow.received_at >= since, MessageRow.sender_account != "")
+            .group_by(MessageRow.sender_account)
+            .order_by(func.count().desc(), MessageRow.sender_account).limit(top)))
         senders = [{"account": a, "messages": int(n), "stopped": int(h or 0)}
-                   for a, n, h in s.execute(
-                       select(MessageRow.sender_account, func.count(), stopped)
-                       .where(MessageRow.received_at >= since, MessageRow.sender_account != "")
-                       .group_by(MessageRow.sender_account)
-                       .order_by(func.count().desc(), MessageRow.sender_account).limit(top))]
+                   for a, n, h in rows]
         iday = func.date(InternalIncidentRow.opened_at)
         incidents = [{"day": _day(d), "opened": int(n), "refused": int(r or 0),
                       "deferred": int(f or 0)}

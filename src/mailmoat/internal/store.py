@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -157,22 +157,16 @@ class MemoryStore:
         slot = self.slots.get(account)
         return slot.base if slot is not None else None
 
-    def take_dirty(self) -> list[tuple[str, dict[str, Any], float]]:
-        """What to write: (account, state, last seen), the dirty set emptied."""
-        out = [(a, b.to_dict(), b.last_seen or b.first_seen) for a, b in self.dirty.items()]
-        out += [(a, st, float(st.get("last_seen") or 0)) for a, st in self.evicted.items()]
-        self.dirty.clear()
-        self.evicted.clear()
+    async def take_dirty(self) -> list[tuple[str, dict[str, Any], float]]:
+        """What to write: (account, state, last seen); the dirty set starts afresh."""
+        dirty, evicted = self.dirty, self.evicted
+        self.dirty, self.evicted = {}, {}
+        out = [(a, st, float(st.get("last_seen") or 0)) for a, st in evicted.items()]
+        for i, (a, b) in enumerate(dirty.items()):
+            out.append((a, b.to_dict(), b.last_seen or b.first_seen))
+            if i % 256 == 255:  # thousands of baselines to write must not stall SMTP
+                await asyncio.sleep(0)
         return out
-
-    def forget_before(self, cutoff: float) -> int:
-        """Drop windows of accounts silent since `cutoff` (their baselines stay)."""
-        n = 0
-        for slot in self.slots.values():
-            if slot.entries and slot.entries[-1].at < cutoff:
-                slot.entries.clear()
-                n += 1
-        return n
 
 
 # -- Redis -----------------------------------------------------------------------------------
@@ -293,11 +287,7 @@ class RedisStore:
             self._down(exc)
             await self.fallback.commit(account, base, entry)
 
-    def take_dirty(self) -> list[tuple[str, dict[str, Any], float]]:
+    async def take_dirty(self) -> list[tuple[str, dict[str, Any], float]]:
         out = [(a, st, ls) for a, (st, ls) in self.dirty.items()]
-        self.dirty.clear()
-        return out + self.fallback.take_dirty()
-
-
-def forget_cutoff(days: int) -> datetime:
-    return datetime.now(UTC) - timedelta(days=days)
+        self.dirty = {}
+        return out + await self.fallback.take_dirty()
