@@ -52,13 +52,12 @@ def internal_stats(db: Database, days: int = 30, now: datetime | None = None,
         senders = [{"account": a, "messages": int(n), "stopped": int(h or 0)}
                    for a, n, h in rows]
         iday = func.date(InternalIncidentRow.opened_at)
+        rows = list(s.execute(
+            select(iday, func.count(), func.sum(InternalIncidentRow.refused),
+                   func.sum(InternalIncidentRow.deferred))
+            .where(InternalIncidentRow.opened_at >= since).group_by(iday).order_by(iday)))
         incidents = [{"day": _day(d), "opened": int(n), "refused": int(r or 0),
-                      "deferred": int(f or 0)}
-                     for d, n, r, f in s.execute(
-                         select(iday, func.count(), func.sum(InternalIncidentRow.refused),
-                                func.sum(InternalIncidentRow.deferred))
-                         .where(InternalIncidentRow.opened_at >= since)
-                         .group_by(iday).order_by(iday))]
+                      "deferred": int(f or 0)} for d, n, r, f in rows]
         open_incidents = int(s.scalar(select(func.count()).select_from(InternalIncidentRow)
                                       .where(InternalIncidentRow.status == "open")) or 0)
     restricted = list_restrictions(db, now=now.timestamp())
