@@ -45,7 +45,7 @@ def test_peaks_fold_clean_hours_only():
     b.roll_hour(T0 + 2 * HOUR)
     assert b.peaks[0] == 5  # the flagged hour taught nothing
     assert b.roll_hour(T0) == []  # a clock that went back changes nothing
-    assert b.decayed_peaks(T0 + HOUR + 30 * 86400)[0] == 2.5  # half-life 30 days
+    assert b.decayed_peaks(T0 + HOUR + 90 * 86400)[0] == 2.5  # half-life 90 days
 
 
 def test_hour_profile_by_kind_of_day():

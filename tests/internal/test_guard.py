@@ -94,7 +94,7 @@ async def test_own_history_of_mass_mail_raises_its_limit(tmp_path):
     org = Org(internal_config())
     try:
         # comms sends one text to 18 colleagues each working hour, for a week: its own
-        # busiest hours reach 18 (16 a week on), so 40 near-identical at once is within 3 × 16.
+        # busiest hours reach 18 (17 a week on), so 40 near-identical at once is within 3 × 17.
         end = await history(org, "comms@example.test", 5, 1, hours=range(9, 13),
                             rcpts=colleagues(18), same_text=True)
         out = await org.send("comms@example.test", colleagues(40, 100), end + 10 * HOUR,
