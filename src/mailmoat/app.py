@@ -60,6 +60,7 @@ class Gateway:
     limiter: ConnectionLimiter
     io_executor: concurrent.futures.ThreadPoolExecutor | None = None
     memory_feed: ObservationFeed | None = None
+    internal_guard: Any = None  # mailmoat.internal.guard.InternalGuard; None: [internal] off
     policy_version: int | None = None  # the console's policy version in force; None: TOML
     live_config: Config | None = None  # `config` with that version merged in
     _policy_task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -83,6 +84,8 @@ class Gateway:
             if recovered:
                 log.warning("recovered %d message(s) left in delivery by a crash", recovered)
         await self.delivery.start()
+        if self.internal_guard is not None:  # suspensions read back before the first MAIL
+            await self.internal_guard.start()
         self.smtp_server = await start_smtp_server(
             self.config, self.handler, self.limiter, tls_context=server_context(self.config),
             sock=sock)
@@ -153,7 +156,8 @@ class Gateway:
             doc = await asyncio.to_thread(current_overrides, self.db)
             live = apply_policy_document(self.config, doc)
             scanner = await asyncio.to_thread(
-                Scanner, BuildContext(config=live, network=live.scan.network, database=self.db))
+                Scanner, BuildContext(config=live, network=live.scan.network, database=self.db,
+                                      extras=_scan_extras(self.internal_guard)))
         except Exception:
             log.exception("policy version %s could not be applied; keeping version %s",
                           version, self.policy_version)
@@ -234,6 +238,9 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._web_task, 10)
         await self.delivery.stop()
+        if self.internal_guard is not None:
+            with contextlib.suppress(Exception):
+                await self.internal_guard.close()
         for scanner in [self.scanner, *self._retired]:
             with contextlib.suppress(Exception):
                 await scanner.close()
@@ -257,7 +264,9 @@ def build(config: Config) -> Gateway:
     writer = LogWriter(db)
     spool = Spool(config.data_dir / "spool")
     version, live = _saved_policy(config, db)
-    scanner = Scanner(BuildContext(config=live, network=live.scan.network, database=db))
+    guard = _internal_guard(config, db)
+    scanner = Scanner(BuildContext(config=live, network=live.scan.network, database=db,
+                                   extras=_scan_extras(guard)))
     # fsync waits on the disk, not the CPU; enough threads let concurrent messages share
     # one journal commit (measured: 40 puts/s with one thread, 330/s with eight).
     io = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="mailmoat-spool")
@@ -271,13 +280,31 @@ def build(config: Config) -> Gateway:
     handler = GatewayHandler(config, scanner, spool, on_spooled=delivery.wake,
                              on_rejected=rejected, io_executor=io, spool_state="active",
                              on_verdict=_verdict_hook(config, memory_feed),
-                             backlog_full=delivery.backlog_full)
+                             backlog_full=delivery.backlog_full, internal_guard=guard)
     limiter = make_limiter(config.smtp.max_connections_per_ip, config.redis.url,
                            config.redis.key_prefix)
     return Gateway(config=config, db=db, log_writer=writer, spool=spool, scanner=scanner,
                    delivery=delivery, handler=handler, limiter=limiter, io_executor=io,
                    memory_feed=memory_feed, policy_version=version,
-                   live_config=live)
+                   live_config=live, internal_guard=guard)
+
+
+def _internal_guard(config: Config, db: Database) -> Any:
+    """The account guard of `[internal]` (one per process: the SMTP intake asks it at MAIL
+    and DATA, the scanner's `internal` check at every internal and outbound message), or
+    None when the feature is off."""
+    from mailmoat.internal.guard import InternalGuard
+    from mailmoat.internal.settings import InternalSettings
+
+    if not config.section("internal", InternalSettings).enabled:
+        return None
+    return InternalGuard(config, db)
+
+
+def _scan_extras(guard: Any) -> dict[str, Any]:
+    """What the checks get beyond the config: the process's account guard, so a scanner
+    rebuilt for a new policy keeps judging accounts with what was learned."""
+    return {"internal_guard": guard} if guard is not None else {}
 
 
 def _saved_policy(config: Config, db: Database) -> tuple[int | None, Config]:

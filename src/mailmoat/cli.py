@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mailmoat.commands.ml",          # train, learn, evaluate
     "mailmoat.commands.web",         # user add/list, token
     "mailmoat.commands.deep",        # train-deep: the tier-2 head
+    "mailmoat.commands.account",     # account list/show/suspend/release, incidents
 )
 
 app = typer.Typer(help="mailmoat: an email security gateway.", no_args_is_help=True,

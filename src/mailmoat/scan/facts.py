@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from mailmoat.domains import org_domain
 
 if TYPE_CHECKING:
+    from mailmoat.internal.guard import Judgement
     from mailmoat.scan.evidence import Consistency
 
 
@@ -96,3 +97,6 @@ class Facts:
     # 0–9, how spam-like a bulk or automated message reads (evidence family); None: the
     # message is not bulk. Policy maps it to an action with [policy] bulk_threshold.
     bulk_level: int | None = None
+    # The sending account's behaviour and what the internal policy does about it (internal
+    # family, after every other check); None for inbound mail and mail with no account.
+    internal: Judgement | None = None

@@ -26,7 +26,8 @@ FAMILY_MODULES: tuple[str, ...] = (
     "mailmoat.scan.deep",           # tier 2: neural model, combined with tier 1
     "mailmoat.scan.lessons",        # near-copies of mail users reported or released
     "mailmoat.scan.llm",            # tier 3: optional LLM second opinion
-    "mailmoat.scan.evidence",       # last: the content tiers' score must be backed by evidence
+    "mailmoat.scan.evidence",       # the content tiers' score must be backed by evidence
+    "mailmoat.internal.check",      # last: our own accounts' sending behaviour, with the verdicts
 )
 
 

@@ -34,6 +34,15 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword, TLSSetupException, sy
 from mailmoat.config import Config
 from mailmoat import maillog
 from mailmoat.errors import ConfigError
+from mailmoat.internal.identity import (
+    RECEIVED,
+    SenderIdentity,
+    auth_account,
+    header_value,
+    resolve_identity,
+    strip_header,
+)
+from mailmoat.internal.settings import InternalSettings
 from mailmoat.listen import bind_error, listen_address
 from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.dsn import sender_auth_failed
@@ -156,8 +165,15 @@ class GatewayHandler:
                  io_executor: concurrent.futures.Executor | None = None,
                  spool_state: str = "incoming",
                  on_verdict: Callable[[Any], object] | None = None,
-                 backlog_full: Callable[[], bool] = lambda: False) -> None:
+                 backlog_full: Callable[[], bool] = lambda: False,
+                 internal_guard: Any = None) -> None:
         self.config = config
+        # [internal]: the account guard (mailmoat.internal.guard.InternalGuard) that refuses
+        # suspended accounts' mail at MAIL (SMTP AUTH) or DATA (header or envelope
+        # identity); None when the feature is off. `identity_header` is stripped from the
+        # mail of every client outside trusted_networks whether or not the guard runs.
+        self.internal = internal_guard
+        self.identity_header = config.section("internal", InternalSettings).identity_header
         # The delivery side's backlog ([delivery] max_backlog): while it is full, MAIL FROM
         # gets 451 4.3.1 and the sending MTA keeps the mail (app.build passes
         # DeliveryManager.backlog_full; a count, so asking costs nothing).
@@ -294,6 +310,15 @@ class GatewayHandler:
             why = address_problem(address)
             if why:
                 return R.S553_BAD_SENDER.format(reason=why)
+        if self.internal is not None and session.authenticated \
+                and isinstance(session.auth_data, LoginPassword):
+            # [internal] A suspended account is refused here, before it sends anything.
+            login = session.auth_data.login.decode("utf-8", "replace")
+            refusal = await self.internal.refusal(auth_account(login), time.time())
+            if refusal:
+                log.info("MAIL from suspended account %s (%s) refused", login,
+                         _peer_ip(session))
+                return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Ok"
@@ -345,6 +370,11 @@ class GatewayHandler:
         env = Envelope(mail_from=mail_from, rcpt_tos=tuple(rcpts), client_ip=ip,
                        helo=session.host_name or "", auth_user=auth_user or None, tls=tls,
                        direction=direction)
+        raw, sender, refusal = await self._internal_gate(raw, env)
+        if refusal:
+            self._intake_line({"id": mid}, ip, mail_from, rcpts, raw, started,
+                              "reject" if refusal.startswith("5") else "tempfail", refusal[:9])
+            return refusal
         outcome = None
         if self.scanner is not None:
             try:
@@ -353,6 +383,17 @@ class GatewayHandler:
                 log.exception("scan of %s failed; spooling it unscanned", mid)
         data = message_log_data(mailmoat_id=mid, envelope=env, outcome=outcome,
                                 node=self.config.smtp.hostname)
+        judged = outcome.result.facts.internal if outcome is not None else None
+        if sender is not None:
+            data["sender_account"] = sender.account  # [internal] incidents list by it
+        if judged is not None and judged.action in ("defer", "refuse"):
+            # [internal] Throttled or suspended: nothing is spooled (nor learned from: a
+            # deferred message comes back); on 4xx the upstream keeps the mail and retries,
+            # on 5xx it bounces it to the sender.
+            self._intake_line(data, ip, mail_from, rcpts, raw, started,
+                              "reject" if judged.reply.startswith("5") else "tempfail",
+                              judged.reply[:9])
+            return judged.reply
         plan = {r: "deliver" for r in rcpts}
         received = received_value(helo=env.helo or "", client_ip=ip,
                                   hostname=self.config.smtp.hostname, mailmoat_id=mid, tls=tls,
@@ -407,6 +448,30 @@ class GatewayHandler:
         else:
             self.on_spooled(mid)
         return R.S250_QUEUED.format(id=mid)
+
+    async def _internal_gate(self, raw: bytes, env: Envelope
+                             ) -> tuple[bytes, SenderIdentity | None, str | None]:
+        """[internal] at DATA: the message without an identity header it may not carry, its
+        sending account, and the reply refusing it when that account is suspended."""
+        name = self.identity_header
+        trusted = self.is_trusted(env.client_ip or "")
+        if name and not trusted and name.lower() != RECEIVED:
+            raw, n = strip_header(raw, name)
+            if n:
+                log.warning("%s header from untrusted client %s removed (%d field%s): only "
+                            "[smtp] trusted_networks may name the sender", name,
+                            env.client_ip, n, "" if n == 1 else "s")
+        if self.internal is None or env.direction is Direction.INBOUND:
+            return raw, None, None
+        try:
+            sender = resolve_identity(env, lambda h: header_value(raw, h), identity_header=name,
+                                      trusted=trusted, internal_domains=self.internal_domains)
+            if sender is None or sender.source == "smtp_auth":  # AUTH was asked at MAIL
+                return raw, sender, None
+            return raw, sender, await self.internal.refusal(sender.account, env.received_at)
+        except Exception:  # the guard is ours to fix; the mail goes on to be scanned
+            log.exception("internal: identity of a message from %s failed", env.client_ip)
+            return raw, None, None
 
     @staticmethod
     def _intake_line(data: dict[str, Any], ip: str, mail_from: str, rcpts: list[str],

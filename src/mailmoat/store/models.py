@@ -49,6 +49,9 @@ class MessageRow(Base):
     headers: Mapped[dict] = mapped_column(JSON, default=dict)  # headers of interest
     scan_ms: Mapped[float] = mapped_column(Float, default=0.0)
     node: Mapped[str] = mapped_column(String(255), default="")
+    # The sending account of internal and outbound mail (mailmoat.internal.identity), ""
+    # otherwise: what an incident lists an account's mail by.
+    sender_account: Mapped[str] = mapped_column(String(255), default="", index=True)
 
     recipients: Mapped[list[RecipientRow]] = relationship(
         back_populates="message", cascade="all, delete-orphan", order_by="RecipientRow.id")
@@ -193,3 +196,59 @@ class ReleaseRequestRow(Base):
     decided_by: Mapped[str] = mapped_column(String(255), default="")
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     decision_note: Mapped[str] = mapped_column(Text, default="")
+
+
+class InternalBaselineRow(Base):
+    """One account's learned sending behaviour (mailmoat.internal.baseline), written behind
+    the in-memory copy every `[internal] sync_seconds`; `@peers` holds the organisation's."""
+
+    __tablename__ = "internal_baselines"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[dict] = mapped_column(JSON, default=dict)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class InternalRestrictionRow(Base):
+    """An account held, throttled or suspended (by the gateway or an administrator), and
+    its release; the gateway reads rows changed since its last look."""
+
+    __tablename__ = "internal_restrictions"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # hold | throttle | suspend
+    reply: Mapped[str] = mapped_column(String(8), default="4xx")
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    actor: Mapped[str] = mapped_column(String(255), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    incident_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    released_by: Mapped[str] = mapped_column(String(255), default="")
+    grace_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class InternalIncidentRow(Base):
+    """A flagged account: why, when, what was done; the messages are those of the message
+    log with this `sender_account` from `window_start` on."""
+
+    __tablename__ = "internal_incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(255), index=True)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # open | closed
+    action: Mapped[str] = mapped_column(String(16), default="")
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    signals: Mapped[list] = mapped_column(JSON, default=list)  # [{name, score, reason}]
+    flagged_messages: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+    deferred: Mapped[int] = mapped_column(Integer, default=0)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    closed_by: Mapped[str] = mapped_column(String(255), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    node: Mapped[str] = mapped_column(String(255), default="")

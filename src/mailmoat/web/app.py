@@ -208,6 +208,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
     from mailmoat.web.routes import (
         auth,
         digest_api,
+        internal,
         lessons,
         links,
         me,
@@ -223,7 +224,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
 
     for r in (auth.router, users.router, messages.router, quarantine.router, policy.router,
               stats.router, digest_api.router, lessons.router, links.router, me.router, pages.router,
-              quarantine_pages.router, users_page.router):
+              quarantine_pages.router, users_page.router, internal.router):
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

@@ -1,0 +1,247 @@
+"""Check family `internal`: the sending account's behaviour, after every other check.
+
+It runs for internal and outbound mail only (`Direction.INTERNAL`, `OUTBOUND`), last in
+the pipeline, so the content, phishing, malware and BEC checks' verdicts on the same
+message are known: an account of ours sending what they object to is the strongest sign
+that it is not in its owner's hands. It works out who sent the message
+(`identity.resolve_identity`), describes the message for the guard (recipients, content
+fingerprint, attachments, links, Reply-To, forwarding, client), and adds what the guard
+found as INTERNAL_* symbols. Their scores count like any other check's; when they add up to
+`[internal] flag_score`, the guard flags the account and the internal policy's action
+applies: `hold` forces quarantine here; `defer` and `refuse` are the SMTP intake's to
+answer (it reads `ScanResult.facts.internal`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from mailmoat.domains import is_freemail, org_domain
+from mailmoat.internal.baseline import Entry
+from mailmoat.internal.fingerprint import recipient_key, simhash
+from mailmoat.internal.guard import InternalGuard, Judgement
+from mailmoat.internal.identity import SenderIdentity, resolve_identity
+from mailmoat.internal.settings import InternalSettings
+from mailmoat.internal.signals import (
+    BAD_CONTENT,
+    BURST,
+    EXTERNAL_ATTACHMENTS,
+    FANOUT,
+    FORWARD,
+    NEW_CLIENT,
+    NEW_RECIPIENTS,
+    ODD_HOUR,
+    REPLY_TO,
+    MessageFacts,
+)
+from mailmoat.message.model import Direction, ParsedMessage
+from mailmoat.policy.decide import thresholds_for
+from mailmoat.scan.base import (
+    TEXT_GROUPS,
+    THREAT_EVIDENCE,
+    Action,
+    BuildContext,
+    Category,
+    Check,
+    ScanResult,
+    SymbolSpec,
+)
+
+log = logging.getLogger(__name__)
+
+_G = "internal"
+FLAGGED = "INTERNAL_FLAGGED"
+RESTRICTED = "INTERNAL_RESTRICTED"
+MAX_LINK_DOMAINS = 20
+MAX_TYPES = 10
+_THREATS = frozenset({Category.PHISHING, Category.MALWARE, Category.BEC})
+_FORWARD_HEADERS = ("Resent-From", "Resent-To", "X-Forwarded-To", "X-Forwarded-For")
+
+SYMBOLS: dict[str, SymbolSpec] = {
+    BURST: SymbolSpec(
+        3.0, "The account sent far more messages or reached far more recipients in the recent "
+        "window than its own busiest hours and its peers' (factor: how far, up to 2.5).",
+        Category.POLICY, _G),
+    FANOUT: SymbolSpec(
+        4.0, "The account sent near-identical content to more recipients in the recent window "
+        "than it or its peers ever do, most of them never written to before (factor 1.5 when "
+        "80 % or more are new).", Category.POLICY, _G),
+    NEW_RECIPIENTS: SymbolSpec(
+        3.0, "The account wrote to far more recipients it never wrote to before than usual "
+        "in the recent window.", Category.POLICY, _G),
+    EXTERNAL_ATTACHMENTS: SymbolSpec(
+        3.0, "The account sent attachments to outside recipients in far more messages than "
+        "usual in the recent window (factor 1.5 when mostly to free-mail).",
+        Category.POLICY, _G),
+    BAD_CONTENT: SymbolSpec(
+        4.0, "The content, phishing, malware or BEC checks objected to this outgoing "
+        "message: an account of ours sending it is likely compromised (factor 1.5 for a "
+        "threat backed by evidence beyond the text, 0.5 for spam).", Category.POLICY, _G),
+    REPLY_TO: SymbolSpec(
+        2.0, "Replies are diverted to an address outside our domains and the sender's, one "
+        "the account never used (factor 1.5 for free-mail).", Category.POLICY, _G),
+    FORWARD: SymbolSpec(
+        2.0, "The account sends mail written by others on to outside recipients, as an "
+        "auto-forward rule an intruder set would.", Category.POLICY, _G),
+    NEW_CLIENT: SymbolSpec(
+        2.0, "The account sends from a network or with a mail program it never used, "
+        "together with other changes (other signals, new link domains or attachment types).",
+        Category.POLICY, _G),
+    ODD_HOUR: SymbolSpec(
+        2.0, "The account sends at an hour of the day at which its long history has no mail.",
+        Category.POLICY, _G),
+    FLAGGED: SymbolSpec(
+        0.0, "This message flagged the account: the reason says the score, the action taken "
+        "and the incident.", Category.POLICY, _G),
+    RESTRICTED: SymbolSpec(
+        0.0, "The account is held, throttled or suspended; the reason says since when and "
+        "by whom.", Category.POLICY, _G),
+}
+
+
+class InternalCheck(Check):
+    name = "behaviour"
+    family = _G
+    symbols = SYMBOLS
+    stage = 4  # after the evidence gate (stage 3): every verdict on the content is in
+
+    def __init__(self, ctx: BuildContext, guard: InternalGuard, owned: bool) -> None:
+        self.config = ctx.config
+        self.settings = ctx.config.section("internal", InternalSettings)
+        self.guard = guard
+        self.owned = owned  # built here (offline scans): closed with the check
+        self.trusted = [ipaddress.ip_network(n, strict=False)
+                        for n in ctx.config.smtp.trusted_networks]
+        self.internal_domains = frozenset(ctx.config.internal_domains)
+        self._internal_orgs = frozenset(org_domain(d) for d in self.internal_domains)
+
+    def is_trusted(self, ip: str | None) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip or "")
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted)
+
+    def identity(self, msg: ParsedMessage) -> SenderIdentity | None:
+        env = msg.envelope
+        return resolve_identity(env, msg.header, identity_header=self.settings.identity_header,
+                                trusted=self.is_trusted(env.client_ip),
+                                internal_domains=self.internal_domains)
+
+    async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
+        if msg.envelope.direction is Direction.INBOUND:
+            return
+        ident = self.identity(msg)
+        if ident is None:
+            return
+        facts, entry, exempt = self.describe(msg, ident, result)
+
+        def score_of(name: str, factor: float) -> float:
+            weight = result.weight_overrides.get(name, self.symbols[name].weight)
+            return round(weight * factor, 3)
+
+        j = await self.guard.observe(ident, facts, entry, score_of, exempt=exempt)
+        for x in j.signals:
+            if x.counted:
+                result.add(x.signal.name, x.signal.reason, factor=x.signal.factor)
+            else:
+                r = j.restriction
+                who = r.released_by if r is not None and r.released_by else "an administrator"
+                result.add(x.signal.name, f"{x.signal.reason} (not counted: released by {who})",
+                           factor=0.0)
+        self.explain(j, result)
+        result.facts.internal = j
+        if j.action == "hold":
+            result.force(Action.QUARANTINE, j.reason)
+
+    @staticmethod
+    def explain(j: Judgement, result: ScanResult) -> None:
+        r = j.restriction
+        if j.flagged:
+            done = {"none": "no action", "tag": "tagged", "hold": "held for review",
+                    "defer": "deferred (451)", "refuse": "refused"}.get(j.action, j.action)
+            state = f"; the account is {r.describe()}" if r is not None else ""
+            counted = round(sum(x.score for x in j.signals), 3)
+            score = f"{j.score:g}" if counted >= j.score else \
+                f"{j.score:g}, counted as {counted:g} towards the message's score"
+            result.add(FLAGGED, f"{j.account} flagged (behaviour score {score}): this "
+                       f"message {done}{state}; incident {j.incident_id}")
+        elif r is not None and j.action in ("hold", "defer", "refuse"):
+            result.add(RESTRICTED, f"{j.account} is {r.describe()} (by {r.by}, "
+                       f"since {_when(r.since)}): {r.reason}"[:600])
+
+    def describe(self, msg: ParsedMessage, ident: SenderIdentity, result: ScanResult
+                 ) -> tuple[MessageFacts, Entry, bool]:
+        """The message as the guard sees it, and whether it is exempt from the volume
+        signals (a list server's expansion)."""
+        env = msg.envelope
+        rcpts = [r.strip().strip("<>").lower() for r in env.rcpt_tos]
+        domains = [r.rpartition("@")[2] for r in rcpts]
+        internal = sum(1 for d in domains if d in self.internal_domains)
+        external_domains = [d for d in domains if d not in self.internal_domains]
+        freemail = sum(1 for d in external_domains if is_freemail(d))
+        links = []
+        for host in sorted(msg.url_hosts):
+            org = org_domain(host)
+            if org and org not in self._internal_orgs and org not in links:
+                links.append(org)
+                if len(links) >= MAX_LINK_DOMAINS:
+                    break
+        types = tuple(sorted({a.extension for a in msg.attachments if a.extension})[:MAX_TYPES])
+        reply_to, reply_free = "", False
+        sender_org = org_domain(msg.from_domain)
+        for a in msg.reply_to:
+            org = org_domain(a.domain)
+            if a.address and org and org not in self._internal_orgs and org != sender_org:
+                reply_to, reply_free = a.address, is_freemail(a.domain)
+                break
+        author = msg.from_addr.address if msg.from_addr else ""
+        forwarded = bool(external_domains) and (
+            (msg.header("Auto-Submitted") or "").lower().startswith("auto-forwarded")
+            or any(msg.header(h) is not None for h in _FORWARD_HEADERS)
+            or (bool(author) and author != ident.account
+                and org_domain(msg.from_addr.domain if msg.from_addr else "")
+                not in self._internal_orgs))
+        threat = sum(s.score for s in result.symbols
+                     if s.category in _THREATS and s.group not in TEXT_GROUPS)
+        tag = thresholds_for(self.config.policy, None, env.direction).tag
+        facts = MessageFacts(
+            at=env.received_at, recipients=len(rcpts), internal=internal,
+            external=len(external_domains), network=ident.network, agent=ident.agent,
+            client_ip=ident.client_ip, types=types, link_domains=tuple(links),
+            reply_to=reply_to, reply_to_freemail=reply_free, forwarded=forwarded,
+            freemail_rcpts=freemail, category=result.category.value,
+            content_score=result.score, threat_evidence=threat >= THREAT_EVIDENCE,
+            tag_threshold=tag)
+        auto = (msg.header("Auto-Submitted") or "no").strip().lower() != "no"
+        listed = ident.source == "envelope" and msg.header("List-Id") is not None
+        # Auto-replies and list mail are alike by nature: they are never a fan-out.
+        fingerprint = 0 if auto or listed else simhash(msg.subject, msg.body_text)
+        keys = tuple(dict.fromkeys(recipient_key(r) for r in rcpts[:1000]))
+        entry = Entry(at=env.received_at, fingerprint=fingerprint, recipients=keys, new=0,
+                      external=len(external_domains),
+                      external_attachments=bool(external_domains) and bool(msg.attachments),
+                      freemail=freemail, forwarded=forwarded)
+        return facts, entry, listed
+
+    async def close(self) -> None:
+        if self.owned:
+            await self.guard.close()
+
+
+def _when(at: float) -> str:
+    from datetime import UTC, datetime
+
+    return f"{datetime.fromtimestamp(at, UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def build(ctx: BuildContext) -> list[Check]:
+    settings = ctx.config.section("internal", InternalSettings)
+    if not settings.enabled or ctx.disabled(InternalCheck.name):
+        return []
+    guard = ctx.extras.get("internal_guard")
+    owned = guard is None
+    if guard is None:
+        guard = InternalGuard(ctx.config, ctx.database, redis=ctx.redis)
+    return [InternalCheck(ctx, guard, owned)]

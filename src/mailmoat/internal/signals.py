@@ -1,0 +1,225 @@
+"""Signals: how this message and the account's recent window differ from its normal.
+
+Each signal becomes one INTERNAL_* symbol with a factor (how strongly) and a reason in
+plain words with the numbers that triggered it. Counts are compared with a *limit*:
+
+    limit = max(floor, burst_factor × the account's busiest hour so far, peers' busiest hours)
+
+where the account's own figure counts only once it has history (`min_history_messages`),
+and the peers' figure (the 99th percentile of the accounts' busiest hours) only once
+`min_peer_accounts` accounts have one; until then the `floor_*` settings stand in. So an
+account with no history is judged against its peers, never for having none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailmoat.internal.baseline import METRICS, AccountBaseline, PeerStats, WindowStats
+from mailmoat.internal.settings import InternalSettings
+
+# Symbol names, in the order their reasons read best.
+BURST = "INTERNAL_BURST"
+FANOUT = "INTERNAL_FANOUT"
+NEW_RECIPIENTS = "INTERNAL_NEW_RECIPIENTS"
+EXTERNAL_ATTACHMENTS = "INTERNAL_EXTERNAL_ATTACHMENTS"
+BAD_CONTENT = "INTERNAL_BAD_CONTENT"
+REPLY_TO = "INTERNAL_REPLY_TO"
+FORWARD = "INTERNAL_FORWARD"
+NEW_CLIENT = "INTERNAL_NEW_CLIENT"
+ODD_HOUR = "INTERNAL_ODD_HOUR"
+
+M_MESSAGES, M_RECIPIENTS, M_NEW, M_FANOUT, M_EXT_ATT = range(len(METRICS))
+ODD_HOUR_MIN_DAYS = 14
+NEW_CLIENT_MIN_MESSAGES = 20
+THREATS = frozenset({"phishing", "malware", "bec"})
+
+
+@dataclass(frozen=True)
+class Signal:
+    name: str
+    factor: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """What the signals need to know about the message itself (from `check.py`)."""
+
+    at: float
+    recipients: int
+    internal: int
+    external: int
+    network: str
+    agent: str
+    client_ip: str
+    types: tuple[str, ...]  # attachment extensions
+    link_domains: tuple[str, ...]  # registrable domains of its links, not ours
+    reply_to: str  # a Reply-To address outside our domains and the From domain, or ""
+    reply_to_freemail: bool
+    forwarded: bool  # someone else's mail sent on to outside recipients
+    freemail_rcpts: int
+    category: str  # what the other checks made of the content
+    content_score: float  # their score
+    threat_evidence: bool  # a threat category backed by non-text evidence
+    tag_threshold: float
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 90:
+        return _n(max(1, round(seconds)), "second")
+    if seconds < 5400:
+        return _n(round(seconds / 60), "minute")
+    return f"{seconds / 3600:.1f} hours"
+
+
+def _ratio(value: float, limit: float) -> str:
+    r = value / limit if limit else 0.0
+    return f"{r:.0f}×" if r >= 10 else f"{r:.1f}×"
+
+
+class Limits:
+    """The per-measure limits of one account at one time, and how they were made."""
+
+    def __init__(self, settings: InternalSettings, base: AccountBaseline, peers: PeerStats,
+                 now: float) -> None:
+        s = settings
+        self.floors = (s.floor_messages, s.floor_recipients, s.floor_new_recipients,
+                       s.floor_fanout, s.floor_external_attachments)
+        self.own_known = base.has_history(s.min_history_messages)
+        self.own = base.decayed_peaks(now) if self.own_known else [0.0] * len(METRICS)
+        self.peer_known = [peers.accounts(i) >= s.min_peer_accounts for i in range(len(METRICS))]
+        self.peer = [peers.high(i) if self.peer_known[i] else float(self.floors[i])
+                     for i in range(len(METRICS))]
+        self.factor = s.burst_factor
+
+    def limit(self, metric: int) -> float:
+        return max(float(self.floors[metric]), self.own[metric] * self.factor, self.peer[metric])
+
+    def why(self, metric: int, unit: str) -> str:
+        """"its own busiest hour had 4; its peers' busiest hours reach 30 messages"."""
+        floor = self.floors[metric]
+        if self.own_known and self.peer_known[metric]:
+            return (f"its own busiest hour had {self.own[metric]:.0f}; its peers' busiest "
+                    f"hours reach {self.peer[metric]:.0f} {unit}")
+        if self.peer_known[metric]:
+            return (f"it has no history of its own yet; its peers' busiest hours reach "
+                    f"{self.peer[metric]:.0f} {unit}")
+        if self.own_known:
+            return (f"its own busiest hour had {self.own[metric]:.0f}; until its peers' "
+                    f"habits are known no account is held to fewer than {floor} {unit}")
+        return (f"it has no history of its own yet, and until its peers' habits are known "
+                f"any account is held to {floor} {unit} an hour")
+
+
+def _share(part: int, whole: int) -> str:
+    if whole and part >= whole:
+        return "all"
+    return "none" if part <= 0 else f"{part / max(1, whole):.0%}"
+
+
+def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats,
+             w: WindowStats, m: MessageFacts, *, exempt: bool = False) -> list[Signal]:
+    """The signals this message raises, given the account's baseline before it."""
+    lim = Limits(settings, base, peers, m.at)
+    window = "at once" if w.messages <= 1 else f"within {_minutes(max(w.span, 1.0))}"
+    out: list[Signal] = []
+
+    if not exempt:
+        msgs_limit, rcpts_limit = lim.limit(M_MESSAGES), lim.limit(M_RECIPIENTS)
+        by_msgs, by_rcpts = w.messages / msgs_limit, w.recipients / rcpts_limit
+        if by_msgs > 1 or by_rcpts > 1:
+            what = (f"{_ratio(w.messages, msgs_limit)} the {msgs_limit:.0f} messages"
+                    if by_msgs >= by_rcpts else
+                    f"{_ratio(w.recipients, rcpts_limit)} the {rcpts_limit:.0f} recipients")
+            unit = "messages" if by_msgs >= by_rcpts else "recipients"
+            metric = M_MESSAGES if by_msgs >= by_rcpts else M_RECIPIENTS
+            out.append(Signal(BURST, min(2.5, max(by_msgs, by_rcpts)), (
+                f"sent {_n(w.messages, 'message')} to {_n(w.recipients, 'recipient')} "
+                f"{window}, {what} expected in an hour, "
+                f"{_share(w.new_recipients, w.recipients)} to recipients never written to "
+                f"before; {lim.why(metric, unit)}")))
+        fan_limit = lim.limit(M_FANOUT)
+        if w.fanout > fan_limit:
+            share = w.fanout_new / max(1, w.fanout)
+            weight = 1.5 if share >= 0.8 else 1.0 if share >= 0.5 else 0.5
+            colleagues = "colleagues" if m.external == 0 else "recipients"
+            out.append(Signal(FANOUT, weight * min(2.0, w.fanout / fan_limit), (
+                f"sent near-identical content to {w.fanout} {colleagues} in "
+                f"{_n(w.fanout_messages, 'message')} within {_minutes(max(w.fanout_span, 1.0))}, "
+                f"{_share(w.fanout_new, w.fanout)} of them written to for the first time; "
+                f"{lim.why(M_FANOUT, 'recipients of one text')}")))
+        new_limit = lim.limit(M_NEW)
+        if w.new_recipients > new_limit:
+            out.append(Signal(NEW_RECIPIENTS, min(2.0, w.new_recipients / new_limit), (
+                f"wrote to {w.new_recipients} recipients never written to before {window}, "
+                f"{_ratio(w.new_recipients, new_limit)} the {new_limit:.0f} expected in an "
+                f"hour; {lim.why(M_NEW, 'new recipients')}")))
+    att_limit = lim.limit(M_EXT_ATT)
+    if w.external_attachments > att_limit:
+        free = w.attachment_freemail / max(1, w.external_attachments)
+        factor = min(2.0, w.external_attachments / att_limit) * (1.5 if free >= 0.5 else 1.0)
+        out.append(Signal(EXTERNAL_ATTACHMENTS, factor,
+                          (f"sent attachments to outside recipients in "
+                           f"{_n(w.external_attachments, 'message')} {window}"
+                           + (f", {free:.0%} of them to free-mail addresses" if free else "")
+                           + f"; {lim.why(M_EXT_ATT, 'such messages')}")))
+
+    if m.category in THREATS | {"spam"} and m.content_score >= m.tag_threshold:
+        factor = {"phishing": 1.0, "malware": 1.0, "bec": 1.25, "spam": 0.5}[m.category]
+        if m.threat_evidence and m.category in THREATS:
+            factor = 1.5
+        backed = " backed by evidence beyond the text" if m.threat_evidence else ""
+        out.append(Signal(BAD_CONTENT, factor, (
+            f"the content checks judged this outgoing message {m.category} (score "
+            f"{m.content_score:g}{backed}); an account of ours sending it is likely "
+            "compromised")))
+
+    if m.reply_to:
+        known = m.reply_to in base.reply_tos
+        if not known:
+            kind = "a free-mail address" if m.reply_to_freemail else "an outside address"
+            out.append(Signal(REPLY_TO, 1.5 if m.reply_to_freemail else 1.0, (
+                f"replies are diverted to {m.reply_to}, {kind} that is neither ours nor "
+                "the sender's domain")))
+
+    if m.forwarded:
+        free = w.forward_freemail / max(1, w.forwards)
+        factor = min(2.0, max(1.0, w.forwards / 3)) * (1.5 if free >= 0.5 else 1.0)
+        out.append(Signal(FORWARD, factor, (
+            f"forwards mail written by others to outside recipients ({w.forwards} "
+            f"{window}" + (f", {free:.0%} to free-mail addresses" if free else "")
+            + "): an auto-forward rule an intruder may have set")))
+
+    if base.has_history(NEW_CLIENT_MIN_MESSAGES):
+        new_net = bool(m.network) and bool(base.networks) and m.network not in base.networks
+        new_agent = bool(m.agent) and bool(base.agents) and m.agent not in base.agents
+        if new_net or new_agent:
+            what = " and ".join(x for x in (
+                f"from network {m.network} ({m.client_ip})" if new_net else "",
+                f"with a mail program it never used ({m.agent})" if new_agent else "") if x)
+            fresh_links = [d for d in m.link_domains if d not in base.link_domains]
+            fresh_types = [t for t in m.types if t not in base.types]
+            changes = [s.name for s in out]
+            if fresh_links:
+                changes.append(f"links to {', '.join(fresh_links[:3])} it never sent before")
+            if fresh_types:
+                changes.append(f".{', .'.join(fresh_types[:3])} attachments it never sent")
+            if changes:
+                out.append(Signal(NEW_CLIENT, 1.0 + 0.25 * min(2, len(changes) - 1), (
+                    f"sends {what}, together with other changes: {'; '.join(changes)}")))
+
+    if base.learned >= settings.odd_hour_min_messages and base.days >= ODD_HOUR_MIN_DAYS:
+        near, total, days = base.hour_share(m.at, settings.odd_hour_min_messages // 4)
+        if total >= settings.odd_hour_min_messages // 4 and near == 0:
+            hour = int(m.at % 86400 // 3600)
+            kind = {"weekday": " on weekdays", "weekend": " on weekends", "all": ""}[days]
+            out.append(Signal(ODD_HOUR, 1.0, (
+                f"sent at {hour:02d}:00 UTC; of the {total} messages it sent{kind} over "
+                f"{base.days} days with mail, none was between {(hour - 1) % 24:02d}:00 and "
+                f"{(hour + 2) % 24:02d}:00 UTC")))
+    return out
