@@ -59,14 +59,15 @@ def test_the_same_seed_gives_the_same_bytes_and_another_seed_does_not(sim: Simul
                                   .messages(), 300))
     assert [m.raw for m in other] != [m.raw for m in a]
     # Rendering a subset gives the same bytes as the whole stream.
-    picked = {m.index: m.raw for m in sim.messages(lambda p: p.kind == "reply")
+    until = a[-1].envelope.received_at
+    picked = {m.index: m.raw for m in sim.messages(lambda p: p.kind == "reply" and p.t < until)
               if m.index < 300}
     assert picked and all(a[i].raw == raw for i, raw in picked.items())
 
 
 def test_messages_are_in_time_order_with_consistent_envelopes(sim: Simulation) -> None:
     last = 0.0
-    for m in itertools.islice(sim.messages(), 2000):
+    for m in itertools.islice(sim.messages(), 800):
         env = m.envelope
         assert env.received_at >= last - 1
         last = env.received_at

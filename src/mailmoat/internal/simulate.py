@@ -17,14 +17,21 @@ What the company looks like (all of it decided by the seed):
   to), external partners per role (customers for sales and support, vendors and banks for
   finance, candidates on free-mail for HR, ...), new correspondents at a per-role rate,
   replies (a chain goes on while people answer), department, site and all-staff lists that
-  the company mail server expands into envelope recipients, 50 per transaction as Postfix
-  does (`smtp_destination_recipient_limit`).
+  the company mail server expands as aliases (Postfix `virtual_alias_maps`, an Exchange
+  distribution group: the author's envelope, no List-Id) into envelope recipients, 50 per
+  transaction as Postfix does (`smtp_destination_recipient_limit`). Only mail our people
+  send is simulated: mail from outside that they answer or forward is implied, not sent.
 * the legitimate bursts a detector must sit through (`BURSTS`): an all-hands announcement,
   the weekly newsletter that communications sends one copy per employee, the quarter-end
   invoice run from finance, new hires' first week, vacation auto-replies (sent by the mail
   server, null envelope sender, as Sieve's vacation does), one person's new phone and
   another's week abroad.
-* takeovers (`SCENARIOS`), each message labelled with its scenario: see `_inject`.
+* takeovers (`SCENARIOS`, one `_s_<name>` method each), in the last part of the run
+  (`attack_from`), every malicious message labelled with its scenario. The attacker sends
+  from a network and mail program of their own (hosting ranges, a residential proxy near
+  the victim for the slow lateral phishing), except the auto-forward, which the mail server
+  sends on the account's behalf as Exchange inbox rules do. The owner goes on sending their
+  own mail meanwhile.
 
 How mail reaches the gateway (`SimConfig.identity`): "header" — the company mail server
 (`MAIL_SERVER_IP`, a trusted network) relays everything and names the authenticated user
@@ -515,6 +522,14 @@ class _Planner:
         for s in SITES:
             self.lists.append(MailingList(f"{s.key}-office@{d}", f"{s.city} office",
                                           tuple(a.index for a in self.accounts if a.site is s)))
+        teams: dict[int, list[int]] = {}
+        for a in self.accounts:
+            teams.setdefault(a.team, []).append(a.index)
+        for team, members in teams.items():
+            if len(members) >= 3:
+                group = self.accounts[members[0]].role.group
+                self.lists.append(MailingList(f"{group}-team{team}@{d}", f"{group.title()} "
+                                              f"team {team}", tuple(members)))
         self.list_of_group = {ml.address.split("@")[0]: ml for ml in self.lists}
 
     # time helpers
@@ -713,7 +728,7 @@ class _Planner:
                 for t in sorted(self.day_times(acct, day, _poisson(rng, lam), weekend)):
                     if not self.active(acct.index, t):
                         continue
-                    if rng.random() < 0.015 and acct.role.name != "support":
+                    if rng.random() < 0.02 and acct.role.name != "support":
                         self.list_post(acct, t)
                     elif rng.random() < 0.002:
                         self.to_personal(acct, t)
@@ -722,8 +737,15 @@ class _Planner:
 
     def list_post(self, acct: Account, t: float) -> None:
         rng = self.rng
-        own = self.list_of_group[acct.role.group]
-        ml = own if rng.random() < 0.85 else self.list_of_group[f"{acct.site.key}-office"]
+        # Mostly the team's list; now and then the department's or the whole office's.
+        x = rng.random()
+        team = self.list_of_group.get(f"{acct.role.group}-team{acct.team}")
+        if team is not None and x < 0.7:
+            ml = team
+        elif x < 0.92:
+            ml = self.list_of_group[acct.role.group]
+        else:
+            ml = self.list_of_group[f"{acct.site.key}-office"]
         self.post(acct, t, ml, "list", acct.role.topics)
 
     def post(self, acct: Account, t: float, ml: MailingList, kind: str, topic: str,
