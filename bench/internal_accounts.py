@@ -503,7 +503,6 @@ def _iso(t: float) -> str:
 def seed_summary(run: Run) -> dict[str, Any]:
     sc = scenario_results(run)
     fa = false_alerts(run)
-    at = [s["flagged_at_message"] for s in sc if s["flagged_at_message"] is not None]
     return {
         "seed": run.seed,
         "messages": len(run.txs),
@@ -520,10 +519,19 @@ def seed_summary(run: Run) -> dict[str, Any]:
         "scenario_count": len(sc),
         "within_target": sum(1 for s in sc if s["flagged_at_message"] is not None
                              and s["flagged_at_message"] <= TARGET_FLAG_BY),
-        "median_flagged_at_message": statistics.median(at) if at else None,
+        "median_flagged_at_message": median_flag([s["flagged_at_message"] for s in sc]),
         "false_alerts": fa,
         "bursts": burst_results(run),
     }
+
+
+def median_flag(at: list[int | None]) -> float | str | None:
+    """The median of the messages at which scenarios were flagged, a scenario never flagged
+    counting as later than any: "never" when the median is one of those."""
+    if not at:
+        return None
+    m = statistics.median([float("inf") if x is None else x for x in at])
+    return "never" if m == float("inf") else m
 
 
 def spread(values: list[float | None]) -> str:
@@ -565,8 +573,9 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{fa['per_1000_accounts_per_day']} ({fa['per_1000_accounts_per_day_clean']}) | "
             f"{fa['per_million_legit']} |")
     lines += ["", "## Per scenario (median over seeds, min–max)", "",
-              "| scenario | detected (seeds) | message that flagged it | left before the flag | "
-              "left in all | flagged by |", "|---|---|---|---|---|---|"]
+              "| scenario | detected (seeds) | accounts flagged | message that flagged it | "
+              "left before the flag | left in all | flagged by |",
+              "|---|---|---|---|---|---|---|"]
     for name in SCENARIOS:
         rows = [sc for s in seeds for sc in s["scenarios"] if sc["scenario"] == name]
         if not rows:
@@ -574,6 +583,8 @@ def markdown(summary: dict[str, Any]) -> str:
         sig = Counter(x for r in rows for a in r["accounts"] for x in a["signals"])
         lines.append(
             f"| {name} | {sum(r['detected'] for r in rows)}/{len(rows)} | "
+            f"{sum(a['flagged'] for r in rows for a in r['accounts'])}/"
+            f"{sum(len(r['accounts']) for r in rows)} | "
             f"{spread([r['flagged_at_message'] for r in rows])} | "
             f"{spread([r['left_before_flag'] for r in rows])} | "
             f"{spread([r['left_in_all'] for r in rows])} | "
@@ -678,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{sc['flagged_at_message']!s:<5} left before {sc['left_before_flag']:<4} "
                   f"left in all {sc['left_in_all']:<4} of {sc['malicious']}", flush=True)
     all_at = [sc["flagged_at_message"] for s in runs for sc in s["scenarios"]]
+    overall = median_flag(all_at)
     worst_fp = max((s["false_alerts"]["per_1000_accounts_per_day"] or 0) for s in runs)
     summary = {
         "command": " ".join(["bench/internal_accounts.py", *(argv if argv is not None
@@ -691,10 +703,8 @@ def main(argv: list[str] | None = None) -> int:
                        "review_minutes": args.review_minutes, "cleanup_hours": args.cleanup_hours},
         "targets": {
             "all_within_10": all(x is not None and x <= TARGET_FLAG_BY for x in all_at),
-            "median": statistics.median([x if x is not None else 10**6 for x in all_at])
-            if all_at else None,
-            "median_ok": bool(all_at) and statistics.median(
-                [x if x is not None else 10**6 for x in all_at]) <= TARGET_MEDIAN,
+            "median": overall,
+            "median_ok": isinstance(overall, float | int) and overall <= TARGET_MEDIAN,
             "fp_ok": worst_fp < TARGET_FP_PER_1000_DAY,
             "fp_worst": worst_fp,
         },
