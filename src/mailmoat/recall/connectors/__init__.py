@@ -86,7 +86,7 @@ class Connectors:
             if got is None:
                 try:
                     got = build_connector(self.config, name, **self._kw)
-                except ConfigError as exc:
+                except (ConfigError, MailboxError) as exc:
                     got = MailboxError(f"the {name} connector cannot start: {exc}")
                 self._built[name] = got
         if isinstance(got, MailboxError):
