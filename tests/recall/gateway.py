@@ -43,10 +43,15 @@ class LmtpBridge:
 
 
 def recall_toml(dovecot: Dovecot, secret: Path, *, port: int | None = None,
-                max_connections: int = 4, extra: str = "") -> str:
+                max_connections: int = 4, worker_interval: float = 3600,
+                extra: str = "") -> str:
+    """`[recall]` for Dovecot. The gateway's own worker looks for jobs at start and then
+    every `worker_interval` seconds: by default rarely, so tests that run a job themselves
+    are not raced by it."""
     return f"""
 [recall]
 lease_seconds = 2
+worker_interval = {worker_interval}
 [recall.imap]
 host = "127.0.0.1"
 port = {port or dovecot.imap_port}
@@ -139,3 +144,10 @@ def running_gateway(tmp: Path, dovecot: Dovecot) -> Iterator[Gateway]:
     finally:
         stop_gateway(proc)
         sink.stop()
+
+
+def with_recall(config: Path, out: Path, recall: str) -> Path:
+    """A copy of the gateway's config with another [recall] (same database and mail)."""
+    text = config.read_text()
+    out.write_text(text[:text.index("[recall]")] + recall)
+    return out

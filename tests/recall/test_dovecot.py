@@ -23,7 +23,7 @@ from mailmoat.recall.jobs import RecallWorker, create_recall_job, get_job, job_i
 from mailmoat.store.models import RecallItemRow
 from tests.conftest import mailmoat_cmd, make_email, subprocess_env
 from tests.recall.dovecot import SlowProxy, dovecot_available, running_dovecot
-from tests.recall.gateway import Gateway, recall_toml, running_gateway
+from tests.recall.gateway import Gateway, recall_toml, running_gateway, with_recall
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.slow]
 
@@ -145,11 +145,8 @@ def test_kill_9_half_way_resumes_and_finishes(gw: Gateway, tmp_path: Path) -> No
     users = USERS[:10]
     mmid = gw.send(lure(4), users)
     proxy = SlowProxy(gw.dovecot.imap_port, delay=0.4)
-    cfg = tmp_path / "slow.toml"
-    text = gw.config.read_text()
-    cut = text.index("[recall]")
-    cfg.write_text(text[:cut] + recall_toml(gw.dovecot, gw.tmp / "imap-master.secret",
-                                            port=proxy.port, max_connections=1))
+    cfg = with_recall(gw.config, tmp_path / "slow.toml", recall_toml(
+        gw.dovecot, gw.tmp / "imap-master.secret", port=proxy.port, max_connections=1))
     try:
         proc = subprocess.Popen(mailmoat_cmd("recall", "--config", str(cfg), "--format",
                                              "json", mmid), env=subprocess_env(),
@@ -229,9 +226,7 @@ def test_refused_master_login_and_vanished_mailbox_fail_alone(gw: Gateway,
         mmid2 = gw.send(lure(7), users[:2])
         bad = tmp_path / "bad.secret"
         bad.write_text("not-the-password\n")
-        cfg = tmp_path / "bad.toml"
-        text = gw.config.read_text()
-        cfg.write_text(text[:text.index("[recall]")] + recall_toml(gw.dovecot, bad))
+        cfg = with_recall(gw.config, tmp_path / "bad.toml", recall_toml(gw.dovecot, bad))
         rc, lines, _ = recall_cli(cfg, mmid2)
         assert rc == 1
         assert [x["status"] for x in lines] == ["failed", "failed"]
@@ -271,3 +266,54 @@ def test_imap_without_move_copies_then_expunges_only_that_message(gw: Gateway,
         assert where(gw, user, mmid) == ["INBOX"]
     finally:
         worker.close()
+
+
+def test_serve_works_jobs_and_resumes_one_killed_half_way(gw: Gateway, tmp_path: Path) -> None:
+    """A job created elsewhere (console, API, threat intelligence) is worked by `mailmoat
+    serve`; serve killed with -9 half-way, then started again, finishes it."""
+    from tests.e2e.gateway_proc import free_port, start_gateway, stop_gateway
+
+    users = USERS[:8]
+    mmid = gw.send(lure(10), users)
+    job = create_recall_job(gw.db, [mmid], reason="wave", requested_by="admin@x",
+                            source="console", approved=False)
+    proxy = SlowProxy(gw.dovecot.imap_port, delay=0.4)
+    secret = gw.tmp / "imap-master.secret"
+
+    def serve_config(name: str, **kw: object) -> tuple[Path, int]:
+        port = free_port()
+        text = with_recall(gw.config, tmp_path / f"{name}.toml",
+                           recall_toml(gw.dovecot, secret, worker_interval=0.2, **kw))
+        text.write_text(text.read_text().replace(f"127.0.0.1:{gw.smtp_port}",
+                                                 f"127.0.0.1:{port}"))
+        return text, port
+
+    slow, port = serve_config("slow", port=proxy.port, max_connections=1)
+    proc = start_gateway(slow, port, tmp_path / "serve1.log")
+    try:
+        from mailmoat.recall.jobs import approve
+
+        approve(gw.db, job, by="second@x")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and get_job(gw.db, job).counts.get("moved", 0) < 2:
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait()
+        view = get_job(gw.db, job)
+        assert view.counts.get("moved", 0) >= 2 and view.state == "running", view
+    finally:
+        proxy.close()
+        stop_gateway(proc)
+    fast, port = serve_config("fast")
+    proc = start_gateway(fast, port, tmp_path / "serve2.log")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and get_job(gw.db, job).state != "done":
+            time.sleep(0.05)
+        assert get_job(gw.db, job).counts == {"moved": len(users)}
+    finally:
+        stop_gateway(proc)
+    for u in users:
+        assert where(gw, u, mmid) == ["Recalled"]
+    rc, restored, _ = recall_cli(gw.config, mmid, restore=True)
+    assert rc == 0 and {x["status"] for x in restored} == {"restored"}

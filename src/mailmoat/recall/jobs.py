@@ -475,6 +475,10 @@ class RecallWorker:
         self._held_lock = threading.Lock()
         self._stop = threading.Event()
 
+    def stop(self) -> None:
+        """Start no further mailbox; those in hand finish."""
+        self._stop.set()
+
     def close(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=True)
