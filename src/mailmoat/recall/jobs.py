@@ -89,6 +89,11 @@ class JobError(MailmoatError):
     as requester, too many copies); the text says which."""
 
 
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE matched (a CursorResult's rowcount; typed as plain Result)."""
+    return int(result.rowcount or 0)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -131,13 +136,15 @@ def _forwards(s: Session, roots: Sequence[str], window: timedelta) -> dict[str, 
         rows = s.execute(select(MessageRow.id, MessageRow.received_at, MessageRow.message_id,
                                 MessageRow.attachments).where(MessageRow.id.in_(todo))).all()
         todo = []
-        for mid, received, header_id, attachments in rows:
-            received = _aware(received)
+        for row in rows:
+            mid, header_id = str(row[0]), str(row[2] or "")
+            attachments: list[dict[str, Any]] = list(row[3] or [])
+            received: datetime = _aware(row[1]) or _now()
             links: list[tuple[str, str, str]] = []
             if header_id:
                 links.append(("message_id", normalise("message_id", header_id),
                               f"same Message-ID as {mid}"))
-            for att in attachments or []:
+            for att in attachments:
                 kind = str(att.get("type") or "")
                 digest = str(att.get("sha256") or "")
                 if digest and not kind.startswith("image/"):
@@ -445,9 +452,9 @@ def retry_failed(db: Database, job_id: int, *, by: str) -> int:
             raise JobError(f"no recall job {job_id}")
         if job.state != "done":
             raise JobError(f"recall job {job_id} is {job.state}; retry failed items once done")
-        n = s.execute(update(RecallItemRow).where(RecallItemRow.job_id == job_id,
-                                                  RecallItemRow.status == "failed")
-                      .values(status="pending", updated_at=_now())).rowcount
+        n = _rowcount(s.execute(update(RecallItemRow).where(
+            RecallItemRow.job_id == job_id, RecallItemRow.status == "failed")
+            .values(status="pending", updated_at=_now())))
         if n:
             job.state, job.finished_at = "pending", None
     audit(db, by, "recall.retry", f"recall-job:{job_id}", items=n)
@@ -571,11 +578,11 @@ class RecallWorker:
     def _claim(self, item_id: int) -> bool:
         now = _now()
         with self.db.session() as s:
-            n = s.execute(update(RecallItemRow).where(
+            n = _rowcount(s.execute(update(RecallItemRow).where(
                 RecallItemRow.id == item_id, RecallItemRow.status.in_(ITEM_OPEN),
                 or_(RecallItemRow.claimed_until.is_(None), RecallItemRow.claimed_until < now,
                     RecallItemRow.claimed_by == self.me))
-                .values(claimed_by=self.me, claimed_until=now + self.lease)).rowcount
+                .values(claimed_by=self.me, claimed_until=now + self.lease)))
         if n:
             with self._held_lock:
                 self._held.add(item_id)
