@@ -197,5 +197,6 @@ def create_app(config: Config, database: Database) -> FastAPI:
               stats.router, digest_api.router, lessons.router, links.router, me.router, pages.router):
         app.include_router(r)
     app.include_router(recall_routes.router)
+    app.include_router(recall_routes.pages)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

@@ -14,7 +14,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -23,8 +26,9 @@ from mailmoat.recall.index import find_messages
 from mailmoat.recall.settings import recall_settings
 from mailmoat.store.models import MessageRow
 from mailmoat.web.auth import Principal
-from mailmoat.web.deps import ConfigDep, DbDep, ManagerUser
+from mailmoat.web.deps import ConfigDep, DbDep, ManagerUser, PageUser
 from mailmoat.web.errors import AUTH, responses
+from mailmoat.web.routes.pages import back, render
 
 router = APIRouter(prefix="/api/v1/recall", tags=["recall"], responses=AUTH)
 
@@ -281,3 +285,96 @@ def undo(job_id: int, user: ManagerUser, db: DbDep, body: UndoIn | None = None) 
     except jobs.JobError as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
     return JobOut.of(jobs.get_job(db, new))
+
+
+# -- console pages ---------------------------------------------------------------------------
+# Server-rendered like the rest of the console (web/routes/pages.py): forms post with the
+# CSRF token and redirect; a running job's page refreshes itself (no JavaScript).
+
+pages = APIRouter(include_in_schema=False)
+
+
+def _page_manager(user: Principal) -> None:
+    if user.role not in ("admin", "domain_admin"):
+        raise HTTPException(status_code=403, detail="administrators only")
+
+
+@pages.get("/recall/new", response_class=HTMLResponse)
+def new_page(request: Request, user: PageUser, config: ConfigDep, db: DbDep,
+             ids: Annotated[str, Query(max_length=20000)] = "") -> HTMLResponse:
+    _page_manager(user)
+    settings = recall_settings(config)
+    wanted = sorted({i.strip() for i in ids.split(",") if i.strip()})[:MAX_IDS]
+    copies = jobs.preview(db, wanted, domains=_domains(user),
+                          follow_forwards=settings.follow_forwards,
+                          forward_window=timedelta(days=settings.forward_window_days))
+    return render(request, "recall_new.html", user=user, ids=",".join(wanted), copies=copies,
+                  mailboxes=len({c.recipient.lower() for c in copies}),
+                  two_person=settings.two_person_approval)
+
+
+@pages.post("/recall/new")
+def new_submit(request: Request, user: PageUser, config: ConfigDep, db: DbDep,
+               ids: Annotated[str, Form(max_length=20000)] = "",
+               reason: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    _page_manager(user)
+    wanted = sorted({i.strip() for i in ids.split(",") if i.strip()})[:MAX_IDS]
+    if not reason.strip():
+        return back(f"/recall/new?ids={quote(','.join(wanted))}", "Say why (the reason is "
+                    "kept in the audit log).")
+    settings = recall_settings(config)
+    try:
+        job_id = jobs.create_recall_job(
+            db, wanted, reason=reason.strip(), requested_by=user.email, source="console",
+            approved=not settings.two_person_approval, domains=_domains(user),
+            follow_forwards=settings.follow_forwards,
+            forward_window=timedelta(days=settings.forward_window_days),
+            max_items=settings.max_items)
+    except jobs.JobError as exc:
+        return back(f"/recall/new?ids={quote(','.join(wanted))}", str(exc))
+    state = "waits for a second administrator's approval" if settings.two_person_approval \
+        else "is queued"
+    return back(f"/recall/jobs/{job_id}", f"Recall {job_id} {state}.")
+
+
+@pages.get("/recall/jobs", response_class=HTMLResponse)
+def jobs_page(request: Request, user: PageUser, db: DbDep,
+              before_id: Annotated[int | None, Query(ge=1)] = None) -> HTMLResponse:
+    _page_manager(user)
+    rows = jobs.list_jobs(db, limit=100, before_id=before_id, domains=_domains(user))
+    nxt = f"/recall/jobs?before_id={rows[-1].id}" if len(rows) == 100 else None
+    return render(request, "recall_jobs.html", user=user, rows=rows, next_url=nxt)
+
+
+@pages.get("/recall/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(job_id: int, request: Request, user: PageUser, db: DbDep) -> HTMLResponse:
+    _page_manager(user)
+    view = _job(db, job_id, user)
+    return render(request, "recall_job.html", user=user, job=view,
+                  items=jobs.job_items(db, job_id))
+
+
+@pages.post("/recall/jobs/{job_id}/act")
+def job_act(job_id: int, request: Request, user: PageUser, config: ConfigDep, db: DbDep,
+            op: Annotated[str, Form(max_length=16)] = "",
+            note: Annotated[str, Form(max_length=2000)] = "") -> Response:
+    _page_manager(user)
+    _job(db, job_id, user)
+    here = f"/recall/jobs/{job_id}"
+    try:
+        if op == "approve":
+            jobs.approve(db, job_id, by=user.email, note=note,
+                         two_person=recall_settings(config).two_person_approval)
+            return back(here, "Approved: the recall is queued.")
+        if op == "deny":
+            jobs.deny(db, job_id, by=user.email, note=note)
+            return back(here, "Denied: nothing was touched.")
+        if op == "retry":
+            n = jobs.retry_failed(db, job_id, by=user.email)
+            return back(here, f"{n} failed mailbox(es) queued again.")
+        if op == "undo":
+            new = jobs.undo(db, job_id, requested_by=user.email, reason=note, source="console")
+            return back(f"/recall/jobs/{new}", f"Undo of recall {job_id} queued as job {new}.")
+    except jobs.JobError as exc:
+        return back(here, str(exc))
+    raise HTTPException(status_code=422, detail=f"unknown operation {op!r}")
