@@ -62,8 +62,9 @@ class ImapMailbox(Mailbox):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _select(self, folder: str) -> int:
-        info = self.client.select_folder(folder)
+    def _select(self, folder: str, readonly: bool = False) -> int:
+        # EXAMINE to search: a read-write SELECT would clear the user's \Recent flags.
+        info = self.client.select_folder(folder, readonly=readonly)
         self._selected = folder
         return int(info.get(b"UIDVALIDITY", 0))
 
@@ -117,7 +118,7 @@ class ImapMailbox(Mailbox):
         for criteria in tries:
             copies: list[Copy] = []
             for folder in folders:
-                validity = self._select(folder)
+                validity = self._select(folder, readonly=True)
                 uids = self._search(criteria)
                 in_recall = folder == self.recall_folder
                 if in_recall:
@@ -151,7 +152,7 @@ class ImapMailbox(Mailbox):
     def _recalled_uid(self, target: Target, moved: Moved) -> int | None:
         if not self.client.folder_exists(self.recall_folder):
             return None
-        validity = self._select(self.recall_folder)
+        validity = self._select(self.recall_folder, readonly=True)
         mine = _criteria("X-Mailmoat-ID", target.mailmoat_id)
         want_validity, _, uid = moved.handle.partition(":")
         if uid.isdigit() and want_validity == str(validity):
