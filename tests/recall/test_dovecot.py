@@ -317,3 +317,25 @@ def test_serve_works_jobs_and_resumes_one_killed_half_way(gw: Gateway, tmp_path:
         assert where(gw, u, mmid) == ["Recalled"]
     rc, restored, _ = recall_cli(gw.config, mmid, restore=True)
     assert rc == 0 and {x["status"] for x in restored} == {"restored"}
+
+
+def test_delete_only_ever_takes_a_recalled_copy(gw: Gateway) -> None:
+    """The connectors' optional delete acts on the copies a recall moved, in the recall
+    folder, and on nothing else: a copy restored or never recalled cannot be deleted."""
+    from mailmoat.recall.connectors import Connectors
+    from mailmoat.recall.connectors.base import Target
+
+    user, other = USERS[9], USERS[10]
+    mmid = gw.send(lure(11), [user, other])
+    imap = Connectors(load_config(gw.config)).get("imap")
+    mine, theirs = Target(mmid, "", user), Target(mmid, "", other)
+    recalled = imap.recall(mine)
+    assert recalled.status == "moved" and where(gw, user, mmid) == ["Recalled"]
+    assert imap.delete(mine, recalled.moved).status == "deleted"
+    assert where(gw, user, mmid) == []
+    assert imap.delete(mine, recalled.moved).status == "not_found"  # nothing twice
+    # A copy that is back where it was is out of reach of delete.
+    back = imap.recall(theirs)
+    assert imap.restore(theirs, back.moved).status == "restored"
+    assert imap.delete(theirs, back.moved).status == "not_found"
+    assert where(gw, other, mmid) == ["INBOX"]
