@@ -177,6 +177,7 @@ class ImapMailbox(Mailbox):
         uid = self._recalled_uid(target, moved)
         if uid is None:
             return False
+        self._select(self.recall_folder)  # read-write: flags cannot change under EXAMINE
         self.client.delete_messages([uid])
         if self.client.has_capability("UIDPLUS"):
             self.client.uid_expunge([uid])
