@@ -70,11 +70,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from mailmoat.config import Config, config_from_dict  # noqa: E402
-from mailmoat.internal.simulate import (  # noqa: E402
+from mailmoat.config import Config, config_from_dict
+from mailmoat.internal.simulate import (
     MAIL_SERVER_IP,
     SCENARIOS,
     SimConfig,
@@ -82,10 +79,10 @@ from mailmoat.internal.simulate import (  # noqa: E402
     Simulation,
     simulate,
 )
-from mailmoat.message.model import Direction, Envelope  # noqa: E402
-from mailmoat.scan.base import Action, BuildContext  # noqa: E402
-from mailmoat.scan.engine import Scanner, ScanOutcome  # noqa: E402
-from mailmoat.store.db import Database  # noqa: E402
+from mailmoat.message.model import Direction, Envelope
+from mailmoat.scan.base import Action, BuildContext
+from mailmoat.scan.engine import Scanner, ScanOutcome
+from mailmoat.store.db import Database
 
 DEFAULT_VOLUME = 0.4
 RETRY_FIRST = 300.0  # Postfix minimal_backoff_time

@@ -39,17 +39,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from mailmoat.config import config_from_dict  # noqa: E402
-from mailmoat.internal.baseline import Entry  # noqa: E402
-from mailmoat.internal.check import SYMBOLS  # noqa: E402
-from mailmoat.internal.fingerprint import recipient_key, simhash  # noqa: E402
-from mailmoat.internal.guard import InternalGuard  # noqa: E402
-from mailmoat.internal.identity import SenderIdentity  # noqa: E402
-from mailmoat.internal.signals import MessageFacts  # noqa: E402
-from mailmoat.store.db import Database  # noqa: E402
+from mailmoat.config import config_from_dict
+from mailmoat.internal.baseline import Entry
+from mailmoat.internal.check import SYMBOLS
+from mailmoat.internal.fingerprint import recipient_key, simhash
+from mailmoat.internal.guard import InternalGuard
+from mailmoat.internal.identity import SenderIdentity
+from mailmoat.internal.signals import MessageFacts
+from mailmoat.store.db import Database
 
 T0 = 1_780_000_000.0
 
@@ -146,7 +143,7 @@ async def scan_baseline(n: int) -> dict[str, Any]:
     from mailmoat.message.model import Direction, Envelope
     from mailmoat.scan.base import BuildContext
     from mailmoat.scan.engine import Scanner
-    from tests.conftest import make_email
+    from mailmoat.evaluation.messages import make_email
 
     out: dict[str, Any] = {}
     for enabled in (False, True):

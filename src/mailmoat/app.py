@@ -65,6 +65,7 @@ class Gateway:
     live_config: Config | None = None  # `config` with that version merged in
     _policy_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _purge_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _recall_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _retired: list[Scanner] = field(default_factory=list, repr=False)
     smtp_server: asyncio.Server | None = None
     web_server: Any = None
@@ -97,6 +98,10 @@ class Gateway:
             self._policy_task = asyncio.create_task(self._watch_policy(), name="policy-reload")
         if web or recover:  # one housekeeper: a single process, or child 0 of a multi-process
             self._purge_task = asyncio.create_task(self._purge_loop(), name="retention")
+            # Recall jobs (console, API, threat intelligence): mailbox work in threads.
+            from mailmoat.recall.service import start_recall_worker
+
+            self._recall_task = start_recall_worker(self.config, self.db)
 
     # -- retention -------------------------------------------------------------------------
 
@@ -224,7 +229,7 @@ class Gateway:
         log.info("web console on http://%s:%d", host, port)
 
     async def stop(self) -> None:
-        for task in (self._policy_task, self._purge_task):
+        for task in (self._policy_task, self._purge_task, self._recall_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(BaseException):

@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mailmoat.commands.web",         # user add/list, token
     "mailmoat.commands.deep",        # train-deep: the tier-2 head
     "mailmoat.commands.account",     # account list/show/suspend/release, incidents
+    "mailmoat.commands.recall",      # recall [--restore]: delivered mail out of mailboxes
 )
 
 app = typer.Typer(help="mailmoat: an email security gateway.", no_args_is_help=True,

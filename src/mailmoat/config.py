@@ -397,6 +397,7 @@ FAMILY_SECTIONS: dict[str, str] = {
     "digest": "mailmoat.web.digest:DigestSettings",
     "console": "mailmoat.web.digest:ConsoleSettings",
     "internal": "mailmoat.internal.settings:InternalSettings",
+    "recall": "mailmoat.recall.settings:RecallSettings",
 }
 
 

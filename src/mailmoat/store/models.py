@@ -252,3 +252,59 @@ class InternalIncidentRow(Base):
     closed_by: Mapped[str] = mapped_column(String(255), default="")
     note: Mapped[str] = mapped_column(Text, default="")
     node: Mapped[str] = mapped_column(String(255), default="")
+
+
+class RecallJobRow(Base):
+    """A recall (or the restore that undoes one): a durable job the worker runs item by item
+    (recall/jobs.py). `state`: awaiting_approval → pending → running → done, or denied."""
+
+    __tablename__ = "recall_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # recall | restore
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    requested_by: Mapped[str] = mapped_column(String(255), default="")
+    # console, cli, api, intel:<feed>/<indicator>, undo:<job id>
+    source: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    decided_by: Mapped[str] = mapped_column(String(255), default="")  # approved or denied by
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    decision_note: Mapped[str] = mapped_column(Text, default="")
+    undo_of: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    # The domains the requester may act on (domain administrators); [] for everyone.
+    domains: Mapped[list] = mapped_column(JSON, default=list)
+
+
+class RecallItemRow(Base):
+    """One mailbox copy of one message in a recall job, and what happened to it: `status`
+    pending | working | moved | restored | not_found | failed; `moved` lists each copy the
+    recall moved ({folder it came from, handle in the recall folder, restored}), which is
+    what a restore moves back."""
+
+    __tablename__ = "recall_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("recall_jobs.id", ondelete="CASCADE"),
+                                        index=True)
+    # Not a foreign key: the message log's retention may delete the message row, and the
+    # record of what was recalled stays.
+    mailmoat_id: Mapped[str] = mapped_column(String(32), index=True)
+    message_id: Mapped[str] = mapped_column(String(998), default="")
+    recipient: Mapped[str] = mapped_column(String(512), index=True)
+    connector: Mapped[str] = mapped_column(String(16), default="")
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    moved: Mapped[list] = mapped_column(JSON, default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str] = mapped_column(String(128), default="")
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                          nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # For a restore item: the recall item whose copies it moves back.
+    source_item: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    # Why the copy is in the job: "" for the messages asked for, else how it was found
+    # ("forward of <id>: same attachment").
+    via: Mapped[str] = mapped_column(String(255), default="")

@@ -221,10 +221,13 @@ def create_app(config: Config, database: Database) -> FastAPI:
         users,
         users_page,
     )
+    from mailmoat.web.routes import recall as recall_routes
 
     for r in (auth.router, users.router, messages.router, quarantine.router, policy.router,
               stats.router, digest_api.router, lessons.router, links.router, me.router, pages.router,
               quarantine_pages.router, users_page.router, internal.router):
         app.include_router(r)
+    app.include_router(recall_routes.router)
+    app.include_router(recall_routes.pages)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app
