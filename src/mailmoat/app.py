@@ -64,6 +64,7 @@ class Gateway:
     live_config: Config | None = None  # `config` with that version merged in
     _policy_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _purge_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _intel: Any = field(default=None, repr=False)  # intel.poller.IntelService
     _retired: list[Scanner] = field(default_factory=list, repr=False)
     smtp_server: asyncio.Server | None = None
     web_server: Any = None
@@ -94,6 +95,10 @@ class Gateway:
             self._policy_task = asyncio.create_task(self._watch_policy(), name="policy-reload")
         if web or recover:  # one housekeeper: a single process, or child 0 of a multi-process
             self._purge_task = asyncio.create_task(self._purge_loop(), name="retention")
+            from mailmoat.intel.poller import IntelService
+
+            self._intel = IntelService(self.config, self.db)  # threat-intel feeds, if any
+            self._intel.start()
 
     # -- retention -------------------------------------------------------------------------
 
@@ -220,6 +225,8 @@ class Gateway:
         log.info("web console on http://%s:%d", host, port)
 
     async def stop(self) -> None:
+        if self._intel is not None:
+            await self._intel.close()
         for task in (self._policy_task, self._purge_task):
             if task is not None:
                 task.cancel()

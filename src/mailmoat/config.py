@@ -396,6 +396,7 @@ FAMILY_SECTIONS: dict[str, str] = {
     "arc_sealing": "mailmoat.dkimsign:ArcSealingSettings",
     "digest": "mailmoat.web.digest:DigestSettings",
     "console": "mailmoat.web.digest:ConsoleSettings",
+    "intel": "mailmoat.intel.settings:IntelSettings",
 }
 
 
