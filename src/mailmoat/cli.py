@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mailmoat.commands.ml",          # train, learn, evaluate
     "mailmoat.commands.web",         # user add/list, token
     "mailmoat.commands.deep",        # train-deep: the tier-2 head
+    "mailmoat.commands.intel",       # intel feeds/poll/list/hunt: threat-intelligence feeds
 )
 
 app = typer.Typer(help="mailmoat: an email security gateway.", no_args_is_help=True,

@@ -71,7 +71,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     hang_paths: set[str] = set()
 
     def do_GET(self) -> None:
-        if self.path in self.hang_paths and self.hang is not None:
+        if any(self.path.startswith(p) for p in self.hang_paths) and self.hang is not None:
             self.hang.wait(30)  # a feed that does not answer (released at teardown)
             return
         super().do_GET()
@@ -89,7 +89,8 @@ class FileServer:
 
 @pytest.fixture
 def file_server(tmp_path: Path) -> Iterator[FileServer]:
-    """http.server in a thread, serving a folder; paths in `hang_paths` never answer."""
+    """http.server in a thread, serving a folder; paths starting with one of `hang_paths`
+    never answer."""
     folder = tmp_path / "www"
     folder.mkdir()
     release = threading.Event()

@@ -31,6 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailmoat.intel.settings import FeedSettings
+from mailmoat.intel.store import rows_by_id
 from mailmoat.recall.index import deliveries, find_messages
 from mailmoat.store.db import Database
 from mailmoat.store.models import IntelHuntRow, IntelIndicatorRow, ObservableRow
@@ -147,8 +148,7 @@ def hunt(db: Database, feeds: dict[str, FeedSettings], indicator_ids: Sequence[i
     lookback = {name: f.lookback_days for name, f in feeds.items()}
     recorded: list[IntelHuntRow] = []
     with db.session() as s:
-        rows = [r for r in s.scalars(select(IntelIndicatorRow).where(
-            IntelIndicatorRow.id.in_(list(indicator_ids))))]
+        rows = rows_by_id(s, indicator_ids)
         matches = match_indicators(s, rows, lookback, now)
         for m in matches:
             feed = feeds.get(m.feed)

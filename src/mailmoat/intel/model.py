@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from mailmoat.recall.index import ObservableKind, normalise
 
@@ -63,6 +64,27 @@ class FeedBatch:
         log.warning("intel feed %s: skipped %s", feed, line)
 
 
+def _valid(kind: str, value: str) -> bool:
+    """Whether a normalised value can be one of `kind` at all (index.normalise keeps what it
+    cannot parse as it is; an indicator must be something a message can carry)."""
+    if not value or any(c.isspace() for c in value) and kind not in ("subject",):
+        return False
+    if kind == "url":
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            return False
+        return bool(parts.scheme and parts.hostname)
+    if kind == "domain":
+        return "." in value.strip(".") and not any(c in value for c in "/@:")
+    if kind == "email":
+        local, _, domain = value.rpartition("@")
+        return bool(local) and "." in domain
+    if kind == "sha256":
+        return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    return True
+
+
 def make_indicator(kind: ObservableKind, value: str, source_id: str, confidence: int,
                    also: tuple[tuple[str, str], ...] = (), **extra: Any) -> Indicator | None:
     """An Indicator with `value` (and the `also` facts) normalised as the delivery index
@@ -70,7 +92,7 @@ def make_indicator(kind: ObservableKind, value: str, source_id: str, confidence:
     address)."""
     norm = normalise(kind, value)
     more = tuple(sorted((k, normalise(k, v)) for k, v in also))
-    if not norm or not all(v for _, v in more):
+    if not _valid(kind, norm) or not all(_valid(k, v) for k, v in more):
         return None
     return Indicator(source_id=source_id[:255], kind=kind, value=norm,
                      confidence=max(0, min(100, int(confidence))), also=more, **extra)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -118,10 +119,12 @@ class IntelService:
     """The feeds' poll loops inside `mailmoat serve`."""
 
     def __init__(self, config: Config, db: Database,
-                 recall: RecallHandler | None = hand_to_recall) -> None:
+                 recall: RecallHandler | None = hand_to_recall,
+                 on_poll: Callable[[PollReport], None] | None = None) -> None:
         self.config = config
         self.db = db
         self.recall = recall
+        self.on_poll = on_poll  # told after every poll (tests and the console wait on it)
         self.settings = intel_settings(config)
         self._tasks: list[asyncio.Task[None]] = []
         self.reports: dict[str, PollReport] = {}
@@ -142,8 +145,11 @@ class IntelService:
     async def _loop(self, feed: FeedSettings) -> None:
         while True:
             try:
-                self.reports[feed.name] = await asyncio.to_thread(
+                report = await asyncio.to_thread(
                     poll_feed, self.config, self.db, feed, recall=self.recall)
+                self.reports[feed.name] = report
+                if self.on_poll is not None:
+                    self.on_poll(report)
                 if self.recall is not None:
                     await asyncio.to_thread(self._retry, feed.name)
             except asyncio.CancelledError:

@@ -181,6 +181,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
     from mailmoat.web.routes import (
         auth,
         digest_api,
+        intel,
         lessons,
         links,
         me,
@@ -193,7 +194,8 @@ def create_app(config: Config, database: Database) -> FastAPI:
     )
 
     for r in (auth.router, users.router, messages.router, quarantine.router, policy.router,
-              stats.router, digest_api.router, lessons.router, links.router, me.router, pages.router):
+              stats.router, digest_api.router, lessons.router, links.router, me.router,
+              intel.router, pages.router):
         app.include_router(r)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app
