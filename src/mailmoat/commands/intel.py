@@ -1,5 +1,6 @@
-"""`mailmoat intel feeds|poll|list|hunt`: threat-intelligence feeds from a shell.
+"""`mailmoat intel feeds|poll|list|hunt|rescan`: threat-intelligence feeds from a shell.
 
+`rescan` scans delivered mail still in the spool (24 hours) again with today's rules.
 `poll` reads feeds now (as `mailmoat serve` does every `poll_interval`), stores their
 indicators and hunts the new ones, handing matches to recall as configured. `hunt` runs a
 retro-hunt of live indicators (or of one value) over delivered mail and prints what it
@@ -154,3 +155,34 @@ def register(app: typer.Typer) -> None:
                            f"{item.get('mode', '')}")
         if not items and not as_json:
             typer.echo("no delivered mail matched")
+
+    @cli.command("rescan")
+    def rescan(config: Path = ConfigOpt,
+               hours: float = typer.Option(24.0, "--hours", help="how far back (the spool "
+                                           "keeps delivered mail 24 hours)"),
+               recall: bool = typer.Option(False, "--recall", help="hand what now scores as "
+                                           "malware or phishing to recall"),
+               auto: bool = typer.Option(False, "--auto", help="with --recall: approved, "
+                                         "not queued for approval"),
+               as_json: bool = JsonOpt) -> None:
+        """Re-scan delivered mail still in the spool with today's rules and models."""
+        import asyncio
+
+        from mailmoat.intel.hunt import hand_to_recall
+        from mailmoat.intel.rescan import rescan_delivered
+
+        try:
+            cfg, db = _open(config)
+            items = asyncio.run(rescan_delivered(cfg, db, hours,
+                                                 recall=hand_to_recall if recall else None,
+                                                 auto=auto))
+        except MailmoatError as exc:
+            _fail(str(exc))
+        for item in items:
+            if as_json:
+                typer.echo(json.dumps(item))
+            else:
+                typer.echo(f"{item['id']}  {item['action']:10} {item['reason']}  -> "
+                           f"{', '.join(item['recipients'])}")
+        if not items and not as_json:
+            typer.echo("no delivered mail in the window is judged a threat now")

@@ -192,8 +192,11 @@ def hand_pending(db: Database, recall: RecallHandler,
                  list(h.message_ids)) for h in s.scalars(q.order_by(IntelHuntRow.id))]
     handed = 0
     for hid, feed, source_id, kind, value, confidence, mode, mids in todo:
-        reason = (f"threat intelligence: {kind} {value[:300]} is listed by feed {feed} "
-                  f"(indicator {source_id}, confidence {confidence})")
+        if kind == "rescan":  # intel/rescan.py: the value is the new verdict
+            reason = value[:500]
+        else:
+            reason = (f"threat intelligence: {kind} {value[:300]} is listed by feed {feed} "
+                      f"(indicator {source_id}, confidence {confidence})")
         try:
             job = recall(db, mids, reason=reason, requested_by=f"intel:{feed}",
                          source=f"intel:{feed}/{source_id}", approved=(mode == "auto"))

@@ -11,7 +11,7 @@ import os
 import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailmoat.config import Config, Section
 from mailmoat.errors import MailmoatError
@@ -29,8 +29,11 @@ class IntelError(MailmoatError):
     """A feed could not be read or a secret could not be found (the message says which)."""
 
 
-class FeedSettings(Section):
-    """One `[[intel.feeds]]` table."""
+class FeedSettings(BaseModel):
+    """One `[[intel.feeds]]` table: as strict as a Section (unknown keys are errors), but a
+    table inside `[intel]`, not a section of its own."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="the feed's name: in symbols, hunts and the console "
                       "(letters, digits, . _ -; unique)")
