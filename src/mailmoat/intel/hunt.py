@@ -20,6 +20,7 @@ function of the same signature instead.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -51,8 +52,9 @@ def hand_to_recall(db: Database, mailmoat_ids: Sequence[str], *, reason: str,
                    requested_by: str, source: str, approved: bool = True) -> str:
     """Create a recall job for every delivered copy of these messages; its id.
     `approved=False` puts it in recall's approval queue instead of running it."""
-    from mailmoat.recall import jobs  # the recall side; absent, the hunt stays pending
-
+    # The recall side, imported when a hunt first hands something over; where it is not
+    # installed the import error is the hunt's recorded reason and it is handed again later.
+    jobs = importlib.import_module("mailmoat.recall.jobs")
     job = jobs.create_recall_job(db, list(mailmoat_ids), reason=reason,
                                  requested_by=requested_by, source=source, approved=approved)
     return str(job)
@@ -131,9 +133,11 @@ def match_indicators(s: Session, rows: Iterable[IntelIndicatorRow],
 def _already_recalled(s: Session, ids: Sequence[str]) -> set[str]:
     """Messages an earlier automatic hunt already handed (or is about to hand) to recall."""
     done: set[str] = set()
-    for (mids,) in s.execute(select(IntelHuntRow.message_ids).where(
-            IntelHuntRow.mode == "auto", IntelHuntRow.status.in_(("pending", "handed")))):
-        done.update(m for m in mids or () if m in ids)
+    wanted = set(ids)
+    earlier: list[list[str]] = list(s.scalars(select(IntelHuntRow.message_ids).where(
+        IntelHuntRow.mode == "auto", IntelHuntRow.status.in_(("pending", "handed")))))
+    for mids in earlier:
+        done.update(m for m in mids or [] if m in wanted)
     return done
 
 

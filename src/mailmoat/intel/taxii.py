@@ -38,7 +38,7 @@ class _Session(requests.Session):
         self.trust_env = False  # as for every feed: no proxy variables
         self.last_headers: Any = {}
 
-    def request(self, method: str | bytes, url: str | bytes,  # type: ignore[override]
+    def request(self, method: Any, url: Any,  # type: ignore[override]
                 *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self.timeout)
         resp = super().request(method, url, *args, **kwargs)
@@ -83,8 +83,10 @@ def read_taxii(config: Config, feed: FeedSettings, settings: IntelSettings,
                          f"{settings.fetch_timeout:g} s") from exc
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else "?"
+        url = exc.request.url if exc.request is not None else feed.url
+        url = url.decode(errors="replace") if isinstance(url, bytes) else str(url)
         raise IntelError(f"feed {feed.name}: the TAXII server answered HTTP {status} for "
-                         f"{exc.request.url if exc.request is not None else feed.url}") from exc
+                         f"{url}") from exc
     except (requests.RequestException, TAXIIServiceException) as exc:
         raise IntelError(f"feed {feed.name}: TAXII: {type(exc).__name__}: "
                          f"{str(exc)[:300]}") from exc
