@@ -135,3 +135,12 @@ async def test_expired_and_revoked_indicators_stop_matching(db, tmp_path, mail_l
              ("url", "https://soon-expired.example/")}
     assert [i.value for i in live.match(facts)] == ["https://soon-expired.example/"]
     assert live.match(facts, now=now + timedelta(hours=2)) == []  # expires between reloads
+
+
+def test_an_http_error_names_the_feed_and_status_not_the_credentials(db, tmp_path,
+                                                                      file_server, recorder):
+    url = file_server.url.replace("http://", "http://someone:pa55word@") + "missing.csv"
+    config = intel_config(tmp_path, db, {"name": "gone", "kind": "csv", "url": url})
+    report = poll_feed(config, db, intel_settings(config).feeds[0], recall=recorder)
+    assert not report.ok and "answered HTTP 404" in report.error
+    assert "pa55word" not in report.error

@@ -62,3 +62,10 @@ def test_secrets_come_from_a_file_or_the_environment(tmp_path, monkeypatch):
     assert "hunter2" not in str(exc.value)
     with pytest.raises(IntelError, match="environment variable MM_NOPE is not set"):
         secret(cfg, "f", "", "MM_NOPE")
+
+
+def test_credentials_in_a_url_are_never_shown():
+    from mailmoat.intel.fetch import redact
+
+    assert redact("https://user:pw@intel.example/feed.csv") == "https://intel.example/feed.csv"
+    assert redact("https://intel.example/a@b") == "https://intel.example/a@b"

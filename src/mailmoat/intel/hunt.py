@@ -130,12 +130,14 @@ def match_indicators(s: Session, rows: Iterable[IntelIndicatorRow],
     return out
 
 
-def _already_recalled(s: Session, ids: Sequence[str]) -> set[str]:
-    """Messages an earlier automatic hunt already handed (or is about to hand) to recall."""
+def _already_recalled(s: Session, ids: Sequence[str], since: datetime) -> set[str]:
+    """Messages an automatic hunt since `since` (the look-back: older hunts cannot have
+    matched these messages' window) already handed, or is about to hand, to recall."""
     done: set[str] = set()
     wanted = set(ids)
     earlier: list[list[str]] = list(s.scalars(select(IntelHuntRow.message_ids).where(
-        IntelHuntRow.mode == "auto", IntelHuntRow.status.in_(("pending", "handed")))))
+        IntelHuntRow.mode == "auto", IntelHuntRow.status.in_(("pending", "handed")),
+        IntelHuntRow.at >= since)))
     for mids in earlier:
         done.update(m for m in mids or [] if m in wanted)
     return done
@@ -160,7 +162,8 @@ def hunt(db: Database, feeds: dict[str, FeedSettings], indicator_ids: Sequence[i
             delivered_ids = sorted({mid for mid, _ in m.recipients})
             auto = m.confidence >= threshold
             if delivered_ids and auto:
-                skip = _already_recalled(s, delivered_ids)
+                days = feed.lookback_days if feed else 14.0
+                skip = _already_recalled(s, delivered_ids, now - timedelta(days=2 * days))
                 delivered_ids = [x for x in delivered_ids if x not in skip]
             mode = ("auto" if auto else "queued") if delivered_ids else "none"
             row = IntelHuntRow(

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from mailmoat.config import Config
-from mailmoat.intel.fetch import basic_auth, fetch_url, read_file
+from mailmoat.intel.fetch import basic_auth, fetch_url, read_file, redact
 from mailmoat.intel.model import FeedBatch, Indicator, make_indicator, parse_time
 from mailmoat.intel.settings import FeedSettings, IntelError, IntelSettings, secret
 from mailmoat.recall.index import ObservableKind
@@ -185,7 +185,8 @@ def read_misp(config: Config, feed: FeedSettings, settings: IntelSettings,
                             tool="mailmoat")
         except PyMISPError as exc:
             # pymisp's message names the URL, never the key
-            raise IntelError(f"feed {feed.name}: {exc}") from exc
+            text = str(exc).replace(feed.url, redact(feed.url))
+            raise IntelError(f"feed {feed.name}: {text}") from exc
     since = cursor if cursor and cursor.isdigit() else f"{int(feed.misp_days * 86400)}s"
     result = client.search(controller="events", timestamp=since, published=True,
                            pythonify=False)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from mailmoat.config import Config
+from mailmoat.intel.fetch import redact
 from mailmoat.intel.hunt import hand_to_recall, hunt, match_indicators
 from mailmoat.intel.settings import intel_settings
 from mailmoat.intel.store import hunts, is_live, live_rows, rows_by_id
@@ -48,7 +49,7 @@ def feed_status(config: Config, db: Database) -> list[dict[str, Any]]:
         out.append({
             "name": name, "kind": f.kind if f else (st.kind if st else ""),
             "configured": f is not None, "enabled": bool(f and f.enabled and settings.enabled),
-            "url": (f.url or f.path) if f else "",
+            "url": redact(f.url) if f and f.url else (f.path if f else ""),
             "collection": f.collection if f else "",
             "poll_interval": f.poll_interval if f else None,
             "auto_recall_confidence": f.auto_recall_confidence if f else None,

@@ -20,7 +20,7 @@ from taxii2client.exceptions import TAXIIServiceException
 from taxii2client.v21 import Collection
 
 from mailmoat.config import Config
-from mailmoat.intel.fetch import basic_auth
+from mailmoat.intel.fetch import basic_auth, redact
 from mailmoat.intel.model import FeedBatch
 from mailmoat.intel.settings import FeedSettings, IntelError, IntelSettings
 from mailmoat.intel.stix import indicators_from_objects
@@ -86,8 +86,9 @@ def read_taxii(config: Config, feed: FeedSettings, settings: IntelSettings,
         url = exc.request.url if exc.request is not None else feed.url
         url = url.decode(errors="replace") if isinstance(url, bytes) else str(url)
         raise IntelError(f"feed {feed.name}: the TAXII server answered HTTP {status} for "
-                         f"{url}") from exc
+                         f"{redact(url)}") from exc
     except (requests.RequestException, TAXIIServiceException) as exc:
+        text = str(exc).replace(feed.url, redact(feed.url))
         raise IntelError(f"feed {feed.name}: TAXII: {type(exc).__name__}: "
-                         f"{str(exc)[:300]}") from exc
+                         f"{text[:300]}") from exc
     return batch
