@@ -186,11 +186,17 @@ def hunt(db: Database, feeds: dict[str, FeedSettings], indicator_ids: Sequence[i
 
 
 def hand_pending(db: Database, recall: RecallHandler,
-                 hunt_ids: Sequence[int] | None = None) -> int:
-    """Hand pending (and earlier failed) hunts to recall; how many were handed now."""
+                 hunt_ids: Sequence[int] | None = None,
+                 stale_before: datetime | None = None) -> int:
+    """Hand pending (and earlier failed) hunts to recall; how many were handed now.
+
+    With `stale_before`, only failed hunts and those pending since before it: a hunt
+    pending since a crash, not one a poll in another thread is handing over right now."""
     with db.session() as s:
         q = select(IntelHuntRow).where(IntelHuntRow.status.in_(("pending", "failed")),
                                        IntelHuntRow.mode.in_(("auto", "queued")))
+        if stale_before is not None:
+            q = q.where((IntelHuntRow.status == "failed") | (IntelHuntRow.at < stale_before))
         if hunt_ids is not None:
             if not hunt_ids:
                 return 0

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from mailmoat.config import Config
 from mailmoat.intel.hunt import RecallHandler, hand_pending, hand_to_recall, hunt
@@ -30,7 +31,6 @@ from mailmoat.intel.stix import bundle_objects, indicators_from_objects
 from mailmoat.intel.taxii import read_taxii
 from mailmoat.intel.fetch import read_source
 from mailmoat.store.db import Database
-from mailmoat.store.models import IntelHuntRow
 
 __all__ = ["IntelService", "PollReport", "poll_feed", "read_feed"]
 
@@ -103,8 +103,10 @@ def poll_feed(config: Config, db: Database, feed: FeedSettings, *,
                  "%d matched mail", feed.name, result.added, result.changed, result.withdrawn,
                  batch.skipped_count, report.hunted, len(found))
     except Exception as exc:  # a broken feed is its own problem, never the gateway's
-        report.error = f"{type(exc).__name__}: {exc}" if not str(exc).startswith(
-            f"feed {feed.name}:") else str(exc)
+        text = str(exc)
+        # IntelError already names the feed; anything else gets its type for a clue.
+        report.error = text if text.startswith(f"feed {feed.name}:") else \
+            f"{type(exc).__name__}: {text}"
         log.error("intel feed %s: poll failed: %s", feed.name, report.error)
         try:
             with db.session() as s:
@@ -127,6 +129,7 @@ class IntelService:
         self.on_poll = on_poll  # told after every poll (tests and the console wait on it)
         self.settings = intel_settings(config)
         self._tasks: list[asyncio.Task[None]] = []
+        self._retry_lock = threading.Lock()
         self.reports: dict[str, PollReport] = {}
 
     @property
@@ -151,22 +154,24 @@ class IntelService:
                 if self.on_poll is not None:
                     self.on_poll(report)
                 if self.recall is not None:
-                    await asyncio.to_thread(self._retry, feed.name)
+                    await asyncio.to_thread(self._retry)
             except asyncio.CancelledError:
                 raise
             except Exception:  # poll_feed records its own errors; this is a bug's last net
                 log.exception("intel feed %s: poll loop error", feed.name)
             await asyncio.sleep(feed.poll_interval)
 
-    def _retry(self, feed: str) -> None:
+    def _retry(self) -> None:
+        """Hand again what recall did not take (failed) or a crash left pending. One loop
+        at a time: two feeds' loops must not hand the same hunt twice."""
         assert self.recall is not None
-        with self.db.session() as s:
-            from sqlalchemy import select
-
-            ids = list(s.scalars(select(IntelHuntRow.id).where(
-                IntelHuntRow.feed == feed, IntelHuntRow.status.in_(("pending", "failed")))))
-        if ids:
-            hand_pending(self.db, self.recall, ids)
+        if not self._retry_lock.acquire(blocking=False):
+            return
+        try:
+            hand_pending(self.db, self.recall,
+                         stale_before=datetime.now(UTC) - timedelta(minutes=10))
+        finally:
+            self._retry_lock.release()
 
     async def close(self) -> None:
         for t in self._tasks:
