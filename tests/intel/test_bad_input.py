@@ -144,3 +144,30 @@ def test_an_http_error_names_the_feed_and_status_not_the_credentials(db, tmp_pat
     report = poll_feed(config, db, intel_settings(config).feeds[0], recall=recorder)
     assert not report.ok and "answered HTTP 404" in report.error
     assert "pa55word" not in report.error
+
+
+def test_an_older_version_never_overwrites_a_newer_one(db, tmp_path, recorder):
+    uid = "00000000-0000-4000-8000-0000000000f1"
+    path = tmp_path / "b.json"
+    config = intel_config(tmp_path, db, {"name": "v", "kind": "stix", "path": str(path)})
+    feed = intel_settings(config).feeds[0]
+    path.write_text(_bundle(stix_indicator(
+        uid, "[url:value = 'https://a.example/' OR url:value = 'https://b.example/']",
+        modified="2026-11-05T00:00:00.000Z", confidence=80)))
+    assert poll_feed(config, db, feed, recall=recorder).added == 2
+    # the feed serves an older version with another pattern: nothing changes
+    path.write_text(_bundle(stix_indicator(uid, "[url:value = 'https://c.example/']",
+                                           modified="2026-11-01T00:00:00.000Z",
+                                           confidence=10)))
+    report = poll_feed(config, db, feed, recall=recorder)
+    assert (report.added, report.changed, report.withdrawn) == (0, 0, 0)
+    with db.session() as s:
+        rows = s.execute(select(IntelIndicatorRow.value, IntelIndicatorRow.confidence,
+                                IntelIndicatorRow.revoked)).all()
+    assert sorted(rows) == [("https://a.example/", 80, False), ("https://b.example/", 80, False)]
+    # a newer version drops b: b is withdrawn, a is kept with the new confidence
+    path.write_text(_bundle(stix_indicator(uid, "[url:value = 'https://a.example/']",
+                                           modified="2026-11-09T00:00:00.000Z",
+                                           confidence=90)))
+    report = poll_feed(config, db, feed, recall=recorder)
+    assert (report.changed, report.withdrawn) == (1, 1)

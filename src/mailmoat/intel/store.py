@@ -88,6 +88,18 @@ def apply_batch(s: Session, feed: str, batch: FeedBatch, now: datetime) -> Apply
         for i in range(0, len(sources), 500):
             for r in s.scalars(q.where(IntelIndicatorRow.source_id.in_(sources[i:i + 500]))):
                 existing[r.key] = r
+    # A source (STIX object, MISP attribute) read in an older version than the one stored
+    # is passed over whole: none of its values are added, changed or withdrawn.
+    newest: dict[str, datetime] = {}
+    for r in existing.values():
+        mod = _aware(r.source_modified)
+        if mod is not None and (r.source_id not in newest or mod > newest[r.source_id]):
+            newest[r.source_id] = mod
+    stale = {i.source_id for i in incoming.values()
+             if i.modified is not None and i.source_id in newest
+             and i.modified < newest[i.source_id]}
+    seen_sources = {i.source_id for i in incoming.values()}
+    incoming = {k: i for k, i in incoming.items() if i.source_id not in stale}
     fresh: list[IntelIndicatorRow] = []
     for key, ind in incoming.items():
         row = existing.get(key)
@@ -105,9 +117,6 @@ def apply_batch(s: Session, feed: str, batch: FeedBatch, now: datetime) -> Apply
             if is_live(row, now):
                 fresh.append(row)
             continue
-        old_modified = _aware(row.source_modified)
-        if ind.modified is not None and old_modified is not None and ind.modified < old_modified:
-            continue  # an older version of the object: the newer one stands
         was_live, old_conf = is_live(row, now), row.confidence
         new = {"also": [list(f) for f in ind.also], "confidence": ind.confidence,
                "valid_from": ind.valid_from, "valid_until": ind.valid_until,
@@ -121,12 +130,11 @@ def apply_batch(s: Session, feed: str, batch: FeedBatch, now: datetime) -> Apply
             if is_live(row, now) and (not was_live or row.confidence > old_conf):
                 fresh.append(row)
     # What the feed withdrew.
-    batch_sources = {i.source_id for i in incoming.values()}
     for key, row in existing.items():
-        if key in incoming:
+        if key in incoming or row.source_id in stale:
             continue
         if (batch.snapshot
-                or row.source_id in batch_sources  # a new version dropped this value
+                or row.source_id in seen_sources  # a new version dropped this value
                 or (row.group_id and row.group_id in batch.replaced_groups)
                 or (batch.live_groups is not None and row.group_id
                     and row.group_id not in batch.live_groups)):
