@@ -51,3 +51,30 @@ def test_a_hunt_left_pending_by_a_crash_is_handed_by_the_next_retry(db, recorder
     assert hand_pending(db, recorder, stale_before=now - timedelta(minutes=10)) == 1
     assert [c.ids for c in recorder.calls] == [["crashed"]]
     assert recorder.calls[0].source == "intel:f/crashed" and recorder.calls[0].approved
+
+
+async def test_a_message_is_queued_once_and_recalled_when_a_sure_indicator_comes(
+        db, tmp_path, mail_log, recorder):
+    await mail_log.deliver("m1", make_email(subject="Wire transfer",
+                                            body="https://pay.weak-lure.example/invoice"),
+                           ["ann@example.test"])
+    weak, sure = tmp_path / "weak.txt", tmp_path / "sure.txt"
+    weak.write_text("weak-lure.example\n")
+    sure.write_text("")
+    config = intel_config(tmp_path, db,
+                          {"name": "weak", "kind": "list", "path": str(weak), "confidence": 40},
+                          {"name": "other-weak", "kind": "list", "path": str(weak),
+                           "confidence": 50},
+                          {"name": "sure", "kind": "list", "path": str(sure), "confidence": 95})
+    weak_feed, other_feed, sure_feed = intel_settings(config).feeds
+    assert poll_feed(config, db, weak_feed, recall=recorder).ok
+    assert poll_feed(config, db, other_feed, recall=recorder).ok  # same message, queued already
+    assert [(c.ids, c.approved) for c in recorder.calls] == [(["m1"], False)]
+    sure.write_text("https://pay.weak-lure.example/invoice\n")
+    assert poll_feed(config, db, sure_feed, recall=recorder).ok
+    assert [(c.ids, c.approved) for c in recorder.calls] == [(["m1"], False), (["m1"], True)]
+    with db.session() as s:
+        modes = {h.feed: (h.mode, h.error) for h in s.scalars(select(IntelHuntRow))}
+    assert modes["other-weak"] == ("none", "every delivered copy was already handed to "
+                                           "recall by an earlier hunt")
+    assert modes["sure"] == ("auto", "")

@@ -8,11 +8,11 @@ matched messages, `deliveries` lists the copies that reached a mailbox.
 
 Routing: at or above the feed's `auto_recall_confidence` the copies are handed to recall
 approved (an automatic recall); below it they are handed unapproved, which is recall's
-approval queue. A message already handed for recall by an earlier automatic hunt is not
-handed again. Every hunt that matched is recorded in `intel_hunts` first (status pending),
-then handed, then marked handed (with recall's job id) or failed (with the reason); pending
-and failed hunts are handed again on the next poll, so a crash or an unavailable recall
-loses nothing.
+approval queue. A message is handed once: not again after an automatic hunt handed it, and
+not queued again while a queued hunt holds it. Every hunt that matched is recorded in `intel_hunts` first (status pending),
+then handed, then marked handed (with recall's job id) or failed (with the reason); failed
+hunts, and those a crash left pending, are handed again on the next poll, so a crash or an
+unavailable recall loses nothing.
 
 `hand_to_recall` is the only call into the recall side; callers (and tests) may pass any
 function of the same signature instead.
@@ -130,13 +130,14 @@ def match_indicators(s: Session, rows: Iterable[IntelIndicatorRow],
     return out
 
 
-def _already_recalled(s: Session, ids: Sequence[str], since: datetime) -> set[str]:
-    """Messages an automatic hunt since `since` (the look-back: older hunts cannot have
-    matched these messages' window) already handed, or is about to hand, to recall."""
+def _already_handed(s: Session, ids: Sequence[str], since: datetime,
+                    modes: Sequence[str]) -> set[str]:
+    """Messages a hunt of one of `modes` since `since` (older hunts cannot have matched
+    these messages' window) already handed, or is about to hand, to recall."""
     done: set[str] = set()
     wanted = set(ids)
     earlier: list[list[str]] = list(s.scalars(select(IntelHuntRow.message_ids).where(
-        IntelHuntRow.mode == "auto", IntelHuntRow.status.in_(("pending", "handed")),
+        IntelHuntRow.mode.in_(list(modes)), IntelHuntRow.status.in_(("pending", "handed")),
         IntelHuntRow.at >= since)))
     for mids in earlier:
         done.update(m for m in mids or [] if m in wanted)
@@ -159,20 +160,24 @@ def hunt(db: Database, feeds: dict[str, FeedSettings], indicator_ids: Sequence[i
         for m in matches:
             feed = feeds.get(m.feed)
             threshold = feed.auto_recall_confidence if feed else 101
-            delivered_ids = sorted({mid for mid, _ in m.recipients})
+            days = feed.lookback_days if feed else 14.0
+            delivered = sorted({mid for mid, _ in m.recipients})
             auto = m.confidence >= threshold
-            if delivered_ids and auto:
-                days = feed.lookback_days if feed else 14.0
-                skip = _already_recalled(s, delivered_ids, now - timedelta(days=2 * days))
-                delivered_ids = [x for x in delivered_ids if x not in skip]
-            mode = ("auto" if auto else "queued") if delivered_ids else "none"
+            # Handed once: an automatic recall covers a message for good; a queued one
+            # covers it for queueing, not for a later indicator sure enough to recall it.
+            covered = _already_handed(s, delivered, now - timedelta(days=2 * days),
+                                      ("auto",) if auto else ("auto", "queued"))
+            to_hand = [x for x in delivered if x not in covered]
+            mode = ("auto" if auto else "queued") if to_hand else "none"
             row = IntelHuntRow(
                 at=now, feed=m.feed, indicator_id=m.indicator_id, source_id=m.source_id,
                 kind=m.kind, value=m.value, confidence=m.confidence, mode=mode,
-                status="pending" if delivered_ids and recall is not None else "nothing",
-                message_ids=list(delivered_ids) if delivered_ids else list(m.message_ids),
-                recipients=[list(x) for x in m.recipients if x[0] in set(delivered_ids)],
-                job_id="", error="", origin=origin)
+                status="pending" if to_hand and recall is not None else "nothing",
+                message_ids=to_hand or list(m.message_ids),
+                recipients=[list(x) for x in m.recipients if not to_hand or x[0] in to_hand],
+                job_id="", origin=origin,
+                error="every delivered copy was already handed to recall by an earlier hunt"
+                if delivered and not to_hand else "")
             s.add(row)
             recorded.append(row)
             log.info("intel hunt: %s %s from feed %s (confidence %d) matched %d message(s), "

@@ -85,7 +85,7 @@ class HuntOut(BaseModel):
     value: str
     confidence: int
     mode: str = Field(description="auto (recalled without approval) | queued (waits for "
-                      "approval) | none (nothing delivered to recall)")
+                      "approval) | none (nothing left to hand over)")
     status: str = Field(description="pending | handed | failed | nothing")
     message_ids: list[str]
     recipients: list[HuntRecipient]
