@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -130,18 +130,16 @@ def match_indicators(s: Session, rows: Iterable[IntelIndicatorRow],
     return out
 
 
-def _already_handed(s: Session, ids: Sequence[str], since: datetime,
-                    modes: Sequence[str]) -> set[str]:
-    """Messages a hunt of one of `modes` since `since` (older hunts cannot have matched
-    these messages' window) already handed, or is about to hand, to recall."""
-    done: set[str] = set()
-    wanted = set(ids)
-    earlier: list[list[str]] = list(s.scalars(select(IntelHuntRow.message_ids).where(
-        IntelHuntRow.mode.in_(list(modes)), IntelHuntRow.status.in_(("pending", "handed")),
-        IntelHuntRow.at >= since)))
-    for mids in earlier:
-        done.update(m for m in mids or [] if m in wanted)
-    return done
+def _handed(s: Session, since: datetime) -> dict[str, set[str]]:
+    """Messages that hunts since `since` handed, or are about to hand, to recall, by mode
+    (auto, queued): older hunts cannot have matched mail inside today's look-back."""
+    out: dict[str, set[str]] = {"auto": set(), "queued": set()}
+    rows = s.execute(select(IntelHuntRow.mode, IntelHuntRow.message_ids).where(
+        IntelHuntRow.mode.in_(("auto", "queued")),
+        IntelHuntRow.status.in_(("pending", "handed", "failed")), IntelHuntRow.at >= since))
+    for mode, mids in rows:
+        out[str(mode)].update(str(m) for m in cast(list[str], mids or []))
+    return out
 
 
 def hunt(db: Database, feeds: dict[str, FeedSettings], indicator_ids: Sequence[int], *,
@@ -154,27 +152,30 @@ def hunt(db: Database, feeds: dict[str, FeedSettings], indicator_ids: Sequence[i
         return []
     lookback = {name: f.lookback_days for name, f in feeds.items()}
     recorded: list[IntelHuntRow] = []
+    longest = max((f.lookback_days for f in feeds.values()), default=14.0)
     with db.session() as s:
         rows = rows_by_id(s, indicator_ids)
         matches = match_indicators(s, rows, lookback, now)
+        handed = _handed(s, now - timedelta(days=2 * longest)) if matches else {}
         for m in matches:
             feed = feeds.get(m.feed)
             threshold = feed.auto_recall_confidence if feed else 101
-            days = feed.lookback_days if feed else 14.0
             delivered = sorted({mid for mid, _ in m.recipients})
             auto = m.confidence >= threshold
             # Handed once: an automatic recall covers a message for good; a queued one
             # covers it for queueing, not for a later indicator sure enough to recall it.
-            covered = _already_handed(s, delivered, now - timedelta(days=2 * days),
-                                      ("auto",) if auto else ("auto", "queued"))
-            to_hand = [x for x in delivered if x not in covered]
+            to_hand = [x for x in delivered if x not in handed["auto"]
+                       and (auto or x not in handed["queued"])]
             mode = ("auto" if auto else "queued") if to_hand else "none"
+            if to_hand:
+                handed[mode].update(to_hand)
+            keep = set(to_hand)
             row = IntelHuntRow(
                 at=now, feed=m.feed, indicator_id=m.indicator_id, source_id=m.source_id,
                 kind=m.kind, value=m.value, confidence=m.confidence, mode=mode,
                 status="pending" if to_hand and recall is not None else "nothing",
                 message_ids=to_hand or list(m.message_ids),
-                recipients=[list(x) for x in m.recipients if not to_hand or x[0] in to_hand],
+                recipients=[list(x) for x in m.recipients if not keep or x[0] in keep],
                 job_id="", origin=origin,
                 error="every delivered copy was already handed to recall by an earlier hunt"
                 if delivered and not to_hand else "")
