@@ -95,10 +95,13 @@ class Gateway:
             self._policy_task = asyncio.create_task(self._watch_policy(), name="policy-reload")
         if web or recover:  # one housekeeper: a single process, or child 0 of a multi-process
             self._purge_task = asyncio.create_task(self._purge_loop(), name="retention")
-            from mailmoat.intel.poller import IntelService
+            from mailmoat.intel.settings import intel_settings
 
-            self._intel = IntelService(self.config, self.db)  # threat-intel feeds, if any
-            self._intel.start()
+            if intel_settings(self.config).feeds:  # the feed readers load only when needed
+                from mailmoat.intel.poller import IntelService
+
+                self._intel = IntelService(self.config, self.db)
+                self._intel.start()
 
     # -- retention -------------------------------------------------------------------------
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 from mailmoat.config import Config
 from mailmoat.intel.settings import FeedSettings, IntelError, IntelSettings, secret
 
@@ -40,6 +38,8 @@ def fetch_url(url: str, feed: FeedSettings, settings: IntelSettings,
               auth: tuple[str, str] | None = None) -> bytes:
     """The body of a GET, or IntelError saying what went wrong (timeout, HTTP status,
     too large) without the credentials."""
+    import httpx  # loaded by the first poll, not by the console or the config
+
     shown = redact(url)
     try:
         with httpx.Client(timeout=settings.fetch_timeout, follow_redirects=True,

@@ -10,7 +10,6 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 
 from mailmoat.intel import service
-from mailmoat.intel.poller import poll_feed
 from mailmoat.intel.settings import intel_settings
 from mailmoat.web.deps import AdminUser, ConfigDep, DbDep
 from mailmoat.web.errors import AUTH, responses
@@ -119,6 +118,8 @@ def feeds(admin: AdminUser, config: ConfigDep, db: DbDep) -> FeedsOut:
 @router.post("/feeds/{name}/poll", response_model=PollOut, responses=responses(404),
              summary="Poll a configured feed now, store and hunt its new indicators")
 def poll(name: FeedName, admin: AdminUser, config: ConfigDep, db: DbDep) -> PollOut:
+    from mailmoat.intel.poller import poll_feed  # the feed readers load when first used
+
     feed = next((f for f in intel_settings(config).feeds if f.name == name), None)
     if feed is None:
         raise HTTPException(status_code=404, detail=f"no feed named {name}")
