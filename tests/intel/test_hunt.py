@@ -78,3 +78,22 @@ async def test_a_message_is_queued_once_and_recalled_when_a_sure_indicator_comes
     assert modes["other-weak"] == ("none", "every delivered copy was already handed to "
                                            "recall by an earlier hunt")
     assert modes["sure"] == ("auto", "")
+
+
+def test_withdrawn_indicators_are_purged_after_the_retention(db, tmp_path, recorder):
+    from mailmoat.intel.store import purge_withdrawn
+    from mailmoat.store.models import IntelIndicatorRow
+
+    listing = tmp_path / "l.txt"
+    listing.write_text("kept.example\nwithdrawn.example\n")
+    config = intel_config(tmp_path, db, {"name": "l", "kind": "list", "path": str(listing)})
+    feed = intel_settings(config).feeds[0]
+    assert poll_feed(config, db, feed, recall=recorder).added == 2
+    listing.write_text("kept.example\n")
+    assert poll_feed(config, db, feed, recall=recorder).withdrawn == 1
+    with db.session() as s:
+        assert purge_withdrawn(s, datetime.now(UTC) - timedelta(days=1)) == 0  # too recent
+    with db.session() as s:
+        assert purge_withdrawn(s, datetime.now(UTC) + timedelta(seconds=1)) == 1
+    with db.session() as s:
+        assert s.scalars(select(IntelIndicatorRow.value)).all() == ["kept.example"]

@@ -26,7 +26,7 @@ from mailmoat.intel.lists import parse_csv, parse_list
 from mailmoat.intel.misp import read_misp, read_static_feed
 from mailmoat.intel.model import FeedBatch
 from mailmoat.intel.settings import FeedSettings, IntelSettings, intel_settings
-from mailmoat.intel.store import apply_batch, feed_state, record_poll
+from mailmoat.intel.store import apply_batch, feed_state, purge_withdrawn, record_poll
 from mailmoat.intel.stix import bundle_objects, indicators_from_objects
 from mailmoat.intel.taxii import read_taxii
 from mailmoat.intel.fetch import read_source
@@ -130,6 +130,7 @@ class IntelService:
         self.settings = intel_settings(config)
         self._tasks: list[asyncio.Task[None]] = []
         self._retry_lock = threading.Lock()
+        self._purged_at = -3600.0
         self.reports: dict[str, PollReport] = {}
 
     @property
@@ -155,6 +156,7 @@ class IntelService:
                     self.on_poll(report)
                 if self.recall is not None:
                     await asyncio.to_thread(self._retry)
+                await asyncio.to_thread(self._purge)
             except asyncio.CancelledError:
                 raise
             except Exception:  # poll_feed records its own errors; this is a bug's last net
@@ -172,6 +174,19 @@ class IntelService:
                          stale_before=datetime.now(UTC) - timedelta(minutes=10))
         finally:
             self._retry_lock.release()
+
+    def _purge(self) -> None:
+        """Withdrawn indicators leave the database after `[storage] log_retention_days`,
+        at most once an hour whichever feed's loop gets here first."""
+        now = time.monotonic()
+        if now - self._purged_at < 3600:
+            return
+        self._purged_at = now
+        days = self.config.storage.log_retention_days
+        with self.db.session() as s:
+            n = purge_withdrawn(s, datetime.now(UTC) - timedelta(days=days))
+        if n:
+            log.info("intel: deleted %d indicator(s) withdrawn over %d days ago", n, days)
 
     async def close(self) -> None:
         for t in self._tasks:

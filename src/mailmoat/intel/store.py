@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from mailmoat.intel.model import FeedBatch, Indicator
@@ -214,3 +214,12 @@ def rows_by_id(s: Session, ids: Iterable[int]) -> list[IntelIndicatorRow]:
         out.extend(s.scalars(select(IntelIndicatorRow)
                              .where(IntelIndicatorRow.id.in_(ids[i:i + 500]))))
     return out
+
+
+def purge_withdrawn(s: Session, before: datetime) -> int:
+    """Delete indicators revoked or expired before `before` (their hunts stay: they are
+    the record of what was recalled and why). How many were deleted."""
+    result = s.execute(delete(IntelIndicatorRow).where(
+        ((IntelIndicatorRow.revoked.is_(True)) & (IntelIndicatorRow.updated_at < before))
+        | (IntelIndicatorRow.valid_until < before)))
+    return int(getattr(result, "rowcount", 0) or 0)
