@@ -171,3 +171,15 @@ def test_an_older_version_never_overwrites_a_newer_one(db, tmp_path, recorder):
                                            confidence=90)))
     report = poll_feed(config, db, feed, recall=recorder)
     assert (report.changed, report.withdrawn) == (1, 1)
+
+
+def test_a_taxii_url_that_answers_garbage_is_a_clear_error(db, tmp_path, file_server,
+                                                           recorder):
+    coll = file_server.folder / "api1" / "collections" / "c1"
+    coll.mkdir(parents=True)
+    (coll / "index.html").write_text("<html><body>Welcome to nginx!</body></html>")
+    config = intel_config(tmp_path, db, {"name": "not-taxii", "kind": "taxii",
+                                         "url": file_server.url + "api1/", "collection": "c1"})
+    report = poll_feed(config, db, intel_settings(config).feeds[0], recall=recorder)
+    assert not report.ok and report.error.startswith("feed not-taxii: TAXII:"), report.error
+    assert "Unexpected Response" in report.error
