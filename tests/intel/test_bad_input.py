@@ -48,7 +48,8 @@ def test_unsupported_patterns_are_skipped_with_a_logged_reason(db, tmp_path, rec
         skipped = s.get(IntelFeedRow, "mixed").skipped
     text = "\n".join(skipped)
     for reason in ("operator LIKE", "AND between observations may span several messages",
-                   "file:name is not held by the delivery index", "Invalid value for Indicator 'pattern'",
+                   "file:name is not held by the delivery index",
+                   "Invalid value for Indicator 'pattern'",
                    "pattern_type snort is not a STIX pattern", "invalid STIX"):
         assert reason in text
         assert reason in caplog.text

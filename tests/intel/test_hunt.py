@@ -24,7 +24,8 @@ async def test_a_refused_hand_over_is_kept_and_handed_again(db, tmp_path, mail_l
     config = intel_config(tmp_path, db, {"name": "l", "kind": "list", "path": str(listing),
                                          "confidence": 95})
 
-    def down(db, ids, *, reason, requested_by, source, approved=True):  # type: ignore[no-untyped-def]
+    def down(db, ids, *, reason, requested_by, source,  # type: ignore[no-untyped-def]
+             approved=True):
         raise RuntimeError("recall is down")
 
     assert poll_feed(config, db, intel_settings(config).feeds[0], recall=down).ok

@@ -9,8 +9,9 @@ matched messages, `deliveries` lists the copies that reached a mailbox.
 Routing: at or above the feed's `auto_recall_confidence` the copies are handed to recall
 approved (an automatic recall); below it they are handed unapproved, which is recall's
 approval queue. A message is handed once: not again after an automatic hunt handed it, and
-not queued again while a queued hunt holds it. Every hunt that matched is recorded in `intel_hunts` first (status pending),
-then handed, then marked handed (with recall's job id) or failed (with the reason); failed
+not queued again while a queued hunt holds it. Every hunt that matched is recorded in
+`intel_hunts` first (status pending), then handed, then marked handed (with recall's job
+id) or failed (with the reason); failed
 hunts, and those a crash left pending, are handed again on the next poll, so a crash or an
 unavailable recall loses nothing.
 
