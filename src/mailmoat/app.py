@@ -66,6 +66,7 @@ class Gateway:
     _policy_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _purge_task: asyncio.Task[None] | None = field(default=None, repr=False)
     _recall_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    _intel: Any = field(default=None, repr=False)  # intel.poller.IntelService
     _retired: list[Scanner] = field(default_factory=list, repr=False)
     smtp_server: asyncio.Server | None = None
     web_server: Any = None
@@ -102,6 +103,14 @@ class Gateway:
             from mailmoat.recall.service import start_recall_worker
 
             self._recall_task = start_recall_worker(self.config, self.db)
+            from mailmoat.intel.settings import intel_settings
+
+            # Threat-intelligence feeds: polled, hunted and handed to the recall worker.
+            if intel_settings(self.config).feeds:  # the feed readers load only when needed
+                from mailmoat.intel.poller import IntelService
+
+                self._intel = IntelService(self.config, self.db)
+                self._intel.start()
 
     # -- retention -------------------------------------------------------------------------
 
@@ -229,6 +238,8 @@ class Gateway:
         log.info("web console on http://%s:%d", host, port)
 
     async def stop(self) -> None:
+        if self._intel is not None:
+            await self._intel.close()
         for task in (self._policy_task, self._purge_task, self._recall_task):
             if task is not None:
                 task.cancel()

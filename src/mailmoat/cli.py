@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mailmoat.commands.deep",        # train-deep: the tier-2 head
     "mailmoat.commands.account",     # account list/show/suspend/release, incidents
     "mailmoat.commands.recall",      # recall [--restore]: delivered mail out of mailboxes
+    "mailmoat.commands.intel",       # intel feeds/poll/list/hunt: threat-intelligence feeds
 )
 
 app = typer.Typer(help="mailmoat: an email security gateway.", no_args_is_help=True,

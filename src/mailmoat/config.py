@@ -398,6 +398,7 @@ FAMILY_SECTIONS: dict[str, str] = {
     "console": "mailmoat.web.digest:ConsoleSettings",
     "internal": "mailmoat.internal.settings:InternalSettings",
     "recall": "mailmoat.recall.settings:RecallSettings",
+    "intel": "mailmoat.intel.settings:IntelSettings",
 }
 
 

@@ -52,8 +52,13 @@ _DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21}
 
 
 def _ip(text: str) -> str | None:
+    text = text.strip("[]")
+    # An IPv4 address ends in a digit and an IPv6 one has a ':'; a host name (ending in its
+    # TLD) is neither, and is not worth ip_address's exception: most of observables' cost.
+    if not text or (":" not in text and not text[-1].isdigit()):
+        return None
     try:
-        return str(ipaddress.ip_address(text.strip("[]")))
+        return str(ipaddress.ip_address(text))
     except ValueError:
         return None
 

@@ -22,6 +22,7 @@ FAMILY_MODULES: tuple[str, ...] = (
     "mailmoat.scan.attachments",    # file types, archives, macros, PDFs, YARA
     "mailmoat.scan.bulk",           # legitimate bulk and automated mail: facts, not a score
     "mailmoat.scan.antivirus",      # ClamAV through clamd
+    "mailmoat.scan.intel",          # live threat-intelligence indicators (feeds in [intel])
     "mailmoat.scan.content",        # tier 1: fast linear model over hashed features
     "mailmoat.scan.deep",           # tier 2: neural model, combined with tier 1
     "mailmoat.scan.lessons",        # near-copies of mail users reported or released

@@ -308,3 +308,82 @@ class RecallItemRow(Base):
     # Why the copy is in the job: "" for the messages asked for, else how it was found
     # ("forward of <id>: same attachment").
     via: Mapped[str] = mapped_column(String(255), default="")
+
+
+class IntelFeedRow(Base):
+    """One threat-intelligence feed's poll state: where the next poll starts (`cursor`:
+    TAXII's last X-TAXII-Date-Added-Last, MISP's newest event timestamp) and how the last
+    poll went, for the console and `mailmoat intel feeds`."""
+
+    __tablename__ = "intel_feeds"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="")
+    cursor: Mapped[str] = mapped_column(String(255), default="")
+    last_poll_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_status: Mapped[str] = mapped_column(String(16), default="never")  # ok | error | never
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    last_added: Mapped[int] = mapped_column(Integer, default=0)
+    last_changed: Mapped[int] = mapped_column(Integer, default=0)
+    last_withdrawn: Mapped[int] = mapped_column(Integer, default=0)
+    last_skipped: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[list] = mapped_column(JSON, default=list)  # the first reasons, as text
+
+
+class IntelIndicatorRow(Base):
+    """One matchable value of an indicator from a feed: `kind` and `value` as the delivery
+    index holds them (recall/index.py normalise), so a retro-hunt is equality look-ups.
+    `key` (sha256 of source id, kind and value) makes upserts idempotent per feed without
+    a unique index over a 1000-character value."""
+
+    __tablename__ = "intel_indicators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    feed: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(64))
+    source_id: Mapped[str] = mapped_column(String(255), default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(1000))
+    # Further (kind, value) facts the same message must have (an AND in a STIX pattern).
+    also: Mapped[list] = mapped_column(JSON, default=list)
+    confidence: Mapped[int] = mapped_column(Integer, default=50)
+    valid_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    label: Mapped[str] = mapped_column(String(500), default="")
+    group_id: Mapped[str] = mapped_column(String(64), default="")  # MISP event uuid
+    source_modified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                             nullable=True)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+    __table_args__ = (
+        Index("ux_intel_indicators_feed_key", "feed", "key", unique=True),
+        Index("ix_intel_indicators_kind_value", "kind", "value"),
+    )
+
+
+class IntelHuntRow(Base):
+    """What one indicator's retro-hunt matched and what was done with it: handed to recall
+    automatically (`mode` auto), queued for approval (queued), or nothing delivered to
+    recall (none). The console shows it as the "why" of an automatic recall."""
+
+    __tablename__ = "intel_hunts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    feed: Mapped[str] = mapped_column(String(64), index=True)
+    indicator_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    source_id: Mapped[str] = mapped_column(String(255), default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(1000))
+    confidence: Mapped[int] = mapped_column(Integer, default=0)
+    mode: Mapped[str] = mapped_column(String(16), index=True)  # auto | queued | none
+    # pending (not handed yet) | handed | failed (recall refused; retried) | nothing
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    message_ids: Mapped[list] = mapped_column(JSON, default=list)
+    recipients: Mapped[list] = mapped_column(JSON, default=list)  # [[mailmoat id, address]]
+    job_id: Mapped[str] = mapped_column(String(64), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    origin: Mapped[str] = mapped_column(String(16), default="feed")  # feed | manual | rescan

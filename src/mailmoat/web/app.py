@@ -209,6 +209,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
         auth,
         digest_api,
         internal,
+        intel,
         lessons,
         links,
         me,
@@ -224,8 +225,9 @@ def create_app(config: Config, database: Database) -> FastAPI:
     from mailmoat.web.routes import recall as recall_routes
 
     for r in (auth.router, users.router, messages.router, quarantine.router, policy.router,
-              stats.router, digest_api.router, lessons.router, links.router, me.router, pages.router,
-              quarantine_pages.router, users_page.router, internal.router):
+              stats.router, digest_api.router, lessons.router, links.router, me.router,
+              intel.router, pages.router, quarantine_pages.router, users_page.router,
+              internal.router):
         app.include_router(r)
     app.include_router(recall_routes.router)
     app.include_router(recall_routes.pages)

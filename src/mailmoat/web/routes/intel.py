@@ -1,0 +1,167 @@
+"""/api/v1/intel: threat-intelligence feeds and their last poll, indicators, retro-hunts
+(what each matched and whether it was recalled automatically or queued), the approval
+queue, and polling a feed now. Administrators only; no secret is ever returned."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import BaseModel, Field
+
+from mailmoat.intel import service
+from mailmoat.intel.settings import intel_settings
+from mailmoat.web.deps import AdminUser, ConfigDep, DbDep
+from mailmoat.web.errors import AUTH, responses
+
+router = APIRouter(prefix="/api/v1/intel", tags=["intel"], responses=AUTH)
+
+Kind = Literal["url", "domain", "ip", "email", "sha256", "subject", "message_id"]
+FeedName = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class FeedOut(BaseModel):
+    name: str
+    kind: str
+    configured: bool = Field(description="in [[intel.feeds]] now (else only its indicators "
+                             "remain in the database)")
+    enabled: bool
+    url: str = Field(description="the feed's URL or path (credentials are never shown)")
+    collection: str
+    poll_interval: float | None
+    auto_recall_confidence: int | None
+    lookback_days: float | None
+    last_status: str = Field(description="ok | error | never")
+    last_poll_at: str | None
+    last_success_at: str | None
+    last_error: str
+    last_added: int
+    last_changed: int
+    last_withdrawn: int
+    last_skipped: int
+    skipped: list[str] = Field(description="the first items the last poll skipped, with why")
+    live_indicators: int
+
+
+class FeedsOut(BaseModel):
+    items: list[FeedOut]
+
+
+class IndicatorOut(BaseModel):
+    id: int
+    feed: str
+    source_id: str = Field(description="STIX id, MISP attribute uuid, or the list entry")
+    kind: str
+    value: str
+    also: list[list[str]] = Field(description="further (kind, value) facts the same message "
+                                  "must have")
+    confidence: int
+    valid_from: str | None
+    valid_until: str | None
+    revoked: bool
+    live: bool
+    label: str
+    first_seen: str | None
+    updated_at: str | None
+
+
+class IndicatorsOut(BaseModel):
+    items: list[IndicatorOut]
+
+
+class HuntRecipient(BaseModel):
+    id: str = Field(description="the message's X-Mailmoat-ID")
+    recipient: str
+
+
+class HuntOut(BaseModel):
+    id: int
+    at: str | None
+    feed: str
+    indicator_id: int | None
+    source_id: str
+    kind: str
+    value: str
+    confidence: int
+    mode: str = Field(description="auto (recalled without approval) | queued (waits for "
+                      "approval) | none (nothing left to hand over)")
+    status: str = Field(description="pending | handed | failed | nothing")
+    message_ids: list[str]
+    recipients: list[HuntRecipient]
+    job_id: str = Field(description="recall's job id once handed")
+    error: str
+    origin: str
+
+
+class HuntsOut(BaseModel):
+    items: list[HuntOut]
+
+
+class PollOut(BaseModel):
+    feed: str
+    ok: bool
+    error: str
+    added: int
+    changed: int
+    withdrawn: int
+    skipped: int
+    hunted: int
+    hunts: list[int]
+    seconds: float
+
+
+@router.get("/feeds", response_model=FeedsOut, summary="Feeds and their last poll")
+def feeds(admin: AdminUser, config: ConfigDep, db: DbDep) -> FeedsOut:
+    return FeedsOut(items=[FeedOut.model_validate(f) for f in service.feed_status(config, db)])
+
+
+@router.post("/feeds/{name}/poll", response_model=PollOut, responses=responses(404),
+             summary="Poll a configured feed now, store and hunt its new indicators")
+def poll(name: FeedName, admin: AdminUser, config: ConfigDep, db: DbDep) -> PollOut:
+    from mailmoat.intel.poller import poll_feed  # the feed readers load when first used
+
+    feed = next((f for f in intel_settings(config).feeds if f.name == name), None)
+    if feed is None:
+        raise HTTPException(status_code=404, detail=f"no feed named {name}")
+    return PollOut.model_validate(poll_feed(config, db, feed).as_dict())
+
+
+@router.get("/indicators", response_model=IndicatorsOut,
+            summary="Indicators, newest first (live ones unless all=true)")
+def indicators(admin: AdminUser, db: DbDep,
+               feed: Annotated[str | None, Query(max_length=64)] = None,
+               kind: Kind | None = None,
+               value: Annotated[str | None, Query(max_length=1000)] = None,
+               all: bool = False,
+               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> IndicatorsOut:
+    items = service.indicator_page(db, feed=feed, kind=kind, value=value, live_only=not all,
+                                   limit=limit)
+    return IndicatorsOut(items=[IndicatorOut.model_validate(i) for i in items])
+
+
+@router.get("/hunts", response_model=HuntsOut,
+            summary="Retro-hunts that matched mail, newest first: indicator, feed, messages")
+def hunts(admin: AdminUser, db: DbDep,
+          mode: Literal["auto", "queued", "none"] | None = None,
+          feed: Annotated[str | None, Query(max_length=64)] = None,
+          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> HuntsOut:
+    items = service.hunt_page(db, mode=mode, feed=feed, limit=limit)
+    return HuntsOut(items=[HuntOut.model_validate(h) for h in items])
+
+
+@router.get("/hunts/{hunt_id}", response_model=HuntOut, responses=responses(404),
+            summary="One retro-hunt: why its messages were recalled or queued")
+def hunt(hunt_id: Annotated[int, Path(ge=1, le=2**62)], admin: AdminUser,
+         db: DbDep) -> HuntOut:
+    found = [h for h in service.hunt_page(db, limit=1, hunt_id=hunt_id)]
+    if not found:
+        raise HTTPException(status_code=404, detail=f"no hunt {hunt_id}")
+    return HuntOut.model_validate(found[0])
+
+
+@router.get("/queue", response_model=HuntsOut,
+            summary="The approval queue: hunts below their feed's auto_recall_confidence")
+def queue(admin: AdminUser, db: DbDep,
+          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> HuntsOut:
+    items = service.hunt_page(db, mode="queued", limit=limit)
+    return HuntsOut(items=[HuntOut.model_validate(h) for h in items])
