@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,6 +100,12 @@ class Gateway:
             self._policy_task = asyncio.create_task(self._watch_policy(), name="policy-reload")
         if web or recover:  # one housekeeper: a single process, or child 0 of a multi-process
             self._purge_task = asyncio.create_task(self._purge_loop(), name="retention")
+            # "antivirus off: ..." once at start when no clamd answers: a probe with a short
+            # timeout in a thread of its own, so a slow clamd delays nothing.
+            from mailmoat.web.health import log_at_start
+
+            threading.Thread(target=log_at_start, args=(self.config,), name="av-probe",
+                             daemon=True).start()
             # Recall jobs (console, API, threat intelligence): mailbox work in threads.
             from mailmoat.recall.service import start_recall_worker
 

@@ -22,7 +22,6 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.concurrency import run_in_threadpool
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Match
 from starlette.types import Scope
@@ -32,7 +31,7 @@ from mailmoat import __version__
 from mailmoat.config import Config
 from mailmoat.store.db import Database
 from mailmoat.store.quarantine import purge_expired
-from mailmoat.web import health, metrics
+from mailmoat.web import metrics
 from mailmoat.web.auth import cookie_secure, secret_key
 from mailmoat.web.deps import AdminUser, LoginRequired, csrf_token, get_db
 from mailmoat.web.digest import ConsoleSettings, DigestSettings, send_digests
@@ -118,10 +117,8 @@ def create_app(config: Config, database: Database) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # "antivirus off: ..." at start when no clamd answers (a probe with a short timeout,
-        # on the threadpool, not the loop's executor SMTP uses); in the background, so a slow
-        # clamd never delays the start.
-        probe = asyncio.create_task(run_in_threadpool(health.log_at_start, config))
+        # The gateway (app.Gateway.start) logs "antivirus off: ..." at start, with or
+        # without the console; the console only shows it on the dashboard.
         tasks = [asyncio.create_task(_purge_loop(config, database, console.purge_interval_hours * 3600,
                                                  console.purge_on_start))]
         if digest.enabled:
@@ -131,8 +128,6 @@ def create_app(config: Config, database: Database) -> FastAPI:
         finally:
             for t in tasks:
                 t.cancel()
-            with contextlib.suppress(Exception):
-                await probe
             for t in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
