@@ -1,0 +1,167 @@
+"""The contract of automatic recall, end to end: a real `mailmoat serve` with `[recall.imap]`
+pointing at a real Dovecot and one `[[intel.feeds]]` polling a real TAXII 2.1 server
+(medallion). Mail is sent over SMTP through the gateway and delivered by Dovecot's LMTP into
+three mailboxes; then an indicator for its link is published on the TAXII collection. The
+gateway's poller hunts the delivered copies, hands them to recall, and its recall worker
+moves every copy to the recall folder within two poll intervals plus a minute. An indicator
+below `auto_recall_confidence` only queues a recall for approval: nothing moves."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from sqlalchemy import select
+
+from mailmoat.recall.jobs import get_job, job_items
+from mailmoat.store.models import IntelHuntRow
+from tests.conftest import make_email
+from tests.e2e.gateway_proc import free_port, start_gateway, start_sink_thread, stop_gateway
+from tests.intel.conftest import Taxii, stix_indicator, taxii  # noqa: F401
+from tests.recall.dovecot import dovecot_available, running_dovecot
+from tests.recall.gateway import Gateway, LmtpBridge, recall_toml, write_gateway_config
+
+pytestmark = [pytest.mark.dovecot, pytest.mark.slow]
+
+USERS = ["ann@example.test", "bob@example.test", "cy@example.test"]
+POLL = 2
+SURE_URL = "https://team-calendar.example/login"
+UNSURE_URL = "https://shared-docs.example/login"
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float) -> T:
+    """Another process's state (the gateway's, Dovecot's), asked until it holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def intel_toml(taxii: Taxii, secret: Path) -> str:  # noqa: F811
+    return f"""
+[[intel.feeds]]
+name = "local-taxii"
+kind = "taxii"
+url = "{taxii.root}"
+collection = "{taxii.collection}"
+user = "reader"
+password_file = "{secret}"
+poll_interval = {POLL}
+auto_recall_confidence = 70
+lookback_days = 14
+"""
+
+
+@pytest.fixture
+def gw(tmp_path: Path, taxii: Taxii) -> Iterator[Gateway]:  # noqa: F811
+    why = dovecot_available()
+    if why:
+        pytest.skip(why)
+    from tests.intel.taxii_server import USERS as TAXII_USERS
+
+    root = tmp_path / "gw"
+    root.mkdir()
+    taxii_secret = root / "taxii.secret"
+    taxii_secret.write_text(TAXII_USERS["reader"] + "\n")
+    with running_dovecot(USERS) as dc:
+        bridge = LmtpBridge(dc)
+        sink = start_sink_thread(bridge)
+        smtp_port = free_port()
+        recall = recall_toml(dc, root / "imap-master.secret", worker_interval=0.5,
+                             extra=intel_toml(taxii, taxii_secret))
+        cfg = write_gateway_config(root, dc, smtp_port, int(sink.port), recall=recall)
+        try:
+            proc = start_gateway(cfg, smtp_port, root / "gateway.log")
+            gateway = Gateway(root, dc, bridge, cfg, smtp_port)
+            try:
+                yield gateway
+            finally:
+                gateway.db.dispose()
+                stop_gateway(proc)
+        finally:
+            sink.stop()
+
+
+def lure(subject: str, url: str) -> bytes:
+    # Harmless-looking when it arrives (delivered, not quarantined): the link is known to be
+    # bad only later, when the feed lists it.
+    raw = make_email(subject=subject, sender="Office <office@partner.test>",
+                     to=", ".join(USERS), body=f"The notes are on {url} as usual.\n")
+    return raw.replace(b"<test-1@sender.test>",
+                       f"<{time.monotonic_ns()}@partner.test>".encode())
+
+
+def hunt_for(gw: Gateway, source_id: str) -> IntelHuntRow | None:
+    with gw.db.session() as s:
+        return s.scalars(select(IntelHuntRow).where(
+            IntelHuntRow.source_id == source_id,
+            IntelHuntRow.status.in_(("handed", "failed")))).first()
+
+
+def test_indicator_on_taxii_recalls_every_delivered_copy(gw: Gateway, taxii: Taxii  # noqa: F811
+                                                         ) -> None:
+    sure = gw.send(lure("Team lunch on Friday", SURE_URL), USERS,
+                   sender="office@partner.test")
+    unsure = gw.send(lure("Minutes of the weekly meeting", UNSURE_URL), USERS,
+                     sender="office@partner.test")
+    for u in USERS:
+        assert gw.dovecot.folders_of(u, "X-Mailmoat-ID", sure) == ["INBOX"]
+        assert gw.dovecot.folders_of(u, "X-Mailmoat-ID", unsure) == ["INBOX"]
+
+    sure_id = "indicator--0b6e2c1a-6f0d-4a53-9c1e-5d2b7a8e4f10"
+    published = time.monotonic()
+    taxii.publish(stix_indicator(sure_id.split("--")[1], f"[url:value = '{SURE_URL}']",
+                                 confidence=85))
+
+    def all_recalled() -> bool:
+        return all(gw.dovecot.folders_of(u, "X-Mailmoat-ID", sure) == ["Recalled"]
+                   for u in USERS)
+
+    wait_for("every copy in Recalled", all_recalled, 2 * POLL + 60)
+    took = time.monotonic() - published
+    print(f"\nindicator published -> all {len(USERS)} copies recalled: {took:.2f}s")
+    assert took < 2 * POLL + 60
+
+    # The record says why: the hunt names the feed and indicator and links the job, and the
+    # job names the indicator as its source.
+    hunt = hunt_for(gw, sure_id)
+    assert hunt is not None and hunt.status == "handed", hunt and hunt.error
+    assert (hunt.feed, hunt.mode, hunt.confidence) == ("local-taxii", "auto", 85)
+    assert hunt.message_ids == [sure]
+    assert sorted(a for _, a in hunt.recipients) == USERS
+    job = get_job(gw.db, int(hunt.job_id))
+    assert job.source == f"intel:local-taxii/{sure_id}"
+    assert job.requested_by == "intel:local-taxii"
+    assert SURE_URL in job.reason
+    done = wait_for("the job marked done", lambda: get_job(gw.db, job.id).state == "done"
+                    or None, 30)
+    assert done and get_job(gw.db, job.id).counts == {"moved": len(USERS)}
+    # The other message was not touched.
+    for u in USERS:
+        assert gw.dovecot.folders_of(u, "X-Mailmoat-ID", unsure) == ["INBOX"]
+
+    # Below auto_recall_confidence: a recall awaiting approval, nothing moved.
+    unsure_id = "indicator--7c3d9e2f-1a4b-4c5d-8e6f-9a0b1c2d3e4f"
+    taxii.publish(stix_indicator(unsure_id.split("--")[1], f"[url:value = '{UNSURE_URL}']",
+                                 confidence=40, modified="2026-11-02T00:00:00.000Z"))
+    queued = wait_for("the queued hunt", lambda: hunt_for(gw, unsure_id), 2 * POLL + 60)
+    assert queued.status == "handed", queued.error
+    assert (queued.mode, queued.confidence, queued.message_ids) == ("queued", 40, [unsure])
+    pending = get_job(gw.db, int(queued.job_id))
+    assert pending.state == "awaiting_approval"
+    assert pending.source == f"intel:local-taxii/{unsure_id}"
+    items = job_items(gw.db, pending.id)
+    assert sorted(i.recipient for i in items) == USERS
+    assert {i.status for i in items} == {"pending"} and all(not i.moved for i in items)
+    # The worker takes only approved jobs: this one waits, and its copies stay put.
+    assert get_job(gw.db, pending.id).state == "awaiting_approval"
+    for u in USERS:
+        assert gw.dovecot.folders_of(u, "X-Mailmoat-ID", unsure) == ["INBOX"]
+        assert gw.dovecot.folders_of(u, "X-Mailmoat-ID", sure) == ["Recalled"]
