@@ -70,11 +70,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
-
-from mailmoat.config import Config, config_from_dict  # noqa: E402
-from mailmoat.internal.simulate import (  # noqa: E402
+from mailmoat.config import Config, config_from_dict
+from mailmoat.internal.simulate import (
     MAIL_SERVER_IP,
     SCENARIOS,
     SimConfig,
@@ -82,10 +79,10 @@ from mailmoat.internal.simulate import (  # noqa: E402
     Simulation,
     simulate,
 )
-from mailmoat.message.model import Direction, Envelope  # noqa: E402
-from mailmoat.scan.base import Action, BuildContext  # noqa: E402
-from mailmoat.scan.engine import Scanner, ScanOutcome  # noqa: E402
-from mailmoat.store.db import Database  # noqa: E402
+from mailmoat.message.model import Direction, Envelope
+from mailmoat.scan.base import Action, BuildContext
+from mailmoat.scan.engine import Scanner, ScanOutcome
+from mailmoat.store.db import Database
 
 DEFAULT_VOLUME = 0.4
 RETRY_FIRST = 300.0  # Postfix minimal_backoff_time
@@ -555,7 +552,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"identity by {p['identity']}, tier 2 {'on' if p['deep'] else 'off'}, network checks "
         f"off; [internal] overrides: {p['internal'] or 'none'}"
         f"{'; the newsletter sender exempt' if p['exempt_newsletter'] else ''}. "
-        f"Machine: {summary['machine']}.",
+        f"Machine: {summary['machine']}. Code: {summary.get('revision', 'unknown')}.",
         "",
         "## Per seed",
         "",
@@ -629,6 +626,21 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def revision() -> str:
+    """The checkout's commit (and whether it had changes), so figures name their code."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
+                             capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, text=True, capture_output=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev}{' with local changes' if dirty.strip() else ''}" if rev else "unknown"
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -696,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
                                                               else sys.argv[1:])]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
                    f"Python {platform.python_version()}",
+        "revision": revision(),
         "parameters": {"accounts": args.accounts, "days": args.days, "volume": args.volume,
                        "start": str(SimConfig().start), "identity": args.identity,
                        "deep": args.deep, "internal": overrides, "seeds": seeds,
