@@ -552,7 +552,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"identity by {p['identity']}, tier 2 {'on' if p['deep'] else 'off'}, network checks "
         f"off; [internal] overrides: {p['internal'] or 'none'}"
         f"{'; the newsletter sender exempt' if p['exempt_newsletter'] else ''}. "
-        f"Machine: {summary['machine']}.",
+        f"Machine: {summary['machine']}. Code: {summary.get('revision', 'unknown')}.",
         "",
         "## Per seed",
         "",
@@ -626,6 +626,21 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def revision() -> str:
+    """The checkout's commit (and whether it had changes), so figures name their code."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, text=True,
+                             capture_output=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, text=True, capture_output=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev}{' with local changes' if dirty.strip() else ''}" if rev else "unknown"
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -693,6 +708,7 @@ def main(argv: list[str] | None = None) -> int:
                                                               else sys.argv[1:])]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
                    f"Python {platform.python_version()}",
+        "revision": revision(),
         "parameters": {"accounts": args.accounts, "days": args.days, "volume": args.volume,
                        "start": str(SimConfig().start), "identity": args.identity,
                        "deep": args.deep, "internal": overrides, "seeds": seeds,
