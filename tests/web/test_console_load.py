@@ -29,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # Idle, a NOOP answers in under 1 ms here. With argon2 on the loop, each wrong-password
 # login stalled every SMTP session for a whole verification (about 50-200 ms at the
 # production cost), back to back: p95 0.9-2.1 s on a 2-core machine. Off the loop what is
-# left is CPU and GIL contention: p95 5-21 ms there. The bound leaves room for a loaded CI.
-P95_BOUND_S = 0.080
+# left is CPU and GIL contention: p95 5-21 ms there, and up to 82 ms when the machine runs
+# other work beside the tests (CI). The bound sits well between the two, so it fails on the
+# stall it guards against and not on a busy machine.
+P95_BOUND_S = 0.250
 PROBE_EVERY_S = 0.005
 LOGINS, REPORTS, RELEASES = 8, 4, 4
 
