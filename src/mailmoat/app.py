@@ -226,7 +226,7 @@ class Gateway:
         sock = open_listener("[web] listen", self.config.web.listen)
         host, port = parse_hostport(self.config.web.listen)
         try:
-            app = create_app(self.config, self.db)
+            app = create_app(self.config, self.db, internal_guard=self.internal_guard)
         except Exception:  # the console is optional; mail keeps flowing without it
             log.exception("web console failed to start; serving SMTP only")
             sock.close()

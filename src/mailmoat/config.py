@@ -79,7 +79,8 @@ class SmtpSettings(Section):
     )
     max_message_size: int = Field(25 * 1024 * 1024, description="bytes; SIZE limit, 552 above")
     max_recipients: int = Field(100, description="recipients per message; 452 above")
-    max_connections_per_ip: int = Field(20, description="concurrent connections per client IP")
+    max_connections_per_ip: int = Field(20, description="concurrent connections per client IP "
+                                        "outside trusted_networks")
     max_connections: int = Field(
         1000, ge=0, description="concurrent SMTP connections per gateway process, all clients "
         "together; 421 4.3.2 above; 0: no cap"

@@ -8,6 +8,7 @@ DIR/mail/maildir/ (Maildir format). Nothing of the system's Postfix is touched.
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 import re
@@ -39,8 +40,10 @@ def _free_port() -> int:
 
 
 class PrivatePostfix:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, main: dict[str, str] | None = None) -> None:
+        """`main`: main.cf settings that replace (or add to) the defaults below."""
         self.root = root
+        self.main = dict(main or {})
         self.conf = root / "etc"
         self.queue = root / "queue"
         self.maildir = root / "mail" / "maildir"
@@ -53,7 +56,7 @@ class PrivatePostfix:
         for d in (self.root / "data", self.root / "mail"):
             os.chown(d, pw.pw_uid, pw.pw_gid)
         os.chmod(self.root, 0o755)
-        (self.conf / "main.cf").write_text(f"""
+        main_cf = f"""
 compatibility_level = 3.6
 queue_directory = {self.queue}
 data_directory = {self.root / 'data'}
@@ -83,7 +86,14 @@ maillog_file_prefixes = {self.root}
 smtputf8_enable = no
 default_transport = error:no outside delivery in tests
 relay_transport = error:no outside delivery in tests
-""")
+"""
+        pending = dict(self.main)
+        lines = []
+        for line in main_cf.splitlines():
+            key = line.split("=", 1)[0].strip()
+            lines.append(f"{key} = {pending.pop(key)}" if key in pending else line)
+        lines += [f"{k} = {v}" for k, v in pending.items()]
+        (self.conf / "main.cf").write_text("\n".join(lines) + "\n")
         master = Path("/etc/postfix/master.cf").read_text()
         lines = []
         for line in master.splitlines():
@@ -136,6 +146,18 @@ relay_transport = error:no outside delivery in tests
             except ProcessLookupError:
                 break
             time.sleep(0.05)
+
+    def postqueue(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["postqueue", "-c", str(self.conf), *args], capture_output=True,
+                              text=True, timeout=60)
+
+    def queued(self) -> dict[str, int]:
+        """Messages in the queue by queue name (incoming, active, deferred, hold)."""
+        out: dict[str, int] = {}
+        for line in self.postqueue("-j").stdout.splitlines():
+            name = json.loads(line)["queue_name"]
+            out[name] = out.get(name, 0) + 1
+        return out
 
     def log(self) -> str:
         p = self.root / "maillog"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiosmtplib
@@ -102,11 +103,16 @@ def held_count(db, mail_from: str) -> int:
                             .where(QuarantineRow.mail_from == mail_from)) or 0)
 
 
-async def settle(pred, timeout: float = 30.0, what: str = "condition") -> None:
+async def settle(pred, timeout: float = 30.0,
+                 what: str | tuple[str, Callable[[], str]] = "condition") -> None:
+    """Wait for `pred()`; `what` names it, or (name, a function saying what is there
+    instead) for the failure message."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not pred():
         if loop.time() > deadline:
+            if isinstance(what, tuple):
+                raise AssertionError(f"timed out waiting for {what[0]}: {what[1]()}")
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
 

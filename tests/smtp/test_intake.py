@@ -255,6 +255,20 @@ async def test_connection_limit_in_memory(tmp_path, sink):
         await _check_connection_limit(gw.smtp_port)
 
 
+async def test_trusted_networks_are_not_held_to_the_per_client_limit(tmp_path, sink):
+    """The company mail server relays its queue on many connections at once."""
+    cfg = gateway_config(tmp_path, sink.port, smtp={"max_connections_per_ip": 2,
+                                                    "trusted_networks": ["127.0.0.1/32"]})
+    async with running_gateway(cfg) as gw:
+        held = []
+        for _ in range(5):
+            line, w = await _banner(gw.smtp_port)
+            held.append(w)
+            assert line.startswith(b"220"), line
+        for w in held:
+            w.close()
+
+
 @pytest.mark.redis
 async def test_connection_limit_in_redis(tmp_path, sink):
     import os

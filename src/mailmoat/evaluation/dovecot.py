@@ -64,6 +64,11 @@ class Dovecot:
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
+    def sasl_socket(self) -> Path:
+        """Dovecot's SASL socket, for a Postfix's `smtpd_sasl_path`."""
+        return self.root / "run" / "auth-client"
+
+    @property
     def passwd(self) -> Path:
         return self.root / "users"
 
@@ -162,6 +167,11 @@ service auth {{
   unix_listener auth-userdb {{
     mode = 0600
     user = dovecot
+  }}
+  # SASL for a test Postfix (smtpd_sasl_type = dovecot), whose smtpd runs as `postfix`;
+  # the socket lies in this instance's private temp dir.
+  unix_listener auth-client {{
+    mode = 0666
   }}
 }}
 service anvil {{

@@ -153,6 +153,7 @@ class InternalGuard:
         self._writes: set[asyncio.Future[Any]] = set()
         self._next_incident = 1  # without a database
         self._started = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._start_lock: asyncio.Lock | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._restrictions_seen: datetime | None = None
@@ -176,6 +177,7 @@ class InternalGuard:
                 except Exception:
                     log.exception("internal: reading accounts' state failed; starting without")
             self._sync_task = asyncio.create_task(self._sync_loop(), name="internal-sync")
+            self._loop = asyncio.get_running_loop()
             self._started = True
 
     def _load(self) -> None:
@@ -246,6 +248,16 @@ class InternalGuard:
         changed, self._restrictions_seen = accounts.load_restrictions(
             self.db, self._restrictions_seen)
         return changed
+
+    def restriction_changed(self, r: Restriction) -> None:
+        """A suspension or release made in this process (the console): applied now, not at
+        the next sync, so an administrator who releases an account and flushes the mail
+        server's queue sees it flow. Callable from any thread."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self._apply_restriction, r)
+        else:
+            self._apply_restriction(r)
 
     def _apply_restriction(self, r: Restriction) -> None:
         mine = self.restrictions.get(r.account)

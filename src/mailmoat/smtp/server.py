@@ -550,6 +550,13 @@ class GatewaySMTP(SMTP):
             await self._refuse_connection(R.S421_SERVER_BUSY)
             return
         try:
+            if self.event_handler.is_trusted(ip):
+                # Our own mail server relaying its queue opens many connections at once
+                # (Postfix: up to 20 per destination); a per-client cap would only defer
+                # company mail. Postfix exempts $mynetworks likewise
+                # (smtpd_client_event_limit_exceptions); the process-wide cap still holds.
+                await super()._handle_client()
+                return
             lease = await self.limiter.acquire(ip)
             if lease is None:
                 log.info("connection limit reached for %s", ip)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -110,7 +111,9 @@ def error_page(request: Request, status: int, detail: str) -> Response:
                                 "detail": detail, "flash": ""}, status_code=status)
 
 
-def create_app(config: Config, database: Database) -> FastAPI:
+def create_app(config: Config, database: Database, *, internal_guard: Any = None) -> FastAPI:
+    """The console and API. `internal_guard`: the gateway's account guard in this process
+    (mailmoat.internal.guard.InternalGuard), told of suspensions and releases at once."""
     database.create_schema()
     console = config.section("console", ConsoleSettings)
     digest = config.section("digest", DigestSettings)
@@ -139,6 +142,7 @@ def create_app(config: Config, database: Database) -> FastAPI:
                   docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     app.state.config = config
     app.state.db = database
+    app.state.internal_guard = internal_guard
     app.state.templates = Jinja2Templates(directory=str(HERE / "templates"))
     app.state.metrics = metrics.make_registry(config, database)
     app.add_middleware(SessionMiddleware, secret_key=secret_key(config), session_cookie="mailmoat_session",

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailmoat.errors import StoreError
@@ -196,20 +196,29 @@ def show_account(account: str, admin: AdminUser, db: DbDep) -> AccountOut:
 @router.post("/accounts/{account}/suspend", response_model=RestrictionOut,
              summary="Suspend (or hold, or throttle) an account")
 def suspend(account: str, body: SuspendIn, admin: AdminUser, config: ConfigDep,
-            db: DbDep) -> RestrictionOut:
+            db: DbDep, request: Request) -> RestrictionOut:
     try:
         r = accounts.restrict_account(config, db, account, admin.email, kind=body.kind,
                                       minutes=body.minutes, reason=body.reason,
                                       reply=body.reply)
     except StoreError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
+    tell_gateway(request, r)
     return _restriction(r)
+
+
+def tell_gateway(request: Request, r: accounts.Restriction) -> None:
+    """The gateway in this process applies a suspension or release at once (other nodes
+    read it from Redis at once, or from the database within [internal] sync_seconds)."""
+    guard = getattr(request.app.state, "internal_guard", None)
+    if guard is not None:
+        guard.restriction_changed(r)
 
 
 @router.post("/accounts/{account}/release", response_model=RestrictionOut,
              responses=responses(404, 409),
              summary="Let an account send again (its queued mail then flows)")
-def release(account: str, admin: AdminUser, config: ConfigDep, db: DbDep,
+def release(account: str, admin: AdminUser, config: ConfigDep, db: DbDep, request: Request,
             body: ReleaseIn | None = None) -> RestrictionOut:
     if accounts.get_restriction(db, account) is None:
         raise HTTPException(status_code=404, detail=f"{account} is not restricted")
@@ -218,6 +227,7 @@ def release(account: str, admin: AdminUser, config: ConfigDep, db: DbDep,
                                      grace_hours=body.grace_hours if body else None)
     except StoreError as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
+    tell_gateway(request, r)
     return _restriction(r)
 
 
