@@ -4,7 +4,10 @@ pointing at a real Dovecot and one `[[intel.feeds]]` polling a real TAXII 2.1 se
 three mailboxes; then an indicator for its link is published on the TAXII collection. The
 gateway's poller hunts the delivered copies, hands them to recall, and its recall worker
 moves every copy to the recall folder within two poll intervals plus a minute. An indicator
-below `auto_recall_confidence` only queues a recall for approval: nothing moves."""
+below `auto_recall_confidence` only queues a recall for approval: nothing moves. The
+gateway's own console, in headless Chromium, shows why: the hunt names the feed and the
+indicator and lists the messages and the mailboxes they were taken from; the queued recall
+waits on the approval queue until an administrator approves it there."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -23,6 +27,8 @@ from tests.e2e.gateway_proc import free_port, start_gateway, start_sink_thread, 
 from tests.intel.conftest import Taxii, stix_indicator, taxii  # noqa: F401
 from tests.recall.dovecot import dovecot_available, running_dovecot
 from tests.recall.gateway import Gateway, LmtpBridge, recall_toml, write_gateway_config
+from tests.web.fixtures import PASSWORD
+from tests.web.test_browser import ARGS, CHROMIUM, logged_in
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.slow]
 
@@ -73,13 +79,15 @@ def gw(tmp_path: Path, taxii: Taxii) -> Iterator[Gateway]:  # noqa: F811
     with running_dovecot(USERS) as dc:
         bridge = LmtpBridge(dc)
         sink = start_sink_thread(bridge)
-        smtp_port = free_port()
+        smtp_port, web_port = free_port(), free_port()
         recall = recall_toml(dc, root / "imap-master.secret", worker_interval=0.5,
                              extra=intel_toml(taxii, taxii_secret))
-        cfg = write_gateway_config(root, dc, smtp_port, int(sink.port), recall=recall)
+        cfg = write_gateway_config(root, dc, smtp_port, int(sink.port), recall=recall,
+                                   web_port=web_port)
         try:
             proc = start_gateway(cfg, smtp_port, root / "gateway.log")
             gateway = Gateway(root, dc, bridge, cfg, smtp_port)
+            gateway.web_url = f"http://127.0.0.1:{web_port}"
             try:
                 yield gateway
             finally:
@@ -105,6 +113,14 @@ def hunt_for(gw: Gateway, source_id: str) -> IntelHuntRow | None:
             IntelHuntRow.status.in_(("handed", "failed")))).first()
 
 
+def console_up(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.browser
 def test_indicator_on_taxii_recalls_every_delivered_copy(gw: Gateway, taxii: Taxii  # noqa: F811
                                                          ) -> None:
     sure = gw.send(lure("Team lunch on Friday", SURE_URL), USERS,
@@ -165,3 +181,50 @@ def test_indicator_on_taxii_recalls_every_delivered_copy(gw: Gateway, taxii: Tax
     for u in USERS:
         assert gw.dovecot.folders_of(u, "X-Mailmoat-ID", unsure) == ["INBOX"]
         assert gw.dovecot.folders_of(u, "X-Mailmoat-ID", sure) == ["Recalled"]
+
+    # The console shows why, in a real browser, served by the gateway itself.
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed: the console part is not checked")
+    from playwright.sync_api import sync_playwright
+
+    from mailmoat.web.auth import create_user
+
+    wait_for("the gateway's console", lambda: console_up(gw.web_url), 30)
+    create_user(gw.db, "admin@corp.test", "admin", PASSWORD, [])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            with logged_in(browser, gw.web_url, "admin@corp.test") as page:
+                page.click("text=Threat intel")
+                page.click("#tab-hunts")
+                row = page.locator("#intel-hunts tr.hunt", has_text=SURE_URL)
+                assert "recalled automatically" in row.inner_text()
+                row.locator(f'a[href="/intel/hunts/{hunt.id}"]').click()
+                page.wait_for_load_state()
+                assert page.inner_text("#hunt-feed") == "local-taxii"
+                indicator = page.inner_text("#hunt-indicator")
+                assert SURE_URL in indicator and sure_id in indicator
+                messages = page.inner_text("#hunt-messages")
+                assert sure in messages and "Team lunch on Friday" in messages
+                assert unsure not in messages
+                rows = page.locator("#hunt-recipients tr").all_inner_texts()[1:]
+                assert sorted(r.split("\t")[0] for r in rows) == USERS
+                assert all("\tmoved\t" in r and r.endswith("INBOX") for r in rows), rows
+
+                # The unsure indicator's recall waits on the approval queue: approve it.
+                page.click("#tab-queue")
+                waiting = page.locator(f"#queued-{queued.id}")
+                assert UNSURE_URL in waiting.inner_text()
+                assert "waits for approval" in waiting.inner_text()
+                page.click(f"#btn-approve-{queued.id}")
+                page.wait_for_load_state()
+                assert f"Approved: the recall of hunt {queued.id}" in page.inner_text("#flash")
+        finally:
+            browser.close()
+
+    def unsure_recalled() -> bool:
+        return all(gw.dovecot.folders_of(u, "X-Mailmoat-ID", unsure) == ["Recalled"]
+                   for u in USERS)
+
+    wait_for("the approved recall", unsure_recalled, 60)
+    assert get_job(gw.db, pending.id).decided_by == "admin@corp.test"
