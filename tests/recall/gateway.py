@@ -69,8 +69,10 @@ timeout = 10
 
 
 def write_gateway_config(tmp: Path, dovecot: Dovecot, smtp_port: int, downstream: int,
-                         recall: str = "") -> Path:
+                         recall: str = "", web_port: int | None = None) -> Path:
+    """The gateway's config; with `web_port`, it serves the console there too."""
     tmp.mkdir(parents=True, exist_ok=True)
+    web = f'listen = "127.0.0.1:{web_port}"' if web_port else "enabled = false"
     secret = tmp / "imap-master.secret"
     secret.write_text(MASTER_PASSWORD + "\n")
     cfg = tmp / "mailmoat.toml"
@@ -85,7 +87,7 @@ retry_schedule = [1]
 [storage]
 data_dir = "{tmp / 'data'}"
 [web]
-enabled = false
+{web}
 [scan]
 network = false
 [content]
@@ -105,6 +107,7 @@ class Gateway:
         self.bridge = bridge
         self.config = config
         self.smtp_port = smtp_port
+        self.web_url = ""  # the console's base URL, when the config serves it
         self.db = Database(f"sqlite:///{tmp / 'data' / 'mailmoat.db'}")
 
     def send(self, raw: bytes, recipients: list[str], sender: str = "lure@phish.test",

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+from mailmoat.config import Config
 from mailmoat.message.model import Direction, Envelope
 from mailmoat.store.log import LogWriter, message_log_data
-from tests.conftest import scan_bytes
+from tests.conftest import make_config, scan_bytes
+
+OWN_DOMAIN = "corp.test"
+
+
+def corp_config(**sections: dict[str, Any]) -> Config:
+    """A test config whose own domain is corp.test, where the job tests' mailboxes are:
+    recall touches mailboxes in the gateway's own domains only."""
+    return make_config(smtp={"relay_domains": [OWN_DOMAIN]}, **sections)
 
 
 async def log_delivered(writer: LogWriter, mid: str, raw: bytes, rcpts: tuple[str, ...],

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from mailmoat.message.model import Direction
 from mailmoat.recall.connectors import Connectors
 from mailmoat.recall.jobs import RecallWorker
 from mailmoat.store.log import LogWriter
@@ -39,7 +40,10 @@ def ms() -> Iterator[tuple[FakeMicrosoft, str]]:
 def make_env(tmp_path: Path, ms: FakeMicrosoft, ca: str, monkeypatch: pytest.MonkeyPatch,
              two_person: bool = False) -> Seeded:
     monkeypatch.setenv("MM_TEST_GRAPH_SECRET", FakeMicrosoft.SECRET)
-    env = seed(tmp_path / "data", recall={
+    # The seeded users' and the wave's domains are the gateway's own: recall touches
+    # mailboxes in them only.
+    env = seed(tmp_path / "data", smtp={"relay_domains": ["a.test", "b.test", "corp.test"]},
+               recall={
         "two_person_approval": two_person,
         "graph": {"tenant_id": FakeMicrosoft.TENANT, "client_id": FakeMicrosoft.CLIENT_ID,
                   "client_secret_env": "MM_TEST_GRAPH_SECRET", "authority_url": ms.url,
@@ -160,4 +164,34 @@ async def test_two_person_approval(tmp_path, ms, monkeypatch) -> None:
     assert r.json()["state"] == "denied"
     assert admin.get("/api/v1/recall/jobs", params={"state": "denied"}).json()[0]["id"] == \
         other["id"]
+    env.db.dispose()
+
+
+async def test_copies_outside_our_domains_are_shown_and_left_out(tmp_path, ms,
+                                                                 monkeypatch) -> None:
+    fake, ca = ms
+    env = make_env(tmp_path, fake, ca, monkeypatch)
+    writer = LogWriter(env.db)
+    try:  # ann@a.test writes to a colleague and to a partner elsewhere
+        await log_delivered(writer, "out1", make_email(subject="Quote"),
+                            ("carol@a.test", "pat@partner.test"),
+                            direction=Direction.OUTBOUND, mail_from="ann@a.test")
+    finally:
+        writer.close()
+    app = create_app(env.config, env.db)
+    admin = client(app, env, "admin")
+    body = admin.post("/api/v1/recall/preview", json={"message_ids": ["out1"]}).json()
+    assert body["mailboxes"] == 1 and [c["recipient"] for c in body["copies"]] == \
+        ["carol@a.test"]
+    assert [c["recipient"] for c in body["outside"]] == ["pat@partner.test"]
+    page = admin.get("/recall/new", params={"ids": "out1"}).text
+    outside = page.split('id="recall-outside"')[1]
+    assert "pat@partner.test" in outside and "outside our domains" in outside
+    assert "pat@partner.test" not in page.split('id="recall-preview"')[1].split("</table>")[0]
+    job = admin.post("/api/v1/recall/jobs", json={"message_ids": ["out1"],
+                                                  "reason": "sent by mistake"}).json()
+    items = admin.get(f"/api/v1/recall/jobs/{job['id']}/items",
+                      params={"status": "outside"}).json()
+    assert [i["recipient"] for i in items] == ["pat@partner.test"] and items[0]["attempts"] == 0
+    assert job["counts"] == {"pending": 1, "outside": 1}
     env.db.dispose()

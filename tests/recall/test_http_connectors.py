@@ -14,9 +14,9 @@ from mailmoat.recall.connectors import Connectors
 from mailmoat.recall.jobs import RecallWorker, create_recall_job, job_items, undo
 from mailmoat.store.db import Database
 from mailmoat.store.log import LogWriter
-from tests.conftest import make_config, make_email
+from tests.conftest import make_email
 from tests.recall.fakes import FakeGoogle, FakeMicrosoft, fake_apis
-from tests.recall.helpers import log_delivered
+from tests.recall.helpers import corp_config, log_delivered
 
 MSG_ID = "lure-77@phish.test"
 
@@ -51,7 +51,7 @@ async def deliver(db: Database, mid: str, rcpts: tuple[str, ...]) -> None:
 def graph_config(ms: FakeMicrosoft, ca: str, monkeypatch: pytest.MonkeyPatch,
                  folder: str = "Recalled") -> Config:
     monkeypatch.setenv("MM_TEST_GRAPH_SECRET", FakeMicrosoft.SECRET)
-    return make_config(recall={"graph": {
+    return corp_config(recall={"graph": {
         "tenant_id": FakeMicrosoft.TENANT, "client_id": FakeMicrosoft.CLIENT_ID,
         "client_secret_env": "MM_TEST_GRAPH_SECRET", "authority_url": ms.url,
         "graph_url": ms.url, "ca_file": ca, "folder": folder, "retries": 2,
@@ -142,7 +142,7 @@ async def test_graph_wrong_client_secret_fails_every_item_without_showing_it(
 def gmail_config(google: FakeGoogle, ca: str, tmp_path: Path, mode: str = "label") -> Config:
     key = tmp_path / "sa.json"
     key.write_text(google.key_json())
-    return make_config(recall={"gmail": {"service_account_file": str(key),
+    return corp_config(recall={"gmail": {"service_account_file": str(key),
                                          "api_url": google.url, "ca_file": ca, "mode": mode,
                                          "retries": 3, "backoff": 0.25}})
 

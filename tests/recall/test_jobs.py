@@ -25,12 +25,12 @@ from mailmoat.recall.jobs import (
     preview,
     retry_failed,
 )
-from mailmoat.recall.settings import recall_settings
+from mailmoat.recall.settings import own_domains, recall_settings
 from mailmoat.store.db import Database
 from mailmoat.store.log import LogWriter
 from tests.conftest import make_config, make_email
 from tests.recall.fakes import FakeMicrosoft, fake_apis
-from tests.recall.helpers import log_delivered
+from tests.recall.helpers import corp_config, log_delivered
 
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
@@ -108,7 +108,7 @@ async def test_failed_mailboxes_are_retried_and_approval_needs_a_second_person(
         db: Database, ms, monkeypatch) -> None:
     fake, ca = ms
     monkeypatch.setenv("MM_TEST_GRAPH_SECRET", FakeMicrosoft.SECRET)
-    cfg = make_config(recall={"graph": {
+    cfg = corp_config(recall={"graph": {
         "tenant_id": FakeMicrosoft.TENANT, "client_id": FakeMicrosoft.CLIENT_ID,
         "client_secret_env": "MM_TEST_GRAPH_SECRET", "authority_url": fake.url,
         "graph_url": fake.url, "ca_file": ca, "retries": 0}})
@@ -181,3 +181,53 @@ def test_an_unreadable_secret_fails_items_naming_the_setting(tmp_path, monkeypat
                                        "MM_SECRET_SET"}})
     c = Connectors(cfg).get("imap")
     assert "hunter2" not in repr(c) and "hunter2" not in repr(recall_settings(cfg))
+
+
+async def test_an_outbound_copy_to_an_external_recipient_is_left_out(db, ms,
+                                                                     monkeypatch) -> None:
+    """ann@corp.test wrote to bob@corp.test and to a partner; the partner's copy is in
+    another organisation's mailbox. A recall shows it as outside our domains in the preview
+    and the job and never tries it, even where the partner's mail system would answer (the
+    fake serves every address), and even for a job created without the list of domains."""
+    fake, ca = ms
+    monkeypatch.setenv("MM_TEST_GRAPH_SECRET", FakeMicrosoft.SECRET)
+    cfg = corp_config(recall={"graph": {
+        "tenant_id": FakeMicrosoft.TENANT, "client_id": FakeMicrosoft.CLIENT_ID,
+        "client_secret_env": "MM_TEST_GRAPH_SECRET", "authority_url": fake.url,
+        "graph_url": fake.url, "ca_file": ca, "retries": 0}})
+    for u in ("bob@corp.test", "pat@partner.test"):
+        fake.add_mailbox(u)
+        fake.deliver(u, "<out1@corp.test>")
+    writer = LogWriter(db)
+    try:
+        await log_delivered(writer, "o1", mail("Quote", "out1@corp.test", []),
+                            ("bob@corp.test", "pat@partner.test"),
+                            direction=Direction.OUTBOUND, mail_from="ann@corp.test")
+    finally:
+        writer.close()
+    ours = own_domains(cfg)
+    assert ours == {"corp.test"}
+    planned = {c.recipient: c.outside for c in preview(db, ["o1"], own_domains=ours)}
+    assert planned == {"bob@corp.test": False, "pat@partner.test": True}
+
+    job = create_recall_job(db, ["o1"], reason="sent by mistake", requested_by="admin",
+                            source="t", own_domains=ours, max_items=1)  # the partner's
+    # copy is not one the recall touches: it does not count against max_items either
+    items = {i.recipient: i for i in job_items(db, job)}
+    assert items["pat@partner.test"].status == "outside"
+    assert "outside our domains" in items["pat@partner.test"].detail
+    assert items["bob@corp.test"].status == "pending"
+    # An older caller that does not pass the domains: the worker leaves the copy out itself.
+    blind = create_recall_job(db, ["o1"], reason="again", requested_by="admin", source="t")
+    assert {i.status for i in job_items(db, blind)} == {"pending"}
+    worker = RecallWorker(cfg, db, Connectors(cfg, sleep=lambda _s: None))
+    try:
+        assert worker.run_job(job).counts == {"moved": 1, "outside": 1}
+        assert worker.run_job(blind).counts == {"moved": 1, "outside": 1}  # already there
+    finally:
+        worker.close()
+    assert fake.where("bob@corp.test", "<out1@corp.test>") == ["Recalled"]
+    assert fake.where("pat@partner.test", "<out1@corp.test>") == ["Inbox"]
+    paths = [p for _, p, _ in fake.requests]
+    assert any("bob" in p for p in paths) and not any("partner.test" in p for p in paths)
+    assert {i.attempts for i in job_items(db, job) if i.status == "outside"} == {0}

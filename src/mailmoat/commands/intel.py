@@ -168,13 +168,14 @@ def register(app: typer.Typer) -> None:
         """Re-scan delivered mail still in the spool with today's rules and models."""
         import asyncio
 
-        from mailmoat.intel.hunt import hand_to_recall
+        from mailmoat.intel.hunt import bind_recall, hand_to_recall
         from mailmoat.intel.rescan import rescan_delivered
 
         try:
             cfg, db = _open(config)
             items = asyncio.run(rescan_delivered(cfg, db, hours,
-                                                 recall=hand_to_recall if recall else None,
+                                                 recall=bind_recall(cfg, hand_to_recall)
+                                                 if recall else None,
                                                  auto=auto))
         except MailmoatError as exc:
             _fail(str(exc))

@@ -4,7 +4,9 @@ Recalls (or, with --restore, moves back) every delivered copy of the messages wi
 X-Mailmoat-IDs through the connectors in `[recall]`, and prints one line per recipient
 copy; `--format json` prints one JSON object per line with at least `id`, `recipient` and
 `status` (moved, restored, not_found, failed). The exit code is 0 when every copy ended
-moved, restored or not found, 1 when some failed, 2 for a bad configuration.
+moved, restored or not found, 1 when some failed, 2 for a bad configuration. Copies
+delivered outside our domains (an outbound message's external recipients) are not ours to
+touch: they are left out, not printed as copies, and counted in a note on stderr.
 
 The recall is a job in the database like one from the console: run the same command again
 after a crash (or kill) and it resumes that job instead of starting another; a
@@ -79,7 +81,7 @@ def register(app: typer.Typer) -> None:
             job_items,
         )
         from mailmoat.recall.index import deliveries
-        from mailmoat.recall.settings import recall_settings
+        from mailmoat.recall.settings import own_domains, recall_settings
         from mailmoat.store.db import Database
 
         if fmt not in ("text", "json"):
@@ -102,7 +104,8 @@ def register(app: typer.Typer) -> None:
 
                 job_id = create_recall_job(
                     db, ids, reason=reason or "recall from the CLI", requested_by=who,
-                    source="cli", follow_forwards=forwards and settings.follow_forwards,
+                    source="cli", own_domains=own_domains(cfg),
+                    follow_forwards=forwards and settings.follow_forwards,
                     forward_window=timedelta(days=settings.forward_window_days),
                     max_items=settings.max_items)
             worker = RecallWorker(cfg, db)
@@ -123,7 +126,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
         lines: list[dict[str, Any]] = []
+        outside = sorted({it.recipient for it in items if it.status == "outside"})
         for it in items:
+            if it.status == "outside":
+                continue
             lines.append({"id": it.mailmoat_id, "recipient": it.recipient,
                           "status": it.status if it.status in (*OK_STATUSES, "failed")
                           else "failed",
@@ -151,6 +157,9 @@ def register(app: typer.Typer) -> None:
                 where = f" ({', '.join(line['folders'])})" if line["folders"] else ""
                 typer.echo(f"{line['id']}  {line['recipient'] or '-'}  {line['status']}"
                            f"{where}  {line['detail']}")
+        if outside:
+            typer.echo(f"left out {len(outside)} recipient(s) outside our domains: "
+                       f"{', '.join(outside[:20])}{' …' if len(outside) > 20 else ''}", err=True)
         if fmt == "text":
             typer.echo(f"job {job_id}: {view.state}, {view.counts}", err=True)
         if any(line["status"] not in OK_STATUSES for line in lines):

@@ -21,10 +21,11 @@ function of the same signature instead.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, cast
@@ -32,14 +33,15 @@ from typing import Protocol, cast
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailmoat.config import Config
 from mailmoat.intel.settings import FeedSettings
 from mailmoat.intel.store import rows_by_id
 from mailmoat.recall.index import deliveries, find_messages
 from mailmoat.store.db import Database
 from mailmoat.store.models import IntelHuntRow, IntelIndicatorRow, ObservableRow
 
-__all__ = ["HuntMatch", "RecallHandler", "hand_to_recall", "hand_pending", "hunt",
-           "match_indicators"]
+__all__ = ["HuntMatch", "RecallHandler", "bind_recall", "hand_to_recall", "hand_pending",
+           "hunt", "match_indicators"]
 
 log = logging.getLogger("mailmoat.intel")
 
@@ -50,15 +52,29 @@ class RecallHandler(Protocol):
 
 
 def hand_to_recall(db: Database, mailmoat_ids: Sequence[str], *, reason: str,
-                   requested_by: str, source: str, approved: bool = True) -> str:
+                   requested_by: str, source: str, approved: bool = True,
+                   own_domains: Collection[str] | None = None) -> str:
     """Create a recall job for every delivered copy of these messages; its id.
-    `approved=False` puts it in recall's approval queue instead of running it."""
+    `approved=False` puts it in recall's approval queue instead of running it. Copies
+    outside `own_domains` are kept in the job as left out (see `bind_recall`)."""
     # The recall side, imported when a hunt first hands something over; where it is not
     # installed the import error is the hunt's recorded reason and it is handed again later.
     jobs = importlib.import_module("mailmoat.recall.jobs")
     job = jobs.create_recall_job(db, list(mailmoat_ids), reason=reason,
-                                 requested_by=requested_by, source=source, approved=approved)
+                                 requested_by=requested_by, source=source, approved=approved,
+                                 own_domains=own_domains)
     return str(job)
+
+
+def bind_recall(config: Config, recall: RecallHandler | None) -> RecallHandler | None:
+    """`hand_to_recall` told the gateway's own domains, so that the job it creates shows an
+    outbound message's external recipients as left out from the start (any other handler,
+    or None, is returned as it is)."""
+    if recall is not hand_to_recall:
+        return recall
+    settings = importlib.import_module("mailmoat.recall.settings")
+    return cast(RecallHandler, functools.partial(hand_to_recall,
+                                                 own_domains=settings.own_domains(config)))
 
 
 @dataclass(frozen=True)

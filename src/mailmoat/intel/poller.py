@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from mailmoat.config import Config
-from mailmoat.intel.hunt import RecallHandler, hand_pending, hand_to_recall, hunt
+from mailmoat.intel.hunt import RecallHandler, bind_recall, hand_pending, hand_to_recall, hunt
 from mailmoat.intel.lists import parse_csv, parse_list
 from mailmoat.intel.misp import read_misp, read_static_feed
 from mailmoat.intel.model import FeedBatch
@@ -84,6 +84,7 @@ def poll_feed(config: Config, db: Database, feed: FeedSettings, *,
     settings = intel_settings(config)
     now = now or datetime.now(UTC)
     report = PollReport(feed=feed.name, ok=False)
+    recall = bind_recall(config, recall)
     try:
         with db.session() as s:
             cursor = feed_state(s, feed.name, feed.kind).cursor or None
@@ -125,7 +126,7 @@ class IntelService:
                  on_poll: Callable[[PollReport], None] | None = None) -> None:
         self.config = config
         self.db = db
-        self.recall = recall
+        self.recall = bind_recall(config, recall)
         self.on_poll = on_poll  # told after every poll (tests and the console wait on it)
         self.settings = intel_settings(config)
         self._tasks: list[asyncio.Task[None]] = []

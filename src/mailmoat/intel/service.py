@@ -1,9 +1,11 @@
-"""What the CLI and the REST API read and ask of threat intelligence, as plain dicts: feed
-status, indicators, hunts and the approval queue, and a hunt on demand. Nothing here returns
-a secret: feeds are described by name, kind, URL and state only."""
+"""What the CLI, the REST API and the console read and ask of threat intelligence, as plain
+dicts: feed status, indicators, hunts (with the recall job each was handed to) and the
+approval queue and its decisions, and a hunt on demand. Nothing here returns a secret:
+feeds are described by name, kind, URL and state only."""
 
 from __future__ import annotations
 
+import importlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,15 +13,21 @@ from sqlalchemy import func, select
 
 from mailmoat.config import Config
 from mailmoat.intel.fetch import redact
-from mailmoat.intel.hunt import hand_to_recall, hunt, match_indicators
+from mailmoat.intel.hunt import bind_recall, hand_to_recall, hunt, match_indicators
 from mailmoat.intel.settings import intel_settings
 from mailmoat.intel.store import hunts, is_live, live_rows, rows_by_id
 from mailmoat.recall.index import OBSERVABLE_KINDS, normalise
 from mailmoat.store.db import Database
-from mailmoat.store.models import IntelFeedRow, IntelHuntRow, IntelIndicatorRow
+from mailmoat.store.models import IntelFeedRow, IntelHuntRow, IntelIndicatorRow, MessageRow
+from mailmoat.store.quarantine import audit
 
-__all__ = ["feed_status", "hunt_dict", "hunt_now", "hunt_page", "indicator_dict",
-           "indicator_page"]
+__all__ = ["QueueError", "attach_jobs", "decide_queued", "feed_status", "hunt_detail",
+           "hunt_dict", "hunt_now", "hunt_page", "indicator_dict", "indicator_page"]
+
+
+class QueueError(ValueError):
+    """An approval-queue decision that cannot be made (no such hunt, not queued, not
+    handed to recall yet, or recall refused it); the text says which."""
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -78,9 +86,15 @@ def indicator_dict(r: IntelIndicatorRow, now: datetime) -> dict[str, Any]:
 
 def indicator_page(db: Database, *, feed: str | None = None, kind: str | None = None,
                    value: str | None = None, live_only: bool = True,
-                   limit: int = 100) -> list[dict[str, Any]]:
+                   limit: int = 100, contains: str | None = None) -> list[dict[str, Any]]:
+    """Indicators, newest first: of `feed` and `kind`, equal to `value` (normalised as the
+    kind's values are), or holding `contains` anywhere in the value or label."""
     now = datetime.now(UTC)
     q = select(IntelIndicatorRow).order_by(IntelIndicatorRow.id.desc()).limit(limit)
+    if contains and contains.strip():
+        needle = contains.strip().lower()
+        q = q.where(func.lower(IntelIndicatorRow.value).contains(needle, autoescape=True)
+                    | func.lower(IntelIndicatorRow.label).contains(needle, autoescape=True))
     if feed:
         q = q.where(IntelIndicatorRow.feed == feed)
     if kind:
@@ -119,6 +133,81 @@ def hunt_page(db: Database, *, mode: str | None = None, status: list[str] | None
                                              limit=limit)]
 
 
+def _jobs_module() -> Any:
+    # The recall side, loaded when first asked for, as hunt.hand_to_recall loads it.
+    return importlib.import_module("mailmoat.recall.jobs")
+
+
+def attach_jobs(db: Database, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each hunt dict with its recall job's `job_state` ("" before it is handed, or when
+    the job is gone) and `job_counts` (the job's mailbox copies by status)."""
+    wanted = sorted({int(h["job_id"]) for h in items if str(h.get("job_id") or "").isdigit()})
+    views = _jobs_module().get_jobs(db, wanted) if wanted else {}
+    for h in items:
+        v = views.get(int(h["job_id"])) if str(h.get("job_id") or "").isdigit() else None
+        h["job_state"] = v.state if v is not None else ""
+        h["job_counts"] = dict(v.counts) if v is not None else {}
+    return items
+
+
+def hunt_detail(db: Database, hunt_id: int) -> dict[str, Any] | None:
+    """One hunt as the console shows it: the hunt, the indicator it was (if still stored),
+    the messages it matched (subject, sender, time), its recall job and that job's
+    per-recipient outcome. None when there is no such hunt."""
+    found = hunt_page(db, hunt_id=hunt_id)
+    if not found:
+        return None
+    h = attach_jobs(db, found)[0]
+    now = datetime.now(UTC)
+    with db.session() as s:
+        ind = s.get(IntelIndicatorRow, h["indicator_id"]) if h["indicator_id"] else None
+        h["indicator"] = indicator_dict(ind, now) if ind is not None else None
+        rows = {r.id: r for r in s.scalars(select(MessageRow).where(
+            MessageRow.id.in_(h["message_ids"][:1000])))}
+        h["messages"] = [{"id": m, "subject": rows[m].subject if m in rows else "",
+                          "mail_from": rows[m].mail_from if m in rows else "",
+                          "received_at": _iso(rows[m].received_at) if m in rows else None}
+                         for m in h["message_ids"]]
+    jobs = _jobs_module()
+    h["job"] = jobs.get_jobs(db, [int(h["job_id"])]).get(int(h["job_id"])) \
+        if str(h["job_id"]).isdigit() else None
+    h["items"] = jobs.job_items(db, h["job"].id) if h["job"] is not None else []
+    return h
+
+
+def decide_queued(config: Config, db: Database, hunt_id: int, op: str, *, by: str,
+                  note: str = "") -> dict[str, Any]:
+    """Approve or deny the recall a queued hunt is waiting on, with recall's own
+    `approve`/`deny` (which audit the decision on the job); the decision is audited on the
+    hunt too. Returns the hunt with its job's new state. QueueError when it cannot be."""
+    if op not in ("approve", "deny"):
+        raise QueueError(f"unknown decision {op!r}: approve or deny")
+    found = hunt_page(db, hunt_id=hunt_id)
+    if not found:
+        raise QueueError(f"no hunt {hunt_id}")
+    h = found[0]
+    if h["mode"] != "queued":
+        raise QueueError(f"hunt {hunt_id} is not in the approval queue ({h['mode']})")
+    if not str(h["job_id"]).isdigit():
+        raise QueueError(f"hunt {hunt_id} has not been handed to recall yet ({h['status']}); "
+                         "it is handed again on the feed's next poll")
+    job_id = int(h["job_id"])
+    jobs = _jobs_module()
+    two_person = importlib.import_module("mailmoat.recall.settings").recall_settings(
+        config).two_person_approval
+    try:
+        if op == "approve":
+            jobs.approve(db, job_id, by=by, note=note, two_person=two_person)
+        else:
+            jobs.deny(db, job_id, by=by, note=note)
+    except jobs.JobError as exc:
+        raise QueueError(str(exc)) from exc
+    audit(db, by, f"intel.{op}", f"intel-hunt:{hunt_id}", recall_job=job_id, note=note,
+          feed=h["feed"], indicator=f"{h['kind']} {h['value'][:300]}",
+          confidence=h["confidence"])
+    return attach_jobs(db, [h])[0]
+
+
 def hunt_now(config: Config, db: Database, *, feed: str | None = None,
              kind: str | None = None, value: str | None = None, days: float = 14.0,
              recall: bool = False) -> list[dict[str, Any]]:
@@ -144,7 +233,8 @@ def hunt_now(config: Config, db: Database, *, feed: str | None = None,
         ids = [r.id for r in live_rows(s, now) if (feed is None or r.feed == feed)
                and r.feed in feeds and is_live(r, now)]
     if recall:
-        recorded = hunt(db, feeds, ids, recall=hand_to_recall, origin="manual", now=now)
+        recorded = hunt(db, feeds, ids, recall=bind_recall(config, hand_to_recall),
+                        origin="manual", now=now)
         return [hunt_dict(h) for h in recorded]
     lookback = {n: f.lookback_days for n, f in feeds.items()}
     out: list[dict[str, Any]] = []

@@ -11,7 +11,8 @@ exactly the copies its recall moved, to the folders they came from.
 
 Public API (other parts, the threat-intelligence side included, call these):
 
-    create_recall_job(db, mailmoat_ids, *, reason, requested_by, source, approved=True)
+    create_recall_job(db, mailmoat_ids, *, reason, requested_by, source, approved=True,
+                      own_domains=...)
     create_restore_job(db, mailmoat_ids, *, reason, requested_by, source)
     undo(db, job_id, *, requested_by, reason="")
     approve(db, job_id, *, by, note="", two_person=False)
@@ -20,6 +21,12 @@ Public API (other parts, the threat-intelligence side included, call these):
     preview(db, mailmoat_ids, ...)
     get_job(db, job_id), list_jobs(db, ...), job_items(db, job_id)
     RecallWorker(config, db).run_job(job_id) / .run_pending()
+
+Only mailboxes in our own domains (`settings.own_domains`: the relay and internal domains
+and the connectors' `domains`) are touched. A delivered copy elsewhere (an outbound
+message's external recipient) is planned as `outside`: shown in the preview and kept in the
+job as an item with status `outside`, never attempted. The worker checks again before it
+logs in, so a job created without the list (an older caller) touches no foreign mailbox.
 
 Every action is written to the audit log (who, what, why, and the counts).
 """
@@ -32,7 +39,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -45,7 +52,7 @@ from mailmoat.errors import MailmoatError
 from mailmoat.recall.connectors import Connectors
 from mailmoat.recall.connectors.base import MailboxError, Moved, Outcome, Target
 from mailmoat.recall.index import Delivery, deliveries, normalise
-from mailmoat.recall.settings import recall_settings
+from mailmoat.recall.settings import own_domains, recall_settings
 from mailmoat.store.db import Database
 from mailmoat.store.models import (
     MessageRow,
@@ -58,6 +65,7 @@ from mailmoat.store.quarantine import audit
 __all__ = [
     "JOB_STATES",
     "ITEM_DONE",
+    "OUTSIDE",
     "ItemView",
     "JobError",
     "JobView",
@@ -68,6 +76,8 @@ __all__ = [
     "create_restore_job",
     "deny",
     "get_job",
+    "get_jobs",
+    "is_ours",
     "job_items",
     "list_jobs",
     "plan",
@@ -80,7 +90,10 @@ log = logging.getLogger(__name__)
 
 JOB_STATES: Final = ("awaiting_approval", "pending", "running", "done", "denied")
 ITEM_OPEN: Final = ("pending", "working")
-ITEM_DONE: Final = ("moved", "restored", "not_found", "failed")
+ITEM_DONE: Final = ("moved", "restored", "not_found", "failed", "outside")
+OUTSIDE: Final = "outside"  # a copy outside our domains: left out, never attempted
+OUTSIDE_DETAIL: Final = ("outside our domains: not in [smtp] relay_domains or internal_domains "
+                         "nor a recall connector's domains; not attempted")
 FORWARD_DEPTH = 3
 
 
@@ -116,10 +129,17 @@ class PlannedCopy:
     mail_from: str
     delivered_at: datetime | None
     via: str = ""  # "" for the messages asked for; else how a forward was linked to them
+    outside: bool = False  # the recipient is outside our domains: left out of the recall
 
 
 def _in_domains(address: str, domains: Sequence[str]) -> bool:
     return not domains or address.rpartition("@")[2].lower() in {d.lower() for d in domains}
+
+
+def is_ours(address: str, own_domains: Collection[str]) -> bool:
+    """Whether `address` is a mailbox in one of our domains (compared exactly, as the SMTP
+    listener compares relay_domains)."""
+    return address.rpartition("@")[2].lower().strip(".") in own_domains
 
 
 def _forwards(s: Session, roots: Sequence[str], window: timedelta) -> dict[str, str]:
@@ -168,10 +188,11 @@ def _forwards(s: Session, roots: Sequence[str], window: timedelta) -> dict[str, 
 
 
 def plan(s: Session, mailmoat_ids: Iterable[str], *, domains: Sequence[str] = (),
-         follow_forwards: bool = True,
+         own_domains: Collection[str] | None = None, follow_forwards: bool = True,
          forward_window: timedelta = timedelta(days=7)) -> list[PlannedCopy]:
     """Every delivered copy of these messages (and of their internal forwards), within
-    `domains` when given: what a recall of them would touch."""
+    `domains` when given: what a recall of them would touch. With `own_domains`, copies
+    delivered outside them are marked `outside` (left out of the recall)."""
     ids = sorted({i.strip() for i in mailmoat_ids if i and i.strip()})
     via = {i: "" for i in ids}
     if follow_forwards and ids:
@@ -181,17 +202,20 @@ def plan(s: Session, mailmoat_ids: Iterable[str], *, domains: Sequence[str] = ()
     for d in deliveries(s, via):
         if _in_domains(d.recipient, domains):
             out.append(PlannedCopy(d.mailmoat_id, d.message_id, d.recipient, d.subject,
-                                   d.mail_from, _aware(d.delivered_at), via[d.mailmoat_id]))
+                                   d.mail_from, _aware(d.delivered_at), via[d.mailmoat_id],
+                                   own_domains is not None
+                                   and not is_ours(d.recipient, own_domains)))
     return out
 
 
 def preview(db: Database, mailmoat_ids: Iterable[str], *, domains: Sequence[str] = (),
-            follow_forwards: bool = True,
+            own_domains: Collection[str] | None = None, follow_forwards: bool = True,
             forward_window: timedelta = timedelta(days=7)) -> list[PlannedCopy]:
-    """The mailboxes a recall of these messages would touch, before anything is done."""
+    """The mailboxes a recall of these messages would touch, before anything is done (and,
+    marked `outside`, the copies outside `own_domains` it leaves out)."""
     with db.session() as s:
-        return plan(s, mailmoat_ids, domains=domains, follow_forwards=follow_forwards,
-                    forward_window=forward_window)
+        return plan(s, mailmoat_ids, domains=domains, own_domains=own_domains,
+                    follow_forwards=follow_forwards, forward_window=forward_window)
 
 
 # -- views ---------------------------------------------------------------------------------
@@ -285,6 +309,16 @@ def get_job(db: Database, job_id: int) -> JobView:
         return _job_view(row, _counts(s, [job_id])[job_id])
 
 
+def get_jobs(db: Database, job_ids: Iterable[int]) -> dict[int, JobView]:
+    """The jobs of these ids that exist, by id."""
+    ids = sorted(set(job_ids))
+    with db.session() as s:
+        rows = list(s.scalars(select(RecallJobRow).where(RecallJobRow.id.in_(ids)))) \
+            if ids else []
+        counts = _counts(s, [r.id for r in rows])
+        return {r.id: _job_view(r, counts[r.id]) for r in rows}
+
+
 def list_jobs(db: Database, *, state: str | None = None, limit: int = 50,
               before_id: int | None = None, domains: Sequence[str] = ()) -> list[JobView]:
     """Jobs, newest first; with `domains`, only jobs confined to some of those domains."""
@@ -326,34 +360,39 @@ def _new_job(s: Session, kind: str, *, reason: str, requested_by: str, source: s
 def create_recall_job(db: Database, mailmoat_ids: Iterable[str], *, reason: str,
                       requested_by: str, source: str, approved: bool = True,
                       domains: Sequence[str] = (), recipients: Iterable[str] | None = None,
+                      own_domains: Collection[str] | None = None,
                       follow_forwards: bool = True,
                       forward_window: timedelta = timedelta(days=7),
                       max_items: int = 20_000) -> int:
     """A recall of every delivered copy of `mailmoat_ids` (and of their internal forwards
     when `follow_forwards`), limited to `domains` (a domain administrator's) and to
-    `recipients` when given. `approved=False` leaves it awaiting approval. Returns the job
-    id; the worker does the rest. JobError when it would touch more than `max_items`."""
+    `recipients` when given. Copies outside `own_domains` are recorded as `outside` items
+    and never attempted. `approved=False` leaves it awaiting approval. Returns the job id;
+    the worker does the rest. JobError when it would touch more than `max_items`."""
     ids = sorted({i.strip() for i in mailmoat_ids if i and i.strip()})
     only = {r.lower() for r in recipients} if recipients is not None else None
     with db.session() as s:
-        copies = plan(s, ids, domains=domains, follow_forwards=follow_forwards,
-                      forward_window=forward_window)
+        copies = plan(s, ids, domains=domains, own_domains=own_domains,
+                      follow_forwards=follow_forwards, forward_window=forward_window)
         if only is not None:
             copies = [c for c in copies if c.recipient.lower() in only]
-        if len(copies) > max_items:
-            raise JobError(f"this recall would touch {len(copies)} mailbox copies, more than "
+        touched = sum(1 for c in copies if not c.outside)
+        if touched > max_items:
+            raise JobError(f"this recall would touch {touched} mailbox copies, more than "
                            f"[recall] max_items = {max_items}; narrow it down")
         job = _new_job(s, "recall", reason=reason, requested_by=requested_by, source=source,
                        approved=approved, domains=domains)
         now = _now()
         s.add_all(RecallItemRow(job_id=job.id, mailmoat_id=c.mailmoat_id,
                                 message_id=c.message_id, recipient=c.recipient,
-                                status="pending", moved=[], via=c.via, updated_at=now)
+                                status=OUTSIDE if c.outside else "pending",
+                                detail=OUTSIDE_DETAIL if c.outside else "", moved=[],
+                                via=c.via, updated_at=now)
                   for c in copies)
         job_id = job.id
     audit(db, requested_by, "recall.create", f"recall-job:{job_id}", reason=reason,
-          source=source, messages=ids[:100], copies=len(copies), approved=approved,
-          domains=list(domains))
+          source=source, messages=ids[:100], copies=touched,
+          outside=len(copies) - touched, approved=approved, domains=list(domains))
     return job_id
 
 
@@ -474,6 +513,7 @@ class RecallWorker:
         self.connectors = connectors or Connectors(config)
         settings = recall_settings(config)
         self.lease = timedelta(seconds=lease_seconds or settings.lease_seconds)
+        self.own_domains = own_domains(config)
         self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(64, self.connectors.total_connections()),
@@ -609,6 +649,11 @@ class RecallWorker:
                 if source_item is not None:
                     src = s.get(RecallItemRow, source_item)
                     source_moved = [Moved.of(m) for m in (src.moved if src else [])]
+            if kind == "recall" and not is_ours(target.recipient, self.own_domains):
+                # Another organisation's mailbox: nothing of ours to log in to, ever.
+                self._save(item_id, status=OUTSIDE, detail=OUTSIDE_DETAIL, claimed_by="",
+                           claimed_until=None)
+                return
             name = self.connectors.name_for(target.recipient)
             if name is None:
                 out = Outcome("failed", f"no connector serves {target.recipient} (set "

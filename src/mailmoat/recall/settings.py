@@ -20,6 +20,7 @@ __all__ = [
     "GraphSettings",
     "ImapSettings",
     "RecallSettings",
+    "own_domains",
     "recall_settings",
     "secret",
 ]
@@ -127,6 +128,20 @@ class RecallSettings(Section):
 
 def recall_settings(config: Config) -> RecallSettings:
     return config.section("recall", RecallSettings)
+
+
+def own_domains(config: Config) -> frozenset[str]:
+    """The recipient domains whose mailboxes are ours to recall from: `[smtp] relay_domains`
+    and `internal_domains`, and every `domains` a recall connector names. A copy delivered
+    anywhere else (an outbound message's external recipient) is in another organisation's
+    mailbox: recall leaves it out and says so, and never logs in for it."""
+    out = {d.lower().strip(".") for d in (*config.smtp.relay_domains, *config.internal_domains)}
+    s = recall_settings(config)
+    for conn in (s.imap, s.graph, s.gmail):
+        if conn is not None:
+            out.update(d.lower().strip(".") for d in conn.domains)
+    out.discard("")
+    return frozenset(out)
 
 
 def secret(config: Config, file: str, env: str, what: str) -> str:

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from mailmoat.recall import jobs
 from mailmoat.recall.index import find_messages
-from mailmoat.recall.settings import recall_settings
+from mailmoat.recall.settings import own_domains, recall_settings
 from mailmoat.store.models import MessageRow
 from mailmoat.web.auth import Principal
 from mailmoat.web.deps import ConfigDep, DbDep, ManagerUser, PageUser
@@ -74,8 +74,12 @@ class PlannedOut(BaseModel):
 
 class PreviewOut(BaseModel):
     messages: int
-    mailboxes: int
-    copies: list[PlannedOut]
+    mailboxes: int = Field(description="mailboxes in our domains the recall touches")
+    copies: list[PlannedOut] = Field(description="the copies the recall moves")
+    outside: list[PlannedOut] = Field(
+        default_factory=list, description="copies delivered outside our domains ([smtp] "
+        "relay_domains, internal_domains, the recall connectors' domains): left out, never "
+        "attempted")
 
 
 class JobOut(BaseModel):
@@ -94,7 +98,7 @@ class JobOut(BaseModel):
     undo_of: int | None
     domains: list[str]
     counts: dict[str, int] = Field(description="items by status: pending, working, moved, "
-                                   "restored, not_found, failed")
+                                   "restored, not_found, failed, outside")
     total: int
 
     @classmethod
@@ -108,7 +112,8 @@ class ItemOut(BaseModel):
     mailmoat_id: str
     recipient: str
     connector: str
-    status: str = Field(description="pending, working, moved, restored, not_found, failed")
+    status: str = Field(description="pending, working, moved, restored, not_found, failed, "
+                        "or outside (another organisation's mailbox: left out, not attempted)")
     detail: str
     folders: list[str] = Field(description="where each moved copy came from")
     attempts: int
@@ -187,15 +192,20 @@ def _job(db: Any, job_id: int, user: Principal) -> jobs.JobView:
 def preview(body: RecallRequest, user: ManagerUser, config: ConfigDep, db: DbDep) -> PreviewOut:
     settings = recall_settings(config)
     ids = _ids(config, db, body)
-    copies = jobs.preview(db, ids, domains=_domains(user),
-                          follow_forwards=body.follow_forwards and settings.follow_forwards,
-                          forward_window=timedelta(days=settings.forward_window_days))
+    planned = jobs.preview(db, ids, domains=_domains(user), own_domains=own_domains(config),
+                           follow_forwards=body.follow_forwards and settings.follow_forwards,
+                           forward_window=timedelta(days=settings.forward_window_days))
+    copies = [c for c in planned if not c.outside]
+    outside = [c for c in planned if c.outside]
+
+    def out(cs: list[jobs.PlannedCopy]) -> list[PlannedOut]:
+        return [PlannedOut(mailmoat_id=c.mailmoat_id, recipient=c.recipient,
+                           subject=c.subject, mail_from=c.mail_from,
+                           delivered_at=c.delivered_at, via=c.via) for c in cs[:5000]]
+
     return PreviewOut(messages=len({c.mailmoat_id for c in copies}),
                       mailboxes=len({c.recipient.lower() for c in copies}),
-                      copies=[PlannedOut(mailmoat_id=c.mailmoat_id, recipient=c.recipient,
-                                         subject=c.subject, mail_from=c.mail_from,
-                                         delivered_at=c.delivered_at, via=c.via)
-                              for c in copies[:5000]])
+                      copies=out(copies), outside=out(outside))
 
 
 @router.post("/jobs", response_model=JobOut, status_code=201, responses=responses(403),
@@ -207,6 +217,7 @@ def create(body: CreateRecall, user: ManagerUser, config: ConfigDep, db: DbDep) 
         job_id = jobs.create_recall_job(
             db, ids, reason=body.reason, requested_by=user.email, source="api",
             approved=not settings.two_person_approval, domains=_domains(user),
+            own_domains=own_domains(config),
             follow_forwards=body.follow_forwards and settings.follow_forwards,
             forward_window=timedelta(days=settings.forward_window_days),
             max_items=settings.max_items)
@@ -235,7 +246,8 @@ def get(job_id: int, user: ManagerUser, db: DbDep) -> JobOut:
             summary="Per-recipient outcome of a job")
 def items(job_id: int, user: ManagerUser, db: DbDep,
           status: Annotated[Literal["pending", "working", "moved", "restored", "not_found",
-                                    "failed"] | None, Query()] = None) -> list[ItemOut]:
+                                    "failed", "outside"] | None, Query()] = None
+          ) -> list[ItemOut]:
     _job(db, job_id, user)
     return [ItemOut(id=i.id, mailmoat_id=i.mailmoat_id, recipient=i.recipient,
                     connector=i.connector, status=i.status, detail=i.detail,
@@ -305,10 +317,12 @@ def new_page(request: Request, user: PageUser, config: ConfigDep, db: DbDep,
     _page_manager(user)
     settings = recall_settings(config)
     wanted = sorted({i.strip() for i in ids.split(",") if i.strip()})[:MAX_IDS]
-    copies = jobs.preview(db, wanted, domains=_domains(user),
-                          follow_forwards=settings.follow_forwards,
-                          forward_window=timedelta(days=settings.forward_window_days))
+    planned = jobs.preview(db, wanted, domains=_domains(user), own_domains=own_domains(config),
+                           follow_forwards=settings.follow_forwards,
+                           forward_window=timedelta(days=settings.forward_window_days))
+    copies = [c for c in planned if not c.outside]
     return render(request, "recall_new.html", user=user, ids=",".join(wanted), copies=copies,
+                  outside=[c for c in planned if c.outside],
                   mailboxes=len({c.recipient.lower() for c in copies}),
                   two_person=settings.two_person_approval)
 
@@ -327,7 +341,7 @@ def new_submit(request: Request, user: PageUser, config: ConfigDep, db: DbDep,
         job_id = jobs.create_recall_job(
             db, wanted, reason=reason.strip(), requested_by=user.email, source="console",
             approved=not settings.two_person_approval, domains=_domains(user),
-            follow_forwards=settings.follow_forwards,
+            own_domains=own_domains(config), follow_forwards=settings.follow_forwards,
             forward_window=timedelta(days=settings.forward_window_days),
             max_items=settings.max_items)
     except jobs.JobError as exc:
