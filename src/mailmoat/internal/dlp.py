@@ -105,7 +105,7 @@ _IIN: tuple[tuple[int, int, int, frozenset[int]], ...] = (
     (3528, 3589, 4, frozenset(range(16, 20))),  # JCB
     (300, 305, 3, frozenset(range(14, 20))),  # Diners Club
     (36, 36, 2, frozenset(range(14, 20))),
-    (38, 39, 2, frozenset(range(16, 20))),
+    (38, 39, 2, frozenset(range(14, 20))),
     (62, 62, 2, frozenset(range(16, 20))),  # UnionPay
     (2200, 2204, 4, frozenset(range(16, 20))),  # Mir
     (5018, 5018, 4, frozenset(range(12, 20))),  # Maestro

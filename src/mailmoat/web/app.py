@@ -226,5 +226,6 @@ def create_app(config: Config, database: Database) -> FastAPI:
         app.include_router(r)
     app.include_router(recall_routes.router)
     app.include_router(recall_routes.pages)
+    app.include_router(internal.pages)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app
