@@ -449,7 +449,9 @@ class InternalGuard:
         scored = tuple(Scored(Signal(str(x["name"]), 1.0, str(x["reason"])), float(x["score"]),
                               True) for x in lines)
         why = "; ".join(str(x["reason"]) for x in lines[:2])
-        return await self._flag(identity, scored, score, 0.0, active, at, "none", "", "",
+        # Its incident lists what the account sent in the recent window, as a flag's does.
+        span = self.settings.window_minutes * 60.0
+        return await self._flag(identity, scored, score, span, active, at, "none", "", "",
                                 kind="tag" if kind == "alert" else kind,
                                 why=f"{identity.account} flagged by {why}")
 

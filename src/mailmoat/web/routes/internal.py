@@ -232,7 +232,7 @@ def get_rules(admin: AdminUser, config: ConfigDep, db: DbDep) -> RulesOut:
     return _rules_out(config, db)
 
 
-@router.put("/rules", response_model=RulesOut, responses=responses(422),
+@router.put("/rules", response_model=RulesOut,
             summary="Replace the internal policy rules (validated; a new policy version)")
 def put_rules(body: RulesIn, admin: AdminUser, config: ConfigDep, db: DbDep) -> RulesOut:
     try:
