@@ -59,7 +59,7 @@ def stacked_bars(points: list[dict[str, object]], title: str, all_buckets: list[
         series.setdefault(c, {})[b] = n
     buckets.sort()
     hourly = bool(buckets) and len(buckets[0]) > 10
-    unit = f"{unit} per hour" if hourly else f"{unit} per day"
+    noun, unit = unit, f"{unit} per hour" if hourly else f"{unit} per day"
     fs = 16 if compact else 12  # type size, in the chart's own units
     cats = sorted(series)
     # The legend, in as many rows as the width needs.
@@ -94,8 +94,9 @@ def stacked_bars(points: list[dict[str, object]], title: str, all_buckets: list[
                    f'<text class="y-tick" x="{pad_l - 6}" y="{ty + fs / 3:.1f}" text-anchor="end" '
                    f'font-size="{fs}">{t}</text>')
     if not any(totals):
+        nothing = "no mail" if noun == "messages" else "none"
         out.append(f'<text x="{pad_l + plot_w / 2:.0f}" y="{pad_t + plot_h / 2:.0f}" text-anchor="middle" '
-                   f'font-size="{fs + 2}" fill="#666">no mail in this period</text>')
+                   f'font-size="{fs + 2}" fill="#666">{nothing} in this period</text>')
     slot = plot_w / max(len(buckets), 1)
     bw = min(48.0, max(2.0, slot * 0.75))
     every = max(1, math.ceil(len(buckets) / (5 if compact else 12)))  # a few x labels only

@@ -418,7 +418,7 @@ def rules_save(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep,
                                       comment or "internal rules: the configuration file's")
         audit(db, user.email, "internal.rules", f"policy:{row.id}", rules=None,
               comment=comment)
-        return back("/internal#rules", f"The configuration file's rules apply again "
+        return back("/internal", f"The configuration file's rules apply again "
                     f"(policy version {row.id}).")
     try:
         parsed = policy_store.parse_rules_toml(config, rules)
@@ -429,7 +429,7 @@ def rules_save(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep,
     row = policy_store.save_rules(config, db, parsed, user.email, comment)
     audit(db, user.email, "internal.rules", f"policy:{row.id}",
           rules=[r.name for r in parsed], comment=comment)
-    return back("/internal#rules", f"Saved {len(parsed)} rule{'s' if len(parsed) != 1 else ''} "
+    return back("/internal", f"Saved {len(parsed)} rule{'s' if len(parsed) != 1 else ''} "
                 f"as policy version {row.id}; the gateway applies them within "
                 f"{config.policy.reload_interval:g} s.")
 
