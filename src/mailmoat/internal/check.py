@@ -18,6 +18,7 @@ import asyncio
 import ipaddress
 import logging
 from dataclasses import replace
+from typing import Any
 
 from mailmoat.config import Config
 from mailmoat.domains import is_freemail, org_domain
@@ -218,10 +219,11 @@ class InternalCheck(Check):
             result.force(Action.REJECT, reason)
         elif action in ("alert", "throttle", "suspend") and not j.flagged and (
                 j.restriction is None or not j.restriction.active(env.received_at)):
-            lines = [{"name": RULE, "score": s.score, "reason": s.reason}
-                     for s in result.symbols if s.name == RULE]
+            mine = [s for s in result.symbols if s.name == RULE]
+            lines: list[dict[str, Any]] = [
+                {"name": RULE, "score": s.score, "reason": s.reason} for s in mine]
             act, reply, why, incident_id, restriction = await self.guard.flag_by_rule(
-                ident, action, round(sum(x["score"] for x in lines), 3), lines,
+                ident, action, round(sum(s.score for s in mine), 3), lines,
                 env.received_at)
             j = replace(j, flagged=True, action=act, reply=reply, reason=why,
                         incident_id=incident_id, restriction=restriction)

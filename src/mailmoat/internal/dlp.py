@@ -203,7 +203,8 @@ def find_ibans(text: str) -> list[str]:
             continue
         spaced = rest.startswith(" ")
         # Take exactly the country's length; it must end where a word or group does.
-        want, body, i = length - 4, [], 0
+        want, i = length - 4, 0
+        body: list[str] = []
         while i < len(rest) and len(body) < want:
             if rest[i] != " ":
                 body.append(rest[i])

@@ -71,12 +71,13 @@ def internal_stats(db: Database, days: int = 30, now: datetime | None = None,
         if groups:
             from mailmoat.internal.rules import groups_of
 
-            totals = {g: {"group": g, "accounts": 0, "messages": 0, "stopped": 0}
-                      for g in groups}
-            for account, n, held in s.execute(
-                    select(MessageRow.sender_account, func.count(), stopped)
-                    .where(MessageRow.received_at >= since, MessageRow.sender_account != "")
-                    .group_by(MessageRow.sender_account).limit(MAX_GROUP_ACCOUNTS)):
+            totals: dict[str, dict[str, Any]] = {
+                g: {"group": g, "accounts": 0, "messages": 0, "stopped": 0} for g in groups}
+            rows = list(s.execute(
+                select(MessageRow.sender_account, func.count(), stopped)
+                .where(MessageRow.received_at >= since, MessageRow.sender_account != "")
+                .group_by(MessageRow.sender_account).limit(MAX_GROUP_ACCOUNTS)))
+            for account, n, held in rows:
                 for g in groups_of(account, groups):
                     t = totals[g]
                     t["accounts"] += 1
