@@ -14,14 +14,29 @@ answer (it reads `ScanResult.facts.internal`).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+from dataclasses import replace
+from typing import Any
 
+from mailmoat.config import Config
 from mailmoat.domains import is_freemail, org_domain
+from mailmoat.errors import ConfigError
 from mailmoat.internal.baseline import Entry
+from mailmoat.internal.dlp import Finding, attachment_text, detect
 from mailmoat.internal.fingerprint import recipient_key, simhash
 from mailmoat.internal.guard import InternalGuard, Judgement
 from mailmoat.internal.identity import SenderIdentity, resolve_identity
+from mailmoat.internal.rules import (
+    SEVERITY,
+    InternalRule,
+    Subject,
+    describe_match,
+    groups_of,
+    matches_before_content,
+    read_groups_file,
+)
 from mailmoat.internal.settings import InternalSettings
 from mailmoat.internal.signals import (
     BAD_CONTENT,
@@ -53,6 +68,8 @@ log = logging.getLogger(__name__)
 _G = "internal"
 FLAGGED = "INTERNAL_FLAGGED"
 RESTRICTED = "INTERNAL_RESTRICTED"
+RULE = "INTERNAL_RULE"
+MAX_DLP_ATTACHMENTS = 50
 MAX_LINK_DOMAINS = 20
 MAX_TYPES = 10
 _THREATS = frozenset({Category.PHISHING, Category.MALWARE, Category.BEC})
@@ -91,6 +108,11 @@ SYMBOLS: dict[str, SymbolSpec] = {
     ODD_HOUR: SymbolSpec(
         2.0, "The account sends at an hour of the day at which its long history has no mail.",
         Category.POLICY, _G),
+    RULE: SymbolSpec(
+        1.0, "An [[internal.rules]] rule matched: the reason names the rule and what matched "
+        "(data-loss detector counts, recipients, symbols, attachment types), never the "
+        "numbers found; the score is the rule's own (factor: its `score`).",
+        Category.POLICY, _G),
     FLAGGED: SymbolSpec(
         0.0, "This message flagged the account: the reason says the score, the action taken "
         "and the incident.", Category.POLICY, _G),
@@ -115,6 +137,8 @@ class InternalCheck(Check):
                         for n in ctx.config.smtp.trusted_networks]
         self.internal_domains = frozenset(ctx.config.internal_domains)
         self._internal_orgs = frozenset(org_domain(d) for d in self.internal_domains)
+        self.rules = [r for r in self.settings.rules if r.enabled]
+        self.groups = load_groups(ctx.config, self.settings)
 
     def is_trusted(self, ip: str | None) -> bool:
         try:
@@ -151,9 +175,74 @@ class InternalCheck(Check):
                 result.add(x.signal.name, f"{x.signal.reason} (not counted: released by {who})",
                            factor=0.0)
         self.explain(j, result)
+        if self.rules and j.action not in ("defer", "refuse"):
+            j = await self.apply_rules(msg, ident, facts, result, j)
         result.facts.internal = j
         if j.action == "hold":
             result.force(Action.QUARANTINE, j.reason)
+
+    async def apply_rules(self, msg: ParsedMessage, ident: SenderIdentity, facts: MessageFacts,
+                          result: ScanResult, j: Judgement) -> Judgement:
+        """`[[internal.rules]]`: the cheap conditions first, the data-loss detectors (one
+        pass over the text for every rule that still could match) last; a symbol for each
+        rule that matches, and the strongest action of theirs."""
+        env = msg.envelope
+        subject = Subject(
+            account=ident.account, sender=msg.from_addr.address if msg.from_addr else "",
+            groups=tuple(groups_of(ident.account, self.groups)),
+            direction=env.direction.value,
+            recipients=tuple(r.strip().strip("<>").lower() for r in env.rcpt_tos),
+            internal_domains=self.internal_domains,
+            symbols=frozenset(x.name for x in result.symbols), category=facts.category,
+            score=facts.content_score,
+            attachment_types=frozenset(a.extension for a in msg.attachments if a.extension))
+        candidates = [(rule, rcpts) for rule in self.rules
+                      if (rcpts := matches_before_content(rule, subject)) is not None]
+        wanted = {d for rule, _ in candidates for d in rule.detectors}
+        found = await self.detect(msg, wanted) if wanted else {}
+        matched: list[tuple[InternalRule, str]] = []
+        for rule, rcpts in candidates:
+            if rule.detectors and not any(
+                    (f := found.get(d)) is not None and f.count >= n
+                    for d, n in rule.detectors.items()):
+                continue
+            reason = describe_match(rule, subject, rcpts, found)
+            matched.append((rule, reason))
+            result.add(RULE, reason, factor=rule.score, options=(rule.name,))
+        if not matched:
+            return j
+        rule, reason = max(matched, key=lambda m: SEVERITY[m[0].action])
+        action = rule.action
+        if action == "hold":
+            result.force(Action.QUARANTINE, reason)
+        elif action == "reject":
+            result.force(Action.REJECT, reason)
+        elif action in ("alert", "throttle", "suspend") and not j.flagged and (
+                j.restriction is None or not j.restriction.active(env.received_at)):
+            mine = [s for s in result.symbols if s.name == RULE]
+            lines: list[dict[str, Any]] = [
+                {"name": RULE, "score": s.score, "reason": s.reason} for s in mine]
+            act, reply, why, incident_id, restriction = await self.guard.flag_by_rule(
+                ident, action, round(sum(s.score for s in mine), 3), lines,
+                env.received_at)
+            j = replace(j, flagged=True, action=act, reply=reply, reason=why,
+                        incident_id=incident_id, restriction=restriction)
+            state = f"; the account is {restriction.describe()}" if restriction else ""
+            result.add(FLAGGED, f"{ident.account} flagged by {reason}{state}; incident "
+                       f"{incident_id}")
+        return j
+
+    async def detect(self, msg: ParsedMessage, wanted: set[str]) -> dict[str, Finding]:
+        """The detectors' findings in the subject, the bodies and the attachments' text;
+        off the event loop when there is much to read."""
+        def run() -> dict[str, Finding]:
+            texts = [msg.subject, msg.text, msg.html_text]
+            texts += [attachment_text(a.filename, a.declared_type, a.detected_type, a.content)
+                      for a in msg.attachments[:MAX_DLP_ATTACHMENTS]]
+            return detect((t for t in texts if t), wanted)
+
+        size = len(msg.text) + len(msg.html_text) + sum(a.size for a in msg.attachments)
+        return run() if size < 200_000 else await asyncio.to_thread(run)
 
     @staticmethod
     def explain(j: Judgement, result: ScanResult) -> None:
@@ -228,6 +317,24 @@ class InternalCheck(Check):
     async def close(self) -> None:
         if self.owned:
             await self.guard.close()
+
+
+def load_groups(config: Config, settings: InternalSettings) -> dict[str, list[str]]:
+    """`[internal] groups` and the groups of `groups_file` together."""
+    groups = {k: list(v) for k, v in settings.groups.items()}
+    if settings.groups_file:
+        path = config.resolve_path(settings.groups_file)
+        try:
+            for name, members in read_groups_file(path).items():
+                groups.setdefault(name, []).extend(members)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"[internal] groups_file: {exc}") from exc
+        for rule in settings.rules:
+            for g in rule.groups:
+                if g not in groups:
+                    raise ConfigError(f"[internal] rule {rule.name!r}: no group {g!r} in "
+                                      f"groups or {path.name}")
+    return groups
 
 
 def _when(at: float) -> str:

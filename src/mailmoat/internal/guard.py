@@ -415,7 +415,7 @@ class InternalGuard:
             base.hour_flagged = True
             base.flagged_at = now
             action, reply, reason, incident_id, restriction = await self._flag(
-                identity, m, scored, total, w.span, active, now, action, reply, reason)
+                identity, scored, total, w.span, active, now, action, reply, reason)
         bad = any(x.signal.name == BAD_CONTENT for x in scored)
         # Deferred or refused mail was not sent: it stays out of the window and the counts
         # (an upstream retrying a throttled account must not keep it over the limit).
@@ -449,27 +449,47 @@ class InternalGuard:
                          action=action, reply=reply, reason=reason, incident_id=incident_id,
                          restriction=restriction, signals=scored), commit
 
-    async def _flag(self, identity: SenderIdentity, m: MessageFacts, scored: tuple[Scored, ...],
+    async def flag_by_rule(self, identity: SenderIdentity, kind: str, score: float,
+                           lines: list[dict[str, Any]], at: float
+                           ) -> tuple[str, str, str, int | None, Restriction | None]:
+        """An `[[internal.rules]]` rule's account action (`alert`, `throttle`, `suspend`):
+        as a flag by behaviour does, with the rule's kind for `[internal] action`; `lines`
+        are the symbols that say why ({name, score, reason}). What the message gets."""
+        await self.start()
+        r = self.restrictions.get(identity.account)
+        active = r if r is not None and r.active(at) else None
+        scored = tuple(Scored(Signal(str(x["name"]), 1.0, str(x["reason"])), float(x["score"]),
+                              True) for x in lines)
+        why = "; ".join(str(x["reason"]) for x in lines[:2])
+        # Its incident lists what the account sent in the recent window, as a flag's does.
+        span = self.settings.window_minutes * 60.0
+        return await self._flag(identity, scored, score, span, active, at, "none", "", "",
+                                kind="tag" if kind == "alert" else kind,
+                                why=f"{identity.account} flagged by {why}")
+
+    async def _flag(self, identity: SenderIdentity, scored: tuple[Scored, ...],
                     total: float, span: float, active: Restriction | None, now: float,
-                    action: str, reply: str, reason: str
-                    ) -> tuple[str, str, str, int | None, Restriction | None]:
-        """Open or grow the incident, restrict the account, alert: what the message gets."""
+                    action: str, reply: str, reason: str, *, kind: str | None = None,
+                    why: str = "") -> tuple[str, str, str, int | None, Restriction | None]:
+        """Open or grow the incident, restrict the account (as `kind`, by default
+        `[internal] action`), alert: what the message gets."""
         s = self.settings
+        kind = kind or s.action
         account = identity.account
         self.stats.flagged += 1
         lines = [{"name": x.signal.name, "score": x.score, "reason": x.signal.reason}
                  for x in sorted(scored, key=lambda x: -x.score)]
         top = "; ".join(f"{x['name']}: {x['reason']}" for x in lines[:2])
         new_incident = account not in self.open_incidents
-        incident_id = await self._record_flag(account, now, now - max(span, 0.0), s.action,
+        incident_id = await self._record_flag(account, now, now - max(span, 0.0), kind,
                                               total, lines)
         restriction = active
         new_restriction = False
-        if s.action != "tag" and active is None:
+        if kind != "tag" and active is None:
             restriction = Restriction(
-                account=account, kind=s.action, reply=s.suspend_reply, since=now,
+                account=account, kind=kind, reply=s.suspend_reply, since=now,
                 until=now + s.action_minutes * 60 if s.action_minutes else None, by="mailmoat",
-                reason=f"score {total:g} reached {s.flag_score:g}: {top}"[:2000],
+                reason=(why or f"score {total:g} reached {s.flag_score:g}: {top}")[:2000],
                 incident_id=incident_id, updated_at=time.time())
             await self._save_restriction(restriction)
             new_restriction = True
@@ -477,17 +497,17 @@ class InternalGuard:
             # The message that flagged the account: held for review, or deferred under a
             # throttle (the upstream keeps it); a suspension refuses only what follows.
             action = {"tag": "tag", "hold": "hold", "suspend": "hold",
-                      "throttle": "defer"}[s.action]
-            reason = f"{account} flagged (score {total:g} ≥ {s.flag_score:g}): {top}"
+                      "throttle": "defer"}[kind]
+            reason = why or f"{account} flagged (score {total:g} ≥ {s.flag_score:g}): {top}"
             if action == "defer":
                 reply = defer_reply(account)
-        self.flags.append(Flag(account=account, at=now, score=total, action=s.action,
+        self.flags.append(Flag(account=account, at=now, score=total, action=kind,
                                incident_id=incident_id,
                                signals=tuple(str(x["name"]) for x in lines)))
         del self.flags[:-MAX_FLAGS_KEPT]
         if new_incident or new_restriction:
             self.alerter.send(Alert(
-                account=account, action=s.action,
+                account=account, action=kind,
                 until=restriction.until if restriction is not None else None,
                 incident_id=incident_id, score=total, at=now, source=identity.source,
                 client_ip=identity.client_ip, signals=lines, node=self.node))

@@ -12,9 +12,14 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mailmoat.config import Section
+from mailmoat.internal.rules import MAX_RULES, InternalRule, address_patterns, check_rules
 
 Action = Literal["tag", "hold", "throttle", "suspend"]
 Reply = Literal["4xx", "5xx"]
+
+
+def _members(values: list[str], group: str) -> list[str]:
+    return address_patterns(values, f"group {group!r}")
 
 
 class InternalSettings(Section):
@@ -104,6 +109,28 @@ class InternalSettings(Section):
     sync_seconds: float = Field(
         5.0, gt=0, description="how often baselines are written to the database and "
         "suspensions made elsewhere (console, CLI, another node) are read back")
+
+    # -- internal policy ------------------------------------------------------------------
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict, description="group name -> accounts (addresses, @domains or "
+        "patterns such as *@finance.example.test) for rules and the console's per-group "
+        "statistics")
+    groups_file: str = Field(
+        "", description="file of `group: member, member` lines, read at start and with each "
+        "policy change, added to groups; empty: none")
+    rules: list[InternalRule] = Field(
+        default_factory=list, max_length=MAX_RULES, description="`[[internal.rules]]`: "
+        "conditions on account, group, direction, recipients, symbols, verdict, attachment "
+        "types and data-loss detectors, and an action; see docs/internal.md, Rules")
+
+    @model_validator(mode="after")
+    def _rules(self) -> InternalSettings:
+        for name, members in self.groups.items():
+            if not name.strip():
+                raise ValueError("a group needs a name")
+            self.groups[name] = _members(members, name)
+        check_rules(self.rules, None if self.groups_file else self.groups)
+        return self
 
     @model_validator(mode="after")
     def _header_name(self) -> InternalSettings:

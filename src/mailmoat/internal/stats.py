@@ -7,6 +7,7 @@ message log is not read into memory.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -27,8 +28,14 @@ def _day(value: Any) -> str:
     return str(value)[:10]
 
 
+MAX_GROUP_ACCOUNTS = 200_000  # distinct senders read for the per-group figures
+
+
 def internal_stats(db: Database, days: int = 30, now: datetime | None = None,
-                   top: int = 10) -> dict[str, Any]:
+                   top: int = 10, groups: Mapping[str, Iterable[str]] | None = None
+                   ) -> dict[str, Any]:
+    """The figures of the last `days` days; `groups` (name -> account patterns, as in
+    `[internal] groups`): per group too."""
     now = now or datetime.now(UTC)
     since = now - timedelta(days=days)
     day = func.date(MessageRow.received_at)
@@ -60,8 +67,26 @@ def internal_stats(db: Database, days: int = 30, now: datetime | None = None,
                       "deferred": int(f or 0)} for d, n, r, f in rows]
         open_incidents = int(s.scalar(select(func.count()).select_from(InternalIncidentRow)
                                       .where(InternalIncidentRow.status == "open")) or 0)
+        per_group: list[dict[str, Any]] = []
+        if groups:
+            from mailmoat.internal.rules import groups_of
+
+            totals: dict[str, dict[str, Any]] = {
+                g: {"group": g, "accounts": 0, "messages": 0, "stopped": 0} for g in groups}
+            rows = list(s.execute(
+                select(MessageRow.sender_account, func.count(), stopped)
+                .where(MessageRow.received_at >= since, MessageRow.sender_account != "")
+                .group_by(MessageRow.sender_account).limit(MAX_GROUP_ACCOUNTS)))
+            for account, n, held in rows:
+                for g in groups_of(account, groups):
+                    t = totals[g]
+                    t["accounts"] += 1
+                    t["messages"] += int(n)
+                    t["stopped"] += int(held or 0)
+            per_group = sorted(totals.values(), key=lambda t: (-t["messages"], t["group"]))
     restricted = list_restrictions(db, now=now.timestamp())
     return {
+        "groups": per_group,
         "since": since.isoformat(), "days": days,
         "volume": [volume[k] for k in sorted(volume)],
         "top_senders": senders, "incidents": incidents, "open_incidents": open_incidents,

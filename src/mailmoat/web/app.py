@@ -231,5 +231,6 @@ def create_app(config: Config, database: Database, *, internal_guard: Any = None
     app.include_router(recall_routes.router)
     app.include_router(recall_routes.pages)
     app.include_router(intel.pages)
+    app.include_router(internal.pages)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     return app

@@ -11,7 +11,10 @@ from html import escape
 
 COLORS = {"clean": "#2e7d32", "bulk": "#1565c0", "spam": "#e65100", "phishing": "#c2185b",
           "malware": "#6a1b9a", "bec": "#c62828", "policy": "#455a64",
-          "accept": "#43a047", "tag": "#f9a825", "quarantine": "#795548", "reject": "#b71c1c"}
+          "accept": "#43a047", "tag": "#f9a825", "quarantine": "#795548", "reject": "#b71c1c",
+          # our own senders' mail (the Internal page)
+          "internal": "#00897b", "outbound": "#3949ab", "stopped": "#795548",
+          "opened": "#c62828", "refused": "#b71c1c", "deferred": "#f9a825"}
 NEUTRAL = "#5c6bc0"
 
 
@@ -38,11 +41,13 @@ def _bucket_label(b: str, hourly: bool) -> str:
 
 
 def stacked_bars(points: list[dict[str, object]], title: str, all_buckets: list[str] | None = None,
-                 width: int = 1200, height: int = 260, compact: bool = False) -> str:
+                 width: int = 1200, height: int = 260, compact: bool = False,
+                 unit: str = "messages") -> str:
     """Volume over time: one bar per bucket, stacked by category (or action), with a y axis
     of round numbers and a label saying what it counts. It scales to the card's width.
     `compact`: the same chart drawn for a phone's width (fewer labels, larger type), which
-    the stylesheet shows instead of the wide one on narrow screens."""
+    the stylesheet shows instead of the wide one on narrow screens. `unit`: what a bar
+    counts, for the y axis' title."""
     if compact:
         width, height = 480, 300
     buckets: list[str] = list(all_buckets or [])
@@ -54,7 +59,7 @@ def stacked_bars(points: list[dict[str, object]], title: str, all_buckets: list[
         series.setdefault(c, {})[b] = n
     buckets.sort()
     hourly = bool(buckets) and len(buckets[0]) > 10
-    unit = "messages per hour" if hourly else "messages per day"
+    noun, unit = unit, f"{unit} per hour" if hourly else f"{unit} per day"
     fs = 16 if compact else 12  # type size, in the chart's own units
     cats = sorted(series)
     # The legend, in as many rows as the width needs.
@@ -89,8 +94,9 @@ def stacked_bars(points: list[dict[str, object]], title: str, all_buckets: list[
                    f'<text class="y-tick" x="{pad_l - 6}" y="{ty + fs / 3:.1f}" text-anchor="end" '
                    f'font-size="{fs}">{t}</text>')
     if not any(totals):
+        nothing = "no mail" if noun == "messages" else "none"
         out.append(f'<text x="{pad_l + plot_w / 2:.0f}" y="{pad_t + plot_h / 2:.0f}" text-anchor="middle" '
-                   f'font-size="{fs + 2}" fill="#666">no mail in this period</text>')
+                   f'font-size="{fs + 2}" fill="#666">{nothing} in this period</text>')
     slot = plot_w / max(len(buckets), 1)
     bw = min(48.0, max(2.0, slot * 0.75))
     every = max(1, math.ceil(len(buckets) / (5 if compact else 12)))  # a few x labels only

@@ -18,6 +18,7 @@ address (which may also hold per-recipient lists the document does not carry); `
 from __future__ import annotations
 
 import ipaddress
+import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -25,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy import select
 
 from mailmoat.config import Config, check_threshold_order
-from mailmoat.errors import PolicyError
+from mailmoat.errors import ConfigError, PolicyError
+from mailmoat.internal.rules import MAX_RULES, InternalRule, check_rules
 from mailmoat.store.db import Database
 from mailmoat.store.webmodels import PolicyVersionRow
 
@@ -123,6 +125,16 @@ class PolicyDocument(BaseModel):
     recipients: dict[str, DomainOverride] = Field(
         default_factory=dict, description="recipient address -> overrides, the same keys as per "
         "domain; users set their own bulk_threshold/bulk_action here")
+    internal_rules: list[InternalRule] | None = Field(
+        None, max_length=MAX_RULES, description="[[internal.rules]] replacing the "
+        "configuration file's while this version is in force; null: the file's rules")
+
+    @field_validator("internal_rules")
+    @classmethod
+    def _rules(cls, v: list[InternalRule] | None) -> list[InternalRule] | None:
+        if v is not None:
+            check_rules(v, None)  # the groups are the configuration's: rules_for_config()
+        return v
 
     _senders = field_validator("allow_senders", "block_senders")(classmethod(
         lambda cls, v: _check_senders(v)))
@@ -302,5 +314,116 @@ def apply_policy_document(config: Config, doc: dict[str, Any]) -> Config:
     # model_extra is the live dict of extra fields: update it in place on the copy.
     if new.model_extra is not None:
         new.model_extra["bec"] = bec
+        if d.internal_rules is not None:
+            internal = dict(new.model_extra.get("internal", {}) or {})
+            internal["rules"] = rules_as_config(d.internal_rules)
+            new.model_extra["internal"] = internal
     new.source = config.source
     return new
+
+
+def rules_as_config(rules: list[InternalRule]) -> list[dict[str, Any]]:
+    """Rules as `[[internal.rules]]` tables hold them: only what differs from the defaults."""
+    return [r.model_dump(mode="json", exclude_defaults=True) | {"name": r.name} for r in rules]
+
+
+def rules_for_config(config: Config, rules: list[dict[str, Any]]) -> list[InternalRule]:
+    """Validate rules as the configuration's `[internal]` section would hold them (their
+    groups must exist there or in its groups_file). Raises PolicyError."""
+    from mailmoat.internal.check import load_groups
+    from mailmoat.internal.settings import InternalSettings
+
+    raw = dict((config.model_extra or {}).get("internal", {}) or {})
+    raw["rules"] = rules
+    try:
+        settings = InternalSettings.model_validate(raw)
+        load_groups(config, settings)
+    except ValidationError as exc:
+        raise PolicyError(_rule_errors(exc)) from exc
+    except ConfigError as exc:
+        raise PolicyError(str(exc)) from exc
+    return settings.rules
+
+
+def _rule_errors(exc: ValidationError) -> str:
+    """A validation error in words: "rule 2 (name 'x'): unknown key 'detectorz' (did you
+    mean 'detectors'?)"."""
+    import difflib
+
+    out = []
+    for e in exc.errors(include_url=False):
+        loc = list(e["loc"])
+        where = ""
+        if loc[:1] == ["rules"] and len(loc) > 1 and isinstance(loc[1], int):
+            where = f"rule {loc[1] + 1}: "
+            loc = loc[2:]
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden" and loc:
+            near = difflib.get_close_matches(str(loc[-1]), list(InternalRule.model_fields), 1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            out.append(f"{where}unknown key {loc[-1]!r}{hint}")
+        else:
+            key = ".".join(str(x) for x in loc)
+            out.append(f"{where}{key + ': ' if key else ''}{msg}")
+    return "; ".join(out)
+
+
+def current_rules(config: Config, db: Database) -> tuple[list[InternalRule], bool]:
+    """The rules in force and whether they are the console's (False: the file's)."""
+    from mailmoat.internal.settings import InternalSettings
+
+    doc = current_overrides(db)
+    if doc.get("internal_rules") is not None:
+        return validate_document(doc).internal_rules or [], True
+    return config.section("internal", InternalSettings).rules, False
+
+
+def save_rules(config: Config, db: Database, rules: list[InternalRule] | None, author: str,
+               comment: str = "") -> PolicyVersionRow:
+    """A new policy version with these rules (None: back to the file's), the rest of the
+    document as it is."""
+    doc = stored_document(config, db).model_copy(deep=True)
+    doc.internal_rules = rules
+    return save_version(db, validate_document(doc.model_dump(mode="json")), author, comment)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)  # a TOML basic string is a JSON string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"no TOML for {type(v).__name__}")
+
+
+def rules_toml(rules: list[InternalRule]) -> str:
+    """Rules as the `[[rules]]` tables an administrator edits in the console (the file's
+    `[[internal.rules]]` without the section's name)."""
+    blocks = []
+    for d in rules_as_config(rules):
+        lines = ["[[rules]]", f"name = {_toml_value(d.pop('name'))}"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in d.items() if v is not None]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + ("\n" if blocks else "")
+
+
+def parse_rules_toml(config: Config, text: str) -> list[InternalRule]:
+    """The console's rules text, validated as the configuration would be. PolicyError."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"not valid TOML: {exc}") from exc
+    extra = sorted(k for k in data if k != "rules")
+    if extra:
+        raise PolicyError(f"only [[rules]] tables belong here, not {', '.join(extra)}")
+    rules = data.get("rules", [])
+    if not isinstance(rules, list):
+        raise PolicyError("write each rule as a [[rules]] table")
+    return rules_for_config(config, rules)

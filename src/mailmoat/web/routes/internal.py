@@ -8,18 +8,26 @@ flagged account sent in the window that reached a mailbox.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Form, HTTPException, Path, Query, Request
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from mailmoat.errors import StoreError
+from mailmoat.config import Config
+from mailmoat.errors import ConfigError, PolicyError, StoreError
 from mailmoat.internal import accounts
-from mailmoat.web.deps import AdminUser, ConfigDep, DbDep
+from mailmoat.store.db import Database
+from mailmoat.store.quarantine import audit
+from mailmoat.web import policy_store
+from mailmoat.web.auth import Principal
+from mailmoat.web.deps import AdminUser, ConfigDep, DbDep, PageAdmin
 from mailmoat.web.errors import AUTH, responses
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/internal", tags=["internal"], responses=AUTH)
 IncidentId = Annotated[int, Path(ge=1, le=2**31 - 1, description="the incident's number")]
 
@@ -157,6 +165,13 @@ class IncidentDay(BaseModel):
     deferred: int
 
 
+class GroupCount(BaseModel):
+    group: str
+    accounts: int = Field(description="of its accounts, those that sent mail")
+    messages: int
+    stopped: int
+
+
 class StatsOut(BaseModel):
     since: str
     days: int
@@ -166,15 +181,68 @@ class StatsOut(BaseModel):
                                          "their accounts were refused or deferred")
     open_incidents: int
     restricted: dict[str, int] = Field(description="accounts suspended, held, throttled now")
+    groups: list[GroupCount] = Field(description="per group of [internal] groups and "
+                                     "groups_file, busiest first; empty without groups")
+
+
+def configured_groups(config: Config) -> dict[str, list[str]]:
+    """`[internal] groups` with groups_file's; {} (and a log line) when the file is bad."""
+    from mailmoat.internal.check import load_groups
+    from mailmoat.internal.settings import InternalSettings
+
+    try:
+        return load_groups(config, config.section("internal", InternalSettings))
+    except ConfigError as exc:
+        log.warning("internal statistics without groups: %s", exc)
+        return {}
 
 
 @router.get("/stats", response_model=StatsOut,
             summary="Our own senders' mail: volume, what was stopped, incidents, top senders")
-def stats(admin: AdminUser, db: DbDep,
+def stats(admin: AdminUser, config: ConfigDep, db: DbDep,
           days: Annotated[int, Query(ge=1, le=366)] = 30) -> StatsOut:
     from mailmoat.internal.stats import internal_stats
 
-    return StatsOut(**internal_stats(db, days))
+    return StatsOut(**internal_stats(db, days, groups=configured_groups(config)))
+
+
+class RulesOut(BaseModel):
+    version: int | None = Field(description="the policy version holding them; null: none")
+    source: str = Field(description="console (a policy version) or config (the TOML file)")
+    rules: list[dict[str, Any]] = Field(description="[[internal.rules]] tables as JSON")
+
+
+class RulesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rules: list[dict[str, Any]] | None = Field(
+        description="the rules, as [[internal.rules]] tables in JSON; null: back to the "
+        "configuration file's")
+    comment: str = Field("", max_length=2000)
+
+
+def _rules_out(config: Config, db: Database) -> RulesOut:
+    rules, console = policy_store.current_rules(config, db)
+    return RulesOut(version=policy_store.latest_version_id(db),
+                    source="console" if console else "config",
+                    rules=policy_store.rules_as_config(rules))
+
+
+@router.get("/rules", response_model=RulesOut, summary="The internal policy rules in force")
+def get_rules(admin: AdminUser, config: ConfigDep, db: DbDep) -> RulesOut:
+    return _rules_out(config, db)
+
+
+@router.put("/rules", response_model=RulesOut,
+            summary="Replace the internal policy rules (validated; a new policy version)")
+def put_rules(body: RulesIn, admin: AdminUser, config: ConfigDep, db: DbDep) -> RulesOut:
+    try:
+        rules = None if body.rules is None else policy_store.rules_for_config(config, body.rules)
+    except PolicyError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
+    row = policy_store.save_rules(config, db, rules, admin.email, body.comment)
+    audit(db, admin.email, "internal.rules", f"policy:{row.id}",
+          rules=None if rules is None else [r.name for r in rules], comment=body.comment)
+    return _rules_out(config, db)
 
 
 @router.get("/accounts", response_model=list[RestrictionOut],
@@ -272,3 +340,149 @@ def close(incident_id: IncidentId, admin: AdminUser, db: DbDep,
                                                  body.note if body else ""))
     except StoreError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from exc
+
+
+# -- console pages ---------------------------------------------------------------------------
+# Server-rendered like the rest of the console (web/routes/pages.py), on the same service
+# functions as the API above: forms post with the CSRF token and redirect back.
+
+pages = APIRouter(include_in_schema=False)
+
+
+def _day_points(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> list[dict[str, object]]:
+    return [{"bucket": r["day"], "category": k, "count": int(r[k])}
+            for r in rows for k in keys if r.get(k)]
+
+
+def _days(days: int, now: datetime) -> list[str]:
+    """Every day of the window, so a quiet day shows as an empty bar, not a gap closed up."""
+    from datetime import timedelta
+
+    return [(now - timedelta(days=i)).date().isoformat() for i in range(days - 1, -1, -1)]
+
+
+def _page(request: Request, user: Principal, config: Config, db: Database, days: int,
+          rules_text: str | None = None, rules_error: str = "", status: int = 200
+          ) -> HTMLResponse:
+    from mailmoat.internal.stats import internal_stats
+    from mailmoat.web import charts
+    from mailmoat.web.routes.pages import render
+
+    groups = configured_groups(config)
+    now = datetime.now(UTC)
+    st = internal_stats(db, days, now=now, groups=groups)
+    buckets = _days(days, now)
+    stopped = [{"day": r["day"], "stopped": r["stopped"]} for r in st["volume"]]
+
+    def both(points: list[dict[str, object]], title: str, unit: str = "messages") -> str:
+        # Wide for a screen, compact for a phone (the stylesheet picks one), as on the dashboard.
+        return "".join(charts.stacked_bars(points, title, buckets, compact=c, unit=unit)
+                       for c in (False, True))
+
+    svgs = {
+        "volume": both(_day_points(st["volume"], ("internal", "outbound")),
+                       f"Internal and outbound mail, last {days} days"),
+        "stopped": both(_day_points(stopped, ("stopped",)),
+                        "Our senders' mail stopped (quarantined or refused)"),
+        "incidents": both(_day_points(st["incidents"], ("opened",)),
+                          "Incidents opened (accounts flagged)", unit="incidents"),
+        "refused": both(_day_points(st["incidents"], ("refused", "deferred")),
+                        "Mail of flagged accounts refused or deferred"),
+        "senders": charts.hbars([(s["account"], s["messages"]) for s in st["top_senders"]],
+                                "Top senders"),
+    }
+    if groups:
+        svgs["groups"] = charts.hbars([(g["group"], g["messages"]) for g in st["groups"]],
+                                      "Mail per group")
+    if rules_text is None:
+        rules, _ = policy_store.current_rules(config, db)
+        rules_text = policy_store.rules_toml(rules)
+    _, console = policy_store.current_rules(config, db)
+    return render(request, "internal.html", status=status, user=user, st=st, svgs=svgs,
+                  days=days, groups=groups,
+                  restricted=accounts.list_restrictions(db, now=now.timestamp()),
+                  incidents=accounts.list_incidents(db, limit=50),
+                  rules_text=rules_text, rules_error=rules_error, rules_console=console,
+                  when=_when)
+
+
+def _when(at: float | None) -> str:
+    return "" if at is None else f"{datetime.fromtimestamp(at, UTC):%Y-%m-%d %H:%M} UTC"
+
+
+@pages.get("/internal", response_class=HTMLResponse)
+def internal_page(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep,
+                  days: Annotated[int, Query(ge=1, le=366)] = 30) -> HTMLResponse:
+    return _page(request, user, config, db, days)
+
+
+@pages.post("/internal/rules", response_class=HTMLResponse)
+def rules_save(request: Request, user: PageAdmin, config: ConfigDep, db: DbDep,
+               rules: Annotated[str, Form(max_length=500_000)] = "",
+               comment: Annotated[str, Form(max_length=2000)] = "",
+               use_file: Annotated[str, Form(max_length=8)] = "") -> Response:
+    from mailmoat.web.routes.pages import back
+
+    if use_file:
+        row = policy_store.save_rules(config, db, None, user.email,
+                                      comment or "internal rules: the configuration file's")
+        audit(db, user.email, "internal.rules", f"policy:{row.id}", rules=None,
+              comment=comment)
+        return back("/internal", f"The configuration file's rules apply again "
+                    f"(policy version {row.id}).")
+    try:
+        parsed = policy_store.parse_rules_toml(config, rules)
+    except PolicyError as exc:
+        # What was typed stays in the form, the mistake above it.
+        return _page(request, user, config, db, 30, rules_text=rules,
+                     rules_error=str(exc), status=422)
+    row = policy_store.save_rules(config, db, parsed, user.email, comment)
+    audit(db, user.email, "internal.rules", f"policy:{row.id}",
+          rules=[r.name for r in parsed], comment=comment)
+    return back("/internal", f"Saved {len(parsed)} rule{'s' if len(parsed) != 1 else ''} "
+                f"as policy version {row.id}; the gateway applies them within "
+                f"{config.policy.reload_interval:g} s.")
+
+
+@pages.post("/internal/accounts/{account}/release")
+def release_page(account: str, user: PageAdmin, config: ConfigDep, db: DbDep, request: Request,
+                 next: Annotated[str, Form(max_length=200)] = "/internal") -> Response:
+    from mailmoat.web.routes.pages import back
+
+    here = next if next.startswith("/internal") else "/internal"
+    try:
+        r = accounts.release_account(config, db, account, user.email)
+    except StoreError as exc:
+        return back(here, str(exc))
+    tell_gateway(request, r)
+    return back(here, f"Released {account}: its mail flows again.")
+
+
+@pages.get("/internal/incidents/{incident_id}", response_class=HTMLResponse)
+def incident_page(incident_id: IncidentId, request: Request, user: PageAdmin,
+                  db: DbDep) -> HTMLResponse:
+    from mailmoat.web.routes.pages import render
+
+    try:
+        inc = accounts.get_incident(db, incident_id)
+    except StoreError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    msgs = accounts.incident_messages(db, incident_id, limit=2000)
+    counts: dict[str, int] = {}
+    for m in msgs:
+        counts[m.status] = counts.get(m.status, 0) + 1
+    return render(request, "internal_incident.html", user=user, inc=inc, msgs=msgs,
+                  counts=counts, restriction=accounts.get_restriction(db, inc.account),
+                  when=_when)
+
+
+@pages.post("/internal/incidents/{incident_id}/close")
+def incident_close_page(incident_id: IncidentId, user: PageAdmin, db: DbDep,
+                        note: Annotated[str, Form(max_length=4000)] = "") -> Response:
+    from mailmoat.web.routes.pages import back
+
+    try:
+        accounts.close_incident(db, incident_id, user.email, note)
+    except StoreError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    return back(f"/internal/incidents/{incident_id}", f"Incident {incident_id} closed.")

@@ -239,7 +239,9 @@ def _policy_save(request: Request, user: Principal, config: Config, db: Database
                 "allow_senders": _lines(g("allow_senders")), "block_senders": _lines(g("block_senders")),
                 "allow_ips": _lines(g("allow_ips")), "block_ips": _lines(g("block_ips")),
                 "vips": [x.strip() for x in g("vips").splitlines() if x.strip()],
-                "protected_domains": _lines(g("protected_domains")), **parsed}
+                "protected_domains": _lines(g("protected_domains")), **parsed,
+                # The internal rules are edited on the Internal page: kept as they are.
+                "internal_rules": policy_store.stored_document(config, db).internal_rules}
         try:
             doc = policy_store.PolicyDocument.model_validate(data)
         except ValidationError as exc:

@@ -23,9 +23,16 @@ def current(user: ManagerUser, config: ConfigDep, db: DbDep) -> PolicyOut:
 
 
 @router.put("", response_model=PolicyOut, summary="Save a new policy version (validated)")
-def save(body: PolicyIn, admin: AdminUser, db: DbDep) -> PolicyOut:
+def save(body: PolicyIn, admin: AdminUser, config: ConfigDep, db: DbDep) -> PolicyOut:
+    document = dict(body.document)
+    if "internal_rules" not in document:  # a client that leaves them out keeps them
+        rules = policy_store.stored_document(config, db).internal_rules
+        document["internal_rules"] = None if rules is None else \
+            [r.model_dump(mode="json") for r in rules]
     try:
-        doc = policy_store.validate_document(body.document)
+        doc = policy_store.validate_document(document)
+        if doc.internal_rules is not None:
+            policy_store.rules_for_config(config, policy_store.rules_as_config(doc.internal_rules))
     except PolicyError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from exc
     row = policy_store.save_version(db, doc, admin.email, body.comment)
