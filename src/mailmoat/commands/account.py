@@ -182,6 +182,25 @@ def register(app: typer.Typer) -> None:
         for m in msgs:
             typer.echo(f"  {m.id}  {_when(m.received_at)}  {m.status:9}  {m.subject[:60]}")
 
+    @a.command("hold-queued")
+    def hold_queued_cmd(incident_id: int, config: Path = ConfigOpt,
+                        actor: str = typer.Option(None, "--actor", help="who (audit log)")
+                        ) -> None:
+        """Move what the incident's account sent that is still queued on this gateway
+        (deferred by the downstream) into quarantine."""
+        from mailmoat.internal.queued import hold_queued
+
+        try:
+            cfg, db = _open(config)
+            got = hold_queued(cfg, db, incident_id, _actor(actor))
+        except MailmoatError as exc:
+            _fail(exc)
+        for mid, rcpts in got.held.items():
+            typer.echo(f"held {mid} for {', '.join(rcpts)}")
+        for mid in got.not_waiting:
+            typer.echo(f"not waiting here {mid}")
+        typer.echo(f"{got.messages} held, {len(got.not_waiting)} not waiting in this queue")
+
     @a.command()
     def close(incident_id: int, config: Path = ConfigOpt,
               note: str = typer.Option("", "--note", help="what was done (audited)"),

@@ -331,6 +331,27 @@ def message_ids(incident_id: IncidentId, admin: AdminUser, db: DbDep,
     return MessageIdsOut(incident=incident_id, statuses=list(statuses), message_ids=ids)
 
 
+class HoldQueuedOut(BaseModel):
+    held: dict[str, list[str]] = Field(description="mailmoat ID -> the recipients it is now "
+                                       "held for (quarantine)")
+    not_waiting: list[str] = Field(description="queued in the log but not waiting in this "
+                                   "node's spool: being delivered, or queued on another node")
+
+
+@router.post("/incidents/{incident_id}/hold-queued", response_model=HoldQueuedOut,
+             responses=responses(404),
+             summary="Move the incident's messages still queued here into quarantine")
+def hold_queued_api(incident_id: IncidentId, admin: AdminUser, config: ConfigDep,
+                    db: DbDep) -> HoldQueuedOut:
+    from mailmoat.internal.queued import hold_queued
+
+    try:
+        got = hold_queued(config, db, incident_id, admin.email)
+    except StoreError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    return HoldQueuedOut(held=got.held, not_waiting=got.not_waiting)
+
+
 @router.post("/incidents/{incident_id}/close", response_model=IncidentOut,
              responses=responses(404), summary="Close an incident once it is dealt with")
 def close(incident_id: IncidentId, admin: AdminUser, db: DbDep,
@@ -474,6 +495,23 @@ def incident_page(incident_id: IncidentId, request: Request, user: PageAdmin,
     return render(request, "internal_incident.html", user=user, inc=inc, msgs=msgs,
                   counts=counts, restriction=accounts.get_restriction(db, inc.account),
                   when=_when)
+
+
+@pages.post("/internal/incidents/{incident_id}/hold-queued")
+def incident_hold_queued_page(incident_id: IncidentId, user: PageAdmin, config: ConfigDep,
+                              db: DbDep) -> Response:
+    from mailmoat.internal.queued import hold_queued
+    from mailmoat.web.routes.pages import back
+
+    try:
+        got = hold_queued(config, db, incident_id, user.email)
+    except StoreError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    text = f"Held {got.messages} queued message{'s' if got.messages != 1 else ''} in quarantine."
+    if got.not_waiting:
+        text += (f" {len(got.not_waiting)} not waiting in this gateway's queue (being "
+                 "delivered, or queued on another node).")
+    return back(f"/internal/incidents/{incident_id}", text)
 
 
 @pages.post("/internal/incidents/{incident_id}/close")
