@@ -4,7 +4,7 @@
 
 Runs a pipeline of two checks on held-out corpus messages up to 100 KB: a tier-1 PROXY
 (HashingVectorizer + SGD, `mailmoat.evaluation.tier1_proxy`, never trained on these
-messages, which sets `ml_spam_probability` as the real tier 1 does) and the real tier-2
+messages, which sets `result.facts.content` as the real tier 1 does) and the real tier-2
 `DeepCheck` in band mode. For each message it times
 `Pipeline.scan` (the content stage; parsing is timed apart) and reports p50/p99 with and
 without tier 2 (the baseline: the same pipeline without the deep check, same messages, same
@@ -36,6 +36,7 @@ from mailmoat.ml.deep.corpus import is_test_group, read_index
 from mailmoat.ml.deep.engine import open_named
 from mailmoat.scan.base import Check, ScanResult, SymbolSpec
 from mailmoat.scan.deep import DeepCheck, DeepModel, DeepSettings
+from mailmoat.scan.facts import ModelFacts
 from mailmoat.scan.pipeline import Pipeline
 
 
@@ -49,8 +50,8 @@ class Tier1Proxy(Check):
 
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
         text = f"{msg.subject}\n{msg.from_domain}\n{msg.body_text[:20000]}"
-        result.annotations["ml_spam_probability"] = float(
-            self.clf.predict_proba(self.vec.transform([text]))[0, 1])
+        p = float(self.clf.predict_proba(self.vec.transform([text]))[0, 1])
+        result.facts.content = ModelFacts(p_bad=p, p_spam=p, p_phish=0.0)
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -138,8 +139,7 @@ def main() -> int:
         tb, _ = await scan_all(base, msgs, cb)
         count_deep_cpu(model)
         tf, res = await scan_all(full, msgs, cf)
-        ran = [i for i, r in enumerate(res) if "deep_probability" in r.annotations
-               or r.has("DEEP_FAIL")]
+        ran = [i for i, r in enumerate(res) if r.facts.deep is not None or r.has("DEEP_FAIL")]
         deep_t = [res[i].timings["deep"] for i in ran]
         fails = sum(1 for r in res if r.has("DEEP_FAIL"))
         # The "on_band" keys keep their names with --deep-mode all (then: on every message

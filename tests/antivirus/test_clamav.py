@@ -14,6 +14,7 @@ import pytest
 from mailmoat.errors import ConfigError
 from mailmoat.scan.antivirus import ClamdClient, ClamdError, parse_address
 from mailmoat.scan.base import Action, Category
+from mailmoat.scan.facts import AntivirusFacts, VirusFound
 from mailmoat.evaluation.clamd import EICAR, eicar_corpus_dir, running_clamd
 from tests.conftest import make_config, make_email, scan_bytes, symbol_names
 
@@ -124,10 +125,10 @@ async def test_quarantine_action_and_per_attachment_scan(clamd_server):
     sym = outcome.result.get("AV_VIRUS_FOUND")
     assert sym is not None and "attachment 'b.bin'" in sym.reason
     assert "a.txt" not in sym.reason
-    assert outcome.result.annotations["antivirus"] == {
-        "engine": "clamav", "scanned": ["attachment 'a.txt'", "attachment 'b.bin'"],
-        "found": [{"where": "attachment 'b.bin'",
-                   "signature": "Mailmoat.Test.EICAR-String.UNOFFICIAL"}]}
+    assert outcome.result.facts.antivirus == AntivirusFacts(
+        engine="clamav", scanned=("attachment 'a.txt'", "attachment 'b.bin'"),
+        found=(VirusFound(where="attachment 'b.bin'",
+                          signature="Mailmoat.Test.EICAR-String.UNOFFICIAL"),))
     assert outcome.verdict.action is Action.QUARANTINE
 
 
@@ -234,9 +235,9 @@ async def test_scan_both_with_many_attachments(clamd_server):
     files.append(("z.bin", "application/octet-stream", EICAR))
     cfg = av_config(clamd_server.unix_address, scan="both")
     outcome = await scan_bytes(make_email(attachments=files), cfg)
-    av = outcome.result.annotations["antivirus"]
-    assert len(av["scanned"]) == 13  # the message and its 12 attachments
-    assert [f["where"] for f in av["found"]] == ["the message", "attachment 'z.bin'"]
+    av = outcome.result.facts.antivirus
+    assert len(av.scanned) == 13  # the message and its 12 attachments
+    assert [f.where for f in av.found] == ["the message", "attachment 'z.bin'"]
     assert "in the message, attachment 'z.bin'" in outcome.result.get("AV_VIRUS_FOUND").reason
 
 

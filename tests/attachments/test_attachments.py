@@ -10,6 +10,7 @@ import pytest
 
 from mailmoat.errors import ConfigError
 from mailmoat.scan.base import BuildContext
+from mailmoat.scan.facts import AttachmentHash
 from tests.attachments import fixtures as fx
 from tests.attachments import vba_doc
 from tests.conftest import make_config, make_email, scan_bytes, symbol_names
@@ -88,12 +89,12 @@ async def test_eicar_zip_in_zip_is_found_inside():
     out = await scan_files(("eicarcom2.zip", "application/zip", outer))
     assert "eicarcom2.zip > eicar_com.zip holds 'eicar.com'" in reason(out, "ARCHIVE_EXECUTABLE")
     assert "EICAR_Test_File" in reason(out, "YARA_MATCH")
-    hashes = out.result.annotations["attachment_hashes"]
-    leaf = [h for h in hashes if h["filename"] == "eicar.com"]
-    assert leaf == [{"filename": "eicar.com", "sha256": hashlib.sha256(fx.EICAR).hexdigest(),
-                     "size": 68, "type": leaf[0]["type"],
-                     "container": "eicarcom2.zip > eicar_com.zip"}]
-    assert [h["filename"] for h in hashes] == ["eicarcom2.zip", "eicar_com.zip", "eicar.com"]
+    hashes = out.result.facts.attachments
+    leaf = [h for h in hashes if h.filename == "eicar.com"]
+    assert leaf == [AttachmentHash(filename="eicar.com",
+                                   sha256=hashlib.sha256(fx.EICAR).hexdigest(), size=68,
+                                   type=leaf[0].type, container="eicarcom2.zip > eicar_com.zip")]
+    assert [h.filename for h in hashes] == ["eicarcom2.zip", "eicar_com.zip", "eicar.com"]
 
 
 async def test_program_with_harmless_name_inside_archive():
@@ -273,10 +274,10 @@ async def test_files_embedded_in_a_pdf_get_the_same_checks():
     assert "statement.pdf holds 'invoice.pdf.exe', a .exe file" in reason(out, "ARCHIVE_EXECUTABLE")
     assert "'invoice.pdf.exe' (inside statement.pdf) looks like a .pdf file" in reason(
         out, "ATTACH_DOUBLE_EXT")
-    hashes = out.result.annotations["attachment_hashes"]
-    assert hashes[1] == {"filename": "invoice.pdf.exe", "sha256": hashlib.sha256(fx.PE).hexdigest(),
-                         "size": len(fx.PE), "type": "application/x-dosexec",
-                         "container": "statement.pdf"}
+    hashes = out.result.facts.attachments
+    assert hashes[1] == AttachmentHash(filename="invoice.pdf.exe",
+                                       sha256=hashlib.sha256(fx.PE).hexdigest(), size=len(fx.PE),
+                                       type="application/x-dosexec", container="statement.pdf")
     # an archive inside a PDF is opened too
     doc = fx.pdf_with_attachment(b"tools.zip", fx.zip_bytes({"run.js": b"WScript.Echo(1)"}))
     out = await scan_files(("report.pdf", "application/pdf", doc))
@@ -406,7 +407,7 @@ def test_truncated_and_corrupted_files_never_break_the_check():
         for v in variants:
             msg = parse_message(make_email(attachments=[(name, "application/octet-stream", v)]))
             findings = check.analyze(msg)  # must not raise
-            assert findings.hashes[0]["sha256"] == hashlib.sha256(v).hexdigest()
+            assert findings.hashes[0].sha256 == hashlib.sha256(v).hexdigest()
 
 
 def _has_msoffcrypto() -> bool:

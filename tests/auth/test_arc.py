@@ -38,8 +38,8 @@ async def test_arc_pass_without_trust_leaves_dmarc_failure(dns_server, rsa_pem):
     assert {"ARC_PASS", "DKIM_FAIL", "DMARC_POLICY_REJECT", "SPF_PASS"} <= names(out)
     assert "ARC_TRUSTED_OVERRIDE" not in names(out)
     assert "lists.test" in out.result.get("ARC_PASS").reason
-    assert "arc=pass" in out.result.annotations["auth_results"]
-    assert out.result.annotations["arc"]["sealer"] == "lists.test"
+    assert "arc=pass" in out.result.facts.auth.clauses
+    assert out.result.get("ARC_PASS").options == ("lists.test",)
 
 
 async def test_trusted_sealer_offsets_the_forwarding_failure(dns_server, rsa_pem):
@@ -57,8 +57,8 @@ async def test_trusted_sealer_offsets_the_forwarding_failure(dns_server, rsa_pem
                   if s.name in ("DKIM_FAIL", "DMARC_POLICY_REJECT") and s.score > 0)
     assert abs(sym.score + failure) < 1e-6
     assert trusted.result.score < untrusted.result.score - 5
-    assert trusted.result.annotations["dmarc"] == "pass"
-    assert trusted.result.annotations["dmarc_via_arc"] == "lists.test"
+    assert trusted.result.facts.auth.dmarc == "pass"
+    assert sym.options == ("lists.test",)  # the sealer that vouched
 
 
 async def test_trusted_sealer_whose_results_show_failure_does_not_override(dns_server, rsa_pem):
@@ -78,7 +78,7 @@ async def test_arc_fail_when_modified_after_sealing(dns_server, rsa_pem):
                           auth={"trusted_arc_sealers": ["lists.test"]})
     assert "ARC_FAIL" in names(out)
     assert "ARC_TRUSTED_OVERRIDE" not in names(out)
-    assert "arc=fail" in out.result.annotations["auth_results"]
+    assert "arc=fail" in out.result.facts.auth.clauses
 
 
 async def test_arc_na_without_arc_headers(dns_server):
@@ -114,7 +114,7 @@ async def test_our_arc_seal_lets_a_downstream_trust_us_after_we_changed_the_subj
                         "key_file": str(tmp_path / "gw.pem")}}))
     tagged = original.replace(b"Subject: Invoice", b"Subject: [SPAM?] Invoice")
     sealed = sealer.seal(tagged, authentication_results_header("mx.example.test",
-                                                               ours.result.annotations))
+                                                               ours.result.facts.auth))
     assert sealed.startswith(b"ARC-Seal:")
 
     downstream = await scan_auth(sealed, dns_server, client_ip="198.51.100.20",

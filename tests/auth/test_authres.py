@@ -52,10 +52,8 @@ async def test_trusted_upstream_dmarc_pass_is_believed_offline():
     assert (facts.spf, facts.spf_domain, facts.dkim_pass, facts.dmarc, facts.from_domain) == (
         "pass", "paypal.test", ("paypal.test",), "pass", "paypal.test")
     assert facts.aligned() and not facts.failed
-    # the shapes the auth check writes, for the lists and reputation families
-    assert out.result.annotations["dmarc"] == "pass"
-    assert out.result.annotations["spf"]["result"] == "pass"
-    assert "auth_results" not in out.result.annotations  # we verified nothing ourselves
+    assert facts.spf_identity == "mailfrom"
+    assert facts.clauses is None and not facts.verified_here  # we verified nothing ourselves
 
 
 async def test_forged_authentication_results_of_an_untrusted_id_are_ignored_and_removed():
@@ -197,7 +195,6 @@ async def test_gateway_check_stands_aside_behind_a_trusted_upstream(dns_server):
     out = await scan_auth(raw, dns_server, auth={"trusted_authserv_ids": [UPSTREAM]})
     assert not {n for n in names(out) if n.startswith(("SPF_", "DKIM_", "DMARC_", "ARC_"))}
     assert "UPSTREAM_DMARC_PASS" in names(out)
-    assert out.result.annotations["auth_skipped"] == f"trusted upstream {UPSTREAM} authenticated it"
     assert out.result.facts.auth.source == f"upstream:{UPSTREAM}"
 
 

@@ -19,9 +19,8 @@ async def test_dkim_rsa_pass(dns_server, rsa_pem, crlf):
     out = await scan_auth(sign(raw, "sender.test", "s1", rsa_pem), dns_server)
     assert "DKIM_PASS" in names(out)
     assert "sender.test" in out.result.get("DKIM_PASS").reason
-    assert "dkim=pass header.d=sender.test header.s=s1" in out.result.annotations["auth_results"]
-    assert out.result.annotations["dkim"][0]["result"] == "pass"
-    assert out.result.annotations["dkim"][0]["domain"] == "sender.test"
+    assert "dkim=pass header.d=sender.test header.s=s1" in out.result.facts.auth.clauses
+    assert out.result.facts.auth.dkim_pass == ("sender.test",)
 
 
 async def test_dkim_ed25519_pass(dns_server, ed_pem):
@@ -38,7 +37,7 @@ async def test_dkim_body_modified_fails(dns_server, rsa_pem):
     out = await scan_auth(raw, dns_server)
     assert "DKIM_FAIL" in names(out) and "DKIM_PASS" not in names(out)
     assert "sender.test" in out.result.get("DKIM_FAIL").reason
-    assert "dkim=fail header.d=sender.test header.s=s1" in out.result.annotations["auth_results"]
+    assert "dkim=fail header.d=sender.test header.s=s1" in out.result.facts.auth.clauses
 
 
 async def test_dkim_wrong_key_fails(dns_server, rsa_pem, ed_pem):
@@ -65,7 +64,7 @@ async def test_dkim_dns_failure_is_temperror(dns_server, rsa_pem):
 async def test_dkim_none_without_signature(dns_server):
     out = await scan_auth(_msg(), dns_server)
     assert "DKIM_NONE" in names(out)
-    assert "dkim=none" in out.result.annotations["auth_results"]
+    assert "dkim=none" in out.result.facts.auth.clauses
 
 
 # DMARC -------------------------------------------------------------------------------------
@@ -80,8 +79,8 @@ async def test_dmarc_fail_follows_the_published_policy(dns_server, policy, symbo
     dns_server.zones["_dmarc.sender.test"] = {"TXT": [f"v=DMARC1; p={policy}; rua=mailto:d@sender.test"]}
     out = await scan_auth(_msg(), dns_server)
     assert symbol in names(out)
-    assert out.result.annotations["dmarc"] == "fail"
-    assert f"dmarc=fail (p={policy}) header.from=sender.test" in out.result.annotations["auth_results"]
+    assert out.result.facts.auth.dmarc == "fail"
+    assert f"dmarc=fail (p={policy}) header.from=sender.test" in out.result.facts.auth.clauses
     assert "sender.test" in out.result.get(symbol).reason
 
 
@@ -113,8 +112,8 @@ async def test_dmarc_pass_by_aligned_dkim(dns_server, rsa_pem):
     dns_server.zones["_dmarc.sender.test"] = {"TXT": ["v=DMARC1; p=reject"]}
     out = await scan_auth(sign(_msg(), "sender.test", "s1", rsa_pem), dns_server)
     assert {"DMARC_PASS", "DKIM_PASS", "SPF_FAIL"} <= names(out)
-    assert out.result.annotations["dmarc"] == "pass"
-    assert "dmarc=pass header.from=sender.test" in out.result.annotations["auth_results"]
+    assert out.result.facts.auth.dmarc == "pass"
+    assert "dmarc=pass header.from=sender.test" in out.result.facts.auth.clauses
 
 
 async def test_dmarc_pass_by_aligned_spf(dns_server):
@@ -159,7 +158,8 @@ async def test_dmarc_policy_discovery_falls_back_to_org_domain_and_uses_sp(dns_s
     out = await scan_auth(_msg("News <news@mail.sub.example.co.uk>"), dns_server,
                           mail_from="x@other.test")
     assert "DMARC_POLICY_QUARANTINE" in names(out)
-    assert out.result.annotations["dmarc_policy"]["domain"] == "example.co.uk"
+    # p=reject, sp=quarantine: the organisational domain's record, as a subdomain's policy
+    assert ("_dmarc.example.co.uk", "TXT") in dns_server.queries
     assert ("_dmarc.mail.sub.example.co.uk", "TXT") in dns_server.queries
 
 
@@ -167,8 +167,8 @@ async def test_dmarc_no_record(dns_server):
     dns_server.zones["_dmarc.sender.test"] = {"TXT": ["v=dmarc1; p=reject", "some text"]}
     out = await scan_auth(_msg(), dns_server)  # not exactly v=DMARC1: not a DMARC record
     assert "DMARC_NA" in names(out)
-    assert out.result.annotations["dmarc"] == "none"
-    assert "dmarc=none header.from=sender.test" in out.result.annotations["auth_results"]
+    assert out.result.facts.auth.dmarc == "none"
+    assert "dmarc=none header.from=sender.test" in out.result.facts.auth.clauses
 
 
 async def test_dmarc_temperror_and_permerror(dns_server):
@@ -215,11 +215,11 @@ async def test_authentication_results_header_value(dns_server):
     dns_server.zones["sender.test"] = {"TXT": ["v=spf1 ip4:192.0.2.10 -all"]}
     dns_server.zones["_dmarc.sender.test"] = {"TXT": ["v=DMARC1; p=none"]}
     out = await scan_auth(_msg(), dns_server)
-    value = authentication_results_header("mx.example.test", out.result.annotations)
+    value = authentication_results_header("mx.example.test", out.result.facts.auth)
     assert value.startswith("mx.example.test; spf=pass smtp.mailfrom=sender.test;")
     assert "dkim=none" in value and "dmarc=pass header.from=sender.test" in value
     assert "arc=none" in value
-    assert authentication_results_header("mx.example.test", {}) is None
+    assert authentication_results_header("mx.example.test", None) is None
     import authres
 
     parsed = authres.AuthenticationResultsHeader.parse(

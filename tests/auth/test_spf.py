@@ -33,7 +33,7 @@ async def test_spf_results(dns_server, record, symbol, clause):
     dns_server.zones["sender.test"] = {"TXT": [record, "google-site-verification=abc"]}
     out = await scan_auth(RAW, dns_server)
     assert symbol in names(out)
-    assert clause in out.result.annotations["auth_results"]
+    assert clause in out.result.facts.auth.clauses
     sym = out.result.get(symbol)
     assert "sender.test" in sym.reason
     if symbol != "SPF_PERMERROR":
@@ -44,7 +44,7 @@ async def test_spf_none_when_domain_has_no_record(dns_server):
     dns_server.zones["sender.test"] = {"A": ["192.0.2.10"], "TXT": ["some other text"]}
     out = await scan_auth(RAW, dns_server)
     assert "SPF_NONE" in names(out)
-    assert out.result.annotations["spf"]["result"] == "none"
+    assert out.result.facts.auth.spf == "none"
 
 
 async def test_spf_two_records_is_permerror(dns_server):
@@ -83,8 +83,8 @@ async def test_spf_uses_helo_identity_for_null_sender(dns_server):
     dns_server.zones["sender.test"] = {"TXT": ["v=spf1 -all"]}
     out = await scan_auth(RAW, dns_server, mail_from="")
     assert "SPF_PASS" in names(out)
-    assert "spf=pass smtp.helo=mail.sender.test" in out.result.annotations["auth_results"]
-    assert out.result.annotations["spf"]["identity"] == "helo"
+    assert "spf=pass smtp.helo=mail.sender.test" in out.result.facts.auth.clauses
+    assert out.result.facts.auth.spf_identity == "helo"
 
 
 async def test_spf_answers_are_cached_between_messages(dns_server):
@@ -111,7 +111,7 @@ async def test_outbound_and_authenticated_mail_is_skipped(dns_server):
     dns_server.zones["sender.test"] = {"TXT": ["v=spf1 -all"]}
     out = await scan_auth(RAW, dns_server, direction=Direction.OUTBOUND)
     assert not {n for n in names(out) if n.startswith(("SPF", "DKIM", "DMARC", "ARC"))}
-    assert "outbound" in out.result.annotations["auth_skipped"]
+    assert out.result.facts.auth is None
     assert dns_server.queries == []
 
 
@@ -206,3 +206,33 @@ def test_spf_prefetch_targets():
     many = [[(" ".join(f"include:i{i}.example.net" for i in range(20))).join(
         [b"v=spf1 ".decode(), ""]).encode()]]
     assert len(spf_prefetch_targets("example.com", many, "A")) == 10
+
+
+async def test_spf_failure_reaches_the_allow_list_when_dmarc_never_answers(dns_server):
+    """The DMARC policy look-up hangs (a sender's own DNS can do that on purpose) and the
+    auth check runs out of time: the SPF failure it already found still keeps a forged
+    envelope sender off the allow list, and no Authentication-Results is claimed."""
+    from mailmoat.dns import DnsSettings, Resolver
+    from mailmoat.message.model import Envelope
+    from mailmoat.message.parse import parse_message
+    from mailmoat.scan.auth import AuthCheck, AuthSettings
+    from mailmoat.scan.base import BuildContext
+    from mailmoat.scan.lists import build as build_lists
+    from mailmoat.scan.pipeline import Pipeline
+    from tests.conftest import make_config
+
+    class HangingDmarc(AuthCheck):
+        async def _dmarc_policy(self, msg):
+            await asyncio.Event().wait()  # never set: only the check's budget ends it
+
+    dns_server.zones["sender.test"] = {"TXT": ["v=spf1 ip4:198.51.100.1 -all"]}
+    resolver = Resolver(DnsSettings(nameservers=[dns_server.nameserver]))
+    auth = HangingDmarc(AuthSettings(dkim_verify=False, arc=False, timeout=0.5), resolver)
+    lists = build_lists(BuildContext(make_config(policy={"allow_senders": ["alice@sender.test"]})))
+    env = Envelope(mail_from="alice@sender.test", rcpt_tos=("bob@example.test",),
+                   client_ip="192.0.2.10", helo="x.test")
+    res = await Pipeline([auth, *lists]).scan(parse_message(RAW, env))
+    assert res.has("SPF_FAIL") and "did not finish" in res.get("AUTH_FAIL").reason
+    assert res.facts.auth is not None and res.facts.auth.spf == "fail"
+    assert res.facts.auth.clauses is None
+    assert not res.has("POLICY_ALLOW_SENDER")

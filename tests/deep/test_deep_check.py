@@ -14,6 +14,7 @@ from mailmoat.ml.deep.head import PROTOTYPES, Head
 from mailmoat.scan import deep
 from mailmoat.scan.base import ScanResult
 from mailmoat.scan.deep import SYMBOLS, DeepCheck, DeepModel, DeepSettings
+from mailmoat.scan.facts import ModelFacts
 from tests.conftest import make_config, make_email, scan_bytes, symbol_names
 
 PHISH = ("Dear user, your mailbox has exceeded its storage limit and you will stop receiving "
@@ -36,9 +37,10 @@ def check(fut, **kw) -> DeepCheck:
 
 
 def result_with(p: float | None) -> ScanResult:
+    """A result whose tier 1 read the message as `p` spam (None: tier 1 gave no reading)."""
     r = ScanResult(specs=SYMBOLS)
     if p is not None:
-        r.annotations["ml_spam_probability"] = p
+        r.facts.content = ModelFacts(p_bad=p, p_spam=p, p_phish=0.0)
     return r
 
 
@@ -51,26 +53,25 @@ async def test_confident_tier1_is_not_rescored(model_future):
     for p in (0.0, 0.0009, 0.99991, 1.0):
         r = result_with(p)
         await c.run(msg(PHISH), r)
-        assert r.symbols == [] and "deep_probability" not in r.annotations
+        assert r.symbols == [] and r.facts.deep is None
     c = check(model_future, band=(0.2, 0.8))
     for p in (0.19, 0.81):
         r = result_with(p)
         await c.run(msg(PHISH), r)
-        assert r.symbols == [] and "deep_probability" not in r.annotations
+        assert r.symbols == [] and r.facts.deep is None
 
 
 async def test_uncertain_band_runs_and_names_pattern(model_future):
-    c = check(model_future)
+    c = check(model_future, combine="vote")
     r = result_with(0.5)
     await c.run(msg(PHISH, "Mailbox storage alert"), r)
     (sym,) = r.symbols
     assert sym.name in ("DEEP_PHISH", "DEEP_SPAM") and sym.score > 0
-    assert r.annotations["deep_probability"] >= 0.5
-    # (deep_probability is rounded to 4 places, which moves log-odds near 1 a little)
-    both = r.annotations["deep_combined_probability"]
-    assert 0.5 < both <= r.annotations["deep_probability"]
-    assert both == pytest.approx(deep.combined_bad(0.5, r.annotations["deep_probability"]),
-                                 abs=5e-3)
+    assert r.facts.deep.p_bad >= 0.5
+    # (the tier-2 probability is rounded to 4 places, which moves log-odds near 1 a little)
+    both = r.facts.deep.combined_bad
+    assert 0.5 < both <= r.facts.deep.p_bad
+    assert both == pytest.approx(deep.combined_bad(0.5, r.facts.deep.p_bad), abs=5e-3)
     # In words: a percentage and the closest pattern, no tiers or bands.
     assert sym.reason.startswith("the deep model reads this as ") and "% likely " in sym.reason
     assert "it reads most like '" in sym.reason and "tier" not in sym.reason and "band" not in sym.reason
@@ -79,12 +80,12 @@ async def test_uncertain_band_runs_and_names_pattern(model_future):
 
 
 async def test_legitimate_mail_gets_ham_symbol(model_future):
-    c = check(model_future)
+    c = check(model_future, combine="vote")
     r = result_with(0.4)
     await c.run(msg(HAM, "Release checklist"), r)
     (sym,) = r.symbols
     assert sym.name == "DEEP_HAM" and sym.score < 0
-    assert r.annotations["deep_probability"] < 0.5
+    assert r.facts.deep.p_bad < 0.5
 
 
 async def test_missing_tier1_probability(model_future):
@@ -98,8 +99,8 @@ async def test_missing_tier1_probability(model_future):
 
 async def test_mode_all_scores_confident_mail_too(model_future):
     r = result_with(0.99)
-    await check(model_future, mode="all").run(msg(HAM), r)
-    assert "deep_probability" in r.annotations and len(r.symbols) == 1
+    await check(model_future, mode="all", combine="vote").run(msg(HAM), r)
+    assert r.facts.deep is not None and len(r.symbols) == 1
 
 
 async def test_busy_model_gives_fail_within_budget(model_future):
@@ -222,12 +223,11 @@ async def test_short_text_gets_no_vote(model_future):
     r = result_with(0.5)
     await c.run(msg("See you at noon.", "Lunch"), r)
     assert not [s for s in r.symbols if s.name.startswith("DEEP_")]
-    assert "deep_probability" not in r.annotations
-    assert "text too short for the deep model (6 word pieces < 16)" in r.annotations["deep_skipped"]
+    assert r.facts.deep is None
     # the limit is a setting; 0 scores everything
     r = result_with(0.5)
     await check(model_future, min_tokens=0).run(msg("See you at noon.", "Lunch"), r)
-    assert "deep_probability" in r.annotations and "deep_skipped" not in r.annotations
+    assert r.facts.deep is not None
 
 
 def test_reasons_keep_the_digits_near_certainty():
@@ -266,8 +266,7 @@ def test_mean_adjustment_turns_tier_ones_score_into_the_combined_one():
 
 
 async def test_combine_mean_replaces_the_vote_with_the_consensus(model_future):
-    r = result_with(0.95)
-    r.annotations["ml_probabilities"] = {"ham": 0.05, "spam": 0.95, "phish": 0.0}
+    r = result_with(0.95)  # tier 1: ham 0.05, spam 0.95, phish 0
     await check(model_future, mode="all", combine="mean").run(msg(HAM, "Release checklist"), r)
     (sym,) = r.symbols  # no DEEP_HAM vote on top
     assert sym.name == "DEEP_MEAN_LOWERS" and sym.score < 0
@@ -275,12 +274,12 @@ async def test_combine_mean_replaces_the_vote_with_the_consensus(model_future):
     assert "the content model as 95%" in sym.reason
     # that is the default: the same message under default settings gets the same symbol
     r3 = result_with(0.95)
-    r3.annotations["ml_probabilities"] = dict(r.annotations["ml_probabilities"])
     await check(model_future).run(msg(HAM, "Release checklist"), r3)
     assert [(x.name, x.score) for x in r3.symbols] == [(sym.name, sym.score)]
-    # without tier 1's probabilities there is nothing to average: the vote
-    r2 = result_with(0.5)
-    await check(model_future, combine="mean").run(msg(PHISH, "Mailbox storage alert"), r2)
+    # without tier 1's reading there is nothing to average: the vote
+    r2 = result_with(None)
+    await check(model_future, combine="mean", when_no_tier1="run").run(
+        msg(PHISH, "Mailbox storage alert"), r2)
     assert r2.symbols[0].name in ("DEEP_PHISH", "DEEP_SPAM")
 
 

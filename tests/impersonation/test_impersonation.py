@@ -6,6 +6,7 @@ import pytest
 
 from mailmoat.message.parse import parse_message
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult
+from mailmoat.scan.facts import SenderMemoryFacts
 from mailmoat.scan.impersonation import build as build_bec
 from mailmoat.scan.impersonation import name_key, payment_language
 from mailmoat.scan.pipeline import Pipeline
@@ -32,14 +33,14 @@ def reason(outcome, name: str) -> str:
 
 class _FirstContact(Check):
     """Stands in for the reputation family's sender memory: it runs in stage 0 and leaves
-    the same annotation the real one leaves."""
+    the same fact the real one leaves."""
 
     name = "first_contact_fact"
     family = "first_contact_fact"
     symbols = {}
 
     async def run(self, msg, result: ScanResult) -> None:
-        result.annotations["first_contact"] = True
+        result.facts.sender_memory = SenderMemoryFacts(sender="someone@elsewhere.test")
 
 
 async def scan_with_first_contact(raw: bytes, config) -> ScanResult:

@@ -89,10 +89,10 @@ async def test_check_emits_explained_symbols(tiny_model, tmp_path):
     sym = next(s for s in out.result.symbols if s.name.startswith("CONTENT_SPAM"))
     assert sym.score > 0 and "spam-typical features" in sym.reason
     assert "'" in sym.reason  # quoted phrases of this message
-    assert out.result.annotations["ml_spam_probability"] > 0.7
+    assert out.result.facts.content.p_bad > 0.7
     phish = await scan_bytes(message("phish", random.Random(98), 998), cfg)
     assert any(s.name.startswith("CONTENT_PHISH") for s in phish.result.symbols)
-    assert phish.result.annotations["ml_phish_probability"] > 0.5
+    assert phish.result.facts.content.p_phish > 0.5
     ham = await scan_bytes(message("ham", random.Random(97), 997), cfg)
     assert not any(s.name.startswith(("CONTENT_SPAM", "CONTENT_PHISH")) for s in ham.result.symbols)
 
@@ -109,7 +109,7 @@ def test_bundled_model_is_small_and_loads():
 async def test_bundled_model_separates_clear_cases(raw, bad, tmp_path):
     cfg = make_config(storage={"data_dir": str(tmp_path)})
     out = await scan_bytes(raw, cfg)
-    p = out.result.annotations["ml_spam_probability"]
+    p = out.result.facts.content.p_bad
     names = symbol_names(out)
     if bad:
         assert p > 0.9, (p, out.as_dict())
@@ -125,7 +125,7 @@ async def test_domain_bias_moves_the_probability(tmp_path):
     base = await scan_bytes(HAM, make_config(storage={"data_dir": str(tmp_path)}))
     cfg = make_config(storage={"data_dir": str(tmp_path)}, content={"domain_bias": {"example.test": 3.0}})
     biased = await scan_bytes(HAM, cfg)
-    assert biased.result.annotations["ml_spam_probability"] > base.result.annotations["ml_spam_probability"]
+    assert biased.result.facts.content.p_bad > base.result.facts.content.p_bad
 
 
 async def test_link_text_mismatch_is_named_in_the_reason(tmp_path):

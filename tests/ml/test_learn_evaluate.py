@@ -82,7 +82,7 @@ async def test_report_teaches_only_words_that_delivered_good_mail_does_not_use(t
                          "back in stock.", sender="Shop <x@another-shop.test>")
 
     async def p_bad(raw: bytes) -> float:
-        return float((await scan_bytes(raw, cfg)).result.annotations["ml_spam_probability"])
+        return float((await scan_bytes(raw, cfg)).result.facts.content.p_bad)
 
     before_good = [await p_bad(raw) for raw in good[-3:]]
     before_variant = await p_bad(variant)
@@ -155,7 +155,7 @@ async def test_release_teaches_the_sender_by_one_vote_and_not_the_words(tmp_path
                             sender="Deals <deals@other-shop.test>")
 
     async def logit(raw: bytes) -> float:
-        p = (await scan_bytes(raw, cfg)).result.annotations["ml_spam_probability"]
+        p = (await scan_bytes(raw, cfg)).result.facts.content.p_bad
         return math.log(p / (1 - p))
 
     before_sender, before_words = await logit(same_sender), await logit(same_words)
@@ -180,12 +180,12 @@ async def test_per_domain_lesson_applies_only_to_that_domain(tmp_path):
     cfg = make_config(storage={"data_dir": str(tmp_path)})
     released = make_email(subject="This week's offers", body=PHARMACY,
                           sender="Pharmacy News <news@pharma-one.test>")
-    base = (await scan_bytes(released, cfg, rcpts=("eve@other.test",))).result.annotations
+    base = (await scan_bytes(released, cfg, rcpts=("eve@other.test",))).result.facts.content
     learn(cfg, released, "ham", actor="t", domain="example.test")
     mine = await scan_bytes(released, cfg, rcpts=("bob@example.test",))
     other = await scan_bytes(released, cfg, rcpts=("eve@other.test",))
-    assert mine.result.annotations["ml_spam_probability"] < base["ml_spam_probability"]
-    assert other.result.annotations["ml_spam_probability"] == base["ml_spam_probability"]
+    assert mine.result.facts.content.p_bad < base.p_bad
+    assert other.result.facts.content.p_bad == base.p_bad
     assert not delta_path(cfg).exists()
 
 

@@ -59,7 +59,7 @@ def _sha(raw: bytes) -> str:
 
 
 async def _p_bad(raw: bytes, cfg) -> float:
-    return float((await scan_bytes(raw, cfg)).result.annotations["ml_spam_probability"])
+    return float((await scan_bytes(raw, cfg)).result.facts.content.p_bad)
 
 
 async def test_unlearn_takes_back_one_lesson_and_keeps_the_other(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from mailmoat.policy.decide import Verdict
 from mailmoat.policy.headers import rewrite_for_delivery, split_header_block
 from mailmoat.scan.base import Action, Category, ScanResult, SymbolSpec
+from mailmoat.scan.facts import AuthFacts
 from tests.conftest import make_email
 
 SPECS = {
@@ -25,7 +26,7 @@ def _result(*names: str, auth: list[str] | None = None) -> ScanResult:
     for n in names:
         r.add(n, reason="r")
     if auth is not None:
-        r.annotations["auth_results"] = auth
+        r.facts.auth = AuthFacts(source="gateway", clauses=tuple(auth))
     return r
 
 

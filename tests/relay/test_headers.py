@@ -6,6 +6,7 @@ from mailmoat.policy.decide import Verdict
 from mailmoat.relay.dsn import status_code
 from mailmoat.relay.headers import add_gateway_headers, split_message
 from mailmoat.scan.base import Action, Category, ScanResult, SymbolSpec
+from mailmoat.scan.facts import AuthFacts
 
 
 def _result() -> ScanResult:
@@ -13,8 +14,10 @@ def _result() -> ScanResult:
                           "TEST_OK": SymbolSpec(-1.0, "d", Category.CLEAN, "test")})
     r.add("TEST_SPAMMY", reason="looks spammy")
     r.add("TEST_OK", reason="fine")
-    r.annotations["auth_results"] = ["spf=pass smtp.mailfrom=sender.test",
-                                     "dkim=none", "dmarc=fail header.from=sender.test"]
+    r.facts.auth = AuthFacts(source="gateway", spf="pass", spf_domain="sender.test",
+                             dmarc="fail", clauses=("spf=pass smtp.mailfrom=sender.test",
+                                                    "dkim=none",
+                                                    "dmarc=fail header.from=sender.test"))
     return r
 
 

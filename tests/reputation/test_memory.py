@@ -57,13 +57,13 @@ async def test_first_contact_then_known_correspondent(database):
     raw = make_email(sender=PARTNER, subject="Hello")
     out = await _scan(database, raw)
     assert _names(out) == {"REP_FIRST_CONTACT"}
-    assert out.result.annotations["first_contact"] is True
+    assert out.result.facts.sender_memory.first_contact is True
     assert "pat@partner.test" in out.result.get("REP_FIRST_CONTACT").reason
 
     mem.observe_message(out.message, "clean")
     out = await _scan(database, raw)
     assert _names(out) == set()  # one clean message: no longer new, not yet "known"
-    assert out.result.annotations["first_contact"] is False
+    assert out.result.facts.sender_memory.first_contact is False
 
     mem.observe_message(out.message, "clean")
     out = await _scan(database, raw)
@@ -99,7 +99,7 @@ async def test_reply_to_a_message_we_sent(database):
     out = await _scan(database, reply, mail_from="x@elsewhere.test")
     assert _names(out) == {"REP_REPLY_TO_OUR_MAIL"}
     assert "out-77@example.test" in out.result.get("REP_REPLY_TO_OUR_MAIL").reason
-    assert out.result.annotations["first_contact"] is False
+    assert out.result.facts.sender_memory.first_contact is False
 
 
 async def test_sender_our_user_wrote_to(database):

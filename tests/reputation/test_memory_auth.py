@@ -26,6 +26,6 @@ async def test_known_correspondent_needs_authentication(dns_server, tmp_path):
     dns_server.zones["partner.test"] = {"TXT": ["v=spf1 ip4:198.51.100.9 -all"]}
     out = await _scan(db, make_email(sender=PARTNER), network=True, config=cfg)
     assert "DMARC_POLICY_REJECT" in {s.name for s in out.result.symbols}
-    assert _names(out) == set()
-    assert out.result.annotations["known_sender_unauthenticated"] is True
+    assert _names(out) == set()  # the same known sender, unauthenticated: no trust
+    assert out.result.facts.sender_memory.first_contact is False
     db.dispose()

@@ -15,7 +15,7 @@ from mailmoat.scan.evidence import (
     bulk_level,
     name_coherent,
 )
-from mailmoat.scan.facts import AuthFacts, BrandFacts, BulkFacts
+from mailmoat.scan.facts import AuthFacts, BrandFacts, BulkFacts, ModelFacts
 
 SPECS = {
     **SYMBOLS,
@@ -47,7 +47,7 @@ def _result(content: float = 1.35, **extra: float) -> ScanResult:
     r.add("CONTENT_PHISH_HIGH", reason="reads like a phish", factor=content)
     for name, factor in extra.items():
         r.add(name, reason=name, factor=factor)
-    r.annotations["ml_spam_probability"] = 0.9999
+    r.facts.content = ModelFacts(p_bad=0.9999, p_spam=0.0, p_phish=0.9999)
     return r
 
 

@@ -9,6 +9,7 @@ from mailmoat.message.model import Envelope
 from mailmoat.message.parse import parse_message
 from mailmoat.policy.decide import decide
 from mailmoat.scan.base import Action, BuildContext, Category, Check, ScanResult, SymbolSpec
+from mailmoat.scan.facts import AuthFacts
 from mailmoat.scan.lists import ListsCheck, SenderPattern, build
 from mailmoat.scan.pipeline import Pipeline
 from tests.conftest import make_config, make_email, scan_bytes, symbol_names
@@ -64,7 +65,7 @@ def test_no_lists_no_check():
 
 
 CASES = [
-    # (policy, scan kwargs, headers' From, annotations, expected symbols, expected action)
+    # (policy, scan kwargs, headers' From, auth facts, expected symbols, expected action)
     ({"block_senders": ["@sender.test"]}, {}, None, {}, {"POLICY_BLOCK_SENDER"}, Action.REJECT),
     (
         {"block_senders": ["@sender.test"], "block_action": "quarantine"},
@@ -105,23 +106,11 @@ CASES = [
     # the envelope sender fails SPF: no allow by it, nor by the same-domain From
     ({"allow_senders": ["alice@sender.test"]}, {}, None, {"spf": "fail"}, set(), Action.ACCEPT),
     ({"allow_senders": ["alice@sender.test"]}, {}, None, {"spf": "softfail"}, set(), Action.ACCEPT),
-    # the auth family's shape: a dict with the result
     (
         {"allow_senders": ["alice@sender.test"]},
         {},
         None,
-        {"spf": {"result": "fail", "domain": "sender.test", "identity": "mailfrom"}},
-        set(),
-        Action.ACCEPT,
-    ),
-    (
-        {"allow_senders": ["alice@sender.test"]},
-        {},
-        None,
-        {
-            "spf": {"result": "pass", "domain": "sender.test", "identity": "mailfrom"},
-            "dmarc": "none",
-        },
+        {"spf": "pass", "spf_domain": "sender.test", "dmarc": "none"},
         {"POLICY_ALLOW_SENDER"},
         Action.ACCEPT,
     ),
@@ -181,18 +170,20 @@ CASES = [
 ]
 
 
-class _Annotate(Check):
-    """Stage-0 stand-in for the auth family's annotations (which lists reads in stage 1)."""
+class _Authenticate(Check):
+    """Stage-0 stand-in for the auth family's facts (which lists reads in stage 1); no
+    fields given: the auth family did not run."""
 
-    name = "annotate"
-    family = "annotate"
-    symbols = {"SPAMMY": SymbolSpec(12.0, "test symbol", Category.SPAM, "annotate")}
+    name = "authenticate"
+    family = "authenticate"
+    symbols = {"SPAMMY": SymbolSpec(12.0, "test symbol", Category.SPAM, "authenticate")}
 
-    def __init__(self, annotations, spammy=False):
-        self.annotations, self.spammy = annotations, spammy
+    def __init__(self, auth, spammy=False):
+        self.auth, self.spammy = auth, spammy
 
     async def run(self, msg, result):
-        result.annotations.update(self.annotations)
+        if self.auth:
+            result.facts.auth = AuthFacts(source="gateway", **self.auth)
         if self.spammy:
             result.add("SPAMMY", reason="test")
 
@@ -200,14 +191,14 @@ class _Annotate(Check):
 async def _scan(
     policy,
     raw,
-    annotations=None,
+    auth=None,
     spammy=False,
     mail_from="alice@sender.test",
     rcpts=("bob@example.test",),
     client_ip="192.0.2.10",
 ):
     config = make_config(policy=policy)
-    checks = [_Annotate(annotations or {}, spammy), *build(BuildContext(config))]
+    checks = [_Authenticate(auth or {}, spammy), *build(BuildContext(config))]
     pipeline = Pipeline(checks)
     env = Envelope(mail_from=mail_from, rcpt_tos=tuple(rcpts), client_ip=client_ip)
     msg = parse_message(raw, env)
@@ -215,10 +206,10 @@ async def _scan(
     return result, {r: decide(result, config.policy, r) for r in rcpts}
 
 
-@pytest.mark.parametrize("policy,kw,from_,annotations,expected,action", CASES)
-async def test_list_cases(policy, kw, from_, annotations, expected, action):
+@pytest.mark.parametrize("policy,kw,from_,auth,expected,action", CASES)
+async def test_list_cases(policy, kw, from_, auth, expected, action):
     raw = make_email(sender=from_) if from_ else make_email()
-    result, verdicts = await _scan(policy, raw, annotations, **kw)
+    result, verdicts = await _scan(policy, raw, auth, **kw)
     assert {s.name for s in result.symbols} == expected
     assert verdicts["bob@example.test"].action is action
     for s in result.symbols:

@@ -27,7 +27,7 @@ async def test_top_level_parts_when_the_attachments_family_is_off():
     raw = make_email(attachments=[("t.csv", "text/csv", payload)])
     cfg = make_config(attachments={"enabled": False})
     out = await scan_bytes(raw, cfg)
-    assert "attachment_hashes" not in out.result.annotations
+    assert out.result.facts.attachments is None
     data = message_log_data(mailmoat_id="m2", envelope=out.message.envelope, outcome=out)
     assert data["attachments"] == [{"filename": "t.csv", "type": "text/plain",  # detected
                                      "size": len(payload),

@@ -37,6 +37,7 @@ from mailmoat.message.model import Envelope
 from mailmoat.ml.corpus import design_half
 from mailmoat.scan.base import BuildContext, ScanResult
 from mailmoat.scan.engine import Scanner
+from mailmoat.scan.facts import Facts
 
 PHISH = ("nazario", "phishing_pot")
 HAM = ("spamassassin", "trec07p", "csdmc2010", "trec06c", "modern_ham")
@@ -95,7 +96,9 @@ async def run(args: argparse.Namespace) -> None:
             # machine, other processes.
             t0 = time.thread_time()
             for check in ours:
-                again = ScanResult(specs=scanner.pipeline.specs, annotations=dict(res.annotations))
+                # What the two checks read of earlier stages: the sender memory.
+                again = ScanResult(specs=scanner.pipeline.specs,
+                                   facts=Facts(sender_memory=res.facts.sender_memory))
                 await check.run(out.message, again)
             timings.append(time.thread_time() - t0)
             st["n"] += 1

@@ -130,11 +130,11 @@ def _for_recipient(result: ScanResult, recipient: str | None
     """Score and forced action for one recipient.
 
     A symbol whose options name recipients (`rcpt=<address>`, from per-recipient lists)
-    counts only for them; `annotations["forced_for"]` holds forced actions per recipient.
+    counts only for them; `result.forced_for` holds forced actions per recipient.
     """
     forced = result.forced
     scoped = [s for s in result.symbols if any(o.startswith("rcpt=") for o in s.options)]
-    forced_for = result.annotations.get("forced_for") or {}
+    forced_for = result.forced_for
     if not scoped and not forced_for:
         return result.score, forced
     mine = f"rcpt={recipient.lower()}" if recipient else None

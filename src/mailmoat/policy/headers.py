@@ -269,7 +269,8 @@ def rewrite_for_delivery(
     ours: list[bytes] = []
     if received.strip():
         ours.append(_fold("Received", _ascii_clean(received).split(), "", eol))
-    auth = result.annotations.get("auth_results") if result is not None else None
+    facts = result.facts.auth if result is not None else None
+    auth = facts.clauses if facts is not None else None
     if auth is not None:
         clauses = [c for c in (_ascii_clean(str(c)).rstrip(";") for c in auth) if c] or ["none"]
         ours.append(

@@ -18,9 +18,12 @@ import email.utils
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailmoat.relay.headers import split_message
+
+if TYPE_CHECKING:
+    from mailmoat.scan.base import ScanResult
 
 # What the message log's symbols say when a spool entry predates `sender_auth_failed`.
 _SPF_FAIL_SYMBOLS = frozenset({"SPF_FAIL"})
@@ -42,22 +45,17 @@ def status_code(response: str, default: str = "5.0.0") -> str:
     return default
 
 
-def sender_auth_failed(result: Any) -> bool:
+def sender_auth_failed(result: ScanResult | None) -> bool:
     """Is the envelope sender likely forged, by a `ScanResult`'s authentication facts?
 
     SPF fail means the sender's own domain disowns the client. A DMARC fail (or, with
     nothing passing, a DKIM fail) counts unless SPF passed, since the bounce goes to the
     envelope sender: a mailing list's own, SPF-authenticated bounce address still gets it.
     """
-    if result is None:
+    auth = result.facts.auth if result is not None else None
+    if auth is None:
         return False
-    auth = getattr(getattr(result, "facts", None), "auth", None)
-    if auth is not None:
-        return auth.spf == "fail" or (auth.failed and auth.spf != "pass")
-    notes = getattr(result, "annotations", {}) or {}
-    spf = notes.get("spf")
-    spf_result = spf.get("result") if isinstance(spf, dict) else None
-    return spf_result == "fail" or (notes.get("dmarc") == "fail" and spf_result != "pass")
+    return auth.spf == "fail" or (auth.failed and auth.spf != "pass")
 
 
 def dsn_refusal(mail_from: str, extra: Mapping[str, Any]) -> str | None:

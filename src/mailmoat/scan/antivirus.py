@@ -30,6 +30,7 @@ from pydantic import Field, field_validator
 from mailmoat.config import Section
 from mailmoat.message.model import Envelope, ParsedMessage
 from mailmoat.scan.base import Action, BuildContext, Category, Check, ScanResult, SymbolSpec
+from mailmoat.scan.facts import AntivirusFacts, VirusFound
 
 _G = "antivirus"
 
@@ -242,10 +243,9 @@ class ClamavCheck(Check):
                              Category.POLICY)
             return
         found = [(what, sig) for (what, _), sig in zip(targets, verdicts) if sig]
-        # for the message log: what was scanned and what was found
-        result.annotations["antivirus"] = {
-            "engine": "clamav", "scanned": [what for what, _ in targets],
-            "found": [{"where": what, "signature": sig} for what, sig in found]}
+        result.facts.antivirus = AntivirusFacts(
+            engine="clamav", scanned=tuple(what for what, _ in targets),
+            found=tuple(VirusFound(where=what, signature=sig) for what, sig in found))
         if not found:
             return
         sigs = tuple(dict.fromkeys(sig for _, sig in found))

@@ -13,7 +13,7 @@ what it is). For each attachment, and for every file found inside archives (see
   forms or scripts, and YARA rules (yara-x; a built-in set plus `[attachments] yara_dir`).
 
 Plain text and images get magic + hash and nothing more, so ordinary mail stays cheap. Every
-file's SHA-256 goes into `result.annotations["attachment_hashes"]` for the message log, recall
+file's SHA-256 goes into `result.facts.attachments` for the message log, recall
 and threat-intel matching. ClamAV is the separate `antivirus` family.
 """
 
@@ -38,6 +38,7 @@ from mailmoat.message.model import ParsedMessage
 from mailmoat.message.sniff import sniff_type
 from mailmoat.scan.archives import ArchiveLimits, Budget, WalkReport, archive_kind, walk
 from mailmoat.scan.base import Action, BuildContext, Category, Check, ScanResult, SymbolSpec
+from mailmoat.scan.facts import AttachmentHash
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ class Findings:
     """Symbol → list of (reason, file) found in one message; each symbol is added once."""
 
     hits: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    hashes: list[dict[str, Any]] = field(default_factory=list)
+    hashes: list[AttachmentHash] = field(default_factory=list)
     factors: dict[str, float] = field(default_factory=dict)
     # Work left for this message. Archives bound the bytes, these bound the costly steps per
     # file, so 1,000 small members cannot each take the most expensive path.
@@ -304,7 +305,7 @@ class AttachmentsCheck(Check):
             findings = await asyncio.to_thread(self.analyze, msg)
         else:
             findings = self.analyze(msg)
-        result.annotations["attachment_hashes"] = findings.hashes
+        result.facts.attachments = tuple(findings.hashes)
         for symbol, items in findings.hits.items():
             files = tuple(dict.fromkeys(f for _, f in items))
             reasons = list(dict.fromkeys(r for r, _ in items))
@@ -354,10 +355,10 @@ class AttachmentsCheck(Check):
                 queue[i:i] = [_File(m.path, _ext(m.name), "", _detect(m.data, findings), m.data,
                                     m.container, expanded=True)
                               for m in report.members[before:]]
-            findings.hashes.append({
-                "filename": f.name.rsplit(" > ", 1)[-1], "sha256": hashlib.sha256(f.data).hexdigest(),
-                "size": len(f.data), "type": f.detected_type or f.declared_type,
-                "container": f.container})
+            findings.hashes.append(AttachmentHash(
+                filename=f.name.rsplit(" > ", 1)[-1], sha256=hashlib.sha256(f.data).hexdigest(),
+                size=len(f.data), type=f.detected_type or f.declared_type,
+                container=f.container))
             self._inspect(f, findings)
             if findings.pending:
                 queue[i:i] = findings.pending

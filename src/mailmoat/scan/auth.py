@@ -14,10 +14,9 @@ test server. DKIM and ARC keys are fetched asynchronously first and handed to dk
 a dict; pyspf runs in a worker thread whose look-ups are sent back to the event loop.
 
 Results become symbols (weights are config; p=reject is a high phishing weight, not a hard
-reject), `result.facts.auth` (source "gateway"), `result.annotations["auth_results"]` (the
-clauses of the Authentication-Results header the gateway writes) and
-`annotations["spf"|"dkim"|"dmarc"|"arc"]` for later checks. A DNS failure is a
-`*_TEMPERROR` symbol, never an exception.
+reject) and `result.facts.auth` (source "gateway"), an `AuthFacts` that later checks read
+and whose `clauses` are those of the Authentication-Results header the gateway writes.
+A DNS failure is a `*_TEMPERROR` symbol, never an exception.
 
 Behind an upstream the administrator trusts (`trusted_authserv_ids`), the `upstream_auth`
 check (`mailmoat.scan.authres`) reads that upstream's verdict and this check stands aside.
@@ -32,7 +31,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -565,15 +564,11 @@ class AuthCheck(Check):
         s = self.settings
         early_spf = result.early.pop(self.name, None)
         if self._skipped(env):
-            result.annotations["auth_skipped"] = (
-                f"direction {env.direction.value}" if env.direction is not Direction.INBOUND
-                else f"authenticated user {env.auth_user}")
-            return
-        upstream = self._upstream(msg.raw)
-        if upstream:
+            return  # our own user's mail: nothing to verify
+        if self._upstream(msg.raw):
+            # The trusted upstream's verdict stands for ours (the upstream_auth check).
             if early_spf is not None:
                 early_spf.cancel()
-            result.annotations["auth_skipped"] = f"trusted upstream {upstream} authenticated it"
             return
         loop = asyncio.get_running_loop()
         # The From domain's DMARC policy needs none of the other results: it is looked up
@@ -594,25 +589,29 @@ class AuthCheck(Check):
             auth_fail_score += self._emit_spf(spf_out, result, clauses)
         if dkim_out is not None:
             auth_fail_score += self._emit_dkim(dkim_out, result, clauses)
-        dmarc_score = 0.0
-        if policy is not None:
-            dmarc_score = await self._dmarc(msg, await policy, spf_out, dkim_out, result, clauses)
-        if arc_out is not None:
-            self._emit_arc(msg, arc_out, result, clauses, auth_fail_score + dmarc_score)
-        result.annotations["auth_results"] = clauses
-        result.facts.auth = AuthFacts(
+        facts = AuthFacts(
             source="gateway",
             spf=spf_out.result if spf_out is not None else "none",
             spf_domain=spf_out.domain if spf_out is not None else "",
+            spf_identity=spf_out.identity if spf_out is not None else "",
             dkim_pass=tuple(dict.fromkeys(o.domain for o in dkim_out or []
                                           if o.result == "pass")),
             # Only an outright fail: a DNS error or a missing key is no evidence of forgery.
             dkim_fail=tuple(dict.fromkeys(o.domain for o in dkim_out or []
                                           if o.result == "fail")),
-            # After the ARC override, so a trusted sealer's pass counts as it does above.
-            dmarc=str(result.annotations.get("dmarc", "none")),
             from_domain=msg.from_domain,
         )
+        # SPF and DKIM are known now: should the check run out of time waiting for the
+        # DMARC policy, later checks (an allow list) still see that SPF failed.
+        result.facts.auth = facts
+        dmarc_score, dmarc = 0.0, "none"
+        if policy is not None:
+            dmarc_score, dmarc = await self._dmarc(msg, await policy, spf_out, dkim_out,
+                                                   result, clauses)
+        if arc_out is not None and self._emit_arc(msg, arc_out, result, clauses,
+                                                  auth_fail_score + dmarc_score):
+            dmarc = "pass"  # a trusted sealer vouches for the From domain
+        result.facts.auth = replace(facts, dmarc=dmarc, clauses=tuple(clauses))
 
     # SPF ------------------------------------------------------------------------------------
 
@@ -661,8 +660,6 @@ class AuthCheck(Check):
         sym = result.add(name, reason=reasons[out.result][:300], options=(out.domain,))
         prop = "smtp.helo" if out.identity == "helo" else "smtp.mailfrom"
         clauses.append(f"spf={out.result} {prop}={out.domain}")
-        result.annotations["spf"] = {"result": out.result, "domain": out.domain,
-                                     "identity": out.identity}
         return max(sym.score, 0.0)
 
     # DKIM -----------------------------------------------------------------------------------
@@ -679,9 +676,6 @@ class AuthCheck(Check):
 
     def _emit_dkim(self, outs: list[DkimOutcome], result: ScanResult,
                    clauses: list[str]) -> float:
-        result.annotations["dkim"] = [
-            {"domain": o.domain, "selector": o.selector, "result": o.result, "reason": o.reason}
-            for o in outs]
         if not outs:
             result.add("DKIM_NONE", reason="the message carries no DKIM signature")
             clauses.append("dkim=none")
@@ -725,35 +719,35 @@ class AuthCheck(Check):
                    for t in self.settings.trusted_arc_sealers)
 
     def _emit_arc(self, msg: ParsedMessage, out: ArcOutcome, result: ScanResult,
-                  clauses: list[str], failure_score: float) -> None:
-        result.annotations["arc"] = {"result": out.result, "sealer": out.sealer,
-                                     "instances": out.instances}
+                  clauses: list[str], failure_score: float) -> bool:
+        """Emits the ARC symbols; True when a trusted sealer's pass offsets a local failure
+        (DMARC then counts as passed)."""
         if out.result == "none":
             result.add("ARC_NA", reason="the message carries no ARC headers")
             clauses.append("arc=none")
-            return
+            return False
         if out.result == "temperror":
             result.add("ARC_TEMPERROR", reason=f"ARC keys could not be fetched: {out.reason}"[:300])
             clauses.append("arc=temperror")
-            return
+            return False
         if out.result == "fail":
             result.add("ARC_FAIL", reason=f"ARC chain ({out.instances} sets, last sealed by "
                        f"{out.sealer or 'unknown'}) does not verify: {out.reason}"[:300])
             clauses.append("arc=fail")
-            return
+            return False
         result.add("ARC_PASS", reason=f"ARC chain of {out.instances} set(s) verifies, last "
                    f"sealed by {out.sealer}", options=(out.sealer,))
         clauses.append("arc=pass")
         if failure_score <= 0 or not self._trusted(out.sealer):
-            return
+            return False
         saw = self._sealer_saw_pass(out.aar, msg.from_domain)
-        if saw:
-            result.add("ARC_TRUSTED_OVERRIDE", factor=failure_score,
-                       reason=f"trusted ARC sealer {out.sealer} saw {saw} before the message "
-                       f"was forwarded; the local authentication failure is offset",
-                       options=(out.sealer,))
-            result.annotations["dmarc"] = "pass"
-            result.annotations["dmarc_via_arc"] = out.sealer
+        if not saw:
+            return False
+        result.add("ARC_TRUSTED_OVERRIDE", factor=failure_score,
+                   reason=f"trusted ARC sealer {out.sealer} saw {saw} before the message "
+                   f"was forwarded; the local authentication failure is offset",
+                   options=(out.sealer,))
+        return True
 
     @staticmethod
     def _sealer_saw_pass(aar: str, from_domain: str) -> str:
@@ -787,72 +781,63 @@ class AuthCheck(Check):
 
     async def _dmarc(self, msg: ParsedMessage, lookup: DmarcLookup, spf_out: SpfOutcome | None,
                      dkim_out: list[DkimOutcome] | None, result: ScanResult,
-                     clauses: list[str]) -> float:
+                     clauses: list[str]) -> tuple[float, str]:
+        """Emits the DMARC symbol; (its failure score, the result: pass | fail | none)."""
         from_domains = set(lookup.from_domains)
         if len(from_domains) != 1:
-            result.annotations["dmarc"] = "none"
             why = "no From domain" if not from_domains else \
                 f"several From domains ({', '.join(sorted(from_domains))})"
             result.add("DMARC_NA", reason=f"DMARC not applied: {why}")
-            return 0.0
+            return 0.0, "none"
         from_domain = from_domains.pop()
         rec, exc = lookup.record, lookup.error
         if isinstance(exc, DnsTempError):
-            result.annotations["dmarc"] = "none"
             result.add("DMARC_TEMPERROR", reason=f"DMARC policy of {from_domain} could not be "
                        f"fetched: {exc}"[:300])
             clauses.append(f"dmarc=temperror header.from={from_domain}")
-            return 0.0
+            return 0.0, "none"
         if exc is not None:
-            result.annotations["dmarc"] = "none"
             result.add("DMARC_PERMERROR", reason=str(exc)[:300])
             clauses.append(f"dmarc=permerror header.from={from_domain}")
-            return 0.0
+            return 0.0, "none"
         if rec is None:
-            result.annotations["dmarc"] = "none"
             result.add("DMARC_NA", reason=f"{from_domain} publishes no DMARC policy")
             clauses.append(f"dmarc=none header.from={from_domain}")
-            return 0.0
-        result.annotations["dmarc_policy"] = {"domain": rec.domain, "p": rec.p, "sp": rec.sp,
-                                              "pct": rec.pct}
+            return 0.0, "none"
         dkim_aligned = [o.domain for o in dkim_out or []
                         if o.result == "pass" and aligned(o.domain, from_domain, rec.adkim)]
         spf_aligned = (spf_out is not None and spf_out.result == "pass"
                        and aligned(spf_out.domain, from_domain, rec.aspf))
         if dkim_aligned or spf_aligned:
             via = f"DKIM d={dkim_aligned[0]}" if dkim_aligned else f"SPF for {spf_out.domain}"  # type: ignore[union-attr]
-            result.annotations["dmarc"] = "pass"
             result.add("DMARC_PASS", reason=f"{from_domain} is authenticated by an aligned "
                        f"{via}", options=(from_domain,))
             clauses.append(f"dmarc=pass header.from={from_domain}")
-            return 0.0
+            return 0.0, "pass"
         temp = (spf_out is not None and spf_out.result == "temperror") or any(
             o.result == "temperror" for o in dkim_out or [])
         if temp:
-            result.annotations["dmarc"] = "none"
             result.add("DMARC_TEMPERROR", reason=f"DMARC for {from_domain} is undecided: SPF "
                        "or DKIM hit a temporary DNS failure")
             clauses.append(f"dmarc=temperror header.from={from_domain}")
-            return 0.0
+            return 0.0, "none"
         if spf_out is None and not dkim_aligned and self.settings.spf:
             # No client IP (offline scan of a file): SPF might have passed, so "fail" would
             # be a guess.
-            result.annotations["dmarc"] = "none"
             result.add("DMARC_NA", reason=f"DMARC for {from_domain} not decided: no client "
                        "IP for SPF and no aligned DKIM signature")
-            return 0.0
+            return 0.0, "none"
         policy = rec.sp if rec.domain != from_domain else rec.p
         applied = policy
         if rec.pct < 100 and not _sampled(msg, rec.pct):
             applied = _DOWNGRADE[policy]
-        result.annotations["dmarc"] = "fail"
         why = _dmarc_fail_reason(from_domain, spf_out, dkim_out or [])
         note = "" if applied == policy else f" (pct={rec.pct}: applied as p={applied})"
         sym = result.add(f"DMARC_POLICY_{applied.upper()}",
                          reason=f"DMARC fails for {from_domain}: {why}; its policy is "
                          f"p={policy}{note}"[:300], options=(from_domain, policy))
         clauses.append(f"dmarc=fail (p={policy}) header.from={from_domain}")
-        return max(sym.score, 0.0)
+        return max(sym.score, 0.0), "fail"
 
     async def close(self) -> None:
         return None
@@ -880,11 +865,12 @@ async def _none() -> None:
     return None
 
 
-def authentication_results_header(authserv_id: str, annotations: dict[str, Any]) -> str | None:
+def authentication_results_header(authserv_id: str, auth: AuthFacts | None) -> str | None:
     """The Authentication-Results value the gateway adds to delivered mail (RFC 8601), or
-    None when the auth check did not run. The gateway should first remove any
-    Authentication-Results claiming our authserv_id that arrived with the message."""
-    clauses = annotations.get("auth_results")
+    None when the auth check did not verify the message (`result.facts.auth`). The gateway
+    should first remove any Authentication-Results claiming our authserv_id that arrived
+    with the message."""
+    clauses = auth.clauses if auth is not None else None
     if not clauses:
         return None
     return f"{authserv_id}; " + ";\r\n\t".join(clauses)

@@ -18,9 +18,8 @@ trusted_authserv_ids`, and only those, as SpamAssassin's `authres_trusted_authse
   (`UPSTREAM_AUTHRES_UNUSABLE`), never raised on.
 
 It needs no network, so it also runs in the offline `mailmoat scan`. Its verdict becomes
-`result.facts.auth` (source `upstream:<authserv-id>`) and, for the checks that still read
-them (lists, reputation), the `spf` / `dkim` / `dmarc` annotations the `auth` check writes.
-When a trusted upstream's results are present, the `auth` check does not verify the message
+`result.facts.auth` (source `upstream:<authserv-id>`), the same record the `auth` check
+writes, without `clauses`: the gateway verified nothing, so it adds no field of its own. When a trusted upstream's results are present, the `auth` check does not verify the message
 itself (see `AuthCheck.run`).
 """
 
@@ -202,6 +201,7 @@ def _dmarc_applies(c: Clause, from_domain: str) -> bool:
 
 def upstream_facts(up: UpstreamResults, from_domain: str) -> AuthFacts:
     spf = up.first("spf")
+    spf_identity, spf_domain = _spf_identity(spf)
     dkim = up.all("dkim")
     dmarc = up.first("dmarc")
     dmarc_result = "none"
@@ -211,7 +211,8 @@ def upstream_facts(up: UpstreamResults, from_domain: str) -> AuthFacts:
     return AuthFacts(
         source=f"upstream:{up.authserv_id}",
         spf=_spf_result(spf),
-        spf_domain=_spf_identity(spf)[1],
+        spf_domain=spf_domain,
+        spf_identity=spf_identity,
         dkim_pass=tuple(dict.fromkeys(d for c in dkim if c.result == "pass"
                                       if (d := _dkim_domain(c)))),
         # Only an outright fail: Gmail's "neutral" (body hash did not verify) and errors are
@@ -263,20 +264,7 @@ class UpstreamAuthCheck(Check):
         up = reading.upstream
         facts = upstream_facts(up, msg.from_domain)
         result.facts.auth = facts
-        self._annotate(up, facts, result)
         self._emit(up, facts, result)
-
-    @staticmethod
-    def _annotate(up: UpstreamResults, facts: AuthFacts, result: ScanResult) -> None:
-        # The shapes the auth check writes: the lists and reputation families read these.
-        identity, domain = _spf_identity(up.first("spf"))
-        result.annotations["spf"] = {"result": facts.spf, "domain": domain,
-                                     "identity": identity}
-        result.annotations["dkim"] = [
-            {"domain": _dkim_domain(c), "selector": c.props.get("header.s", ""),
-             "result": c.result, "reason": f"reported by {up.authserv_id}"}
-            for c in up.all("dkim")]
-        result.annotations["dmarc"] = facts.dmarc
 
     @staticmethod
     def _emit(up: UpstreamResults, facts: AuthFacts, result: ScanResult) -> None:

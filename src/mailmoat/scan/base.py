@@ -10,7 +10,7 @@ score should outvote (a virus, GTUBE), as Rspamd's passthrough results do.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -60,9 +60,9 @@ class ScanResult:
     weight_overrides: Mapping[str, float] = field(default_factory=dict)
     symbols: list[Symbol] = field(default_factory=list)
     forced: tuple[Action, str, Category] | None = None
-    # Facts checks share with later checks and with the header writer, e.g.
-    # "auth_results" (list of Authentication-Results clauses), "ml_spam_probability".
-    annotations: dict[str, Any] = field(default_factory=dict)
+    # Forced actions that concern only some recipients (per-recipient block lists):
+    # lowercased recipient -> (action, reason, category); see force_for.
+    forced_for: dict[str, tuple[Action, str, Category]] = field(default_factory=dict)
     # Typed facts checks establish for later checks, the evidence gate and policy.
     facts: Facts = field(default_factory=Facts)
     timings: dict[str, float] = field(default_factory=dict)  # check name -> seconds
@@ -83,6 +83,12 @@ class ScanResult:
         """Force an action no score can outvote; the most severe forced action wins."""
         if self.forced is None or action.severity > self.forced[0].severity:
             self.forced = (action, reason, category)
+
+    def force_for(self, recipients: Iterable[str], action: Action, reason: str,
+                  category: Category = Category.POLICY) -> None:
+        """`force` for these recipients only; policy applies it to their verdicts."""
+        for r in recipients:
+            self.forced_for[r.lower()] = (action, reason, category)
 
     def has(self, name: str) -> bool:
         return any(s.name == name for s in self.symbols)

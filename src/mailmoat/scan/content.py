@@ -6,8 +6,8 @@ URLs, attachments; never the relay path), gives P(ham), P(spam), P(phish), and e
 symbol whose weight grows with confidence (see `mailmoat.ml.scoring`). The reason names the
 message's own tokens that pushed the verdict most, in plain words.
 
-For the later tiers it leaves `result.annotations["ml_spam_probability"]` (P(spam or
-phish)), `["ml_phish_probability"]` and `["ml_probabilities"]`.
+For the later tiers it leaves `result.facts.content`: P(spam or phish), P(spam) and
+P(phish).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from mailmoat.ml.learn import get_model, has_domain_delta, recipient_domain
 from mailmoat.ml.model import ModelError, Prediction
 from mailmoat.ml.scoring import WEIGHTS, ContentSettings, content_symbols
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
+from mailmoat.scan.facts import ModelFacts
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,8 @@ class ContentCheck(Check):
         pred = model.predict(features_of(msg), explain=s.explain,
                              bias=s.domain_bias.get(domain, 0.0),
                              vector=vector_of(msg, model.n_bits))
-        result.annotations["ml_spam_probability"] = pred.p_bad
-        result.annotations["ml_phish_probability"] = pred.p_phish
-        result.annotations["ml_probabilities"] = dict(pred.probabilities)
+        result.facts.content = ModelFacts(p_bad=pred.p_bad, p_spam=pred.probabilities["spam"],
+                                          p_phish=pred.p_phish)
         hit = content_symbols(pred.probabilities["spam"], pred.probabilities["phish"], s)
         if hit is None:
             return

@@ -1,12 +1,13 @@
 """Tier 2: a sentence-transformer model for mail the fast model is not all but certain of.
 
-Tier 1 (`content`, stage 0) leaves `ml_spam_probability` in the annotations. When that lies
+Tier 1 (`content`, stage 0) leaves its P(spam or phish) in `result.facts.content`. When that lies
 in `[deep] band` (default 0.001–0.9999), this check embeds the subject and the
 start of the body with all-MiniLM-L6-v2 fine-tuned for mail (the bundled head file carries
 the encoder's low-rank adapter, merged into the published weights at load; onnxruntime on an
 int8 graph built at first use, or numpy; no torch; see `mailmoat.ml.deep.engine`) and scores
 the embedding with the head trained with it. It says how spam-like the message reads and
-which known pattern it is closest to, and leaves `deep_probability` for tier 3 and the logs.
+which known pattern it is closest to, and leaves its reading in `result.facts.deep` for
+tier 3 and the evidence gate.
 With `combine = "mean"` (the default) it moves the content verdict to the one the two tiers
 earn together: the mean of their log-odds (`combined_probabilities`).
 
@@ -32,6 +33,7 @@ from mailmoat.config import Section
 from mailmoat.message.model import ParsedMessage
 from mailmoat.ml.scoring import ContentSettings, content_score
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
+from mailmoat.scan.facts import ModelFacts
 
 log = logging.getLogger(__name__)
 
@@ -209,11 +211,12 @@ class DeepCheck(Check):
     def why_run(self, result: ScanResult) -> str | None:
         """Why tier 2 reads this message, in words (None: it does not)."""
         s = self.settings
-        p = result.annotations.get("ml_spam_probability")
+        tier1 = result.facts.content
+        p = tier1.p_bad if tier1 is not None else None
         if s.mode == "all":
             return "every message is read" if p is None else \
                 f"every message is read (the content model: {_pct(p)} likely spam or phishing)"
-        if not isinstance(p, (int, float)):
+        if p is None:
             return "the content model gave no reading" if s.when_no_tier1 == "run" else None
         lo, hi = s.band
         return (f"the content model was not sure ({_pct(p)} likely spam or phishing; "
@@ -241,27 +244,20 @@ class DeepCheck(Check):
                        f"{self.settings.timeout_ms} ms; the message was judged without it")
             return
         if isinstance(pred, int):  # too short to judge: no vote (docs/deep.md)
-            result.annotations["deep_skipped"] = (
-                f"text too short for the deep model ({pred} word pieces < "
-                f"{self.settings.min_tokens}); {why}")
             return
         p = pred.p_bad
-        result.annotations["deep_probability"] = round(p, 4)
-        result.annotations["deep_phish_probability"] = round(pred.p_phish, 4)
-        p1 = result.annotations.get("ml_spam_probability")
-        if isinstance(p1, (int, float)):
+        t1 = result.facts.content
+        result.facts.deep = ModelFacts(
+            p_bad=round(p, 4), p_spam=round(pred.p_spam, 4), p_phish=round(pred.p_phish, 4),
             # Tier 2 is a second opinion, not a replacement: on held-out mail both together
             # beat either alone (docs/deep.md), so this is what tier 3 reads.
-            result.annotations["deep_combined_probability"] = round(
-                combined_bad(float(p1), p), 4)
+            combined_bad=round(combined_bad(t1.p_bad, p), 4) if t1 is not None else None)
         # The reason says what the model read, in words; why it ran (the band) is no news to
         # an administrator reading the message's page, except when tier 1 said nothing.
         pattern = f"it reads most like '{pred.pattern}'"
         if why == "the content model gave no reading":
             pattern += f"; {why}"
-        probs = result.annotations.get("ml_probabilities")
-        tier1 = (float(probs.get("spam", 0.0)), float(probs.get("phish", 0.0))) \
-            if isinstance(probs, dict) else None
+        tier1 = (t1.p_spam, t1.p_phish) if t1 is not None else None
         hit = tier2_symbol(pred.p_spam, pred.p_phish, tier1, self.settings, self.content)
         if hit is None:
             return

@@ -437,11 +437,10 @@ def topic_score(symbols: Iterable[Symbol]) -> float:
 
 def content_p_bad(result: ScanResult) -> float | None:
     """P(spam or phish) of the content verdict, both tiers combined where tier 2 ran."""
-    for key in ("deep_combined_probability", "ml_spam_probability"):
-        v = result.annotations.get(key)
-        if isinstance(v, (int, float)):
-            return float(v)
-    return None
+    deep, content = result.facts.deep, result.facts.content
+    if deep is not None and deep.combined_bad is not None:
+        return deep.combined_bad
+    return content.p_bad if content is not None else None
 
 
 class EvidenceCheck(Check):

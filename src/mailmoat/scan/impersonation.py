@@ -6,9 +6,9 @@ Reply-To that sends the answer somewhere else, and a request to pay, change bank
 buy gift cards. Each sign on its own is weak (plenty of honest mail has a Reply-To), so each
 gets its own small symbol, and `BEC_COMBINED` fires with a high weight when they add up.
 
-The check runs in stage 1 so it can read facts earlier stages left in
-`result.annotations`: `first_contact` (set by the reputation family's sender memory when
-this sender has never written to this recipient before).
+The check runs in stage 1 so it can read facts earlier stages left in `result.facts`:
+`sender_memory.first_contact` (set by the reputation family's sender memory when this
+sender has never written to this recipient before).
 
 Who counts as internal and who is a VIP comes from `[bec]`; when the gateway has a message
 store, display names of internal senders seen in outbound/internal mail are added at build.
@@ -227,7 +227,7 @@ class ImpersonationCheck(Check):
     name = "impersonation"
     family = "impersonation"
     symbols = SYMBOLS
-    stage = 1  # after the reputation family has set annotations["first_contact"]
+    stage = 1  # after the reputation family has set facts.sender_memory
 
     def __init__(self, internal_domains: Iterable[str], protected_domains: Iterable[str],
                  people: Iterable[Person], freemail: Iterable[str]) -> None:
@@ -278,7 +278,8 @@ class ImpersonationCheck(Check):
             self._advance_fee(msg, fa, add, "BEC_REPLYTO_FREEMAIL" in fired)
             self._private_channel(msg, fa, add)
             self._extortion(msg, add)
-        first_contact = bool(result.annotations.get("first_contact"))
+        memory = result.facts.sender_memory
+        first_contact = memory is not None and memory.first_contact
         # Payment talk is everyday business; it is only reported next to another sign (or a
         # first contact), which also spares the language scan for most mail.
         topics: list[str] = []

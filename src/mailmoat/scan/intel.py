@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from mailmoat.intel.live import LiveIndicator, LiveIndicators
 from mailmoat.intel.settings import intel_settings
@@ -59,9 +58,9 @@ _WHAT = {"url": "link", "domain": "domain", "ip": "IP", "email": "address",
 
 def message_facts(msg: ParsedMessage, result: ScanResult | None = None) -> set[tuple[str, str]]:
     """The (kind, value) facts of a message, as the delivery index holds them."""
-    hashes: Any = result.annotations.get("attachment_hashes") if result is not None else None
-    if not (isinstance(hashes, list) and hashes):
-        hashes = [{"sha256": a.sha256} for a in msg.attachments]
+    walked = result.facts.attachments if result is not None else None
+    hashes = [{"sha256": h.sha256} for h in walked] if walked else \
+        [{"sha256": a.sha256} for a in msg.attachments]
     fa = msg.from_addr
     data = {
         "urls": [u.url for u in msg.urls],

@@ -11,18 +11,19 @@ Sender entries: `user@domain` (exact address), `@domain` or `domain` (that domai
 
 Senders are matched against the envelope sender and the From header. A block matches on
 either. An allow must not let a forged From walk past every other check, so a From address
-counts for an allow only when DMARC passed (`result.annotations["dmarc"] == "pass"`, set by
+counts for an allow only when DMARC passed (`result.facts.auth.dmarc == "pass"`, set by
 the auth family) or when the envelope sender's domain equals the From domain (and neither
 DMARC nor SPF failed); an envelope sender counts only when SPF did not fail
-(`annotations["spf"]["result"]` not "fail"/"softfail"). Without the auth family these
-annotations are absent and an allow trusts the envelope sender as claimed: run the auth checks.
+(`result.facts.auth.spf` not "fail"/"softfail"). Without the auth family these facts are
+absent and an allow trusts the envelope sender as claimed: run the auth checks.
 
 A block forces `block_action` (reject by default, or quarantine) rather than adding score, so
 no negative symbol can outvote it; an allow adds a large negative weight, so a virus or GTUBE
 (forced actions) still wins. This check runs in stage 1, after the auth checks of stage 0.
 When recipients' lists disagree, the symbols are scoped to the recipients they concern
-(option `rcpt=<address>`) and blocks are recorded in `annotations["forced_for"]`; policy
-reads both per recipient.
+(option `rcpt=<address>`) and blocks are recorded per recipient
+(`ScanResult.force_for`, read back from `ScanResult.forced_for`); policy reads both per
+recipient.
 """
 
 from __future__ import annotations
@@ -173,13 +174,6 @@ def _first_net(
     return next((n for n in nets if ip.version == n.version and ip in n), None)
 
 
-def _spf_result(value: Any) -> str:
-    """The auth family records SPF as {"result": "pass", "domain": …}; a plain string works too."""
-    if isinstance(value, Mapping):
-        value = value.get("result", "")
-    return str(value or "").lower()
-
-
 class ListsCheck(Check):
     name = "lists"
     family = "lists"
@@ -248,8 +242,9 @@ class ListsCheck(Check):
             allows.append(
                 _Match("POLICY_ALLOW_IP", f"client {ip} is in allow_ips entry {net}{where}")
             )
-        spf = _spf_result(result.annotations.get("spf"))
-        dmarc = str(result.annotations.get("dmarc", "")).lower()
+        auth = result.facts.auth
+        spf = auth.spf if auth is not None else ""
+        dmarc = auth.dmarc if auth is not None else ""
         pat = _first_pattern(layer.allow_senders, env_from)
         if pat is not None and spf not in ("fail", "softfail"):
             allows.append(
@@ -331,9 +326,7 @@ class ListsCheck(Check):
         if recipients is None:
             result.force(action, reason, Category.POLICY)
             return
-        forced_for = result.annotations.setdefault("forced_for", {})
-        for r in recipients:
-            forced_for[r] = (action, reason, Category.POLICY)
+        result.force_for(recipients, action, reason, Category.POLICY)
 
 
 _NUMERIC_OVERRIDES = ("tag_threshold", "quarantine_threshold", "reject_threshold")

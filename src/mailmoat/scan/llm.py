@@ -1,8 +1,8 @@
 """Tier 3: an optional second opinion from a large language model.
 
 Asked only about mail the earlier tiers could not settle (the tier-2 or tier-1 probability
-lies in the uncertain band) or that looks like business e-mail compromise (a `bec` symbol or
-the `bec_suspect` annotation). It speaks the OpenAI-compatible `/chat/completions` API, so a
+lies in the uncertain band) or that looks like business e-mail compromise (a `bec` symbol
+with a positive score). It speaks the OpenAI-compatible `/chat/completions` API, so a
 local Ollama or vLLM works as well as a hosted endpoint.
 
 The LLM is never on the critical path of delivery: every call has a hard timeout, a
@@ -267,12 +267,14 @@ class LlmCheck(Check):
             bec = [x.name for x in result.symbols if x.category is Category.BEC and x.score > 0]
             if bec:
                 return f"BEC-suspect ({', '.join(bec[:3])})"
-            if result.annotations.get("bec_suspect"):
-                return "BEC-suspect"
         if s.ask_when in ("uncertain_or_bec", "uncertain"):
-            for key in ("deep_combined_probability", "deep_probability", "ml_spam_probability"):
-                p = result.annotations.get(key)
-                if isinstance(p, (int, float)):
+            t1, t2 = result.facts.content, result.facts.deep
+            # The most informative reading first: both tiers together, tier 2, tier 1. The
+            # name goes into the reason an administrator reads.
+            for key, p in (("deep_combined_probability", t2.combined_bad if t2 else None),
+                           ("deep_probability", t2.p_bad if t2 else None),
+                           ("ml_spam_probability", t1.p_bad if t1 else None)):
+                if p is not None:
                     lo, hi = s.band
                     if lo <= p <= hi:
                         return f"uncertain ({key} {p:.2f})"
@@ -288,7 +290,6 @@ class LlmCheck(Check):
                              .encode()).hexdigest()
         try:
             answer = self.cache.get(key) or await self._redis_get(key)
-            cached = answer is not None
             if answer is None:
                 answer = await asyncio.wait_for(self._ask(messages), self.settings.timeout)
                 self.cache.put(key, answer)
@@ -301,8 +302,6 @@ class LlmCheck(Check):
             result.add("LLM_UNAVAILABLE", reason=f"LLM unavailable: {exc}; asked because {why}")
             return
         verdict, confidence, reason = answer
-        result.annotations["llm_verdict"] = {"verdict": verdict, "confidence": confidence,
-                                             "reason": reason, "cached": cached}
         label = "phishing" if verdict == "phish" else verdict
         result.add(_VERDICT_SYMBOL[verdict], factor=max(0.1, confidence),
                    reason=f"LLM second opinion ({self.settings.model}, asked because {why}): "

@@ -10,8 +10,8 @@ local memory of who has written to whom.
   `DNSBL_TEMPERROR` like any DNS failure.
 * `sender_memory` (local, stage 0, needs the database): one look-up (usually answered by
   the memory's in-process cache, 60 s TTL, so no query); first contact and bad
-  history, and the facts in `annotations["sender_memory"]` / `["first_contact"]` for
-  later stages (the BEC check).
+  history, and `result.facts.sender_memory` (who the sender corresponded with, first
+  contact or not) for later stages (the BEC check).
 * `sender_trust` (local, stage 1): known correspondent and reply to our mail. It runs after
   the auth family so it can refuse to trust a "known" sender whose authentication failed
   (a forged From of a regular correspondent).
@@ -35,6 +35,7 @@ from mailmoat.message.model import Direction, Envelope, ParsedMessage
 from mailmoat.reputation_memory import Correspondence, SenderMemory
 from mailmoat.scan.auth import aligned, org_domain, shared_resolver
 from mailmoat.scan.base import BuildContext, Category, Check, ScanResult, SymbolSpec
+from mailmoat.scan.facts import SenderMemoryFacts
 
 log = logging.getLogger(__name__)
 
@@ -262,22 +263,21 @@ class DnsblCheck(Check):
 
 
 def sender_authenticated(result: ScanResult, from_domain: str) -> bool | None:
-    """Did the sender authenticate? None when the auth family did not run."""
-    ann = result.annotations
-    if "auth_results" not in ann:
+    """Did the sender authenticate? None when the gateway's auth check did not verify the
+    message to the end (not run, out of time, or standing aside for a trusted upstream)."""
+    auth = result.facts.auth
+    if auth is None or not auth.verified_here:
         return None
-    if ann.get("dmarc") == "pass":
+    if auth.dmarc == "pass":
         return True
-    spf = ann.get("spf") or {}
-    if spf.get("result") == "pass" and aligned(spf.get("domain", ""), from_domain, "r"):
+    if auth.spf == "pass" and aligned(auth.spf_domain, from_domain, "r"):
         return True
-    return any(d.get("result") == "pass" and aligned(d.get("domain", ""), from_domain, "r")
-               for d in ann.get("dkim") or [])
+    return any(aligned(d, from_domain, "r") for d in auth.dkim_pass)
 
 
 class SenderMemoryCheck(Check):
     """Stage 0: one database look-up; first contact and bad history need no authentication,
-    so later stages (the BEC check) can read `annotations["first_contact"]` already."""
+    so later stages (the BEC check) can read `result.facts.sender_memory` already."""
 
     name = "sender_memory"
     family = "reputation"
@@ -301,15 +301,10 @@ class SenderMemoryCheck(Check):
         if not facts.sender:
             return
         who = facts.sender
-        result.annotations["first_contact"] = facts.first_contact
-        result.annotations["sender_memory"] = {
-            "sender": who,
-            "history": {r: {"messages": row.messages, "clean": row.clean, "bad": row.bad,
-                            "first_seen": row.first_seen.strftime("%Y-%m-%d")}
-                        for r, row in facts.history.items()},
-            "wrote_to_sender": facts.wrote_to_sender,
-            "replied_ids": facts.replied_ids,
-        }
+        # Copied: the memory's cache may hand the same Correspondence to other messages.
+        result.facts.sender_memory = SenderMemoryFacts(
+            sender=who, history=dict(facts.history),
+            wrote_to_sender=tuple(facts.wrote_to_sender), replied_ids=tuple(facts.replied_ids))
         if facts.first_contact:
             rcpts = ", ".join(env.rcpt_tos[:3]) + (" …" if len(env.rcpt_tos) > 3 else "")
             result.add("REP_FIRST_CONTACT", reason=f"first message from {who} to {rcpts}; "
@@ -338,26 +333,24 @@ class SenderTrustCheck(Check):
         self.timeout = settings.timeout
 
     async def run(self, msg: ParsedMessage, result: ScanResult) -> None:
-        mem = result.annotations.get("sender_memory")
-        if not mem or result.annotations.get("first_contact") or \
-                result.has("REP_BAD_HISTORY"):
+        mem = result.facts.sender_memory
+        if mem is None or mem.first_contact or result.has("REP_BAD_HISTORY"):
             return
         s = self.settings
-        who = mem["sender"]
+        who = mem.sender
         if s.require_auth_for_trust and sender_authenticated(result, msg.from_domain) is False:
-            result.annotations["known_sender_unauthenticated"] = True
-            return
-        if mem["replied_ids"] or mem["wrote_to_sender"]:
-            why = (f"it answers our message <{mem['replied_ids'][0]}>" if mem["replied_ids"]
-                   else f"{mem['wrote_to_sender'][0]} wrote to {who} before")
+            return  # a known sender's address, unauthenticated: maybe a forged From
+        if mem.replied_ids or mem.wrote_to_sender:
+            why = (f"it answers our message <{mem.replied_ids[0]}>" if mem.replied_ids
+                   else f"{mem.wrote_to_sender[0]} wrote to {who} before")
             result.add("REP_REPLY_TO_OUR_MAIL", reason=f"{who}: {why}", options=(who,))
             return
-        known = [(r, h) for r, h in mem["history"].items()
-                 if h["clean"] >= s.known_min_clean and h["bad"] == 0]
+        known = [(r, h) for r, h in mem.history.items()
+                 if h.clean >= s.known_min_clean and h.bad == 0]
         if known:
             r, h = known[0]
-            result.add("REP_KNOWN_CORRESPONDENT", reason=f"{who} has sent {h['clean']} clean "
-                       f"messages to {r} since {h['first_seen']}", options=(who,))
+            result.add("REP_KNOWN_CORRESPONDENT", reason=f"{who} has sent {h.clean} clean "
+                       f"messages to {r} since {h.first_seen:%Y-%m-%d}", options=(who,))
 
 
 def build(ctx: BuildContext) -> list[Check]:

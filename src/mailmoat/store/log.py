@@ -97,15 +97,14 @@ def attachment_records(msg: Any, result: Any) -> list[dict[str, Any]]:
     """Every file the message carried, for recall and threat-intel look-ups by hash.
 
     The attachments family lists each file it walked, archive members and files taken out
-    of PDFs included, in `annotations["attachment_hashes"]` (`container` names the archive
-    a member came from, "" for a top-level part); without it (family off or failed) the
-    message's top-level parts are logged."""
-    hashes = result.annotations.get("attachment_hashes") if result is not None else None
-    if isinstance(hashes, list) and hashes:
-        return [{"filename": str(h.get("filename", "")), "type": str(h.get("type") or ""),
-                 "size": int(h.get("size") or 0), "sha256": str(h.get("sha256", "")),
-                 "container": str(h.get("container") or "")}
-                for h in hashes[:MAX_ATTACHMENTS_LOGGED] if isinstance(h, dict)]
+    of PDFs included, in `result.facts.attachments` (`container` names the archive a member
+    came from, "" for a top-level part); without it (family off or failed) the message's
+    top-level parts are logged."""
+    hashes = result.facts.attachments if result is not None else None
+    if hashes:
+        return [{"filename": h.filename, "type": h.type, "size": h.size, "sha256": h.sha256,
+                 "container": h.container}
+                for h in hashes[:MAX_ATTACHMENTS_LOGGED]]
     return [{"filename": a.filename, "type": a.detected_type or a.declared_type,
              "size": a.size, "sha256": a.sha256, "container": ""}
             for a in msg.attachments][:MAX_ATTACHMENTS_LOGGED]
