@@ -10,7 +10,7 @@ from sqlalchemy import select
 from mailmoat.relay.dsn import dsn_refusal, sender_auth_failed
 from mailmoat.scan.base import ScanResult
 from mailmoat.scan.facts import AuthFacts
-from mailmoat.spool.queue import STATES
+from mailmoat.spool.queue import STATES, Handover
 from mailmoat.store.models import DeliveryEventRow
 from tests.conftest import make_email
 from tests.smtp.helpers import gateway_config, running_gateway, wait_until
@@ -44,16 +44,17 @@ def test_sender_auth_failed_without_a_result():
 
 
 def test_dsn_refusal():
-    assert dsn_refusal("", {}) == "null sender"
-    assert dsn_refusal("a@sender.test", {"dsn": True}) == "itself a DSN"
-    assert "SPF/DMARC" in dsn_refusal("a@sender.test", {"sender_auth_failed": True})
-    assert dsn_refusal("a@sender.test", {"sender_auth_failed": False}) is None
+    assert dsn_refusal("", Handover()) == "null sender"
+    assert dsn_refusal("a@sender.test", Handover(dsn=True)) == "itself a DSN"
+    assert "SPF/DMARC" in dsn_refusal("a@sender.test", Handover(sender_auth_failed=True))
+    assert dsn_refusal("a@sender.test", Handover(sender_auth_failed=False)) is None
     # An entry spooled before the fact was recorded: the logged symbols decide.
-    old = {"log": {"symbols": [{"name": "SPF_FAIL", "score": 3.0}]}}
+    old = Handover.from_json({"log": {"symbols": [{"name": "SPF_FAIL", "score": 3.0}]}})
     assert dsn_refusal("a@sender.test", old) is not None
-    old = {"log": {"symbols": [{"name": "DMARC_POLICY_REJECT"}, {"name": "SPF_PASS"}]}}
+    old = Handover.from_json({"log": {"symbols": [{"name": "DMARC_POLICY_REJECT"},
+                                                  {"name": "SPF_PASS"}]}})
     assert dsn_refusal("a@sender.test", old) is None
-    assert dsn_refusal("a@sender.test", {"log": {"symbols": []}}) is None
+    assert dsn_refusal("a@sender.test", Handover(log={"symbols": []})) is None
 
 
 def events(gw, mid: str) -> list[tuple[str, str]]:
@@ -67,11 +68,11 @@ async def test_unknown_recipient_from_forged_sender_gets_no_dsn(tmp_path, sink, 
     we took the mail. The scan found the sender's SPF failed (forced here: the test's scan
     has no network), so no bounce goes to the (forged) sender; a genuine sender still gets
     one for the same failure."""
-    import mailmoat.smtp.server as server
+    import mailmoat.intake as intake  # where intake and late scan record the fact
 
     sink.rcpt_replies = {"ghost@example.test": "550 5.1.1 no such user"}
     forged = {"value": True}
-    monkeypatch.setattr(server, "sender_auth_failed", lambda _result: forged["value"])
+    monkeypatch.setattr(intake, "sender_auth_failed", lambda _result: forged["value"])
     cfg = gateway_config(tmp_path, sink.port)
     async with running_gateway(cfg) as gw:
         async def send(mail_from: str) -> str:
@@ -87,7 +88,7 @@ async def test_unknown_recipient_from_forged_sender_gets_no_dsn(tmp_path, sink, 
                          what="the recipient failed")
         await wait_until(lambda: mid in gw.spool.ids("done"), what="moved to done")
         entry, _ = gw.spool.read("done", mid)
-        assert entry.extra["sender_auth_failed"] is True
+        assert entry.handover.sender_auth_failed is True
         # A DSN would have been spooled before the message moved to done/.
         assert [i for s in STATES for i in gw.spool.ids(s)] == [mid]  # no DSN
         assert sink.messages == []

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
+import json
+
+from mailmoat.spool.queue import Handover, Spool, SpoolEntry, new_message_id
 
 
 def _entry() -> SpoolEntry:
     return SpoolEntry(id=new_message_id(), mail_from="a@b.test", rcpt_tos=["c@d.test"],
-                      received_at=1.0, extra={"plan": {"c@d.test": "deliver"}})
+                      received_at=1.0, handover=Handover(plan={"c@d.test": "deliver"}))
 
 
 def test_put_read_claim_and_states(tmp_path):
@@ -16,12 +18,51 @@ def test_put_read_claim_and_states(tmp_path):
     assert spool.move(e.id, "incoming", "active")
     assert not spool.move(e.id, "incoming", "active")  # a second worker loses the claim
     got, raw = spool.read("active", e.id)
-    assert got.pending == ["c@d.test"] and got.extra["plan"] == {"c@d.test": "deliver"}
+    assert got.pending == ["c@d.test"] and got.handover.plan == {"c@d.test": "deliver"}
     assert raw == b"Subject: x\r\n\r\nbody"
     got.attempts = 3
     spool.update("active", got)
     assert spool.read("active", e.id)[0].attempts == 3
     assert not list(tmp_path.glob("*/.*.tmp"))
+
+
+def test_handover_is_stored_as_the_extra_dict_it_always_was(tmp_path):
+    spool = Spool(tmp_path)
+    e = _entry()
+    e.handover = Handover(plan={"c@d.test": "quarantine"}, log={"id": e.id}, received="from x",
+                          sender_auth_failed=False)
+    spool.put(e, b"x")
+    side = json.loads((tmp_path / "incoming" / f"{e.id}.json").read_text())
+    assert side["extra"] == {"plan": {"c@d.test": "quarantine"}, "log": {"id": e.id},
+                             "received": "from x", "sender_auth_failed": False}
+    assert spool.read("incoming", e.id)[0].handover == e.handover
+
+
+def test_a_sidecar_spooled_before_the_typed_handover_still_reads(tmp_path):
+    """What intake, a DSN and a quarantine release wrote as an untyped dict: every key it
+    used reads into the record; one nothing ever read ("tls") is dropped."""
+    spool = Spool(tmp_path)
+    old = {"id": "m1", "mail_from": "a@b.test", "rcpt_tos": ["c@d.test"], "received_at": 1.0,
+           "client_ip": "192.0.2.1", "helo": "h", "auth_user": "", "direction": "inbound",
+           "pending": ["c@d.test"], "attempts": 2, "next_attempt": 5.0, "last_error": "",
+           "scanned": True, "version": 1,
+           "extra": {"plan": {"c@d.test": "deliver"}, "log": {"symbols": []}, "tls": True,
+                     "received": "from h", "sender_auth_failed": True, "logged": True,
+                     "dsn": True, "dsn_for": "m0", "mailmoat_id": "m0r1",
+                     "released_from": "m0", "released_by": "admin"}}
+    (tmp_path / "deferred" / "m1.json").write_text(json.dumps(old))
+    (tmp_path / "deferred" / "m1.eml").write_bytes(b"x")
+    got, _ = spool.read("deferred", "m1")
+    assert got.attempts == 2 and got.pending == ["c@d.test"]
+    assert got.handover == Handover(plan={"c@d.test": "deliver"}, log={"symbols": []},
+                                    logged=True, received="from h", sender_auth_failed=True,
+                                    dsn=True, dsn_for="m0", mailmoat_id="m0r1",
+                                    released_from="m0", released_by="admin")
+    # An entry from before `sender_auth_failed` existed: the field stays "not recorded".
+    old["extra"] = {"plan": {"c@d.test": "deliver"}, "log": {"symbols": []}}
+    (tmp_path / "deferred" / "m1.json").write_text(json.dumps(old))
+    got, _ = spool.read("deferred", "m1")
+    assert got.handover.sender_auth_failed is None and not got.handover.logged
 
 
 def test_recover_returns_active_and_drops_unacknowledged_halves(tmp_path):

@@ -133,7 +133,7 @@ def test_quarantine_load_release_puts_into_spool(db, config):
     (sid,) = spool.ids("incoming")
     entry, spooled = spool.read("incoming", sid)
     assert spooled == raw and entry.rcpt_tos == ["bob@example.test"] and entry.scanned
-    assert entry.extra["released_from"] == mid and entry.mail_from == "alice@sender.test"
+    assert entry.handover.released_from == mid and entry.mail_from == "alice@sender.test"
     with db.session() as s:
         q = s.get(QuarantineRow, mid)
         assert q.held_for == ["carol@example.test"] and q.released_at is None

@@ -196,7 +196,7 @@ def test_release_by_user_goes_to_spool_and_is_audited(app, env):
     assert r.status_code == 200, r.text
     assert r.json()["recipients"] == ["alice@a.test"]
     [entry] = spooled(env)
-    assert entry.rcpt_tos == ["alice@a.test"] and entry.scanned and entry.extra["released_from"] == "m0001spamalice"
+    assert entry.rcpt_tos == ["alice@a.test"] and entry.scanned and entry.handover.released_from == "m0001spamalice"
     assert ("alice@a.test", "quarantine.release", "m0001spamalice") in audit_actions(env)
     # Released: not listed any more, a second release is a conflict.
     assert alice.post("/api/v1/quarantine/m0001spamalice/release").status_code == 409

@@ -100,7 +100,7 @@ def test_login_search_open_release(served, browser):
         assert "Released m0001spamalice to alice@a.test" in page.inner_text("#flash")
         sp = Spool(env.config.data_dir / "spool")
         entries = [sp.read("incoming", i)[0] for i in sp.ids("incoming")]
-        assert [e.rcpt_tos for e in entries if e.extra.get("released_from") == "m0001spamalice"] == [["alice@a.test"]]
+        assert [e.rcpt_tos for e in entries if e.handover.released_from == "m0001spamalice"] == [["alice@a.test"]]
 
 
 def test_report_then_undo_on_the_learning_page(served, browser):

@@ -39,7 +39,7 @@ def client(base: str, env, who: str) -> httpx.Client:
 def released(env) -> list[tuple[str, list[str]]]:
     sp = Spool(env.config.data_dir / "spool")
     entries = [sp.read("incoming", i)[0] for i in sp.ids("incoming")]
-    return sorted((e.extra["released_from"], e.rcpt_tos) for e in entries)
+    return sorted((e.handover.released_from, e.rcpt_tos) for e in entries)
 
 
 def audit_actions(env) -> list[tuple[str, str, str]]:

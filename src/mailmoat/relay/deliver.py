@@ -23,7 +23,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import aiosmtplib
@@ -32,14 +32,13 @@ from mailmoat import maillog
 from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
 from mailmoat.errors import RelayError, SpoolError
+from mailmoat.intake import prepare_delivery
 from mailmoat.message.model import Direction, Envelope, domain_of
-from mailmoat.relay.dsn import build_dsn, dsn_refusal, sender_auth_failed, status_code
+from mailmoat.relay.dsn import build_dsn, dsn_refusal, status_code
 from mailmoat.relay.headers import add_gateway_headers
 from mailmoat.relay.longlines import fit_line_length
-from mailmoat.scan.auth import AuthSettings
-from mailmoat.scan.base import Action
 from mailmoat.relay.routes import route_for
-from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
+from mailmoat.spool.queue import Handover, Spool, SpoolEntry, new_message_id
 from mailmoat.store.db import Database
 from mailmoat.store.log import LogWriter, log_failure, message_log_data
 from mailmoat.store.quarantine import quarantine_message
@@ -447,11 +446,11 @@ class DeliveryManager:
     # -- one message -----------------------------------------------------------------------
 
     async def process(self, msg_id: str, entry: SpoolEntry, raw: bytes) -> None:
-        log_id = str(entry.extra.get("mailmoat_id", entry.id))
+        log_id = entry.handover.mailmoat_id or entry.id
         if not entry.scanned:
             raw = await self._scan_late(entry, raw)
-        plan: dict[str, str] = entry.extra.get("plan", {})
-        if "log" in entry.extra and not entry.extra.get("logged") and self.log_writer:
+        plan = entry.handover.plan
+        if entry.handover.log is not None and not entry.handover.logged and self.log_writer:
             # The writer applies a message before any delivery record queued after it, so
             # delivery waits for the database only when a quarantine row will refer to the
             # message (with several processes on one SQLite file that wait was the
@@ -552,17 +551,13 @@ class DeliveryManager:
                        auth_user=entry.auth_user or None, direction=Direction(entry.direction),
                        received_at=entry.received_at)
         outcome = await self.scanner.scan(raw, env)
-        plan = {r: ("quarantine" if v.action in (Action.QUARANTINE, Action.REJECT) else "deliver")
-                for r, v in outcome.per_recipient.items()}
-        raw = add_gateway_headers(raw, mailmoat_id=entry.id, verdict=outcome.verdict,
-                                  result=outcome.result, hostname=self.config.smtp.hostname,
-                                  received=str(entry.extra.get("received", "")),
-                                  trusted_authserv_ids=self.config.section(
-                                      "auth", AuthSettings).trusted_authserv_ids)
-        entry.extra["plan"] = plan
-        entry.extra["sender_auth_failed"] = sender_auth_failed(outcome.result)
-        entry.extra["log"] = message_log_data(mailmoat_id=entry.id, envelope=env, outcome=outcome,
-                                              node=self.config.smtp.hostname)
+        data = message_log_data(mailmoat_id=entry.id, envelope=env, outcome=outcome,
+                                node=self.config.smtp.hostname)
+        raw, handover = prepare_delivery(outcome, raw, mailmoat_id=entry.id,
+                                         received=entry.handover.received, log=data,
+                                         config=self.config)
+        entry.handover = replace(entry.handover, plan=handover.plan, log=handover.log,
+                                 sender_auth_failed=handover.sender_auth_failed)
         entry.scanned = True
         await self._io(self.spool.put, entry, raw, "active")
         return raw
@@ -578,9 +573,10 @@ class DeliveryManager:
                           log_id, exc)
                 return
             with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to mark
-                loop.call_soon_threadsafe(entry.extra.__setitem__, "logged", True)
+                loop.call_soon_threadsafe(setattr, entry.handover, "logged", True)
 
-        fut = self.log_writer.log_message(entry.extra["log"])
+        assert entry.handover.log is not None
+        fut = self.log_writer.log_message(entry.handover.log)
         fut.add_done_callback(done)
         return fut
 
@@ -610,9 +606,9 @@ class DeliveryManager:
         # bytes are re-encoded before sending and before our DKIM signature, which must cover
         # the bytes sent. Mail within the limit comes back untouched.
         raw = fit_line_length(raw)
-        if entry.direction == Direction.OUTBOUND.value and not entry.extra.get("dsn"):
+        if entry.direction == Direction.OUTBOUND.value and not entry.handover.dsn:
             # Sign for the From header's domain (what DMARC aligns with), else the sender's.
-            domain = str(entry.extra.get("log", {}).get("from_domain") or "") or \
+            domain = str((entry.handover.log or {}).get("from_domain") or "") or \
                 domain_of(entry.mail_from)
             try:
                 raw = self.signer.sign(raw, domain)
@@ -637,12 +633,12 @@ class DeliveryManager:
         return results
 
     async def _bounce(self, entry: SpoolEntry, raw: bytes, failures: list[tuple[str, str, str]]) -> None:
-        why = dsn_refusal(entry.mail_from, entry.extra)
+        why = dsn_refusal(entry.mail_from, entry.handover)
         if why:
             log.info("not sending a DSN for %s (%s)", entry.id, why)
             return
         host = self.config.smtp.hostname
-        dsn = build_dsn(reporting_mta=host, original_id=str(entry.extra.get("mailmoat_id", entry.id)),
+        dsn = build_dsn(reporting_mta=host, original_id=entry.handover.mailmoat_id or entry.id,
                         mail_from=entry.mail_from, received_at=entry.received_at,
                         failures=failures, original=raw)
         dsn_id = new_message_id()
@@ -653,8 +649,8 @@ class DeliveryManager:
         dsn_entry = SpoolEntry(id=dsn_id, mail_from="", rcpt_tos=[entry.mail_from],
                                received_at=time.time(), helo=host,
                                direction=Direction.INTERNAL.value, scanned=True,
-                               extra={"dsn": True, "dsn_for": entry.id, "log": data,
-                                      "plan": {entry.mail_from: "deliver"}})
+                               handover=Handover(dsn=True, dsn_for=entry.id, log=data,
+                                                 plan={entry.mail_from: "deliver"}))
         raw_dsn = add_gateway_headers(dsn, mailmoat_id=dsn_id, verdict=None, result=None,
                                       hostname=host)
         await self._io(self.spool.put, dsn_entry, raw_dsn)

@@ -9,7 +9,7 @@ Nor does a DSN go to a sender the scan found forged (`dsn_refusal`): a bounce to
 address whose domain's SPF failed, or whose mail failed DMARC without an SPF pass for the
 envelope domain, reaches an innocent third party (backscatter). Delivery never sees the
 scan result, so the intake records that one fact in the spool entry
-(`extra["sender_auth_failed"]`).
+(`Handover.sender_auth_failed`).
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mailmoat.relay.headers import split_message
 
 if TYPE_CHECKING:
     from mailmoat.scan.base import ScanResult
+    from mailmoat.spool.queue import Handover
 
 # What the message log's symbols say when a spool entry predates `sender_auth_failed`.
 _SPF_FAIL_SYMBOLS = frozenset({"SPF_FAIL"})
@@ -58,15 +58,15 @@ def sender_auth_failed(result: ScanResult | None) -> bool:
     return auth.spf == "fail" or (auth.failed and auth.spf != "pass")
 
 
-def dsn_refusal(mail_from: str, extra: Mapping[str, Any]) -> str | None:
-    """Why no DSN may be sent to `mail_from` for a spooled message (its `extra`), or None."""
+def dsn_refusal(mail_from: str, handover: Handover) -> str | None:
+    """Why no DSN may be sent to `mail_from` for a spooled message, or None."""
     if not mail_from:
         return "null sender"
-    if extra.get("dsn"):
+    if handover.dsn:
         return "itself a DSN"
-    failed = extra.get("sender_auth_failed")
+    failed = handover.sender_auth_failed
     if failed is None:  # spooled before the fact was recorded: the logged symbols say it
-        log_data = extra.get("log")
+        log_data = handover.log
         symbols = log_data.get("symbols", []) if isinstance(log_data, dict) else []
         names = {str(x.get("name")) for x in symbols if isinstance(x, dict)}
         failed = bool(names & _SPF_FAIL_SYMBOLS) or \

@@ -43,19 +43,18 @@ from mailmoat.internal.identity import (
     strip_header,
 )
 from mailmoat.internal.settings import InternalSettings
+from mailmoat.intake import prepare_delivery
 from mailmoat.listen import bind_error, listen_address
 from mailmoat.message.model import Direction, Envelope, domain_of
-from mailmoat.relay.dsn import sender_auth_failed
-from mailmoat.relay.headers import add_gateway_headers, received_value
+from mailmoat.relay.headers import received_value
 from mailmoat.relay.routes import parse_hostport, route_for
-from mailmoat.scan.auth import AuthSettings
 from mailmoat.scan.base import Action
 from mailmoat.scan.engine import Scanner
 from mailmoat.smtp import replies as R
 from mailmoat.smtp.limits import ConnectionLimiter, MemoryLimiter, ProcessLimits
 from mailmoat.smtp.users import UserDB
 from mailmoat.smtp.tls import handshake_failure
-from mailmoat.spool.queue import Spool, SpoolEntry, new_message_id
+from mailmoat.spool.queue import Handover, Spool, SpoolEntry, new_message_id
 from mailmoat.store.log import message_log_data
 
 log = logging.getLogger(__name__)
@@ -394,7 +393,6 @@ class GatewayHandler:
                               "reject" if judged.reply.startswith("5") else "tempfail",
                               judged.reply[:9])
             return judged.reply
-        plan = {r: "deliver" for r in rcpts}
         received = received_value(helo=env.helo or "", client_ip=ip,
                                   hostname=self.config.smtp.hostname, mailmoat_id=mid, tls=tls,
                                   recipient=rcpts[0] if len(rcpts) == 1 else None)
@@ -410,25 +408,17 @@ class GatewayHandler:
                 self._intake_line(data, ip, mail_from, rcpts, raw, started, "reject",
                                   reply[:9])
                 return reply
-            # After DATA one reply covers every recipient, so a recipient whose policy says
-            # reject while others accept is held in quarantine instead.
-            plan = {r: ("quarantine" if a in (Action.QUARANTINE, Action.REJECT) else "deliver")
-                    for r, a in actions.items()}
-            delivered = add_gateway_headers(raw, mailmoat_id=mid, verdict=outcome.verdict,
-                                            result=outcome.result,
-                                            hostname=self.config.smtp.hostname,
-                                            received=received,
-                                            trusted_authserv_ids=self.config.section(
-                                                "auth", AuthSettings).trusted_authserv_ids)
-        else:
+            delivered, handover = prepare_delivery(outcome, raw, mailmoat_id=mid,
+                                                   received=received, log=data,
+                                                   config=self.config)
+        else:  # delivery scans it before it goes anywhere (relay.deliver)
             delivered = raw
+            handover = Handover(plan={r: "deliver" for r in rcpts}, log=data,
+                                received=received)
         entry = SpoolEntry(id=mid, mail_from=mail_from, rcpt_tos=rcpts, received_at=env.received_at,
                            client_ip=ip, helo=env.helo or "", auth_user=auth_user,
                            direction=direction.value, scanned=outcome is not None,
-                           extra={"plan": plan, "log": data, "tls": tls, "received": received})
-        if outcome is not None:
-            # Delivery decides on bounces without the scan result: keep what it needs.
-            entry.extra["sender_auth_failed"] = sender_auth_failed(outcome.result)
+                           handover=handover)
         try:
             await asyncio.get_running_loop().run_in_executor(self.io_executor, self.spool.put,
                                                              entry, delivered, self.spool_state)

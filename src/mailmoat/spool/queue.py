@@ -61,6 +61,47 @@ def new_message_id() -> str:
 
 
 @dataclass
+class Handover:
+    """What intake (or a quarantine release, or a DSN) tells delivery about a spooled
+    message besides its envelope: the verdict's plan, the message-log row, what decides
+    about bounces.
+
+    The sidecar stores it under "extra" with these field names, writing only the fields
+    that differ from their defaults; a sidecar of an older version reads the same way, the
+    fields it lacks taking their defaults (`from_json`).
+    """
+
+    # recipient -> "deliver" | "quarantine"; a recipient not named is delivered
+    plan: dict[str, str] = field(default_factory=dict)
+    # The message-log row (`store.log.message_log_data`); delivery writes it, once.
+    log: dict[str, Any] | None = None
+    logged: bool = False  # that row is in the database
+    received: str = ""  # our Received value, for the headers a late scan adds
+    # The sender failed SPF/DMARC (`relay.dsn.sender_auth_failed`), so no DSN goes to it.
+    # None: not recorded (unscanned mail, or an entry spooled before the field existed).
+    sender_auth_failed: bool | None = None
+    dsn: bool = False  # a delivery status notification the gateway generated
+    dsn_for: str = ""  # the spool id of the message it reports on
+    mailmoat_id: str = ""  # the message-log id when it is not the spool id (a release)
+    released_from: str = ""  # a quarantine release: the held message's id
+    released_by: str = ""  # who released it
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) != _HANDOVER_DEFAULTS[f.name]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Handover:
+        # Keys no version of the record has (e.g. "tls", written once and never read)
+        # are dropped.
+        return cls(**{k: v for k, v in data.items() if k in _HANDOVER_DEFAULTS})
+
+
+_HANDOVER_DEFAULTS: dict[str, Any] = {f.name: getattr(Handover(), f.name)
+                                      for f in fields(Handover)}
+
+
+@dataclass
 class SpoolEntry:
     """The sidecar: what the delivery worker needs besides the bytes."""
 
@@ -78,20 +119,22 @@ class SpoolEntry:
     next_attempt: float = 0.0
     last_error: str = ""
     scanned: bool = False  # True when the bytes already carry our verdict headers
-    extra: dict[str, Any] = field(default_factory=dict)
+    handover: Handover = field(default_factory=Handover)  # stored as "extra"
     version: int = SIDECAR_VERSION
 
     def to_json(self) -> bytes:
         # Shallow: `dataclasses.asdict` deep-copies the nested log data first, for nothing.
-        return json.dumps({f: getattr(self, f) for f in _ENTRY_FIELDS}).encode()
+        data = {f: getattr(self, f) for f in _ENTRY_FIELDS}
+        data["extra"] = self.handover.to_json()
+        return json.dumps(data).encode()
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SpoolEntry:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        known = {k: v for k, v in data.items() if k in _ENTRY_FIELDS}
+        return cls(**known, handover=Handover.from_json(data.get("extra") or {}))
 
 
-_ENTRY_FIELDS = tuple(f.name for f in fields(SpoolEntry))
+_ENTRY_FIELDS = tuple(f.name for f in fields(SpoolEntry) if f.name != "handover")
 
 
 class _GroupDirSync:

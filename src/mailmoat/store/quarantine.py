@@ -16,7 +16,7 @@ from sqlalchemy import select
 from mailmoat import maillog
 from mailmoat.config import Config
 from mailmoat.errors import StoreError
-from mailmoat.spool.queue import Spool, SpoolEntry, _write_durably
+from mailmoat.spool.queue import Handover, Spool, SpoolEntry, _write_durably
 from mailmoat.store.db import Database
 from mailmoat.store.models import AuditRow, MessageRow, QuarantineRow, RecipientRow
 
@@ -78,8 +78,8 @@ def release_message(config: Config, db: Database, mailmoat_id: str, actor: str,
         entry = SpoolEntry(
             id=f"{mailmoat_id}r{int(time.time() * 1000):x}", mail_from=row.mail_from,
             rcpt_tos=targets, received_at=time.time(), direction=msg.direction if msg else "inbound",
-            scanned=True, extra={"released_from": mailmoat_id, "released_by": actor,
-                                 "mailmoat_id": mailmoat_id})
+            scanned=True, handover=Handover(released_from=mailmoat_id, released_by=actor,
+                                            mailmoat_id=mailmoat_id))
         spool_for(config).put(entry, raw)
         row.held_for = [r for r in held if r not in targets]
         if not row.held_for:

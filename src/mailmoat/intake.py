@@ -1,0 +1,44 @@
+"""From a scan's outcome to what delivery gets: the one place that does it.
+
+Mail is scanned at intake (`smtp.server`, in the SMTP session) or, when the scanner was
+broken then, by delivery before it goes anywhere (`relay.deliver`). Both turn the outcome
+into the same three things here, so the two paths cannot drift apart: the delivery plan
+per recipient, the bytes with our headers (verdict, symbols, Authentication-Results), and
+the `Handover` record the spool keeps beside them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mailmoat.config import Config
+from mailmoat.policy.types import Action
+from mailmoat.relay.dsn import sender_auth_failed
+from mailmoat.relay.headers import add_gateway_headers
+from mailmoat.scan.auth import AuthSettings
+from mailmoat.spool.queue import Handover
+
+if TYPE_CHECKING:  # delivery's late scan need not load the pipeline to import this
+    from mailmoat.scan.engine import ScanOutcome
+
+__all__ = ["delivery_plan", "prepare_delivery"]
+
+
+def delivery_plan(outcome: ScanOutcome) -> dict[str, str]:
+    """recipient -> "deliver" | "quarantine". After DATA one reply covers every recipient,
+    so a recipient whose policy says reject while others accept is held in quarantine."""
+    return {r: ("quarantine" if v.action in (Action.QUARANTINE, Action.REJECT) else "deliver")
+            for r, v in outcome.per_recipient.items()}
+
+
+def prepare_delivery(outcome: ScanOutcome, raw: bytes, *, mailmoat_id: str, received: str,
+           log: dict[str, Any], config: Config) -> tuple[bytes, Handover]:
+    """The bytes to spool (our headers added, forged ones removed) and the hand-over for
+    delivery. `log` is the message-log row (`store.log.message_log_data`)."""
+    delivered = add_gateway_headers(
+        raw, mailmoat_id=mailmoat_id, verdict=outcome.verdict, result=outcome.result,
+        hostname=config.smtp.hostname, received=received,
+        trusted_authserv_ids=config.section("auth", AuthSettings).trusted_authserv_ids)
+    # Delivery decides on bounces without the scan result: keep what it needs.
+    return delivered, Handover(plan=delivery_plan(outcome), log=log, received=received,
+                               sender_auth_failed=sender_auth_failed(outcome.result))
