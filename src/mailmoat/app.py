@@ -25,6 +25,7 @@ from typing import Any
 from mailmoat import maillog
 from mailmoat.config import Config
 from mailmoat.errors import MailmoatError
+from mailmoat.intake import ScannerRef
 from mailmoat.listen import open_listener
 from mailmoat.dkimsign import DkimSigner
 from mailmoat.ml.delivered import DeliveredSampler, sample_path
@@ -55,7 +56,7 @@ class Gateway:
     db: Database
     log_writer: LogWriter
     spool: Spool
-    scanner: Scanner
+    scanner_ref: ScannerRef  # the scanner in force, shared by intake and delivery
     delivery: DeliveryManager
     handler: GatewayHandler
     limiter: ConnectionLimiter
@@ -72,6 +73,10 @@ class Gateway:
     smtp_server: asyncio.Server | None = None
     web_server: Any = None
     _web_task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def scanner(self) -> Scanner:
+        return self.scanner_ref.current  # type: ignore[no-any-return]
 
     @property
     def smtp_port(self) -> int:
@@ -185,7 +190,7 @@ class Gateway:
             self.policy_version = version  # not retried until a newer version is saved
             raise
         old = self.scanner
-        self.scanner = self.handler.scanner = self.delivery.scanner = scanner
+        self.scanner_ref.current = scanner
         self.live_config = live
         self.policy_version = version
         self._retired.append(old)
@@ -288,8 +293,8 @@ def build(config: Config) -> Gateway:
     spool = Spool(config.data_dir / "spool")
     version, live = _saved_policy(config, db)
     guard = _internal_guard(config, db)
-    scanner = Scanner(BuildContext(config=live, network=live.scan.network, database=db,
-                                   extras=_scan_extras(guard)))
+    scanner = ScannerRef(Scanner(BuildContext(config=live, network=live.scan.network,
+                                              database=db, extras=_scan_extras(guard))))
     # fsync waits on the disk, not the CPU; enough threads let concurrent messages share
     # one journal commit (measured: 40 puts/s with one thread, 330/s with eight).
     io = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="mailmoat-spool")
@@ -306,7 +311,7 @@ def build(config: Config) -> Gateway:
                              backlog_full=delivery.backlog_full, internal_guard=guard)
     limiter = make_limiter(config.smtp.max_connections_per_ip, config.redis.url,
                            config.redis.key_prefix)
-    return Gateway(config=config, db=db, log_writer=writer, spool=spool, scanner=scanner,
+    return Gateway(config=config, db=db, log_writer=writer, spool=spool, scanner_ref=scanner,
                    delivery=delivery, handler=handler, limiter=limiter, io_executor=io,
                    memory_feed=memory_feed, policy_version=version,
                    live_config=live, internal_guard=guard)

@@ -21,7 +21,23 @@ from mailmoat.spool.queue import Handover
 if TYPE_CHECKING:  # delivery's late scan need not load the pipeline to import this
     from mailmoat.scan.engine import ScanOutcome
 
-__all__ = ["delivery_plan", "prepare_delivery"]
+__all__ = ["ScannerRef", "delivery_plan", "prepare_delivery"]
+
+
+class ScannerRef:
+    """The scanner in force, one reference shared by intake and delivery's late scan: a
+    policy reload swaps it here, once, and both scan with the new one from their next
+    message on. `current` is None when the gateway runs without a scanner."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, scanner: Any = None) -> None:
+        self.current = scanner
+
+    @classmethod
+    def of(cls, scanner: Any) -> ScannerRef:
+        """`scanner` if it already is a reference, else a new one holding it."""
+        return scanner if isinstance(scanner, ScannerRef) else cls(scanner)
 
 
 def delivery_plan(outcome: ScanOutcome) -> dict[str, str]:
@@ -32,7 +48,7 @@ def delivery_plan(outcome: ScanOutcome) -> dict[str, str]:
 
 
 def prepare_delivery(outcome: ScanOutcome, raw: bytes, *, mailmoat_id: str, received: str,
-           log: dict[str, Any], config: Config) -> tuple[bytes, Handover]:
+                     log: dict[str, Any], config: Config) -> tuple[bytes, Handover]:
     """The bytes to spool (our headers added, forged ones removed) and the hand-over for
     delivery. `log` is the message-log row (`store.log.message_log_data`)."""
     delivered = add_gateway_headers(

@@ -314,18 +314,27 @@ async def test_data_timeout_hangs_up_with_421(tmp_path, sink):
 async def test_scanner_failure_still_spools_and_delivers(tmp_path, sink):
     cfg = gateway_config(tmp_path, sink.port)
 
-    class Broken:
-        async def scan(self, raw, envelope):
-            raise RuntimeError("scanner exploded")
-
     async with running_gateway(cfg) as gw:
-        gw.handler.scanner = Broken()  # intake's scanner breaks; delivery scans it late
+        real = gw.scanner
+
+        class BrokenOnce:  # the scanner breaks at intake and works again for delivery
+            calls = 0
+
+            async def scan(self, raw, envelope):
+                BrokenOnce.calls += 1
+                if BrokenOnce.calls == 1:
+                    raise RuntimeError("scanner exploded")
+                return await real.scan(raw, envelope)
+
+        gw.scanner_ref.current = BrokenOnce()  # intake and delivery share the reference
         c = await client(gw.smtp_port)
         _, reply = await c.sendmail("a@sender.test", ["bob@example.test"], make_email())
         await c.quit()
         assert reply.startswith("2.0.0")
         await sink.wait_for(1)
         assert sink.parsed()[0]["X-Mailmoat-Verdict"].startswith("action=accept")
+        assert BrokenOnce.calls == 2  # scanned late, by delivery
+        gw.scanner_ref.current = real
 
 
 async def test_spool_failure_answers_451(tmp_path, sink, monkeypatch):

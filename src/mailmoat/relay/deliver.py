@@ -32,7 +32,7 @@ from mailmoat import maillog
 from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
 from mailmoat.errors import RelayError, SpoolError
-from mailmoat.intake import prepare_delivery
+from mailmoat.intake import ScannerRef, prepare_delivery
 from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.dsn import build_dsn, dsn_refusal, status_code
 from mailmoat.relay.headers import add_gateway_headers
@@ -220,7 +220,8 @@ class DeliveryManager:
         self.spool = spool
         self.db = db
         self.log_writer = log_writer
-        self.scanner = scanner
+        # Shared with intake (app.build passes one ScannerRef to both).
+        self.scanner_ref = ScannerRef.of(scanner)
         self.signer = signer or DkimSigner.from_config(config)
         self.sender = sender
         self.pool = ConnectionPool()
@@ -540,6 +541,10 @@ class DeliveryManager:
             self.spool.move(entry.id, "active", "deferred", sync=True)
         else:
             self.spool.move(entry.id, "active", "done", sync=False)
+
+    @property
+    def scanner(self) -> Any:
+        return self.scanner_ref.current
 
     async def _scan_late(self, entry: SpoolEntry, raw: bytes) -> bytes:
         """Mail spooled while the scanner was broken is scanned before it goes anywhere;

@@ -43,7 +43,7 @@ from mailmoat.internal.identity import (
     strip_header,
 )
 from mailmoat.internal.settings import InternalSettings
-from mailmoat.intake import prepare_delivery
+from mailmoat.intake import ScannerRef, prepare_delivery
 from mailmoat.listen import bind_error, listen_address
 from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.headers import received_value
@@ -158,7 +158,7 @@ S451_BACKLOG_FULL = "451 4.3.1 Delivery backlog full, try again later"
 class GatewayHandler:
     """aiosmtpd handler: relay rules, limits, and the scan-then-spool DATA path."""
 
-    def __init__(self, config: Config, scanner: Scanner | None, spool: Spool,
+    def __init__(self, config: Config, scanner: Scanner | ScannerRef | None, spool: Spool,
                  on_spooled: Callable[..., None] = lambda _id, *_: None,
                  on_rejected: Callable[[dict[str, Any]], None] = lambda _data: None,
                  io_executor: concurrent.futures.Executor | None = None,
@@ -180,7 +180,8 @@ class GatewayHandler:
         # "active" when this process's delivery takes every message from `on_spooled`
         # (app.build): the message is then claimed by the write itself.
         self.spool_state = spool_state
-        self.scanner = scanner
+        # Shared with delivery (app.build passes one ScannerRef to both).
+        self.scanner_ref = ScannerRef.of(scanner)
         self.spool = spool
         self.on_spooled = on_spooled
         self.on_rejected = on_rejected
@@ -201,6 +202,10 @@ class GatewayHandler:
         self._verified: dict[str, tuple[float, str | None]] = {}
 
     # -- who is this client --------------------------------------------------------------
+
+    @property
+    def scanner(self) -> Scanner | None:
+        return self.scanner_ref.current  # type: ignore[no-any-return]
 
     def is_trusted(self, ip: str) -> bool:
         # Asked at RCPT and DATA of every message: parsing the address each time was 2 % of
