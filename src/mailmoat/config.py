@@ -128,6 +128,10 @@ class DeliverySettings(Section):
         description="seconds between tries; the last value repeats",
     )
     max_age: int = Field(5 * 24 * 3600, description="seconds before a deferred message bounces")
+    keep_delivered_hours: float = Field(
+        48.0, ge=0, le=24 * 90, description="hours the bytes of delivered mail stay in the "
+        "spool's done/ folder, for tracing and for `mailmoat intel rescan` (which reaches "
+        "back this far); disk: about a day's mail volume per 24 hours; 0 keeps nothing")
     connect_timeout: float = Field(30.0, description="seconds to connect to the next hop")
     max_bytes_in_memory: int = Field(
         16 * 1024 * 1024, ge=0, description="bytes of waiting mail the intake hands to delivery "

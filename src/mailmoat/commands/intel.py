@@ -1,11 +1,11 @@
 """`mailmoat intel feeds|poll|list|hunt|rescan`: threat-intelligence feeds from a shell.
 
-`rescan` scans delivered mail still in the spool (24 hours) again with today's rules.
 `poll` reads feeds now (as `mailmoat serve` does every `poll_interval`), stores their
 indicators and hunts the new ones, handing matches to recall as configured. `hunt` runs a
 retro-hunt of live indicators (or of one value) over delivered mail and prints what it
-matched; with `--recall` it hands the matches to recall like a poll does. Secrets are never
-printed.
+matched; with `--recall` it hands the matches to recall like a poll does. `rescan` scans
+delivered mail still in the spool ([delivery] keep_delivered_hours) again with today's
+rules. Secrets are never printed.
 """
 
 from __future__ import annotations
@@ -159,7 +159,8 @@ def register(app: typer.Typer) -> None:
     @cli.command("rescan")
     def rescan(config: Path = ConfigOpt,
                hours: float = typer.Option(24.0, "--hours", help="how far back (the spool "
-                                           "keeps delivered mail 24 hours)"),
+                                           "keeps delivered mail [delivery] "
+                                           "keep_delivered_hours, 48 by default)"),
                recall: bool = typer.Option(False, "--recall", help="hand what now scores as "
                                            "malware or phishing to recall"),
                auto: bool = typer.Option(False, "--auto", help="with --recall: approved, "
@@ -173,6 +174,11 @@ def register(app: typer.Typer) -> None:
 
         try:
             cfg, db = _open(config)
+            kept = cfg.delivery.keep_delivered_hours
+            if hours > kept:
+                typer.echo(f"delivered mail is kept {kept:g} hours ([delivery] "
+                           f"keep_delivered_hours): nothing older than that is re-scanned",
+                           err=True)
             items = asyncio.run(rescan_delivered(cfg, db, hours,
                                                  recall=bind_recall(cfg, hand_to_recall)
                                                  if recall else None,

@@ -1,8 +1,8 @@
 """Re-scan delivered mail with today's rules and models, as Microsoft's ZAP does.
 
-The gateway keeps the bytes of delivered mail in the spool's `done/` folder for 24 hours
-(relay/deliver.py DONE_RETENTION) and only what the checks found in the message log, so a
-re-scan reaches back as far as those bytes: `hours` beyond that finds nothing older. Each
+The gateway keeps the bytes of delivered mail in the spool's `done/` folder for
+`[delivery] keep_delivered_hours` (48) and only what the checks found in the message log,
+so a re-scan reaches back as far as those bytes: `hours` beyond that finds nothing older. Each
 message still there that the log says reached a mailbox is scanned again by a Scanner
 built from the configuration in force; what now scores as malware or phishing at the
 quarantine or reject level is reported, and with `recall` recorded as a hunt (feed

@@ -46,7 +46,6 @@ from mailmoat.store.quarantine import quarantine_message
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-DONE_RETENTION = 24 * 3600  # seconds a finished message stays in done/ for tracing
 SCHEDULER_TICK = 0.5
 SWEEP_INTERVAL = 2.0  # seconds between looks at incoming/ for mail spooled by other processes
 
@@ -393,9 +392,11 @@ class DeliveryManager:
             await asyncio.sleep(SCHEDULER_TICK)
 
     def _cleanup_done(self, now: float) -> None:
+        """Delivered mail past [delivery] keep_delivered_hours leaves done/."""
+        keep = self.config.delivery.keep_delivered_hours * 3600
         for p in self.spool.dir("done").glob("*"):
             try:
-                if now - p.stat().st_mtime > DONE_RETENTION:
+                if now - p.stat().st_mtime > keep:
                     p.unlink()
             except OSError:
                 pass
