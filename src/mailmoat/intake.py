@@ -21,7 +21,8 @@ from mailmoat.spool.queue import Handover
 if TYPE_CHECKING:  # delivery's late scan need not load the pipeline to import this
     from mailmoat.scan.engine import ScanOutcome
 
-__all__ = ["ScannerRef", "delivery_plan", "prepare_delivery"]
+__all__ = ["ScannerRef", "add_review_copies", "delivery_plan", "extra_recipients",
+           "prepare_delivery"]
 
 
 class ScannerRef:
@@ -55,6 +56,29 @@ def prepare_delivery(outcome: ScanOutcome, raw: bytes, *, mailmoat_id: str, rece
         raw, mailmoat_id=mailmoat_id, verdict=outcome.verdict, result=outcome.result,
         hostname=config.smtp.hostname, received=received,
         trusted_authserv_ids=config.section("auth", AuthSettings).trusted_authserv_ids)
+    plan = delivery_plan(outcome)
+    add_review_copies(outcome, plan, log)
     # Delivery decides on bounces without the scan result: keep what it needs.
-    return delivered, Handover(plan=delivery_plan(outcome), log=log, received=received,
+    return delivered, Handover(plan=plan, log=log, received=received,
                                sender_auth_failed=sender_auth_failed(outcome.result))
+
+
+def add_review_copies(outcome: ScanOutcome, plan: dict[str, str], log: dict[str, Any]) -> None:
+    """[internal] review_copy_to: the reviewers join the plan (and the message log, as
+    recipients with action `copy`) when the internal check asks for a copy and the message
+    goes to someone; the caller adds them to the spool entry's recipients (see
+    `extra_recipients`). Held mail is reviewed in quarantine, not copied."""
+    judged = outcome.result.facts.internal
+    if judged is None or not judged.copy_to or "deliver" not in plan.values():
+        return
+    logged = log.setdefault("recipients", {})
+    for r in judged.copy_to:
+        if r not in plan:
+            plan[r] = "deliver"
+            logged[r] = "copy"
+
+
+def extra_recipients(plan: dict[str, str], rcpts: list[str]) -> list[str]:
+    """Who the plan delivers to beyond the envelope's recipients (review copies)."""
+    have = set(rcpts)
+    return [r for r in plan if r not in have]

@@ -221,6 +221,24 @@ async def test_actions(action):
         await org.close()
 
 
+@pytest.mark.parametrize("action", ["tag", "hold"])
+async def test_review_copies_of_a_flagging_message_that_is_delivered(action):
+    org = Org(internal_config(action=action, review_copy_to=["sec@example.test"]))
+    try:
+        at = T0 + 9 * HOUR
+        for i in range(21):
+            out = await org.send("m@example.test", [f"c{i}@example.test"], at + i,
+                                 subject="Rota", body="Hi,\nplease check the rota.\n")
+            j = out.result.facts.internal
+            assert j.flagged == (i == 20)
+            # Copied when it flags the account and still goes out; held mail is reviewed
+            # in quarantine instead.
+            want = ("sec@example.test",) if j.flagged and action == "tag" else ()
+            assert j.copy_to == want
+    finally:
+        await org.close()
+
+
 async def test_a_released_account_flags_nothing_within_the_grace(tmp_path):
     cfg = internal_config(tmp_path, sync_seconds=0.05)
     db = Database(cfg.database_url)

@@ -33,7 +33,7 @@ def _load(tmp_path, text: str):
     ('detectors = { crd = 1 }', r"no detector 'crd' \(did you mean 'card'\?\)"),
     ('recipients = "externl"', r"recipients = 'externl'.*must be any, internal or external"),
     ('action = "quarantine"\ndetectors = { card = 1 }',
-     r"action = 'quarantine'.*must be tag, alert, hold, reject, throttle or suspend"),
+     r"action = 'quarantine'.*must be tag, copy, alert, hold, reject, throttle or suspend"),
     ('groups = ["finanse"]', r"no group 'finanse' in \[internal\] groups \(did you mean "
      r"'finance'\?\)"),
     ('signals = ["INTERNAL_BURTS"]', r"no check declares the symbol INTERNAL_BURTS \(did you "
@@ -197,3 +197,48 @@ async def test_rules_end_to_end_through_the_gateway_and_the_console(tmp_path, si
         # The console's rules replace the file's: cards go out again.
         assert (await send(["x@partner.test"], CARDS)).startswith("2.0.0 Ok")
         await sink.wait_for(3)
+
+
+async def test_a_copy_rule_delivers_and_sends_the_reviewer_a_copy(tmp_path, sink):
+    """Action copy: the message goes to its recipient, a copy to [internal] review_copy_to,
+    and the message log lists the reviewer with action copy; other mail is not copied."""
+    cfg = gateway_config(
+        tmp_path, sink.port, content={"enabled": False}, deep={"mode": "off"},
+        smtp={"trusted_networks": ["127.0.0.1/32"], "internal_domains": ["example.test"]},
+        internal={"identity_header": "X-Authenticated-Sender",
+                  "review_copy_to": ["Security@example.test"],
+                  "rules": [{**NO_CARDS, "action": "copy"}]})
+    account = "anna@example.test"
+    async with running_gateway(cfg) as gw:
+        c = aiosmtplib.SMTP(hostname="127.0.0.1", port=gw.smtp_port, start_tls=False,
+                            timeout=10, local_hostname="relay.example.test")
+        await c.connect()
+        _, reply = await c.sendmail(account, ["x@partner.test"],
+                                    message(account, ["x@partner.test"], "Cards", CARDS))
+        mid = reply.rsplit(" ", 1)[1]
+        await c.sendmail(account, ["y@partner.test"],
+                         message(account, ["y@partner.test"], "Hi", "Hi,\nsee you.\n"))
+        await c.quit()
+        await sink.wait_for(2)
+        got = sorted(r for _, rcpts, _ in sink.messages for r in rcpts)
+        assert got == ["security@example.test", "x@partner.test", "y@partner.test"]
+        # The rule's score (5) tags the message; the reviewer's row says copy.
+        want = {"x@partner.test": ("tag", "delivered"),
+                "security@example.test": ("copy", "delivered")}
+        await wait_until(lambda: _statuses(gw.db, mid) == want, what="both logged delivered")
+
+
+def _statuses(db, mid: str) -> dict[str, tuple[str, str]]:
+    from sqlalchemy import select
+
+    from mailmoat.store.models import RecipientRow
+
+    with db.session() as s:
+        return {r.address: (r.action, r.status) for r in s.scalars(
+            select(RecipientRow).where(RecipientRow.message_id == mid))}
+
+
+def test_a_copy_rule_needs_a_reviewer(tmp_path):
+    with pytest.raises(ConfigError, match="action copy but \\[internal\\] review_copy_to"):
+        _load(tmp_path, '[[internal.rules]]\nname = "c"\ndetectors = { card = 1 }\n'
+                        'action = "copy"\n')

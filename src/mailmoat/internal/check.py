@@ -177,6 +177,8 @@ class InternalCheck(Check):
         self.explain(j, result)
         if self.rules and j.action not in ("defer", "refuse"):
             j = await self.apply_rules(msg, ident, facts, result, j)
+        if self.settings.review_copy_to and j.flagged and j.action in ("none", "tag"):
+            j = replace(j, copy_to=tuple(self.settings.review_copy_to))
         result.facts.internal = j
         if j.action == "hold":
             result.force(Action.QUARANTINE, j.reason)
@@ -213,7 +215,9 @@ class InternalCheck(Check):
             return j
         rule, reason = max(matched, key=lambda m: SEVERITY[m[0].action])
         action = rule.action
-        if action == "hold":
+        if action == "copy":
+            j = replace(j, copy_to=tuple(self.settings.review_copy_to))
+        elif action == "hold":
             result.force(Action.QUARANTINE, reason)
         elif action == "reject":
             result.force(Action.REJECT, reason)

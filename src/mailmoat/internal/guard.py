@@ -88,6 +88,9 @@ class Judgement:
     incident_id: int | None = None
     restriction: Restriction | None = None
     signals: tuple[Scored, ...] = ()
+    # Reviewers who get a copy of this message ([internal] review_copy_to): set when it
+    # flags the account or a rule with action copy matches, and it is delivered.
+    copy_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ Every condition a rule sets must hold (an empty one is no condition); a list con
 holds when any of its entries does. A matching rule adds the symbol INTERNAL_RULE with a
 reason that names the rule and what matched ("rule 'no-cards-outside': 3 payment card
 numbers (Luhn-valid) to 2 external recipients"), scored `score` like any other symbol,
-and its action applies: tag (the symbol only), alert (an incident and the alerts too),
+and its action applies: tag (the symbol only), copy (delivered, and a copy to `[internal]
+review_copy_to`), alert (an incident and the alerts too),
 hold (the message is quarantined), reject (refused with 550), throttle or suspend (the
 account is restricted as by `[internal] action`, with an incident and the alerts).
 
@@ -35,14 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from mailmoat.internal.dlp import DETECTORS
 
-RuleAction = Literal["tag", "alert", "hold", "reject", "throttle", "suspend"]
+RuleAction = Literal["tag", "copy", "alert", "hold", "reject", "throttle", "suspend"]
 Recipients = Literal["any", "internal", "external"]
 CategoryName = Literal["clean", "bulk", "spam", "phishing", "malware", "bec", "policy"]
 MAX_RULES = 200
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}")
 _SYMBOL = re.compile(r"[A-Z][A-Z0-9_]{1,63}")
 # Strength of an action, to pick one when several rules match.
-SEVERITY = {"tag": 0, "alert": 1, "hold": 2, "throttle": 3, "suspend": 4, "reject": 5}
+SEVERITY = {"tag": 0, "copy": 1, "alert": 2, "hold": 3, "throttle": 4, "suspend": 5,
+            "reject": 6}
 
 
 def address_patterns(values: list[str], what: str) -> list[str]:
@@ -107,8 +109,8 @@ class InternalRule(BaseModel):
     detectors: dict[str, int] = Field(
         default_factory=dict, description="data-loss detectors and the distinct numbers "
         "each must find: card, iban, cn_id, ssn (any one reaching its count)")
-    action: RuleAction = Field("tag", description="tag | alert | hold | reject | throttle "
-                               "| suspend")
+    action: RuleAction = Field("tag", description="tag | copy | alert | hold | reject | "
+                               "throttle | suspend")
     score: float = Field(5.0, ge=-100, le=100, description="the INTERNAL_RULE symbol's score")
 
     @field_validator("name")

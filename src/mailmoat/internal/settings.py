@@ -100,6 +100,10 @@ class InternalSettings(Section):
     alert_mail_to: list[str] = Field(
         default_factory=list, description="administrators mailed on each flagged account "
         "(through [delivery] downstream)")
+    review_copy_to: list[str] = Field(
+        default_factory=list, description="reviewers who get a copy of every delivered "
+        "message that flags an account, or that a rule with action `copy` matches (the "
+        "message still goes to its recipients); empty: no copies")
     # -- where state lives ---------------------------------------------------------------
     max_accounts_in_memory: int = Field(
         200_000, ge=100, description="accounts whose baseline is kept in memory; the least "
@@ -130,6 +134,13 @@ class InternalSettings(Section):
                 raise ValueError("a group needs a name")
             self.groups[name] = _members(members, name)
         check_rules(self.rules, None if self.groups_file else self.groups)
+        copying = [r.name for r in self.rules if r.action == "copy"]
+        if copying and not self.review_copy_to:
+            raise ValueError(f"rule {copying[0]!r} has action copy but [internal] "
+                             "review_copy_to names no reviewer")
+        self.review_copy_to = address_patterns(self.review_copy_to, "review_copy_to")
+        if any("*" in a or a.startswith("@") for a in self.review_copy_to):
+            raise ValueError("review_copy_to takes addresses, not patterns or @domains")
         return self
 
     @model_validator(mode="after")

@@ -32,7 +32,7 @@ from mailmoat import maillog
 from mailmoat.config import Config
 from mailmoat.dkimsign import DkimSigner
 from mailmoat.errors import RelayError, SpoolError
-from mailmoat.intake import ScannerRef, prepare_delivery
+from mailmoat.intake import ScannerRef, extra_recipients, prepare_delivery
 from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.dsn import build_dsn, dsn_refusal, status_code
 from mailmoat.relay.headers import add_gateway_headers
@@ -564,6 +564,9 @@ class DeliveryManager:
                                          config=self.config)
         entry.handover = replace(entry.handover, plan=handover.plan, log=handover.log,
                                  sender_auth_failed=handover.sender_auth_failed)
+        copies = extra_recipients(handover.plan, entry.rcpt_tos)  # review copies
+        entry.rcpt_tos = [*entry.rcpt_tos, *copies]
+        entry.pending = [*entry.pending, *copies]
         entry.scanned = True
         await self._io(self.spool.put, entry, raw, "active")
         return raw
@@ -639,6 +642,16 @@ class DeliveryManager:
         return results
 
     async def _bounce(self, entry: SpoolEntry, raw: bytes, failures: list[tuple[str, str, str]]) -> None:
+        # A review copy that fails is the gateway's business, never the sender's: a DSN
+        # would tell a compromised account that its mail is watched.
+        logged = (entry.handover.log or {}).get("recipients") or {}
+        for rcpt, _, response in failures:
+            if logged.get(rcpt) == "copy":
+                log.warning("review copy of %s to %s could not be delivered: %s", entry.id,
+                            rcpt, response[:200])
+        failures = [f for f in failures if logged.get(f[0]) != "copy"]
+        if not failures:
+            return
         why = dsn_refusal(entry.mail_from, entry.handover)
         if why:
             log.info("not sending a DSN for %s (%s)", entry.id, why)

@@ -43,7 +43,7 @@ from mailmoat.internal.identity import (
     strip_header,
 )
 from mailmoat.internal.settings import InternalSettings
-from mailmoat.intake import ScannerRef, prepare_delivery
+from mailmoat.intake import ScannerRef, extra_recipients, prepare_delivery
 from mailmoat.listen import bind_error, listen_address
 from mailmoat.message.model import Direction, Envelope, domain_of
 from mailmoat.relay.headers import received_value
@@ -416,6 +416,7 @@ class GatewayHandler:
             delivered, handover = prepare_delivery(outcome, raw, mailmoat_id=mid,
                                                    received=received, log=data,
                                                    config=self.config)
+            rcpts = rcpts + extra_recipients(handover.plan, rcpts)  # review copies
         else:  # delivery scans it before it goes anywhere (relay.deliver)
             delivered = raw
             handover = Handover(plan={r: "deliver" for r in rcpts}, log=data,
