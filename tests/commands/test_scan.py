@@ -260,6 +260,33 @@ def test_progress_bar_on_a_terminal(tmp_path):
             Direction.INBOUND,
         ),
         (b"\xff\xfe garbage\n", "", None, Direction.INBOUND),
+        # A stored bounce without Return-Path came from the null sender (RFC 5321 4.5.5),
+        # not from the reporting MTA's From, even when that mailbox is one of ours.
+        (
+            b"From: Microsoft Outlook <MicrosoftExchange1@example.test>\n"
+            b"Content-Type: multipart/report;\n\tboundary=\"b\";\n\treport-type=delivery-status\n",
+            "",
+            None,
+            Direction.INBOUND,
+        ),
+        (
+            b"From: a@b.test\nContent-Type: multipart/report; report-type=\"disposition-notification\";"
+            b" boundary=x\n",
+            "",
+            None,
+            Direction.INBOUND,
+        ),
+        # Return-Path, where the file kept it, still says who the envelope sender was.
+        (
+            b"Return-Path: <bounces@b.test>\nFrom: a@b.test\n"
+            b"Content-Type: multipart/report; report-type=delivery-status; boundary=x\n",
+            "bounces@b.test",
+            None,
+            Direction.INBOUND,
+        ),
+        # Another multipart type is no report: From stands in as before.
+        (b"From: a@b.test\nContent-Type: multipart/mixed; boundary=x\n", "a@b.test", None,
+         Direction.INBOUND),
     ],
 )
 def test_envelope_from_stored_headers(headers, mail_from, ip, direction):

@@ -250,3 +250,28 @@ async def test_free_mail_and_on_behalf_services_prove_no_sender():
         r = await _gate(_msg(name=name, addr=addr, link=f"https://{dom}/x",
                              extra=dkim.format(d=dom)), r)
         assert "anyone may send from" in r.get("EVIDENCE_CONTENT_ONLY").reason, addr
+
+
+async def test_a_stored_bounce_without_return_path_is_read_as_from_the_null_sender():
+    # `mailmoat scan` rebuilds the envelope from the file: the Exchange-style bounce below
+    # names an internal mailbox in From but, as every bounce, was sent from the null sender.
+    from mailmoat.commands.scan import envelope_for
+
+    raw = DSN.replace("MAILER-DAEMON@mx.other.example",
+                      "MicrosoftExchange1@example.test").encode()
+    env = envelope_for(raw, Config())
+    assert env.mail_from == ""
+    msg = parse_message(raw, env)
+    r = _result()
+    r.facts.bulk = BulkFacts(kind="dsn", markers=("delivery status notification (RFC 3464)",))
+    await EvidenceCheck(Config(), EvidenceSettings(), log_available=False).run(msg, r)
+    assert "null sender" in r.get("EVIDENCE_CONSISTENT").reason and r.score == 0
+    # The same report with the Return-Path its file kept is judged by that sender.
+    raw = b"Return-Path: <someone@other.example>\r\n" + raw
+    env = envelope_for(raw, Config())
+    assert env.mail_from == "someone@other.example"
+    r = _result()
+    r.facts.bulk = BulkFacts(kind="dsn", markers=("delivery status notification (RFC 3464)",))
+    await EvidenceCheck(Config(), EvidenceSettings(), log_available=False).run(
+        parse_message(raw, env), r)
+    assert not r.has("EVIDENCE_CONSISTENT")

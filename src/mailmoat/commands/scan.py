@@ -113,6 +113,8 @@ class _Reader:
 
 
 _RECEIVED_IP = re.compile(rb"\[(?:IPv6:)?([0-9a-fA-F:.]+)\]")
+_REPORT = re.compile(r"multipart/report\b.*\breport-type\s*=\s*\"?(?:delivery-status|"
+                     r"disposition-notification)\b", re.I | re.S)
 _HEADER_VALUE = r"(?im)^{name}[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)"
 
 
@@ -126,12 +128,19 @@ def envelope_for(raw: bytes, config: Config) -> Envelope:
 
     The envelope sender is Return-Path (else From); the client IP is the bracketed address
     in the topmost Received header, which the last receiving MTA wrote; the direction is
-    outbound when the sender's domain is one of ours.
+    outbound when the sender's domain is one of ours. A delivery status report or read
+    receipt (`multipart/report`) stored without Return-Path came from the null sender: RFC
+    5321 section 4.5.5 and RFC 3464 require it of bounces (RFC 8098 of read receipts), and its
+    From is the reporting MTA's mailbox, never the envelope's.
     """
     import email.utils
 
     head = raw[: min(len(raw), 256 * 1024)].split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
-    sender = email.utils.parseaddr(_header(head, "Return-Path") or _header(head, "From"))[1]
+    return_path = _header(head, "Return-Path")
+    if not return_path and _REPORT.search(_header(head, "Content-Type")):
+        sender = ""
+    else:
+        sender = email.utils.parseaddr(return_path or _header(head, "From"))[1]
     received = _header(head, "Received").encode()
     m = _RECEIVED_IP.search(received)
     direction = Direction.INBOUND
