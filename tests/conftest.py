@@ -83,6 +83,33 @@ def mailmoat_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "mailmoat", *args]
 
 
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+async def redis_prefix():
+    """A key prefix of this test's own on the local Redis (skipped when it is away); its
+    keys are deleted after the test."""
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    prefix = f"mailmoat-test-{os.getpid()}-{uuid.uuid4().hex[:8]}:"
+    r = aioredis.from_url(REDIS_URL)
+    try:
+        await r.ping()
+    except Exception as exc:
+        await r.aclose()
+        pytest.skip(f"Redis at {REDIS_URL} is not reachable: {exc}")
+    yield prefix
+    try:
+        keys = [k async for k in r.scan_iter(f"{prefix}*")]
+        if keys:
+            await r.delete(*keys)
+    finally:
+        await r.aclose()
+
+
 @pytest.fixture
 async def sink():
     """A recording SMTP server on loopback, the gateway's downstream in SMTP-level tests."""

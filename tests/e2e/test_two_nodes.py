@@ -6,8 +6,6 @@ afterwards both nodes refuse the account."""
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -32,25 +30,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 REDIS = "redis://127.0.0.1:6379/0"
 MALLORY = "mallory@example.test"
-
-
-@pytest.fixture
-async def redis_prefix():
-    import redis.asyncio as aioredis
-
-    prefix = f"mailmoat-test-{os.getpid()}-{uuid.uuid4().hex[:8]}:"
-    r = aioredis.from_url(REDIS)
-    try:
-        await r.ping()
-    except Exception as exc:
-        pytest.skip(f"Redis at {REDIS} is not reachable: {exc}")
-    yield prefix
-    try:
-        keys = [k async for k in r.scan_iter(f"{prefix}*")]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
 
 
 def node_config(tmp: Path, name: str, port: int, downstream: int, db_url: str,

@@ -4,9 +4,6 @@ share no database here: Redis alone carries it)."""
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
 
 from tests.internal.helpers import Outcome, lure, message, relay, settle
@@ -18,25 +15,6 @@ URL = "redis://127.0.0.1:6379/0"
 MALLORY = "mallory@example.test"
 
 
-@pytest.fixture
-async def prefix():
-    import redis.asyncio as aioredis
-
-    p = f"mailmoat-test-{os.getpid()}-{uuid.uuid4().hex[:8]}:"
-    r = aioredis.from_url(URL)
-    try:
-        await r.ping()
-    except Exception as exc:
-        pytest.skip(f"Redis at {URL} is not reachable: {exc}")
-    yield p
-    try:
-        keys = [k async for k in r.scan_iter(f"{p}*")]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
-
-
 def node(tmp_path, name: str, sink_port: int, prefix: str):
     return gateway_config(tmp_path / name, sink_port, **{
         "smtp": {"trusted_networks": ["127.0.0.1/32"], "internal_domains": ["example.test"],
@@ -45,12 +23,12 @@ def node(tmp_path, name: str, sink_port: int, prefix: str):
         "redis": {"url": URL, "key_prefix": prefix}})
 
 
-async def test_a_burst_split_across_two_nodes_is_one_accounts_burst(tmp_path, prefix):
+async def test_a_burst_split_across_two_nodes_is_one_accounts_burst(tmp_path, redis_prefix):
     sink = Sink()
     server = await start_sink(sink)
     try:
-        async with running_gateway(node(tmp_path, "a", port_of(server), prefix)) as a, \
-                running_gateway(node(tmp_path, "b", port_of(server), prefix)) as b:
+        async with running_gateway(node(tmp_path, "a", port_of(server), redis_prefix)) as a, \
+                running_gateway(node(tmp_path, "b", port_of(server), redis_prefix)) as b:
             total = Outcome()
             for i in range(60):
                 rcpt = f"colleague{i}@example.test"
@@ -69,22 +47,23 @@ async def test_a_burst_split_across_two_nodes_is_one_accounts_burst(tmp_path, pr
             assert await other.internal_guard.refusal(MALLORY, 2e9)
             await settle(lambda: len(sink.messages) == 20, what="20 delivered")
             # Both nodes' views of the account's baseline are the same one.
-            ra = await a.internal_guard.redis.get(f"{prefix}internal:b:{MALLORY}")
+            ra = await a.internal_guard.redis.get(f"{redis_prefix}internal:b:{MALLORY}")
             assert ra is not None
     finally:
         server.close()
 
 
-async def test_a_suspension_from_the_console_reaches_every_node_through_redis(tmp_path, prefix):
+async def test_a_suspension_from_the_console_reaches_every_node_through_redis(tmp_path,
+                                                                                redis_prefix):
     from mailmoat.internal.accounts import restrict_account
 
     sink = Sink()
     server = await start_sink(sink)
     try:
-        cfg = node(tmp_path, "a", port_of(server), prefix)
+        cfg = node(tmp_path, "a", port_of(server), redis_prefix)
         async with running_gateway(cfg) as a:
             # Written by another process (the console) to its own database and to Redis.
-            other_db_cfg = node(tmp_path, "console", port_of(server), prefix)
+            other_db_cfg = node(tmp_path, "console", port_of(server), redis_prefix)
             from mailmoat.store.db import Database
 
             db = Database(other_db_cfg.database_url)

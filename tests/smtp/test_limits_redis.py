@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 
 import pytest
 
@@ -22,21 +21,6 @@ from tests.smtp.helpers import gateway_config, running_gateway
 pytestmark = pytest.mark.redis
 
 URL = "redis://127.0.0.1:6379/0"
-
-
-@pytest.fixture
-async def redis_prefix():
-    import redis.asyncio as aioredis
-
-    prefix = f"mailmoat-test-{os.getpid()}-{uuid.uuid4().hex[:8]}:"
-    yield prefix
-    r = aioredis.from_url(URL)
-    try:
-        keys = [k async for k in r.scan_iter(f"{prefix}*")]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
 
 
 async def banner(port: int) -> bytes:

@@ -3,19 +3,16 @@ typo with the closest name and saves a good rule, and a suspended account is rel
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import uvicorn
 
 from mailmoat.internal.accounts import get_restriction, restrict_account
 from mailmoat.store.models import MessageRow
 from mailmoat.web.app import create_app
 from mailmoat.web.policy_store import current_rules
 from tests.web.fixtures import add_message, seed
-from tests.web.sink import free_port
+from tests.web.live import live_console
 from tests.web.test_browser import browser, login  # noqa: F401  (the fixture, shared)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -38,18 +35,8 @@ def served(tmp_path_factory):
             s.get(MessageRow, mid).sender_account = "bo@fin.example.test"
     restrict_account(env.config, env.db, "bo@fin.example.test", "admin@corp.test",
                      reason="test")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(env.config, env.db), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="on"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.time() + 20
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    yield env, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(10)
+    with live_console(create_app(env.config, env.db)) as base:
+        yield env, base
     env.db.dispose()
 
 
@@ -82,6 +69,5 @@ def test_internal_page_charts_rules_and_release(served, browser):  # noqa: F811
         page.wait_for_load_state()
         assert "Released bo@fin.example.test" in page.inner_text("#flash")
         assert get_restriction(env.db, "bo@fin.example.test").released_by == "admin@corp.test"
-        page.screenshot(path="/tmp/mailmoat-internal.png", full_page=True)
     finally:
         ctx.close()
