@@ -17,8 +17,9 @@ from tests.smtp.helpers import Sink, free_port, gateway_config, port_of, start_s
 async def test_console_app_is_served_next_to_smtp(tmp_path, monkeypatch):
     seen = {}
 
-    def create_app(config, database):
+    def create_app(config, database, *, internal_guard=None):
         seen["db"] = database
+        seen["guard"] = internal_guard
 
         async def home(request):
             return PlainTextResponse(f"console for {config.smtp.hostname}")
@@ -37,6 +38,7 @@ async def test_console_app_is_served_next_to_smtp(tmp_path, monkeypatch):
     gw = build(cfg)
     await gw.start()
     try:
+        r = None
         async with httpx.AsyncClient() as client:
             for _ in range(50):
                 try:
@@ -46,8 +48,10 @@ async def test_console_app_is_served_next_to_smtp(tmp_path, monkeypatch):
                     import asyncio
 
                     await asyncio.sleep(0.1)
+        assert r is not None, "the console never answered"
         assert r.status_code == 200 and r.text == "console for mx.gateway.test"
         assert seen["db"] is gw.db
+        assert seen["guard"] is gw.internal_guard  # releases in the console apply at once
     finally:
         await gw.stop()
         server.close()
