@@ -24,7 +24,7 @@ from mailmoat.config import Config
 from mailmoat.internal.accounts import get_incident, incident_messages
 from mailmoat.spool.queue import Spool
 from mailmoat.store.db import Database
-from mailmoat.store.models import RecipientRow
+from mailmoat.store.models import QuarantineRow, RecipientRow
 from mailmoat.store.quarantine import audit, quarantine_message, spool_for
 
 # Spool states whose messages no worker holds: waiting for a retry, or not picked up yet.
@@ -62,7 +62,11 @@ def hold_queued(config: Config, db: Database, incident_id: int, actor: str) -> Q
             continue
         entry, raw = spool.read("active", m.id)
         pending = list(entry.pending or entry.rcpt_tos)
-        quarantine_message(config, db, m.id, raw, entry.mail_from, entry.rcpt_tos, pending)
+        with db.session() as s:  # recipients the scan already held stay held
+            row = s.get(QuarantineRow, m.id)
+            before = [] if row is None or row.deleted_at is not None else list(row.held_for)
+        held_for = before + [p for p in pending if p not in before]
+        quarantine_message(config, db, m.id, raw, entry.mail_from, entry.rcpt_tos, held_for)
         with db.session() as s:
             for rec in s.scalars(select(RecipientRow).where(RecipientRow.message_id == m.id)):
                 if rec.address.lower() in {p.lower() for p in pending}:
