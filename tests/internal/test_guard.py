@@ -171,12 +171,19 @@ async def test_reply_to_diversion_forwarding_and_attachments_to_free_mail(org):
     out = await org.send("eve@example.test", ["eve.private@gmail.com"], at, via="auth",
                          sender="Partner <news@partner.test>", body="Forwarded newsletter.\n")
     assert "INTERNAL_FORWARD" in names(out)
-    for i in range(11):
+    # Attachments to a free-mail address never written to: one is noted, a stream flags.
+    scores = []
+    for i in range(6):
         out = await org.send("eve@example.test", ["dropbox.me@gmail.com"], at + 60 * (i + 1),
                              via="auth", subject=f"file {i}", body=f"part {i}\n",
                              attachments=[(f"plan{i}.pdf", "application/pdf", b"%PDF-1.4 x")])
-    sym = out.result.get("INTERNAL_EXTERNAL_ATTACHMENTS")
-    assert sym is not None and "100% of them to free-mail addresses" in sym.reason
+        sym = out.result.get("INTERNAL_EXFILTRATION")
+        assert sym is not None and "(.pdf) to a free-mail address it had never written to" \
+            in sym.reason
+        scores.append(sym.score)
+    assert scores[0] == 3.0 and scores[2] == 4.5 and scores[5] == 6.0
+    assert "6 such messages within 6 minutes" in sym.reason
+    assert out.result.facts.internal.flagged
 
 
 async def test_phishing_sent_by_an_account_flags_it_alone(org):
