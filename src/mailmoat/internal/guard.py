@@ -54,6 +54,7 @@ SHARED_SECONDS = 3600.0  # how far back a network new to several accounts is loo
 MAX_SHARED_NETWORKS = 4096
 MAX_COMPANY_NETWORKS = 100_000  # wide networks our accounts' good mail came from
 COMPANY_LEARNING = 2 * 86400.0  # before this much mail time, every network is new to us
+COMPANY_ESTABLISHED = 86400.0  # a network is ours a day after our good mail first used it
 ScoreOf = Callable[[str, float], float]
 
 
@@ -170,7 +171,8 @@ class InternalGuard:
         # network -> [(time, account, agent new to it or "")], the last hour's.
         self._fresh_networks: dict[str, deque[tuple[float, str, str]]] = {}
         # Wide public networks any of our accounts sent good mail from (this node's view):
-        # network -> when last.
+        # network -> when first. One an intruder's first, unflagged messages came from is
+        # not the company's until a day later.
         self._company_networks: dict[str, float] = {}
         self._first_clock = 0.0
 
@@ -440,12 +442,14 @@ class InternalGuard:
         # (an upstream retrying a throttled account must not keep it over the limit).
         accepted = action not in ("defer", "refuse")
         if accepted:
-            base.count(1, m.recipients, entry.new, w.fanout, int(entry.external_attachments))
+            first = not entry.copy  # a list post's later transactions are the same message
+            base.count(int(first), m.recipients if first else 0, entry.new, w.fanout,
+                       int(entry.external_attachments and first))
         if bad:
             base.bad += 1
         if not flagged and not bad and action in ("none", "tag"):
             wide = _wide(m.network, public_only=True)
-            if wide:
+            if wide and wide not in self._company_networks:
                 self._company_networks[wide] = now
                 if len(self._company_networks) > MAX_COMPANY_NETWORKS:
                     del self._company_networks[next(iter(self._company_networks))]
@@ -484,10 +488,9 @@ class InternalGuard:
                 forwards = 1
         shared, shared_net, shared_agent = 0, "", ""
         wide = _wide(m.network, public_only=True)
-        if wide and wide not in self._company_networks \
+        if wide and now - self._company_networks.get(wide, now) < COMPANY_ESTABLISHED \
                 and now - self._first_clock >= COMPANY_LEARNING \
-                and base.has_history(self.settings.min_history_messages) \
-                and not base.knows_network(m.network):
+                and base.learned > 0 and not base.knows_network(m.network):
             new_agent = m.agent if m.agent and base.agents and m.agent not in base.agents else ""
             seen = self._fresh_networks.get(wide)
             if seen is None:
