@@ -104,7 +104,8 @@ SYMBOLS: dict[str, SymbolSpec] = {
     BAD_CONTENT: SymbolSpec(
         4.0, "The content, phishing, malware or BEC checks objected to this outgoing "
         "message: an account of ours sending it is likely compromised (factor 1.5 for a "
-        "threat backed by evidence beyond the text, 0.5 for spam).", Category.POLICY, _G),
+        "threat backed by evidence beyond the text, 0.5 for spam, 1 for spam at twice the tag "
+        "threshold or more).", Category.POLICY, _G),
     REPLY_TO: SymbolSpec(
         2.0, "Replies are diverted to an address outside our domains and the sender's, one "
         "the account never used (factor 1.5 for free-mail).", Category.POLICY, _G),

@@ -210,6 +210,8 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
         factor = {"phishing": 1.0, "malware": 1.0, "bec": 1.0, "spam": 0.5}[m.category]
         if m.threat_evidence and m.category in THREATS:
             factor = 1.5
+        elif m.category == "spam" and m.content_score >= 2 * m.tag_threshold > 0:
+            factor = 1.0  # not a borderline newsletter: spam by every measure
         backed = " backed by evidence beyond the text" if m.threat_evidence else ""
         out.append(Signal(BAD_CONTENT, factor, (
             f"the content checks judged this outgoing message {m.category} (score "
