@@ -190,15 +190,17 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
                            + (f", {free:.0%} of them to free-mail addresses" if free else "")
                            + f"; {lim.why(M_EXT_ATT, 'such messages')}")))
 
+    odd = _odd_hour(settings, base, m)
     if w.drops and m.freemail_rcpts and m.types:
         # Attachments to a private free-mail address the account never wrote to before
         # (or first did within the day): how data leaves after a takeover. One such
         # message is common enough (a candidate's CV answered, a file sent home); a
         # stream of them, or one at an hour the account never sends at, is not.
-        factor = 1.0 + (0.5 if w.drops >= 3 else 0.0) + (0.5 if w.drops >= 6 else 0.0)
+        factor = 2.0 if w.drops >= 10 else 1.5 if w.drops >= 6 else 1.0 if w.drops >= 3 \
+            else 0.5
         night = ""
-        if ctx.quiet_hour:
-            factor *= 1.5
+        if ctx.quiet_hour and odd is None:  # the hour counts once: here or as ODD_HOUR
+            factor *= 2.0
             hour = int(m.at % 86400 // 3600)
             night = f", at {hour:02d}:00 UTC, an hour at which it hardly ever sends"
         out.append(Signal(EXFILTRATION, min(2.5, factor), (
@@ -207,11 +209,16 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
             f"{_n(w.drops, 'such message')} {window}")))
 
     if m.category in THREATS | {"spam"} and m.content_score >= m.tag_threshold:
+        # The text alone misleads now and then (a legitimate mail about passwords or
+        # payments): a verdict on the text counts fully only well past the threshold.
+        strong = m.content_score >= 2 * m.tag_threshold
         factor = {"phishing": 1.0, "malware": 1.0, "bec": 1.0, "spam": 0.5}[m.category]
         if m.threat_evidence and m.category in THREATS:
             factor = 1.5
-        elif m.category == "spam" and m.content_score >= 2 * m.tag_threshold > 0:
-            factor = 1.0  # not a borderline newsletter: spam by every measure
+        elif m.category == "spam":
+            factor = 0.75 if strong else 0.5
+        elif not strong:
+            factor = 0.75
         backed = " backed by evidence beyond the text" if m.threat_evidence else ""
         out.append(Signal(BAD_CONTENT, factor, (
             f"the content checks judged this outgoing message {m.category} (score "
@@ -277,17 +284,26 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
                 out.append(Signal(NEW_CLIENT, base_f + 0.25 * min(2, len(changes) - 1), (
                     f"sends {what}, together with other changes: {'; '.join(changes)}")))
 
-    if base.learned >= settings.odd_hour_min_messages and base.days >= ODD_HOUR_MIN_DAYS:
-        near, total, days = base.hour_share(m.at, settings.odd_hour_min_messages // 4)
-        if total >= settings.odd_hour_min_messages // 4 and near == 0:
-            hour = int(m.at % 86400 // 3600)
-            kind = {"weekday": " on weekdays", "weekend": " on weekends", "all": ""}[days]
-            # Far from any hour it sends at (none within two hours either side): full weight;
-            # just outside its usual hours (an evening a little later than usual): half.
-            wide, _, _ = base.hour_share(m.at, settings.odd_hour_min_messages // 4, spread=2)
-            span = 2 if wide == 0 else 1
-            out.append(Signal(ODD_HOUR, 1.0 if wide == 0 else 0.5, (
-                f"sent at {hour:02d}:00 UTC; of the {total} messages it sent{kind} over "
-                f"{base.days} days with mail, none was between {(hour - span) % 24:02d}:00 "
-                f"and {(hour + span + 1) % 24:02d}:00 UTC")))
+    if odd is not None:
+        out.append(odd)
     return out
+
+
+def _odd_hour(settings: InternalSettings, base: AccountBaseline, m: MessageFacts
+              ) -> Signal | None:
+    if base.learned < settings.odd_hour_min_messages or base.days < ODD_HOUR_MIN_DAYS:
+        return None
+    near, total, days = base.hour_share(m.at, settings.odd_hour_min_messages // 4)
+    if total < settings.odd_hour_min_messages // 4 or near != 0:
+        return None
+    hour = int(m.at % 86400 // 3600)
+    kind = {"weekday": " on weekdays", "weekend": " on weekends", "all": ""}[days]
+    # Far from any hour it sends at (none within two hours either side): three quarters;
+    # just outside its usual hours (an evening a little later than usual): half. People
+    # do write late now and then: the hour backs other evidence, it is not one itself.
+    wide, _, _ = base.hour_share(m.at, settings.odd_hour_min_messages // 4, spread=2)
+    span = 2 if wide == 0 else 1
+    return Signal(ODD_HOUR, 0.75 if wide == 0 else 0.5, (
+        f"sent at {hour:02d}:00 UTC; of the {total} messages it sent{kind} over "
+        f"{base.days} days with mail, none was between {(hour - span) % 24:02d}:00 "
+        f"and {(hour + span + 1) % 24:02d}:00 UTC"))
