@@ -104,8 +104,9 @@ SYMBOLS: dict[str, SymbolSpec] = {
     BAD_CONTENT: SymbolSpec(
         4.0, "The content, phishing, malware or BEC checks objected to this outgoing "
         "message: an account of ours sending it is likely compromised (factor 1.5 for a "
-        "threat backed by evidence beyond the text, 0.5 for spam, 1 for spam at twice the tag "
-        "threshold or more).", Category.POLICY, _G),
+        "threat backed by evidence beyond the text; on the text alone 1 at twice the tag "
+        "threshold, else 0.75; spam 0.75 at twice the tag threshold, else 0.5).",
+        Category.POLICY, _G),
     REPLY_TO: SymbolSpec(
         2.0, "Replies are diverted to an address outside our domains and the sender's, one "
         "the account never used (factor 1.5 for free-mail).", Category.POLICY, _G),
@@ -116,9 +117,9 @@ SYMBOLS: dict[str, SymbolSpec] = {
         "one address repeat within a day).", Category.POLICY, _G),
     EXFILTRATION: SymbolSpec(
         3.0, "The account sends attachments to a free-mail address it never wrote to before "
-        "(or first did within the day); factor 1.5 for a stream of three such messages in "
-        "the window, 2 for six, times 1.5 at an hour it hardly ever sends at.",
-        Category.POLICY, _G),
+        "(or first did within the day); factor 0.5 for one such message in the window, 1 "
+        "from three, 1.5 from six, 2 from ten, twice that at an hour it hardly ever sends "
+        "at (up to 2.5).", Category.POLICY, _G),
     SHARED_CLIENT: SymbolSpec(
         3.0, "The account sends from a network new to it that other of our accounts also "
         "started sending from within the hour (factor 0.5 per account, up to 2; 1.25 times "
