@@ -208,9 +208,14 @@ async def test_the_postfix_received_comment_from_an_untrusted_client_names_no_ac
             await asyncio.to_thread(send, "127.0.0.2", "someone@partner.test")
             await asyncio.to_thread(send, "127.0.0.1", ALICE)
             await settle(lambda: len(sink.messages) == 2, what="both delivered")
-            with gw.db.session() as s:
-                rows = s.execute(select(MessageRow.client_ip, MessageRow.sender_account)).all()
-            got = {ip: account for ip, account in rows}
-            assert got == {"127.0.0.2": "", "127.0.0.1": ALICE}
+
+            def logged() -> dict[str, str]:
+                with gw.db.session() as s:
+                    rows = s.execute(select(MessageRow.client_ip,
+                                            MessageRow.sender_account)).all()
+                return {ip: account for ip, account in rows}
+            # The message log is written behind delivery: wait for both rows.
+            await settle(lambda: len(logged()) == 2, what="both logged")
+            assert logged() == {"127.0.0.2": "", "127.0.0.1": ALICE}
     finally:
         server.close()

@@ -134,7 +134,8 @@ class Org:
     async def send(self, account: str, rcpts: list[str], at: float, *, subject: str = "Hello",
                    body: str = "Hi,\nsee you at the meeting.\nAnna\n", via: str = "header",
                    client_ip: str = "127.0.0.1", headers: dict[str, str] | None = None,
-                   attachments=None, sender: str | None = None):
+                   attachments=None, sender: str | None = None, to: str | None = None,
+                   message_id: str | None = None):
         from mailmoat.message.model import Direction, Envelope
 
         hdrs = dict(headers or {})
@@ -142,7 +143,9 @@ class Org:
             hdrs.setdefault("X-Authenticated-Sender", account)
         internal = all(r.endswith("@example.test") for r in rcpts)
         raw = make_email(subject=subject, body=body, sender=sender or f"<{account}>",
-                         to=", ".join(rcpts[:50]), headers=hdrs, attachments=attachments)
+                         to=to or ", ".join(rcpts[:50]), headers=hdrs, attachments=attachments)
+        if message_id is not None:
+            raw = raw.replace(b"<test-1@sender.test>", message_id.encode(), 1)
         env = Envelope(mail_from=account, rcpt_tos=tuple(rcpts), client_ip=client_ip,
                        helo="relay.example.test",
                        auth_user=account if via == "auth" else None,

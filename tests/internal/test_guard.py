@@ -171,12 +171,19 @@ async def test_reply_to_diversion_forwarding_and_attachments_to_free_mail(org):
     out = await org.send("eve@example.test", ["eve.private@gmail.com"], at, via="auth",
                          sender="Partner <news@partner.test>", body="Forwarded newsletter.\n")
     assert "INTERNAL_FORWARD" in names(out)
-    for i in range(11):
+    # Attachments to a free-mail address never written to: one is noted, a stream flags.
+    scores = []
+    for i in range(10):
         out = await org.send("eve@example.test", ["dropbox.me@gmail.com"], at + 60 * (i + 1),
                              via="auth", subject=f"file {i}", body=f"part {i}\n",
                              attachments=[(f"plan{i}.pdf", "application/pdf", b"%PDF-1.4 x")])
-    sym = out.result.get("INTERNAL_EXTERNAL_ATTACHMENTS")
-    assert sym is not None and "100% of them to free-mail addresses" in sym.reason
+        sym = out.result.get("INTERNAL_EXFILTRATION")
+        assert sym is not None and "(.pdf) to a free-mail address it had never written to" \
+            in sym.reason
+        scores.append(sym.score)
+    assert scores[0] == 1.5 and scores[2] == 3.0 and scores[5] == 4.5 and scores[9] == 6.0
+    assert "10 such messages within 10 minutes" in sym.reason
+    assert out.result.facts.internal.flagged
 
 
 async def test_phishing_sent_by_an_account_flags_it_alone(org):
@@ -270,3 +277,81 @@ async def test_a_released_account_flags_nothing_within_the_grace(tmp_path):
     finally:
         await org.close()
         db.dispose()
+
+
+async def test_a_post_the_mail_server_expanded_from_a_list_is_one_message_to_the_list(org):
+    """A fresh account's post to a 150-member list, handed over in three transactions of
+    50 (To: the list, the members only in the envelope), raises nothing; the same text to
+    the same 150 colleagues in Bcc (To: the sender) is a fan-out."""
+    members = colleagues(150)
+    at = T0 + 9 * HOUR
+    for k in range(0, 150, 50):
+        out = await org.send("lead@example.test", members[k:k + 50], at + k / 100,
+                             to="Engineering <engineering@example.test>",
+                             message_id="<post-1@example.test>", subject="Sprint review",
+                             body="Hi all,\nthe sprint review moves to Thursday 14:00.\nLee\n")
+        assert not {n for n in names(out) if n.startswith("INTERNAL_")}, \
+            [s.reason for s in out.result.symbols]
+    assert org.guard.baseline("lead@example.test").hour_counts[:2] == [1, 1]
+    out = await org.send("mallory@example.test", members[:50], at + 60,
+                         to="mallory@example.test", message_id="<bcc-1@example.test>",
+                         subject="Sprint review",
+                         body="Hi all,\nthe sprint review moves to Thursday 14:00.\nLee\n")
+    assert "INTERNAL_FANOUT" in names(out) and out.result.facts.internal.flagged
+
+
+async def test_an_inbox_rule_forwarding_to_free_mail_flags_at_the_second_forward(org):
+    body = ("\n\n-----Original Message-----\nFrom: Bob <bob@example.test>\nSubject: Budget\n\n"
+            "Here are the numbers for next quarter.\n")
+    rule = {"X-MS-Exchange-Inbox-Rules-Loop": "carl@example.test"}
+    at = T0 + 10 * HOUR
+    out = await org.send("carl@example.test", ["carl.home123@gmail.com"], at,
+                         subject="FW: Budget", body=body, headers=rule)
+    fwd = out.result.get("INTERNAL_FORWARD")
+    assert fwd is not None and fwd.score == 4.5 and not out.result.facts.internal.flagged
+    assert ("to carl.home123@gmail.com, a free-mail address it had never written to before, "
+            "automatically (a forwarding rule): 1 forward to it within a day") in fwd.reason
+    out = await org.send("carl@example.test", ["carl.home123@gmail.com"], at + 3 * HOUR,
+                         subject="FW: Travel", body=body.replace("Budget", "Travel"),
+                         headers=rule)
+    assert out.result.get("INTERNAL_FORWARD").score == 6.0
+    assert out.result.facts.internal.flagged
+    # A person forwarding a colleague's mail to a partner it writes to: a quarter as much.
+    await org.send("dora@example.test", ["ann@partner.test"], at, body="Hi,\nthanks.\n")
+    out = await org.send("dora@example.test", ["ann@partner.test"], at + HOUR,
+                         subject="Fwd: Budget", body=body)
+    fwd = out.result.get("INTERNAL_FORWARD")
+    assert fwd is not None and fwd.score == 1.0 and "by hand" in fwd.reason
+
+
+async def test_a_network_no_account_used_appearing_on_several_accounts_at_once(org):
+    accounts = [f"acct{i}@example.test" for i in range(4)]
+    for day in range(3):
+        for i, a in enumerate(accounts):
+            await org.send(a, [f"friend{i}@example.test"], T0 + day * DAY + 9 * HOUR + i * 60,
+                           via="auth", client_ip=f"81.10.{i}.7", body=f"Hi,\nday {day}.\n",
+                           headers={"X-Mailer": "Microsoft Outlook 16.0"})
+    at = T0 + 3 * DAY + 9 * HOUR
+    phpmailer = {"X-Mailer": "PHPMailer 6.9.1"}
+    # One account on a network none of ours used: nothing shared (yet).
+    out = await org.send(accounts[0], ["friend9@example.test"], at, via="auth",
+                         client_ip="185.220.4.9", headers=phpmailer, body="Hi,\nnote.\n")
+    assert "INTERNAL_SHARED_CLIENT" not in names(out)
+    # A network our accounts do use, new to another account: nothing either.
+    out = await org.send(accounts[1], ["friend9@example.test"], at + 60, via="auth",
+                         client_ip="81.10.200.7", body="Hi,\nnote.\n")
+    assert "INTERNAL_SHARED_CLIENT" not in names(out)
+    out = await org.send(accounts[2], ["friend9@example.test"], at + 600, via="auth",
+                         client_ip="185.220.77.3", headers=phpmailer, body="Hi,\nnote.\n")
+    shared = out.result.get("INTERNAL_SHARED_CLIENT")
+    assert shared is not None and shared.score == 3.75
+    assert shared.reason.startswith("sends from 185.220.0.0/16 with the same mail program "
+                                    "(phpmailer), a network none of our accounts sent from "
+                                    "before, as 1 other account of ours")
+    out = await org.send(accounts[3], ["friend9@example.test"], at + 1200, via="auth",
+                         client_ip="185.220.9.1", headers=phpmailer, body="Hi,\nnote.\n")
+    assert out.result.get("INTERNAL_SHARED_CLIENT").score == 5.625
+    # An hour later the network is still nobody's good network, but no longer shared.
+    out = await org.send(accounts[1], ["friend9@example.test"], at + 3 * HOUR, via="auth",
+                         client_ip="185.220.4.200", body="Hi,\nnote.\n")
+    assert "INTERNAL_SHARED_CLIENT" not in names(out)

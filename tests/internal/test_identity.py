@@ -125,3 +125,22 @@ def test_header_block_is_read_and_stripped_byte_for_byte():
     last = b"From: a@example.test\nX-Authenticated-Sender: x\n\nbody"
     assert strip_header(last, "x-authenticated-sender") == (b"From: a@example.test\n\nbody", 1)
     assert strip_header(b"no header block at all", "X-A") == (b"no header block at all", 0)
+
+
+def test_the_device_address_from_the_trusted_servers_received_field():
+    from mailmoat.internal.identity import received_client_ip
+
+    postfix = ("from LAPTOP-1 (unknown [203.0.113.9])\r\n\t(Authenticated sender: alice)\r\n\t"
+               "by mail.example.test (Postfix) with ESMTPSA id 4F1C2")
+    assert received_client_ip(postfix) == "203.0.113.9"
+    assert received_client_ip("from WS-7 (10.1.2.3) by EXCH01.corp.test (15.2.1118.40)") \
+        == "10.1.2.3"
+    assert received_client_ip("from [IPv6:2001:db8::5] (x [IPv6:2001:db8::5]) by m") \
+        == "2001:db8::5"
+    assert received_client_ip("by mail.example.test with LMTP id 9") == ""
+    assert received_client_ip("from a (no address here) by b") == ""
+    assert received_client_ip(None) == ""
+    env = Envelope(mail_from="bob@example.test", rcpt_tos=("c@example.test",),
+                   client_ip="127.0.0.1", helo="relay.example.test")
+    got = resolve(env, x_authenticated_sender="alice@example.test", received=postfix)
+    assert (got.client_ip, got.network) == ("203.0.113.9", "203.0.113.0/24")

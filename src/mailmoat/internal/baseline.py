@@ -39,6 +39,10 @@ MAX_NETWORKS = 8
 MAX_AGENTS = 8
 MAX_TYPES = 24
 MAX_LINK_DOMAINS = 64
+MAX_FORWARDS = 8  # outside addresses whose forwards are counted
+MAX_DROPS = 16  # free-mail addresses that got attachments when first written to
+FORWARD_RUN = DAY  # forwards to one address are counted over a day from the first
+DROP_DAYS = 1.0  # a free-mail address first sent attachments this recently is a "drop"
 PROFILE_SLOTS = 48  # 24 hours, weekdays then weekends
 
 
@@ -87,6 +91,11 @@ class AccountBaseline:
     types: dict[str, float] = field(default_factory=dict)
     link_domains: dict[str, float] = field(default_factory=dict)
     reply_tos: dict[str, float] = field(default_factory=dict)  # outside Reply-To addresses used
+    # Forwards of others' mail to outside addresses: address -> how many since `fwd_at`.
+    fwd: dict[str, float] = field(default_factory=dict)
+    fwd_at: dict[str, float] = field(default_factory=dict)
+    # Free-mail recipients (keys) first written to with attachments: key -> when.
+    drops: dict[str, float] = field(default_factory=dict)
     size_avg: float = 0.0
     bad: int = 0  # messages the content checks objected to
     flagged_at: float = 0.0
@@ -106,6 +115,54 @@ class AccountBaseline:
             self.bloom_old, self.bloom_new, self.bloom_count = self.bloom_new, 0, 0
         self.bloom_new |= mask
         self.bloom_count += 1
+
+    def knows_network(self, network: str) -> bool:
+        """A network it sent from, or one in the same /16 (IPv4): a mobile carrier or a
+        home ISP hands out addresses from a few /16s, not one /24."""
+        if not network or network in self.networks:
+            return True
+        if ":" in network:
+            return False
+        wide = network.split(".")[:2]
+        return any(n.split(".")[:2] == wide for n in self.networks if ":" not in n)
+
+    def note_forward(self, target: str, at: float) -> int:
+        """Count a forward to `target`; how many in its run (a day from the first)."""
+        if at - self.fwd_at.get(target, at) > FORWARD_RUN:
+            self.fwd.pop(target, None)
+        if target not in self.fwd:
+            self.fwd_at[target] = at
+        self.fwd[target] = self.fwd.get(target, 0.0) + 1
+        if len(self.fwd) > MAX_FORWARDS:
+            oldest = min(self.fwd_at, key=lambda k: self.fwd_at[k])
+            self.fwd.pop(oldest, None)
+            self.fwd_at.pop(oldest, None)
+        for k in [k for k in self.fwd_at if k not in self.fwd]:
+            del self.fwd_at[k]
+        return int(self.fwd[target])
+
+    def drop_address(self, key: int, at: float) -> bool:
+        """Whether free-mail recipient `key` of a message with attachments is one the
+        account first wrote to (with attachments) within `DROP_DAYS`: true for a never
+        written one, which is remembered as such."""
+        k = str(key)
+        first = self.drops.get(k)
+        if first is not None:
+            return at - first <= DROP_DAYS * DAY
+        if self.knows(key):
+            return False
+        self.drops[k] = at
+        if len(self.drops) > MAX_DROPS:
+            del self.drops[min(self.drops, key=lambda x: self.drops[x])]
+        return True
+
+    def quiet_hour(self, at: float, min_messages: int = 20, min_days: int = 5) -> bool:
+        """Whether `at` falls in hours (it and the hour either side) holding at most 2 % of
+        what the account sent, once it has some history."""
+        if self.learned < min_messages or self.days < min_days:
+            return False
+        near, total, _ = self.hour_share(at, min_messages)
+        return total >= min_messages and near <= 0.02 * total
 
     # -- history ---------------------------------------------------------------------------
 
@@ -181,13 +238,13 @@ class AccountBaseline:
             _touch(self.reply_tos, reply_to, at, MAX_AGENTS)
         self.size_avg = size if self.learned == 1 else self.size_avg * 0.95 + size * 0.05
 
-    def hour_share(self, at: float, min_total: int) -> tuple[int, int, str]:
-        """(messages learned in this hour of day and the hours either side, all learned
-        messages, which days) from the profile: the same kind of day (weekdays, weekends)
-        when it has `min_total` messages, else all days together."""
+    def hour_share(self, at: float, min_total: int, spread: int = 1) -> tuple[int, int, str]:
+        """(messages learned in this hour of day and the `spread` hours either side, all
+        learned messages, which days) from the profile: the same kind of day (weekdays,
+        weekends) when it has `min_total` messages, else all days together."""
         slot = profile_slot(at)
         hour = slot % 24
-        hours = [(hour + d) % 24 for d in (-1, 0, 1)]
+        hours = [(hour + d) % 24 for d in range(-spread, spread + 1)]
         base = 24 if slot >= 24 else 0
         same = sum(self.profile[base:base + 24])
         if same >= min_total:
@@ -213,6 +270,7 @@ class AccountBaseline:
             "external_rcpts": self.external_rcpts, "networks": dict(self.networks),
             "agents": dict(self.agents), "types": dict(self.types),
             "link_domains": dict(self.link_domains), "reply_tos": dict(self.reply_tos),
+            "fwd": dict(self.fwd), "fwd_at": dict(self.fwd_at), "drops": dict(self.drops),
             "size_avg": round(self.size_avg, 1),
             "bad": self.bad, "flagged_at": self.flagged_at,
         }
@@ -251,7 +309,8 @@ class AccountBaseline:
             else:
                 b.bloom_new = int.from_bytes(raw[:BLOOM_BYTES], "little")
                 b.bloom_old = int.from_bytes(raw[BLOOM_BYTES:], "little")
-        for name in ("networks", "agents", "types", "link_domains", "reply_tos"):
+        for name in ("networks", "agents", "types", "link_domains", "reply_tos", "fwd",
+                     "fwd_at", "drops"):
             v = d.get(name)
             if isinstance(v, dict):
                 setattr(b, name, {str(k): float(x) for k, x in v.items()
@@ -273,6 +332,8 @@ class Entry:
     external_attachments: bool  # carried attachments to outside recipients
     freemail: int  # recipients at free-mail providers
     forwarded: bool
+    copy: bool = False  # a further transaction of a message already counted (a list's)
+    drop: bool = False  # attachments to a free-mail address first written to lately
 
 
 @dataclass(frozen=True)
@@ -289,18 +350,20 @@ class WindowStats:
     fanout_new: int  # of the fan-out's recipients, those new when written to
     fanout_span: float  # seconds from the cluster's first message to this one
     span: float  # seconds from the window's first message to this one
+    drops: int = 0  # messages with attachments to free-mail addresses first written to lately
 
 
 def window_stats(entries: list[Entry], current: Entry, since: float, bits: int) -> WindowStats:
     """Sum up the window's entries from `since` on, and the current message's."""
     rcpts: set[int] = set()
     cluster: set[int] = set()
-    messages = new = ext_att = att_free = fwd = fwd_free = cmsgs = cnew = 0
+    messages = new = ext_att = att_free = fwd = fwd_free = cmsgs = cnew = drops = 0
     first = cfirst = current.at
     for e in (*entries, current):
         if e.at < since and e is not current:
             continue
-        messages += 1
+        messages += not e.copy
+        drops += e.drop
         rcpts.update(e.recipients)
         new += e.new
         if e.external_attachments:
@@ -314,7 +377,7 @@ def window_stats(entries: list[Entry], current: Entry, since: float, bits: int) 
                 distance(e.fingerprint, current.fingerprint) <= bits:
             fresh = len(set(e.recipients) - cluster)
             cluster.update(e.recipients)
-            cmsgs += 1
+            cmsgs += not e.copy
             # New-when-written, spread over the recipients this entry adds to the cluster.
             cnew += min(e.new, fresh)
             cfirst = min(cfirst, e.at)
@@ -322,7 +385,7 @@ def window_stats(entries: list[Entry], current: Entry, since: float, bits: int) 
                        external_attachments=ext_att, attachment_freemail=att_free,
                        forwards=fwd, forward_freemail=fwd_free, fanout=len(cluster),
                        fanout_messages=cmsgs, fanout_new=cnew,
-                       fanout_span=current.at - cfirst, span=current.at - first)
+                       fanout_span=current.at - cfirst, span=current.at - first, drops=drops)
 
 
 # -- the peers -----------------------------------------------------------------------------

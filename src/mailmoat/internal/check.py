@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
+from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +43,7 @@ from mailmoat.internal.settings import InternalSettings
 from mailmoat.internal.signals import (
     BAD_CONTENT,
     BURST,
+    EXFILTRATION,
     EXTERNAL_ATTACHMENTS,
     FANOUT,
     FORWARD,
@@ -48,6 +51,7 @@ from mailmoat.internal.signals import (
     NEW_RECIPIENTS,
     ODD_HOUR,
     REPLY_TO,
+    SHARED_CLIENT,
     MessageFacts,
 )
 from mailmoat.message.model import Direction, ParsedMessage
@@ -74,6 +78,12 @@ MAX_LINK_DOMAINS = 20
 MAX_TYPES = 10
 _THREATS = frozenset({Category.PHISHING, Category.MALWARE, Category.BEC})
 _FORWARD_HEADERS = ("Resent-From", "Resent-To", "X-Forwarded-To", "X-Forwarded-For")
+# Exchange and Microsoft 365 write this on what an inbox rule sends (its loop guard).
+_RULE_HEADER = "X-MS-Exchange-Inbox-Rules-Loop"
+_FW_SUBJECT = re.compile(r"^\s*(fw|fwd|wg|tr|rv|doorst|vs|i)\s*:", re.I)
+_QUOTED_ORIGINAL = re.compile(r"-{2,}\s*(original message|forwarded message)\s*-{2,}|"
+                              r"^begin forwarded message:", re.I | re.M)
+MAX_RECENT_MESSAGE_IDS = 20_000
 
 SYMBOLS: dict[str, SymbolSpec] = {
     BURST: SymbolSpec(
@@ -94,13 +104,26 @@ SYMBOLS: dict[str, SymbolSpec] = {
     BAD_CONTENT: SymbolSpec(
         4.0, "The content, phishing, malware or BEC checks objected to this outgoing "
         "message: an account of ours sending it is likely compromised (factor 1.5 for a "
-        "threat backed by evidence beyond the text, 0.5 for spam).", Category.POLICY, _G),
+        "threat backed by evidence beyond the text; on the text alone 1 at twice the tag "
+        "threshold, else 0.75; spam 0.75 at twice the tag threshold, else 0.5).",
+        Category.POLICY, _G),
     REPLY_TO: SymbolSpec(
         2.0, "Replies are diverted to an address outside our domains and the sender's, one "
         "the account never used (factor 1.5 for free-mail).", Category.POLICY, _G),
     FORWARD: SymbolSpec(
-        2.0, "The account sends mail written by others on to outside recipients, as an "
-        "auto-forward rule an intruder set would.", Category.POLICY, _G),
+        2.0, "The account sends mail written by others on to an outside address, as an "
+        "auto-forward rule an intruder set would (factor 1.5 for a rule rather than a person, "
+        "1.5 for free-mail, 0.5 for an address it wrote to before, up to 2 as forwards to "
+        "one address repeat within a day).", Category.POLICY, _G),
+    EXFILTRATION: SymbolSpec(
+        3.0, "The account sends attachments to a free-mail address it never wrote to before "
+        "(or first did within the day); factor 0.5 for one such message in the window, 1 "
+        "from three, 1.5 from six, 2 from ten, twice that at an hour it hardly ever sends "
+        "at (up to 2.5).", Category.POLICY, _G),
+    SHARED_CLIENT: SymbolSpec(
+        3.0, "The account sends from a network new to it that other of our accounts also "
+        "started sending from within the hour (factor 0.5 per account, up to 2; 1.25 times "
+        "that when the mail program is new to them too).", Category.POLICY, _G),
     NEW_CLIENT: SymbolSpec(
         2.0, "The account sends from a network or with a mail program it never used, "
         "together with other changes (other signals, new link domains or attachment types).",
@@ -139,6 +162,9 @@ class InternalCheck(Check):
         self._internal_orgs = frozenset(org_domain(d) for d in self.internal_domains)
         self.rules = [r for r in self.settings.rules if r.enabled]
         self.groups = load_groups(ctx.config, self.settings)
+        # (account, Message-ID) of the messages judged lately: a list post the mail server
+        # hands over in several transactions is one message, not several.
+        self._recent_ids: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     def is_trusted(self, ip: str | None) -> bool:
         try:
@@ -270,6 +296,21 @@ class InternalCheck(Check):
         signals (a list server's expansion)."""
         env = msg.envelope
         rcpts = [r.strip().strip("<>").lower() for r in env.rcpt_tos]
+        addressed = self.list_addresses(msg, ident, rcpts)
+        copy = False
+        if addressed:
+            # The mail server expanded a list or alias (Postfix virtual_alias_maps, an
+            # Exchange distribution group): the person wrote one message to the list, and
+            # that is what is counted and learned; its members are the list's, not
+            # correspondents of the account.
+            rcpts = addressed
+            key = (ident.account, msg.message_id.strip())
+            if key[1]:
+                copy = key in self._recent_ids
+                self._recent_ids[key] = None
+                self._recent_ids.move_to_end(key)
+                while len(self._recent_ids) > MAX_RECENT_MESSAGE_IDS:
+                    self._recent_ids.popitem(last=False)
         domains = [r.rpartition("@")[2] for r in rcpts]
         internal = sum(1 for d in domains if d in self.internal_domains)
         external_domains = [d for d in domains if d not in self.internal_domains]
@@ -290,12 +331,19 @@ class InternalCheck(Check):
                 reply_to, reply_free = a.address, is_freemail(a.domain)
                 break
         author = msg.from_addr.address if msg.from_addr else ""
-        forwarded = bool(external_domains) and (
+        looks_forwarded = bool(_FW_SUBJECT.match(msg.subject or "")) and bool(
+            _QUOTED_ORIGINAL.search(msg.body_text[:20_000]))
+        auto = bool(external_domains) and (
             (msg.header("Auto-Submitted") or "").lower().startswith("auto-forwarded")
             or any(msg.header(h) is not None for h in _FORWARD_HEADERS)
+            or (msg.header(_RULE_HEADER) is not None and looks_forwarded))
+        forwarded = bool(external_domains) and (
+            auto or looks_forwarded
             or (bool(author) and author != ident.account
                 and org_domain(msg.from_addr.domain if msg.from_addr else "")
                 not in self._internal_orgs))
+        forward_to = next((r for r in rcpts if r.rpartition("@")[2] not in self.internal_domains),
+                          "") if forwarded else ""
         threat = sum(s.score for s in result.symbols
                      if s.category in _THREATS and s.group not in TEXT_GROUPS)
         tag = thresholds_for(self.config.policy, None, env.direction).tag
@@ -306,7 +354,10 @@ class InternalCheck(Check):
             reply_to=reply_to, reply_to_freemail=reply_free, forwarded=forwarded,
             freemail_rcpts=freemail, category=result.category.value,
             content_score=result.score, threat_evidence=threat >= THREAT_EVIDENCE,
-            tag_threshold=tag)
+            tag_threshold=tag, forward_to=forward_to, forward_auto=auto,
+            freemail_keys=tuple(recipient_key(r) for r in rcpts
+                                if r.rpartition("@")[2] not in self.internal_domains
+                                and is_freemail(r.rpartition("@")[2]))[:50])
         auto = (msg.header("Auto-Submitted") or "no").strip().lower() != "no"
         listed = ident.source == "envelope" and msg.header("List-Id") is not None
         # Auto-replies and list mail are alike by nature: they are never a fan-out.
@@ -315,9 +366,27 @@ class InternalCheck(Check):
         entry = Entry(at=env.received_at, fingerprint=fingerprint, recipients=keys, new=0,
                       external=len(external_domains),
                       external_attachments=bool(external_domains) and bool(msg.attachments),
-                      freemail=freemail, forwarded=forwarded)
+                      freemail=freemail, forwarded=forwarded, copy=copy)
         return facts, entry, listed
 
+    def list_addresses(self, msg: ParsedMessage, ident: SenderIdentity,
+                       rcpts: list[str]) -> list[str]:
+        """The list addresses the mail server expanded, when this transaction is such an
+        expansion: every envelope recipient is ours and none is named in To or Cc, which
+        name at least one address of ours that is not a recipient (the list); else []."""
+        if not rcpts:
+            return []
+        named = [a.address.strip().lower() for a in (*msg.to, *msg.cc) if a.address]
+        if not named:
+            return []
+        in_env = set(rcpts)
+        if any(r in in_env for r in named):
+            return []
+        if not all(r.rpartition("@")[2] in self.internal_domains for r in rcpts):
+            return []
+        lists = [a for a in dict.fromkeys(named) if a.rpartition("@")[2] in self.internal_domains
+                 and a != ident.account]
+        return lists
     async def close(self) -> None:
         if self.owned:
             await self.guard.close()

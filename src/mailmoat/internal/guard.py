@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import ipaddress
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +41,8 @@ from mailmoat.internal.alerts import Alert, Alerter
 from mailmoat.internal.baseline import AccountBaseline, Entry, PeerStats, window_stats
 from mailmoat.internal.identity import SenderIdentity
 from mailmoat.internal.settings import InternalSettings
-from mailmoat.internal.signals import BAD_CONTENT, MessageFacts, Signal, evaluate
+from mailmoat.internal.fingerprint import recipient_key
+from mailmoat.internal.signals import BAD_CONTENT, Context, MessageFacts, Signal, evaluate
 from mailmoat.store.db import Database
 
 log = logging.getLogger("mailmoat.internal")
@@ -46,6 +50,11 @@ log = logging.getLogger("mailmoat.internal")
 MAX_SKEW = 300.0  # seconds a message may be older than the newest seen before a warning
 MAX_FLAGS_KEPT = 10_000
 SCORE_CAP = 1.5  # × flag_score: the most the behaviour symbols of one message add
+SHARED_SECONDS = 3600.0  # how far back a network new to several accounts is looked for
+MAX_SHARED_NETWORKS = 4096
+MAX_COMPANY_NETWORKS = 100_000  # wide networks our accounts' good mail came from
+COMPANY_LEARNING = 2 * 86400.0  # before this much mail time, every network is new to us
+COMPANY_ESTABLISHED = 86400.0  # a network is ours a day after our good mail first used it
 ScoreOf = Callable[[str, float], float]
 
 
@@ -161,6 +170,14 @@ class InternalGuard:
         self._sync_task: asyncio.Task[None] | None = None
         self._restrictions_seen: datetime | None = None
         self._skew_warned = 0.0
+        # Wide networks (/16, /32 for IPv6) that were new to an account lately:
+        # network -> [(time, account, agent new to it or "")], the last hour's.
+        self._fresh_networks: dict[str, deque[tuple[float, str, str]]] = {}
+        # Wide public networks any of our accounts sent good mail from (this node's view):
+        # network -> when first. One an intruder's first, unflagged messages came from is
+        # not the company's until a day later.
+        self._company_networks: dict[str, float] = {}
+        self._first_clock = 0.0
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -317,6 +334,8 @@ class InternalGuard:
                             account, self.clock - at)
         else:
             self.clock = max(self.clock, at)
+            if not self._first_clock:
+                self._first_clock = at
         return at
 
     async def observe(self, identity: SenderIdentity, facts: MessageFacts, entry: Entry,
@@ -370,10 +389,11 @@ class InternalGuard:
         else:
             base, entries = await self.memory.begin(account, now)
         # First-time recipients, by the correspondents learned before this message.
-        entry = Entry(at=entry.at, fingerprint=entry.fingerprint, recipients=entry.recipients,
-                      new=sum(1 for k in set(entry.recipients) if not base.knows(k)),
-                      external=entry.external, external_attachments=entry.external_attachments,
-                      freemail=entry.freemail, forwarded=entry.forwarded)
+        drop = entry.external_attachments and any(
+            base.drop_address(k, now) for k in m.freemail_keys)
+        entry = dataclasses.replace(
+            entry, new=sum(1 for k in set(entry.recipients) if not base.knows(k)), drop=drop)
+        ctx = self._context(account, base, m, now)
         self.stats.observed += 1
         for metric, old, new in base.roll_hour(now):
             self.peers.move(metric, old, new)
@@ -382,7 +402,8 @@ class InternalGuard:
         if r is not None and r.released_at is not None:
             since = max(since, r.released_at)  # what was released is not judged again
         w = window_stats(entries, entry, since, s.similarity_bits)
-        signals = evaluate(s, base, self.peers, w, m, exempt=exempt or account in self.exempt)
+        signals = evaluate(s, base, self.peers, w, m, exempt=exempt or account in self.exempt,
+                           ctx=ctx)
         grace = r is not None and r.in_grace(now)
         scored = tuple(Scored(sig, 0.0 if grace else score_of(sig.name, sig.factor), not grace)
                        for sig in signals)
@@ -424,10 +445,17 @@ class InternalGuard:
         # (an upstream retrying a throttled account must not keep it over the limit).
         accepted = action not in ("defer", "refuse")
         if accepted:
-            base.count(1, m.recipients, entry.new, w.fanout, int(entry.external_attachments))
+            first = not entry.copy  # a list post's later transactions are the same message
+            base.count(int(first), m.recipients if first else 0, entry.new, w.fanout,
+                       int(entry.external_attachments and first))
         if bad:
             base.bad += 1
         if not flagged and not bad and action in ("none", "tag"):
+            wide = _wide(m.network, public_only=True)
+            if wide and wide not in self._company_networks:
+                self._company_networks[wide] = now
+                if len(self._company_networks) > MAX_COMPANY_NETWORKS:
+                    del self._company_networks[next(iter(self._company_networks))]
             base.learn(now, recipient_keys=entry.recipients, internal=m.internal,
                        external=m.external, network=m.network, agent=m.agent, types=m.types,
                        link_domains=m.link_domains, reply_to=m.reply_to, size=0)
@@ -451,6 +479,46 @@ class InternalGuard:
         return Judgement(account=account, source=identity.source, score=total, flagged=flagged,
                          action=action, reply=reply, reason=reason, incident_id=incident_id,
                          restriction=restriction, signals=scored), commit
+
+    def _context(self, account: str, base: AccountBaseline, m: MessageFacts,
+                 now: float) -> Context:
+        """Forwards counted, the hour, and the networks new to several accounts at once."""
+        forwards, forward_new = 0, False
+        if m.forwarded and m.forward_to:
+            if m.forward_to in base.fwd or not base.knows(recipient_key(m.forward_to)):
+                forwards, forward_new = base.note_forward(m.forward_to, now), True
+            else:
+                forwards = 1
+        shared, shared_net, shared_agent = 0, "", ""
+        wide = _wide(m.network, public_only=True)
+        if wide and now - self._company_networks.get(wide, now) < COMPANY_ESTABLISHED \
+                and now - self._first_clock >= COMPANY_LEARNING \
+                and base.learned > 0 and not base.knows_network(m.network):
+            new_agent = m.agent if m.agent and base.agents and m.agent not in base.agents else ""
+            seen = self._fresh_networks.get(wide)
+            if seen is None:
+                if len(self._fresh_networks) >= MAX_SHARED_NETWORKS:
+                    self._prune_fresh(now)
+                seen = self._fresh_networks[wide] = deque()
+            while seen and (seen[0][0] < now - SHARED_SECONDS or len(seen) > 256):
+                seen.popleft()
+            others = {a for _, a, _ in seen if a != account}
+            if others:
+                shared, shared_net = len(others), wide
+                agents = {g for _, a, g in seen if a != account and g}
+                if new_agent and new_agent in agents:
+                    shared_agent = new_agent
+            seen.append((now, account, new_agent))
+        return Context(forwards=forwards, forward_new=forward_new,
+                       quiet_hour=base.quiet_hour(now), shared_accounts=shared,
+                       shared_network=shared_net, shared_agent=shared_agent)
+
+    def _prune_fresh(self, now: float) -> None:
+        for key in [k for k, v in self._fresh_networks.items()
+                    if not v or v[-1][0] < now - SHARED_SECONDS]:
+            del self._fresh_networks[key]
+        while len(self._fresh_networks) >= MAX_SHARED_NETWORKS:
+            del self._fresh_networks[next(iter(self._fresh_networks))]
 
     async def flag_by_rule(self, identity: SenderIdentity, kind: str, score: float,
                            lines: list[dict[str, Any]], at: float
@@ -559,3 +627,23 @@ class InternalGuard:
     def baseline(self, account: str) -> AccountBaseline | None:
         """This node's in-memory baseline of `account` (None when not in memory)."""
         return self.memory.peek(account.lower())
+
+
+def _wide(network: str, *, public_only: bool = False) -> str:
+    """The /16 of an IPv4 /24 ("192.0.2.0/24" -> "192.0.0.0/16"), an IPv6 /48's /32;
+    with `public_only`, "" for private, loopback and other non-global networks (our own
+    offices and servers)."""
+    if not network:
+        return ""
+    addr = network.split("/")[0]
+    if public_only:
+        try:
+            if not ipaddress.ip_address(addr).is_global:
+                return ""
+        except ValueError:
+            return ""
+    if ":" in addr:
+        groups = (addr.split(":") + ["0", "0"])[:2]
+        return f"{groups[0]}:{groups[1] or '0'}::/32"
+    parts = addr.split(".")
+    return f"{parts[0]}.{parts[1]}.0.0/16" if len(parts) == 4 else ""

@@ -38,6 +38,10 @@ _POSTFIX_AUTH = re.compile(r"\(Authenticated sender:\s*([^\s()]+)\s*\)", re.I)
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _PARENS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 _VERSIONISH = re.compile(r"^[vV]?[\d._-]+[a-z]?$")
+# The "from" clause of a Received field: "from HELO (rdns [192.0.2.7])" (Postfix, Exim,
+# Sendmail) or "from HOST (192.0.2.7)" (Exchange): the address its writer was talking to.
+_RECEIVED_FROM = re.compile(r"^\s*from\s+\S+\s+\(([^()]*)\)", re.I)
+_BRACKETED = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]|^\s*([0-9A-Fa-f:.]+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -145,10 +149,34 @@ def resolve_identity(envelope: Envelope, header: Callable[[str], str | None], *,
             return None
         account, source = sender[:MAX_ACCOUNT], "envelope"
     ip = envelope.client_ip or ""
+    if source == "header":
+        # Mail relayed by our own mail server comes from its address; the device the person
+        # sent from is in the Received field that server added on top (believed, like the
+        # identity header, only because the server is trusted).
+        ip = received_client_ip(header(RECEIVED)) or ip
     agent = agent_family(header("User-Agent") or header("X-Mailer"))
     return SenderIdentity(account=account, source=cast(Source, source), client_ip=ip,
                           network=client_network(ip), helo=(envelope.helo or "")[:255],
                           agent=agent)
+
+
+def received_client_ip(value: str | None) -> str:
+    """The client address in the "from" clause of a Received field, or ""."""
+    if not value:
+        return ""
+    m = _RECEIVED_FROM.match(value[:1000])
+    if m is None:
+        return ""
+    for part in m.group(1).split():
+        got = _BRACKETED.search(part)
+        if got is None:
+            continue
+        text = got.group(1) or got.group(2)
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            continue
+    return ""
 
 
 # -- the raw header block, before the message is parsed ------------------------------------

@@ -28,6 +28,8 @@ REPLY_TO = "INTERNAL_REPLY_TO"
 FORWARD = "INTERNAL_FORWARD"
 NEW_CLIENT = "INTERNAL_NEW_CLIENT"
 ODD_HOUR = "INTERNAL_ODD_HOUR"
+EXFILTRATION = "INTERNAL_EXFILTRATION"
+SHARED_CLIENT = "INTERNAL_SHARED_CLIENT"
 
 M_MESSAGES, M_RECIPIENTS, M_NEW, M_FANOUT, M_EXT_ATT = range(len(METRICS))
 ODD_HOUR_MIN_DAYS = 14
@@ -63,6 +65,23 @@ class MessageFacts:
     content_score: float  # their score
     threat_evidence: bool  # a threat category backed by non-text evidence
     tag_threshold: float
+    freemail_keys: tuple[int, ...] = ()  # recipient keys of its free-mail recipients
+    forward_to: str = ""  # the outside address a forward went to
+    forward_auto: bool = False  # written by a mail server's forwarding rule, not a person
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the guard worked out beyond the message and the window."""
+
+    forwards: int = 0  # forwards to `forward_to` in the run that this one is part of
+    forward_new: bool = False  # `forward_to` was never written to before those forwards
+    quiet_hour: bool = False  # the account hardly ever sends at this hour
+    # The client network this message came from, new to the account, seen new on these
+    # other accounts in the last hour (with the mail program, when that is shared too).
+    shared_accounts: int = 0
+    shared_network: str = ""
+    shared_agent: str = ""
 
 
 def _n(count: int, word: str) -> str:
@@ -123,8 +142,10 @@ def _share(part: int, whole: int) -> str:
 
 
 def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats,
-             w: WindowStats, m: MessageFacts, *, exempt: bool = False) -> list[Signal]:
+             w: WindowStats, m: MessageFacts, *, exempt: bool = False,
+             ctx: Context | None = None) -> list[Signal]:
     """The signals this message raises, given the account's baseline before it."""
+    ctx = ctx or Context()
     lim = Limits(settings, base, peers, m.at)
     window = "at once" if w.messages <= 1 else f"within {_minutes(max(w.span, 1.0))}"
     out: list[Signal] = []
@@ -169,10 +190,35 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
                            + (f", {free:.0%} of them to free-mail addresses" if free else "")
                            + f"; {lim.why(M_EXT_ATT, 'such messages')}")))
 
+    odd = _odd_hour(settings, base, m)
+    if w.drops and m.freemail_rcpts and m.types:
+        # Attachments to a private free-mail address the account never wrote to before
+        # (or first did within the day): how data leaves after a takeover. One such
+        # message is common enough (a candidate's CV answered, a file sent home); a
+        # stream of them, or one at an hour the account never sends at, is not.
+        factor = 2.0 if w.drops >= 10 else 1.5 if w.drops >= 6 else 1.0 if w.drops >= 3 \
+            else 0.5
+        night = ""
+        if ctx.quiet_hour and odd is None:  # the hour counts once: here or as ODD_HOUR
+            factor *= 2.0
+            hour = int(m.at % 86400 // 3600)
+            night = f", at {hour:02d}:00 UTC, an hour at which it hardly ever sends"
+        out.append(Signal(EXFILTRATION, min(2.5, factor), (
+            f"sent attachments ({', '.join('.' + t for t in m.types[:3])}) to a free-mail "
+            f"address it had never written to before{night}; "
+            f"{_n(w.drops, 'such message')} {window}")))
+
     if m.category in THREATS | {"spam"} and m.content_score >= m.tag_threshold:
-        factor = {"phishing": 1.0, "malware": 1.0, "bec": 1.25, "spam": 0.5}[m.category]
+        # The text alone misleads now and then (a legitimate mail about passwords or
+        # payments): a verdict on the text counts fully only well past the threshold.
+        strong = m.content_score >= 2 * m.tag_threshold
+        factor = {"phishing": 1.0, "malware": 1.0, "bec": 1.0, "spam": 0.5}[m.category]
         if m.threat_evidence and m.category in THREATS:
             factor = 1.5
+        elif m.category == "spam":
+            factor = 0.75 if strong else 0.5
+        elif not strong:
+            factor = 0.75
         backed = " backed by evidence beyond the text" if m.threat_evidence else ""
         out.append(Signal(BAD_CONTENT, factor, (
             f"the content checks judged this outgoing message {m.category} (score "
@@ -188,15 +234,37 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
                 "the sender's domain")))
 
     if m.forwarded:
-        free = w.forward_freemail / max(1, w.forwards)
-        factor = min(2.0, max(1.0, w.forwards / 3)) * (1.5 if free >= 0.5 else 1.0)
-        out.append(Signal(FORWARD, factor, (
-            f"forwards mail written by others to outside recipients ({w.forwards} "
-            f"{window}" + (f", {free:.0%} to free-mail addresses" if free else "")
-            + "): an auto-forward rule an intruder may have set")))
+        n = max(1, ctx.forwards)
+        free = m.freemail_rcpts > 0
+        # A rule the mail server runs, to a private address never written to before, over
+        # and over: what an intruder sets up to keep reading the mailbox.
+        factor = (1.5 if m.forward_auto else 1.0) * (1.5 if free else 1.0) * \
+            (1.0 if ctx.forward_new else 0.5) * min(2.0, 1.0 + (n - 1) / 2)
+        how = "automatically (a forwarding rule)" if m.forward_auto else "by hand"
+        target = m.forward_to or "outside recipients"
+        kind = "a free-mail address" if free else "an outside address"
+        fresh = " it had never written to before" if ctx.forward_new else ""
+        out.append(Signal(FORWARD, min(3.0, factor), (
+            f"forwards mail written by others to {target}, {kind}{fresh}, {how}: "
+            f"{_n(n, 'forward')} to it within a day" + (
+                f" and {w.forwards} {window}" if w.forwards > 1 else "")
+            + "; an intruder's forwarding rule looks like this")))
+
+    if ctx.shared_accounts >= 1 and ctx.shared_network:
+        # A network none of our accounts ever sent good mail from, new to each of them, on
+        # several accounts within the hour: one intruder using several stolen passwords.
+        n = ctx.shared_accounts + 1
+        factor = min(2.0, 0.5 * n) if n >= 2 else 0.0
+        agent = f" with the same mail program ({ctx.shared_agent})" if ctx.shared_agent else ""
+        if factor:
+            out.append(Signal(SHARED_CLIENT, factor * (1.25 if ctx.shared_agent else 1.0), (
+                f"sends from {ctx.shared_network}{agent}, a network none of our accounts "
+                f"sent from before, as {_n(n - 1, 'other account')} of ours also started "
+                "doing within the hour: several accounts in one intruder's hands look like "
+                "this")))
 
     if base.has_history(NEW_CLIENT_MIN_MESSAGES):
-        new_net = bool(m.network) and bool(base.networks) and m.network not in base.networks
+        new_net = bool(m.network) and bool(base.networks) and not base.knows_network(m.network)
         new_agent = bool(m.agent) and bool(base.agents) and m.agent not in base.agents
         if new_net or new_agent:
             what = " and ".join(x for x in (
@@ -210,16 +278,32 @@ def evaluate(settings: InternalSettings, base: AccountBaseline, peers: PeerStats
             if fresh_types:
                 changes.append(f".{', .'.join(fresh_types[:3])} attachments it never sent")
             if changes:
-                out.append(Signal(NEW_CLIENT, 1.0 + 0.25 * min(2, len(changes) - 1), (
+                # A new network alone is common (a first mail from home, a hotel); a new
+                # mail program less so; both together least.
+                base_f = 1.25 if new_net and new_agent else 1.0 if new_agent else 0.75
+                out.append(Signal(NEW_CLIENT, base_f + 0.25 * min(2, len(changes) - 1), (
                     f"sends {what}, together with other changes: {'; '.join(changes)}")))
 
-    if base.learned >= settings.odd_hour_min_messages and base.days >= ODD_HOUR_MIN_DAYS:
-        near, total, days = base.hour_share(m.at, settings.odd_hour_min_messages // 4)
-        if total >= settings.odd_hour_min_messages // 4 and near == 0:
-            hour = int(m.at % 86400 // 3600)
-            kind = {"weekday": " on weekdays", "weekend": " on weekends", "all": ""}[days]
-            out.append(Signal(ODD_HOUR, 1.0, (
-                f"sent at {hour:02d}:00 UTC; of the {total} messages it sent{kind} over "
-                f"{base.days} days with mail, none was between {(hour - 1) % 24:02d}:00 and "
-                f"{(hour + 2) % 24:02d}:00 UTC")))
+    if odd is not None:
+        out.append(odd)
     return out
+
+
+def _odd_hour(settings: InternalSettings, base: AccountBaseline, m: MessageFacts
+              ) -> Signal | None:
+    if base.learned < settings.odd_hour_min_messages or base.days < ODD_HOUR_MIN_DAYS:
+        return None
+    near, total, days = base.hour_share(m.at, settings.odd_hour_min_messages // 4)
+    if total < settings.odd_hour_min_messages // 4 or near != 0:
+        return None
+    hour = int(m.at % 86400 // 3600)
+    kind = {"weekday": " on weekdays", "weekend": " on weekends", "all": ""}[days]
+    # Far from any hour it sends at (none within two hours either side): three quarters;
+    # just outside its usual hours (an evening a little later than usual): half. People
+    # do write late now and then: the hour backs other evidence, it is not one itself.
+    wide, _, _ = base.hour_share(m.at, settings.odd_hour_min_messages // 4, spread=2)
+    span = 2 if wide == 0 else 1
+    return Signal(ODD_HOUR, 0.75 if wide == 0 else 0.5, (
+        f"sent at {hour:02d}:00 UTC; of the {total} messages it sent{kind} over "
+        f"{base.days} days with mail, none was between {(hour - span) % 24:02d}:00 "
+        f"and {(hour + span + 1) % 24:02d}:00 UTC"))

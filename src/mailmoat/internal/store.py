@@ -195,7 +195,8 @@ return 1
 
 def pack_entry(e: Entry) -> bytes:
     rcpts = e.recipients[:MAX_ENTRY_RECIPIENTS]
-    flags = (1 if e.external_attachments else 0) | (2 if e.forwarded else 0)
+    flags = (1 if e.external_attachments else 0) | (2 if e.forwarded else 0) | \
+        (4 if e.copy else 0) | (8 if e.drop else 0)
     return _HEAD.pack(e.at, e.fingerprint, min(e.new, 65535), min(e.external, 65535),
                       min(e.freemail, 65535), flags, len(rcpts)) + \
         struct.pack(f"<{len(rcpts)}I", *rcpts)
@@ -208,7 +209,8 @@ def unpack_entry(raw: bytes) -> Entry | None:
     except struct.error:
         return None
     return Entry(at=at, fingerprint=fp, recipients=rcpts, new=new, external=ext,
-                 external_attachments=bool(flags & 1), freemail=free, forwarded=bool(flags & 2))
+                 external_attachments=bool(flags & 1), freemail=free, forwarded=bool(flags & 2),
+                 copy=bool(flags & 4), drop=bool(flags & 8))
 
 
 class RedisStore:
