@@ -300,6 +300,26 @@ async def test_a_post_the_mail_server_expanded_from_a_list_is_one_message_to_the
     assert "INTERNAL_FANOUT" in names(out) and out.result.facts.internal.flagged
 
 
+async def test_with_lists_named_a_made_up_list_in_to_is_a_fan_out():
+    """[internal] lists: only the named lists count as list posts, so a taken-over account
+    that puts a made-up address of ours in To and 50 colleagues in Bcc is a fan-out; a post
+    to a named list still raises nothing."""
+    org = Org(internal_config(lists=["*-team@example.test"]))
+    try:
+        at = T0 + 9 * HOUR
+        text = "Hi all,\nthe sprint review moves to Thursday 14:00.\nLee\n"
+        out = await org.send("lead@example.test", colleagues(50), at,
+                             to="Engineering <engineering-team@example.test>",
+                             message_id="<post-2@example.test>", subject="Sprint", body=text)
+        assert not {n for n in names(out) if n.startswith("INTERNAL_")}
+        out = await org.send("mallory@example.test", colleagues(50, 50), at + 60,
+                             to="All staff <all-staff@example.test>",
+                             message_id="<fake-1@example.test>", subject="Sprint", body=text)
+        assert "INTERNAL_FANOUT" in names(out) and out.result.facts.internal.flagged
+    finally:
+        await org.close()
+
+
 async def test_an_inbox_rule_forwarding_to_free_mail_flags_at_the_second_forward(org):
     body = ("\n\n-----Original Message-----\nFrom: Bob <bob@example.test>\nSubject: Budget\n\n"
             "Here are the numbers for next quarter.\n")

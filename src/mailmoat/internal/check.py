@@ -37,6 +37,7 @@ from mailmoat.internal.rules import (
     describe_match,
     groups_of,
     matches_before_content,
+    pattern_matches,
     read_groups_file,
 )
 from mailmoat.internal.settings import InternalSettings
@@ -386,6 +387,12 @@ class InternalCheck(Check):
             return []
         lists = [a for a in dict.fromkeys(named) if a.rpartition("@")[2] in self.internal_domains
                  and a != ident.account]
+        if self.settings.lists:
+            # Only the lists the administrator named: otherwise a taken-over account could
+            # put a made-up address of ours in To and its fan-out in Bcc, and be counted
+            # as one post to a list.
+            lists = [a for a in lists
+                     if any(pattern_matches(p, a) for p in self.settings.lists)]
         return lists
     async def close(self) -> None:
         if self.owned:

@@ -69,6 +69,11 @@ class InternalSettings(Section):
         default_factory=list, description="accounts whose mass mail to colleagues is expected "
         "(communications, HR, IT announcements): no burst or fan-out symbols; everything else "
         "is still judged")
+    lists: list[str] = Field(
+        default_factory=list, description="the company's list and alias addresses (addresses, "
+        "@domains or patterns such as *-team@example.test): when set, only a message the mail "
+        "server expanded from one of these counts as one post to the list; empty: any "
+        "address of ours in To/Cc that is not an envelope recipient is taken for a list")
     # -- what happens --------------------------------------------------------------------
     flag_score: float = Field(
         6.0, gt=0, description="the INTERNAL_* symbols of one message adding up to this flag "
@@ -139,6 +144,7 @@ class InternalSettings(Section):
             raise ValueError(f"rule {copying[0]!r} has action copy but [internal] "
                              "review_copy_to names no reviewer")
         self.review_copy_to = address_patterns(self.review_copy_to, "review_copy_to")
+        self.lists = address_patterns(self.lists, "lists")
         if any("*" in a or a.startswith("@") for a in self.review_copy_to):
             raise ValueError("review_copy_to takes addresses, not patterns or @domains")
         return self
