@@ -33,9 +33,9 @@ from mailmoat.recall.connectors.base import (
 from mailmoat.recall.connectors.http import (
     NotFound,
     client,
+    read_json,
+    request_with_token,
     retry_after,
-    service_error,
-    transport_error,
 )
 from mailmoat.recall.settings import GmailSettings
 
@@ -43,6 +43,13 @@ __all__ = ["GMAIL_SCOPE", "GmailConnector"]
 
 GMAIL_SCOPE = "https://www.googleapis.com/auth/gmail.modify"
 RATE_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"}
+
+
+def _forbidden(what: str, resp: httpx.Response) -> MailboxError:
+    """Gmail answers 403 for its rate limits too: those are temporary."""
+    if RATE_REASONS & set(what.split()):
+        return TemporaryError(what, retry_after(resp))
+    return MailboxError(what)
 
 
 def _movable(label: str) -> bool:
@@ -189,36 +196,9 @@ class GmailConnector(Connector):
             return str(creds.token)
 
     def call(self, user: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        token = self._token(user, None)
-        for fresh in (False, True):
-            try:
-                resp = self._http.request(method, path,
-                                          headers={"Authorization": f"Bearer {token}"}, **kw)
-            except httpx.HTTPError as exc:
-                raise transport_error("Gmail API", exc) from exc
-            if resp.status_code == 401 and not fresh:
-                token = self._token(user, token)
-                continue
-            return self._read(resp)
-        raise AssertionError("unreachable")
-
-    def _read(self, resp: httpx.Response) -> dict[str, Any]:
-        code = resp.status_code
-        if code in (200, 201):
-            data: dict[str, Any] = resp.json() if resp.content else {}
-            return data
-        if code == 204:
-            return {}
-        what = f"Gmail API {resp.request.method} answered {code}: {service_error(resp)}"
-        if code == 404:
-            raise NotFound(what)
-        if code == 429 or code >= 500:
-            raise TemporaryError(what, retry_after(resp))
-        if code == 403 and RATE_REASONS & set(what.split()):
-            raise TemporaryError(what, retry_after(resp))
-        if code == 401:
-            raise MailboxError(f"{what} (even with a fresh token)")
-        raise MailboxError(what)
+        resp = request_with_token(self._http, "Gmail API", method, path, self._token(user, None),
+                                  lambda stale: self._token(user, stale), **kw)
+        return read_json(resp, "Gmail API", _forbidden)
 
     @contextlib.contextmanager
     def open(self, user: str) -> Iterator[Mailbox]:

@@ -31,15 +31,19 @@ from mailmoat.recall.connectors.base import (
 from mailmoat.recall.connectors.http import (
     NotFound,
     client,
-    retry_after,
-    service_error,
-    transport_error,
+    read_json,
+    request_with_token,
 )
 from mailmoat.recall.settings import GraphSettings
 
 __all__ = ["GraphConnector"]
 
 WELL_KNOWN = {"inbox", "deleteditems", "junkemail", "archive", "drafts", "sentitems"}
+
+
+def _forbidden(what: str, resp: httpx.Response) -> MailboxError:
+    return MailboxError(f"{what} (does the app have the Mail.ReadWrite application "
+                        "permission, with admin consent?)")
 
 
 def _odata_quote(value: str) -> str:
@@ -181,37 +185,9 @@ class GraphConnector(Connector):
             return self._token
 
     def call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        token = self._token or self._new_token(None)
-        for fresh in (False, True):
-            try:
-                resp = self._http.request(method, path,
-                                          headers={"Authorization": f"Bearer {token}"}, **kw)
-            except httpx.HTTPError as exc:
-                raise transport_error("Microsoft Graph", exc) from exc
-            if resp.status_code == 401 and not fresh:
-                token = self._new_token(token)
-                continue
-            return self._read(resp)
-        raise AssertionError("unreachable")
-
-    def _read(self, resp: httpx.Response) -> dict[str, Any]:
-        code = resp.status_code
-        if code in (200, 201):
-            data: dict[str, Any] = resp.json()
-            return data
-        if code == 204:
-            return {}
-        what = f"Microsoft Graph {resp.request.method} answered {code}: {service_error(resp)}"
-        if code == 404:
-            raise NotFound(what)
-        if code == 429 or code >= 500:
-            raise TemporaryError(what, retry_after(resp))
-        if code == 401:
-            raise MailboxError(f"{what} (even with a fresh token)")
-        if code == 403:
-            raise MailboxError(f"{what} (does the app have the Mail.ReadWrite application "
-                               "permission, with admin consent?)")
-        raise MailboxError(what)
+        resp = request_with_token(self._http, "Microsoft Graph", method, path,
+                                  self._token or self._new_token(None), self._new_token, **kw)
+        return read_json(resp, "Microsoft Graph", _forbidden)
 
     @contextlib.contextmanager
     def open(self, user: str) -> Iterator[Mailbox]:

@@ -8,13 +8,15 @@ import email.utils
 import ssl
 import time
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from mailmoat.recall.connectors.base import MailboxError, TemporaryError
 
-__all__ = ["NotFound", "client", "retry_after", "service_error"]
+__all__ = ["NotFound", "client", "read_json", "request_with_token", "retry_after",
+           "service_error"]
 
 
 class NotFound(MailboxError):
@@ -62,6 +64,45 @@ def service_error(resp: httpx.Response) -> str:
 
 def transport_error(where: str, exc: httpx.HTTPError) -> TemporaryError:
     return TemporaryError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def request_with_token(http: httpx.Client, service: str, method: str, path: str, token: str,
+                       renew: Callable[[str], str], **kw: Any) -> httpx.Response:
+    """One request with a Bearer token; a 401 (the token expired or was revoked) is tried
+    once more with `renew(stale_token)`'s."""
+    for fresh in (False, True):
+        try:
+            resp = http.request(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
+        except httpx.HTTPError as exc:
+            raise transport_error(service, exc) from exc
+        if resp.status_code == 401 and not fresh:
+            token = renew(token)
+            continue
+        return resp
+    raise AssertionError("unreachable")
+
+
+def read_json(resp: httpx.Response, service: str,
+              forbidden: Callable[[str, httpx.Response], MailboxError]) -> dict[str, Any]:
+    """The JSON body of a success, else the error it stands for: 404 NotFound, 429 and 5xx
+    temporary (with Retry-After), 401 after a fresh token the mailbox's failure, 403 what
+    `forbidden(text, resp)` makes of it (each service says different things with it)."""
+    code = resp.status_code
+    if code in (200, 201):
+        data: dict[str, Any] = resp.json() if resp.content else {}
+        return data
+    if code == 204:
+        return {}
+    what = f"{service} {resp.request.method} answered {code}: {service_error(resp)}"
+    if code == 404:
+        raise NotFound(what)
+    if code == 429 or code >= 500:
+        raise TemporaryError(what, retry_after(resp))
+    if code == 401:
+        raise MailboxError(f"{what} (even with a fresh token)")
+    if code == 403:
+        raise forbidden(what, resp)
+    raise MailboxError(what)
 
 
 def monotonic() -> float:
