@@ -11,29 +11,29 @@ rules. Secrets are never printed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from mailmoat.config import Config, load_config
+from mailmoat.commands.quarantine import ConfigOpt, _open
 from mailmoat.errors import MailmoatError
-from mailmoat.store.db import Database
 
-ConfigOpt = typer.Option(Path("mailmoat.toml"), "--config", "-c", help="TOML config file")
 JsonOpt = typer.Option(False, "--json", help="one JSON object per line")
-
-
-def _open(config: Path) -> tuple[Config, Database]:
-    cfg = load_config(config)
-    db = Database(cfg.database_url)
-    db.create_schema()
-    return cfg, db
 
 
 def _fail(msg: str) -> None:
     typer.echo(f"error: {msg}", err=True)
     raise typer.Exit(2)
+
+
+def _emit(items: list[dict[str, Any]], as_json: bool, line: Callable[[dict[str, Any]], str]
+          ) -> None:
+    """One JSON object a line with --json, else `line(item)`."""
+    for item in items:
+        typer.echo(json.dumps(item) if as_json else line(item))
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -57,13 +57,10 @@ def register(app: typer.Typer) -> None:
             items = feed_status(cfg, db)
         except MailmoatError as exc:
             _fail(str(exc))
-        for item in items:
-            if as_json:
-                typer.echo(json.dumps(item))
-            else:
-                typer.echo(f"{item['name']:20} {item['kind']:9} {item['last_status']:6} "
-                           f"live {item['live_indicators']:>7}  last poll "
-                           f"{(item['last_poll_at'] or '-')[:19]}  {item['last_error']}")
+        _emit(items, as_json, lambda item: (
+            f"{item['name']:20} {item['kind']:9} {item['last_status']:6} "
+            f"live {item['live_indicators']:>7}  last poll "
+            f"{(item['last_poll_at'] or '-')[:19]}  {item['last_error']}"))
 
     @cli.command("poll")
     def poll(config: Path = ConfigOpt,
@@ -113,13 +110,11 @@ def register(app: typer.Typer) -> None:
                                    limit=limit)
         except (MailmoatError, ValueError) as exc:
             _fail(str(exc))
-        for item in items:
-            if as_json:
-                typer.echo(json.dumps(item))
-            else:
-                state = "live" if item["live"] else "revoked" if item["revoked"] else "expired"
-                typer.echo(f"{item['feed']:16} {item['kind']:10} {item['confidence']:>3} "
-                           f"{state:7} {item['value'][:100]}  {item['source_id']}")
+        def line(item: dict[str, Any]) -> str:
+            state = "live" if item["live"] else "revoked" if item["revoked"] else "expired"
+            return (f"{item['feed']:16} {item['kind']:10} {item['confidence']:>3} "
+                    f"{state:7} {item['value'][:100]}  {item['source_id']}")
+        _emit(items, as_json, line)
 
     @cli.command("hunt")
     def hunt_(config: Path = ConfigOpt,
@@ -145,14 +140,11 @@ def register(app: typer.Typer) -> None:
                              recall=recall)
         except (MailmoatError, ValueError) as exc:
             _fail(str(exc))
-        for item in items:
-            if as_json:
-                typer.echo(json.dumps(item))
-            else:
-                typer.echo(f"{item['feed'] or '-':16} {item['kind']:8} {item['value'][:80]}  "
-                           f"conf {item['confidence']:>3}  {len(item['message_ids'])} "
-                           f"message(s), {len(item['recipients'])} delivered cop(ies)  "
-                           f"{item.get('mode', '')}")
+        _emit(items, as_json, lambda item: (
+            f"{item['feed'] or '-':16} {item['kind']:8} {item['value'][:80]}  "
+            f"conf {item['confidence']:>3}  {len(item['message_ids'])} "
+            f"message(s), {len(item['recipients'])} delivered cop(ies)  "
+            f"{item.get('mode', '')}"))
         if not items and not as_json:
             typer.echo("no delivered mail matched")
 
@@ -185,11 +177,8 @@ def register(app: typer.Typer) -> None:
                                                  auto=auto))
         except MailmoatError as exc:
             _fail(str(exc))
-        for item in items:
-            if as_json:
-                typer.echo(json.dumps(item))
-            else:
-                typer.echo(f"{item['id']}  {item['action']:10} {item['reason']}  -> "
-                           f"{', '.join(item['recipients'])}")
+        _emit(items, as_json, lambda item: (
+            f"{item['id']}  {item['action']:10} {item['reason']}  -> "
+            f"{', '.join(item['recipients'])}"))
         if not items and not as_json:
             typer.echo("no delivered mail in the window is judged a threat now")

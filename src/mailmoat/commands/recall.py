@@ -15,7 +15,6 @@ after a crash (or kill) and it resumes that job instead of starting another; a
 
 from __future__ import annotations
 
-import getpass
 import json
 import time
 from pathlib import Path
@@ -24,19 +23,11 @@ from typing import Any
 import typer
 from sqlalchemy import select
 
+from mailmoat.commands.quarantine import _actor
 from mailmoat.config import load_config
 from mailmoat.errors import MailmoatError
 
 OK_STATUSES = ("moved", "restored", "not_found")
-
-
-def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli"
 
 
 def _unfinished(db: Any, kind: str, ids: list[str]) -> int | None:
