@@ -301,11 +301,20 @@ def _counts(s: Session, job_ids: Sequence[int]) -> dict[int, dict[str, int]]:
     return out
 
 
+def _job_row(s: Session, job_id: int, state: str | None = None) -> RecallJobRow:
+    """The job's row; JobError when there is none, or when it is not in `state`."""
+    row = s.get(RecallJobRow, job_id)
+    if row is None:
+        raise JobError(f"no recall job {job_id}")
+    if state is not None and row.state != state:
+        raise JobError(f"recall job {job_id} is {row.state}, not "
+                       f"{state.replace('_', ' ')}")
+    return row
+
+
 def get_job(db: Database, job_id: int) -> JobView:
     with db.session() as s:
-        row = s.get(RecallJobRow, job_id)
-        if row is None:
-            raise JobError(f"no recall job {job_id}")
+        row = _job_row(s, job_id)
         return _job_view(row, _counts(s, [job_id])[job_id])
 
 
@@ -414,9 +423,7 @@ def undo(db: Database, job_id: int, *, requested_by: str, reason: str = "",
     """A restore job that moves back every copy recall job `job_id` moved (and no other);
     returns its id. JobError while that job still runs, or when it is not a recall."""
     with db.session() as s:
-        src = s.get(RecallJobRow, job_id)
-        if src is None:
-            raise JobError(f"no recall job {job_id}")
+        src = _job_row(s, job_id)
         if src.kind != "recall":
             raise JobError(f"job {job_id} is a {src.kind}, not a recall")
         if src.state in ("pending", "running"):
@@ -456,11 +463,7 @@ def approve(db: Database, job_id: int, *, by: str, note: str = "",
             two_person: bool = False) -> None:
     """Let a job awaiting approval run. With `two_person`, its requester cannot."""
     with db.session() as s:
-        job = s.get(RecallJobRow, job_id)
-        if job is None:
-            raise JobError(f"no recall job {job_id}")
-        if job.state != "awaiting_approval":
-            raise JobError(f"recall job {job_id} is {job.state}, not awaiting approval")
+        job = _job_row(s, job_id, "awaiting_approval")
         if two_person and by.lower() == job.requested_by.lower():
             raise JobError("two-person approval: a second administrator must approve this "
                            "recall, not the one who asked for it")
@@ -472,11 +475,7 @@ def approve(db: Database, job_id: int, *, by: str, note: str = "",
 def deny(db: Database, job_id: int, *, by: str, note: str = "") -> None:
     """Drop a job awaiting approval: nothing is touched."""
     with db.session() as s:
-        job = s.get(RecallJobRow, job_id)
-        if job is None:
-            raise JobError(f"no recall job {job_id}")
-        if job.state != "awaiting_approval":
-            raise JobError(f"recall job {job_id} is {job.state}, not awaiting approval")
+        job = _job_row(s, job_id, "awaiting_approval")
         job.state, job.decided_by, job.decided_at, job.decision_note = (
             "denied", by, _now(), note)
         job.finished_at = _now()
@@ -486,9 +485,7 @@ def deny(db: Database, job_id: int, *, by: str, note: str = "") -> None:
 def retry_failed(db: Database, job_id: int, *, by: str) -> int:
     """Put a finished job's failed items back in the queue; returns how many."""
     with db.session() as s:
-        job = s.get(RecallJobRow, job_id)
-        if job is None:
-            raise JobError(f"no recall job {job_id}")
+        job = _job_row(s, job_id)
         if job.state != "done":
             raise JobError(f"recall job {job_id} is {job.state}; retry failed items once done")
         n = _rowcount(s.execute(update(RecallItemRow).where(
@@ -552,9 +549,7 @@ class RecallWorker:
         """Work the job's open items (those no live worker holds) until none is left, or
         until the items left are another worker's; then mark the job done."""
         with self.db.session() as s:
-            job = s.get(RecallJobRow, job_id)
-            if job is None:
-                raise JobError(f"no recall job {job_id}")
+            job = _job_row(s, job_id)
             if job.state == "awaiting_approval":
                 raise JobError(f"recall job {job_id} awaits approval")
             if job.state in ("done", "denied"):
