@@ -6,7 +6,9 @@ import atexit
 import os
 import shutil
 import tempfile
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pytest
 
@@ -15,6 +17,8 @@ from mailmoat.evaluation.messages import make_email  # noqa: F401  (tests import
 from mailmoat.message.model import Direction, Envelope
 from mailmoat.scan.base import BuildContext
 from mailmoat.scan.engine import Scanner, ScanOutcome
+
+T = TypeVar("T")
 
 # The tier-2 ONNX graph is built on first use into the user cache ($XDG_CACHE_HOME); the
 # tests build theirs in a directory of their own (once per run), not in the user's home.
@@ -81,6 +85,18 @@ def mailmoat_cmd(*args: str) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "mailmoat", *args]
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.1) -> T:
+    """Another process's state (a gateway's, Dovecot's), asked until `probe()` gives
+    something true, which is returned; nothing to await across a process boundary."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

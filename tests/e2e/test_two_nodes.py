@@ -5,7 +5,6 @@ afterwards both nodes refuse the account."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from sqlalchemy import func, select
 from mailmoat.internal.accounts import get_restriction, list_incidents
 from mailmoat.store.db import Database
 from mailmoat.store.models import QuarantineRow
+from tests.conftest import wait_for
 from tests.e2e.gateway_proc import (
     CountingSink,
     free_port,
@@ -95,17 +95,11 @@ async def test_a_burst_split_across_two_serve_processes_is_one_accounts_burst(tm
                     with db.session() as s:
                         return int(s.scalar(select(func.count()).select_from(QuarantineRow)
                                             .where(QuarantineRow.mail_from == MALLORY)) or 0)
-                deadline = asyncio.get_running_loop().time() + 30
-                while held() < 1:
-                    assert asyncio.get_running_loop().time() < deadline, "nothing held"
-                    await asyncio.sleep(0.1)
+                wait_for("the flagging message held", held, 30)
                 assert held() == 1
             finally:
                 db.dispose()
-            deadline = asyncio.get_running_loop().time() + 30
-            while sum(sink.snapshot().values()) < 20:
-                assert asyncio.get_running_loop().time() < deadline, sink.snapshot()
-                await asyncio.sleep(0.1)
+            wait_for("20 delivered", lambda: sum(sink.snapshot().values()) >= 20, 30)
             assert sum(sink.snapshot().values()) == 20
         finally:
             for p in procs:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from mailmoat.store.db import Database
 from mailmoat.store.models import IntelHuntRow, MessageRow, RecipientRow
-from tests.conftest import make_email
+from tests.conftest import make_email, wait_for
 from tests.e2e.gateway_proc import (
     CountingSink,
     free_port,
@@ -27,17 +27,6 @@ from tests.intel.conftest import stix_indicator
 LURE = "https://docs-share.lure-example.test/open?id=42"
 RCPTS = ["ann@example.test", "bob@example.test", "cy@example.test"]
 POLL = 2
-
-
-def _wait(what: str, probe, timeout: float):  # type: ignore[no-untyped-def]
-    """An external process's state, asked until it holds (nothing to await across it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.slow
@@ -82,7 +71,7 @@ lookback_days = 14
                                         RecipientRow.delivered_at.is_not(None))).all()
             return rows if len(rows) == 3 else None
 
-        rows = _wait("three delivered copies", delivered, 60)
+        rows = wait_for("three delivered copies", delivered, 60)
         mailmoat_id = rows[0][0]
 
         published = time.monotonic()
@@ -94,7 +83,7 @@ lookback_days = 14
                 return s.scalars(select(IntelHuntRow).where(
                     IntelHuntRow.status.in_(("handed", "failed")))).first()
 
-        hunt = _wait("the retro-hunt", hunted, 2 * POLL + 60)
+        hunt = wait_for("the retro-hunt", hunted, 2 * POLL + 60)
         assert time.monotonic() - published < 2 * POLL + 60
         assert hunt.feed == "local-taxii" and hunt.mode == "auto" and hunt.confidence == 85
         assert hunt.message_ids == [mailmoat_id]
@@ -111,7 +100,7 @@ lookback_days = 14
                 return exc
             return None
 
-        exc = _wait("the gateway to refuse the listed link", refused, 30)
+        exc = wait_for("the gateway to refuse the listed link", refused, 30)
         assert exc.smtp_code == 550
     finally:
         db.dispose()

@@ -14,10 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
@@ -25,7 +24,7 @@ from sqlalchemy import select
 
 from mailmoat.recall.jobs import get_job, job_items
 from mailmoat.store.models import IntelHuntRow
-from tests.conftest import make_email
+from tests.conftest import make_email, wait_for
 from tests.e2e.gateway_proc import free_port, start_gateway, start_sink_thread, stop_gateway
 from tests.intel.conftest import (  # noqa: F401  (fixtures)
     FileServer,
@@ -45,18 +44,6 @@ USERS = ["ann@example.test", "bob@example.test", "cy@example.test"]
 POLL = 2
 SURE_URL = "https://team-calendar.example/login"
 UNSURE_URL = "https://shared-docs.example/login"
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float) -> T:
-    """Another process's state (the gateway's, Dovecot's), asked until it holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def intel_toml(taxii: Taxii, secret: Path) -> str:  # noqa: F811
