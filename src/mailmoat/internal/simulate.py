@@ -1969,9 +1969,6 @@ class Simulation:
     def account(self, address: str) -> Account:
         return self.accounts[self._planner.by_address[address]]
 
-    def day_of(self, t: float) -> int:
-        return int((t - self.start) // 86400)
-
 
 def simulate(config: SimConfig | None = None, **kw: object) -> Simulation:
     """Plan a run; `messages()` renders it. `simulate(seed=2, accounts=200)` works too."""
