@@ -275,3 +275,40 @@ async def test_a_stored_bounce_without_return_path_is_read_as_from_the_null_send
     await EvidenceCheck(Config(), EvidenceSettings(), log_available=False).run(
         parse_message(raw, env), r)
     assert not r.has("EVIDENCE_CONSISTENT")
+
+
+DMARC_REPORT = (
+    "From: noreply-dmarc-support@google.com\r\nTo: dmarc@example.test\r\n"
+    "Subject: Report domain: example.test Submitter: google.com Report-ID: 9493488660\r\n"
+    "Date: Tue, 01 Dec 2026 10:00:00 +0000\r\nMessage-ID: <r1@google.com>\r\n"
+    "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+    "--b\r\nContent-Type: text/plain\r\n\r\nThis is an aggregate report from google.com.{link}\r\n"
+    "--b\r\nContent-Type: application/zip\r\nContent-Disposition: attachment; "
+    "filename=\"google.com!example.test!1725321600!1725407999.zip\"\r\n"
+    "Content-Transfer-Encoding: base64\r\n\r\nUEsDBA==\r\n--b--\r\n")
+
+
+async def test_a_machine_report_is_not_judged_by_the_text_models():
+    def report(link: str = ""):
+        return parse_message(DMARC_REPORT.format(link=link).encode(),
+                             Envelope(mail_from="", rcpt_tos=("dmarc@example.test",)))
+
+    # google.com proves no sender (anyone may send from Google's services), yet the report's
+    # text is a machine's: what the content tiers read in it is withdrawn.
+    r = await _gate(report(), _result(content=0.6))
+    assert "DMARC aggregate report" in r.get("EVIDENCE_CONSISTENT").reason
+    assert decide(r, PolicySettings()).action is Action.ACCEPT
+    # A footer the receiving domain's own server added links home: still a machine's report.
+    r = await _gate(report(" Example Corp https://www.example.test"), _result(content=0.6))
+    assert r.has("EVIDENCE_CONSISTENT")
+    # Stored mail has no envelope recipients: its To field says whose domain is home.
+    stored = parse_message(DMARC_REPORT.format(link=" https://www.example.test").encode(),
+                           Envelope(mail_from="", rcpt_tos=()))
+    assert (await _gate(stored, _result(content=0.6))).has("EVIDENCE_CONSISTENT")
+    # A link elsewhere makes it something a person is asked to act on: no withdrawal.
+    r = await _gate(report(" Review it at https://dmarc-review.example.net/login"),
+                    _result(content=0.6))
+    assert not r.has("EVIDENCE_CONSISTENT")
+    # Other checks' evidence keeps the content verdict, report or not.
+    r = await _gate(report(), _result(content=0.6, URL_IP_HOST=1.4))
+    assert r.has("EVIDENCE_CORROBORATED")

@@ -416,6 +416,18 @@ def aggregate_report(msg: ParsedMessage) -> str:
     return ""
 
 
+_REPORT_DOMAIN = re.compile(r"^\s*report\s+domain:\s*([^\s;]+)", re.I)
+
+
+def report_domain(msg: ParsedMessage) -> str:
+    """The domain an aggregate report is about (its receiver's own), lower-cased, or ""."""
+    tls = msg.header("tls-report-domain")
+    if tls:
+        return str(tls).strip().lower()
+    m = _REPORT_DOMAIN.search(msg.subject)
+    return m.group(1).strip(".").lower() if m else ""
+
+
 def esp_signs(hit: EspHit | None, dkim: list[str], auth: AuthFacts | None) -> list[Sign]:
     """The ESP as a primary sign, a second independent trace of it as a supporting one, and
     a DKIM signature of another domain (the sender's own) as a supporting one."""

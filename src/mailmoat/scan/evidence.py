@@ -17,7 +17,9 @@ imitation. This check runs last and weighs their score against what every other 
    stay with the sender, its provider or the brand: the content score is withdrawn
    (`EVIDENCE_CONSISTENT`) and becomes the message's **bulk level** (0–9, how spam-like
    the bulk mail reads), which policy maps to its own action (`[policy] bulk_threshold`,
-   `bulk_action`). A bounce that returns our own users' mail (`own_dsn`) is always here.
+   `bulk_action`). A bounce that returns our own users' mail (`own_dsn`) is always here, and
+   so is a DMARC aggregate or SMTP TLS report with no link in its text (a machine's report
+   for postmasters: the text models cannot judge it, the attached report is scanned).
 3. **Content alone, consistent sender** — nothing else is off and the sender is shown
    consistent (authenticated, named for its domain, links stay home) but the message is
    not bulk or brand mail: text alone may tag it, not hold it (`EVIDENCE_CONTENT_ONLY`
@@ -65,7 +67,7 @@ from mailmoat.scan.base import (
     Symbol,
     SymbolSpec,
 )
-from mailmoat.scan.bulk import dkim_domains, esp_domains
+from mailmoat.scan.bulk import aggregate_report, dkim_domains, esp_domains, report_domain
 from mailmoat.scan.facts import AuthFacts
 from mailmoat.scan.urls import brand_domains as _brand_domains
 from mailmoat.scan.urls import link_occurrences
@@ -161,6 +163,10 @@ class Consistency:
     # conversation (impersonation/BEC, sender reputation) added by reading the returned
     # original, our own user's mail, and the MTA that returned it. Withdrawn with the text.
     conversation: float = 0.0
+    # A DMARC aggregate or SMTP TLS report (bulk.aggregate_report) with no link in its text:
+    # a machine's summary for postmasters, which the content models (trained on mail people
+    # write and read) cannot judge; the report itself is an attachment the other checks scan.
+    machine_report: str = ""
 
     @property
     def evidence_score(self) -> float:
@@ -238,6 +244,11 @@ def settle(topic: float, total: float, c: Consistency, p_bad: float | None,
                           f"({', '.join(c.bulk_markers[:2])}) and nothing else off; no message "
                           f"log to check whose mail it returns: what the text and conversation "
                           f"checks read in it ({gone:g}) is withdrawn", level)
+    if c.machine_report and c.evidence_score < s.evidence_min and topic > 0:
+        return Settlement("EVIDENCE_CONSISTENT", topic,
+                          f"a {c.machine_report} with no link in its text and nothing else "
+                          f"off: the content score {topic:g} is withdrawn (the text models "
+                          "read mail written for people, not a machine's report)", level)
     if topic <= 0:
         return Settlement(None, 0.0, "", level)
     if c.evidence_score >= s.evidence_min:
@@ -415,7 +426,21 @@ def assess(msg: ParsedMessage, result: ScanResult, s: EvidenceSettings,
         own_dsn=own_dsn,
         brand_mismatch=tuple(brands.mismatched) if brands is not None else (),
         foreign_links=tuple(foreign), evidence=tuple(evidence),
-        unverifiable_dsn=unverifiable_dsn, conversation=round(conversation, 3))
+        unverifiable_dsn=unverifiable_dsn, conversation=round(conversation, 3),
+        machine_report=_machine_report(msg, occurrences))
+
+
+def _machine_report(msg: ParsedMessage, links: list[str]) -> str:
+    """What kind of authentication report `msg` is, when no link in its text leads outside the
+    domain it reports on, one of its recipients' (a footer their own server added); else "".
+    Stored mail has no envelope recipients: its To field stands in for them then."""
+    report = aggregate_report(msg)
+    if not report or not links:
+        return report
+    home = org_domain(report_domain(msg))
+    rcpts = msg.envelope.rcpt_tos or tuple(a.address for a in msg.to)
+    ours = {org_domain(r.rsplit("@", 1)[-1]) for r in rcpts if "@" in r}
+    return report if home and home in ours and all(d == home for d in links) else ""
 
 
 @lru_cache(maxsize=256)
