@@ -451,3 +451,17 @@ async def test_camel_case_redirect_parameter_and_webmail_dereferrer():
     sym = out.result.get("URL_OPEN_REDIRECT")
     assert sym is not None and "evil.example.com" in sym.reason
     assert sym.score == 2.0  # a known open redirector: full weight
+
+
+async def test_brand_text_linking_to_the_sender_itself_is_a_plain_mismatch():
+    # A newsletter lists a shop's address and counts the click through its own tracker.
+    html = ('<p>This week\'s deals: <a href="https://clickthru.news-letter.test.com/c?id=7">'
+            'walmart.com</a></p>')
+    out = await scan_bytes(make_email(sender='"Tech News" <news@news-letter.test.com>',
+                                      subject="This week in tech", html=html))
+    assert "a brand the message does not present itself as" in reason(out, "URL_HREF_MISMATCH")
+    assert not out.result.has("URL_HREF_MISMATCH_BRAND")
+    # Presenting itself as the brand, the same link is an impersonation again.
+    out = await scan_bytes(make_email(sender='"Walmart" <news@news-letter.test.com>',
+                                      subject="This week in tech", html=html))
+    assert out.result.has("URL_HREF_MISMATCH_BRAND")

@@ -325,6 +325,9 @@ class _Hits:
 
     first: dict[str, tuple[str, float]] = field(default_factory=dict)
     more: dict[str, int] = field(default_factory=dict)
+    # Brands the message presents itself as (display name, or named beside account-lure
+    # words): a link whose text shows one of them and goes elsewhere is an impersonation.
+    claimed: frozenset[str] = frozenset()
 
     def add(self, name: str, reason: str, factor: float = 1.0) -> None:
         if name in self.first:
@@ -348,7 +351,8 @@ SYMBOLS: dict[str, SymbolSpec] = {
         1.5, "A link's visible text shows one domain but the link goes to another.", _P, _G),
     "URL_HREF_MISMATCH_BRAND": SymbolSpec(
         5.0, "A link's text shows a protected brand's or the company's domain but the link goes "
-        "elsewhere.", _P, _G),
+        "elsewhere (not when it goes to the sender's own domain in mail that does not present "
+        "itself as the brand: a newsletter naming a shop; that is URL_HREF_MISMATCH).", _P, _G),
     "URL_IP_HOST": SymbolSpec(2.5, "A link points to a bare IP address instead of a name.", _P, _G),
     "URL_IP_HOSTNAME": SymbolSpec(
         2.5, "A link's host is a provider's generic name for an IP address "
@@ -633,6 +637,7 @@ class UrlCheck(Check):
         link_domains = _link_domains(msg)
         evidence = self._brand_evidence(msg, from_reg, link_domains)
         result.facts.brands = evidence.facts
+        hits.claimed = evidence.claimed
         urls: list[Url] = list(msg.urls)
         for att, html in self._html_attachments(msg):
             self._check_html_attachment(att, html, from_reg, hits)
@@ -764,11 +769,20 @@ class UrlCheck(Check):
         target = _param_url(u.url, _REDIRECT_PARAMS)
         if target and registrable(_host_of(target)) == shown_reg:
             return  # a click tracker whose target is the domain the text shows
-        shown_owner = self._protected_owner(shown_reg)
+        owner = self.index.owner(shown_reg)
+        shown_owner = owner.name if owner else ""
         if shown_owner and shown_owner == self._protected_owner(reg):
             return  # apple.com text linking to icloud.com
         dest = u.host
-        if shown_owner:
+        if owner is not None and owner.kind == "brand" and reg and reg == from_reg \
+                and shown_owner not in hits.claimed:
+            # A newsletter listing walmart.com through its own click tracker names a brand
+            # without claiming to be it, and sends the reader to itself: the plain mismatch,
+            # not an impersonation.
+            hits.add("URL_HREF_MISMATCH",
+                     f"link text shows {shown_host} ({shown_owner}, a brand the message does "
+                     f"not present itself as) but points to the sender's own {dest}")
+        elif owner is not None:
             hits.add("URL_HREF_MISMATCH_BRAND",
                      f"link text shows {shown_host} ({shown_owner}) but points to {dest}")
         else:
@@ -1072,6 +1086,15 @@ class _BrandEvidence:
     display: Brand | None  # the brand the From display name names
     first_in_text: Brand | None  # the first brand named in the subject or body start
     lures: tuple[str, ...]  # account-lure words in the subject or body start
+
+    @property
+    def claimed(self) -> frozenset[str]:
+        """The brands the message presents itself as: the display name's, and the first one
+        named in the subject or body start beside two or more account-lure words."""
+        names = {self.display.name} if self.display is not None else set()
+        if self.first_in_text is not None and len(self.lures) >= 2:
+            names.add(self.first_in_text.name)
+        return frozenset(names)
 
 
 # The system mailbox Exchange sends non-delivery reports from, the same GUID in every
