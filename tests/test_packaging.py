@@ -50,7 +50,16 @@ main()
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+    # Build with the environment's own setuptools when it is new enough for pyproject.toml's
+    # licence field (PEP 639, setuptools 77); else pip fetches one into an isolated build.
+    try:
+        import setuptools
+
+        own = int(setuptools.__version__.split(".")[0]) >= 77
+    except ImportError:
+        own = False
+    flags = ["--no-build-isolation"] if own else []
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *flags,
                     "-q", "-w", str(out), str(ROOT)], check=True, timeout=600)
     return next(out.glob("mailmoat-*.whl"))
 
