@@ -9,10 +9,8 @@ domain, not GitHub's, and `corp.onmicrosoft.com` is one tenant, not every Micros
 customer — so a release or a reputation credit given to one never reaches the others, and
 a lookalike label under a hosting suffix (`paypal.github.io`) is seen as the label it is.
 
-The bundled snapshot only: a gateway must not fetch the list at scan time.
-
-(The tier-1 content model's tokens, `ml/features.py`, keep the reading the model was
-trained with; they are features, not a judgement about who owns a domain.)
+The bundled snapshot only: a gateway must not fetch the list at scan time. The tier-1
+content model's domain tokens (`ml/features.py`) read domains here too.
 """
 
 from __future__ import annotations

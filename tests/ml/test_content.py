@@ -52,6 +52,21 @@ def test_chinese_text_gives_character_ngrams():
     assert "s:c:爬山" in f.text  # bigram of a CJK run, no segmenter needed
 
 
+def test_domains_are_read_with_the_private_suffixes():
+    """The tokens read domains as mailmoat.domains does: a site under a hosting suffix is its
+    own domain, two such sites are two domains, and an IP literal is a bare-IP link."""
+    raw = make_email(
+        subject="Shared files", sender="Files <files@corp.onmicrosoft.com>",
+        body="Open https://evil.github.io/login and https://docs.github.io/guide and "
+             "http://203.0.113.7/x and https://www.example.co.uk/a\n")
+    f = extract(parse_message(raw, Envelope("", ())))
+    uds = [t for t in f.meta if t.startswith("ud:")]
+    assert uds == ["ud:evil.github.io", "ud:docs.github.io", "ud:<ip>", "ud:example.co.uk"]
+    assert "ud:github.io" not in f.meta and "fd:corp.onmicrosoft.com" in f.meta
+    assert "utld:github.io" in f.meta and "utld:co.uk" in f.meta
+    assert "u_ip" in f.meta and "203.0.113.7" in f.notes["u_ip"]
+
+
 def test_path_headers_do_not_change_features():
     raw = make_email(subject="Invoice", body="Please find the invoice attached.",
                      headers={"Received": "from mx1.example.net by mx2", "X-MS-Exchange-Organization-SCL": "1",

@@ -14,6 +14,8 @@ What is read, and what deliberately is not:
 - structure: top content type, html-only / alternative, attachment extensions and types;
 - URLs: registrable domains, TLDs, path words, IP-literal hosts, link text that names another
   domain than the link target.
+Domains are read as everywhere in the gateway (`mailmoat.domains`, the public-suffix list with
+its private section): two sites under github.io are two domains, not one `ud:github.io`.
 Never read: Received, Return-Path, ARC-*, Authentication-Results, X-MS-*, DKIM-Signature,
 Message-ID or Date. They describe the relay path and the era, not the sender's intent, and in
 the shared corpora they would give the label away (ham from 2002–2007 list servers, phishing
@@ -22,18 +24,17 @@ from 2023–2026 Microsoft 365).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import zlib
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
+from mailmoat.domains import is_ip, split_domain
 from mailmoat.message.model import ParsedMessage
 
-TOKEN_VERSION = 5  # bump when extract() changes: cached tokens become stale
-FEATURE_VERSION = 3  # bump when tokens or vectorize() change: models must be retrained
+TOKEN_VERSION = 6  # bump when extract() changes: cached tokens become stale
+FEATURE_VERSION = 4  # bump when tokens or vectorize() change: models must be retrained
 # A block's values are 1/sqrt(max(n, floor)): a short message has less evidence, so its
 # vector is shorter and its verdict less confident, instead of a handful of words each
 # weighing as much as a whole newsletter.
@@ -67,29 +68,17 @@ class Features:
     notes: dict[str, str] = field(default_factory=dict)  # token -> plain-words detail
 
 
-@lru_cache(maxsize=1)
-def _tld_extractor():  # type: ignore[no-untyped-def]
-    import tldextract
-
-    # The bundled public-suffix snapshot only: a gateway must not fetch lists at scan time.
-    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-
-
-@lru_cache(maxsize=65536)
-def registrable(host: str) -> tuple[str, str]:
-    """(registrable domain, public suffix) of a host; IP literals give ("<ip>", "")."""
+def _domain(host: str) -> tuple[str, str]:
+    """(registrable domain, public suffix) of a host, in `mailmoat.domains`' one reading of
+    the public-suffix list (private section included: `evil.github.io` is its own domain);
+    IP literals give ("<ip>", "")."""
     host = host.strip(".").lower()
     if not host:
         return "", ""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
+    if is_ip(host):
         return "<ip>", ""
-    except ValueError:
-        pass
-    ext = _tld_extractor()(host)
-    if ext.domain and ext.suffix:
-        return f"{ext.domain}.{ext.suffix}", ext.suffix
-    return host, ext.suffix or host.rsplit(".", 1)[-1]
+    parts = split_domain(host)
+    return parts.registrable, parts.suffix
 
 
 def _norm_word(w: str) -> str:
@@ -171,17 +160,17 @@ def extract(msg: ParsedMessage) -> Features:
 
     # Sender and alignment.
     from_dom = msg.from_domain
-    freg = registrable(from_dom)[0] if from_dom else ""
+    freg = _domain(from_dom)[0] if from_dom else ""
     meta.append("fd:" + (freg or "<none>"))
     fa = msg.from_addr
     if fa is not None and "@" in fa.display_name:
         shown = _DOMAIN_IN_TEXT_RE.search(fa.display_name.split("@", 1)[1])
-        if shown and registrable(shown.group(1))[0] != freg:
+        if shown and _domain(shown.group(1))[0] != freg:
             meta.append("fn:other_address")
             notes["fn:other_address"] = (f"the sender name shows {fa.display_name.strip()!r} "
                                          f"but the address is {fa.address}")
     if msg.reply_to:
-        rreg = registrable(msg.reply_to[0].domain)[0]
+        rreg = _domain(msg.reply_to[0].domain)[0]
         meta.append("rt:same" if rreg == freg else "rt:other")
         if rreg != freg:
             notes["rt:other"] = f"replies go to {msg.reply_to[0].address}, not to {fa.address if fa else 'the sender'}"
@@ -219,7 +208,7 @@ def extract(msg: ParsedMessage) -> Features:
         host = u.host
         if not host:
             continue
-        reg, suffix = registrable(host)
+        reg, suffix = _domain(host)
         if reg == "<ip>":
             meta.append("u_ip")
             notes.setdefault("u_ip", f"links to a bare IP address ({host})")
@@ -235,7 +224,7 @@ def extract(msg: ParsedMessage) -> Features:
         if u.display_text and u.tag == "a":
             shown = _DOMAIN_IN_TEXT_RE.search(u.display_text)
             if shown:
-                sreg = registrable(shown.group(1))[0]
+                sreg = _domain(shown.group(1))[0]
                 if sreg and sreg != reg and "." in sreg:
                     meta.append("u_text_mismatch")
                     notes.setdefault("u_text_mismatch",

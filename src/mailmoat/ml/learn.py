@@ -49,13 +49,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mailmoat.domains import is_freemail, is_public_suffix
+from mailmoat.domains import is_freemail, is_public_suffix, registrable
 from mailmoat.message.model import Envelope, ParsedMessage, domain_of
 from mailmoat.message.parse import parse_message
 from mailmoat.ml import delivered
 from mailmoat.ml.corpus import LABELS
-from mailmoat.ml.features import (N_FEATURES_BITS, describe_token, explainable, extract, registrable,
-                                  vectorize)
+from mailmoat.ml.features import N_FEATURES_BITS, describe_token, explainable, extract, vectorize
 from mailmoat.ml.filelock import locked
 from mailmoat.ml.lessons import forget, lessons_path, remember
 from mailmoat.ml.lessons import read as read_lessons
@@ -214,8 +213,7 @@ def learn(config: Config, raw: bytes, label: str, actor: str = "cli",
                         max_depth=config.scan.max_parse_depth, max_parts=config.scan.max_parts)
     current = get_model(config, domain, settings)
     idx, vals, toks = vectorize(extract(msg), current.n_bits)
-    # In the features' reading of domains, which the tokens compared with `own` carry.
-    own = {registrable(d)[0] for d in config.internal_domains}
+    own = {registrable(d) for d in config.internal_domains}
     movable = np.array([_movable(t, label, own) for t in toks], dtype=bool)
     path = delta_path(config, domain)
     if label != "ham" and movable.any():
@@ -519,9 +517,10 @@ def _movable(token: str, label: str, own: set[str] | frozenset[str] = frozenset(
     release: the sender's domain only, and only a real one: not `fd:<none>` (no parseable
     sender, shared by every such message), not a free-mail domain (one lesson about one
     Gmail user must not judge all of Gmail), and not one of our own domains (`own`), which
-    spam forges in From:, nor a hosting suffix the features read as one domain
-    (onmicrosoft.com: one tenant's release must not credit every tenant). A report: the words (not single CJK characters) and links, except
-    links to our own domains, which phishing shows beside its own to look genuine."""
+    spam forges in From:, nor a public suffix itself (onmicrosoft.com, github.io: a
+    release credits one tenant, corp.onmicrosoft.com, never all of them). A report: the
+    words (not single CJK characters) and links, except links to our own domains, which
+    phishing shows beside its own to look genuine."""
     if not token.startswith(LESSON_TOKENS[label]):
         return False
     if token.startswith("fd:"):
