@@ -18,8 +18,9 @@ imitation. This check runs last and weighs their score against what every other 
    (`EVIDENCE_CONSISTENT`) and becomes the message's **bulk level** (0–9, how spam-like
    the bulk mail reads), which policy maps to its own action (`[policy] bulk_threshold`,
    `bulk_action`). A bounce that returns our own users' mail (`own_dsn`) is always here, and
-   so is a DMARC aggregate or SMTP TLS report with no link in its text (a machine's report
-   for postmasters: the text models cannot judge it, the attached report is scanned).
+   so is a DMARC aggregate or SMTP TLS report whose text links nowhere but its recipient's
+   own domain (a machine's report for postmasters: the text models cannot judge it, the
+   attached report is scanned).
 3. **Content alone, consistent sender** — nothing else is off and the sender is shown
    consistent (authenticated, named for its domain, links stay home) but the message is
    not bulk or brand mail: text alone may tag it, not hold it (`EVIDENCE_CONTENT_ONLY`
@@ -163,9 +164,10 @@ class Consistency:
     # conversation (impersonation/BEC, sender reputation) added by reading the returned
     # original, our own user's mail, and the MTA that returned it. Withdrawn with the text.
     conversation: float = 0.0
-    # A DMARC aggregate or SMTP TLS report (bulk.aggregate_report) with no link in its text:
-    # a machine's summary for postmasters, which the content models (trained on mail people
-    # write and read) cannot judge; the report itself is an attachment the other checks scan.
+    # A DMARC aggregate or SMTP TLS report (bulk.aggregate_report) whose text links nowhere
+    # but its recipient's own domain: a machine's summary for postmasters, which the content
+    # models (trained on mail people write and read) cannot judge; the report itself is an
+    # attachment the other checks scan.
     machine_report: str = ""
 
     @property
@@ -246,8 +248,9 @@ def settle(topic: float, total: float, c: Consistency, p_bad: float | None,
                           f"checks read in it ({gone:g}) is withdrawn", level)
     if c.machine_report and c.evidence_score < s.evidence_min and topic > 0:
         return Settlement("EVIDENCE_CONSISTENT", topic,
-                          f"a {c.machine_report} with no link in its text and nothing else "
-                          f"off: the content score {topic:g} is withdrawn (the text models "
+                          f"a {c.machine_report}, linking nowhere but its recipient's own "
+                          f"domain, and nothing else off: the content score {topic:g} is "
+                          f"withdrawn (the text models "
                           "read mail written for people, not a machine's report)", level)
     if topic <= 0:
         return Settlement(None, 0.0, "", level)
