@@ -216,9 +216,20 @@ def test_learning_page_says_what_a_report_taught(app, env):
     sample = delivered.sample_path(model_dir(env.config))
     for i in range(MIN_COUNTER_EXAMPLES):
         delivered.append(sample, _vector(synth.message("ham", rng, i)))
+    # A lure in words the delivered mail above never uses (which words a report may move
+    # depends on that sample and on the bundled model: spell the lure out).
+    from tests.conftest import make_email
+    from tests.web.fixtures import add_message
+
+    add_message(env.config, env.db, "m0009lure", rcpts=["bob@b.test"], category="phishing",
+                subject="Mailbox quota exceeded", hold=True,
+                raw=make_email(subject="Mailbox quota exceeded", to="bob@b.test",
+                               body="Your mailbox quota is exceeded. Confirm your password at "
+                                    "the webmail portal within 24 hours or incoming messages "
+                                    "will be suspended.\n"))
     admin, csrf = form_login(app, "admin@corp.test")
     # A phish the model reads as phish, reported as spam: the words move towards spam.
-    admin.post("/quarantine/m0002phishbob/act", data={"op": "report_spam", "csrf_token": csrf})
+    admin.post("/quarantine/m0009lure/act", data={"op": "report_spam", "csrf_token": csrf})
     lesson = read_audit(env.config)[-1]
     assert lesson["steps"] > 0 and lesson["taught"]
     page = admin.get("/lessons").text
