@@ -329,6 +329,7 @@ async def test_dmarc_and_tls_reports_are_notifications():
         out = await scan_bytes(raw, mail_from="")
         bulk = out.result.facts.bulk
         assert bulk is not None and bulk.kind == "notification" and what in bulk.markers
+        assert bulk.report == what
     # The subject alone, without the report file, is not enough.
     bare = make_email(subject="Report domain: example.test Submitter: x Report-ID: 1")
     assert (await scan_bytes(bare)).result.facts.bulk is None

@@ -293,22 +293,30 @@ async def test_a_machine_report_is_not_judged_by_the_text_models():
         return parse_message(DMARC_REPORT.format(link=link).encode(),
                              Envelope(mail_from="", rcpt_tos=("dmarc@example.test",)))
 
+    def scored(content: float, **extra: float) -> ScanResult:
+        # What the bulk family reads in it (tests/scan/test_bulk.py pins that reading).
+        r = _result(content, **extra)
+        r.facts.bulk = BulkFacts(kind="notification",
+                                 markers=("DMARC aggregate report (RFC 7489)",),
+                                 report="DMARC aggregate report (RFC 7489)")
+        return r
+
     # google.com proves no sender (anyone may send from Google's services), yet the report's
     # text is a machine's: what the content tiers read in it is withdrawn.
-    r = await _gate(report(), _result(content=0.6))
+    r = await _gate(report(), scored(content=0.6))
     assert "DMARC aggregate report" in r.get("EVIDENCE_CONSISTENT").reason
     assert decide(r, PolicySettings()).action is Action.ACCEPT
     # A footer the receiving domain's own server added links home: still a machine's report.
-    r = await _gate(report(" Example Corp https://www.example.test"), _result(content=0.6))
+    r = await _gate(report(" Example Corp https://www.example.test"), scored(content=0.6))
     assert r.has("EVIDENCE_CONSISTENT")
     # Stored mail has no envelope recipients: its To field says whose domain is home.
     stored = parse_message(DMARC_REPORT.format(link=" https://www.example.test").encode(),
                            Envelope(mail_from="", rcpt_tos=()))
-    assert (await _gate(stored, _result(content=0.6))).has("EVIDENCE_CONSISTENT")
+    assert (await _gate(stored, scored(content=0.6))).has("EVIDENCE_CONSISTENT")
     # A link elsewhere makes it something a person is asked to act on: no withdrawal.
     r = await _gate(report(" Review it at https://dmarc-review.example.net/login"),
-                    _result(content=0.6))
+                    scored(content=0.6))
     assert not r.has("EVIDENCE_CONSISTENT")
     # Other checks' evidence keeps the content verdict, report or not.
-    r = await _gate(report(), _result(content=0.6, URL_IP_HOST=1.4))
+    r = await _gate(report(), scored(content=0.6, URL_IP_HOST=1.4))
     assert r.has("EVIDENCE_CORROBORATED")

@@ -390,9 +390,6 @@ def header_signs(msg: ParsedMessage, table: EspTable) -> list[Sign]:
     generic = _header_named(msg, table.generic_headers)
     if generic:
         signs.append(Sign(f"bulk-mailer header {generic}", SUPPORTING, True))
-    report = aggregate_report(msg)
-    if report:
-        signs.append(Sign(report, DECISIVE))
     return signs
 
 
@@ -594,7 +591,9 @@ class BulkCheck(Check):
         auth = result.facts.auth
         dkim = dkim_domains(msg)
         hit = find_esp(msg, self.table, auth, dkim)
-        signs = header_signs(msg, self.table) + esp_signs(hit, dkim, auth)
+        machine = aggregate_report(msg)
+        signs = header_signs(msg, self.table) + esp_signs(hit, dkim, auth) + (
+            [Sign(machine, DECISIVE)] if machine else [])
         report = mime_report(msg) or inline_bounce(msg)
         method = calendar_method(msg)
         if report is None and not method and not is_bulk(signs):
@@ -618,7 +617,8 @@ class BulkCheck(Check):
         if hit is not None:
             markers += hit.evidence
         esp = hit.esp.name if hit is not None else ""
-        result.facts.bulk = BulkFacts(kind=kind, markers=tuple(markers), esp=esp, own_dsn=own)
+        result.facts.bulk = BulkFacts(kind=kind, markers=tuple(markers), esp=esp, own_dsn=own,
+                                      report=machine)
         symbol = {"dsn": "BULK_DSN", "calendar": "BULK_CALENDAR",
                   "newsletter": "BULK_NEWSLETTER", "notification": "BULK_NOTIFICATION"}[kind]
         result.add(symbol, reason=f"{kind}: {'; '.join(markers)}")

@@ -68,7 +68,7 @@ from mailmoat.scan.base import (
     Symbol,
     SymbolSpec,
 )
-from mailmoat.scan.bulk import aggregate_report, dkim_domains, esp_domains, report_domain
+from mailmoat.scan.bulk import dkim_domains, esp_domains, report_domain
 from mailmoat.scan.facts import AuthFacts
 from mailmoat.scan.urls import brand_domains as _brand_domains
 from mailmoat.scan.urls import link_occurrences
@@ -164,7 +164,7 @@ class Consistency:
     # conversation (impersonation/BEC, sender reputation) added by reading the returned
     # original, our own user's mail, and the MTA that returned it. Withdrawn with the text.
     conversation: float = 0.0
-    # A DMARC aggregate or SMTP TLS report (bulk.aggregate_report) whose text links nowhere
+    # A DMARC aggregate or SMTP TLS report (BulkFacts.report) whose text links nowhere
     # but its recipient's own domain: a machine's summary for postmasters, which the content
     # models (trained on mail people write and read) cannot judge; the report itself is an
     # attachment the other checks scan.
@@ -430,14 +430,14 @@ def assess(msg: ParsedMessage, result: ScanResult, s: EvidenceSettings,
         brand_mismatch=tuple(brands.mismatched) if brands is not None else (),
         foreign_links=tuple(foreign), evidence=tuple(evidence),
         unverifiable_dsn=unverifiable_dsn, conversation=round(conversation, 3),
-        machine_report=_machine_report(msg, occurrences))
+        machine_report=_machine_report(msg, bulk.report if bulk is not None else "", occurrences))
 
 
-def _machine_report(msg: ParsedMessage, links: list[str]) -> str:
-    """What kind of authentication report `msg` is, when no link in its text leads outside the
-    domain it reports on, one of its recipients' (a footer their own server added); else "".
-    Stored mail has no envelope recipients: its To field stands in for them then."""
-    report = aggregate_report(msg)
+def _machine_report(msg: ParsedMessage, report: str, links: list[str]) -> str:
+    """`report` (the bulk family's reading: which authentication report `msg` is), when no
+    link in its text leads outside the domain it reports on, one of its recipients' (a
+    footer their own server added); else "". Stored mail has no envelope recipients: its To
+    field stands in for them then."""
     if not report or not links:
         return report
     home = org_domain(report_domain(msg))

@@ -88,6 +88,7 @@ class BulkFacts:
     markers: tuple[str, ...] = ()
     esp: str = ""
     own_dsn: bool = False  # a DSN that returns mail our own users sent (checked, not assumed)
+    report: str = ""  # "DMARC aggregate report (RFC 7489)" / "SMTP TLS report (RFC 8460)"
 
 
 @dataclass(frozen=True)
