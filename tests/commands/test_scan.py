@@ -284,6 +284,16 @@ def test_progress_bar_on_a_terminal(tmp_path):
             None,
             Direction.INBOUND,
         ),
+        # The null sender as Sendmail and Exchange ("<MAILER-DAEMON>") and qmail ("<#@[]>")
+        # record it in Return-Path: no mailbox, whatever From says.
+        (b"Return-Path: <MAILER-DAEMON>\nFrom: <postmaster@example.test>\n", "", None,
+         Direction.INBOUND),
+        (b"Return-Path: <#@[]>\nFrom: MAILER-DAEMON@b.test\n", "", None, Direction.INBOUND),
+        (b"Return-Path: <>\nFrom: Mail Delivery System <MAILER-DAEMON@b.test>\n", "", None,
+         Direction.INBOUND),
+        # A mailbox of that name at a domain is an ordinary sender.
+        (b"Return-Path: <mailer-daemon@b.test>\nFrom: x@b.test\n", "mailer-daemon@b.test", None,
+         Direction.INBOUND),
         # Another multipart type is no report: From stands in as before.
         (b"From: a@b.test\nContent-Type: multipart/mixed; boundary=x\n", "a@b.test", None,
          Direction.INBOUND),

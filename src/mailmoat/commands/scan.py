@@ -115,6 +115,8 @@ class _Reader:
 _RECEIVED_IP = re.compile(rb"\[(?:IPv6:)?([0-9a-fA-F:.]+)\]")
 _REPORT = re.compile(r"multipart/report\b.*\breport-type\s*=\s*\"?(?:delivery-status|"
                      r"disposition-notification)\b", re.I | re.S)
+# The null sender as MTAs record it in Return-Path (see envelope_for).
+_NULL_SENDER = re.compile(r"|mailer-daemon|#@\[\]", re.I)
 _HEADER_VALUE = r"(?im)^{name}[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)"
 
 
@@ -131,13 +133,17 @@ def envelope_for(raw: bytes, config: Config) -> Envelope:
     outbound when the sender's domain is one of ours. A delivery status report or read
     receipt (`multipart/report`) stored without Return-Path came from the null sender: RFC
     5321 section 4.5.5 and RFC 3464 require it of bounces (RFC 8098 of read receipts), and its
-    From is the reporting MTA's mailbox, never the envelope's.
+    From is the reporting MTA's mailbox, never the envelope's. The null sender, as delivering
+    MTAs record it in Return-Path, is "<>", "<MAILER-DAEMON>" (Sendmail, Exchange) or
+    "<#@[]>" (qmail): a mailbox without a domain, never a sender to judge.
     """
     import email.utils
 
     head = raw[: min(len(raw), 256 * 1024)].split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
     return_path = _header(head, "Return-Path")
     if not return_path and _REPORT.search(_header(head, "Content-Type")):
+        sender = ""
+    elif return_path and _NULL_SENDER.fullmatch(email.utils.parseaddr(return_path)[1]):
         sender = ""
     else:
         sender = email.utils.parseaddr(return_path or _header(head, "From"))[1]
