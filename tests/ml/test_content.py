@@ -92,6 +92,18 @@ def test_training_reports_grouped_holdout(tiny_model):
     assert report["overall"]["auc"] > 0.95
 
 
+def test_training_records_its_messages_per_language(tiny_model):
+    # The evidence gate reads these counts (scan/evidence.py): the synthetic corpus is
+    # English, so every message is counted there or as too short to tell ("").
+    from mailmoat.ml.model import ContentModel
+
+    path, _ = tiny_model
+    langs = ContentModel.load(path).meta["languages"]
+    assert set(langs) <= {"en", ""} and langs["en"]["ham"] > 0
+    n = sum(sum(by_class.values()) for by_class in langs.values())
+    assert n == ContentModel.load(path).meta["n_train"]
+
+
 async def test_check_emits_explained_symbols(tiny_model, tmp_path):
     path, _ = tiny_model
     cfg = make_config(content={"model_path": str(path)}, storage={"data_dir": str(tmp_path)})

@@ -320,3 +320,86 @@ async def test_a_machine_report_is_not_judged_by_the_text_models():
     # Other checks' evidence keeps the content verdict, report or not.
     r = await _gate(report(), scored(content=0.6, URL_IP_HOST=1.4))
     assert r.has("EVIDENCE_CORROBORATED")
+
+
+# --- content in a language the models were hardly trained on --------------------------------
+
+# Per language and class, as `mailmoat train` records them in the model's metadata.
+LANGUAGES = {"en": {"ham": 12618, "spam": 3727, "phish": 1883},
+             "de": {"ham": 11, "spam": 40, "phish": 436}}
+ORDER = (
+    "From: Buchladen Müller <bestellung@buchladen-mueller.de>\r\nTo: bob@example.test\r\n"
+    "Subject: {subject}\r\nDate: Tue, 01 Dec 2026 10:00:00 +0000\r\n"
+    "Message-ID: <7@buchladen-mueller.de>\r\nMIME-Version: 1.0\r\n"
+    "Content-Type: text/html; charset=utf-8\r\n\r\n<p>{body}</p>"
+    '<p><a href="{link}">{anchor}</a></p>\r\n')
+GERMAN = dict(subject="Ihre Bestellung 40213 wurde versandt",
+              body="Vielen Dank für Ihren Einkauf. Ihre Bestellung wurde heute an DHL "
+                   "übergeben und ist in zwei Tagen bei Ihnen.", anchor="Sendung verfolgen")
+ENGLISH = dict(subject="Your order 40213 has shipped",
+               body="Thank you for shopping with us. Your order was handed to the carrier "
+                    "today and will arrive in two days.", anchor="Track your order")
+
+
+def _order(text: dict[str, str], link: str = "https://www.buchladen-mueller.de/konto/40213"):
+    raw = ORDER.format(link=link, **text).encode()
+    return parse_message(raw, Envelope(mail_from="bestellung@buchladen-mueller.de",
+                                       rcpt_tos=("bob@example.test",)))
+
+
+async def _gate_languages(msg, r: ScanResult, **settings) -> ScanResult:
+    await EvidenceCheck(Config(), EvidenceSettings(**settings), languages=LANGUAGES).run(msg, r)
+    return r
+
+
+async def test_consistent_sender_in_a_language_the_models_barely_know_is_not_held():
+    r = _result()
+    r.facts.auth = _verified("buchladen-mueller.de")
+    r = await _gate_languages(_order(GERMAN), r)
+    c = r.facts.consistency
+    assert (c.language, c.language_ham, c.language_bad) == ("de", 11, 476)
+    sym = r.get("EVIDENCE_UNFAMILIAR_LANGUAGE")
+    assert sym is not None and sym.score == -16.2 and r.score == 0
+    assert "written in German" in sym.reason and "11 legitimate and 476" in sym.reason
+    assert decide(r, PolicySettings()).action is Action.ACCEPT
+    # The same shop's mail in English, which the models know: text alone may still tag it.
+    r = _result()
+    r.facts.auth = _verified("buchladen-mueller.de")
+    r = await _gate_languages(_order(ENGLISH), r)
+    assert r.facts.consistency.language == "en" and not r.has("EVIDENCE_UNFAMILIAR_LANGUAGE")
+    assert "tag but not quarantine" in r.get("EVIDENCE_CONTENT_ONLY").reason
+    assert decide(r, PolicySettings()).action is Action.TAG
+
+
+async def test_an_unfamiliar_language_excuses_no_inconsistent_sender():
+    # Unauthenticated, linking elsewhere: the content verdict keeps what it may do alone.
+    r = await _gate_languages(_order(GERMAN, link="https://buchladen-konto.example/login"),
+                              _result())
+    assert not r.has("EVIDENCE_UNFAMILIAR_LANGUAGE")
+    assert decide(r, PolicySettings()).action is Action.QUARANTINE
+    # Another check's evidence corroborates it, in any language.
+    r = _result(URL_IP_HOST=1.4)
+    r.facts.auth = _verified("buchladen-mueller.de")
+    r = await _gate_languages(_order(GERMAN, link="http://45.9.12.3/konto"), r)
+    assert r.has("EVIDENCE_CORROBORATED") and not r.has("EVIDENCE_UNFAMILIAR_LANGUAGE")
+    assert decide(r, PolicySettings()).action is Action.REJECT
+
+
+async def test_the_language_rule_needs_counts_and_can_be_turned_off():
+    for settings, languages in (({"language_min_ham": 0}, LANGUAGES), ({}, None)):
+        r = _result()
+        r.facts.auth = _verified("buchladen-mueller.de")
+        await EvidenceCheck(Config(), EvidenceSettings(**settings), languages=languages).run(
+            _order(GERMAN), r)
+        assert not r.has("EVIDENCE_UNFAMILIAR_LANGUAGE")
+        assert decide(r, PolicySettings()).action is Action.TAG
+
+
+def test_the_bundled_model_says_which_languages_it_knows():
+    from mailmoat.scan.base import BuildContext
+    from mailmoat.scan.evidence import build
+
+    [check] = build(BuildContext(config=Config()))
+    assert isinstance(check, EvidenceCheck) and check.languages is not None
+    assert check.languages["en"]["ham"] > 10000 and check.languages["zh"]["ham"] > 1000
+    assert check.languages["de"]["ham"] < EvidenceSettings().language_min_ham

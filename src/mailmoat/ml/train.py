@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from mailmoat.message.language import language_of
 from mailmoat.message.model import Envelope
 from mailmoat.message.parse import parse_message
 from mailmoat.ml.corpus import Sample, read_sample, strip_path_headers
@@ -112,6 +113,34 @@ def featurize(samples: Sequence[Sample], *, strip: bool = False, cache_dir: Path
             pickle.dump(cache, fh, protocol=pickle.HIGHEST_PROTOCOL)
         tmp.replace(cache_file)
     return out  # type: ignore[return-value]
+
+
+def _languages_job(paths: list[str]) -> list[str]:
+    os.nice(5) if hasattr(os, "nice") else None
+    out = []
+    for p in paths:
+        msg = parse_message(read_sample(p), Envelope(mail_from="", rcpt_tos=()))
+        out.append(language_of(msg))
+    return out
+
+
+def language_counts(samples: Sequence[Sample], workers: int = 1) -> dict[str, dict[str, int]]:
+    """How many messages of each class the training set holds per language
+    (`mailmoat.message.language`; "" where the text is too short to say). Stored with the
+    model: the evidence gate does not let the content verdict hold mail in a language of
+    which the model saw too little legitimate mail to know what it looks like."""
+    paths = [s.path for s in samples]
+    chunks = [paths[i:i + 500] for i in range(0, len(paths), 500)]
+    if workers > 1 and len(chunks) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            langs = [lang for part in pool.map(_languages_job, chunks) for lang in part]
+    else:
+        langs = [lang for c in chunks for lang in _languages_job(c)]
+    counts: dict[str, dict[str, int]] = {}
+    for s, lang in zip(samples, langs):
+        by_class = counts.setdefault(lang, {})
+        by_class[s.label] = by_class.get(s.label, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -sum(kv[1].values())))
 
 
 def build_matrix(tokens: Sequence[Tokens], n_bits: int = N_FEATURES_BITS) -> sp.csr_matrix:
@@ -213,5 +242,7 @@ def train(samples: Sequence[Sample], params: TrainParams = TrainParams(), *, val
         corpora[s.corpus][s.label] += 1
     model = fit(X, y, params, meta={"corpora": corpora, "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                    "path_headers_stripped": strip})
+    say("counting the training messages per language")
+    model.meta["languages"] = language_counts(samples, workers)
     model.meta["train_seconds"] = round(time.perf_counter() - t0, 1)
     return model, report

@@ -1,0 +1,64 @@
+"""The language a message is written in, for the checks that must know what their models
+were trained on.
+
+The content models learn from labelled corpora, and those corpora are not balanced by
+language: in the bundled training data almost every German, Dutch or Portuguese message is
+phishing, so "written in German" became evidence of phishing to them. A check that weighs
+their verdict (scan/evidence.py) needs to know which language it is looking at, and the
+training run records how much legitimate mail of each language the models saw
+(`mailmoat.ml.train`).
+
+py3langid (a maintained fork of langid.py: a naive Bayes model over byte n-grams, numpy
+only) reads the subject and the first few thousand characters of the body text, about
+0.2 ms a message. It is restricted to the languages with a two-letter ISO 639-1 code: the
+regional varieties its model also knows (Wu Chinese, Nigerian Pidgin, Ligurian, …) are, in
+mail, almost always a misreading of a major language next to them.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from mailmoat.message.model import ParsedMessage
+
+# Enough text to be sure of the language, little enough to stay a fraction of a millisecond.
+MAX_CHARS = 4000
+# Below this many letters a guess is noise ("OK", a one-line notice with a link).
+MIN_LETTERS = 20
+# The model's label for text that is not in a human language (code, numbers, base64).
+NO_LANGUAGE = "zxx"
+
+_lock = threading.Lock()
+_identifier = None
+
+
+def _get_identifier():  # type: ignore[no-untyped-def]
+    """The identifier, loaded once (half a second) and shared: classify() is read-only."""
+    global _identifier
+    with _lock:
+        if _identifier is None:
+            from py3langid import langid
+
+            ident = langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE)
+            ident.set_languages([c for c in ident.labels if len(c) == 2 or c == NO_LANGUAGE])
+            _identifier = ident
+        return _identifier
+
+
+def language_of_text(text: str) -> str:
+    """ISO 639-1 code of the text's language; "" when there is too little text to say or
+    the text is not in a human language."""
+    text = text[:MAX_CHARS]
+    if sum(1 for ch in text if ch.isalpha()) < MIN_LETTERS:
+        return ""
+    lang, _ = _get_identifier().classify(text)
+    return "" if lang == NO_LANGUAGE else str(lang)
+
+
+def language_of(msg: ParsedMessage) -> str:
+    """The language of the message's subject and body text (computed once per message)."""
+    cached = msg.derived.get("language")
+    if cached is None:
+        cached = language_of_text(f"{msg.subject}\n{msg.body_text}")
+        msg.derived["language"] = cached
+    return str(cached)
