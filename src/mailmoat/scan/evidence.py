@@ -73,6 +73,7 @@ from pydantic import Field
 from mailmoat.config import Config, Section
 from mailmoat.domains import is_freemail, org_domain
 from mailmoat.message.language import language_of
+from mailmoat.message.language import warm as warm_language_model
 from mailmoat.message.model import ParsedMessage
 from mailmoat.scan.base import (
     TEXT_GROUPS,
@@ -593,4 +594,7 @@ def training_languages(ctx: BuildContext) -> Mapping[str, Mapping[str, int]] | N
     except (ModelError, OSError) as exc:
         log.warning("evidence: no content model to read training languages from (%s)", exc)
         return None
-    return langs if isinstance(langs, dict) else None
+    if not isinstance(langs, dict):
+        return None
+    warm_language_model()  # now, not in the first message's scan
+    return langs
