@@ -9,8 +9,8 @@ training run records how much legitimate mail of each language the models saw
 (`mailmoat.ml.train`).
 
 py3langid (a maintained fork of langid.py: a naive Bayes model over byte n-grams, numpy
-only) reads the subject and the first few thousand characters of the body text, about
-0.2 ms a message. The answer is the likeliest language with a two-letter ISO 639-1 code: the
+only) reads the subject and the first 2,000 characters of the body text, under half a
+millisecond a message. The answer is the likeliest language with a two-letter ISO 639-1 code: the
 regional varieties its model also knows (Wu Chinese, Nigerian Pidgin, Ligurian, …) are, in
 mail, almost always a misreading of a major language next to them. The model takes about
 75 MiB of memory per process, loaded once (`warm`, half a second) when the evidence check
@@ -23,8 +23,9 @@ import threading
 
 from mailmoat.message.model import ParsedMessage
 
-# Enough text to be sure of the language, little enough to stay a fraction of a millisecond.
-MAX_CHARS = 4000
+# Enough text to be sure of the language (4,000 characters decide 25 of 13,367 corpus
+# messages otherwise), little enough to stay under half a millisecond.
+MAX_CHARS = 2000
 # Below this many letters a guess is noise ("OK", a one-line notice with a link).
 MIN_LETTERS = 20
 # The model's label for text that is not in a human language (code, numbers, base64).
