@@ -202,9 +202,11 @@ def gate_table(sub: list[Sample], gate: list[str], as_bulk: np.ndarray) -> dict[
 
 
 def format_gate(rows: dict[str, Any]) -> str:
-    cols = ("EVIDENCE_CORROBORATED", "EVIDENCE_CONSISTENT", "EVIDENCE_CONTENT_ONLY")
-    lines = ["| corpus/label | messages | corroborated | consistent | content only | as bulk |",
-             "|---|---|---|---|---|---|"]
+    cols = ("EVIDENCE_CORROBORATED", "EVIDENCE_CONSISTENT", "EVIDENCE_UNFAMILIAR_LANGUAGE",
+            "EVIDENCE_CONTENT_ONLY")
+    lines = ["| corpus/label | messages | corroborated | consistent | unfamiliar language "
+             "| content only | as bulk |",
+             "|---|---|---|---|---|---|---|"]
     for key, r in sorted(rows.items()):
         lines.append(f"| {key} | {r['messages']} | " + " | ".join(str(r.get(c, 0)) for c in cols)
                      + f" | {r['as_bulk']} |")
@@ -658,7 +660,9 @@ def main() -> None:
         "",
         ("What the gate did to the combined verdict, per corpus and label: content corroborated "
          "by other evidence (`EVIDENCE_CORROBORATED`), withdrawn for consistent bulk or brand "
-         "mail (`EVIDENCE_CONSISTENT`), or lowered below reject (`EVIDENCE_CONTENT_ONLY`); "
+         "mail (`EVIDENCE_CONSISTENT`), withdrawn for a consistent sender writing in a "
+         "language the content models hardly know (`EVIDENCE_UNFAMILIAR_LANGUAGE`), or "
+         "lowered below reject (`EVIDENCE_CONTENT_ONLY`); "
          "*as bulk*: accepted and marked bulk (level at or above the default bulk threshold "
          f"{DEFAULT_POLICY.bulk_threshold}) — for spam and phish these are misses."),
         "",

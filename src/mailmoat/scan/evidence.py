@@ -31,7 +31,7 @@ imitation. This check runs last and weighs their score against what every other 
    confirmation scores as high as a German phish. Their score is withdrawn
    (`EVIDENCE_UNFAMILIAR_LANGUAGE`). A sender that is not shown consistent stays under
    case 5: withdrawing the score for every sender lets a quarter of phishing_pot through
-   (75.4% caught instead of 98.2%, `bench/pipeline_accuracy.py`), because its German,
+   (75.5% caught instead of 98.2%, `bench/pipeline_accuracy.py`), because its German,
    Portuguese and Dutch phish are caught by their text and little else offline.
 4. **Content alone, consistent sender** — nothing else is off and the sender is shown
    consistent (authenticated, named for its domain, links stay home) but the message is
