@@ -35,3 +35,10 @@ def test_a_message_is_read_once_from_subject_and_body():
     assert language_of(msg) == "de"
     msg.derived["language"] = "xx"  # cached: the second reading is the first one's
     assert language_of(msg) == "xx"
+
+
+def test_hostile_text_gets_an_answer_not_an_error():
+    # Undecodable bytes survive parsing as lone surrogates; NULs and huge bodies happen.
+    assert language_of_text("Vielen Dank für Ihre Bestellung \udcff\udcfe " * 10) == "de"
+    assert language_of_text("\x00" * 100 + "Thank you for your order, it ships today.") == "en"
+    assert isinstance(language_of_text("Bestellung " * 500_000), str)  # reads 2,000 characters

@@ -64,6 +64,6 @@ def language_of(msg: ParsedMessage) -> str:
     """The language of the message's subject and body text (computed once per message)."""
     cached = msg.derived.get("language")
     if cached is None:
-        cached = language_of_text(f"{msg.subject}\n{msg.body_text}")
+        cached = language_of_text(f"{msg.subject}\n{msg.body_text[:MAX_CHARS]}")
         msg.derived["language"] = cached
     return str(cached)
