@@ -403,3 +403,14 @@ def test_the_bundled_model_says_which_languages_it_knows():
     assert isinstance(check, EvidenceCheck) and check.languages is not None
     assert check.languages["en"]["ham"] > 10000 and check.languages["zh"]["ham"] > 1000
     assert check.languages["de"]["ham"] < EvidenceSettings().language_min_ham
+
+
+async def test_the_llm_was_not_trained_on_those_corpora_so_its_word_stands():
+    specs = {**SPECS, "LLM_PHISH": SymbolSpec(1.0, "llm", Category.PHISHING, "llm")}
+    r = ScanResult(specs=specs)
+    r.add("CONTENT_PHISH_HIGH", reason="reads like a phish", factor=1.35)
+    r.add("LLM_PHISH", reason="asks for the card number", factor=4.0)
+    r.facts.content = ModelFacts(p_bad=0.9999, p_spam=0.0, p_phish=0.9999)
+    r.facts.auth = _verified("buchladen-mueller.de")
+    r = await _gate_languages(_order(GERMAN), r)
+    assert r.facts.consistency.llm == 4.0 and not r.has("EVIDENCE_UNFAMILIAR_LANGUAGE")

@@ -29,7 +29,8 @@ imitation. This check runs last and weighs their score against what every other 
    messages against 478 German spam and phishing, 6 Portuguese against 271, 2 Dutch against
    129: to the models the language itself reads as phishing, so a German shop's order
    confirmation scores as high as a German phish. Their score is withdrawn
-   (`EVIDENCE_UNFAMILIAR_LANGUAGE`). A sender that is not shown consistent stays under
+   (`EVIDENCE_UNFAMILIAR_LANGUAGE`), unless tier 3 (the optional LLM, not trained on
+   these corpora) objects too. A sender that is not shown consistent stays under
    case 5: withdrawing the score for every sender lets a quarter of phishing_pot through
    (75.5% caught instead of 98.2%, `bench/pipeline_accuracy.py`), because its German,
    Portuguese and Dutch phish are caught by their text and little else offline.
@@ -203,6 +204,9 @@ class Consistency:
     language: str = ""
     language_ham: int = -1
     language_bad: int = -1
+    # What tier 3 (the optional LLM) added: it was not trained on the corpora whose
+    # languages the counts describe, so its word on the text is not withdrawn with theirs.
+    llm: float = 0.0
 
     def unfamiliar_language(self, min_ham: int) -> bool:
         """Is the text in a language of which the models saw fewer than `min_ham`
@@ -313,7 +317,7 @@ def settle(topic: float, total: float, c: Consistency, p_bad: float | None,
                           f"sender; nothing else off: content score {topic:g} withdrawn"
                           + (f", bulk level {level}" if level is not None else ""),
                           level if level is not None else bulk_level(p_bad))
-    if c.unfamiliar_language(s.language_min_ham) and c.sender_consistent:
+    if c.unfamiliar_language(s.language_min_ham) and c.sender_consistent and c.llm <= 0:
         name = LANGUAGE_NAMES.get(c.language, c.language)
         return Settlement("EVIDENCE_UNFAMILIAR_LANGUAGE", topic,
                           f"written in {name}, a language the content models were trained on "
@@ -493,6 +497,7 @@ def assess(msg: ParsedMessage, result: ScanResult, s: EvidenceSettings,
         foreign_links=tuple(foreign), evidence=tuple(evidence),
         unverifiable_dsn=unverifiable_dsn, conversation=round(conversation, 3),
         machine_report=_machine_report(msg, bulk.report if bulk is not None else "", occurrences),
+        llm=round(sum(sym.score for sym in result.symbols if sym.group == "llm"), 3),
         **_language_support(msg, languages))
 
 
