@@ -115,13 +115,14 @@ def featurize(samples: Sequence[Sample], *, strip: bool = False, cache_dir: Path
     return out  # type: ignore[return-value]
 
 
+def _languages(paths: list[str]) -> list[str]:
+    return [language_of(parse_message(read_sample(p), Envelope(mail_from="", rcpt_tos=())))
+            for p in paths]
+
+
 def _languages_job(paths: list[str]) -> list[str]:
-    os.nice(5) if hasattr(os, "nice") else None
-    out = []
-    for p in paths:
-        msg = parse_message(read_sample(p), Envelope(mail_from="", rcpt_tos=()))
-        out.append(language_of(msg))
-    return out
+    os.nice(5) if hasattr(os, "nice") else None  # a pool worker: the caller stays as it is
+    return _languages(paths)
 
 
 def language_counts(samples: Sequence[Sample], workers: int = 1) -> dict[str, dict[str, int]]:
@@ -135,7 +136,7 @@ def language_counts(samples: Sequence[Sample], workers: int = 1) -> dict[str, di
         with ProcessPoolExecutor(workers) as pool:
             langs = [lang for part in pool.map(_languages_job, chunks) for lang in part]
     else:
-        langs = [lang for c in chunks for lang in _languages_job(c)]
+        langs = _languages(paths)
     counts: dict[str, dict[str, int]] = {}
     for s, lang in zip(samples, langs):
         by_class = counts.setdefault(lang, {})
