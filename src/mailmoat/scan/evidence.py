@@ -32,8 +32,9 @@ imitation. This check runs last and weighs their score against what every other 
    (`EVIDENCE_UNFAMILIAR_LANGUAGE`), unless tier 3 (the optional LLM, not trained on
    these corpora) objects too. A sender that is not shown consistent stays under
    case 5: withdrawing the score for every sender lets a quarter of phishing_pot through
-   (75.5% caught instead of 98.2%, `bench/pipeline_accuracy.py`), because its German,
-   Portuguese and Dutch phish are caught by their text and little else offline.
+   (75.5% caught instead of 98.2%: `bench/pipeline_accuracy.py` on a copy of `settle`
+   without the consistency condition), because its German, Portuguese and Dutch phish are
+   caught by their text and little else offline.
 4. **Content alone, consistent sender** — nothing else is off and the sender is shown
    consistent (authenticated, named for its domain, links stay home) but the message is
    not bulk or brand mail: text alone may tag it, not hold it (`EVIDENCE_CONTENT_ONLY`
@@ -65,7 +66,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
@@ -200,7 +201,8 @@ class Consistency:
     machine_report: str = ""
     # The message's language (message/language.py) and how many legitimate and how many
     # spam or phishing messages of it the content models were trained on (-1: the model
-    # records no counts, or the language could not be told).
+    # records no counts, or the language could not be told). Told only for a sender shown
+    # consistent, the one case where it decides.
     language: str = ""
     language_ham: int = -1
     language_bad: int = -1
@@ -489,7 +491,7 @@ def assess(msg: ParsedMessage, result: ScanResult, s: EvidenceSettings,
             conversation += sym.score
         else:
             evidence.append((sym.name, sym.score))
-    return Consistency(
+    c = Consistency(
         auth=auth, auth_domain=auth_domain, name_coherent=coherent,
         links_consistent=share >= s.link_share, bulk_kind=kind, bulk_markers=markers,
         own_dsn=own_dsn,
@@ -497,8 +499,10 @@ def assess(msg: ParsedMessage, result: ScanResult, s: EvidenceSettings,
         foreign_links=tuple(foreign), evidence=tuple(evidence),
         unverifiable_dsn=unverifiable_dsn, conversation=round(conversation, 3),
         machine_report=_machine_report(msg, bulk.report if bulk is not None else "", occurrences),
-        llm=round(sum(sym.score for sym in result.symbols if sym.group == "llm"), 3),
-        **_language_support(msg, languages))
+        llm=round(sum(sym.score for sym in result.symbols if sym.group == "llm"), 3))
+    # The language decides only for a sender shown consistent (settle, case 3): the rest of
+    # the mail is not read a second time for it.
+    return replace(c, **_language_support(msg, languages)) if c.sender_consistent else c
 
 
 def _language_support(msg: ParsedMessage,
